@@ -1,0 +1,166 @@
+"""Address assignment: L2 segments, their subnets and hosts, and management.
+
+Explicit ``ipv4:`` on links always wins. Everything else is assigned
+deterministically from fixed pools in declaration order, so the same file
+always yields the same plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from harness.errors import Collector
+from harness.plan.model import DEFAULT_MTU, Segment
+from harness.topology import Topology
+
+UNDERLAY_POOL = IPv4Network("10.100.0.0/16")  # /24 per bridge segment
+P2P_POOL = IPv4Network("10.101.0.0/16")  # /30 per point-to-point link
+MGMT_POOL = IPv4Network("172.29.0.0/16")  # /24 per lab unless mgmt.ipv4-subnet is given
+
+
+def assign_segments(
+    topo: Topology, c: Collector
+) -> tuple[dict[str, Segment], dict[tuple[str, str], IPv4Interface]]:
+    """Group link endpoints into L2 segments and give every endpoint an address."""
+    members: dict[str, list[tuple[str, str, IPv4Interface | None, int, int | None]]] = {}
+    mtus: dict[str, list[int]] = {}
+    kinds: dict[str, str] = {}
+    for link in topo.links:
+        a, b = link.endpoints
+        ka, kb = topo.nodes[a.node].kind, topo.nodes[b.node].kind
+        mtu = link.mtu or DEFAULT_MTU
+        if ka == "bridge" and kb == "bridge":
+            c.add(
+                f"topology.links[{link.index}]",
+                "a link between two bridges is not supported",
+                "merge the bridges into one kind: bridge node",
+                link.line,
+            )
+            continue
+        if "bridge" in (ka, kb):
+            bridge, ep = (a, b) if ka == "bridge" else (b, a)
+            seg, kinds[bridge.node] = bridge.node, "bridge"
+            members.setdefault(seg, []).append(
+                (ep.node, ep.interface, ep.ipv4, link.index, link.line)
+            )
+        else:
+            seg = f"{a.node}-{b.node}"
+            if seg in members:
+                seg = f"{seg}-{link.index}"
+            kinds[seg] = "p2p"
+            members[seg] = [
+                (ep.node, ep.interface, ep.ipv4, link.index, link.line) for ep in (a, b)
+            ]
+        mtus.setdefault(seg, []).append(mtu)
+    taken = [ep[2].network for eps in members.values() for ep in eps if ep[2] is not None]
+    segments: dict[str, Segment] = {}
+    addresses: dict[tuple[str, str], IPv4Interface] = {}
+    pools = {"bridge": _subnets(UNDERLAY_POOL, 24, taken), "p2p": _subnets(P2P_POOL, 30, taken)}
+    for name, eps in members.items():
+        explicit = {ep[2].network for ep in eps if ep[2] is not None}
+        if len(explicit) > 1:
+            c.add(
+                f"segment {name}",
+                f"addresses on one L2 segment are in different subnets "
+                f"({', '.join(sorted(map(str, explicit)))})",
+                "put every address of the segment in one subnet",
+                eps[0][4],
+            )
+            continue
+        subnet = explicit.pop() if explicit else next(pools[kinds[name]])
+        used = {ep[2].ip for ep in eps if ep[2] is not None}
+        hosts = (h for h in subnet.hosts() if h not in used)
+        for node, iface, ip, index, line in _ordered(eps, topo):
+            if ip is None:
+                host = next(hosts, None)
+                if host is None:
+                    c.add(
+                        f"topology.links[{index}]",
+                        f"subnet {subnet} of segment {name} is full",
+                        "use a larger subnet",
+                        line,
+                    )
+                    break
+                ip = IPv4Interface(f"{host}/{subnet.prefixlen}")
+            elif (
+                ip.ip in (subnet.network_address, subnet.broadcast_address)
+                and subnet.prefixlen < 31
+            ):
+                c.add(
+                    f"topology.links[{index}]",
+                    f"{ip} is not a host address",
+                    "use an address between the network and broadcast addresses",
+                    line,
+                )
+            addresses[(node, iface)] = ip
+        segments[name] = Segment(
+            name, kinds[name], subnet, min(mtus[name]), tuple((ep[0], ep[1]) for ep in eps)
+        )
+    return segments, addresses
+
+
+def _ordered(eps: list, topo: Topology) -> list:
+    """Routers first (they take the low addresses, like gateways), then file order."""
+
+    def key(ep: tuple) -> tuple[int, int]:
+        role = topo.nodes[ep[0]].labels.get("podlab.role")
+        return (0 if role == "router" else 1, topo.nodes[ep[0]].index)
+
+    return sorted(eps, key=key)
+
+
+def _subnets(pool: IPv4Network, prefix: int, taken: list[IPv4Network]):  # type: ignore[no-untyped-def]
+    for net in pool.subnets(new_prefix=prefix):
+        if not any(net.overlaps(t) for t in taken):
+            yield net
+
+
+def mgmt_plan(
+    topo: Topology, c: Collector
+) -> tuple[IPv4Network, IPv4Interface, dict[str, IPv4Interface]]:
+    """The lab's management subnet, the host's gateway address on it, and node addresses."""
+    subnet = topo.mgmt_subnet or _default_mgmt(topo.name)
+    gw = IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
+    hosts = [h for h in subnet.hosts() if h != gw.ip]
+    linux = [n for n in topo.nodes.values() if n.kind == "linux"]
+    fixed: dict[str, IPv4Address] = {}
+    for n in linux:
+        if n.mgmt_ipv4:
+            try:
+                ip = IPv4Address(n.mgmt_ipv4)
+            except ValueError:
+                c.add(
+                    f"node {n.name}",
+                    f"mgmt-ipv4 {n.mgmt_ipv4!r} is not an IPv4 address",
+                    "write it like 172.20.20.11",
+                    n.line,
+                )
+                continue
+            if ip not in subnet or ip == gw.ip:
+                c.add(
+                    f"node {n.name}",
+                    f"mgmt-ipv4 {ip} is not a free host of {subnet}",
+                    f"use an address in {subnet} other than {gw.ip}",
+                    n.line,
+                )
+            fixed[n.name] = ip
+    free = iter(h for h in hosts if h not in fixed.values())
+    out: dict[str, IPv4Interface] = {}
+    for n in linux:
+        ip = fixed.get(n.name) or next(free, None)
+        if ip is None:
+            c.add(
+                "mgmt.ipv4-subnet",
+                f"{subnet} has too few addresses for {len(linux)} nodes",
+                "set a larger mgmt.ipv4-subnet",
+            )
+            break
+        out[n.name] = IPv4Interface(f"{ip}/{subnet.prefixlen}")
+    return subnet, gw, out
+
+
+def _default_mgmt(lab: str) -> IPv4Network:
+    """A per-lab /24 from MGMT_POOL chosen by a hash of the name (stable across runs)."""
+    index = int(hashlib.sha256(lab.encode()).hexdigest(), 16) % 256
+    return list(MGMT_POOL.subnets(new_prefix=24))[index]

@@ -1,0 +1,114 @@
+"""Frozen data of a lab plan: what every later stage reads and nothing writes.
+
+The plan is pure data derived from a topology file. Backends build it, the
+inventory exports it, the report never sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+# Datapath modes the agent implements. Flannel-style first, then Calico-style.
+FLANNEL_MODES = ("host-gw", "vxlan", "udp")
+CALICO_MODES = ("bgp", "ipip", "calico-vxlan", "cross-subnet")
+MODES = FLANNEL_MODES + CALICO_MODES
+ENCRYPTIONS = ("none", "wireguard")
+PROXY_MODES = ("nftables", "iptables", "userspace")
+ROLES = ("control-plane", "worker", "router", "host")
+
+DEFAULT_MTU = 1500
+DEFAULT_NODE_PREFIX = 24
+
+
+@dataclass(frozen=True)
+class Interface:
+    """An underlay interface of a node (``eth1`` …), on one L2 segment."""
+
+    name: str
+    segment: str
+    address: IPv4Interface
+    mtu: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """A static underlay route a node needs to reach a segment it is not on."""
+
+    dest: IPv4Network
+    via: IPv4Address
+    dev: str
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One lab node: its role, cluster, management address, links and routes."""
+
+    name: str
+    role: str
+    cluster: str | None
+    mgmt: IPv4Interface
+    interfaces: tuple[Interface, ...]
+    routes: tuple[Route, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    route_reflector: bool = False
+
+    @property
+    def underlay(self) -> Interface | None:
+        """The interface the datapath uses: the node's first underlay link."""
+        return self.interfaces[0] if self.interfaces else None
+
+    @property
+    def is_router(self) -> bool:
+        return self.role == "router"
+
+    def label(self, key: str, default: str = "") -> str:
+        return dict(self.labels).get(key, default)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """An L2 domain: a ``kind: bridge`` node, or a point-to-point link."""
+
+    name: str
+    kind: str  # "bridge" | "p2p"
+    subnet: IPv4Network
+    mtu: int
+    members: tuple[tuple[str, str], ...]  # (node, interface)
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """A cluster's settings, from its nodes' ``podlab.*`` labels."""
+
+    name: str
+    id: int
+    pod_cidr: IPv4Network
+    service_cidr: IPv4Network
+    mode: str
+    encryption: str
+    proxy_mode: str
+    nodes: tuple[str, ...]
+    control_plane: str
+    node_prefix: int = DEFAULT_NODE_PREFIX
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    """Everything needed to build, inventory and test one lab."""
+
+    name: str
+    source: str
+    digest: str
+    mgmt_subnet: IPv4Network
+    mgmt_gateway: IPv4Interface
+    nodes: dict[str, NodePlan]
+    segments: dict[str, Segment]
+    clusters: dict[str, ClusterPlan]
+    bridges: tuple[str, ...] = field(default=())
+
+    def cluster_nodes(self, cluster: str) -> list[NodePlan]:
+        return [n for n in self.nodes.values() if n.cluster == cluster]
+
+    def node_segments(self, node: str) -> list[str]:
+        return [i.segment for i in self.nodes[node].interfaces]

@@ -1,0 +1,124 @@
+"""`podlab validate`: check a topology file and show the plan it yields."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.plan.build import load_plan
+from harness.plan.model import LabPlan
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``validate``."""
+    p = sub.add_parser("validate", help="check a topology file and print its plan")
+    p.add_argument("file", help="containerlab topology file")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    plan = load_plan(args.file)
+    if args.format == "json":
+        print(json.dumps(plan_summary(plan), indent=2))
+    else:
+        print_plan(plan, Console())
+    return 0
+
+
+def plan_summary(plan: LabPlan) -> dict:
+    """A JSON-friendly view of the plan with stable keys."""
+    return {
+        "lab": plan.name,
+        "mgmt_subnet": str(plan.mgmt_subnet),
+        "clusters": {
+            c.name: {
+                "id": c.id,
+                "pod_cidr": str(c.pod_cidr),
+                "service_cidr": str(c.service_cidr),
+                "mode": c.mode,
+                "encryption": c.encryption,
+                "proxy_mode": c.proxy_mode,
+                "control_plane": c.control_plane,
+                "nodes": list(c.nodes),
+            }
+            for c in plan.clusters.values()
+        },
+        "segments": {
+            s.name: {
+                "kind": s.kind,
+                "subnet": str(s.subnet),
+                "mtu": s.mtu,
+                "members": [f"{n}:{i}" for n, i in s.members],
+            }
+            for s in plan.segments.values()
+        },
+        "nodes": {
+            n.name: {
+                "role": n.role,
+                "cluster": n.cluster,
+                "mgmt": str(n.mgmt),
+                "interfaces": {
+                    i.name: {"segment": i.segment, "address": str(i.address), "mtu": i.mtu}
+                    for i in n.interfaces
+                },
+                "routes": [f"{r.dest} via {r.via} dev {r.dev}" for r in n.routes],
+            }
+            for n in plan.nodes.values()
+        },
+    }
+
+
+def print_plan(plan: LabPlan, console: Console) -> None:
+    """Human summary: clusters, segments, nodes with their addresses."""
+    console.print(
+        f"[bold]{plan.name}[/]: {plan.source} is valid — {len(plan.nodes)} nodes, "
+        f"{len(plan.segments)} segments, {len(plan.clusters)} clusters; "
+        f"management {plan.mgmt_subnet}"
+    )
+    t = Table(
+        "cluster",
+        "id",
+        "mode",
+        "encryption",
+        "pod CIDR",
+        "service CIDR",
+        "control plane",
+        "nodes",
+        title="clusters",
+        title_justify="left",
+    )
+    for c in plan.clusters.values():
+        t.add_row(
+            c.name,
+            str(c.id),
+            c.mode,
+            c.encryption,
+            str(c.pod_cidr),
+            str(c.service_cidr),
+            c.control_plane,
+            str(len(c.nodes)),
+        )
+    console.print(t)
+    t = Table("segment", "kind", "subnet", "MTU", "members", title="segments", title_justify="left")
+    for s in plan.segments.values():
+        t.add_row(
+            s.name, s.kind, str(s.subnet), str(s.mtu), ", ".join(f"{n}:{i}" for n, i in s.members)
+        )
+    console.print(t)
+    t = Table(
+        "node", "role", "cluster", "mgmt", "underlay", "routes", title="nodes", title_justify="left"
+    )
+    for n in plan.nodes.values():
+        t.add_row(
+            n.name,
+            n.role,
+            n.cluster or "-",
+            str(n.mgmt.ip),
+            ", ".join(f"{i.name} {i.address}" for i in n.interfaces) or "-",
+            "; ".join(f"{r.dest} via {r.via}" for r in n.routes) or "-",
+        )
+    console.print(t)
