@@ -14,12 +14,13 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from harness.errors import PodlabError, ToolError, UserError
+from harness.errors import PodlabError, Problem, ToolError, UserError, problem_line
 
 # Explicit registry of modules that add verbs; no scanning, no import-time magic.
 COMMAND_MODULES = (
     "harness.topology.cli",
     "harness.lab.cli",
+    "harness.inventory.cli",
     "harness.deploy.cli",
     "harness.api.cli",
     "harness.report.cli",
@@ -60,17 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _plain(problem: object) -> str:
+def _plain(problem: Problem) -> str:
     from rich.markup import escape
 
-    return escape(str(problem) if getattr(problem, "file", "") else _nofile(problem))
-
-
-def _nofile(problem: object) -> str:
-    where = getattr(problem, "where", "")
-    msg = getattr(problem, "message", str(problem))
-    hint = getattr(problem, "hint", "")
-    return f"{where}: {msg}" + (f" (fix: {hint})" if hint else "")
+    return escape(problem_line(problem))
 
 
 if __name__ == "__main__":

@@ -40,13 +40,17 @@ class UserError(PodlabError):
 
     def __init__(self, problems: list[Problem] | str) -> None:
         if isinstance(problems, str):
-            problems = [Problem(file="", where="input", message=problems)]
+            problems = [Problem(file="", where="", message=problems)]
         self.problems = problems
-        super().__init__("\n".join(_line(p) for p in problems))
+        super().__init__("\n".join(problem_line(p) for p in problems))
 
 
-def _line(p: Problem) -> str:
-    return str(p) if p.file else f"{p.where}: {p.message}" + (f" (fix: {p.hint})" if p.hint else "")
+def problem_line(p: Problem) -> str:
+    """One line for the user: located when the problem has a file."""
+    if p.file:
+        return str(p)
+    text = f"{p.where}: {p.message}" if p.where else p.message
+    return text + (f" (fix: {p.hint})" if p.hint else "")
 
 
 class LabError(PodlabError):

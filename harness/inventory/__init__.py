@@ -8,6 +8,7 @@ the agent never does (it gets ``agent.yaml`` rendered from these vars).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,11 @@ def host_vars(node: NodePlan) -> dict[str, Any]:
             podlab_segment=node.underlay.segment,
         )
     return out
+
+
+def project_home() -> Path:
+    """The directory holding ``.podlab/`` and ``inventories/``: $PODLAB_HOME or the cwd."""
+    return Path(os.environ.get("PODLAB_HOME") or Path.cwd()).resolve()
 
 
 def inventory_path(lab: str, repo_root: Path) -> Path:

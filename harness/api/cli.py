@@ -1,0 +1,261 @@
+"""`podlab` verbs of the api area: apply, get, delete (and ``exec_pod`` for ``exec pod/…``).
+
+They follow kubectl's conventions (flags, output, messages) so muscle memory
+works. Handlers return an exit status and raise PodlabError subclasses for
+failures; ``harness.cli`` prints those. ``exec pod/NAME`` is routed here by the
+top-level ``exec`` verb (owned by the lab area) through :func:`exec_pod`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness.api import output
+from harness.api.client import ApiClient, NotFoundError
+from harness.api.exec import exec_in_pod, parse_pod_ref
+from harness.api.kv import KV
+from harness.api.objects import DEFAULT_NAMESPACE, KINDS, KindInfo, kind_for_alias
+from harness.api.target import Target, resolve_target
+from harness.api.validate import Located, load_documents, validate_documents
+from harness.errors import LabError, UserError
+
+NODE_WORDS = ("nodes", "node", "no")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add this area's verbs to the `podlab` parser."""
+    p = sub.add_parser("apply", help="create or update objects from manifest files")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="manifest (multi-document YAML); '-' reads stdin; repeatable",
+    )
+    _target_args(p)
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("get", help="list pods or nodes of a cluster")
+    p.add_argument("resource", help="pods|pod|po|nodes|node|no, or pod/NAME")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("-o", "--output", choices=("wide", "yaml", "json", "name"))
+    _namespace_args(p, all_namespaces=True)
+    _target_args(p)
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("delete", help="delete objects by name or by manifest")
+    p.add_argument("resource", nargs="?", help="pod|pods|po, or pod/NAME")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("-f", "--filename", action="append", metavar="FILE")
+    p.add_argument(
+        "--wait", action="store_true", help="wait until the node agent has torn each pod down"
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
+    p.add_argument("--ignore-not-found", action="store_true")
+    _namespace_args(p, all_namespaces=False)
+    _target_args(p)
+    p.set_defaults(func=cmd_delete)
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lab", help="lab name (default: the only lab that is up)")
+    p.add_argument("--cluster", help="cluster name (default: the lab's only cluster)")
+    p.add_argument("--etcd", metavar="URL", help="etcd endpoint, bypassing lab discovery")
+
+
+def _namespace_args(p: argparse.ArgumentParser, all_namespaces: bool) -> None:
+    p.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+    if all_namespaces:
+        p.add_argument("-A", "--all-namespaces", action="store_true")
+
+
+def connect(args: argparse.Namespace) -> tuple[ApiClient, Target]:
+    """The client for the cluster the flags (or the lab on disk) name."""
+    target = resolve_target(
+        getattr(args, "lab", None), getattr(args, "cluster", None), getattr(args, "etcd", None)
+    )
+    return ApiClient(KV(target.etcd_url), target.cluster), target
+
+
+def read_manifests(files: list[str]) -> list[Located]:
+    """Load and validate every file; all problems of all files in one UserError."""
+    docs, problems = [], []
+    for name in files:
+        label = "<stdin>" if name == "-" else name
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text()
+        except OSError as exc:
+            raise UserError(f"cannot read {name}: {exc.strerror}") from exc
+        try:
+            docs.extend(load_documents(text, label))
+        except UserError as exc:
+            problems.extend(exc.problems)
+    located, found = validate_documents(docs)
+    problems.extend(found)
+    if problems:
+        raise UserError(problems)
+    if not located:
+        raise UserError(f"no objects in {', '.join(files)}")
+    return located
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    objects = read_manifests(args.filename)
+    client, _ = connect(args)
+    for result in client.apply(objects):
+        print(f"{result.ref} {result.action}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    word, names = _split_ref(args.resource, args.names)
+    now = time.time()
+    if word.lower() in NODE_WORDS:
+        return _get_nodes(connect(args)[0], names, args.output, now)
+    info = _kind(word)
+    client, _ = connect(args)
+    ns = None if args.all_namespaces else args.namespace
+    if names:
+        items = [client.get(info, args.namespace, n) for n in names]
+    else:
+        items = client.list_objects(info, ns)
+    single = len(names) == 1
+    if args.output in ("json", "yaml"):
+        print(output.dump(items[0] if single else output.as_list(items), args.output))
+    elif args.output == "name":
+        if items:
+            print(output.names(info.kind.lower(), items))
+    elif not items:
+        where = "" if ns is None else f" in {ns} namespace"
+        print(f"No resources found{where}.", file=sys.stderr)
+    else:
+        print(output.pods_table(items, now, args.output == "wide", ns is None))
+    return 0
+
+
+def _get_nodes(client: ApiClient, names: list[str], fmt: str | None, now: float) -> int:
+    nodes = client.nodes()
+    if names:
+        missing = [n for n in names if n not in {x.name for x in nodes}]
+        if missing:
+            raise NotFoundError(f'nodes "{missing[0]}" not found')
+        nodes = [n for n in nodes if n.name in names]
+    if fmt in ("json", "yaml"):
+        items = [output.node_object(n, now) for n in nodes]
+        print(output.dump(items[0] if len(names) == 1 else output.as_list(items), fmt))
+    elif fmt == "name":
+        if nodes:
+            print("\n".join(f"node/{n.name}" for n in nodes))
+    elif not nodes:
+        print("No resources found.", file=sys.stderr)
+    else:
+        print(output.nodes_table(nodes, now, fmt == "wide"))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    targets: list[tuple[KindInfo, str, str]] = []
+    if args.filename:
+        if args.resource:
+            raise UserError("give either -f FILE or KIND NAME, not both")
+        for loc in read_manifests(args.filename):
+            targets.append((loc.info, loc.obj.metadata.namespace, loc.obj.metadata.name))
+    else:
+        if not args.resource:
+            raise UserError("nothing to delete (fix: podlab delete pod NAME, or -f FILE)")
+        word, names = _split_ref(args.resource, args.names)
+        if not names:
+            raise UserError(f"name the {word} to delete (fix: podlab delete {word} NAME)")
+        info = _kind(word)
+        targets = [(info, args.namespace, n) for n in names]
+    client, _ = connect(args)
+    missing, gone = [], []
+    for info, ns, name in targets:
+        if client.delete(info, ns, name):
+            print(f'{info.kind.lower()} "{name}" deleted')
+            gone.append((ns, name))
+        elif not args.ignore_not_found:
+            missing.append(f'{info.plural} "{name}" not found in namespace {ns}')
+    if args.wait and gone:
+        late = client.wait_gone(gone, args.timeout)
+        if late:
+            raise LabError(
+                f"after {args.timeout:g}s the node agent still has not torn down: {', '.join(late)}"
+            )
+    if missing:
+        raise NotFoundError("; ".join(missing))
+    return 0
+
+
+def exec_pod(args: argparse.Namespace) -> int:
+    """``podlab exec pod/NAME [-n NS] -- CMD…``: the remote command's exit status.
+
+    Routed here by the ``exec`` verb. Reads the pod from ``args.target`` (or
+    ``args.node``) and the rest from ``args.command`` (or ``args.cmd``): options
+    before ``--`` (``-n/--namespace``, ``--cluster``, ``--etcd``, ``--lab``,
+    ``-i/--stdin``, ``--timeout``) are parsed here, so the routing parser needs
+    no pod-specific flags; attributes of ``args`` with those names are defaults.
+    """
+    name = parse_pod_ref(getattr(args, "target", None) or args.node)
+    raw = list(getattr(args, "command", None) or getattr(args, "cmd", None) or [])
+    opts, command = exec_options(raw, args)
+    client, target = connect(opts)
+    stdin = sys.stdin.read() if opts.stdin else None
+    result = exec_in_pod(client, target.lab_dir, opts.namespace, name, command, opts.timeout, stdin)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.returncode
+
+
+def exec_options(
+    raw: list[str], defaults: argparse.Namespace
+) -> tuple[argparse.Namespace, list[str]]:
+    """Split ``[-n NS …] -- CMD…`` into options (over ``defaults``) and the command."""
+    before, after = (
+        (raw[: raw.index("--")], raw[raw.index("--") + 1 :]) if "--" in raw else ([], raw)
+    )
+    p = argparse.ArgumentParser(prog="podlab exec pod/NAME", add_help=False, exit_on_error=False)
+    p.add_argument("-n", "--namespace", default=getattr(defaults, "namespace", None))
+    p.add_argument("--cluster", default=getattr(defaults, "cluster", None))
+    p.add_argument("--etcd", default=getattr(defaults, "etcd", None))
+    p.add_argument("--lab", default=getattr(defaults, "lab", None))
+    p.add_argument("-i", "--stdin", action="store_true", default=getattr(defaults, "stdin", False))
+    p.add_argument("--timeout", type=float, default=getattr(defaults, "timeout", None) or 300.0)
+    try:
+        opts, unknown = p.parse_known_args(before)
+    except argparse.ArgumentError as exc:
+        raise UserError(f"exec: {exc} (fix: podlab exec pod/NAME [-n NS] -- CMD…)") from exc
+    if unknown:
+        raise UserError(f"exec: unknown option {unknown[0]} (fix: put the command after --)")
+    opts.namespace = opts.namespace or DEFAULT_NAMESPACE
+    return opts, after
+
+
+def is_pod_ref(word: str) -> bool:
+    """True for ``pod/NAME``-style words, which ``podlab exec`` routes to exec_pod."""
+    kind, sep, _ = word.partition("/")
+    return bool(sep) and kind.lower() in KINDS["Pod"].aliases
+
+
+def _split_ref(resource: str, names: list[str]) -> tuple[str, list[str]]:
+    """``pod/a pod/b`` → ("pod", ["a", "b"]); ``pods a b`` → ("pods", ["a", "b"])."""
+    if "/" not in resource:
+        return resource, list(names)
+    refs = [resource, *names]
+    split = [r.partition("/") for r in refs]
+    kinds = {kind_for_alias(k) or k for k, _, _ in split}
+    if any(not sep or not name for _, sep, name in split) or len(kinds) != 1:
+        raise UserError(f"give TYPE/NAME arguments of one type, or TYPE NAME…: {' '.join(refs)}")
+    return split[0][0], [name for _, _, name in split]
+
+
+def _kind(word: str) -> KindInfo:
+    info = kind_for_alias(word)
+    if info is None:
+        known = ", ".join([*sorted(a for i in KINDS.values() for a in i.aliases), *NODE_WORDS])
+        raise UserError(f"unknown resource type {word!r} (fix: use one of {known})")
+    return info

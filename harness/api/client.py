@@ -1,0 +1,307 @@
+"""apply / get / delete of objects in one cluster's etcd.
+
+Layout (the agent reads what we write, we read what it writes)::
+
+    /podlab/v1/<cluster>/pods/<ns>/<name>       Pod as applied        (written here only)
+    /podlab/v1/<cluster>/podstatus/<ns>/<name>  status                (written by the agent)
+    /podlab/v1/<cluster>/nodes/<node>           node record           (written by agents)
+
+``apply`` is all-or-nothing: it decides every object's fate first (schedule,
+compare with what is stored, refuse what cannot change) and then writes every
+changed object in one etcd transaction guarded by the revisions it read, so a
+concurrent writer makes it retry instead of being overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from harness.api.kv import KV, Entry, Write
+from harness.api.objects import (
+    KINDS,
+    KindInfo,
+    NodeRecord,
+    Pod,
+    PodStatus,
+    kind_prefix,
+    nodes_prefix,
+    object_key,
+    status_key,
+    status_prefix,
+)
+from harness.api.schedule import schedulable, spread
+from harness.api.validate import Located, format_path
+from harness.errors import LabError, Problem, UserError
+
+APPLY_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The outcome of applying one object: ``pod/web created``."""
+
+    ref: str
+    action: str  # created | configured | unchanged
+
+
+class NotFoundError(LabError):
+    """The object asked for is not in the cluster (kubectl's NotFound, exit 1)."""
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def to_stored(obj: Any) -> dict[str, Any]:
+    """The JSON form we store: no None, no empty list or map, no resourceVersion."""
+    data = _prune(obj.model_dump(mode="json", exclude_none=True))
+    data["metadata"].pop("resourceVersion", None)
+    return data
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+class ApiClient:
+    """Kubernetes-style objects of one cluster, stored in that cluster's etcd."""
+
+    def __init__(self, kv: KV, cluster: str, clock: Callable[[], float] = time.time) -> None:
+        self.kv = kv
+        self.cluster = cluster
+        self.clock = clock
+
+    # --- nodes -----------------------------------------------------------------------
+    def nodes(self) -> list[NodeRecord]:
+        """Node records registered by the cluster's agents, sorted by name."""
+        out = []
+        for entry in self.kv.get_prefix(nodes_prefix(self.cluster)):
+            name = entry.key.rsplit("/", 1)[-1]
+            try:
+                record = NodeRecord.model_validate_json(entry.value)
+            except ValidationError:
+                record = NodeRecord(name=name)  # unreadable record: shown, never Ready
+            out.append(record if record.name else record.model_copy(update={"name": name}))
+        return sorted(out, key=lambda n: n.name)
+
+    # --- apply -----------------------------------------------------------------------
+    def apply(self, objects: list[Located]) -> list[Applied]:
+        """Write ``objects`` atomically; raise UserError (nothing written) on any problem."""
+        nodes = self.nodes()
+        for _ in range(APPLY_ATTEMPTS):
+            writes, results = self._plan_apply(objects, nodes)
+            if self.kv.commit(writes):
+                return results
+        raise LabError(f"objects in cluster {self.cluster} kept changing while applying; try again")
+
+    def _plan_apply(
+        self, objects: list[Located], nodes: list[NodeRecord]
+    ) -> tuple[list[Write], list[Applied]]:
+        known = {n.name for n in nodes}
+        stored = {e.key: e for e in self.kv.get_prefix(kind_prefix(self.cluster, KINDS["Pod"]))}
+        problems: list[Problem] = []
+        placement = self._schedule(objects, stored, nodes, problems)
+        writes: list[Write] = []
+        results: list[Applied] = []
+        for loc in objects:
+            meta = loc.obj.metadata
+            key = object_key(self.cluster, loc.info, meta.namespace, meta.name)
+            ref = f"{loc.info.kind.lower()}/{meta.name}"
+            node = getattr(getattr(loc.obj, "spec", None), "nodeName", None)
+            if node and known and node not in known:
+                problems.append(
+                    _at(
+                        loc,
+                        ("spec", "nodeName"),
+                        f"node {node!r} is not in cluster {self.cluster}",
+                        f"use one of: {', '.join(sorted(known))}",
+                    )
+                )
+            new = to_stored(loc.obj)
+            if key in placement:
+                new["spec"]["nodeName"] = placement[key]
+            action, data = self._merge(loc, new, stored.get(key), problems)
+            results.append(Applied(ref, action))
+            if action != "unchanged":
+                old = stored.get(key)
+                value = json.dumps(data, sort_keys=True).encode()
+                writes.append(Write(key, value, old.mod_revision if old else 0))
+        if problems:
+            raise UserError(problems)
+        return writes, results
+
+    def _schedule(
+        self,
+        objects: list[Located],
+        stored: dict[str, Entry],
+        nodes: list[NodeRecord],
+        problems: list[Problem],
+    ) -> dict[str, str]:
+        """Place new pods that name no node on the least-loaded Ready nodes."""
+        counts: Counter[str] = Counter()
+        for entry in stored.values():
+            counts[_load(entry.value).get("spec", {}).get("nodeName", "")] += 1
+        todo = []
+        for loc in objects:
+            meta = loc.obj.metadata
+            key = object_key(self.cluster, loc.info, meta.namespace, meta.name)
+            if not isinstance(loc.obj, Pod) or key in stored:
+                continue
+            if loc.obj.spec.nodeName:  # pinned pods of this batch count as load too
+                counts[loc.obj.spec.nodeName] += 1
+            else:
+                todo.append((key, loc))
+        placed = spread([k for k, _ in todo], schedulable(nodes, self.clock()), counts)
+        for key, loc in todo:
+            if key not in placed:
+                problems.append(
+                    _at(
+                        loc,
+                        ("spec", "nodeName"),
+                        f"no Ready node in cluster {self.cluster} to schedule on",
+                        "wait for the agents (`podlab get nodes`) or set spec.nodeName",
+                    )
+                )
+        return placed
+
+    def _merge(
+        self, loc: Located, new: dict[str, Any], old: Entry | None, problems: list[Problem]
+    ) -> tuple[str, dict[str, Any]]:
+        """Decide created/configured/unchanged; keep identity; refuse spec changes of pods."""
+        meta = new["metadata"]
+        if old is None:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = rfc3339(self.clock())
+            return "created", new
+        prev = _load(old.value)
+        pmeta = prev.get("metadata", {})
+        meta["uid"] = pmeta.get("uid") or str(uuid.uuid4())
+        meta["creationTimestamp"] = pmeta.get("creationTimestamp") or rfc3339(self.clock())
+        if isinstance(loc.obj, Pod):
+            if not loc.obj.spec.nodeName and prev.get("spec", {}).get("nodeName"):
+                new["spec"]["nodeName"] = prev["spec"]["nodeName"]
+            changed = _first_difference(prev.get("spec", {}), new["spec"], ("spec",))
+            if changed is not None:
+                problems.append(
+                    _at(
+                        loc,
+                        changed,
+                        "a pod's spec cannot change once created "
+                        f"(changed: {format_path(changed)})",
+                        "delete the pod first: "
+                        f"podlab delete pod {loc.obj.metadata.name} -n "
+                        f"{loc.obj.metadata.namespace} --wait",
+                    )
+                )
+        return ("unchanged" if new == prev else "configured"), new
+
+    # --- read ------------------------------------------------------------------------
+    def list_objects(self, info: KindInfo, namespace: str | None) -> list[dict[str, Any]]:
+        """Objects of a kind (in one namespace or all) with status and resourceVersion."""
+        statuses = {}
+        if info.kind == "Pod":
+            for e in self.kv.get_prefix(status_prefix(self.cluster, namespace)):
+                statuses[_tail(e.key)] = e
+        items = []
+        for e in self.kv.get_prefix(kind_prefix(self.cluster, info, namespace)):
+            items.append(self._present(e, statuses.get(_tail(e.key)), info))
+        return sorted(items, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+
+    def get(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any]:
+        """One object, or NotFoundError in kubectl's words."""
+        entry = self.kv.get(object_key(self.cluster, info, namespace, name))
+        if entry is None:
+            raise NotFoundError(f'{info.plural} "{name}" not found in namespace {namespace}')
+        status = (
+            self.kv.get(status_key(self.cluster, namespace, name)) if info.kind == "Pod" else None
+        )
+        return self._present(entry, status, info)
+
+    def _present(self, entry: Entry, status: Entry | None, info: KindInfo) -> dict[str, Any]:
+        obj = _load(entry.value)
+        obj.setdefault("metadata", {})["resourceVersion"] = str(entry.mod_revision)
+        if info.kind == "Pod":
+            obj["status"] = _status(status.value if status else None)
+            uid = obj["status"].pop("uid", None)
+            if uid and uid != obj["metadata"].get("uid"):  # left by an earlier pod of this name
+                obj["status"] = {"phase": "Pending"}
+        return obj
+
+    # --- delete ----------------------------------------------------------------------
+    def delete(self, info: KindInfo, namespace: str, name: str) -> bool:
+        """Delete an object; True if it existed. A pod's orphaned status goes too."""
+        existed = self.kv.delete(object_key(self.cluster, info, namespace, name))
+        if not existed and info.kind == "Pod":
+            self.kv.delete(status_key(self.cluster, namespace, name))
+        return existed
+
+    def wait_gone(self, refs: list[tuple[str, str]], timeout_s: float) -> list[str]:
+        """Wait until the agent removed the status of each (ns, name) pod; return stragglers."""
+        deadline = time.monotonic() + timeout_s
+        left: list[tuple[str, str]] = list(refs)
+        while left:
+            left = [r for r in left if self.kv.get(status_key(self.cluster, *r)) is not None]
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        return [f"{ns}/{name}" for ns, name in left]
+
+
+def _status(raw: bytes | None) -> dict[str, Any]:
+    """The agent's status JSON as a dict; a missing or unreadable one is Pending/Unknown."""
+    if raw is None:
+        return {"phase": "Pending"}
+    try:
+        return PodStatus.model_validate_json(raw).model_dump(mode="json", exclude_none=True)
+    except ValidationError:
+        return {"phase": "Unknown", "message": "unreadable status from the node agent"}
+
+
+def _load(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _tail(key: str) -> str:
+    """``…/<ns>/<name>`` → ``<ns>/<name>``."""
+    return "/".join(key.rsplit("/", 2)[-2:])
+
+
+def _first_difference(old: Any, new: Any, path: tuple[str | int, ...]) -> Any:
+    """The path of the first place where ``new`` differs from ``old``, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(k), new.get(k), (*path, k))
+            if found is not None:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = _first_difference(a, b, (*path, i))
+            if found is not None:
+                return found
+        return None
+    return None if old == new else path
+
+
+def _at(loc: Located, path: tuple[str | int, ...], message: str, hint: str) -> Problem:
+    ref = f"{loc.info.kind.lower()}/{loc.obj.metadata.name}"
+    where = f"document {loc.doc.index} ({ref}): {format_path(path)}"
+    return Problem(loc.doc.file, where, message, hint, loc.doc.line(path))
