@@ -1,0 +1,1 @@
+"""Results → one self-contained HTML report (analysis, charts, templates, the `report` verb)."""

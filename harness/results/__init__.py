@@ -1,0 +1,1 @@
+"""The results file: versioned model with units in names, writer/reader, environment capture."""
