@@ -9,7 +9,7 @@ PACKAGES=(
   iproute2 nftables iptables ipset iperf3 tcpdump procps util-linux
   bird2 wireguard-tools wireguard-go etcd-server etcd-client
   openssh-server openssh-client supervisor python3-venv python3-pip
-  socat chromium
+  socat chromium iputils-ping
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,6 +1,6 @@
 """The lab plan: a validated topology with every name and address decided."""
 
-from harness.plan.build import build_plan
+from harness.plan.build import build_plan, load_plan
 from harness.plan.model import (
     ClusterPlan,
     Interface,
@@ -10,4 +10,13 @@ from harness.plan.model import (
     Segment,
 )
 
-__all__ = ["ClusterPlan", "Interface", "LabPlan", "NodePlan", "Route", "Segment", "build_plan"]
+__all__ = [
+    "ClusterPlan",
+    "Interface",
+    "LabPlan",
+    "NodePlan",
+    "Route",
+    "Segment",
+    "build_plan",
+    "load_plan",
+]

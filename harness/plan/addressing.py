@@ -148,15 +148,15 @@ def mgmt_plan(
     free = iter(h for h in hosts if h not in fixed.values())
     out: dict[str, IPv4Interface] = {}
     for n in linux:
-        ip = fixed.get(n.name) or next(free, None)
-        if ip is None:
+        chosen = fixed.get(n.name) or next(free, None)
+        if chosen is None:
             c.add(
                 "mgmt.ipv4-subnet",
                 f"{subnet} has too few addresses for {len(linux)} nodes",
                 "set a larger mgmt.ipv4-subnet",
             )
             break
-        out[n.name] = IPv4Interface(f"{ip}/{subnet.prefixlen}")
+        out[n.name] = IPv4Interface(f"{chosen}/{subnet.prefixlen}")
     return subnet, gw, out
 
 

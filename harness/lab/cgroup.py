@@ -1,0 +1,116 @@
+"""One cgroup (v2) per lab, one child per node: the lab's process fence.
+
+Every process a node starts — sshd sessions, Ansible modules, etcd, agents,
+pods in their own netns, daemons that double-fork — inherits its node's
+cgroup, so ``down`` can kill them all with ``cgroup.kill`` and cannot touch
+anything else. Where cgroup v2 is not mounted the lab still works; ``down``
+then relies on the namespace scan alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+ROOT_NAME = "podlab"
+
+
+def cgroup2_root() -> Path | None:
+    """Mount point of the cgroup v2 hierarchy (pure or hybrid layout), if any."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) > 2 and parts[2] == "cgroup2":
+            return Path(parts[1])
+    return None
+
+
+def lab_cgroup(lab: str) -> Path | None:
+    root = cgroup2_root()
+    return root / ROOT_NAME / lab if root else None
+
+
+def create_node_cgroup(lab: str, node: str) -> Path | None:
+    """Create ``podlab/<lab>/<node>``; return its ``cgroup.procs``, or None if unsupported."""
+    base = lab_cgroup(lab)
+    if base is None:
+        return None
+    try:
+        (base / node).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return base / node / "cgroup.procs"
+
+
+def node_procs(lab: str, node: str) -> Path | None:
+    base = lab_cgroup(lab)
+    procs = base / node / "cgroup.procs" if base else None
+    return procs if procs and procs.exists() else None
+
+
+def kill_lab(lab: str, timeout: float = 5.0) -> list[int]:
+    """Kill every process of the lab's cgroup tree, remove the cgroups; return the pids."""
+    base = lab_cgroup(lab)
+    if base is None or not base.exists():
+        return []
+    members = [int(p) for procs in base.glob("*/cgroup.procs") for p in _read(procs).split()]
+    try:
+        (base / "cgroup.kill").write_text("1")
+    except OSError:
+        for procs in base.glob("*/cgroup.procs"):
+            _kill_listed(procs)
+    deadline = time.monotonic() + timeout
+    while _populated(base) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for child in sorted(base.iterdir(), reverse=True):
+        if child.is_dir():
+            _rmdir(child)
+    _rmdir(base)
+    parent = base.parent
+    if parent.name == ROOT_NAME and not any(p.is_dir() for p in parent.iterdir()):
+        _rmdir(parent)
+    return members
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _populated(base: Path) -> bool:
+    try:
+        return "populated 1" in (base / "cgroup.events").read_text()
+    except OSError:
+        return False
+
+
+def _kill_listed(procs: Path) -> None:
+    for raw in procs.read_text().split():
+        try:
+            fd = os.pidfd_open(int(raw))
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
+        except OSError:
+            continue
+
+
+def _rmdir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def stale_labs() -> list[str]:
+    """Lab names that have a cgroup under ``podlab/``."""
+    root = cgroup2_root()
+    base = root / ROOT_NAME if root else None
+    if base is None or not base.exists():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir())

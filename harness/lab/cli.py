@@ -1,0 +1,251 @@
+"""`podlab` verbs of the lab area: up, down, status, exec, ssh, cleanup, preflight, graph."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.errors import UserError
+from harness.lab.backend import BACKEND_NAMES, UpRequest, UpResult, backends
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add this area's verbs to the `podlab` parser."""
+    p = sub.add_parser("up", help="build a lab from a topology file")
+    p.add_argument("file", help="containerlab topology file")
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="netns")
+    p.add_argument("--inventory", type=Path, help="inventory of existing hosts (ssh backend)")
+    p.set_defaults(func=_up)
+
+    p = sub.add_parser("down", help="remove a lab and everything it made")
+    p.add_argument("lab", nargs="?", help="lab name or topology file (default: the only lab)")
+    p.set_defaults(func=_down)
+
+    p = sub.add_parser("status", help="labs, nodes, management addresses, state")
+    p.add_argument("lab", nargs="?", help="only this lab")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("exec", help="run a command inside a node's namespaces")
+    p.add_argument("node")
+    p.add_argument("--lab", help="lab of the node (needed only if several labs have it)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- command and arguments")
+    p.set_defaults(func=_exec)
+
+    p = sub.add_parser("ssh", help="ssh to a node with the lab's key")
+    p.add_argument("node")
+    p.add_argument("--lab", help="lab of the node (needed only if several labs have it)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="optional remote command")
+    p.set_defaults(func=_ssh)
+
+    p = sub.add_parser("cleanup", help="remove stale labs (crashed ups, dead labs) by marker")
+    p.add_argument("--quiet", action="store_true", help="print only what was removed")
+    p.set_defaults(func=_cleanup)
+
+    p = sub.add_parser("preflight", help="kernel features and tools labs and modes need")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_preflight)
+
+    p = sub.add_parser("graph", help="Mermaid picture of a lab's nodes, segments, clusters")
+    p.add_argument("lab", help="topology file, or the name of a lab that is up")
+    p.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    p.set_defaults(func=_graph)
+
+
+def _up(args: argparse.Namespace) -> int:
+    backend = backends()[args.backend]()
+    if args.backend == "ssh":
+        if not args.inventory:
+            raise UserError("--backend ssh needs --inventory FILE")
+        return _show_up(backend.up(UpRequest(file=Path(args.file), inventory=args.inventory)))
+    if args.backend == "containerlab":
+        return _show_up(backend.up(UpRequest(file=Path(args.file))))
+    from harness.plan.build import load_plan
+
+    plan = load_plan(args.file)  # the backend runs the full preflight itself
+    # No auto-refresh: the backend forks, and forking beside a refresh thread is unsafe.
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        auto_refresh=False,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"up {plan.name}", total=None)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=f"up {plan.name}: {phase}", completed=done, total=total)
+            bar.refresh()
+
+        result = backend.up(UpRequest(file=Path(args.file), plan=plan, progress=progress))
+    return _show_up(result)
+
+
+def _show_up(result: UpResult) -> int:
+    for note in result.notes:
+        err.print(note)
+    if result.rows:
+        table = Table(title=f"lab {result.lab} ({result.backend})")
+        for col in ("node", "role", "cluster", "mgmt IP", "underlay IP", "state"):
+            table.add_column(col)
+        for r in result.rows:
+            table.add_row(r.node, r.role, r.cluster, r.mgmt, r.underlay, r.state)
+        out.print(table)
+    if result.inventory:
+        out.print(f"inventory: {result.inventory}")
+    if result.backend == "netns":
+        from harness.lab import state
+
+        cfg = state.find(result.lab).ssh_config
+        out.print(f"ssh: ssh -F {cfg} NODE    exec: podlab exec NODE -- CMD")
+    return 0 if all(r.state == "up" for r in result.rows) else 1
+
+
+def _lab_name(arg: str | None) -> str:
+    from harness.lab import status
+
+    if arg is None:
+        return status.only_lab()
+    path = Path(arg)
+    if path.is_file():
+        import yaml
+
+        try:
+            name = (yaml.safe_load(path.read_text()) or {}).get("name")
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not YAML: {exc}") from exc
+        if not isinstance(name, str) or not name:
+            raise UserError(f"{path}: no lab `name:` in this file")
+        return name
+    return arg
+
+
+def _down(args: argparse.Namespace) -> int:
+    from harness.lab import netns
+
+    name = _lab_name(args.lab)
+    report = netns.down(name)
+    out.print(
+        f"lab {name} down: {len(report.processes)} processes, "
+        f"{len(report.netns)} namespaces, {len(report.links)} host links removed"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from harness.lab import status
+
+    data = status.lab_status(args.lab)
+    if args.format == "json":
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    if not data["labs"]:
+        out.print("no labs")
+        return 0
+    for lab in data["labs"]:
+        table = Table(title=f"lab {lab['lab']}: {lab['state']} ({lab['lab_dir']})")
+        for col in ("node", "role", "cluster", "mgmt IP", "underlay IP", "state"):
+            table.add_column(col)
+        for n in lab["nodes"]:
+            row = (n["node"], n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"])
+            table.add_row(*(v or "-" for v in row))
+        out.print(table)
+    return 0
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The command after ``--``; also accepts ``--lab L`` written after the node name
+    (argparse's REMAINDER would otherwise swallow it into the command)."""
+    raw = list(args.cmd)
+    if len(raw) >= 2 and raw[0] == "--lab":
+        args.lab = raw[1]
+        raw = raw[2:]
+    elif raw and raw[0].startswith("--lab="):
+        args.lab = raw[0].split("=", 1)[1]
+        raw = raw[1:]
+    return raw[1:] if raw and raw[0] == "--" else raw
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from harness.api.cli import exec_pod, is_pod_ref
+    from harness.lab import cgroup, nodeinit, status
+
+    if is_pod_ref(args.node):  # `podlab exec pod/NAME -- CMD`, as kubectl exec
+        return exec_pod(args)
+
+    cmd = _command(args) or [os.environ.get("SHELL", "/bin/bash")]
+    ref = status.find_node(args.node, args.lab)
+    pid = ref.pid
+    sys.stdout.flush()
+    nodeinit.enter_node(pid, cgroup.node_procs(ref.lab, ref.node))
+    try:
+        os.execvp(cmd[0], cmd)
+    except OSError as exc:
+        raise UserError(f"{cmd[0]}: {exc.strerror}") from exc
+    return 127  # not reached
+
+
+def _ssh(args: argparse.Namespace) -> int:
+    from harness.lab import status
+
+    cmd = _command(args)
+    ref = status.find_node(args.node, args.lab)
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise UserError("ssh client not found (install openssh-client)")
+    os.execv(ssh, ["ssh", "-F", str(ref.paths.ssh_config), args.node, *cmd])
+    return 127  # not reached
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from harness.lab import cleanup
+
+    report = cleanup.cleanup()
+    lines = report.lines()
+    if args.quiet:
+        lines = [line for line in lines if line != "nothing stale" and "left alone" not in line]
+    for line in lines:
+        out.print(line)
+    return 0
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from harness.lab import preflight
+
+    report = preflight.preflight()
+    if args.format == "json":
+        print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    else:
+        table = Table(title="podlab preflight")
+        for col in ("check", "kind", "ok", "detail"):
+            table.add_column(col)
+        for c in report.checks:
+            mark = "[green]yes[/]" if c.ok else ("[red]NO[/]" if c.required else "[yellow]no[/]")
+            table.add_row(c.name, c.kind, mark, c.detail)
+        out.print(table)
+    return 0 if all(c.ok for c in report.checks if c.required) else 1
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from harness.lab import graph
+
+    text = graph.mermaid(graph.plan_for(args.lab))
+    if args.output:
+        args.output.write_text(text)
+        out.print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0

@@ -1,0 +1,314 @@
+"""The netns backend on the real kernel: build labs, reach them, take them down.
+
+Labs here are named ``t-lab-*`` with management subnets in 172.31.200-209.0/24;
+every test takes its lab down in a ``finally`` (the ``labs`` fixture).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.errors import LabError, UserError
+from harness.exec import run
+from harness.lab import netns, snapshot, state, synth, sysns
+from harness.lab.backend import UpRequest
+from harness.lab.state import LabPaths, Ledger
+from harness.plan.model import LabPlan
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PODLAB_HOME", str(tmp_path / "podlab"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def labs(home: Path) -> Iterator[list[str]]:
+    """Names appended here are taken down after the test, whatever happened."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        with contextlib.suppress(UserError):
+            netns.down(name)
+
+
+def build(plan: LabPlan, labs: list[str], fault: str | None = None) -> LabPaths:
+    labs.append(plan.name)
+    netns.up(plan, UpRequest(plan=plan, fault=fault))
+    return LabPaths.of(plan.name)
+
+
+def in_node(lab: str, node: str, *cmd: str) -> str:
+    """Run ``cmd`` in the node's namespaces through the real CLI (``podlab exec``)."""
+    argv = [sys.executable, "-m", "harness.cli", "exec", node, "--lab", lab, "--", *cmd]
+    return run(argv, timeout=30).stdout
+
+
+def wait_gone(pids: set[tuple[int, int]], timeout: float = 30.0) -> set[tuple[int, int]]:
+    """(pid, start) pairs still present (pid 1 reaps killed orphans asynchronously)."""
+    deadline = time.monotonic() + timeout
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        left = {(p, t) for p, t in left if sysns.start_time(p) == t}
+        time.sleep(0.1)
+    return left
+
+
+def lab_facts(paths: LabPaths) -> tuple[set[int], set[tuple[int, int]]]:
+    """(namespace inodes, (pid, start) pairs) the ledger recorded, to attribute leftovers."""
+    ledger = Ledger.load(paths)
+    inodes = {i for n in ledger.nodes.values() for i in (n.net_inode, n.mnt_inode) if i}
+    inodes |= {i for i in ledger.bridge_netns.values() if i}
+    pids = {
+        (p, t)
+        for n in ledger.nodes.values()
+        for p, t in ((n.pid, n.start), (n.sshd_pid, n.sshd_start))
+        if p and t
+    }
+    return inodes, pids
+
+
+def assert_clean(before: snapshot.Snapshot, lab: str, paths: LabPaths, facts: tuple) -> None:
+    """Nothing of ``lab`` is left. Killed processes are orphans that pid 1 reaps in its
+    own time (seconds, under this machine's init), so leftovers get up to 30 s to go."""
+    inodes, pids = facts
+    assert not wait_gone(pids), f"lab {lab}: processes still present after down"
+    deadline = time.monotonic() + 30
+    while True:
+        after = snapshot.take()
+        leak = snapshot.leaked(before, after, lab, paths.root, inodes, pids)
+        if not any(leak.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert leak == {"netns": [], "links": [], "mounts": [], "processes": []}, (
+        f"lab {lab} left objects behind: {leak}\nall changes: {snapshot.diff(before, after)}"
+    )
+    assert not paths.root.exists(), f"lab dir {paths.root} not removed"
+    assert state.registered(lab) is None
+
+
+def test_star_lab_nodes_hostnames_ssh(labs: list[str]) -> None:
+    plan = synth.star_plan("t-lab-star", "172.31.200.0/24", count=3)
+    paths = build(plan, labs)
+    for node in plan.nodes.values():
+        assert in_node(plan.name, node.name, "hostname").strip() == node.name
+        addrs = run(["ip", "-j", "addr", "show", "eth1"], netns=f"podlab-t-lab-star-{node.name}")
+        got = {
+            a["local"] for a in json.loads(addrs.stdout)[0]["addr_info"] if a["family"] == "inet"
+        }
+        assert got == {str(node.interfaces[0].address.ip)}
+        ssh = run(["ssh", "-F", str(paths.ssh_config), node.name, "hostname"], timeout=20)
+        assert ssh.stdout.strip() == node.name
+    # The bridge segment is not in the root namespace, and the nodes reach each other over it.
+    assert "podlab-t-lab-star-fabric" in os.listdir("/run/netns")
+    w2 = str(plan.nodes["c1-w2"].interfaces[0].address.ip)
+    assert "1 received" in in_node(plan.name, "c1-cp", "ping", "-c1", "-W2", w2)
+
+
+def test_routed_lab_forwarding_routes_mtu(labs: list[str]) -> None:
+    plan = synth.routed_plan("t-lab-routed", "172.31.201.0/24")
+    host_forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    build(plan, labs)
+    target = str(plan.nodes["c2-w1"].interfaces[0].address.ip)
+    assert "1 received" in in_node(plan.name, "c1-w1", "ping", "-c1", "-W2", target)
+    assert in_node(plan.name, "router", "sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
+    assert in_node(plan.name, "c1-w1", "sysctl", "-n", "net.ipv4.ip_forward").strip() == "0"
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_forwarding
+    # p2p segment: MTU 1400 end to end, 1401 does not fit.
+    ok = in_node(plan.name, "c1-cp", "ping", "-c1", "-W2", "-M", "do", "-s", "1372", "10.255.0.2")
+    assert "1 received" in ok
+    with pytest.raises(Exception, match="ping"):
+        in_node(plan.name, "c1-cp", "ping", "-c1", "-W1", "-M", "do", "-s", "1373", "10.255.0.2")
+    # No default route in any node, and node-private dirs are private.
+    assert "default" not in in_node(plan.name, "c2-w1", "ip", "route")
+    in_node(plan.name, "c1-cp", "touch", "/etc/podlab/only-c1-cp")
+    assert "only-c1-cp" not in in_node(plan.name, "c1-w1", "ls", "/etc/podlab")
+    assert not Path("/etc/podlab/only-c1-cp").exists()
+
+
+def test_up_is_idempotent_and_refuses_other_topology(labs: list[str]) -> None:
+    plan = synth.star_plan("t-lab-idem", "172.31.202.0/24", count=2)
+    build(plan, labs)
+    pids = lab_facts(LabPaths.of(plan.name))[1]
+    again = netns.up(plan, UpRequest(plan=plan))
+    assert again.already_up and lab_facts(LabPaths.of(plan.name))[1] == pids
+    other = synth.star_plan("t-lab-idem", "172.31.202.0/24", count=3)
+    with pytest.raises(UserError, match="different topology"):
+        netns.up(other, UpRequest(plan=other))
+    # A dead sshd is restarted by the next up; nothing else changes.
+    paths = LabPaths.of(plan.name)
+    victim = Ledger.load(paths).nodes["c1-w1"]
+    assert sysns.kill_pid(victim.sshd_pid or 0, victim.sshd_start)
+    fixed = netns.up(plan, UpRequest(plan=plan))
+    assert fixed.already_up and "restarted sshd on c1-w1" in fixed.notes[0]
+    ssh = run(["ssh", "-F", str(paths.ssh_config), "c1-w1", "hostname"], timeout=20)
+    assert ssh.stdout.strip() == "c1-w1"
+    assert Ledger.load(paths).nodes["c1-cp"].pid == victim_holder(paths, "c1-cp", pids)
+
+
+def victim_holder(paths: LabPaths, node: str, before: set[tuple[int, int]]) -> int | None:
+    """The node's holder pid, checked to be one that existed before (not rebuilt)."""
+    pid = Ledger.load(paths).nodes[node].pid
+    assert any(p == pid for p, _ in before)
+    return pid
+
+
+def test_mgmt_overlap_refused_with_hint(labs: list[str]) -> None:
+    build(synth.star_plan("t-lab-ovl1", "172.31.203.0/24", count=1), labs)
+    clash = synth.star_plan("t-lab-ovl2", "172.31.203.0/25", count=1)
+    labs.append(clash.name)
+    with pytest.raises(UserError, match=r"overlaps host .*ipv4-subnet"):
+        netns.up(clash, UpRequest(plan=clash))
+    assert not LabPaths.of(clash.name).root.exists()
+
+
+def test_up_down_leaves_machine_as_found(labs: list[str]) -> None:
+    """THE key test: nothing of the lab survives down — including processes started
+    later inside nodes (a daemon via exec, one via ssh, one in a pod-like child netns)."""
+    plan = synth.routed_plan("t-lab-clean", "172.31.204.0/24")
+    before = snapshot.take()
+    paths = build(plan, labs)
+    facts = lab_facts(paths)
+    quiet = "</dev/null >/dev/null 2>&1"
+    in_node(plan.name, "c1-w1", "sh", "-c", f"setsid -f sleep 10007 {quiet}")
+    run(
+        ["ssh", "-F", str(paths.ssh_config), "c2-cp", f"setsid -f sleep 10008 {quiet}"],
+        timeout=20,
+    )
+    in_node(plan.name, "router", "sh", "-c", f"setsid -f unshare -n -m sleep 10009 {quiet}")
+    time.sleep(0.3)
+    extra = {
+        (int(p.split(":")[0]), int(p.split(":")[1]))
+        for p in snapshot.take().processes
+        if any(p.endswith(f"sleep {n}") for n in (10007, 10008, 10009))
+    }
+    assert len(extra) == 3, "the test's own daemons did not start"
+    netns.down(plan.name)
+    labs.remove(plan.name)
+    assert_clean(before, plan.name, paths, (facts[0], facts[1] | extra))
+
+
+@pytest.mark.parametrize("phase", ["nodes", "segments", "sshd"])
+def test_failed_up_rolls_back(labs: list[str], phase: str) -> None:
+    plan = synth.routed_plan("t-lab-fail", "172.31.205.0/24")
+    before = snapshot.take()
+    paths = LabPaths.of(plan.name)
+    with pytest.raises(LabError, match="injected failure"):
+        build(plan, labs, fault=phase)
+    assert_clean(before, plan.name, paths, (set(), set()))
+
+
+def test_crashed_up_is_removed_by_down_and_cleanup(home: Path, labs: list[str]) -> None:
+    """An `up` killed halfway (no rollback at all) is still fully removable."""
+    before = snapshot.take()
+    code = (
+        "from harness.lab import netns, synth\n"
+        "from harness.lab.backend import UpRequest\n"
+        "p = synth.routed_plan('t-lab-crash', '172.31.206.0/24')\n"
+        "netns.up(p, UpRequest(plan=p, fault='crash:addresses'))\n"
+    )
+    labs.append("t-lab-crash")
+    res = run([sys.executable, "-c", code], timeout=60, check=False)
+    assert res.returncode == 3, res.stderr
+    paths = LabPaths.of("t-lab-crash")
+    facts = lab_facts(paths)
+    assert Ledger.load(paths).status == "building"
+    assert any(n.startswith("podlab-t-lab-crash-") for n in os.listdir("/run/netns"))
+    from harness.lab import cleanup
+
+    report = cleanup.cleanup()
+    assert "t-lab-crash" in report.labs
+    assert_clean(before, "t-lab-crash", paths, facts)
+
+
+def test_cli_up_status_down_with_topology_file(home: Path, labs: list[str]) -> None:
+    src = (REPO / "topologies" / "two-clusters.clab.yml").read_text()
+    topo = home / "two.clab.yml"
+    topo.write_text(
+        src.replace("name: two-clusters", "name: t-lab-cli\nmgmt: {ipv4-subnet: 172.31.207.0/24}")
+    )
+    labs.append("t-lab-cli")
+    cli = [sys.executable, "-m", "harness.cli"]
+    up = run([*cli, "up", str(topo)], timeout=60)
+    assert "c2-w2" in up.stdout
+    assert (home / "inventories" / "t-lab-cli.yml").exists()
+    status = json.loads(run([*cli, "status", "t-lab-cli", "--format", "json"]).stdout)
+    (lab,) = status["labs"]
+    assert lab["state"] == "up" and len(lab["nodes"]) == 7
+    assert {n["state"] for n in lab["nodes"]} == {"up"}
+    c2 = next(n for n in lab["nodes"] if n["node"] == "c2-w2")["underlay"].split("/")[0]
+    assert "1 received" in in_node("t-lab-cli", "c1-w1", "ping", "-c1", "-W2", c2)
+    again = run([*cli, "up", str(topo)], timeout=60)
+    assert "already up" in again.stderr
+    run([*cli, "down", str(topo)], timeout=60)
+    assert json.loads(run([*cli, "status", "t-lab-cli", "--format", "json"]).stdout)["labs"] == []
+
+
+def test_ssh_backend_checks_inventory_hosts(home: Path, labs: list[str]) -> None:
+    plan = synth.star_plan("t-lab-sshb", "172.31.208.0/24", count=2)
+    build(plan, labs)
+    inventory = home / "inventories" / "t-lab-sshb.yml"
+    cli = [sys.executable, "-m", "harness.cli"]
+    res = run([*cli, "up", "unused.clab.yml", "--backend", "ssh", "--inventory", str(inventory)])
+    assert res.stdout.count(" up ") >= 2 and "unreachable" not in res.stdout + res.stderr
+    # A host that does not answer (an unused address of the lab's own mgmt subnet).
+    broken = home / "broken.yml"
+    broken.write_text(inventory.read_text().replace("172.31.208.3", "172.31.208.250"))
+    res = run([*cli, "up", "x", "--backend", "ssh", "--inventory", str(broken)], check=False)
+    assert res.returncode == 1 and "unreachable: c1-w1" in res.stderr
+
+
+def test_cleanup_leaves_live_labs_and_unmarked_namespaces(home: Path, labs: list[str]) -> None:
+    from harness.lab import cleanup
+
+    plan = synth.star_plan("t-lab-live", "172.31.209.0/24", count=1)
+    build(plan, labs)
+    foreign = "podlab-t-lab-unmarked"
+    sysns.create_netns(foreign)
+    try:
+        report = cleanup.cleanup()
+        assert "t-lab-live" not in report.labs
+        assert foreign in report.left_alone and foreign in os.listdir("/run/netns")
+        assert netns.is_alive(Ledger.load(LabPaths.of("t-lab-live")))
+    finally:
+        sysns.remove_netns(foreign)
+
+
+def test_down_never_kills_in_a_recycled_namespace(home: Path) -> None:
+    """A ledger's recorded netns inode may belong to someone else's namespace by the
+    time of `down` (the kernel recycles inodes): without the lab's marker there,
+    nothing in it is touched; with the marker, it is the lab's and is killed."""
+    from harness.lab import links, teardown
+
+    foreign = "podlab-t-lab-recycled"
+    inode = sysns.create_netns(foreign)
+    try:
+        run(["sh", "-c", "setsid -f sleep 10011 </dev/null >/dev/null 2>&1"], netns=foreign)
+        victims = {p for p in sysns.pids() if sysns.ns_links(p)[0] == inode}
+        assert victims
+        ledger = Ledger("t-lab-gone", "x", "d", "up", "plm-x", "172.31.209.0/24")
+        ledger.nodes["n1"] = state.NodeState("podlab-t-lab-gone-n1", "172.31.209.2/24", "plxm0")
+        ledger.nodes["n1"].net_inode = inode  # recorded long ago; holder long dead
+        assert teardown.kill_processes(ledger) == []
+        assert all(sysns.alive(p, None) for p in victims)
+        links.mark_netns(foreign, "t-lab-gone")
+        assert set(teardown.kill_processes(ledger)) == victims
+    finally:
+        sysns.kill_where({inode}, set(), skip={os.getpid()})
+        sysns.remove_netns(foreign)
