@@ -64,25 +64,32 @@ def _is_nsfs(name: str) -> bool:
 
 
 def kill_processes(ledger: Ledger) -> list[int]:
-    """Kill every process of the lab; the calling process is never a candidate."""
-    net, mnt, recorded = namespace_inodes(ledger)
+    """Kill every process of the lab; the calling process is never a candidate.
+
+    The node holders go last: while a holder lives, its mount namespace (matched
+    by inode) cannot die and have its inode recycled for someone else's, so the
+    scan never mistakes an unrelated process for one of ours. Inodes are read
+    afresh on every pass for the same reason.
+    """
     root_net, root_mnt = sysns.ns_links(1)
-    for inodes in (net, mnt, recorded):
-        inodes.discard(root_net or -1)
-        inodes.discard(root_mnt or -1)
     tag = naming.lab_tag(ledger.lab)
+    holders = {n.pid for n in ledger.nodes.values() if n.pid and sysns.alive(n.pid, n.start)}
 
     def ours(pid: int) -> bool:
         return links.pid_netns_tag(pid) == tag
 
     killed: list[int] = cgroup.kill_lab(ledger.lab)
     for _ in range(5):  # processes may fork while we kill; repeat until none is found
-        found = sysns.kill_where(net, mnt, {os.getpid()}, recorded, ours)
+        net, mnt, recorded = namespace_inodes(ledger)
+        for inodes in (net, mnt, recorded):
+            inodes.discard(root_net or -1)
+            inodes.discard(root_mnt or -1)
+        found = sysns.kill_where(net, mnt, {os.getpid(), *holders}, recorded, ours)
         killed += found
         if not found:
             break
-    for node in ledger.nodes.values():  # holder or sshd whose namespaces were unreadable
-        for pid, start in ((node.pid, node.start), (node.sshd_pid, node.sshd_start)):
+    for node in ledger.nodes.values():  # holders, and sshds whose namespaces were unreadable
+        for pid, start in ((node.sshd_pid, node.sshd_start), (node.pid, node.start)):
             if pid and sysns.kill_pid(pid, start):
                 killed.append(pid)
     return sorted(set(killed))
