@@ -39,8 +39,8 @@ report: setup
 	$(PODLAB) report reports/results/*.json -o reports/latest.html
 
 lint: setup
-	$(RUFF) check harness tests bench
-	$(RUFF) format --check harness tests bench
+	$(RUFF) check harness tests bench playbooks
+	$(RUFF) format --check harness tests bench playbooks
 
 unit: setup
 	$(PYTEST) -q -m "not integration" tests

@@ -1,0 +1,142 @@
+"""``podlab deploy``: wheelhouse → ansible-runner → DeployResult.
+
+The same function deploys a netns lab (its generated inventory) and existing
+machines (``--inventory FILE``, the VM path): the playbooks cannot tell them
+apart except through ``podlab_backend``. Overrides (``--mode`` …) become extra
+vars, which beat every inventory variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import harness
+from harness.deploy.runner import DeployEvent, DeployResult, run_playbook
+from harness.deploy.wheel import Wheelhouse, ensure_wheelhouse
+from harness.errors import LabError, UserError
+from harness.inventory import inventory_path, project_home
+from harness.lab.state import find, podlab_home
+
+SITE = "site.yml"
+# Under the podlab home beside the lab directories; the dot keeps it from ever
+# being taken for (or colliding with) a lab's directory.
+WHEELHOUSE_DIR = ".wheelhouse"
+MAX_FORKS = 64
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """What to deploy where: the lab, its inventory, overrides and an optional --limit."""
+
+    lab: str
+    inventory: Path
+    lab_dir: Path
+    overrides: Mapping[str, str]  # inventory variable -> value, e.g. podlab_mode: bgp
+    limit: str | None = None
+
+
+def source_root() -> Path:
+    """The podlab checkout holding ``playbooks/`` and ``pyproject.toml``."""
+    return Path(harness.__file__).resolve().parents[1]
+
+
+def wheelhouse_cache() -> Path:
+    """Where wheelhouses are built and kept: ``.podlab/.wheelhouse/``."""
+    return podlab_home() / WHEELHOUSE_DIR
+
+
+def request_for(
+    lab: str,
+    inventory: str | None,
+    overrides: Mapping[str, str | None],
+    limit: str | None = None,
+) -> DeployRequest:
+    """Resolve the inventory and lab directory; refuse a missing inventory up front."""
+    inv = Path(inventory).resolve() if inventory else inventory_path(lab, project_home())
+    if not inv.is_file():
+        hint = "bring the lab up with `podlab up FILE`, or pass --inventory FILE"
+        raise UserError(f"no inventory for lab {lab!r} at {inv} (fix: {hint})")
+    lab_dir = find(lab).root  # a registered netns lab's, else .podlab/<lab>/
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    return DeployRequest(lab, inv, lab_dir, chosen, limit)
+
+
+def count_hosts(inventory: Path) -> int:
+    """Hosts in a YAML inventory (for forks = number of hosts); 0 if it cannot tell."""
+    try:
+        data = yaml.safe_load(inventory.read_text())
+    except (OSError, yaml.YAMLError):
+        return 0
+    hosts: set[str] = set()
+
+    def walk(group: Any) -> None:
+        if not isinstance(group, dict):
+            return
+        if isinstance(group.get("hosts"), dict):
+            hosts.update(group["hosts"])
+        for child in (group.get("children") or {}).values():
+            walk(child)
+
+    for top in (data or {}).values() if isinstance(data, dict) else ():
+        walk(top)
+    return len(hosts)
+
+
+def extra_vars(wheelhouse: Wheelhouse, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Extra vars for site.yml: where the wheelhouse is, plus the user's overrides."""
+    return {
+        "podlab_wheelhouse_archive": str(wheelhouse.archive),
+        "podlab_wheelhouse_digest": wheelhouse.digest,
+        "podlab_wheel": wheelhouse.wheel,
+        "podlab_pip_wheel": wheelhouse.pip_wheel,
+        "podlab_node_requirements": list(wheelhouse.requirements),
+        # netns nodes compare their namespace with ours and refuse to touch it.
+        "podlab_controller_netns": os.readlink("/proc/self/ns/net"),
+        **overrides,
+    }
+
+
+def deploy(
+    req: DeployRequest,
+    on_event: Callable[[DeployEvent], None] | None = None,
+    forks: int | None = None,
+    wheelhouse: Wheelhouse | None = None,
+) -> DeployResult:
+    """Build (or reuse) the wheelhouse and run site.yml; the result names every failure.
+
+    Pass ``wheelhouse`` to deploy a wheelhouse built earlier (a benchmark or test
+    that must ship the same sources on every run while the tree is being edited).
+    """
+    root = source_root()
+    playbooks = root / "playbooks"
+    if not (playbooks / SITE).is_file() or not (root / "pyproject.toml").is_file():
+        raise UserError(
+            f"podlab deploy needs a source checkout with playbooks/{SITE} (looked in {root})"
+        )
+    wheelhouse = wheelhouse or ensure_wheelhouse(root, wheelhouse_cache())
+    if not wheelhouse.archive.is_file():
+        raise LabError(f"wheelhouse archive {wheelhouse.archive} is gone (pruned?): deploy again")
+    deploy_dir = req.lab_dir / "deploy"
+    control_dir = req.lab_dir / "cp"  # ssh ControlPath sockets: per lab, short paths
+    control_dir.mkdir(parents=True, exist_ok=True)
+    nhosts = count_hosts(req.inventory)
+    return run_playbook(
+        playbooks / SITE,
+        req.inventory,
+        deploy_dir,
+        extravars=extra_vars(wheelhouse, req.overrides),
+        limit=req.limit,
+        forks=forks or max(1, min(nhosts or 10, MAX_FORKS)),
+        envvars={
+            "ANSIBLE_CONFIG": str(playbooks / "ansible.cfg"),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+            "ANSIBLE_ROLES_PATH": str(playbooks / "roles"),
+        },
+        on_event=on_event,
+    )

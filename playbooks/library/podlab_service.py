@@ -1,0 +1,177 @@
+#!/usr/bin/python3
+"""Ansible module: converge one podlab service under supervisord or systemd, in one call.
+
+It writes the service's definition (a supervisord program file or a systemd unit)
+and the files the service reads (its config) only where their content differs,
+applies a changed definition, restarts the service when its files changed (or
+``restart`` asks), starts it if it is not running, and waits until it runs.
+One remote call instead of a template, a copy and three commands per service:
+re-deploy time is mostly per-call cost.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: podlab_service
+short_description: Converge one podlab service under supervisord or systemd
+description:
+  - Writes the service definition and its files where they differ, (re)starts the
+    service when they changed, and waits until it is running.
+options:
+  name: {description: program or unit base name, required: true, type: str}
+  manager: {description: service manager, required: true, type: str,
+            choices: [supervisord, systemd]}
+  definition_path: {description: program file or unit path, required: true, type: path}
+  definition: {description: content of definition_path, required: true, type: str}
+  files: {description: path -> content of files the service reads, type: dict, default: {}}
+  restart: {description: restart even if nothing here changed, type: bool, default: false}
+  supervisor_conf: {description: supervisord.conf for supervisorctl, type: path}
+  log: {description: the service's log file, quoted on failure, type: path}
+  wait: {description: seconds to wait for RUNNING / active, type: float, default: 20}
+"""
+
+RETURN = r"""
+written: {description: paths whose content changed, type: list}
+action: {description: what was done to the service, type: str}
+state: {description: final state (RUNNING / active), type: str}
+"""
+
+
+def write_if_different(path: str, content: str, check: bool) -> bool:
+    """Replace ``path`` atomically with ``content`` unless it already holds exactly that."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == content:
+                return False
+    except FileNotFoundError:
+        pass
+    if check:
+        return True
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".podlab-", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(content)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+class Manager:
+    """supervisorctl or systemctl, reduced to what converging one service needs."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.m = module
+        p = module.params
+        self.name, self.kind, self.conf = p["name"], p["manager"], p["supervisor_conf"]
+
+    def ctl(self, *args: str) -> tuple[int, str]:
+        if self.kind == "supervisord":
+            argv = ["supervisorctl", "-c", self.conf, *args]
+        else:
+            argv = ["systemctl", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+    @property
+    def unit(self) -> str:
+        return f"podlab-{self.name}.service"
+
+    def state(self) -> str:
+        if self.kind == "supervisord":
+            _, out = self.ctl("status", self.name)
+            fields = out.split()
+            return fields[1] if len(fields) > 1 else out
+        _, out = self.ctl("is-active", self.unit)
+        return out
+
+    def running(self, state: str) -> bool:
+        return state in ("RUNNING", "active")
+
+    def apply_definition(self) -> None:
+        if self.kind == "supervisord":
+            self.must("update", self.name)  # adds, or restarts with the new definition
+        else:
+            self.must("daemon-reload")
+            self.must("enable", self.unit)
+            self.must("restart", self.unit)
+
+    def restart(self) -> None:
+        self.must("restart", self.name if self.kind == "supervisord" else self.unit)
+
+    def start(self) -> None:
+        self.must("start", self.name if self.kind == "supervisord" else self.unit)
+
+    def must(self, *args: str) -> None:
+        rc, out = self.ctl(*args)
+        if rc != 0 and not (args[0] == "start" and "already started" in out):
+            self.m.fail_json(msg=f"{self.kind}: {' '.join(args)} failed (rc={rc}): {out}")
+
+
+def tail(path: str | None, lines: int = 15) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return " | ".join(f.read().splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "manager": {"type": "str", "required": True, "choices": ["supervisord", "systemd"]},
+            "definition_path": {"type": "path", "required": True},
+            "definition": {"type": "str", "required": True},
+            "files": {"type": "dict", "default": {}},
+            "restart": {"type": "bool", "default": False},
+            "supervisor_conf": {"type": "path"},
+            "log": {"type": "path"},
+            "wait": {"type": "float", "default": 20.0},
+        },
+        supports_check_mode=True,
+    )
+    p, check = module.params, module.check_mode
+    written = [path for path, text in p["files"].items() if write_if_different(path, text, check)]
+    defined = write_if_different(p["definition_path"], p["definition"], check)
+    if defined:
+        written.append(p["definition_path"])
+    mgr = Manager(module)
+    if check:
+        module.exit_json(changed=bool(written) or p["restart"], written=written, action="check")
+    action = ""
+    if defined:
+        mgr.apply_definition()
+        action = "defined"
+    elif written or p["restart"]:
+        mgr.restart()
+        action = "restarted"
+    state = mgr.state()
+    if not mgr.running(state) and state not in ("STARTING", "activating"):
+        mgr.start()
+        action = action or f"started (was {state})"
+    deadline = time.monotonic() + p["wait"]
+    while not mgr.running(state) and time.monotonic() < deadline:
+        time.sleep(0.25)
+        state = mgr.state()
+    if not mgr.running(state):
+        module.fail_json(
+            msg=f"{p['name']} is {state}, not running, after {p['wait']:.0f}s; "
+            f"last lines of its log: {tail(p['log'])}",
+            written=written,
+            state=state,
+        )
+    module.exit_json(changed=bool(action or written), written=written, action=action, state=state)
+
+
+if __name__ == "__main__":
+    main()

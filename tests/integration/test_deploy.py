@@ -1,0 +1,150 @@
+"""`podlab deploy` on real netns labs: first deploy, changed=0 re-deploy, testinfra
+checks, a host with its sshd killed, and the VM path (plain SSH inventory)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.deploy.deploy import deploy, request_for, source_root, wheelhouse_cache
+from harness.deploy.runner import DeployEvent, DeployResult
+from harness.deploy.wheel import Wheelhouse, ensure_wheelhouse
+from harness.lab.state import find
+from tests.integration.deploylab import (
+    REPO,
+    lab_up,
+    node_ssh,
+    plain_ssh_inventory,
+    podlab,
+    stop_sshd,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.timeout(900)]
+
+LAB = "t-dep-one"
+VM_LAB = "t-dep-vm"
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with lab_up("single-cluster", LAB, "172.31.210.0/24", tmp_path_factory.mktemp("t")) as inv:
+        yield inv
+
+
+@pytest.fixture(scope="module")
+def wheelhouse() -> Wheelhouse:
+    """One wheelhouse for the module: the tree may be edited while the tests run."""
+    return ensure_wheelhouse(source_root(), wheelhouse_cache())
+
+
+def run_deploy(
+    lab: str, inventory: Path, wheelhouse: Wheelhouse | None = None, **overrides: str
+) -> tuple[DeployResult, list[DeployEvent]]:
+    events: list[DeployEvent] = []
+    req = request_for(lab, str(inventory), overrides)
+    result = deploy(req, on_event=events.append, wheelhouse=wheelhouse)
+    return result, events
+
+
+def describe(result: DeployResult) -> str:
+    failures = "\n".join(str(f) for f in result.failures)
+    return f"status={result.status} rc={result.rc} log={result.artifacts}\n{failures}"
+
+
+def infra_checks(inventory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/infra", "-q", "-p", "no:cacheprovider",
+         "--hosts=ansible://all", f"--ansible-inventory={inventory}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_first_deploy_succeeds_on_every_host(inventory: Path, wheelhouse: Wheelhouse) -> None:
+    result, _ = run_deploy(LAB, inventory, wheelhouse)
+    assert result.ok, describe(result)
+    assert set(result.hosts) == {"c1-cp", "c1-w1", "c1-w2"}
+    assert all(h.healthy for h in result.hosts.values()), result.hosts
+    assert (result.artifacts / "job_events").is_dir(), "event log not kept"
+
+
+def test_second_deploy_changes_nothing(inventory: Path, wheelhouse: Wheelhouse) -> None:
+    result, events = run_deploy(LAB, inventory, wheelhouse)
+    assert result.ok, describe(result)
+    changed = sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
+    assert changed == [], f"a no-change re-deploy changed: {changed}"
+    for host, recap in result.hosts.items():
+        assert recap.changed == 0, f"{host}: changed={recap.changed}"
+
+
+def test_testinfra_checks_pass_on_the_deployed_lab(inventory: Path) -> None:
+    proc = infra_checks(inventory)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+def test_mode_override_reaches_agent_config(inventory: Path, wheelhouse: Wheelhouse) -> None:
+    # --mode becomes an extra var: the agent's config changes (and the agent
+    # restarts) on every cluster node, then changes back.
+    over, events = run_deploy(LAB, inventory, wheelhouse, podlab_mode="host-gw")
+    assert over.ok, describe(over)
+    changed = {e.host for e in events if e.changed and e.task.startswith("Run podlab-agent under")}
+    assert changed == {"c1-cp", "c1-w1", "c1-w2"}, changed
+    text = node_ssh(LAB, "c1-w1", "cat", "/etc/podlab/agent.yaml")
+    assert "mode: host-gw" in text, text
+    back, _ = run_deploy(LAB, inventory, wheelhouse)
+    assert back.ok, describe(back)
+    assert "mode: vxlan" in node_ssh(LAB, "c1-w1", "cat", "/etc/podlab/agent.yaml")
+
+
+def test_broken_host_is_named_with_its_task(inventory: Path) -> None:
+    stop_sshd(LAB, "c1-w2")
+    proc = podlab("deploy", LAB, "--quiet")
+    assert proc.returncode != 0, "deploy succeeded with c1-w2's sshd stopped"
+    err = proc.stderr
+    assert "c1-w2: task 'Look up the node's namespace and packages' unreachable" in err, err
+    # The other hosts are accounted for: no failure, and where they stopped.
+    assert "c1-cp: no failure, completed" in err, err
+    assert "c1-w1: no failure, completed" in err, err
+    assert "event log" in err, err
+    assert "unreachable" in proc.stdout, proc.stdout  # the recap's verdict column
+
+
+def test_vm_path_deploys_over_plain_ssh(tmp_path: Path, wheelhouse: Wheelhouse) -> None:
+    # A fresh lab deployed only through --inventory, as existing machines would be.
+    with lab_up("single-cluster", VM_LAB, "172.31.211.0/24", tmp_path) as lab_inventory:
+        vms = plain_ssh_inventory(lab_inventory, tmp_path)
+        proc = podlab("deploy", VM_LAB, "--inventory", str(vms), "--quiet")  # the CLI path
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        first, _ = run_deploy(VM_LAB, vms, wheelhouse)  # the tree may have moved since
+        assert first.ok, describe(first)
+        again, events = run_deploy(VM_LAB, vms, wheelhouse)
+        changed = sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
+        assert again.ok and changed == [], (describe(again), changed)
+        checks = infra_checks(vms)
+        assert checks.returncode == 0, checks.stdout[-4000:] + checks.stderr[-2000:]
+
+
+def test_refuses_to_deploy_into_its_own_namespace(tmp_path: Path) -> None:
+    # A "netns node" that is really this machine's own namespace: the first,
+    # read-only task finds out and the deploy stops before anything is written.
+    inv = tmp_path / "self.yml"
+    inv.write_text(
+        "all:\n  vars: {podlab_backend: netns, ansible_connection: local,\n"
+        f"         ansible_python_interpreter: {sys.executable}}}\n"
+        "  hosts: {self: {}}\n"
+    )
+    lab = "t-dep-guard"
+    try:
+        result, events = run_deploy(lab, inv)
+    finally:
+        shutil.rmtree(find(lab).root, ignore_errors=True)
+    assert not result.ok
+    assert [(f.host, f.task) for f in result.failures] == [
+        ("self", "Refuse to deploy into podlab's own network namespace")
+    ], describe(result)
+    assert not any(e.changed for e in events), "something was changed before the refusal"

@@ -1,0 +1,48 @@
+"""playbooks/library/podlab_service.py: the write-only-when-different step idempotence rests on."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+LIBRARY = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "podlab_service.py"
+
+
+def load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("podlab_service", LIBRARY)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_writes_only_when_content_differs(tmp_path: Path) -> None:
+    svc = load()
+    path = tmp_path / "etc" / "agent.yaml"
+    assert svc.write_if_different(str(path), "mode: vxlan\n", check=False)  # creates dirs too
+    inode = path.stat().st_ino
+    assert not svc.write_if_different(str(path), "mode: vxlan\n", check=False)
+    assert path.stat().st_ino == inode, "an unchanged file was rewritten"
+    assert svc.write_if_different(str(path), "mode: host-gw\n", check=False)
+    assert path.read_text() == "mode: host-gw\n"
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in path.parent.iterdir()] == ["agent.yaml"], "temp file left behind"
+
+
+def test_check_mode_reports_without_writing(tmp_path: Path) -> None:
+    svc = load()
+    path = tmp_path / "x.conf"
+    assert svc.write_if_different(str(path), "a\n", check=True)
+    assert not path.exists()
+    path.write_text("a\n")
+    assert not svc.write_if_different(str(path), "a\n", check=True)
+
+
+def test_log_tail_names_a_missing_log(tmp_path: Path) -> None:
+    svc = load()
+    log = tmp_path / "etcd.log"
+    log.write_text("".join(f"line {i}\n" for i in range(30)))
+    assert svc.tail(str(log), 2) == "line 28 | line 29"
+    assert "no log" in svc.tail(os.fspath(tmp_path / "missing.log"))
