@@ -1,0 +1,88 @@
+"""The agent's configuration: ``/etc/podlab/agent.yaml``, rendered by Ansible.
+
+This file is one of the two places where the host side and the agent meet (the
+other is etcd), so it is parsed strictly: an unknown key or a bad prefix is an
+error at start-up, not a surprise at the first pod.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PATH = "/etc/podlab/agent.yaml"
+
+Mode = Literal["host-gw", "vxlan", "udp", "bgp", "ipip", "calico-vxlan", "cross-subnet"]
+
+
+class ConfigError(Exception):
+    """agent.yaml is missing or invalid; the message names the file and the fields."""
+
+
+class AgentConfig(BaseModel):
+    """Everything one node's agent needs to know; see docs/etcd-layout.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node: str
+    cluster: str
+    cluster_id: int = 1
+    etcd_endpoints: list[str] = Field(min_length=1)
+    pod_cidr: ipaddress.IPv4Network
+    node_prefix: int = Field(24, ge=8, le=30)
+    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/16")
+    mode: Mode = "vxlan"
+    encryption: Literal["none", "wireguard"] = "none"
+    proxy_mode: str = "nftables"
+    underlay_interface: str
+    underlay_address: ipaddress.IPv4Address
+    underlay_mtu: int = Field(1500, ge=576, le=65535)
+    segment: str = "default"
+    route_reflector: bool = False
+    role: Literal["worker", "control-plane"] = "worker"  # published in the node record
+    state_dir: Path = Path("/var/lib/podlab")
+    run_dir: Path = Path("/run/podlab")
+    log_dir: Path = Path("/var/log/podlab")
+    # Optional knobs (not rendered by Ansible today; defaults suit a lab):
+    netns_dir: Path = Path("/run/netns")  # where pod netns are bind-mounted (ip netns' dir)
+    lease_ttl_s: int = Field(60, ge=3)  # etcd lease TTL for the node record + subnet lease
+    resync_s: float = Field(10.0, gt=0)  # periodic full reconcile (re-adds deleted objects)
+    allow_root_netns: bool = False  # refuse to program the host's own namespace unless set
+
+    @model_validator(mode="after")
+    def _prefix_fits(self) -> AgentConfig:
+        if self.node_prefix <= self.pod_cidr.prefixlen:
+            raise ValueError(
+                f"node_prefix /{self.node_prefix} must be longer than pod_cidr {self.pod_cidr}"
+            )
+        return self
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often the lease is renewed and the node record refreshed."""
+        return max(1.0, self.lease_ttl_s / 4)
+
+
+def load(path: str | Path = DEFAULT_PATH) -> AgentConfig:
+    """Read and validate agent.yaml, raising ConfigError with every bad field named."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings")
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"{p}: {'.'.join(str(x) for x in e['loc']) or 'config'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise ConfigError("\n".join(lines)) from exc

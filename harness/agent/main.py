@@ -1,0 +1,369 @@
+"""``podlab-agent``: one node's flanneld + CNI bridge plugin, driven by etcd.
+
+Start-up: load agent.yaml, lease the node's subnet, set up the mode's devices,
+write subnet.env, load the masquerade ruleset, register the node record, then
+watch ``subnets/`` (peers) and ``pods/`` and reconcile on every change and every
+``resync_s`` seconds (which re-adds anything someone deleted). SIGTERM exits
+cleanly WITHOUT removing pods, routes or devices (like flanneld), so a restart or
+a ``kill -9`` leaves running pods and flows alone; the next start reconciles.
+
+``podlab-agent --check`` exits 0 when this node's record in etcd is fresh (the
+deploy role's health check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from harness import __version__
+from harness.agent import leases, nft
+from harness.agent import netlink as nl
+from harness.agent.config import DEFAULT_PATH, AgentConfig, ConfigError, load
+from harness.agent.datapath import registry
+from harness.agent.datapath.base import Peer
+from harness.agent.pods import PodManager, PodSpec, PodState, now_rfc3339, status_json
+from harness.agent.reconcile import Reconciler
+from harness.agent.store import (
+    KV,
+    Event,
+    Store,
+    StoreError,
+    cluster_prefix,
+    node_key,
+    podstatus_key,
+    wait_ready,
+)
+from harness.errors import ToolError
+
+log = logging.getLogger("podlab.agent")
+
+
+class Cache:
+    """A watched prefix mirrored in memory; sets ``dirty`` on every change."""
+
+    def __init__(self, dirty: threading.Event) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.dirty = dirty
+        self.changed = False  # set on every change, cleared by the reconciler
+        # False until the first full listing: reconciling against an empty cache
+        # would delete every route and pod after a restart.
+        self.synced = False
+
+    def take_changed(self, resync: bool) -> bool:
+        """Whether to reconcile this domain now: it changed (or a resync is due) and
+        its first listing has arrived."""
+        with self.lock:
+            if not self.synced:
+                return False
+            changed, self.changed = self.changed, False
+        return changed or resync
+
+    def reset(self, kvs: list[KV]) -> None:
+        with self.lock:
+            self.items = {kv.key: obj for kv in kvs if (obj := _obj(kv)) is not None}
+            self.changed = self.synced = True
+        self.dirty.set()
+
+    def events(self, events: list[Event]) -> None:
+        with self.lock:
+            for ev in events:
+                obj = _obj(ev.kv) if ev.type != "DELETE" else None
+                if obj is None:
+                    self.items.pop(ev.kv.key, None)
+                else:
+                    self.items[ev.kv.key] = obj
+            self.changed = True
+        self.dirty.set()
+
+    def values(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.items.values())
+
+
+def _obj(kv: KV) -> dict[str, Any] | None:
+    try:
+        value = kv.json()
+    except ValueError:
+        log.warning("ignoring non-JSON value at %s", kv.key)
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Agent:
+    """The long-running agent; ``start()`` then ``run()`` until ``stop`` is set."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.etcd_endpoints)
+        self.ipr = IPRoute()
+        self.dp = registry.create(cfg, self.ipr)
+        self.reconciler = Reconciler(self.ipr, self.dp)
+        self.stop = threading.Event()
+        self.dirty = threading.Event()
+        self.subnets = Cache(self.dirty)
+        self.pods = Cache(self.dirty)
+        self.problems: list[str] = []
+        self._written: dict[str, str] = {}
+        self.pod_states: dict[tuple[str, str], PodState] = {}
+        self.unready = False
+        self.exit_code = 0
+
+    def start(self) -> None:
+        cfg = self.cfg
+        log.info(
+            "podlab-agent %s: node %s, cluster %s, mode %s, MTU %d, underlay %s (%s)",
+            __version__,
+            cfg.node,
+            cfg.cluster,
+            cfg.mode,
+            self.dp.mtu(),
+            cfg.underlay_address,
+            cfg.underlay_interface,
+        )
+        if cfg.encryption != "none":
+            log.warning(
+                "encryption %s is not implemented by this agent yet: pod traffic "
+                "between nodes is NOT encrypted",
+                cfg.encryption,
+            )
+        wait_ready(self.store, timeout=60)
+        self.lease = leases.acquire(self.store, cfg, self.dp.backend_data())
+        self.dp.setup(self.lease.subnet)
+        env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
+        log.info("subnet %s, wrote %s", self.lease.subnet, env)
+        nl.set_sysctl("net/ipv4/ip_forward", "1")  # this node's namespace only
+        nft.apply(nft.masquerade_ruleset(cfg.pod_cidr))
+        self.podmgr = PodManager(
+            cfg, self.ipr, self.lease.subnet, self.dp.mtu(), self.dp.pod_interface
+        )
+        self.podmgr.prepare()
+        self.heartbeat()
+        prefix = cluster_prefix(cfg.cluster)
+        for what, cache in (("subnets/", self.subnets), ("pods/", self.pods)):
+            threading.Thread(
+                target=self.store.watch_prefix,
+                args=(prefix + what, cache.events, cache.reset, self.stop),
+                name=f"watch-{what.rstrip('/')}",
+                daemon=True,
+            ).start()
+
+    def heartbeat(self) -> None:
+        """Renew the lease and refresh the node record (its heartbeat is --check's proof)."""
+        before = self.lease.subnet
+        if leases.renew(self.store, self.cfg, self.lease, self.dp.backend_data()):
+            log.warning("lease re-established for subnet %s", self.lease.subnet)
+            if self.lease.subnet != before:
+                # Another node took our subnet while our lease was expired: devices and
+                # pods are addressed from the old one. Exit; the supervisor restarts us.
+                log.error("lost subnet %s (now %s); exiting to restart", before, self.lease.subnet)
+                self.exit_code = 1
+                self.stop.set()
+        record = {
+            "name": self.cfg.node,
+            "cluster": self.cfg.cluster,
+            "underlayIP": str(self.cfg.underlay_address),
+            "segment": self.cfg.segment,
+            "role": self.cfg.role,
+            "podCIDR": str(self.lease.subnet),
+            "mode": self.cfg.mode,
+            "mtu": self.dp.mtu(),
+            "backend": self.dp.backend_data(),
+            "agentVersion": __version__,
+            "heartbeat": now_rfc3339(),
+            "problems": self.problems,
+        }
+        self.store.put_json(node_key(self.cfg.cluster, self.cfg.node), record, self.lease.lease_id)
+
+    def reconcile(self, datapath: bool = True, pods: bool = True, full: bool = True) -> None:
+        """One pass over the datapath peers and/or the pods and their status records."""
+        if datapath:
+            self._sync_datapath()
+        if pods:
+            self._sync_pods(full)
+
+    def _sync_datapath(self) -> None:
+        peers = []
+        for rec in self.subnets.values():
+            try:
+                if rec.get("node") != self.cfg.node:
+                    peers.append(Peer.from_record(rec))
+            except (KeyError, ValueError) as exc:
+                log.warning("ignoring malformed subnet lease %s: %s", rec, exc)
+        report = self.reconciler.sync(peers)
+        if report.changed or report.failed:
+            log.info(
+                "datapath: %d peers, %d objects set, %d removed, %d failed",
+                len(peers),
+                report.added,
+                report.removed,
+                report.failed,
+            )
+        if report.problems != self.problems:
+            for p in report.problems:
+                log.error("%s", p)
+            self.problems = report.problems
+            self.heartbeat()
+
+    def _desired_pods(self) -> dict[tuple[str, str], PodSpec]:
+        desired: dict[tuple[str, str], PodSpec] = {}
+        for obj in self.pods.values():
+            if (obj.get("spec") or {}).get("nodeName") != self.cfg.node:
+                continue
+            try:
+                spec = PodSpec.from_object(obj)
+            except (KeyError, TypeError, AttributeError) as exc:
+                log.warning("ignoring malformed pod object: %s", exc)
+                continue
+            desired[(spec.namespace, spec.name)] = spec
+        return desired
+
+    def _sync_pods(self, full: bool) -> None:
+        desired = self._desired_pods()
+        self.pod_states = self.podmgr.sync(desired, full)
+        self._probe(desired, everyone=full)
+        keys = {podstatus_key(self.cfg.cluster, ns, n) for ns, n in self.pod_states}
+        for key in set(self._written) - keys:  # pods this agent removed
+            self.store.delete(key)
+            del self._written[key]
+        if full:  # also statuses a previous run left behind for pods now gone
+            prefix = cluster_prefix(self.cfg.cluster) + "podstatus/"
+            for kv in self.store.get_prefix(prefix)[0]:
+                mine = (_obj(kv) or {}).get("hostIP") == str(self.cfg.underlay_address)
+                if mine and kv.key not in keys:
+                    self.store.delete(kv.key)
+
+    def _probe(self, desired: dict[tuple[str, str], PodSpec], everyone: bool) -> None:
+        """Readiness probes (all pods on a full pass, else the not-yet-ready), then
+        write every status that changed."""
+        self.unready = False
+        for key, st in self.pod_states.items():
+            spec = desired.get(key)
+            if spec is None:
+                continue
+            if everyone or not st.ready:
+                self.podmgr.check_ready(spec, st)
+            self.unready |= st.phase == "Running" and not st.ready
+            skey = podstatus_key(self.cfg.cluster, *key)
+            value = _dumps(status_json(st, str(self.cfg.underlay_address), spec.container))
+            if self._written.get(skey) != value:
+                self.store.put(skey, value)
+                self._written[skey] = value
+
+    def run(self) -> None:
+        next_beat = time.monotonic() + self.cfg.heartbeat_s
+        next_resync = 0.0
+        while not self.stop.is_set():
+            timeout = max(0.0, min(next_beat, next_resync) - time.monotonic())
+            if self.unready:  # a pod waits for its readiness probe: look again soon
+                timeout = min(timeout, 0.2)
+            if self.dirty.wait(timeout):
+                time.sleep(0.02)  # let a burst of events land, then act once
+            try:
+                if time.monotonic() >= next_beat:
+                    self.heartbeat()
+                    next_beat = time.monotonic() + self.cfg.heartbeat_s
+                self.dirty.clear()
+                resync = time.monotonic() >= next_resync
+                if resync:
+                    next_resync = time.monotonic() + self.cfg.resync_s
+                pods = self.pods.take_changed(resync)
+                self.reconcile(datapath=self.subnets.take_changed(resync), pods=pods, full=resync)
+                if self.unready and not pods:
+                    self._probe(self._desired_pods(), everyone=False)
+            except StoreError as exc:
+                log.error("etcd: %s (kernel state left as is; retrying)", exc)
+                next_resync = 0.0  # the failed pass may have consumed change flags
+                self.stop.wait(1.0)
+            except Exception:
+                log.exception("reconcile failed; retrying")
+                next_resync = 0.0
+                self.stop.wait(1.0)
+        self.dp.close()
+        log.info("stopped; pods, routes and devices left in place")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def check(cfg: AgentConfig) -> int:
+    """Exit status for ``--check``: 0 when our node record's heartbeat is fresh."""
+    try:
+        kv = Store(cfg.etcd_endpoints, timeout=3).get(node_key(cfg.cluster, cfg.node))
+    except StoreError as exc:
+        print(f"unhealthy: {exc}")
+        return 1
+    if kv is None:
+        print(f"unhealthy: no node record for {cfg.node} in etcd")
+        return 1
+    rec = kv.json()
+    beat = datetime.fromisoformat(str(rec.get("heartbeat", "")).replace("Z", "+00:00"))
+    age = (datetime.now(UTC) - beat).total_seconds()
+    if age > 3 * cfg.heartbeat_s:
+        print(f"unhealthy: node record of {cfg.node} is {age:.0f}s old")
+        return 1
+    problems = rec.get("problems") or []
+    print(
+        f"ok: {cfg.node} subnet {rec.get('podCIDR')} mode {rec.get('mode')}, heartbeat "
+        f"{age:.1f}s ago" + (f"; problems: {'; '.join(problems)}" if problems else "")
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="podlab-agent", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=DEFAULT_PATH, help="agent.yaml (default %(default)s)")
+    ap.add_argument("--check", action="store_true", help="health check: exit 0 if fresh")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"podlab-agent: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        return check(cfg)
+    if nl.in_root_netns() and not cfg.allow_root_netns:
+        log.error(
+            "refusing to run in the host's initial network namespace; run inside a "
+            "node namespace, or set allow_root_netns: true on a dedicated machine"
+        )
+        return 2
+    try:
+        agent = Agent(cfg)
+    except registry.UnknownMode as exc:
+        log.error("%s", exc)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop.set())
+    try:
+        agent.start()
+    except (StoreError, leases.LeaseError, ToolError) as exc:
+        log.error("start-up failed: %s", exc)
+        return 1
+    except (OSError, RuntimeError, NetlinkError) as exc:
+        log.exception("start-up failed while setting up the %s datapath: %s", cfg.mode, exc)
+        return 1
+    agent.run()
+    return agent.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""How a pod's veth meets its node: one class per pod interface style.
+
+The style is a property of the datapath's family (``Datapath.pod_interface``),
+not a flag: Flannel modes bridge pods into ``cni0`` (gateway = the subnet's
+``.1`` on the bridge, pods on one node talk over the bridge); Calico modes (issue
+5) will route each pod on its own ``cali*`` veth (a /32 route per pod, proxy-ARP
+answering for ``169.254.1.1``; building block: ``routed.py``). To add a style:
+a class satisfying ``PodNetwork`` and one entry in ``POD_INTERFACES``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import Any, Protocol
+
+from pyroute2 import IPRoute
+
+from harness.agent import netlink as nl
+from harness.agent.datapath.base import PodInterface
+
+BRIDGE = "cni0"
+
+
+class PodNetwork(Protocol):
+    """The node side and the pod side of one pod interface style."""
+
+    def host_if_name(self, namespace: str, name: str) -> str:
+        """Deterministic node-side veth name (≤ 15 characters) for a pod."""
+        ...
+
+    def prepare(self, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
+        """Node-wide objects every pod needs (e.g. the bridge); idempotent."""
+        ...
+
+    def plumb_pod(
+        self,
+        pod: IPRoute,
+        eth0: int,
+        ip: str,
+        gateway: ipaddress.IPv4Interface,
+        mtu: int,
+        host_mac: str,
+    ) -> None:
+        """Inside the pod namespace: address, routes and MTU on ``eth0`` (``host_mac``
+        is the node-side veth's MAC, for styles that pin their gateway's neighbour)."""
+        ...
+
+    def attach(self, host_if: str, ip: str) -> None:
+        """Node side of one pod's veth: idempotent, re-run on every full pass."""
+        ...
+
+    def detach(self, host_if: str, ip: str) -> None:
+        """Undo node-side state that does not vanish with the veth (before it is deleted)."""
+        ...
+
+    def ports(self) -> list[str]:
+        """Node-side pod interfaces that exist now (to find orphans)."""
+        ...
+
+
+class BridgedInterface:
+    """Flannel family: the node end of the veth is a port of bridge ``cni0``."""
+
+    def __init__(self, ipr: IPRoute) -> None:
+        self.ipr = ipr
+
+    def host_if_name(self, namespace: str, name: str) -> str:
+        return "veth" + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
+
+    def prepare(self, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
+        idx = nl.ensure_link(self.ipr, BRIDGE, {"kind": "bridge"}, _not_bridge)
+        nl.ensure_addr(self.ipr, idx, gateway)
+        nl.ensure_up(self.ipr, idx, mtu)
+
+    def plumb_pod(
+        self,
+        pod: IPRoute,
+        eth0: int,
+        ip: str,
+        gateway: ipaddress.IPv4Interface,
+        mtu: int,
+        host_mac: str,
+    ) -> None:
+        pod.addr("add", index=eth0, address=ip, prefixlen=gateway.network.prefixlen)
+        pod.link("set", index=eth0, state="up", mtu=mtu)
+        pod.route("replace", dst="0.0.0.0", dst_len=0, gateway=str(gateway.ip))
+
+    def attach(self, host_if: str, ip: str) -> None:
+        bridge, idx = nl.ifindex(self.ipr, BRIDGE), nl.ifindex(self.ipr, host_if)
+        if idx is None:
+            raise RuntimeError(f"veth {host_if} missing")
+        msg = self.ipr.get_links(idx)[0]
+        if nl.attr(msg, "IFLA_MASTER") != bridge:
+            self.ipr.link("set", index=idx, master=bridge)
+        nl.ensure_up(self.ipr, idx)
+
+    def detach(self, host_if: str, ip: str) -> None:
+        return None  # a bridge port leaves the bridge with its veth
+
+    def ports(self) -> list[str]:
+        bridge = nl.ifindex(self.ipr, BRIDGE)
+        if bridge is None:
+            return []
+        return [
+            str(nl.attr(m, "IFLA_IFNAME"))
+            for m in self.ipr.get_links()
+            if nl.attr(m, "IFLA_MASTER") == bridge
+            and str(nl.attr(m, "IFLA_IFNAME", "")).startswith("veth")
+        ]
+
+
+def _not_bridge(msg: Any) -> str | None:
+    info = nl.attr(msg, "IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    return None if kind == "bridge" else f"is a {kind or 'plain'} link, not a bridge"
+
+
+#: Pod interface styles this agent implements (ROUTED arrives with Calico modes).
+POD_INTERFACES: dict[PodInterface, type[PodNetwork]] = {
+    PodInterface.BRIDGED: BridgedInterface,
+}

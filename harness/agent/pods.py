@@ -1,0 +1,378 @@
+"""Pods on this node: a named netns, a veth to the node, an address, a process.
+
+For every pod whose ``spec.nodeName`` is this node the agent keeps: a network
+namespace bind-mounted at ``<netns_dir>/<netns>`` (the node's private
+``/run/netns`` by default, so ``ip netns exec`` works on the node), a veth whose
+node end attaches as the mode family's pod interface style says (podnet.py), an
+address from the node subnet (the allocation lives in ``state_dir/pods/`` so a
+restart never reassigns it), and the pod's command
+(``containers[0].command + args``; ``sleep infinity`` if empty) started detached
+with its output in ``log_dir/pods/<ns>_<name>.log`` (procs.py) — so killing the
+agent leaves the pod running. ``restartPolicy`` (Always, the default; OnFailure;
+Never) decides whether an exited command is started again (on the next full
+pass, which doubles as a back-off) or reported as Succeeded/Failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute, netns
+
+from harness.agent import netlink as nl
+from harness.agent import procs
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import PodInterface
+from harness.agent.leases import atomic_write
+from harness.agent.podnet import POD_INTERFACES
+
+log = logging.getLogger("podlab.pods")
+
+# Re-exported for callers (tests, cleanup) that stop a pod's processes by netns.
+pids_in_netns = procs.pids_in_netns
+stop_pids = procs.stop_pids
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """The part of a Pod object the agent acts on."""
+
+    namespace: str
+    name: str
+    uid: str
+    command: tuple[str, ...]
+    restart_policy: str = "Always"
+    readiness: procs.Probe | None = None
+    container: str = "main"
+
+    @staticmethod
+    def from_object(obj: dict[str, Any]) -> PodSpec:
+        meta, spec = obj.get("metadata", {}), obj.get("spec", {})
+        c = (spec.get("containers") or [{}])[0]
+        argv = [*(c.get("command") or []), *(c.get("args") or [])]
+        return PodSpec(
+            namespace=str(meta.get("namespace") or "default"),
+            name=str(meta["name"]),
+            uid=str(meta.get("uid") or ""),
+            command=tuple(str(a) for a in argv) or ("sleep", "infinity"),
+            restart_policy=str(spec.get("restartPolicy") or "Always"),
+            readiness=_probe(c),
+            container=str(c.get("name") or "main"),
+        )
+
+
+def _probe(container: dict[str, Any]) -> procs.Probe | None:
+    """readinessProbe → Probe; a named port is looked up in the container's ports."""
+    rp = container.get("readinessProbe") or {}
+    kind, body = ("tcp", rp.get("tcpSocket")) if "tcpSocket" in rp else ("http", rp.get("httpGet"))
+    if not body:
+        return None
+    port = body.get("port")
+    if isinstance(port, str):
+        named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+        port = named.get(port)
+    if not isinstance(port, int):
+        return None
+    return procs.Probe(kind, port, str(body.get("path") or "/"))
+
+
+@dataclass
+class PodState:
+    """What the agent made for one pod; persisted so restarts reuse it."""
+
+    namespace: str
+    name: str
+    uid: str
+    ip: str
+    netns: str
+    host_if: str
+    pid: int = 0
+    start_time: str = ""
+    network_ready_time: str = ""
+    phase: str = "Pending"
+    message: str = ""
+    exit_code: int | None = None
+    restart_count: int = 0
+    ready: bool = False
+
+
+def netns_name(namespace: str, name: str) -> str:
+    """The pod's netns name on its node (``ip netns exec <it>``), deterministic."""
+    return f"pod-{namespace}-{name}"
+
+
+class PodManager:
+    """Creates, checks and removes this node's pods; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        ipr: IPRoute,
+        subnet: ipaddress.IPv4Network,
+        mtu: int,
+        style: PodInterface,
+    ) -> None:
+        if style not in POD_INTERFACES:
+            raise NotImplementedError(f"pod interface style {style.value} not implemented yet")
+        self.cfg, self.ipr, self.subnet, self.mtu = cfg, ipr, subnet, mtu
+        self.gateway = ipaddress.IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
+        self.iface = POD_INTERFACES[style](ipr)  # type: ignore[call-arg]
+        self.state_dir = cfg.state_dir / "pods"
+        self.log_dir = cfg.log_dir / "pods"
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._ok: dict[tuple[str, str], str] = {}  # pods verified since the last full pass
+
+    def prepare(self) -> None:
+        self.iface.prepare(self.gateway, self.mtu)
+        for d in (self.state_dir, self.log_dir, self.cfg.netns_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- persisted state ---------------------------------------------------------
+    def _path(self, namespace: str, name: str) -> Path:
+        return self.state_dir / f"{namespace}_{name}.json"
+
+    def load_all(self) -> dict[tuple[str, str], PodState]:
+        out: dict[tuple[str, str], PodState] = {}
+        for p in sorted(self.state_dir.glob("*.json")):
+            try:
+                st = PodState(**json.loads(p.read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("ignoring unreadable pod state %s: %s", p, exc)
+                continue
+            out[(st.namespace, st.name)] = st
+        return out
+
+    def save(self, st: PodState) -> None:
+        atomic_write(self._path(st.namespace, st.name), json.dumps(asdict(st), indent=1))
+
+    def _allocate(self, used: set[str]) -> str:
+        for host in self.subnet.hosts():
+            if host != self.gateway.ip and str(host) not in used:
+                return str(host)
+        raise RuntimeError(f"subnet {self.subnet} has no free pod address")
+
+    # -- reconcile -------------------------------------------------------------------
+    def sync(
+        self, desired: dict[tuple[str, str], PodSpec], full: bool = True
+    ) -> dict[tuple[str, str], PodState]:
+        """Make this node's pods exactly ``desired``; returns every pod's state.
+
+        A ``full`` pass re-checks every pod (netns, veth, bridge port, process); a
+        quick pass (on a watch event) only handles pods that are new or changed,
+        so applying the 100th pod does not re-inspect the other 99.
+        """
+        exited = self._reap()
+        if full:
+            self._ok.clear()
+        states = self.load_all()
+        for key, st in list(states.items()):
+            spec = desired.get(key)
+            if spec is None or (spec.uid and st.uid and spec.uid != st.uid):
+                self.remove(st)
+                del states[key]
+                self._ok.pop(key, None)
+        if full:
+            self._remove_orphans(states)
+        used = {st.ip for st in states.values()}
+        for key, spec in desired.items():
+            known = states.get(key)
+            if known is not None:
+                st = known
+            else:
+                ns, host_if = netns_name(*key), self.iface.host_if_name(*key)
+                ip = self._allocate(used)
+                st = PodState(spec.namespace, spec.name, spec.uid, ip, ns, host_if)
+                used.add(st.ip)
+                self.save(st)  # the address is ours before any interface exists
+            states[key] = st
+            if self._ok.get(key) == spec.uid and st.pid not in exited:
+                continue
+            try:
+                self._ensure(spec, st)
+                self._ok[key] = spec.uid
+            except Exception as exc:  # one broken pod must not stop the others
+                log.exception("pod %s/%s: setup failed", spec.namespace, spec.name)
+                st.phase, st.message = "Failed", f"network setup failed: {exc}"
+                self.save(st)
+        return states
+
+    def _ensure(self, spec: PodSpec, st: PodState) -> None:
+        path = str(self.cfg.netns_dir / st.netns)
+        fresh = not os.path.exists(path)
+        if fresh:
+            netns.create(path)
+        if fresh or nl.ifindex(self.ipr, st.host_if) is None:
+            if not fresh:
+                log.warning(
+                    "pod %s/%s: veth %s missing; re-plumbing", st.namespace, st.name, st.host_if
+                )
+            self._plumb(path, st)
+            st.network_ready_time = now_rfc3339()
+            self.save(st)
+        self.iface.attach(st.host_if, st.ip)
+        self._process(spec, st, path)
+
+    def _plumb(self, path: str, st: PodState) -> None:
+        """veth pair (the pod end created directly in the pod netns), then the pod side."""
+        with IPRoute(netns=path) as pod:
+            for idx in pod.link_lookup(ifname="eth0"):
+                pod.link("del", index=idx)
+        nl.ignore_missing(lambda: self.ipr.link("del", ifname=st.host_if))
+        peer = {"ifname": "eth0", "net_ns_fd": path, "mtu": self.mtu}
+        self.ipr.link("add", ifname=st.host_if, kind="veth", mtu=self.mtu, peer=peer)
+        host_mac = str(nl.attr(nl.link(self.ipr, st.host_if), "IFLA_ADDRESS"))
+        with IPRoute(netns=path) as pod:
+            pod.link("set", index=pod.link_lookup(ifname="lo")[0], state="up")
+            eth0 = pod.link_lookup(ifname="eth0")[0]
+            self.iface.plumb_pod(pod, eth0, st.ip, self.gateway, self.mtu, host_mac)
+
+    def _running(self, pid: int, path: str) -> bool:
+        """Our own child: ask waitpid (a child that has not entered the pod netns yet is
+        still running). Started by an earlier agent run: alive in the pod's netns."""
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        return procs.alive_in(pid, path)
+
+    def _process(self, spec: PodSpec, st: PodState, path: str) -> None:
+        if st.pid and self._running(st.pid, path):
+            return
+        if st.pid:  # it ran and is gone
+            code = self._exit_code(st.pid)
+            st.pid, st.exit_code, st.ready = 0, code, False
+            failed = code != 0  # unknown (exited while no agent watched) counts as failed
+            again = spec.restart_policy == "Always" or (
+                spec.restart_policy == "OnFailure" and failed
+            )
+            what = f"status {code}" if code is not None else "an unknown status (agent was down)"
+            if not again:
+                st.phase = "Failed" if failed else "Succeeded"
+                st.message = f"command exited with {what}"
+                self.save(st)
+                return
+            st.restart_count += 1
+            st.message = f"restarted after the command exited with {what}"
+        elif st.phase != "Pending":
+            return
+        env = {
+            "POD_NAME": st.name,
+            "POD_NAMESPACE": st.namespace,
+            "POD_IP": st.ip,
+            "NODE_NAME": self.cfg.node,
+        }
+        logf = self.log_dir / f"{st.namespace}_{st.name}.log"
+        proc = procs.start(list(spec.command), path, env, logf)
+        self._children[proc.pid] = proc
+        st.pid, st.phase, st.start_time = proc.pid, "Running", st.start_time or now_rfc3339()
+        self.save(st)
+        log.info("pod %s/%s: %s on %s, pid %d", st.namespace, st.name, st.ip, st.host_if, proc.pid)
+
+    def _exit_code(self, pid: int) -> int | None:
+        proc = self._children.pop(pid, None)
+        return proc.poll() if proc is not None else None
+
+    def _reap(self) -> set[int]:
+        """Collect exit statuses of pod commands we started; returns pids that exited."""
+        return {pid for pid, proc in self._children.items() if proc.poll() is not None}
+
+    def check_ready(self, spec: PodSpec, st: PodState) -> bool:
+        """Run the pod's readiness probe (no probe: ready while Running); True if changed."""
+        ready = st.phase == "Running" and (
+            spec.readiness is None or procs.probe(spec.readiness, st.ip)
+        )
+        if ready == st.ready:
+            return False
+        st.ready = ready
+        self.save(st)
+        return True
+
+    # -- removal ----------------------------------------------------------------------
+    def _remove_orphans(self, states: dict[tuple[str, str], PodState]) -> None:
+        """Pod netns and cni0 ports that no state file accounts for (state_dir wiped,
+        a crash between creating and recording): stop, unplug, remove."""
+        netns_names = {st.netns for st in states.values()}
+        for f in sorted(self.cfg.netns_dir.glob("pod-*")):
+            if f.name not in netns_names:
+                log.warning("removing orphaned pod netns %s", f)
+                procs.stop_pids(procs.pids_in_netns(str(f)))
+                with contextlib.suppress(OSError):
+                    netns.remove(str(f))
+        host_ifs = {st.host_if for st in states.values()}
+        for name in self.iface.ports():
+            if name not in host_ifs:
+                log.warning("removing orphaned pod veth %s", name)
+                nl.ignore_missing(partial(self.ipr.link, "del", ifname=name))
+
+    def remove(self, st: PodState) -> None:
+        """Stop the pod's processes (by pid), remove its interfaces, netns and address."""
+        path = str(self.cfg.netns_dir / st.netns)
+        pids = set(procs.pids_in_netns(path)) if os.path.exists(path) else set()
+        if st.pid in self._children:  # our unreaped child: its pid cannot be recycled,
+            pids.add(st.pid)  # and it may not have entered the pod netns yet
+        procs.stop_pids(sorted(pids))
+        for pid in pids & set(self._children):
+            # a killed multi-threaded child shows as a zombie a moment before waitpid
+            # can collect it: wait for it, so no zombie outlives the pod
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._children[pid].wait(timeout=procs.STOP_GRACE_S)
+        for pid in self._reap():
+            self._children.pop(pid, None)
+        self.iface.detach(st.host_if, st.ip)
+        nl.ignore_missing(lambda: self.ipr.link("del", ifname=st.host_if))
+        if os.path.exists(path):
+            try:
+                netns.remove(path)
+            except OSError as exc:
+                log.error("pod %s/%s: cannot remove netns %s: %s", st.namespace, st.name, path, exc)
+        self._path(st.namespace, st.name).unlink(missing_ok=True)
+        log.info("pod %s/%s removed (address %s released)", st.namespace, st.name, st.ip)
+
+
+def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str, Any]:
+    """The ``podstatus/<ns>/<name>`` record (Kubernetes PodStatus field names)."""
+    ready = "True" if st.phase == "Running" and st.ready else "False"
+    net = "True" if st.network_ready_time else "False"
+    return {
+        "uid": st.uid,
+        "phase": st.phase,
+        "podIP": st.ip,
+        "podIPs": [{"ip": st.ip}],
+        "hostIP": host_ip,
+        "netns": st.netns,
+        "startTime": st.start_time or None,
+        "networkReadyTime": st.network_ready_time or None,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {
+                "type": "NetworkReady",
+                "status": net,
+                "lastTransitionTime": st.network_ready_time or None,
+            },
+            {"type": "ContainersReady", "status": ready},
+            {"type": "Ready", "status": ready},
+        ],
+        "containerStatuses": [
+            {
+                "name": container,
+                "ready": ready == "True",
+                "restartCount": st.restart_count,
+                "started": st.phase == "Running",
+                "lastExitCode": st.exit_code,
+            }
+        ],
+        "message": st.message,
+    }

@@ -1,0 +1,385 @@
+"""A throwaway lab for agent kernel tests: node namespaces on one bridge, plus etcd.
+
+Layout (every name carries ``podlab-t-agent`` and a per-run tag so parallel runs
+and other engineers' labs never collide):
+
+    netns <tag>-fab : bridge br0 (segment "fabric"), bridge br1 = 10.198.0.254/24
+                      (segment "edge"), forwarding between them; etcd on
+                      10.199.0.254:2379 (via veth fab-e)
+    netns <tag>-nX  : eth1 = 10.199.0.X/24 (veth into br0) or 10.198.0.X/24 (br1),
+                      a route to the other segment; the agent runs here
+
+Agents run as ``nsenter --net=/run/netns/<node> python -m harness.agent.main``
+(root mount namespace, so pod netns bind mounts under the node's private
+``netns_dir`` stay visible across agent restarts, as a node's own /run would).
+Everything is removed by ``close()``: agents and pod processes by pid, pod netns
+mounts, node and fabric namespaces, temp dirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyroute2 import IPRoute, netns
+
+from harness.agent.pods import pids_in_netns, stop_pids
+from harness.agent.store import Store, pod_key, podstatus_key
+from harness.exec import run
+
+NET = "10.199.0"
+ETCD_IP = f"{NET}.254"  # the fabric namespace: etcd, and the router between segments
+EDGE = "10.198.0"
+EDGE_GW = f"{EDGE}.254"
+PYTHON = sys.executable
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
+    """Poll ``fn`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as exc:  # keep polling; report the last error on timeout
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Node:
+    name: str
+    ns: str
+    ip: str
+    dir: Path
+    cfg: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.dir / "agent.log"
+
+    @property
+    def netns_dir(self) -> Path:
+        return Path(self.cfg["netns_dir"])
+
+    def pod_netns(self, podns: str) -> str:
+        return str(self.netns_dir / podns)
+
+
+class AgentLab:
+    """Build with ``AgentLab(n_nodes)``; always ``close()`` (the fixture does)."""
+
+    def __init__(
+        self, n_nodes: int, mode: str, tmp_root: str | None = "/dev/shm", **cfg: Any
+    ) -> None:
+        self.tag = f"podlab-t-agent-{os.getpid() % 100000}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="podlab-t-agent-", dir=tmp_root))
+        self.mode = mode
+        self.fab = f"{self.tag}-fab"
+        self.nodes: list[Node] = []
+        self.etcd: subprocess.Popen[bytes] | None = None
+        self._made_ns: list[str] = []
+        try:
+            self._fabric()
+            for i in range(1, n_nodes + 1):
+                self.add_node(i, **cfg)
+            self._start_etcd()
+            port = self._forwarder()
+            self.store = Store([f"http://127.0.0.1:{port}"])
+            wait_for("etcd", lambda: self.store.get_prefix("/") is not None, timeout=60)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- building ----------------------------------------------------------------
+    def _netns(self, name: str) -> None:
+        netns.create(name)
+        self._made_ns.append(name)
+        with IPRoute(netns=name) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+    def _fabric(self) -> None:
+        self._netns(self.fab)
+        with IPRoute(netns=self.fab) as ipr:
+            ipr.link("add", ifname="br0", kind="bridge")
+            br = ipr.link_lookup(ifname="br0")[0]
+            ipr.link("set", index=br, state="up")
+            ipr.link("add", ifname="fab-e", kind="veth", peer="fab-p")
+            e, p = ipr.link_lookup(ifname="fab-e")[0], ipr.link_lookup(ifname="fab-p")[0]
+            ipr.link("set", index=p, master=br, state="up")
+            ipr.addr("add", index=e, address=ETCD_IP, prefixlen=24)
+            ipr.link("set", index=e, state="up")
+            # a second L2 segment ("edge", 10.198.0.0/24) routed by this namespace
+            ipr.link("add", ifname="br1", kind="bridge")
+            br1 = ipr.link_lookup(ifname="br1")[0]
+            ipr.addr("add", index=br1, address=EDGE_GW, prefixlen=24)
+            ipr.link("set", index=br1, state="up")
+        run(["nsenter", f"--net=/run/netns/{self.fab}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+
+    def add_node(self, i: int, segment: str = "fabric", **cfg: Any) -> Node:
+        """Node ``n<i>`` on segment "fabric" (br0, 10.199.0.i) or "edge" (br1,
+        10.198.0.i, reaching the fabric through the router namespace)."""
+        edge = segment == "edge"
+        name, ns = f"n{i}", f"{self.tag}-n{i}"
+        ip = f"{EDGE}.{i}" if edge else f"{NET}.{i}"
+        self._netns(ns)
+        port = f"p{i}-{os.getpid() % 100000}"
+        with IPRoute(netns=self.fab) as fab:
+            fab.link("add", ifname=port, kind="veth", peer={"ifname": "eth1", "net_ns_fd": ns})
+            idx = fab.link_lookup(ifname=port)[0]
+            bridge = fab.link_lookup(ifname="br1" if edge else "br0")[0]
+            fab.link("set", index=idx, master=bridge, state="up")
+        with IPRoute(netns=ns) as ipr:
+            eth1 = ipr.link_lookup(ifname="eth1")[0]
+            ipr.addr("add", index=eth1, address=ip, prefixlen=24)
+            ipr.link("set", index=eth1, state="up")
+            other, gw = (f"{NET}.0", EDGE_GW) if edge else (f"{EDGE}.0", ETCD_IP)
+            ipr.route("add", dst=other, dst_len=24, gateway=gw)
+        d = self.tmp / name
+        config = {
+            "node": name,
+            "cluster": "t1",
+            "cluster_id": 1,
+            "etcd_endpoints": [f"http://{ETCD_IP}:2379"],
+            "pod_cidr": "10.244.0.0/16",
+            "node_prefix": 24,
+            "mode": self.mode,
+            "underlay_interface": "eth1",
+            "underlay_address": ip,
+            "underlay_mtu": 1500,
+            "segment": segment,
+            "state_dir": str(d / "state"),
+            "run_dir": str(d / "run"),
+            "log_dir": str(d / "log"),
+            "netns_dir": str(d / "netns"),
+            "lease_ttl_s": 10,
+            "resync_s": 2.0,
+            **cfg,
+        }
+        d.mkdir(parents=True)
+        (d / "agent.yaml").write_text(yaml.safe_dump(config))
+        node = Node(name, ns, ip, d, config)
+        self.nodes.append(node)
+        return node
+
+    def _start_etcd(self) -> None:
+        url = f"http://{ETCD_IP}:2379"
+        log = open(self.tmp / "etcd.log", "wb")  # noqa: SIM115 (kept open for the child)
+        self.etcd = subprocess.Popen(
+            [
+                "nsenter",
+                f"--net=/run/netns/{self.fab}",
+                "etcd",
+                "--name",
+                "t",
+                "--data-dir",
+                str(self.tmp / "etcd"),
+                "--listen-client-urls",
+                url,
+                "--advertise-client-urls",
+                url,
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "t=http://127.0.0.1:2380",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def _forwarder(self) -> int:
+        """127.0.0.1:<free port> in the test's namespace → etcd inside the fabric netns.
+
+        The test process talks to etcd without any link between the host's
+        namespace and the lab: each accepted connection is paired with a socket
+        created inside the fabric namespace (pyroute2 ``create_socket``).
+        """
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(64)
+        self._lsock = lsock
+
+        def pump(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+        def accept() -> None:
+            while True:
+                try:
+                    c, _ = lsock.accept()
+                except OSError:
+                    return
+                try:
+                    up = netns.create_socket(f"/run/netns/{self.fab}")
+                    up.connect((ETCD_IP, 2379))
+                except OSError:
+                    c.close()
+                    continue
+                threading.Thread(target=pump, args=(c, up), daemon=True).start()
+                threading.Thread(target=pump, args=(up, c), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return int(lsock.getsockname()[1])
+
+    # -- agents ----------------------------------------------------------------------
+    def start_agent(self, node: Node) -> None:
+        out = open(node.log, "ab")  # noqa: SIM115
+        node.proc = subprocess.Popen(
+            [
+                "nsenter",
+                f"--net=/run/netns/{node.ns}",
+                PYTHON,
+                "-m",
+                "harness.agent.main",
+                "--config",
+                str(node.dir / "agent.yaml"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).parents[2]),
+        )
+
+    def stop_agent(self, node: Node, sig: int = signal.SIGTERM) -> None:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(sig)
+            node.proc.wait(timeout=60)
+        node.proc = None
+
+    def wait_node(self, node: Node, timeout: float = 60.0) -> dict[str, Any]:
+        key = f"/podlab/v1/t1/nodes/{node.name}"
+        kv = wait_for(f"node record of {node.name}", lambda: self.store.get(key), timeout)
+        return dict(kv.json())
+
+    def ns_run(self, node: Node, argv: list[str], timeout: float = 15, check: bool = True):
+        return run(["nsenter", f"--net=/run/netns/{node.ns}", *argv], timeout, check=check)
+
+    def ns_run_bg(self, node: Node, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in the node's namespace in the background (caller stops it)."""
+        return subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{node.ns}", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    # -- pods -------------------------------------------------------------------------
+    def apply_pod(
+        self,
+        name: str,
+        node: Node,
+        command: list[str],
+        ns: str = "default",
+        spec: dict[str, Any] | None = None,
+        container: dict[str, Any] | None = None,
+    ) -> None:
+        """Write a Pod object to etcd exactly as ``podlab apply`` stores it."""
+        obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": f"uid-{name}-{time.time()}",
+                "labels": {},
+            },
+            "spec": {
+                "nodeName": node.name,
+                "containers": [{"name": "c", "command": command, **(container or {})}],
+                **(spec or {}),
+            },
+        }
+        self.store.put(pod_key("t1", ns, name), json.dumps(obj))
+
+    def pod_status(self, name: str, ns: str = "default") -> dict[str, Any] | None:
+        kv = self.store.get(podstatus_key("t1", ns, name))
+        return dict(kv.json()) if kv else None
+
+    def wait_running(self, name: str, timeout: float = 60.0) -> dict[str, Any]:
+        def ok() -> dict[str, Any] | None:
+            st = self.pod_status(name)
+            return st if st and st.get("phase") == "Running" else None
+
+        return dict(wait_for(f"pod {name} Running", ok, timeout))
+
+    def pod_run(
+        self, node: Node, pod_netns: str, argv: list[str], timeout: float = 15, check: bool = True
+    ):
+        return run(["nsenter", f"--net={node.pod_netns(pod_netns)}", *argv], timeout, check=check)
+
+    def spawn_in_fabric(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Run a helper (e.g. an "outside world" echo server) in the fabric namespace."""
+        argv = [PYTHON if a == "python" else a for a in argv]
+        return subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.fab}", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=str(Path(__file__).parents[2]),
+        )
+
+    # -- teardown --------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove everything, each step on its own: one failure must not leak the rest."""
+        steps: list[Callable[[], Any]] = []
+        for node in self.nodes:
+            steps.append(lambda node=node: self.stop_agent(node, signal.SIGKILL))
+            steps.append(lambda node=node: self._remove_pods(node))
+        if getattr(self, "_lsock", None) is not None:
+            steps.append(self._lsock.close)
+        steps.append(self._stop_etcd)
+        steps += [lambda ns=ns: netns.remove(ns) for ns in reversed(self._made_ns)]
+        # whatever is still mounted under our temp dir (a pod netns an agent created
+        # while being killed), deepest first
+        steps += [lambda node=node: self._remove_pods(node) for node in self.nodes]
+        steps.append(self._umount_all)
+        steps.append(lambda: run(["rm", "-rf", "--one-file-system", str(self.tmp)], check=False))
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # keep cleaning; report at the end
+                print(f"agentlab cleanup step failed: {exc!r}")
+
+    def _remove_pods(self, node: Node) -> None:
+        nsdir = Path(node.cfg["netns_dir"])
+        if not nsdir.is_dir():
+            return
+        for f in nsdir.iterdir():
+            with contextlib.suppress(OSError):
+                stop_pids(pids_in_netns(str(f)), grace=0.5)
+            run(["umount", "-l", str(f)], check=False)
+        run(["umount", "-l", str(nsdir)], check=False)
+
+    def _umount_all(self) -> None:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        for point in sorted((p for p in points if p.startswith(f"{self.tmp}/")), reverse=True):
+            run(["umount", "-l", point], check=False)
+
+    def _stop_etcd(self) -> None:
+        if self.etcd is not None and self.etcd.poll() is None:
+            self.etcd.kill()
+            self.etcd.wait(timeout=60)  # SIGKILL waits for pending disk I/O to finish
