@@ -1,38 +1,72 @@
 #!/usr/bin/env bash
-# make conformance: bring up a lab, deploy it, run the conformance suites, write
-# the report, and tear the lab down (unless KEEP=1), whatever happens in between.
+# make conformance: bring up a lab, deploy it, run the conformance suites over a
+# mode matrix, tear the lab down (unless KEEP=1) and check nothing was left
+# behind, then write the report — whatever happens in between.
+#
+#   scripts/conformance.sh [TOPO] [MODES] [KEEP]
+#
+# MODES is a space-separated list (MODE or MODE+wireguard); empty means every
+# mode this podlab's agent implements. The lab is deployed with the first mode
+# and re-deployed by `podlab test` for each next one (that switch is itself
+# measured: scenario 23).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 TOPO=${1:-topologies/single-cluster.clab.yml}
 MODES=${2:-}
 KEEP=${3:-0}
 PODLAB=.venv/bin/podlab
+PYTHON=.venv/bin/python
 LAB=$(sed -n 's/^name: *//p' "$TOPO" | head -n1)
 RUN="$(date -u +%Y%m%dT%H%M%SZ)-$LAB"
 RESULTS=reports/results/$RUN
+REPORT=reports/$RUN.html
 mkdir -p "$RESULTS"
+T0=$SECONDS
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - T0))" "$*"; }
+
+if [ -z "$MODES" ]; then
+  # The agent's own table of datapaths: what this podlab can test on any kernel
+  # (modes needing a missing kernel module use their userspace fallback).
+  MODES=$($PYTHON -c 'from harness.agent.datapath.registry import DATAPATHS; print(*DATAPATHS)' \
+    2>/dev/null || echo vxlan)
+fi
+read -r -a modes <<<"$MODES"
+LAST_MODE=${modes[$((${#modes[@]} - 1))]}
+mode_args=()
+for m in "${modes[@]}"; do mode_args+=(--mode "$m"); done
+first=${modes[0]%%+*}
+enc=none; [[ ${modes[0]} == *+* ]] && enc=${modes[0]#*+}
+
+LAB_DIR=""
 teardown() {
   if [ "$KEEP" = "1" ]; then
     echo "conformance: KEEP=1, lab $LAB left up (podlab down $LAB removes it)"
-  else
-    step "tearing down $LAB"
-    $PODLAB down "$LAB" || true
+    return
+  fi
+  step "tearing down $LAB"
+  $PODLAB down "$LAB" || true
+  if [ -n "$LAB_DIR" ]; then
+    $PYTHON -m harness.conformance.hygiene "$LAB" "$LAB_DIR" "$RESULTS" "$LAST_MODE" || rc=1
   fi
 }
-trap teardown EXIT
 
+rc=0
 step "bringing up $LAB from $TOPO"
-$PODLAB up "$TOPO" || exit 1
-step "deploying $LAB"
-$PODLAB deploy "$LAB" || exit 1
-mode_args=()
-for m in $MODES; do mode_args+=(--mode "$m"); done
-step "running the conformance suites on $LAB ${MODES:+(modes: $MODES)}"
-$PODLAB test --lab "$LAB" "${mode_args[@]}" --results "$RESULTS"
-rc=$?
+if ! $PODLAB up "$TOPO"; then
+  KEEP=0 teardown
+  exit 1
+fi
+LAB_DIR=$($PYTHON -c "from harness.lab.state import find; print(find('$LAB').root)")
+step "deploying $LAB (mode ${modes[0]})"
+if ! $PODLAB deploy "$LAB" --mode "$first" --encryption "$enc"; then
+  teardown
+  exit 1
+fi
+step "running the conformance suites on $LAB (modes: ${modes[*]})"
+$PODLAB test --lab "$LAB" "${mode_args[@]}" --results "$RESULTS" || rc=$?
+teardown
 step "writing the report"
-$PODLAB report "$RESULTS"/*.json -o "reports/$RUN.html" || rc=1
-echo "conformance: report at reports/$RUN.html, results in $RESULTS (suites exit $rc)"
+$PODLAB report "$RESULTS"/*.json -o "$REPORT" || rc=1
+step "done in $((SECONDS - T0)) s: report $REPORT, results and JUnit XML in $RESULTS (exit $rc)"
 exit $rc

@@ -31,7 +31,7 @@ from harness.exec import run
 # What the node agent imports at run time (harness/agent imports nothing else
 # outside the standard library). The project wheel itself goes in with --no-deps:
 # host-only dependencies (ansible, plotly, pytest …) have no business on a node.
-NODE_REQUIREMENTS = ("pyyaml", "pydantic", "pyroute2", "etcd3gw")
+NODE_REQUIREMENTS = ("pyyaml", "pydantic", "pyroute2", "etcd3gw", "dnslib")
 # pip itself rides along as a wheel and runs from it (``python pip.whl/pip install``),
 # so node venvs are created --without-pip: no ensurepip, no pip in the venv.
 BOOTSTRAP = ("pip",)

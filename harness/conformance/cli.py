@@ -1,0 +1,87 @@
+"""`podlab test`: run the shipped conformance suites against a lab, with JUnit XML and results JSON.
+
+It is ``pytest --pyargs harness.conformance.suites`` with podlab's plugin and
+options, run in this process. Exit status is pytest's (0 all passed, 1 some
+failed, 2 interrupted or usage error, 5 nothing collected).
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness.errors import UserError
+
+SUITES = "harness.conformance.suites"
+PLUGIN = "harness.conformance.plugin"
+
+
+def plugin_installed() -> bool:
+    """Whether pytest loads our plugin by itself (the ``pytest11`` entry point is installed)."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add this area's verbs to the `podlab` parser."""
+    p = sub.add_parser(
+        "test",
+        help="run the conformance suites against a lab",
+        description="Run podlab's conformance suites (pytest) against a lab that is up "
+        "(--lab) or one built from a topology (--topology), over one or more datapath "
+        "modes; write results JSON and JUnit XML to --results.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--lab", metavar="NAME", help="a lab that is up and deployed")
+    where.add_argument("--topology", metavar="FILE", help="build, deploy, test, tear down")
+    p.add_argument("--mode", action="append", default=[], metavar="MODE",
+                   help="datapath mode (repeatable; MODE+wireguard to encrypt); the lab is "
+                   "re-deployed with each in turn. Default: the lab's own mode")  # fmt: skip
+    p.add_argument("--results", metavar="DIR", default="reports/results",
+                   help="where results JSON and JUnit XML go (default: %(default)s)")  # fmt: skip
+    p.add_argument("--keep-lab", action="store_true", help="leave a --topology lab up")
+    p.add_argument("--thorough", action="store_true", help="more pods, streams and seconds")
+    p.add_argument("-k", metavar="EXPR", help="only tests matching EXPR (pytest -k)")
+    p.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failure")
+    p.add_argument("-q", "--quiet", action="store_true", help="less output")
+    p.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARG",
+                   help="further pytest arguments, after --")  # fmt: skip
+    p.set_defaults(func=cmd_test)
+
+
+def pytest_argv(args: argparse.Namespace, stamp: str | None = None) -> list[str]:
+    """The pytest command line ``podlab test`` runs (pure, for tests)."""
+    results = Path(args.results)
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    # Options as --opt=VALUE: pytest takes a lone path-like argument for its rootdir.
+    argv = ["--pyargs", SUITES, "-rfEs", "-p", "no:cacheprovider", f"--results={results}",
+            f"--junitxml={results / f'junit-{stamp}.xml'}"]  # fmt: skip
+    if not plugin_installed():
+        argv[0:0] = ["-p", PLUGIN]
+    if args.lab:
+        argv.append(f"--lab={args.lab}")
+    if args.topology:
+        if not Path(args.topology).is_file():
+            raise UserError(f"--topology {args.topology}: no such file")
+        argv.append(f"--topology={args.topology}")
+    argv += [f"--mode={mode}" for mode in args.mode]
+    if args.keep_lab:
+        argv.append("--keep-lab")
+    if args.thorough:
+        argv.append("--thorough")
+    if args.k:
+        argv += ["-k", args.k]
+    if args.exitfirst:
+        argv.append("-x")
+    argv.append("-q" if args.quiet else "-v")
+    return argv + list(args.pytest_args)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    import pytest
+
+    argv = pytest_argv(args)
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    return int(pytest.main(argv))

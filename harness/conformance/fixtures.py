@@ -1,0 +1,155 @@
+"""Fixtures the suites use: the lab, the mode matrix, nodes, pods and ``record``.
+
+- ``lab`` (session): the lab named by ``--lab`` (left as it is), or the one
+  ``--topology`` describes, brought up and deployed here and torn down at the
+  end (in a finally, unless ``--keep-lab``).
+- ``mode`` (session, parametrized over ``--mode``): re-deploys the lab with the
+  mode once, when the matrix moves to it, and waits for every agent to report it.
+- ``nodes``: every lab node as a ``remote.Node`` (testinfra over ssh).
+- ``pod_factory``: echo pods on chosen nodes, deleted after the test.
+- ``record``: measurements tagged with the test's mode and scenario.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.conformance import labctl, remote
+from harness.conformance.labctl import Lab, ModeSpec
+from harness.conformance.pods import PodFactory
+from harness.conformance.run import Recorder, Run
+
+RUN_KEY = pytest.StashKey[Run]()
+
+
+def get_run(config: pytest.Config) -> Run:
+    return config.stash[RUN_KEY]
+
+
+def say(config: pytest.Config, message: str) -> None:
+    """A progress line on the terminal, past pytest's output capture (lab steps take minutes)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capman is None:
+        reporter.write_line(f"podlab: {message}")
+        return
+    with capman.global_and_fixture_disabled():
+        reporter.write_line(f"podlab: {message}")
+
+
+@pytest.fixture(scope="session")
+def podlab_run(request: pytest.FixtureRequest) -> Run:
+    return get_run(request.config)
+
+
+@pytest.fixture(scope="session")
+def thorough(podlab_run: Run) -> bool:
+    """``--thorough``: more pods, streams and seconds than the quick default."""
+    return podlab_run.options.thorough
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest, podlab_run: Run) -> Iterator[Lab]:
+    opts = podlab_run.options
+    built: Lab | None = None
+    try:
+        if opts.lab:
+            the_lab = labctl.attach(opts.lab)
+        else:
+            assert opts.topology is not None  # the plugin refuses to start without one
+            say(request.config, f"bringing up {opts.topology}")
+            the_lab = labctl.bring_up(opts.topology)
+            built = the_lab if the_lab.built else None
+            first = ModeSpec.parse(opts.modes[0]) if opts.modes else None
+            say(request.config, f"deploying lab {the_lab.name}" + (f" ({first})" if first else ""))
+            seconds = labctl.deploy(the_lab, first)
+            say(request.config, f"lab {the_lab.name} deployed in {seconds:.0f} s")
+        if not the_lab.endpoints:
+            pytest.fail(f"lab {the_lab.name} has no deployed cluster (run `podlab deploy`)")
+        podlab_run.lab = the_lab
+        yield the_lab
+    finally:
+        if built is not None and not opts.keep_lab:
+            say(request.config, f"tearing down lab {built.name}")
+            _tear_down_and_check(podlab_run, built)
+
+
+def _tear_down_and_check(run: Run, the_lab: Lab) -> None:
+    """Take the lab we built down, then record whether anything of it is left (scenario 30)."""
+    from harness.conformance import hygiene
+
+    labctl.tear_down(the_lab)
+    time.sleep(1.0)  # ssh masters and sessions notice their sshd is gone
+    left = hygiene.leftovers(the_lab.name, the_lab.lab_dir)
+    mode = str(run.current) if run.current else "none"
+    message = "; ".join(left) if left else "no namespace, link, process or lab directory left"
+    run.check(30, "nothing_left_after_down", mode, "failed" if left else "passed", message, 0.0)
+
+
+@pytest.fixture(scope="session")
+def mode(request: pytest.FixtureRequest, lab: Lab, podlab_run: Run) -> Iterator[str]:
+    """The matrix entry under test; the lab is re-deployed when the matrix moves to it."""
+    spec = ModeSpec.parse(request.param)
+    if lab.deployed.get(lab.first_cluster) != spec and labctl.current_mode(lab) != spec:
+        say(request.config, f"re-deploying lab {lab.name} with mode {spec}")
+        seconds = labctl.deploy(lab, spec)
+        say(request.config, f"lab {lab.name} runs {spec} (deploy {seconds:.0f} s)")
+    labctl.wait_nodes_ready(lab, spec)
+    podlab_run.mode_started(spec)
+    for name in labctl.fallbacks(lab):
+        podlab_run.get_writer().note_fallback(name)
+        say(request.config, f"{spec}: the agents use the {name} fallback")
+    yield str(spec)
+    podlab_run.mode_finished()
+
+
+@pytest.fixture(scope="session")
+def nodes(lab: Lab) -> Iterator[dict[str, remote.Node]]:
+    """Every lab node (cluster members, routers, outside hosts) by name."""
+    control = _control_dir(lab.lab_dir)
+    out = {
+        name: remote.connect(plan, lab.ssh_config, control)
+        for name, plan in lab.plan.nodes.items()
+        if name not in lab.plan.bridges
+    }
+    for node in out.values():
+        remote.wait_ssh(node)
+        node.ensure_netcheck()
+    yield out
+    for node in out.values():
+        node.close()
+
+
+def _control_dir(lab_dir: Path) -> Path:
+    return lab_dir / "tcm"
+
+
+@pytest.fixture
+def pod_factory(lab: Lab, mode: str, nodes: dict[str, remote.Node]) -> Iterator[PodFactory]:
+    factory = PodFactory(lab.client(), nodes)
+    yield factory
+    left = factory.delete_all()
+    assert not left, f"pods not removed by the agent within 60 s: {', '.join(left)}"
+
+
+@pytest.fixture(scope="module")
+def module_pod_factory(lab: Lab, mode: str, nodes: dict[str, remote.Node]) -> Iterator[PodFactory]:
+    """Like ``pod_factory``, for pods a whole module shares (one set per mode)."""
+    factory = PodFactory(lab.client(), nodes)
+    yield factory
+    left = factory.delete_all()
+    assert not left, f"pods not removed by the agent within 60 s: {', '.join(left)}"
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest, podlab_run: Run) -> Recorder:
+    marker = request.node.get_closest_marker("scenario")
+    scenario = int(marker.args[0]) if marker else None
+    mode = request.getfixturevalue("mode") if "mode" in request.fixturenames else "none"
+    return Recorder(podlab_run, str(mode), scenario, request.node.originalname)

@@ -1,0 +1,216 @@
+"""The lab a conformance run tests: attach to one that is up, or build, deploy and remove one.
+
+Everything goes through the lab, deploy and api areas' functions (no ``podlab``
+subprocess). A ``Lab`` carries what the suites need to find their way: the plan
+(nodes, segments, clusters), the lab directory (ssh config), each cluster's
+etcd endpoint, and the datapath mode each cluster currently runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.api.client import ApiClient
+from harness.api.kv import KV
+from harness.api.schedule import is_ready
+from harness.api.target import cluster_endpoints
+from harness.errors import LabError, UserError
+from harness.inventory import inventory_path, project_home
+from harness.plan.build import load_plan
+from harness.plan.model import ENCRYPTIONS, MODES, LabPlan, NodePlan
+
+NODE_WAIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """A matrix entry: a datapath mode, optionally with encryption ("vxlan+wireguard")."""
+
+    mode: str
+    encryption: str = "none"
+
+    @classmethod
+    def parse(cls, text: str) -> ModeSpec:
+        mode, _, enc = text.partition("+")
+        if mode not in MODES:
+            raise UserError(f"--mode {text!r}: unknown mode {mode!r} (modes: {', '.join(MODES)})")
+        if enc and enc not in ENCRYPTIONS:
+            raise UserError(f"--mode {text!r}: unknown encryption {enc!r} (use MODE+wireguard)")
+        return cls(mode, enc or "none")
+
+    def __str__(self) -> str:
+        return self.mode if self.encryption == "none" else f"{self.mode}+{self.encryption}"
+
+
+@dataclass
+class Lab:
+    """A lab under test and what the run knows about it."""
+
+    name: str
+    lab_dir: Path
+    plan: LabPlan
+    inventory: Path
+    built: bool = False
+    endpoints: dict[str, str] = field(default_factory=dict)
+    deployed: dict[str, ModeSpec] = field(default_factory=dict)  # cluster -> current mode
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.lab_dir / "ssh_config"
+
+    @property
+    def topology(self) -> str:
+        return self.plan.name
+
+    @property
+    def first_cluster(self) -> str:
+        return next(iter(self.plan.clusters))
+
+    def client(self, cluster: str | None = None) -> ApiClient:
+        cluster = cluster or self.first_cluster
+        url = self.endpoints.get(cluster)
+        if not url:
+            raise LabError(f"lab {self.name}: no etcd endpoint for cluster {cluster} in inventory")
+        return ApiClient(KV(url), cluster)
+
+    def cluster_nodes(self, cluster: str | None = None) -> list[NodePlan]:
+        """The cluster's nodes that run pods: workers first, then the control plane."""
+        nodes = self.plan.cluster_nodes(cluster or self.first_cluster)
+        return sorted(nodes, key=lambda n: (n.role != "worker", n.name))
+
+    def outside_nodes(self) -> list[NodePlan]:
+        """Lab nodes in no cluster that play "the outside world" (role host)."""
+        return [n for n in self.plan.nodes.values() if n.role == "host"]
+
+    def mode(self, cluster: str | None = None) -> ModeSpec:
+        cluster = cluster or self.first_cluster
+        if cluster in self.deployed:
+            return self.deployed[cluster]
+        cp = self.plan.clusters[cluster]
+        return ModeSpec(cp.mode, cp.encryption)
+
+
+def attach(name: str) -> Lab:
+    """A lab that is already up (built by ``podlab up``); refuse one that is not."""
+    from harness.lab.state import Ledger, find
+
+    paths = find(name)
+    if not paths.state.exists():
+        raise UserError(f"lab {name!r} is not up (fix: `podlab up TOPOLOGY`, or pass --topology)")
+    ledger = Ledger.load(paths)
+    plan = load_plan(ledger.source)
+    return _lab(plan, paths.root, built=False)
+
+
+def bring_up(topology: Path) -> Lab:
+    """Build the topology's lab; an identical lab already up is reused (and left up)."""
+    from harness.lab.backend import UpRequest
+    from harness.lab.netns import NetnsBackend
+    from harness.lab.state import find
+
+    plan = load_plan(topology)
+    already = find(plan.name).state.exists()
+    result = NetnsBackend().up(UpRequest(file=topology, plan=plan))
+    bad = [r.node for r in result.rows if r.state != "up"]
+    if bad:
+        raise LabError(f"lab {plan.name}: nodes not up after `up`: {', '.join(bad)}")
+    return _lab(plan, find(plan.name).root, built=not already)
+
+
+def _lab(plan: LabPlan, lab_dir: Path, built: bool) -> Lab:
+    inv = inventory_path(plan.name, project_home())
+    endpoints = cluster_endpoints(inv) if inv.is_file() else {}
+    return Lab(plan.name, lab_dir, plan, inv, built, endpoints)
+
+
+def deploy(lab: Lab, spec: ModeSpec | None = None, attempts: int = 2) -> float:
+    """Run the deploy playbook (with a mode override); return how long it took in seconds.
+
+    The playbook is idempotent, so a failed run is retried once (``attempts``)
+    before the failure (every attempt's) is raised: a matrix of several modes
+    should not lose a whole mode to one transient service restart.
+    """
+    from harness.deploy.deploy import deploy as run_deploy
+    from harness.deploy.deploy import request_for
+
+    overrides: dict[str, str | None] = {"podlab_mode": None, "podlab_encryption": None}
+    if spec:
+        overrides = {"podlab_mode": spec.mode, "podlab_encryption": spec.encryption}
+    start = time.monotonic()
+    errors = []
+    for _ in range(attempts):
+        result = run_deploy(request_for(lab.name, None, overrides))
+        if result.ok:
+            break
+        failures = "; ".join(str(f) for f in result.failures[:3]) or result.status
+        errors.append(f"{failures} (log: {result.artifacts})")
+    else:
+        raise LabError(f"deploy of lab {lab.name} failed {attempts}x: " + " | ".join(errors))
+    lab.endpoints = cluster_endpoints(lab.inventory)
+    for cluster in lab.plan.clusters:
+        lab.deployed[cluster] = spec or lab.mode(cluster)
+    return time.monotonic() - start
+
+
+def wait_nodes_ready(lab: Lab, spec: ModeSpec | None, timeout_s: float = NODE_WAIT_S) -> None:
+    """Wait until every cluster node's agent is Ready (and reports ``spec``'s mode, if given)."""
+    deadline = time.monotonic() + timeout_s
+    missing: list[str] = []
+    while time.monotonic() < deadline:
+        missing = []
+        for cluster in lab.plan.clusters:
+            client = lab.client(cluster)
+            records = {n.name: n for n in client.nodes()}
+            now = client.clock()
+            for node in lab.plan.cluster_nodes(cluster):
+                rec = records.get(node.name)
+                if rec is None or not is_ready(rec, now):
+                    missing.append(f"{node.name} (not Ready)")
+                elif spec and rec.mode and rec.mode != spec.mode:
+                    missing.append(f"{node.name} (mode {rec.mode}, want {spec.mode})")
+        if not missing:
+            return
+        time.sleep(1.0)
+    raise LabError(
+        f"lab {lab.name}: agents not ready after {timeout_s:.0f} s: {', '.join(missing)}"
+    )
+
+
+def current_mode(lab: Lab, cluster: str | None = None) -> ModeSpec:
+    """The mode the cluster's agents report (node records), else the plan's."""
+    cluster = cluster or lab.first_cluster
+    try:
+        modes = {n.mode for n in lab.client(cluster).nodes() if n.mode}
+    except (LabError, UserError):
+        modes = set()
+    plan_spec = lab.mode(cluster)
+    if len(modes) == 1:
+        return ModeSpec(modes.pop(), plan_spec.encryption)
+    return plan_spec
+
+
+def fallbacks(lab: Lab) -> list[str]:
+    """Fallbacks the agents say they use (userspace IPIP, wireguard-go), for the results.
+
+    Read from each node record's ``fallbacks`` list, or its ``backend.fallback``;
+    the agent is the only one who knows which implementation it picked.
+    """
+    found: list[str] = []
+    for cluster in lab.plan.clusters:
+        for rec in lab.client(cluster).nodes():
+            extra = rec.model_extra or {}
+            names = list(extra.get("fallbacks") or [])
+            backend = extra.get("backend")
+            if isinstance(backend, dict) and isinstance(backend.get("fallback"), str):
+                names.append(backend["fallback"])
+            found += [str(n) for n in names if str(n) not in found]
+    return found
+
+
+def tear_down(lab: Lab) -> None:
+    """Remove the lab (processes, namespaces, links, its directory)."""
+    from harness.lab.netns import down
+
+    down(lab.name)

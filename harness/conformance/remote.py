@@ -1,0 +1,144 @@
+"""Lab nodes as testinfra hosts over ssh, and commands run on them or in their pods.
+
+testinfra's ssh backend reaches a netns node exactly as it reaches a VM (the
+lab's ``ssh_config`` names hosts after nodes), and keeps one ssh master
+connection per node so each probe costs one channel, not one handshake.
+testinfra has no timeouts of its own, so every remote command is wrapped in
+coreutils ``timeout``: a hung probe fails its test instead of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import LabError, ToolError
+from harness.exec import Result, run
+from harness.plan.model import NodePlan
+from harness.probes import echo
+from harness.probes import netcheck as netcheck_module
+
+CONTROL_PERSIST_S = 30
+
+
+def output(res: Result) -> str:
+    """stdout then stderr: parsers take the last JSON line, errors stay visible in messages."""
+    return f"{res.stdout}\n{res.stderr}"
+
+
+@dataclass
+class Node:
+    """One lab node: its plan and a testinfra host to run commands with."""
+
+    plan: NodePlan
+    host: Any  # testinfra.host.Host
+    ssh_config: Path
+    control_path: str
+    netcheck: tuple[str, ...] = echo.NODE_NETCHECK
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def underlay_ip(self) -> str:
+        if not self.plan.underlay:
+            raise LabError(f"node {self.name} has no underlay interface")
+        return str(self.plan.underlay.address.ip)
+
+    @property
+    def underlay_if(self) -> str:
+        if not self.plan.underlay:
+            raise LabError(f"node {self.name} has no underlay interface")
+        return self.plan.underlay.name
+
+    def run(self, argv: Sequence[str], timeout_s: float = 30.0) -> Result:
+        """Run ``argv`` on the node, killed after ``timeout_s``; the Result has its status."""
+        wrapped = ["timeout", "-k", "2", f"{timeout_s:g}", *argv]
+        command = shlex.join(wrapped)
+        try:
+            out = self.host.run(command)
+        except RuntimeError as exc:  # testinfra: ssh itself failed (exit 255)
+            raise LabError(f"node {self.name}: ssh failed running {argv[0]}: {exc}") from exc
+        return Result(wrapped, out.rc, out.stdout, out.stderr)
+
+    def check(self, argv: Sequence[str], timeout_s: float = 30.0) -> Result:
+        """Like ``run`` but a non-zero exit raises ToolError naming the node."""
+        res = self.run(argv, timeout_s)
+        if res.returncode != 0:
+            raise ToolError([f"{self.name}:{argv[0]}", *argv[1:]], res.returncode,
+                            res.stderr or res.stdout)  # fmt: skip
+        return res
+
+    def in_netns(self, netns: str, argv: Sequence[str], timeout_s: float = 30.0) -> Result:
+        """Run ``argv`` inside a named network namespace of this node (a pod's)."""
+        return self.run(["ip", "netns", "exec", netns, *argv], timeout_s)
+
+    def start(self, argv: Sequence[str], lifetime_s: float) -> None:
+        """Start ``argv`` in the background on the node; it dies after ``lifetime_s`` anyway."""
+        inner = shlex.join(["timeout", "-k", "2", f"{lifetime_s:g}", *argv])
+        self.check(["sh", "-c", f"nohup {inner} </dev/null >/dev/null 2>&1 &"], timeout_s=10)
+
+    def start_echo(self, port: int, lifetime_s: float) -> None:
+        """A TCP+UDP echo server on the node (answering with its name), once it listens."""
+        self.start(echo.serve_command(port, self.name, lifetime_s, self.netcheck), lifetime_s + 5)
+        argv = echo.reach_command([("127.0.0.1", port)], deadline_s=10, runner=self.netcheck)
+        res = self.run(argv, timeout_s=20)
+        first = echo.parse_reach(output(res)) if res.returncode == 0 else {}
+        if not any(first.values()):
+            raise LabError(f"node {self.name}: echo server on :{port} never listened")
+
+    def ensure_netcheck(self) -> None:
+        """Nodes podlab did not deploy (outside hosts) get netcheck as a standalone file.
+
+        It is one standard-library module, copied over ssh into the node's ``/run``
+        and run with the node's own ``python3``.
+        """
+        if self.run(["test", "-x", echo.NODE_PYTHON], timeout_s=10).returncode == 0:
+            return
+        source = Path(netcheck_module.__file__).read_text()
+        remote = shlex.join(["sh", "-c", f"cat > {echo.STANDALONE_PATH}"])
+        run(["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.control_path}",
+             self.name, remote], timeout=30, input=source)  # fmt: skip
+        self.netcheck = echo.STANDALONE_NETCHECK
+
+    def close(self) -> None:
+        """Stop this node's ssh master connection (nothing lingers after the run)."""
+        with contextlib.suppress(ToolError):
+            run(["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.control_path}",
+                 "-O", "exit", self.name], timeout=10, check=False)  # fmt: skip
+
+
+def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
+    """A testinfra host for ``plan``'s node, multiplexed over one ssh master."""
+    import testinfra
+
+    control_dir.mkdir(parents=True, exist_ok=True)
+    control_path = str(control_dir / plan.name)
+    host = testinfra.get_host(
+        f"ssh://{plan.name}",
+        ssh_config=str(ssh_config),
+        controlpath=control_path,
+        controlpersist=CONTROL_PERSIST_S,
+        timeout=10,
+    )
+    return Node(plan, host, ssh_config, control_path)
+
+
+def wait_ssh(node: Node, timeout_s: float = 30.0) -> None:
+    """Wait until the node answers over ssh (sshd may still be starting after ``up``)."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            if node.run(["true"], timeout_s=10).returncode == 0:
+                return
+        except LabError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise LabError(f"node {node.name} not reachable over ssh after {timeout_s:.0f} s: {last}")

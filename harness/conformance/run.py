@@ -1,0 +1,143 @@
+"""One conformance run: its options, its results writer, its per-mode timings.
+
+The plugin keeps one ``Run`` in the pytest config; fixtures and hooks reach it
+there. The results writer is made lazily, at the first thing worth recording,
+so that loading the plugin into an unrelated pytest session (it is registered
+for every session through the ``pytest11`` entry point) writes nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness.conformance.labctl import Lab, ModeSpec
+from harness.results.model import Comparison, Outcome
+from harness.results.store import ResultsWriter, RunMeta
+
+
+@dataclass
+class Options:
+    lab: str | None = None
+    topology: Path | None = None
+    modes: tuple[str, ...] = ()
+    results: Path | None = None
+    keep_lab: bool = False
+    thorough: bool = False
+
+
+@dataclass
+class Run:
+    """The state of one ``podlab test`` session."""
+
+    options: Options
+    lab: Lab | None = None
+    current: ModeSpec | None = None
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    writer: ResultsWriter | None = None
+    mode_seconds: dict[str, float] = field(default_factory=dict)
+    mode_started_at: float = 0.0  # wall clock (epoch) when the current mode's tests began
+    _mode_started: float = 0.0
+
+    @property
+    def topology_name(self) -> str:
+        if self.lab:
+            return self.lab.topology
+        if self.options.topology:
+            return self.options.topology.stem.removesuffix(".clab")
+        return self.options.lab or "unknown"
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.started:%Y%m%dT%H%M%SZ}-{self.topology_name}"
+
+    def results_path(self) -> Path:
+        base = self.options.results or Path(tempfile.gettempdir()) / "podlab-results"
+        return base / f"{self.run_id}.json"
+
+    def get_writer(self) -> ResultsWriter:
+        if self.writer is None:
+            from harness.results import env
+
+            meta = RunMeta(
+                run_id=self.run_id,
+                topology=self.topology_name,
+                modes=tuple(self.options.modes) or ((str(self.current),) if self.current else ()),
+                environment=env.capture(),
+                started_at=self.started,
+            )
+            self.writer = ResultsWriter(self.results_path(), meta)
+        return self.writer
+
+    def mode_started(self, spec: ModeSpec) -> None:
+        self.current = spec
+        self._mode_started = time.monotonic()
+        self.mode_started_at = time.time()
+
+    def mode_finished(self) -> None:
+        if self.current is not None:
+            key = str(self.current)
+            elapsed = time.monotonic() - self._mode_started
+            self.mode_seconds[key] = self.mode_seconds.get(key, 0.0) + elapsed
+
+    def check(
+        self, scenario: int, name: str, mode: str, outcome: Outcome, message: str, duration: float
+    ) -> None:
+        self.get_writer().check(
+            scenario, name, mode=mode, outcome=outcome, message=message[:2000],
+            duration_s=max(0.0, duration),
+        )  # fmt: skip
+
+    def finish(self) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.finish()
+        return self.writer.path
+
+
+@dataclass
+class Recorder:
+    """The ``record`` fixture: measurements of one test, tagged with its mode and scenario."""
+
+    run: Run
+    mode: str
+    scenario: int | None
+    test: str
+
+    def __call__(
+        self,
+        name: str,
+        value: float,
+        unit: str,
+        *,
+        threshold: float | None = None,
+        comparison: Comparison = "<=",
+        labels: dict[str, str] | None = None,
+        mode: str | None = None,
+    ) -> None:
+        """Record ``name`` = ``value`` ``unit`` (``mode`` "underlay" for node→node baselines)."""
+        self.run.get_writer().record(
+            name, value, unit, mode=mode or self.mode, scenario=self.scenario,
+            threshold=threshold, comparison=comparison,
+            labels={"test": self.test, **(labels or {})},
+        )  # fmt: skip
+
+    def timeline(
+        self,
+        name: str,
+        events: Sequence[tuple[float, str]],
+        samples: Sequence[tuple[float, float]] = (),
+        sample_name: str = "",
+        sample_unit: str = "",
+    ) -> None:
+        self.run.get_writer().timeline(
+            name, mode=self.mode, events=events, samples=samples, sample_name=sample_name,
+            sample_unit=sample_unit, scenario=self.scenario,
+        )  # fmt: skip
+
+    def fallback(self, name: str) -> None:
+        self.run.get_writer().note_fallback(name)

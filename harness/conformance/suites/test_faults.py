@@ -1,0 +1,163 @@
+"""Control-plane faults during traffic: kill -9 a node agent, restart etcd.
+
+A pod streams UDP requests to a pod on another node (every 50 ms, counted per
+half second) while the fault happens. Kernel datapaths keep forwarding without
+their agent or etcd, so the pods must keep talking; the userspace ``udp`` mode
+forwards inside the agent, so there the check is that traffic resumes once
+the agent is back. Recorded: the outage, the time until the control plane is
+whole again (agent Ready / every node heartbeating), and a timeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.api.schedule import is_ready
+from harness.conformance import paths
+from harness.conformance.labctl import Lab, ModeSpec
+from harness.conformance.pods import UDP_PORT, Pod, PodFactory
+from harness.conformance.remote import Node, output
+from harness.conformance.run import Recorder
+from harness.probes import echo
+
+SUPERVISORCTL = ["supervisorctl", "-c", "/etc/podlab/supervisor/supervisord.conf"]
+FLOW_S = 14.0
+FAULT_AT_S = 3.0
+RECOVERY_S = 60.0
+USERSPACE_MODES = ("udp",)
+# A kernel datapath forwards without its agent: at most two 0.5 s buckets may
+# fall below half answered (a scheduling hiccup on a loaded machine), not more.
+MAX_KERNEL_OUTAGE_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def flow_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
+    pair = paths.node_pair(lab, "cross-node")
+    if pair is None:
+        pytest.skip(paths.why_missing(lab, "cross-node"))
+    client, server = module_pod_factory.create(list(pair), prefix="flow")
+    return client, server
+
+
+def _during_flow(
+    client: Pod, server: Pod, fault: Callable[[], None], recovered: Callable[[], bool]
+) -> tuple[echo.FlowSamples, float, float | None]:
+    """Stream client→server, inject ``fault`` at FAULT_AT_S; (samples, fault t, recovery s)."""
+    argv = echo.flow_command("udp", server.ip, UDP_PORT, FLOW_S, bucket_s=0.5)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fut = pool.submit(client.run, argv, FLOW_S + 20)
+        time.sleep(FAULT_AT_S + 1.0)  # ssh + interpreter start before the stream begins
+        fault_at = time.time()
+        fault()
+        back = None
+        while time.time() - fault_at < RECOVERY_S:
+            if recovered():
+                back = time.time() - fault_at
+                break
+            time.sleep(0.25)
+        res = fut.result()
+    samples = echo.parse_flow(output(res))
+    return samples, fault_at - samples.start, back
+
+
+def _agent_pid(node: Node) -> int:
+    res = node.check([*SUPERVISORCTL, "pid", "podlab-agent"], timeout_s=15)
+    pid = int(res.stdout.strip() or 0)
+    assert pid > 0, f"no running podlab-agent on {node.name} (supervisorctl pid: {res.stdout!r})"
+    return pid
+
+
+def _node_ready_after(lab: Lab, node: str, after: float) -> bool:
+    """The node's record carries a heartbeat newer than ``after`` (its agent is back)."""
+    client = lab.client()
+    for rec in client.nodes():
+        if rec.name == node and is_ready(rec, client.clock()):
+            beat = rec.heartbeat
+            if isinstance(beat, int | float) and float(beat) > after:
+                return True
+            if isinstance(beat, str):
+                from harness.api.schedule import heartbeat_age_s
+
+                age = heartbeat_age_s(rec, client.clock())
+                return age is not None and client.clock() - age > after
+    return False
+
+
+def _judge(
+    record: Recorder, mode: str, what: str, samples: echo.FlowSamples, fault_t: float,
+    back: float | None,
+) -> None:  # fmt: skip
+    outage = samples.outage_s()
+    record(f"{what}_outage_s", outage, "s")
+    if back is not None:
+        record(f"{what}_reconvergence_s", back, "s")
+    answered = samples.answered / samples.sent if samples.sent else 0.0
+    record(f"{what}_answered_ratio", answered, "ratio")
+    events = [(fault_t, what.replace("_", " "))]
+    if back is not None:
+        events.append((fault_t + back, "control plane back"))
+    record.timeline(
+        f"{what} during pod traffic", events,
+        [(t, ok / sent if sent else 0.0) for t, sent, ok in samples.samples],
+        sample_name="answered", sample_unit="ratio",
+    )  # fmt: skip
+    assert back is not None, f"{what}: the control plane did not recover within {RECOVERY_S:.0f} s"
+    if ModeSpec.parse(mode).mode in USERSPACE_MODES:
+        last = samples.samples[-1] if samples.samples else (0.0, 0, 0)
+        resumed = samples.recovered_after(fault_t) is not None and last[1] == last[2] > 0
+        assert resumed, (
+            f"{what}: pod traffic did not resume after the fault ({mode}): "
+            f"{samples.answered}/{samples.sent} answered, last bucket {last[2]}/{last[1]}"
+        )
+    else:
+        assert outage <= MAX_KERNEL_OUTAGE_S, (
+            f"{what}: pods stopped talking for {outage:.1f} s ({samples.answered}/{samples.sent} "
+            f"requests answered) although the {mode} datapath is in the kernel"
+        )
+
+
+@pytest.mark.scenario(6)
+def test_pods_keep_talking_when_an_agent_is_killed(
+    lab: Lab, mode: str, flow_pods: tuple[Pod, Pod], record: Recorder
+) -> None:
+    client, server = flow_pods
+    victim = server.node
+    pid = _agent_pid(victim)
+
+    def kill() -> None:
+        victim.check(["kill", "-9", str(pid)], timeout_s=10)
+
+    killed_at = time.time()
+    samples, fault_t, back = _during_flow(
+        client, server, kill, lambda: _node_ready_after(lab, victim.name, killed_at + 1)
+    )
+    new_pid = _agent_pid(victim)
+    assert new_pid != pid, f"podlab-agent on {victim.name} was not restarted (pid {pid})"
+    _judge(record, mode, "agent_kill", samples, fault_t, back)
+
+
+@pytest.mark.scenario(6)
+def test_pods_keep_talking_when_etcd_restarts(
+    lab: Lab, mode: str, nodes: dict[str, Node], flow_pods: tuple[Pod, Pod], record: Recorder
+) -> None:
+    client, server = flow_pods
+    cp = nodes[lab.plan.clusters[lab.first_cluster].control_plane]
+    restarted_at = time.time()
+
+    def restart() -> None:
+        cp.check([*SUPERVISORCTL, "restart", "etcd"], timeout_s=60)
+
+    def all_ready() -> bool:
+        try:
+            return all(
+                _node_ready_after(lab, n.name, restarted_at + 1) for n in lab.cluster_nodes()
+            )
+        except Exception:  # etcd still down: not recovered yet
+            return False
+
+    samples, fault_t, back = _during_flow(client, server, restart, all_ready)
+    _judge(record, mode, "etcd_restart", samples, fault_t, back)

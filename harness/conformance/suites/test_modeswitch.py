@@ -1,0 +1,90 @@
+"""Scenario 23: switching the datapath mode under live traffic (e.g. vxlan → host-gw).
+
+Runs as the last test of each mode of a matrix that has a next mode: while a
+long-lived TCP connection and a UDP stream run between pods on two nodes, the
+lab is re-deployed with the next mode — the deploy the matrix would do anyway,
+so the switch costs no extra deploy. Recorded: requests answered before and
+after, the interruption window of each flow, and a timeline. The flows must
+work again after the switch; how long they stopped is a measurement.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.conformance import labctl, paths
+from harness.conformance.labctl import Lab, ModeSpec
+from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod, PodFactory
+from harness.conformance.remote import output
+from harness.conformance.run import Recorder, Run
+from harness.probes import echo
+
+SETTLE_S = 5.0
+FLOW_MAX_S = 240.0
+
+
+@pytest.fixture(scope="module")
+def switch_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
+    pair = paths.node_pair(lab, "cross-node")
+    if pair is None:
+        pytest.skip(paths.why_missing(lab, "cross-node"))
+    client, server = module_pod_factory.create(list(pair), prefix="switch")
+    return client, server
+
+
+def _next_mode(run: Run, mode: str) -> str | None:
+    modes = list(run.options.modes)
+    if mode not in modes or modes.index(mode) + 1 >= len(modes):
+        return None
+    return modes[modes.index(mode) + 1]
+
+
+@pytest.mark.scenario(23)
+def test_flows_survive_a_mode_switch(
+    lab: Lab, mode: str, switch_pods: tuple[Pod, Pod], podlab_run: Run, record: Recorder
+) -> None:
+    target = _next_mode(podlab_run, mode)
+    if target is None:
+        pytest.skip(f"{mode} is the last mode of the matrix: no switch to measure")
+    client, server = switch_pods
+    spec = ModeSpec.parse(target)
+    stop = f"/run/podlab-flow-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        flows = {
+            proto: pool.submit(
+                client.run,
+                echo.flow_command(proto, server.ip, port, FLOW_MAX_S, stop_file=stop),
+                FLOW_MAX_S + 30,
+            )
+            for proto, port in (("tcp", TCP_PORT), ("udp", UDP_PORT))
+        }
+        time.sleep(SETTLE_S)
+        began = time.time()
+        deploy_s = labctl.deploy(lab, spec)
+        labctl.wait_nodes_ready(lab, spec)
+        ready = time.time()
+        time.sleep(SETTLE_S)
+        client.node.check(["touch", stop], timeout_s=10)  # the flows end at their next request
+        results = {proto: echo.parse_flow(output(f.result())) for proto, f in flows.items()}
+        client.node.run(["rm", "-f", stop], timeout_s=10)
+    record("mode_switch_deploy_s", deploy_s, "s", labels={"to": target})
+    problems = []
+    for proto, flow in results.items():
+        switch_t, ready_t = began - flow.start, ready - flow.start
+        before = [s for s in flow.samples if s[0] + flow.bucket_s <= switch_t]
+        record(f"mode_switch_{proto}_outage_s", flow.outage_s(), "s", labels={"to": target})
+        events = [(switch_t, "deploy starts"), (ready_t, "agents ready")]
+        record.timeline(
+            f"{mode} → {target}: {proto} flow", events,
+            [(t, ok / sent if sent else 0.0) for t, sent, ok in flow.samples],
+            sample_name="answered", sample_unit="ratio",
+        )  # fmt: skip
+        if not before or any(ok < sent for _, sent, ok in before[1:]):
+            problems.append(f"{proto} flow was not healthy before the switch")
+        if flow.recovered_after(ready_t) is None:
+            problems.append(f"{proto} flow did not recover after the switch to {target}")
+    assert not problems, f"{client} → {server}, {mode} → {target}: " + "; ".join(problems)

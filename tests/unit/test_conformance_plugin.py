@@ -1,0 +1,177 @@
+"""The pytest plugin in a pytest of its own (pytester): checks, measurements, matrix, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.conformance import cli
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[2]
+TOPOLOGY = REPO / "topologies" / "single-cluster.clab.yml"
+
+SUITE = """
+import pytest
+
+@pytest.mark.scenario(1)
+def test_passes(record):
+    record("latency_p50_s", 0.002, "s", labels={"path": "pod-pod"})
+
+@pytest.mark.scenario(3)
+def test_fails():
+    assert 1450 == 1500, "pod-a (c1-w1) eth0 MTU is 1450, expected 1500"
+
+@pytest.mark.scenario(30)
+def test_skips():
+    pytest.skip("lab t: no outside host")
+
+def test_not_a_scenario():
+    pass
+"""
+
+
+def _results(path: Path) -> dict:
+    files = list(path.glob("*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def test_each_scenario_test_becomes_a_check_with_its_message(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    out = pytester.path / "out"
+    result = pytester.runpytest_inprocess("-p", "harness.conformance.plugin", f"--results={out}")
+    result.assert_outcomes(passed=2, failed=1, skipped=1)
+    data = _results(out)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert set(checks) == {"test_passes", "test_fails", "test_skips"}
+    assert checks["test_passes"]["outcome"] == "passed" and checks["test_passes"]["scenario"] == 1
+    assert checks["test_fails"]["outcome"] == "failed"
+    assert "eth0 MTU is 1450, expected 1500" in checks["test_fails"]["message"]
+    assert checks["test_skips"] == {**checks["test_skips"], "outcome": "skipped",
+                                    "message": "lab t: no outside host"}  # fmt: skip
+    (m,) = data["measurements"]
+    assert (m["name"], m["unit"], m["scenario"]) == ("latency_p50_s", "s", 1)
+    assert m["labels"] == {"test": "test_passes", "path": "pod-pod"}
+    assert data["finished_at"] is not None
+
+
+def test_a_bad_unit_fails_the_test_that_recorded_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.scenario(28)
+        def test_bad(record):
+            record("throughput", 1.0, "gbit")
+        """
+    )
+    out = pytester.path / "out"
+    result = pytester.runpytest_inprocess("-p", "harness.conformance.plugin", f"--results={out}")
+    result.assert_outcomes(failed=1)
+    assert _results(out)["checks"][0]["outcome"] == "failed"
+
+
+def test_sessions_without_scenarios_write_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    out = pytester.path / "out"
+    pytester.runpytest_inprocess("-p", "harness.conformance.plugin", f"--results={out}")
+    assert not out.exists()
+
+
+def test_suites_without_a_lab_are_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_needs_lab(lab):\n    pass\n")
+    result = pytester.runpytest_inprocess("-p", "harness.conformance.plugin")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*podlab suites need a lab: pass --lab NAME*"])
+
+
+def test_unknown_mode_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess("-p", "harness.conformance.plugin", "--mode=geneve")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown mode 'geneve'*"])
+
+
+def test_mode_matrix_parametrizes_and_groups_by_mode(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_b="def test_one(mode):\n    pass\ndef test_two(mode):\n    pass\n",
+    )
+    result = pytester.runpytest_inprocess(
+        "-p", "harness.conformance.plugin", f"--topology={TOPOLOGY}",
+        "--mode=host-gw", "--mode=vxlan+wireguard", "--collect-only", "-q",
+    )  # fmt: skip
+    ids = [line for line in result.outlines if "::" in line]
+    assert ids == [
+        "test_b.py::test_one[host-gw]",
+        "test_b.py::test_two[host-gw]",
+        "test_b.py::test_one[vxlan+wireguard]",
+        "test_b.py::test_two[vxlan+wireguard]",
+    ]
+
+
+def test_default_mode_is_the_topology_s(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one(mode):\n    pass\n")
+    result = pytester.runpytest_inprocess(
+        "-p", "harness.conformance.plugin", f"--topology={TOPOLOGY}", "--collect-only", "-q"
+    )
+    assert "test_default_mode_is_the_topology_s.py::test_one[vxlan]" in result.outlines
+
+
+def test_podlab_test_runs_the_shipped_suites_with_junit(tmp_path: Path) -> None:
+    parser = cli.argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["test", "--lab", "t-x", "--mode", "bgp", "--mode", "vxlan", "--results", str(tmp_path)]
+    )
+    argv = cli.pytest_argv(args, stamp="20260101T000000Z")
+    assert argv[argv.index("--pyargs") + 1] == cli.SUITES
+    assert ("-p" in argv) == (not cli.plugin_installed())
+    assert f"--junitxml={tmp_path / 'junit-20260101T000000Z.xml'}" in argv
+    assert {f"--results={tmp_path}", "--lab=t-x", "--mode=bgp", "--mode=vxlan"} <= set(argv)
+    assert args.func is cli.cmd_test
+
+
+def test_podlab_test_needs_a_lab_or_a_topology() -> None:
+    parser = cli.argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["test"])
+
+
+@pytest.mark.parametrize(
+    ("test_id", "mode", "rest"),
+    [
+        ("host-gw-same-node-icmp", "host-gw", "same-node-icmp"),
+        ("vxlan+wireguard", "vxlan+wireguard", ""),
+        ("tcp-1-host-gw", "host-gw", "tcp-1"),
+        ("cross-node-udp-tcp", "udp", "cross-node-tcp"),
+    ],
+)
+def test_check_names_leave_the_mode_out(test_id: str, mode: str, rest: str) -> None:
+    from harness.conformance.plugin import strip_id
+
+    assert strip_id(test_id, mode) == rest
+
+
+def test_tests_with_their_own_mode_are_left_alone(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("mode", ["a", "b"])
+        def test_own(mode):
+            assert mode in ("a", "b")
+
+        @pytest.mark.parametrize(("mode", "x"), [("a", 1)])
+        def test_own_tuple(mode, x):
+            assert mode == "a"
+        """
+    )
+    result = pytester.runpytest_inprocess(
+        "-p", "harness.conformance.plugin", f"--topology={TOPOLOGY}", "--mode=vxlan"
+    )
+    result.assert_outcomes(passed=3)
