@@ -119,6 +119,8 @@ def _up(plan: LabPlan, request: UpRequest) -> UpResult:
         ledger.owner_pid = ledger.owner_start = None
         ledger.save(paths)
         result.inventory = _inventory(plan, paths)
+        ledger.inventory = str(result.inventory)
+        ledger.save(paths)
     except BaseException:
         if request.fault and request.fault.startswith("crash:"):
             os._exit(3)  # tests: die like a SIGKILL'd `up` (no rollback, no cleanup)
@@ -286,10 +288,10 @@ def _segments(ipr: IPRoute, plan: LabPlan) -> None:
 
 
 def _inventory(plan: LabPlan, paths: LabPaths) -> Path:
-    """Write ``inventories/<lab>.yml`` (under the working directory) via the inventory stage."""
-    from harness.inventory import write_inventory
+    """Write ``inventories/<lab>.yml`` under the project home via the inventory stage."""
+    from harness.inventory import project_home, write_inventory
 
-    return write_inventory(plan, paths.root, Path.cwd())
+    return write_inventory(plan, paths.root, project_home())
 
 
 def is_alive(ledger: Ledger) -> bool:

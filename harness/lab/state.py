@@ -117,6 +117,7 @@ class Ledger:
     cgroup: str | None = None
     owner_pid: int | None = None  # the `podlab up` that is building the lab
     owner_start: int | None = None
+    inventory: str | None = None  # inventories/<lab>.yml written by up; down removes it
 
     def save(self, paths: LabPaths) -> None:
         """Atomically replace state.json."""
