@@ -23,8 +23,7 @@ setup:
 
 lab-up: setup
 	$(PODLAB) up $(TOPO)
-	@if $(PODLAB) deploy --help >/dev/null 2>&1; then $(PODLAB) deploy $(LAB); \
-	 else echo "lab-up: deploy is not available yet; the lab is up without node components"; fi
+	$(PODLAB) deploy $(LAB)
 
 lab-down: setup
 	$(PODLAB) down $(TOPO)
@@ -36,7 +35,7 @@ conformance: setup
 	@bash scripts/conformance.sh "$(TOPO)" "$(MODES)" "$(KEEP)"
 
 report: setup
-	$(PODLAB) report reports/results/*.json -o reports/latest.html
+	$(PODLAB) report $$(ls -d reports/results/*/ | tail -n1)*.json -o reports/latest.html
 
 lint: setup
 	$(RUFF) check harness tests bench playbooks
