@@ -9,11 +9,13 @@ top-level ``exec`` verb (owned by the lab area) through :func:`exec_pod`.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 import time
 from pathlib import Path
 
 from harness.api import output
+from harness.api.alloc import DEFAULT_SERVICE_CIDR as DEFAULT_CIDR
 from harness.api.client import ApiClient, NotFoundError
 from harness.api.exec import exec_in_pod, parse_pod_ref
 from harness.api.kv import KV
@@ -78,7 +80,9 @@ def connect(args: argparse.Namespace) -> tuple[ApiClient, Target]:
     target = resolve_target(
         getattr(args, "lab", None), getattr(args, "cluster", None), getattr(args, "etcd", None)
     )
-    return ApiClient(KV(target.etcd_url), target.cluster), target
+    cidr = ipaddress.IPv4Network(target.service_cidr) if target.service_cidr else None
+    client = ApiClient(KV(target.etcd_url), target.cluster, service_cidr=cidr or DEFAULT_CIDR)
+    return client, target
 
 
 def read_manifests(files: list[str]) -> list[Located]:
@@ -118,7 +122,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         return _get_nodes(connect(args)[0], names, args.output, now)
     info = _kind(word)
     client, _ = connect(args)
-    ns = None if args.all_namespaces else args.namespace
+    ns = None if args.all_namespaces or not info.namespaced else args.namespace
     if names:
         items = [client.get(info, args.namespace, n) for n in names]
     else:
@@ -133,7 +137,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         where = "" if ns is None else f" in {ns} namespace"
         print(f"No resources found{where}.", file=sys.stderr)
     else:
-        print(output.pods_table(items, now, args.output == "wide", ns is None))
+        print(output.TABLES[info.kind](items, now, args.output == "wide", ns is None))
     return 0
 
 

@@ -14,6 +14,7 @@ concurrent writer makes it retry instead of being overwritten.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 import uuid
@@ -25,7 +26,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from harness.api import alloc
 from harness.api.kv import KV, Entry, Write
+from harness.api.netobjects import Service
 from harness.api.objects import (
     KINDS,
     KindInfo,
@@ -63,7 +66,7 @@ def rfc3339(ts: float) -> str:
 
 def to_stored(obj: Any) -> dict[str, Any]:
     """The JSON form we store: no None, no empty list or map, no resourceVersion."""
-    data = _prune(obj.model_dump(mode="json", exclude_none=True))
+    data = _prune(obj.model_dump(mode="json", exclude_none=True, by_alias=True))
     data["metadata"].pop("resourceVersion", None)
     return data
 
@@ -80,10 +83,17 @@ def _prune(value: Any) -> Any:
 class ApiClient:
     """Kubernetes-style objects of one cluster, stored in that cluster's etcd."""
 
-    def __init__(self, kv: KV, cluster: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        kv: KV,
+        cluster: str,
+        clock: Callable[[], float] = time.time,
+        service_cidr: ipaddress.IPv4Network = alloc.DEFAULT_SERVICE_CIDR,
+    ) -> None:
         self.kv = kv
         self.cluster = cluster
         self.clock = clock
+        self.service_cidr = service_cidr
 
     # --- nodes -----------------------------------------------------------------------
     def nodes(self) -> list[NodeRecord]:
@@ -112,9 +122,15 @@ class ApiClient:
         self, objects: list[Located], nodes: list[NodeRecord]
     ) -> tuple[list[Write], list[Applied]]:
         known = {n.name for n in nodes}
-        stored = {e.key: e for e in self.kv.get_prefix(kind_prefix(self.cluster, KINDS["Pod"]))}
+        kinds = {"Pod"} | {loc.info.kind for loc in objects}
+        stored = {
+            e.key: e
+            for kind in sorted(kinds)
+            for e in self.kv.get_prefix(kind_prefix(self.cluster, KINDS[kind]))
+        }
         problems: list[Problem] = []
         placement = self._schedule(objects, stored, nodes, problems)
+        allocator = self._allocator() if "Service" in kinds else None
         writes: list[Write] = []
         results: list[Applied] = []
         for loc in objects:
@@ -134,6 +150,15 @@ class ApiClient:
             new = to_stored(loc.obj)
             if key in placement:
                 new["spec"]["nodeName"] = placement[key]
+            if isinstance(loc.obj, Service) and allocator is not None:
+                old = stored.get(key)
+                problem = allocator.assign(loc.obj, new, _load(old.value) if old else None)
+                if problem:
+                    problems.append(_at(loc, ("spec",), problem, "see docs/api.md#services"))
+                elif old is not None:
+                    gone = set(alloc.released(self.cluster, _load(old.value)))
+                    gone -= set(alloc.released(self.cluster, new))
+                    writes.extend(Write(k, None) for k in sorted(gone))
             action, data = self._merge(loc, new, stored.get(key), problems)
             results.append(Applied(ref, action))
             if action != "unchanged":
@@ -142,7 +167,17 @@ class ApiClient:
                 writes.append(Write(key, value, old.mod_revision if old else 0))
         if problems:
             raise UserError(problems)
+        if allocator is not None:
+            writes.extend(allocator.writes)
         return writes, results
+
+    def _allocator(self) -> alloc.Allocator:
+        """ClusterIPs and node ports in use, read from their index keys."""
+        index = [
+            *self.kv.get_prefix(alloc.ip_key(self.cluster, "")),
+            *self.kv.get_prefix(alloc.nodeport_key(self.cluster, 0, "")[: -len("0-")]),
+        ]
+        return alloc.Allocator.from_entries(self.cluster, self.service_cidr, index)
 
     def _schedule(
         self,
@@ -244,7 +279,15 @@ class ApiClient:
     # --- delete ----------------------------------------------------------------------
     def delete(self, info: KindInfo, namespace: str, name: str) -> bool:
         """Delete an object; True if it existed. A pod's orphaned status goes too."""
-        existed = self.kv.delete(object_key(self.cluster, info, namespace, name))
+        key = object_key(self.cluster, info, namespace, name)
+        if info.kind == "Service":
+            entry = self.kv.get(key)
+            if entry is None:
+                return False
+            frees = alloc.released(self.cluster, _load(entry.value))
+            writes = [Write(key, None, entry.mod_revision), *(Write(k, None) for k in frees)]
+            return self.kv.commit(writes)
+        existed = self.kv.delete(key)
         if not existed and info.kind == "Pod":
             self.kv.delete(status_key(self.cluster, namespace, name))
         return existed

@@ -7,136 +7,47 @@ would be a test that passes for the wrong reason. Per-field checks (DNS names,
 port ranges) live here so pydantic reports all of them in one pass; checks
 across fields (duplicate container names, probe ports) live in ``validate``.
 
-How to add a kind (Service, NetworkPolicy…): write its model on ``ApiObject``
-with ``kind: Literal["Service"]``, then add one ``KindInfo`` to ``KINDS``. The
-CLI names, etcd key and validation all come from that entry.
+How to add a kind: write its model on ``ApiObject`` (``fields.py`` holds the
+shared field types; Service, NetworkPolicy and Namespace live in
+``netobjects.py``) with ``kind: Literal["X"]``, then add one ``KindInfo`` to
+``KINDS``. The CLI names, etcd key and validation all come from that entry.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.api.fields import (  # noqa: F401  (re-exported: the kinds' shared vocabulary)
+    DEFAULT_NAMESPACE,
+    ApiObject,
+    DNSLabel,
+    DNSSubdomain,
+    LabelKey,
+    LabelValue,
+    NonNegativeInt,
+    ObjectMeta,
+    PortName,
+    PortNumber,
+    PortRef,
+    PositiveInt,
+    Strict,
+    check_dns_label,
+    check_dns_subdomain,
+    check_label_key,
+    check_label_value,
+    check_port,
+    check_port_name,
+    check_port_ref,
+)
+from harness.api.netobjects import Namespace, NetworkPolicy, Service
 
 API_PREFIX = "/podlab/v1"
-DEFAULT_NAMESPACE = "default"
 # The node agent runs one process per pod (containers[0]); refusing more is
 # better than silently not running them.
 MAX_CONTAINERS = 1
-
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_SVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def _fail(message: str, hint: str) -> PydanticCustomError:
-    """A validation error whose hint travels in its context to the error printer."""
-    return PydanticCustomError("podlab", message, {"hint": hint})
-
-
-def check_dns_label(value: str) -> str:
-    """RFC 1123 label: namespaces and container names (Kubernetes' rule)."""
-    if len(value) > 63 or not _LABEL.match(value):
-        raise _fail(
-            f"{value!r} is not a valid DNS-1123 label",
-            "use at most 63 lower-case letters, digits and '-', starting and ending "
-            "with a letter or digit",
-        )
-    return value
-
-
-def check_dns_subdomain(value: str) -> str:
-    """RFC 1123 subdomain: object names and node names (Kubernetes' rule)."""
-    if len(value) > 253 or not _SUBDOMAIN.match(value):
-        raise _fail(
-            f"{value!r} is not a valid DNS-1123 subdomain",
-            "use lower-case letters, digits, '-' and '.', starting and ending with a "
-            "letter or digit, e.g. 'web-1'",
-        )
-    return value
-
-
-def check_port(value: int) -> int:
-    if not 1 <= value <= 65535:
-        raise _fail(f"port {value} is out of range", "use a port between 1 and 65535")
-    return value
-
-
-def check_port_name(value: str) -> str:
-    """IANA service name, as Kubernetes requires for named ports."""
-    if len(value) > 15 or not _SVC_NAME.match(value) or "--" in value:
-        raise _fail(
-            f"{value!r} is not a valid port name",
-            "use at most 15 lower-case letters, digits and single '-', e.g. 'http'",
-        )
-    if not re.search(r"[a-z]", value):
-        raise _fail(f"port name {value!r} has no letter", "include a letter, e.g. 'p8080'")
-    return value
-
-
-def check_port_ref(value: Any) -> int | str:
-    """A probe's port: a number, or the name of one of the container's ports."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _fail(
-            f"port must be a number or a port name, got {type(value).__name__}",
-            "write e.g. 8080 or 'http'",
-        )
-    return check_port(value) if isinstance(value, int) else check_port_name(value)
-
-
-def check_label_key(value: str) -> str:
-    """A label or annotation key: optional DNS prefix, '/', a name of ≤ 63 chars."""
-    prefix, _, name = value.rpartition("/")
-    if (prefix and len(prefix) > 253) or (prefix and not _SUBDOMAIN.match(prefix)):
-        raise _fail(f"key {value!r} has an invalid prefix", "use a DNS name like 'example.com/'")
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        raise _fail(
-            f"key {value!r} is not a valid label key",
-            "use ≤ 63 letters, digits, '-', '_' and '.', starting and ending alphanumeric",
-        )
-    return value
-
-
-def check_label_value(value: str) -> str:
-    if len(value) > 63 or not _LABEL_NAME.match(value):
-        raise _fail(
-            f"label value {value!r} is not valid",
-            "use ≤ 63 letters, digits, '-', '_' and '.', starting and ending alphanumeric",
-        )
-    return value
-
-
-DNSLabel = Annotated[str, AfterValidator(check_dns_label)]
-DNSSubdomain = Annotated[str, AfterValidator(check_dns_subdomain)]
-PortNumber = Annotated[int, AfterValidator(check_port)]
-PortName = Annotated[str, AfterValidator(check_port_name)]
-PortRef = Annotated[int | str, PlainValidator(check_port_ref)]
-LabelKey = Annotated[str, AfterValidator(check_label_key)]
-LabelValue = Annotated[str, AfterValidator(check_label_value)]
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-
-
-class Strict(BaseModel):
-    """Base of manifest models: unknown fields and silent type coercion are errors."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ObjectMeta(Strict):
-    """``metadata``; uid, creationTimestamp and resourceVersion are set by podlab."""
-
-    name: DNSSubdomain
-    namespace: DNSLabel = DEFAULT_NAMESPACE
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    annotations: dict[LabelKey, str] = Field(default_factory=dict)
-    uid: str | None = None
-    creationTimestamp: str | None = None
-    resourceVersion: str | None = None
 
 
 class ContainerPort(Strict):
@@ -184,15 +95,6 @@ class PodSpec(Strict):
     nodeName: DNSSubdomain | None = None
     containers: list[Container] = Field(min_length=1)
     restartPolicy: Literal["Always", "OnFailure", "Never"] = "Always"
-
-
-class ApiObject(Strict):
-    """Common envelope of every kind. ``status`` in a manifest is accepted and dropped."""
-
-    apiVersion: str
-    kind: str
-    metadata: ObjectMeta
-    status: dict[str, Any] | None = Field(default=None, exclude=True)
 
 
 class Pod(ApiObject):
@@ -249,6 +151,17 @@ class KindInfo:
 
 KINDS: dict[str, KindInfo] = {
     "Pod": KindInfo("Pod", "v1", Pod, "pods", ("pod", "pods", "po")),
+    "Service": KindInfo("Service", "v1", Service, "services", ("service", "services", "svc")),
+    "NetworkPolicy": KindInfo(
+        "NetworkPolicy",
+        "networking.k8s.io/v1",
+        NetworkPolicy,
+        "policies",
+        ("networkpolicy", "networkpolicies", "netpol"),
+    ),
+    "Namespace": KindInfo(
+        "Namespace", "v1", Namespace, "namespaces", ("namespace", "namespaces", "ns"), False
+    ),
 }
 
 
@@ -262,14 +175,19 @@ def kind_for_alias(name: str) -> KindInfo | None:
 
 
 def object_key(cluster: str, info: KindInfo, namespace: str, name: str) -> str:
-    """The etcd key of an object: ``/podlab/v1/<cluster>/<plural>/<ns>/<name>``."""
+    """The etcd key of an object: ``/podlab/v1/<cluster>/<plural>/<ns>/<name>``.
+
+    Cluster-scoped kinds (Namespace) have no ``<ns>/`` part.
+    """
+    if not info.namespaced:
+        return f"{API_PREFIX}/{cluster}/{info.plural}/{name}"
     return f"{API_PREFIX}/{cluster}/{info.plural}/{namespace}/{name}"
 
 
 def kind_prefix(cluster: str, info: KindInfo, namespace: str | None = None) -> str:
     """The key prefix of every object of a kind, in one namespace or all."""
     base = f"{API_PREFIX}/{cluster}/{info.plural}/"
-    return f"{base}{namespace}/" if namespace else base
+    return f"{base}{namespace}/" if namespace and info.namespaced else base
 
 
 def status_key(cluster: str, namespace: str, name: str) -> str:

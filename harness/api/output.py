@@ -164,3 +164,69 @@ def dump(data: dict[str, Any], fmt: str) -> str:
 def names(kind: str, items: list[dict[str, Any]]) -> str:
     """``-o name``: ``pod/web`` per line."""
     return "\n".join(f"{kind}/{i['metadata']['name']}" for i in items)
+
+
+def _selector(sel: dict[str, Any] | None) -> str:
+    """``{matchLabels: {app: db}}`` or a plain map → ``app=db`` (kubectl's column)."""
+    sel = sel or {}
+    labels = sel.get("matchLabels", sel if "matchExpressions" not in sel else {})
+    parts = [f"{k}={v}" for k, v in sorted(labels.items()) if isinstance(v, str)]
+    parts += [f"{e.get('key')} {e.get('operator')}" for e in sel.get("matchExpressions", [])]
+    return ",".join(parts) or NONE
+
+
+def _ports(spec: dict[str, Any]) -> str:
+    out = []
+    for p in spec.get("ports", []):
+        node = f":{p['nodePort']}" if p.get("nodePort") else ""
+        out.append(f"{p.get('port')}{node}/{p.get('protocol', 'TCP')}")
+    return ",".join(out) or NONE
+
+
+def services_table(items: list[dict[str, Any]], now: float, wide: bool, all_ns: bool) -> str:
+    """kubectl's Service columns: NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE [SELECTOR]."""
+    header = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    rows = []
+    for s in items:
+        meta, spec = s["metadata"], s.get("spec", {})
+        kind = spec.get("type", "ClusterIP")
+        ip = NONE if kind == "ExternalName" else spec.get("clusterIP") or NONE
+        row = [meta["name"], kind, ip, spec.get("externalName") or NONE, _ports(spec)]
+        row.append(age(meta.get("creationTimestamp"), now))
+        if wide:
+            row.append(_selector(spec.get("selector")))
+        rows.append([meta["namespace"], *row] if all_ns else row)
+    header += ["SELECTOR"] if wide else []
+    return table(["NAMESPACE", *header] if all_ns else header, rows)
+
+
+def policies_table(items: list[dict[str, Any]], now: float, wide: bool, all_ns: bool) -> str:
+    """kubectl's NetworkPolicy columns: NAME POD-SELECTOR AGE."""
+    rows = []
+    for p in items:
+        meta = p["metadata"]
+        row = [meta["name"], _selector(p.get("spec", {}).get("podSelector"))]
+        row.append(age(meta.get("creationTimestamp"), now))
+        rows.append([meta["namespace"], *row] if all_ns else row)
+    header = ["NAME", "POD-SELECTOR", "AGE"]
+    return table(["NAMESPACE", *header] if all_ns else header, rows)
+
+
+def namespaces_table(items: list[dict[str, Any]], now: float, wide: bool, all_ns: bool) -> str:
+    """kubectl's Namespace columns: NAME STATUS AGE (-o wide adds LABELS)."""
+    rows = []
+    for n in items:
+        meta = n["metadata"]
+        row = [meta["name"], "Active", age(meta.get("creationTimestamp"), now)]
+        if wide:
+            row.append(_selector(meta.get("labels")))
+        rows.append(row)
+    return table(["NAME", "STATUS", "AGE", *(["LABELS"] if wide else [])], rows)
+
+
+TABLES = {
+    "Pod": pods_table,
+    "Service": services_table,
+    "NetworkPolicy": policies_table,
+    "Namespace": namespaces_table,
+}

@@ -22,6 +22,7 @@ from harness.errors import UserError
 
 ENDPOINT_VAR = "podlab_etcd_client_endpoint"
 CLUSTER_VAR = "podlab_cluster"
+SERVICE_CIDR_VAR = "podlab_service_cidr"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Target:
     etcd_url: str
     lab: str | None = None
     lab_dir: Path | None = None
+    service_cidr: str | None = None  # the inventory's podlab_service_cidr, when known
 
 
 def podlab_home() -> Path:
@@ -75,7 +77,8 @@ def resolve_target(
             f"the inventory of lab {lab!r} gives no {ENDPOINT_VAR} for cluster {cluster!r} "
             "(fix: redeploy the lab, or pass --etcd URL)"
         )
-    return Target(cluster, url, lab, lab_dir)
+    cidr = cluster_vars(home / "inventories" / f"{lab}.yml", SERVICE_CIDR_VAR).get(cluster)
+    return Target(cluster, url, lab, lab_dir, cidr or None)
 
 
 def _only_lab(home: Path) -> str:
@@ -98,7 +101,12 @@ def _only_cluster(lab: str, endpoints: dict[str, str]) -> str:
 
 
 def cluster_endpoints(inventory: Path) -> dict[str, str]:
-    """Cluster name → etcd client endpoint ('' if unset), read from an Ansible YAML inventory.
+    """Cluster name → etcd client endpoint ('' if unset), read from an Ansible YAML inventory."""
+    return cluster_vars(inventory, ENDPOINT_VAR)
+
+
+def cluster_vars(inventory: Path, var: str) -> dict[str, str]:
+    """Cluster name → the value of host variable ``var`` ('' if unset) in an inventory.
 
     Variables inherit as Ansible does for this simple case: a host sees the vars
     of every group that lists it, its own vars winning.
@@ -122,7 +130,7 @@ def cluster_endpoints(inventory: Path) -> dict[str, str]:
         cluster = merged.get(CLUSTER_VAR)
         if not cluster:
             continue
-        url = str(merged.get(ENDPOINT_VAR) or "")
+        url = str(merged.get(var) or "")
         if "{{" in url:
             url = ""  # a Jinja template only Ansible can expand
         if not out.get(str(cluster)):

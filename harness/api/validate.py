@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from harness.api import netvalidate
 from harness.api.objects import KINDS, MAX_CONTAINERS, ApiObject, KindInfo, Pod
 from harness.errors import Problem, UserError
 
@@ -152,6 +153,9 @@ def _validate_one(doc: Document) -> tuple[Located | None, list[Problem]]:
     located = Located(obj, info, doc)
     if isinstance(obj, Pod):
         problems.extend(_pod_checks(located))
+    else:
+        for path, message, hint in netvalidate.checks(obj):
+            problems.append(_problem(doc, located, path, message, hint))
     return (None if problems else located), problems
 
 

@@ -13,6 +13,8 @@ pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[2]
 TOPOLOGY = REPO / "topologies" / "single-cluster.clab.yml"
+# Installed, the pytest11 entry point loads the plugin by itself; ask for it only otherwise.
+PLUGIN = () if cli.plugin_installed() else ("-p", "harness.conformance.plugin")
 
 SUITE = """
 import pytest
@@ -43,7 +45,7 @@ def _results(path: Path) -> dict:
 def test_each_scenario_test_becomes_a_check_with_its_message(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE)
     out = pytester.path / "out"
-    result = pytester.runpytest_inprocess("-p", "harness.conformance.plugin", f"--results={out}")
+    result = pytester.runpytest_inprocess(*PLUGIN, f"--results={out}")
     result.assert_outcomes(passed=2, failed=1, skipped=1)
     data = _results(out)
     checks = {c["name"]: c for c in data["checks"]}
@@ -70,7 +72,7 @@ def test_a_bad_unit_fails_the_test_that_recorded_it(pytester: pytest.Pytester) -
         """
     )
     out = pytester.path / "out"
-    result = pytester.runpytest_inprocess("-p", "harness.conformance.plugin", f"--results={out}")
+    result = pytester.runpytest_inprocess(*PLUGIN, f"--results={out}")
     result.assert_outcomes(failed=1)
     assert _results(out)["checks"][0]["outcome"] == "failed"
 
@@ -78,20 +80,20 @@ def test_a_bad_unit_fails_the_test_that_recorded_it(pytester: pytest.Pytester) -
 def test_sessions_without_scenarios_write_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_plain():\n    pass\n")
     out = pytester.path / "out"
-    pytester.runpytest_inprocess("-p", "harness.conformance.plugin", f"--results={out}")
+    pytester.runpytest_inprocess(*PLUGIN, f"--results={out}")
     assert not out.exists()
 
 
 def test_suites_without_a_lab_are_refused(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_needs_lab(lab):\n    pass\n")
-    result = pytester.runpytest_inprocess("-p", "harness.conformance.plugin")
+    result = pytester.runpytest_inprocess(*PLUGIN)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*podlab suites need a lab: pass --lab NAME*"])
 
 
 def test_unknown_mode_is_refused(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x():\n    pass\n")
-    result = pytester.runpytest_inprocess("-p", "harness.conformance.plugin", "--mode=geneve")
+    result = pytester.runpytest_inprocess(*PLUGIN, "--mode=geneve")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown mode 'geneve'*"])
 
@@ -101,7 +103,7 @@ def test_mode_matrix_parametrizes_and_groups_by_mode(pytester: pytest.Pytester) 
         test_b="def test_one(mode):\n    pass\ndef test_two(mode):\n    pass\n",
     )
     result = pytester.runpytest_inprocess(
-        "-p", "harness.conformance.plugin", f"--topology={TOPOLOGY}",
+        *PLUGIN, f"--topology={TOPOLOGY}",
         "--mode=host-gw", "--mode=vxlan+wireguard", "--collect-only", "-q",
     )  # fmt: skip
     ids = [line for line in result.outlines if "::" in line]
@@ -115,9 +117,7 @@ def test_mode_matrix_parametrizes_and_groups_by_mode(pytester: pytest.Pytester) 
 
 def test_default_mode_is_the_topology_s(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_one(mode):\n    pass\n")
-    result = pytester.runpytest_inprocess(
-        "-p", "harness.conformance.plugin", f"--topology={TOPOLOGY}", "--collect-only", "-q"
-    )
+    result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--collect-only", "-q")
     assert "test_default_mode_is_the_topology_s.py::test_one[vxlan]" in result.outlines
 
 
@@ -129,7 +129,7 @@ def test_podlab_test_runs_the_shipped_suites_with_junit(tmp_path: Path) -> None:
     )
     argv = cli.pytest_argv(args, stamp="20260101T000000Z")
     assert argv[argv.index("--pyargs") + 1] == cli.SUITES
-    assert ("-p" in argv) == (not cli.plugin_installed())
+    assert (cli.PLUGIN in argv) == (not cli.plugin_installed())
     assert f"--junitxml={tmp_path / 'junit-20260101T000000Z.xml'}" in argv
     assert {f"--results={tmp_path}", "--lab=t-x", "--mode=bgp", "--mode=vxlan"} <= set(argv)
     assert args.func is cli.cmd_test
@@ -171,7 +171,5 @@ def test_tests_with_their_own_mode_are_left_alone(pytester: pytest.Pytester) -> 
             assert mode == "a"
         """
     )
-    result = pytester.runpytest_inprocess(
-        "-p", "harness.conformance.plugin", f"--topology={TOPOLOGY}", "--mode=vxlan"
-    )
+    result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--mode=vxlan")
     result.assert_outcomes(passed=3)

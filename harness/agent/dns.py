@@ -1,0 +1,265 @@
+"""Cluster DNS (CoreDNS's ``kubernetes`` plugin, the parts pods rely on), fed from etcd.
+
+Answers for the ``cluster.local`` zone from an in-memory table rebuilt (and
+swapped in one assignment) whenever services, pods or pod statuses change:
+
+- ``<svc>.<ns>.svc.cluster.local`` A → the ClusterIP; headless → every ready
+  pod's IP; ExternalName → CNAME to ``spec.externalName``;
+- ``_<port>._<proto>.<svc>.<ns>.svc.cluster.local`` SRV for named ports
+  (headless: one per ready pod, target ``<a-b-c-d>.<svc>.<ns>.svc.cluster.local``);
+- ``<a-b-c-d>.<ns>.pod.cluster.local`` A;
+- a name in the zone with no record of the asked type → NOERROR, no answer
+  (NODATA: resolvers ask A and AAAA together); no such name → NXDOMAIN; names
+  outside the zone → REFUSED (the lab has no upstream resolver by design).
+
+Served on UDP and TCP port 53 of the kube-dns ClusterIP (service CIDR .10),
+which the node owns through the proxy's ``local`` service-CIDR route, so no
+DNAT is involved and every node answers its own pods. Pods get
+``/etc/resolv.conf`` from ``resolv_conf``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socketserver
+import struct
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dnslib import CNAME, QTYPE, RCODE, RR, SRV, A, DNSRecord
+from pyroute2.netns import setns
+
+log = logging.getLogger("podlab.dns")
+DOMAIN = "cluster.local"
+TTL_S = 5
+
+
+def dns_ip(service_cidr: str) -> str:
+    """kube-dns' conventional address: the service CIDR's 10th (10.96.0.10)."""
+    return str(ipaddress.IPv4Network(service_cidr).network_address + 10)
+
+
+def resolv_conf(namespace: str, nameserver: str, domain: str = DOMAIN) -> str:
+    """A pod's /etc/resolv.conf, as the kubelet writes it for ``dnsPolicy: ClusterFirst``."""
+    search = f"{namespace}.svc.{domain} svc.{domain} {domain}"
+    return f"nameserver {nameserver}\nsearch {search}\noptions ndots:5\n"
+
+
+def _ready_ip(status: dict[str, Any] | None) -> str | None:
+    if not status or status.get("phase") != "Running":
+        return None
+    conds = {c.get("type"): c.get("status") for c in status.get("conditions", [])}
+    return status.get("podIP") if conds.get("Ready") == "True" else None
+
+
+@dataclass
+class Zone:
+    """Name → records (already dnslib RRs), built from stored objects. Pure."""
+
+    domain: str = DOMAIN
+    records: dict[str, list[RR]] = field(default_factory=dict)
+
+    def _add(self, name: str, rtype: str, rdata: Any) -> None:
+        name = name.lower().rstrip(".") + "."
+        rr = RR(name, getattr(QTYPE, rtype), rdata=rdata, ttl=TTL_S)
+        self.records.setdefault(name, []).append(rr)
+        labels = name.rstrip(".").split(".")  # empty non-terminals exist (NODATA, not NXDOMAIN)
+        for i in range(1, len(labels)):
+            self.records.setdefault(".".join(labels[i:]) + ".", [])
+
+    @classmethod
+    def build(
+        cls,
+        services: Iterable[dict[str, Any]],
+        pods: Iterable[dict[str, Any]],
+        statuses: dict[tuple[str, str], dict[str, Any]],
+        domain: str = DOMAIN,
+    ) -> Zone:
+        zone = cls(domain)
+        pods = list(pods)
+        for pod in pods:
+            ns, name = pod["metadata"].get("namespace", "default"), pod["metadata"]["name"]
+            ip = (statuses.get((ns, name)) or {}).get("podIP")
+            if ip:
+                zone._add(f"{ip.replace('.', '-')}.{ns}.pod.{domain}", "A", A(ip))
+        for svc in services:
+            zone._service(svc, pods, statuses)
+        return zone
+
+    def _service(
+        self,
+        svc: dict[str, Any],
+        pods: list[dict[str, Any]],
+        statuses: dict[tuple[str, str], dict[str, Any]],
+    ) -> None:
+        meta, spec = svc["metadata"], svc.get("spec", {})
+        ns = meta.get("namespace", "default")
+        fqdn = f"{meta['name']}.{ns}.svc.{self.domain}"
+        if spec.get("type") == "ExternalName":
+            self._add(fqdn, "CNAME", CNAME(spec["externalName"].rstrip(".") + "."))
+            return
+        ports = [p for p in spec.get("ports", []) if p.get("name")]
+        if spec.get("clusterIP") and spec["clusterIP"] != "None":
+            self._add(fqdn, "A", A(spec["clusterIP"]))
+            for p in ports:
+                srv = f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{fqdn}"
+                self._add(srv, "SRV", SRV(0, 100, p["port"], fqdn + "."))
+            return
+        selector = spec.get("selector") or {}
+        for pod in pods:
+            pm = pod["metadata"]
+            labels = pm.get("labels", {})
+            if not selector or pm.get("namespace", "default") != ns:
+                continue
+            if any(labels.get(k) != v for k, v in selector.items()):
+                continue
+            ip = _ready_ip(statuses.get((ns, pm["name"])))
+            if ip is None:
+                continue
+            self._add(fqdn, "A", A(ip))
+            host = f"{ip.replace('.', '-')}.{fqdn}"
+            self._add(host, "A", A(ip))
+            for p in ports:
+                srv = f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{fqdn}"
+                target = p.get("targetPort", p["port"])
+                port = target if isinstance(target, int) else p["port"]
+                self._add(srv, "SRV", SRV(0, 100, port, host + "."))
+
+    def answer(self, query: DNSRecord) -> DNSRecord:
+        """The reply to one query (authoritative for the zone)."""
+        reply = query.reply()
+        qname = str(query.q.qname).lower()
+        if not (qname == self.domain + "." or qname.endswith("." + self.domain + ".")):
+            reply.header.rcode = RCODE.REFUSED
+            reply.header.aa = 0
+            return reply
+        rrs = self.records.get(qname)
+        if rrs is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        qtype = query.q.qtype
+        for rr in rrs:
+            if rr.rtype == qtype or qtype == QTYPE.ANY or rr.rtype == QTYPE.CNAME:
+                reply.add_answer(rr)
+        if qtype == QTYPE.SRV:  # the targets' addresses, as CoreDNS adds them
+            for rr in list(reply.rr):
+                for extra in self.records.get(str(rr.rdata.target).lower(), []):
+                    if extra.rtype == QTYPE.A:
+                        reply.add_ar(extra)
+        return reply
+
+
+class _Udp(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data, sock = self.request
+        reply = self.server.dns.reply_bytes(data)  # type: ignore[attr-defined]
+        if reply:
+            sock.sendto(reply, self.client_address)
+
+
+class _Tcp(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        conn = self.request
+        conn.settimeout(5)
+        with contextlib.suppress(OSError, struct.error):
+            while head := conn.recv(2):
+                (size,) = struct.unpack("!H", head)
+                data = b""
+                while len(data) < size:
+                    chunk = conn.recv(size - len(data))
+                    if not chunk:
+                        return
+                    data += chunk
+                reply = self.server.dns.reply_bytes(data)  # type: ignore[attr-defined]
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
+
+
+class _UdpServer(socketserver.ThreadingMixIn, socketserver.UDPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class DnsServer:
+    """UDP+TCP on ``address:port``; ``zone`` is replaced whole by ``update``."""
+
+    def __init__(self, address: str, port: int = 53, netns: str | None = None) -> None:
+        self.address, self.port, self.netns = address, port, netns
+        self.zone = Zone()
+        self._servers: list[socketserver.BaseServer] = []
+        ready, errors = threading.Event(), []
+
+        def start() -> None:  # sockets belong to this thread's namespace
+            try:
+                if netns:
+                    setns(netns)
+                for cls, handler in ((_UdpServer, _Udp), (_TcpServer, _Tcp)):
+                    srv = cls((address, port), handler)
+                    setattr(srv, "dns", self)  # noqa: B010 (handlers reach us through it)
+                    self._servers.append(srv)
+                    threading.Thread(target=srv.serve_forever, daemon=True).start()
+            except Exception as exc:
+                errors.append(exc)
+            finally:
+                ready.set()
+
+        threading.Thread(target=start, daemon=True, name="dns-start").start()
+        ready.wait(10)
+        if errors:
+            self.close()
+            raise errors[0]
+
+    def update(self, zone: Zone) -> None:
+        self.zone = zone  # one reference swap: readers see the old or the new table
+
+    def reply_bytes(self, data: bytes) -> bytes:
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:  # malformed packet: answer nothing, as servers do
+            return b""
+        try:
+            return bytes(self.zone.answer(query).pack())
+        except Exception:  # a bug must not kill the server thread: SERVFAIL
+            log.exception("answering %s", query.q.qname)
+            reply = query.reply()
+            reply.header.rcode = RCODE.SERVFAIL
+            return bytes(reply.pack())
+
+    def close(self) -> None:
+        for srv in self._servers:
+            srv.shutdown()
+            srv.server_close()
+        self._servers.clear()
+
+
+NSSWITCH = "hosts: files dns\n"  # a container image's, not the host's (mdns would eat .local)
+
+
+def write_pod_files(directory: Path, namespace: str, nameserver: str) -> None:
+    """A pod's resolv.conf and nsswitch.conf in a node-private directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "resolv.conf").write_text(resolv_conf(namespace, nameserver))
+    (directory / "nsswitch.conf").write_text(NSSWITCH)
+
+
+def wrap_command(directory: Path, argv: list[str]) -> list[str]:
+    """``argv`` run with the pod's resolver files bind-mounted over /etc.
+
+    The mounts happen in a private mount namespace of the pod's process
+    (``unshare -m``), so the host's /etc stays untouched and no two pods (nor
+    two netns nodes sharing the host filesystem) see each other's files.
+    """
+    script = (
+        'mount --bind "$0/resolv.conf" /etc/resolv.conf && '
+        'mount --bind "$0/nsswitch.conf" /etc/nsswitch.conf && exec "$@"'
+    )
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(directory), *argv]

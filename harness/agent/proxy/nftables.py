@@ -1,0 +1,322 @@
+"""The ``nftables`` proxy mode: kube-proxy's nftables design in one table of ours.
+
+Kernel objects, all in table ``ip podlab-proxy`` of the node's namespace:
+
+- verdict maps ``service-ips`` (``ip daddr . meta l4proto . th dport`` →
+  ``goto svc-…``) and ``service-nodeports`` (``meta l4proto . th dport``): one
+  hash lookup per packet however many services exist;
+- ``no-endpoint-services`` / ``no-endpoint-nodeports`` → ``reject-chain`` (TCP
+  reset, ICMP port-unreachable) from filter chains on input/forward/output, so a
+  service without ready endpoints refuses at once instead of timing out;
+- ``endpoints`` (``ip daddr . meta l4proto . th dport . numgen random mod N``
+  → ``ip daddr . th dport``) and ``nodeport-endpoints``: every endpoint of
+  every service is one map element; the shared chains ``lb-<N>`` /
+  ``nplb-<N>`` (one per endpoint count N in use) hold the only DNAT rules.
+  No chain or rule per service: a 10,000-service sync is a few maps of
+  elements, and an endpoint change is element deletes and adds;
+- services with ClientIP affinity use kube-proxy's layout instead:
+  ``svc-<id>`` (``ip saddr @aff-<ep>`` lookups, then ``numgen random mod N
+  vmap``), ``ext-<id>`` for NodePort, per endpoint ``sep-<id>`` (``update``
+  of a dynamic timeout set, ``dnat``);
+- ``hairpin`` (``ep . ep`` pairs): an endpoint reaching itself is masqueraded;
+- ``nat-postrouting`` masquerades packets carrying ``MASQ_MARK`` (NodePort),
+  hairpin pairs, and DNATed packets from outside the cluster CIDR.
+
+The service CIDR is made local on the node (a ``local`` route in table
+``local``, done by the applier) so an un-NATed packet to a ClusterIP reaches
+the input hook — where ``reject`` is allowed — on nodes without a default
+route. Documents are ``nft -f -`` scripts (one atomic transaction each): the
+text form is about 3x smaller than JSON at 10,000 services and parses faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from harness.agent.proxy.base import local_service_route, nft_script
+from harness.agent.proxy.model import MASQ_MARK, Endpoint, ServicePort
+from harness.errors import ToolError
+
+TABLE = "podlab-proxy"
+T = f"ip {TABLE}"
+
+
+@dataclass(frozen=True)
+class NftConfig:
+    """What the rules need to know about the cluster."""
+
+    service_cidr: str
+    cluster_cidr: str | None = None  # sources outside it are masqueraded (kube-proxy's rule)
+
+
+def _sep(svc: ServicePort, ep: Endpoint) -> str:
+    h = hashlib.sha256(f"{svc.ident}>{ep.ip}:{ep.port}".encode()).hexdigest()[:16]
+    return f"sep-{h}"
+
+
+def _key(svc: ServicePort) -> str:
+    return f"{svc.cluster_ip} . {svc.protocol} . {svc.port}"
+
+
+def _nodekey(svc: ServicePort) -> str:
+    return f"{svc.protocol} . {svc.node_port}"
+
+
+def skeleton(cfg: NftConfig) -> list[str]:
+    """Table, maps and base chains: the part that does not depend on services."""
+    concat = "ipv4_addr . inet_proto . inet_service"
+    lines = [
+        f"add table {T}",
+        f"delete table {T}",
+        f"add table {T}",
+        f"add map {T} service-ips {{ type {concat} : verdict ; }}",
+        f"add map {T} service-nodeports {{ type inet_proto . inet_service : verdict ; }}",
+        f"add map {T} no-endpoint-services {{ type {concat} : verdict ; }}",
+        f"add map {T} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; }}",
+        f"add set {T} hairpin {{ type ipv4_addr . ipv4_addr ; }}",
+        f"add map {T} endpoints {{ typeof ip daddr . meta l4proto . th dport . "
+        "numgen random mod 1 : ip daddr . th dport ; }",
+        f"add map {T} nodeport-endpoints {{ typeof meta l4proto . th dport . "
+        "numgen random mod 1 : ip daddr . th dport ; }",
+    ]
+    hooks = [
+        ("nat-prerouting", "nat", "prerouting", "dstnat"),
+        ("nat-output", "nat", "output", "-100"),
+        ("nat-postrouting", "nat", "postrouting", "srcnat"),
+        ("filter-input", "filter", "input", "-110"),
+        ("filter-forward", "filter", "forward", "-110"),
+        ("filter-output", "filter", "output", "-110"),
+    ]
+    for name, kind, hook, prio in hooks:
+        lines.append(
+            f"add chain {T} {name} {{ type {kind} hook {hook} priority {prio} ; policy accept ; }}"
+        )
+    for name in ("services", "endpoints-check", "reject-chain", "mark-for-masq"):
+        lines.append(f"add chain {T} {name}")
+    local = f"ip daddr != {cfg.service_cidr} fib daddr type local"
+    lines += [
+        f"add rule {T} nat-prerouting jump services",
+        f"add rule {T} nat-output jump services",
+        f"add rule {T} nat-postrouting ip saddr . ip daddr @hairpin masquerade",
+        *(
+            [
+                f"add rule {T} nat-postrouting ct status dnat ip saddr != {cfg.cluster_cidr} "
+                "ip daddr != 127.0.0.0/8 masquerade"
+            ]
+            if cfg.cluster_cidr
+            else []
+        ),
+        f"add rule {T} nat-postrouting meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} "
+        f"meta mark set meta mark ^ {MASQ_MARK:#x} masquerade fully-random",
+        f"add rule {T} services ip daddr . meta l4proto . th dport vmap @service-ips",
+        f"add rule {T} services {local} meta l4proto . th dport vmap @service-nodeports",
+        f"add rule {T} endpoints-check ip daddr . meta l4proto . th dport "
+        "vmap @no-endpoint-services",
+        f"add rule {T} endpoints-check {local} meta l4proto . th dport vmap @no-endpoint-nodeports",
+        f"add rule {T} reject-chain meta l4proto tcp reject with tcp reset",
+        f"add rule {T} reject-chain reject",
+        f"add rule {T} mark-for-masq meta mark set meta mark | {MASQ_MARK:#x}",
+    ]
+    for name in ("filter-input", "filter-forward", "filter-output"):
+        lines.append(f"add rule {T} {name} ct state new jump endpoints-check")
+    return lines
+
+
+def _affinity(svc: ServicePort) -> bool:
+    return bool(svc.affinity_s and svc.endpoints)
+
+
+def _chains(svc: ServicePort) -> list[str]:
+    """Per-service chains: only ClientIP-affinity services have any (svc, ext, sep)."""
+    if not _affinity(svc):
+        return []
+    cid = svc.chain_id()
+    out = [f"svc-{cid}", *(_sep(svc, ep) for ep in svc.endpoints)]
+    return out + ([f"ext-{cid}"] if svc.node_port else [])
+
+
+def _sets(svc: ServicePort) -> list[str]:
+    """Affinity sets (name → definition) of one service port."""
+    if not _affinity(svc):
+        return []
+    spec = f"{{ type ipv4_addr ; flags dynamic,timeout ; timeout {svc.affinity_s}s ; }}"
+    return [f"aff-{_sep(svc, ep)[4:]} {spec}" for ep in svc.endpoints]
+
+
+def _affinity_rules(svc: ServicePort) -> list[str]:
+    """Chains of an affinity service: remembered endpoint first, else a random one."""
+    cid = svc.chain_id()
+    chain = f"svc-{cid}"
+    lines = []
+    if svc.node_port:
+        lines += [
+            f"add rule {T} ext-{cid} jump mark-for-masq",
+            f"add rule {T} ext-{cid} goto {chain}",
+        ]
+    for ep in svc.endpoints:
+        lines.append(f"add rule {T} {chain} ip saddr @aff-{_sep(svc, ep)[4:]} goto {_sep(svc, ep)}")
+    arms = ", ".join(f"{i} : goto {_sep(svc, ep)}" for i, ep in enumerate(svc.endpoints))
+    lines.append(f"add rule {T} {chain} numgen random mod {len(svc.endpoints)} vmap {{ {arms} }}")
+    for ep in svc.endpoints:
+        sep = _sep(svc, ep)
+        lines.append(f"add rule {T} {sep} update @aff-{sep[4:]} {{ ip saddr }}")
+        lines.append(f"add rule {T} {sep} meta l4proto {svc.protocol} dnat to {ep.ip}:{ep.port}")
+    return lines
+
+
+def _lb_chains(n: int) -> list[str]:
+    """Shared chains for every service with ``n`` endpoints: one DNAT per protocol.
+
+    The endpoint is looked up in ``endpoints`` by (address, protocol, port,
+    random index < n): no chain or rule per service, so programming cost and
+    per-packet cost do not grow with the number of services.
+    """
+    lines = [f"add chain {T} lb-{n}", f"add chain {T} nplb-{n}"]
+    lines.append(f"add rule {T} nplb-{n} jump mark-for-masq")
+    for proto in ("tcp", "udp"):
+        lines.append(
+            f"add rule {T} lb-{n} meta l4proto {proto} dnat ip addr . port to "
+            f"ip daddr . meta l4proto . th dport . numgen random mod {n} map @endpoints"
+        )
+        lines.append(
+            f"add rule {T} nplb-{n} meta l4proto {proto} dnat ip addr . port to "
+            f"meta l4proto . th dport . numgen random mod {n} map @nodeport-endpoints"
+        )
+    return lines
+
+
+def _elements(svc: ServicePort, verb: str) -> list[str]:
+    """Map elements of one service port (``verb`` add or delete)."""
+    cid, n = svc.chain_id(), len(svc.endpoints)
+    if not n:
+        lines = [f"{verb} element {T} no-endpoint-services {{ {_key(svc)} : goto reject-chain }}"]
+        if svc.node_port:
+            item = f"{_nodekey(svc)} : goto reject-chain"
+            lines.append(f"{verb} element {T} no-endpoint-nodeports {{ {item} }}")
+        return lines
+    aff = _affinity(svc)
+    target = f"svc-{cid}" if aff else f"lb-{n}"
+    lines = [f"{verb} element {T} service-ips {{ {_key(svc)} : goto {target} }}"]
+    if not aff:
+        for i, ep in enumerate(svc.endpoints):
+            item = f"{_key(svc)} . {i} : {ep.ip} . {ep.port}"
+            lines.append(f"{verb} element {T} endpoints {{ {item} }}")
+    if svc.node_port:
+        ext = f"ext-{cid}" if aff else f"nplb-{n}"
+        lines.append(f"{verb} element {T} service-nodeports {{ {_nodekey(svc)} : goto {ext} }}")
+        if not aff:
+            for i, ep in enumerate(svc.endpoints):
+                item = f"{_nodekey(svc)} . {i} : {ep.ip} . {ep.port}"
+                lines.append(f"{verb} element {T} nodeport-endpoints {{ {item} }}")
+    return lines
+
+
+def _hairpin(services: Iterable[ServicePort]) -> set[str]:
+    """Endpoint addresses: a packet from one of them to itself after DNAT is hairpin."""
+    return {ep.ip for s in services for ep in s.endpoints}
+
+
+def _hairpin_elements(ips: Iterable[str], verb: str) -> list[str]:
+    ips = sorted(ips)
+    if not ips:
+        return []
+    return [f"{verb} element {T} hairpin {{ {', '.join(f'{ip} . {ip}' for ip in ips)} }}"]
+
+
+def _sizes(services: Iterable[ServicePort]) -> set[int]:
+    return {len(s.endpoints) for s in services if s.endpoints and not _affinity(s)}
+
+
+def full_ruleset(services: Iterable[ServicePort], cfg: NftConfig) -> str:
+    """One atomic document replacing the whole table with ``services``."""
+    svcs = sorted(services, key=lambda s: s.ident)
+    lines = skeleton(cfg)
+    for n in sorted(_sizes(svcs)):
+        lines += _lb_chains(n)
+    for svc in svcs:
+        lines += [f"add chain {T} {c}" for c in _chains(svc)]
+        lines += [f"add set {T} {st}" for st in _sets(svc)]
+    for svc in svcs:
+        if _affinity(svc):
+            lines += _affinity_rules(svc)
+    lines += _batched([e for svc in svcs for e in _elements(svc, "add")])
+    lines += _hairpin_elements(_hairpin(svcs), "add")
+    return "\n".join(lines) + "\n"
+
+
+def _batched(element_lines: list[str]) -> list[str]:
+    """``add element T m { a }`` × N → one command per map (nft parses it much faster)."""
+    by_map: dict[str, list[str]] = {}
+    for line in element_lines:
+        head, _, body = line.partition(" { ")
+        by_map.setdefault(head, []).append(body.removesuffix(" }"))
+    return [f"{head} {{ {', '.join(items)} }}" for head, items in by_map.items()]
+
+
+def update_document(
+    old: dict[str, ServicePort], new: dict[str, ServicePort], cfg: NftConfig
+) -> str | None:
+    """The incremental transaction from ``old`` to ``new`` (both keyed by ident).
+
+    Only the changed service ports' map elements are deleted and re-added (and,
+    for affinity services, their chains rebuilt); nothing else in the table
+    moves. None when nothing changed.
+    """
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if not changed:
+        return None
+    gone = [old[k] for k in changed if k in old]
+    came = [new[k] for k in changed if k in new]
+    lines = _batched([e for s in gone for e in _elements(s, "delete")])
+    lines += [f"flush chain {T} {c}" for s in gone for c in _chains(s)]
+    lines += [f"delete chain {T} {c}" for s in gone for c in _chains(s)]
+    lines += [f"delete set {T} {st.split()[0]}" for s in gone for st in _sets(s)]
+    for n in sorted(_sizes(came) - _sizes(old.values())):
+        lines += _lb_chains(n)
+    for s in came:
+        lines += [f"add chain {T} {c}" for c in _chains(s)]
+        lines += [f"add set {T} {st}" for st in _sets(s)]
+        if _affinity(s):
+            lines += _affinity_rules(s)
+    lines += _batched([e for s in came for e in _elements(s, "add")])
+    was, now = _hairpin(old.values()), _hairpin(new.values())
+    lines += _hairpin_elements(was - now, "delete") + _hairpin_elements(now - was, "add")
+    return "\n".join(lines) + "\n"
+
+
+class NftablesProxy:
+    """The applier: full sync replaces the table, updates send only the difference."""
+
+    name = "nftables"
+
+    def __init__(self, cfg: NftConfig, netns: str | None = None) -> None:
+        self.cfg = cfg
+        self.netns = netns
+        self.state: dict[str, ServicePort] = {}
+
+    def full_sync(self, services: Iterable[ServicePort]) -> None:
+        """Replace everything (start, periodic drift repair, after a failed update)."""
+        local_service_route(self.cfg.service_cidr, self.netns)
+        svcs = {s.ident: s for s in services}
+        nft_script(full_ruleset(svcs.values(), self.cfg), self.netns)
+        self.state = svcs
+
+    def update(self, services: Iterable[ServicePort]) -> None:
+        """Program the difference from the last applied state; full sync if that fails."""
+        svcs = {s.ident: s for s in services}
+        doc = update_document(self.state, svcs, self.cfg)
+        if doc is None:
+            return
+        try:
+            nft_script(doc, self.netns)
+        except ToolError:
+            self.full_sync(svcs.values())  # someone changed our table: start over
+            return
+        self.state = svcs
+
+    def close(self) -> None:
+        nft_script(f"add table {T}\ndelete table {T}\n", self.netns)
+        local_service_route(self.cfg.service_cidr, self.netns, remove=True)
+        self.state = {}

@@ -1,0 +1,137 @@
+"""Pure proxy builders: (services, endpoints) → nft script / iptables-restore text."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.agent.proxy import iptables, nftables
+from harness.agent.proxy.model import Endpoint, ServicePort, endpoints_for
+from harness.agent.proxy.registry import DEFAULT_MODE, PROXIES, ProxyOptions, make_proxy
+
+CFG = nftables.NftConfig("10.96.0.0/16", "10.244.0.0/16")
+
+
+def sp(name: str, ip: str, n: int, **kw) -> ServicePort:
+    eps = tuple(Endpoint(f"10.244.1.{i + 2}", 8080) for i in range(n))
+    fields = {"port_name": "", "protocol": "tcp", "port": 80, **kw}
+    return ServicePort("default", name, cluster_ip=ip, endpoints=eps, **fields)
+
+
+def test_nft_lookup_is_one_map_element_per_service_port() -> None:
+    doc = nftables.full_ruleset([sp("a", "10.96.0.1", 3), sp("b", "10.96.0.2", 2)], CFG)
+    assert doc.count("vmap @service-ips") == 1  # one rule, whatever the number of services
+    assert "add element ip podlab-proxy service-ips { 10.96.0.1 . tcp . 80 : goto lb-3, " in doc
+    assert "10.96.0.1 . tcp . 80 . 2 : 10.244.1.4 . 8080" in doc  # endpoint = map element
+    assert doc.count("add chain") == 10 + 2 * 2  # 10 base chains + lb-N/nplb-N for N = 2, 3
+    assert "sep-" not in doc and "svc-" not in doc  # no per-service chains without affinity
+    assert "add element ip podlab-proxy hairpin { 10.244.1.2 . 10.244.1.2, " in doc
+
+
+def test_nft_service_without_endpoints_rejects() -> None:
+    doc = nftables.full_ruleset([sp("a", "10.96.0.1", 0, node_port=30001)], CFG)
+    assert "no-endpoint-services { 10.96.0.1 . tcp . 80 : goto reject-chain }" in doc
+    assert "no-endpoint-nodeports { tcp . 30001 : goto reject-chain }" in doc
+    assert "reject with tcp reset" in doc
+    assert "svc-" not in doc  # no chain for it
+
+
+def test_nft_affinity_uses_dynamic_timeout_sets() -> None:
+    doc = nftables.full_ruleset([sp("a", "10.96.0.1", 2, affinity_s=30)], CFG)
+    assert doc.count("flags dynamic,timeout ; timeout 30s") == 2
+    assert doc.count("update @aff-") == 2
+    assert doc.count("ip saddr @aff-") == 2
+    assert re.search(r"numgen random mod 2 vmap \{ 0 : goto sep-\w+, 1 : goto sep-\w+ \}", doc)
+    assert doc.count("dnat to 10.244.1.") == 2
+
+
+def test_nft_update_touches_only_the_changed_service() -> None:
+    a, b = sp("a", "10.96.0.1", 3), sp("b", "10.96.0.2", 3)
+    b2 = sp("b", "10.96.0.2", 2)
+    doc = nftables.update_document({a.ident: a, b.ident: b}, {a.ident: a, b2.ident: b2}, CFG)
+    assert doc is not None
+    assert "10.96.0.1" not in doc
+    assert "10.96.0.2 . tcp . 80 . 2 : 10.244.1.4 . 8080" in doc.split("add element")[0]
+    assert "add chain ip podlab-proxy lb-2" in doc  # first service with 2 endpoints
+    assert "add chain ip podlab-proxy lb-3" not in doc  # a still uses it
+    assert "delete chain" not in doc and "hairpin" not in doc  # a still uses 10.244.1.4
+    assert "add table" not in doc
+    assert nftables.update_document({a.ident: a}, {a.ident: a}, CFG) is None
+
+
+def test_nft_update_service_losing_all_endpoints_moves_to_reject() -> None:
+    a, a0 = sp("a", "10.96.0.1", 2), sp("a", "10.96.0.1", 0)
+    doc = nftables.update_document({a.ident: a}, {a.ident: a0}, CFG)
+    assert doc is not None
+    assert "delete element ip podlab-proxy service-ips { 10.96.0.1 . tcp . 80" in doc
+    assert "add element ip podlab-proxy no-endpoint-services" in doc
+    assert "delete element ip podlab-proxy endpoints { 10.96.0.1 . tcp . 80 . 0 : " in doc
+
+
+def test_iptables_statistic_probabilities_follow_kube_proxy() -> None:
+    doc = iptables.full_document([sp("a", "10.96.0.1", 3)], "10.244.0.0/16")
+    probs = re.findall(r"--probability (\S+)", doc)
+    assert [round(float(p), 4) for p in probs] == [0.3333, 0.5]
+    assert "-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-" in doc
+    assert doc.count("-j DNAT --to-destination") == 3
+
+
+def test_iptables_endpoint_change_declares_only_that_service() -> None:
+    a, a2, b = sp("a", "10.96.0.1", 3), sp("a", "10.96.0.1", 2), sp("b", "10.96.0.2", 1)
+    doc = iptables.endpoints_document([(a, a2)], None)
+    assert doc is not None and "KUBE-SERVICES" not in doc
+    assert b.chain_id() not in doc
+    assert doc.count("-X KUBE-SEP-") == 1
+    both = iptables.endpoints_document([(a, a2), (b, sp("b", "10.96.0.2", 2))], None)
+    assert both is not None and both.count("COMMIT") == 1 and both.count("*nat") == 1
+    moved = sp("a", "10.96.0.9", 2)
+    assert iptables.endpoints_document([(a, moved)], None) is None  # KUBE-SERVICES must change
+
+
+def test_iptables_full_document_deletes_stale_chains() -> None:
+    doc = iptables.full_document([], None, stale={"KUBE-SVC-OLD"})
+    assert ":KUBE-SVC-OLD - [0:0]" in doc and "-X KUBE-SVC-OLD" in doc
+
+
+def _pod(name: str, labels: dict, ports: list | None = None) -> dict:
+    c = {"name": "c", "ports": ports or []}
+    return {
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {"containers": [c]},
+    }
+
+
+def _status(ip: str, ready: bool = True, phase: str = "Running") -> dict:
+    cond = [{"type": "Ready", "status": "True" if ready else "False"}]
+    return {"phase": phase, "podIP": ip, "conditions": cond}
+
+
+def test_endpoints_are_ready_running_selected_pods_with_named_ports() -> None:
+    service = {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "clusterIP": "10.96.0.7",
+            "selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+    pods = [
+        _pod("a", {"app": "web"}, [{"name": "http", "containerPort": 8080}]),
+        _pod("b", {"app": "web"}, [{"name": "http", "containerPort": 9000}]),
+        _pod("c", {"app": "web"}, [{"name": "http", "containerPort": 8080}]),  # not ready
+        _pod("d", {"app": "db"}, [{"name": "http", "containerPort": 8080}]),  # not selected
+        _pod("e", {"app": "web"}),  # no port named http
+    ]
+    statuses = {("default", n): _status(f"10.244.0.{i}") for i, n in enumerate("abcde")}
+    statuses[("default", "c")] = _status("10.244.0.2", ready=False)
+    (port,) = endpoints_for(service, pods, statuses)
+    assert port.endpoints == (Endpoint("10.244.0.0", 8080), Endpoint("10.244.0.1", 9000))
+    headless = {**service, "spec": {**service["spec"], "clusterIP": "None"}}
+    assert endpoints_for(headless, pods, statuses) == []
+
+
+def test_registry_lists_modes_and_refuses_unknown() -> None:
+    assert set(PROXIES) == {"nftables", "iptables", "userspace"} and DEFAULT_MODE in PROXIES
+    with pytest.raises(ValueError, match=r"unknown proxy mode 'ipvs'.*nftables, iptables"):
+        make_proxy("ipvs", ProxyOptions("10.96.0.0/16"))
