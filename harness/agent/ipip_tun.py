@@ -23,11 +23,9 @@ and keeps the device and its routes, as the ``udp`` mode does.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import os
-import select
 import socket
 import threading
 from collections.abc import Mapping
@@ -37,14 +35,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness.agent import netlink as nl
-from harness.agent.datapath.udp import open_tun
+from harness.agent import tunloop
+from harness.agent.tunloop import open_tun
 
 log = logging.getLogger("podlab.ipip")
 
 DEVICE = "tunl-pl"
 OVERHEAD = 20  # outer IPv4 header
 IPPROTO_IPIP = 4
-BURST = 64
 PROBE_LINK = "pl-ipip-probe"
 
 
@@ -163,42 +161,28 @@ class IpipTunnel:
             os.close(self._tun)
             self._tun = -1
 
-    # -- the forwarding loop ---------------------------------------------------
+    # -- the forwarding loop (select loop and burst reads: harness/agent/tunloop.py) ---
     def _run(self) -> None:
         assert self._sock is not None
         sock, tun = self._sock, self._tun
-        sfd = sock.fileno()
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([tun, sfd], [], [], 0.5)
-            except InterruptedError:
-                continue
-            if tun in ready:
-                self._from_tun(tun, sock)
-            if sfd in ready:
-                self._from_wire(tun, sock)
+        tunloop.serve(
+            self._stop,
+            tun,
+            sock,
+            lambda: self._from_tun(tun, sock),
+            lambda: self._from_wire(tun, sock),
+        )
 
     def _from_tun(self, tun: int, sock: socket.socket) -> None:
-        for _ in range(BURST):
-            try:
-                pkt = os.read(tun, 65535)
-            except BlockingIOError:
-                return
-            if len(pkt) < 20 or pkt[0] >> 4 != 4:
-                continue
+        for pkt in tunloop.tun_packets(tun):
             peer = self._table.lookup(int.from_bytes(pkt[16:20], "big"))
             if peer is None:
                 self.stats["no_peer"] += 1
                 continue
-            try:
-                sock.sendto(pkt, (peer, 0))  # kernel adds the outer header, protocol 4
-                self.stats["tx"] += 1
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
-                    self.stats["errors"] += 1
+            tunloop.send(sock, pkt, (peer, 0), self.stats)  # kernel adds the outer header
 
     def _from_wire(self, tun: int, sock: socket.socket) -> None:
-        for _ in range(BURST):
+        for _ in range(tunloop.BURST):
             try:
                 data, (src, _) = sock.recvfrom(65535)
             except BlockingIOError:

@@ -34,6 +34,7 @@ from harness.agent.datapath import registry
 from harness.agent.datapath.base import Peer
 from harness.agent.pods import PodManager, PodSpec, PodState, now_rfc3339, status_json
 from harness.agent.reconcile import Reconciler
+from harness.agent.services import ServicesConfig, ServicesController
 from harness.agent.store import (
     KV,
     Event,
@@ -132,12 +133,8 @@ class Agent:
             cfg.underlay_address,
             cfg.underlay_interface,
         )
-        if cfg.encryption != "none":
-            log.warning(
-                "encryption %s is not implemented by this agent yet: pod traffic "
-                "between nodes is NOT encrypted",
-                cfg.encryption,
-            )
+        if cfg.encryption != "none":  # harness/agent/encryption.py layers it on the mode
+            log.info("encryption %s between nodes for pod traffic", cfg.encryption)
         wait_ready(self.store, timeout=60)
         self.lease = leases.acquire(self.store, cfg, self.dp.backend_data())
         self.dp.setup(self.lease.subnet)
@@ -158,6 +155,14 @@ class Agent:
                 name=f"watch-{what.rstrip('/')}",
                 daemon=True,
             ).start()
+        # kube-proxy + cluster DNS + NetworkPolicy for this node (harness/agent/services.py)
+        self.services = ServicesController(
+            self.store,
+            ServicesConfig(
+                cfg.cluster, cfg.node, str(cfg.service_cidr), str(cfg.pod_cidr), cfg.proxy_mode
+            ),
+        )
+        self.services.start(self.stop)
 
     def heartbeat(self) -> None:
         """Renew the lease and refresh the node record (its heartbeat is --check's proof)."""

@@ -18,6 +18,7 @@ from pyroute2 import IPRoute
 
 from harness.agent import netlink as nl
 from harness.agent.datapath.base import PodInterface
+from harness.agent.routed import RoutedPodNetwork
 
 BRIDGE = "cni0"
 
@@ -116,7 +117,8 @@ def _not_bridge(msg: Any) -> str | None:
     return None if kind == "bridge" else f"is a {kind or 'plain'} link, not a bridge"
 
 
-#: Pod interface styles this agent implements (ROUTED arrives with Calico modes).
+#: Pod interface styles this agent implements (ROUTED: Calico modes, routed.py).
 POD_INTERFACES: dict[PodInterface, type[PodNetwork]] = {
     PodInterface.BRIDGED: BridgedInterface,
+    PodInterface.ROUTED: RoutedPodNetwork,
 }

@@ -29,8 +29,8 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
+from harness.agent import dns, procs
 from harness.agent import netlink as nl
-from harness.agent import procs
 from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import PodInterface
 from harness.agent.leases import atomic_write
@@ -275,7 +275,10 @@ class PodManager:
             "NODE_NAME": self.cfg.node,
         }
         logf = self.log_dir / f"{st.namespace}_{st.name}.log"
-        proc = procs.start(list(spec.command), path, env, logf)
+        # cluster DNS for the pod: its own resolv.conf, bind-mounted by the wrapper
+        files = self.cfg.run_dir / "pods" / f"{st.namespace}_{st.name}"
+        dns.write_pod_files(files, st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
+        proc = procs.start(dns.wrap_command(files, list(spec.command)), path, env, logf)
         self._children[proc.pid] = proc
         st.pid, st.phase, st.start_time = proc.pid, "Running", st.start_time or now_rfc3339()
         self.save(st)

@@ -91,3 +91,43 @@ def plumb_pod(pod: IPRoute, pod_ip: ipaddress.IPv4Address, host_mac: str, mtu: i
     pod.route("replace", dst=str(GATEWAY), dst_len=32, oif=eth0, scope=SCOPE_LINK)
     pod.neigh("replace", dst=str(GATEWAY), lladdr=host_mac, ifindex=eth0, state=nl.NUD_PERMANENT)
     pod.route("replace", dst="0.0.0.0", dst_len=0, gateway=str(GATEWAY), oif=eth0)
+
+
+class RoutedPodNetwork:
+    """``podnet.PodNetwork`` adapter: the ROUTED pod interface style for ``pods.py``.
+
+    Node-wide there is nothing to prepare (no bridge; the ``gateway`` the pod
+    manager passes is ignored: pods use 169.254.1.1). Orphans are found as the
+    ``cali*`` links of the node.
+    """
+
+    def __init__(self, ipr: IPRoute) -> None:
+        self.ipr = ipr
+        self.node_side = RoutedInterface(ipr)
+
+    def host_if_name(self, namespace: str, name: str) -> str:
+        return host_if_name(namespace, name)
+
+    def prepare(self, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
+        self.node_side.prepare(gateway, mtu)
+
+    def plumb_pod(
+        self,
+        pod: IPRoute,
+        eth0: int,
+        ip: str,
+        gateway: ipaddress.IPv4Interface,
+        mtu: int,
+        host_mac: str,
+    ) -> None:
+        plumb_pod(pod, ipaddress.IPv4Address(ip), host_mac, mtu)
+
+    def attach(self, host_if: str, ip: str) -> None:
+        self.node_side.attach(host_if, ipaddress.IPv4Address(ip))
+
+    def detach(self, host_if: str, ip: str) -> None:
+        self.node_side.detach(ipaddress.IPv4Address(ip))
+
+    def ports(self) -> list[str]:
+        names = (str(nl.attr(m, "IFLA_IFNAME", "")) for m in self.ipr.get_links())
+        return [n for n in names if n.startswith("cali")]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 
-import pytest
-
 from harness.agent import leases, nft
 from harness.agent.config import AgentConfig
 from harness.agent.datapath import registry
@@ -72,10 +70,17 @@ def test_udp_mtu_and_routes() -> None:
     assert dp.peer_objects(PEER).routes == [RouteSpec(N("10.244.2.0/24"), None, "flannel0")]
 
 
-def test_registry_is_explicit_and_explains_planned_modes() -> None:
-    assert set(registry.DATAPATHS) == {"host-gw", "vxlan", "udp"}
-    with pytest.raises(registry.UnknownMode, match="planned"):
-        registry.create(cfg(mode="bgp"), None)  # type: ignore[arg-type]
+def test_registry_is_explicit_and_covers_every_configurable_mode() -> None:
+    # Calico modes arrived with issue 5 (tests/unit/test_calico_datapaths.py)
+    assert set(registry.DATAPATHS) == {
+        "host-gw",
+        "vxlan",
+        "udp",
+        "bgp",
+        "ipip",
+        "calico-vxlan",
+        "cross-subnet",
+    }
 
 
 def test_candidate_subnets_skip_the_first_and_fit_the_cidr() -> None:

@@ -6,7 +6,7 @@ publishes about itself in its subnet lease (``backend_data``). The shared
 reconciler (``harness.agent.reconcile``) diffs those desired objects against the
 kernel, applies them with ``replace``, removes stale ones and re-adds what someone
 deleted. How pods attach to the node (``pod_interface``) is a property of the
-mode's family: Flannel modes bridge pods into ``cni0``; Calico modes (later) give
+mode's family: Flannel modes bridge pods into ``cni0``; Calico modes give
 each pod a routed ``cali*`` veth with a /32 and proxy-ARP.
 
 How to add a mode: write ``datapath/<mode>.py`` with a class satisfying
@@ -35,7 +35,7 @@ class PodInterface(enum.Enum):
     """How a pod's veth meets the node: decided by the mode family, not by a flag."""
 
     BRIDGED = "bridged"  # Flannel family: veth into bridge cni0, gateway .1 on cni0
-    ROUTED = "routed"  # Calico family (later): cali* veth, /32 route, proxy-ARP
+    ROUTED = "routed"  # Calico family: cali* veth, /32 route, proxy-ARP
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from pyroute2 import IPRoute
 
+from harness.agent import encryption
 from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import Datapath
+from harness.agent.datapath.bgp import Bgp
+from harness.agent.datapath.calicovxlan import CalicoVxlan
+from harness.agent.datapath.crosssubnet import CrossSubnet
 from harness.agent.datapath.hostgw import HostGw
+from harness.agent.datapath.ipip import Ipip
 from harness.agent.datapath.udp import Udp
 from harness.agent.datapath.vxlan import Vxlan
 
@@ -18,10 +23,11 @@ DATAPATHS: dict[str, type[Datapath]] = {
     "host-gw": HostGw,
     "vxlan": Vxlan,
     "udp": Udp,
+    "bgp": Bgp,
+    "ipip": Ipip,
+    "calico-vxlan": CalicoVxlan,
+    "cross-subnet": CrossSubnet,
 }
-
-#: Modes the configuration accepts but this agent does not implement yet.
-PLANNED = {"bgp", "ipip", "calico-vxlan", "cross-subnet"}
 
 
 class UnknownMode(Exception):
@@ -29,14 +35,12 @@ class UnknownMode(Exception):
 
 
 def create(cfg: AgentConfig, ipr: IPRoute) -> Datapath:
-    """Instantiate the configured mode's datapath, or explain why we cannot."""
+    """Instantiate the configured mode's datapath (with WireGuard layered on top when
+    ``encryption: wireguard``), or explain why we cannot."""
     cls = DATAPATHS.get(cfg.mode)
     if cls is None:
-        later = (
-            " (planned: Calico-style modes arrive in a later issue)" if cfg.mode in PLANNED else ""
-        )
         raise UnknownMode(
-            f"mode {cfg.mode!r} is not implemented by this agent{later}; "
+            f"mode {cfg.mode!r} is not implemented by this agent; "
             f"available: {', '.join(sorted(DATAPATHS))}"
         )
-    return cls(cfg, ipr)  # type: ignore[call-arg]
+    return encryption.layer(cls(cfg, ipr), cfg, ipr)  # type: ignore[call-arg]

@@ -13,36 +13,20 @@ runs (as with flanneld). Options: port (class attribute).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import ipaddress
 import logging
 import os
-import select
 import socket
-import struct
 import threading
 from typing import ClassVar
 
 from harness.agent import netlink as nl
+from harness.agent import tunloop
 from harness.agent.datapath.base import BaseDatapath, Peer, PeerObjects, PodInterface, RouteSpec
 
 log = logging.getLogger("podlab.udp")
 
-TUNSETIFF = 0x400454CA
-TUNSETPERSIST = 0x400454CB
-IFF_TUN = 0x0001
-IFF_NO_PI = 0x1000
-BURST = 64
-
-
-def open_tun(name: str) -> int:
-    """Create (or re-attach to) persistent TUN device ``name``; returns its fd."""
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
-    ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
-    fcntl.ioctl(fd, TUNSETIFF, ifr)
-    fcntl.ioctl(fd, TUNSETPERSIST, 1)
-    return fd
+open_tun = tunloop.open_tun  # kept importable from here
 
 
 class Udp(BaseDatapath):
@@ -68,7 +52,7 @@ class Udp(BaseDatapath):
 
     def setup(self, subnet: ipaddress.IPv4Network) -> None:
         if self._tun < 0:
-            self._tun = open_tun(self.device)
+            self._tun = tunloop.open_tun(self.device)
         idx = nl.ifindex(self.ipr, self.device)
         if idx is None:
             raise RuntimeError(f"TUN device {self.device} missing after creation")
@@ -106,42 +90,29 @@ class Udp(BaseDatapath):
         if self._tun >= 0:
             os.close(self._tun)  # persistent: the device and its routes stay
 
-    # -- the forwarding loop ---------------------------------------------------
+    # -- the forwarding loop (select loop and burst reads: harness/agent/tunloop.py) ---
     def _run(self) -> None:
         assert self._sock is not None
         sock, tun, port = self._sock, self._tun, self.port
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([tun, sock.fileno()], [], [], 0.5)
-            except InterruptedError:
-                continue
-            if tun in ready:
-                self._from_tun(tun, sock, port)
-            if sock.fileno() in ready:
-                self._from_udp(tun, sock)
+        tunloop.serve(
+            self._stop,
+            tun,
+            sock,
+            lambda: self._from_tun(tun, sock, port),
+            lambda: self._from_udp(tun, sock),
+        )
 
     def _from_tun(self, tun: int, sock: socket.socket, port: int) -> None:
         table, mask = self._table, self._mask
-        for _ in range(BURST):
-            try:
-                pkt = os.read(tun, 65535)
-            except BlockingIOError:
-                return
-            if len(pkt) < 20 or pkt[0] >> 4 != 4:
-                continue
+        for pkt in tunloop.tun_packets(tun):
             peer = table.get(int.from_bytes(pkt[16:20], "big") & mask)
             if peer is None:
                 self.stats["no_peer"] += 1
                 continue
-            try:
-                sock.sendto(pkt, (peer, port))
-                self.stats["tx"] += 1
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
-                    self.stats["errors"] += 1
+            tunloop.send(sock, pkt, (peer, port), self.stats)
 
     def _from_udp(self, tun: int, sock: socket.socket) -> None:
-        for _ in range(BURST):
+        for _ in range(tunloop.BURST):
             try:
                 data, (src, _sport) = sock.recvfrom(65535)
             except BlockingIOError:

@@ -8,6 +8,11 @@ permanent neighbour ``<peer subnet>.0 lladdr <peer VTEP MAC>`` and one FDB entry
 ``<peer VTEP MAC> dst <peer underlayIP> self permanent``. The VTEP MAC is published
 in the subnet lease as ``backend.VtepMAC``. MTU = underlay − 50 (outer IPv4 20 +
 UDP 8 + VXLAN 8 + inner Ethernet 14). Options: VNI, port (class attributes).
+
+The mechanics (device, per-peer route + neighbour + FDB) are parameterised by
+``device`` / ``vni`` / ``port`` / ``mac_seed``, so Calico's ``calico-vxlan`` (VNI
+4096, UDP 4789, ``vxlan.calico``) and ``cross-subnet`` reuse them by subclassing
+and changing only those numbers (ADR 0002 keeps the names apart).
 """
 
 from __future__ import annotations
@@ -34,13 +39,15 @@ class Vxlan(BaseDatapath):
     vni: ClassVar[int] = 1
     port: ClassVar[int] = 8472
 
+    mac_seed: ClassVar[str] = "vxlan"
+
     @property
     def device(self) -> str:
         return f"flannel.{self.vni}"
 
     @property
     def mac(self) -> str:
-        return nl.stable_mac(f"{self.cfg.cluster}/{self.cfg.node}/vxlan")
+        return nl.stable_mac(f"{self.cfg.cluster}/{self.cfg.node}/{self.mac_seed}")
 
     def backend_data(self) -> dict[str, Any]:
         return {"VtepMAC": self.mac, "VNI": self.vni, "Port": self.port}

@@ -1,0 +1,187 @@
+"""Services across real agents: ClusterIP to backends on every node, NodePort everywhere.
+
+Real node agents (agentlab: host-gw pod networking, real etcd) run the pods and,
+each in its node, the services controller (proxy, DNS, policy). Checks the
+scenarios a one-node lab cannot: a ClusterIP spreading over backends on two
+nodes (χ² over 300 connections), NodePort on every node's address from every
+node and from outside the cluster (the fabric namespace, 10.199.0.254: the
+backends must not see that address, i.e. NodePort traffic is masqueraded),
+DNS from a pod on each node (dnslib, and glibc through the resolv.conf the
+agent gives pods), and a NetworkPolicy enforced by the agents.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from harness.agent.store import cluster_prefix, pod_key
+from harness.exec import run
+from tests.agent.agentlab import ETCD_IP, AgentLab, wait_for
+from tests.agent.svclab import CLIENT
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+VIP, NODE_PORT = "10.96.0.20", 30080
+ECHO = ["python", "-m", "harness.workloads.echo", "--tcp", "8080"]
+ASK = (
+    "import sys\nfrom dnslib import DNSRecord\n"
+    "r = DNSRecord.parse(DNSRecord.question(sys.argv[1]).send('10.96.0.10', 53, timeout=2))\n"
+    "print(' '.join(str(x.rdata) for x in r.rr))"
+)
+
+
+def put_pod(lab: AgentLab, name: str, node: str, labels: dict[str, str]) -> None:
+    container = {
+        "name": "c",
+        "command": [*ECHO, "--name", name],
+        "ports": [{"name": "echo", "containerPort": 8080}],
+        "readinessProbe": {"tcpSocket": {"port": "echo"}, "periodSeconds": 1},
+    }
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}", "labels": labels},
+        "spec": {"nodeName": node, "containers": [container]},
+    }
+    lab.store.put(pod_key("t1", "default", name), json.dumps(obj))
+
+
+@pytest.fixture
+def cluster(agent_lab) -> Iterator[tuple[AgentLab, dict[str, dict]]]:
+    lab: AgentLab = agent_lab(2, "host-gw")
+    for n in lab.nodes:
+        lab.start_agent(n)
+    for n in lab.nodes:
+        lab.wait_node(n)
+    n1, n2 = lab.nodes
+    for name, node in (("web-0", n1), ("web-1", n2), ("web-2", n2)):
+        put_pod(lab, name, node.name, {"app": "web"})
+    put_pod(lab, "client", n1.name, {"role": "client"})
+    put_pod(lab, "client2", n2.name, {"role": "client"})
+    names = ("web-0", "web-1", "web-2", "client", "client2")
+    ready = lambda n: any(  # noqa: E731
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (lab.pod_status(n) or {}).get("conditions", [])
+    )
+    for name in names:
+        wait_for(f"{name} Ready", lambda name=name: ready(name), timeout=60)
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": VIP,
+            "selector": {"app": "web"},
+            "ports": [{"port": 80, "targetPort": "echo", "nodePort": NODE_PORT}],
+        },
+    }
+    lab.store.put(f"{cluster_prefix('t1')}services/default/web", json.dumps(svc))
+    yield lab, {n: lab.pod_status(n) or {} for n in names}
+
+
+def outcomes(lab: AgentLab, netns_argv: list[str], ip: str, port: int, n: int) -> list[str]:
+    argv = [*netns_argv, sys.executable, "-c", CLIENT, ip, str(port), str(n)]
+    return [o.split()[0] if o else o for o in json.loads(run(argv, timeout=60 + 3 * n).stdout)]
+
+
+def in_pod(lab: AgentLab, st: dict) -> list[str]:
+    node = next(n for n in lab.nodes if n.ip == st["hostIP"])
+    return ["nsenter", f"--net={node.pod_netns(st['netns'])}", "--"]
+
+
+def test_cluster_ip_spreads_across_nodes(cluster) -> None:
+    lab, pods = cluster
+    webs = ["web-0", "web-1", "web-2"]
+    for client in ("client", "client2"):
+        src = in_pod(lab, pods[client])
+        wait_for(
+            f"{client} reaches all three backends",
+            lambda src=src: set(outcomes(lab, src, VIP, 80, 30)) == set(webs),
+        )
+        got = Counter(outcomes(lab, src, VIP, 80, 300))
+        chi2 = sum((got[w] - 100) ** 2 / 100 for w in webs)
+        assert set(got) == set(webs) and chi2 < 13.82, f"{client}: {dict(got)} (χ² {chi2:.1f})"
+
+
+def test_node_port_from_every_node_and_outside(cluster) -> None:
+    lab, _ = cluster
+    webs = {"web-0", "web-1", "web-2"}
+    sources = {n.name: ["nsenter", f"--net=/run/netns/{n.ns}", "--"] for n in lab.nodes}
+    sources["outside"] = ["nsenter", f"--net=/run/netns/{lab.fab}", "--"]
+    for src_name, src in sources.items():
+        for target in lab.nodes:
+            got = wait_for(
+                f"{src_name} → {target.ip}:{NODE_PORT}",
+                lambda src=src, target=target: (lambda o: o if set(o) == webs else None)(
+                    outcomes(lab, src, target.ip, NODE_PORT, 30)
+                ),
+            )
+            assert set(got) == webs
+    # masquerade: from outside, backends see a node address, not the fabric's
+    argv = [*sources["outside"], sys.executable, "-c", CLIENT, lab.nodes[0].ip, str(NODE_PORT), "5"]
+    peers = {o.split()[1].split(":")[0] for o in json.loads(run(argv, timeout=60).stdout)}
+    assert peers and ETCD_IP not in peers, f"backends saw the outside address: {peers}"
+    # control: a port that is no NodePort is refused at once
+    assert outcomes(lab, sources["outside"], lab.nodes[0].ip, NODE_PORT + 1, 1) == ["refused"]
+
+
+def test_dns_from_pods_on_each_node(cluster) -> None:
+    lab, pods = cluster
+    for client in ("client", "client2"):
+        argv = [
+            *in_pod(lab, pods[client]),
+            sys.executable,
+            "-c",
+            ASK,
+            "web.default.svc.cluster.local",
+        ]
+        got = wait_for(f"DNS from {client}", lambda argv=argv: run(argv).stdout.strip() == VIP)
+        assert got
+
+
+def test_pod_resolves_short_names_with_its_resolv_conf(cluster) -> None:
+    lab, _ = cluster
+    n2 = lab.nodes[1]
+    script = "sleep 1; getent ahostsv4 web; getent ahostsv4 web.default; cat /etc/resolv.conf"
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "dnsprobe", "namespace": "default", "uid": "uid-dnsprobe"},
+        "spec": {
+            "nodeName": n2.name,
+            "containers": [{"name": "c", "command": ["sh", "-c", script]}],
+            "restartPolicy": "Never",
+        },
+    }
+    lab.store.put(pod_key("t1", "default", "dnsprobe"), json.dumps(obj))
+    log = n2.dir / "log" / "pods" / "default_dnsprobe.log"
+    text = wait_for(
+        "dnsprobe output",
+        lambda: log.exists() and "options ndots:5" in log.read_text() and log.read_text(),
+    )
+    lines = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
+    assert lines[0] == VIP and VIP in lines[1:4], text
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in text
+
+
+def test_policy_enforced_by_the_agents(cluster) -> None:
+    lab, pods = cluster
+    src = in_pod(lab, pods["client"])
+    web0 = pods["web-0"]["podIP"]
+    assert outcomes(lab, src, web0, 8080, 1) == ["web-0"]
+    deny = {
+        "metadata": {"name": "deny", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]},
+    }
+    key = f"{cluster_prefix('t1')}policies/default/deny"
+    lab.store.put(key, json.dumps(deny))
+    wait_for("deny-all on web", lambda: outcomes(lab, src, web0, 8080, 1) == ["timeout"])
+    web1 = pods["web-1"]["podIP"]  # cross-node: enforced on web-1's node
+    assert outcomes(lab, src, web1, 8080, 1) == ["timeout"]
+    lab.store.delete(key)
+    wait_for("policy removed", lambda: outcomes(lab, src, web1, 8080, 1) == ["web-1"])
