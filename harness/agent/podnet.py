@@ -94,6 +94,9 @@ class BridgedInterface:
         msg = self.ipr.get_links(idx)[0]
         if nl.attr(msg, "IFLA_MASTER") != bridge:
             self.ipr.link("set", index=idx, master=bridge)
+            # the CNI bridge plugin's hairpinMode: a pod reaching its own Service
+            # through DNAT leaves and re-enters the same bridge port
+            self.ipr.brport("set", index=idx, mode=1)
         nl.ensure_up(self.ipr, idx)
 
     def detach(self, host_if: str, ip: str) -> None:
