@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PODLAB_HOME", str(tmp_path / "podlab"))
+    monkeypatch.setenv("PODLAB_HOME", str(tmp_path))  # labs in .podlab/, inventories/ beside
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -43,7 +43,7 @@ CASES = {
 def lab(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[LabPlan]:
-    monkeypatch.setenv("PODLAB_HOME", str(tmp_path / "podlab"))
+    monkeypatch.setenv("PODLAB_HOME", str(tmp_path))  # labs in .podlab/, inventories/ beside
     monkeypatch.chdir(tmp_path)
     name = request.param
     src = (REPO / "topologies" / f"{name}.clab.yml").read_text()
