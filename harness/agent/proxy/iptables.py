@@ -119,7 +119,10 @@ def full_document(
                 nat.append(f"-A KUBE-NODEPORTS {port} -j {_ext(s)}")
             nat += service_rules(s, cluster_cidr)
         else:
-            reject = "-j REJECT --reject-with icmp-port-unreachable"
+            # TCP gets a reset: ICMP errors are rate-limited per client (about 6, then
+            # 1/s), so a client retrying quickly would otherwise wait for a timeout
+            how = "tcp-reset" if s.protocol == "tcp" else "icmp-port-unreachable"
+            reject = f"-j REJECT --reject-with {how}"
             filt.append(f"-A KUBE-SERVICES {_match(s)} {reject}")
             if s.node_port:
                 filt.append(

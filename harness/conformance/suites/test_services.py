@@ -1,0 +1,302 @@
+"""Scenarios 7–12: Services as kube-proxy makes them, probed from pods, nodes and outside.
+
+One echo backend per cluster node (label ``app: svc-web``, readiness probe on
+the named ``tcp`` port) and a client pod; the NodePort service ``svc-web`` has
+the same port 80 on TCP and UDP and an HTTP port. Replies start with the
+answering pod's name, so every probe tells which backend served it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import pytest
+
+from harness.conformance import asserts
+from harness.conformance import services as svc
+from harness.conformance.labctl import Lab
+from harness.conformance.pods import HTTP_PORT, Pod
+from harness.conformance.remote import Node, output
+from harness.probes import echo
+
+WEB = {"app": "svc-web"}
+NODE_PORT = 30880
+SPREAD_REQUESTS = 300
+
+
+@pytest.fixture(scope="module")
+def web(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[dict[str, object]]:
+    """Backends on every cluster node, a client, and the NodePort service ``svc-web``."""
+    objs = svc.Objects(lab.client(), nodes)
+    names = [n.name for n in lab.cluster_nodes()]
+    try:
+        specs = [(f"svc-web-{i}", node, WEB) for i, node in enumerate(names)]
+        specs.append(("svc-client", names[-1], {"role": "svc-client"}))
+        pods = objs.echo_pods(specs)
+        ports = [
+            svc.port("tcp", 80, "tcp", nodePort=NODE_PORT),
+            svc.port("udp", 80, "udp", "UDP"),
+            svc.port("http", HTTP_PORT, "http"),
+        ]
+        objs.apply([svc.service("svc-web", WEB, ports, type="NodePort")])
+        vip = objs.service("svc-web")["spec"]["clusterIP"]
+        client = pods.pop("svc-client")
+        backends = sorted(pods)
+        svc.until(
+            f"{client} reaches every backend of svc-web {vip}:80",
+            lambda: set(svc.tally(client.run, vip, 80, 30)[0]) == set(backends),
+        )
+        yield {"vip": vip, "client": client, "backends": pods, "objs": objs}
+    finally:
+        left = objs.delete_all()
+        assert not left, f"pods not removed by the agent within 60 s: {', '.join(left)}"
+
+
+@pytest.mark.scenario(7)
+def test_cluster_ip_spreads_over_every_ready_backend(web: dict, record) -> None:  # type: ignore[no-untyped-def,type-arg]
+    client: Pod = web["client"]
+    backends = sorted(web["backends"])
+    got, report = svc.tally(client.run, web["vip"], 80, SPREAD_REQUESTS)
+    asserts.assert_reaches(str(client), f"svc-web {web['vip']}", report)
+    stat = svc.chi2(got, backends)
+    critical = svc.CHI2_CRITICAL[len(backends) - 1]
+    record("cluster_ip_spread_chi2_ratio", stat, "ratio", threshold=critical)
+    for name in backends:
+        record("cluster_ip_backend_requests_count", got[name], "count", labels={"pod": name})
+    assert set(got) == set(backends), (
+        f"{SPREAD_REQUESTS} requests to svc-web {web['vip']}:80 should reach every ready "
+        f"backend {backends}, got {dict(got)}"
+    )
+    assert stat < critical, (
+        f"spread over {len(backends)} backends should be uniform (χ² < {critical} at p=0.001), "
+        f"got χ² {stat:.1f} for {dict(got)}"
+    )
+
+
+@pytest.mark.scenario(8)
+def test_backend_reaches_itself_through_its_cluster_ip(web: dict) -> None:  # type: ignore[type-arg]
+    """Hairpin: 20 connections from each backend to its own service; some land on itself."""
+    failures = []
+    for name, pod in sorted(web["backends"].items()):
+        got, report = svc.tally(pod.run, web["vip"], 80, 20)
+        fail = asserts.probe_problem(report)
+        if fail is None and got[name] == 0:
+            fail = f"never answered by itself (hairpin) in 20 requests: {dict(got)}"
+        if fail:
+            failures.append(f"{pod} → svc-web {web['vip']}:80: {fail}")
+    asserts.assert_matrix(failures, len(web["backends"]), "backend → own ClusterIP")
+
+
+@pytest.mark.scenario(9)
+def test_multi_port_service_keeps_tcp_and_udp_on_one_port_apart(web: dict) -> None:  # type: ignore[type-arg]
+    """Port 80/TCP and 80/UDP reach their own listeners; removing the UDP port breaks only it."""
+    objs: svc.Objects = web["objs"]
+    client: Pod = web["client"]
+    ports = [svc.port("tcp", 80, "tcp"), svc.port("udp", 80, "udp", "UDP")]
+    objs.apply([svc.service("svc-multi", WEB, ports)])
+    vip = objs.service("svc-multi")["spec"]["clusterIP"]
+    try:
+        for proto in ("tcp", "udp"):
+            report = svc.until(
+                f"svc-multi {vip}:80/{proto} answers",
+                partial(_answered, client, vip, proto),
+            )
+            asserts.assert_reaches(str(client), f"svc-multi ({proto})", report)
+        objs.apply([svc.service("svc-multi", WEB, ports[:1])])
+        svc.until(
+            f"svc-multi {vip}:80/udp stops answering once the port is removed",
+            lambda: svc.tally(client.run, vip, 80, 1, "udp")[1].successes == 0,
+        )
+        _, tcp = svc.tally(client.run, vip, 80, 5, "tcp")
+        asserts.assert_reaches(str(client), "svc-multi after removing its UDP port", tcp)
+        _, udp = svc.tally(client.run, vip, 80, 3, "udp")
+        assert udp.successes == 0, f"removed port {vip}:80/udp still answers: {udp.describe()}"
+    finally:
+        objs.remove("Service", "conformance", "svc-multi")
+
+
+@pytest.mark.scenario(10)
+def test_node_port_answers_on_every_node(lab: Lab, web: dict, nodes: dict[str, Node]) -> None:  # type: ignore[type-arg]
+    failures = []
+    cluster = [nodes[n.name] for n in lab.cluster_nodes()]
+    for src in cluster:
+        for dst in cluster:
+            _, report = svc.tally(src.run, dst.underlay_ip, NODE_PORT, 3)
+            failures.append(asserts.reach_failure(f"node {src.name}", f"node {dst.name}", report))
+    asserts.assert_matrix(failures, len(cluster) ** 2, f"node → NodePort {NODE_PORT}")
+    _, control = svc.tally(cluster[0].run, cluster[-1].underlay_ip, NODE_PORT + 1, 1)
+    asserts.assert_blocked(f"node {cluster[0].name}", "a port that is no NodePort", control,
+                           "refused")  # fmt: skip
+
+
+@pytest.mark.scenario(10)
+def test_node_port_answers_from_outside(lab: Lab, web: dict, nodes: dict[str, Node]) -> None:  # type: ignore[type-arg]
+    outside = lab.outside_nodes()
+    if not outside:
+        pytest.skip(f"lab {lab.name} has no outside host (a node with podlab.role: host)")
+    host = nodes[outside[0].name]
+    failures = []
+    for n in lab.cluster_nodes():
+        dst = nodes[n.name]
+        argv = echo.probe_command("tcp", dst.underlay_ip, NODE_PORT, runner=host.netcheck)
+        report = echo.parse_probe(output(host.run(argv, 30)))
+        failures.append(asserts.reach_failure(f"outside {host.name}", f"node {n.name}", report))
+        seen = {r.split()[1].rpartition(":")[0] for r in report.replies() if len(r.split()) > 1}
+        if host.underlay_ip in seen:
+            failures.append(f"NodePort on {n.name}: backends saw the outside address {seen}")
+    asserts.assert_matrix(failures, len(lab.cluster_nodes()), f"outside → NodePort {NODE_PORT}")
+
+
+@pytest.mark.scenario(11)
+def test_client_ip_affinity_sticks_and_none_spreads(web: dict, record) -> None:  # type: ignore[no-untyped-def,type-arg]
+    objs: svc.Objects = web["objs"]
+    client: Pod = web["client"]
+    ports = [svc.port("tcp", 80, "tcp")]
+    sticky: dict[str, Any] = {"sessionAffinity": "ClientIP",
+              "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}}  # fmt: skip
+    objs.apply([svc.service("svc-sticky", WEB, ports, **sticky)])
+    vip = objs.service("svc-sticky")["spec"]["clusterIP"]
+    try:
+        svc.until(f"svc-sticky {vip}:80 answers", lambda: svc.tally(client.run, vip, 80, 1)[0])
+        got, report = svc.tally(client.run, vip, 80, 20)
+        asserts.assert_reaches(str(client), f"svc-sticky {vip}", report)
+        assert len(got) == 1, f"ClientIP affinity should keep 20 requests on one backend: {got}"
+        objs.apply([svc.service("svc-sticky", WEB, ports, sessionAffinity="None")])
+        spread = svc.until(
+            "svc-sticky spreads again with sessionAffinity None",
+            lambda: (lambda c: c if len(c) > 1 else None)(svc.tally(client.run, vip, 80, 30)[0]),
+        )
+        record("affinity_none_backends_count", len(spread), "count")
+        assert len(spread) == len(web["backends"]), (
+            f"with sessionAffinity None, 30 requests should reach all {len(web['backends'])} "
+            f"backends, got {dict(spread)}"
+        )
+    finally:
+        objs.remove("Service", "conformance", "svc-sticky")
+
+
+@pytest.mark.scenario(12)
+def test_service_without_ready_endpoints_refuses_at_once(web: dict, record) -> None:  # type: ignore[no-untyped-def,type-arg]
+    objs: svc.Objects = web["objs"]
+    client: Pod = web["client"]
+    objs.apply([svc.service("svc-empty", {"app": "svc-nobody"}, [svc.port("tcp", 80, "tcp")])])
+    vip = objs.service("svc-empty")["spec"]["clusterIP"]
+    try:
+        _, control = svc.tally(client.run, web["vip"], 80, 3)
+        asserts.assert_reaches(str(client), "svc-web (control)", control)
+        svc.until(f"svc-empty {vip}:80 programmed (refused)", partial(_refused, client, vip))
+        # A reject may be an ICMP port unreachable, which the kernel rate-limits per
+        # peer (burst 6, 1/s): let the bucket refill so the polls above do not count.
+        time.sleep(2.0)
+        _, report = svc.tally(client.run, vip, 80, 3)
+        first = report.attempts[0].rtt_s if report.attempts else 0.0
+        slowest = max((a.rtt_s for a in report.attempts), default=0.0)
+        record("no_endpoints_reject_s", first, "s", threshold=1.0)
+        record("no_endpoints_reject_slowest_s", slowest, "s")
+        asserts.assert_blocked(str(client), f"svc-empty (no endpoints) {vip}", report, "refused")
+        assert first < 1.0, (
+            f"a service without ready endpoints should refuse at once, took {first:.2f} s"
+        )
+    finally:
+        objs.remove("Service", "conformance", "svc-empty")
+
+
+@pytest.mark.scenario(11)
+def test_client_ip_affinity_expires_after_its_timeout(web: dict) -> None:  # type: ignore[type-arg]
+    """timeoutSeconds 1: after 2 s idle a client may land elsewhere (6 tries: 1 in 729 fails)."""
+    objs: svc.Objects = web["objs"]
+    client: Pod = web["client"]
+    sticky: dict[str, Any] = {"sessionAffinity": "ClientIP",
+              "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 1}}}  # fmt: skip
+    objs.apply([svc.service("svc-expiry", WEB, [svc.port("tcp", 80, "tcp")], **sticky)])
+    vip = objs.service("svc-expiry")["spec"]["clusterIP"]
+    try:
+        svc.until(f"svc-expiry {vip}:80 answers", lambda: svc.tally(client.run, vip, 80, 1)[0])
+        seen: list[str] = []
+        for _ in range(6):
+            got, report = svc.tally(client.run, vip, 80, 3)
+            asserts.assert_reaches(str(client), f"svc-expiry {vip}", report)
+            assert len(got) == 1, f"within its 1 s timeout affinity should hold, got {dict(got)}"
+            seen += list(got)
+            if len(set(seen)) > 1:
+                break
+            time.sleep(2.0)
+        assert len(set(seen)) > 1, (
+            f"after the 1 s affinity timeout a client should be balanced again, "
+            f"but 6 rounds 2 s apart all went to {seen[0]}"
+        )
+    finally:
+        objs.remove("Service", "conformance", "svc-expiry")
+
+
+@pytest.mark.scenario(7)
+def test_pod_failing_readiness_gets_no_traffic(lab: Lab, web: dict) -> None:  # type: ignore[type-arg]
+    """A running pod with the service's labels whose readiness probe fails is no endpoint."""
+    objs: svc.Objects = web["objs"]
+    client: Pod = web["client"]
+    node = lab.cluster_nodes()[0].name
+    manifest = svc.pod_manifest("svc-web-unready", node, WEB, "conformance")
+    manifest["spec"]["containers"][0]["readinessProbe"] = {
+        "tcpSocket": {"port": 9}, "periodSeconds": 1}  # fmt: skip
+    objs.apply([manifest])
+    pod = svc.until("svc-web-unready Running", lambda: objs.running("conformance", manifest))
+    direct = svc.until(
+        f"{pod.name} answers on its pod address (control)",
+        lambda: (lambda r: r if r.all_ok else None)(svc.tally(client.run, pod.ip, 8080, 1)[1]),
+    )
+    asserts.assert_reaches(str(client), f"{pod.name} directly (control)", direct, pod.name)
+    got, report = svc.tally(client.run, web["vip"], 80, 60)
+    asserts.assert_reaches(str(client), f"svc-web {web['vip']}", report)
+    assert got[pod.name] == 0, (
+        f"{pod.name} fails its readiness probe and should get no service traffic, got {dict(got)}"
+    )
+
+
+@pytest.mark.scenario(13)
+def test_endpoint_change_reaches_every_node(web: dict, record) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Network programming latency: a pod gains a service's label → every node's pods reach it.
+
+    Per round a fresh service selecting ``prog: rN`` (no endpoints: refused),
+    then backend N is relabelled at t0; a pod on every node polls the ClusterIP
+    every 50 ms, and its first accepted connection ends that node's sample.
+    """
+    objs: svc.Objects = web["objs"]
+    backends: dict[str, Pod] = web["backends"]
+    samples: list[float] = []
+    for i, (name, pod) in enumerate(sorted(backends.items())):
+        sname = f"svc-prog-{i}"
+        objs.apply([svc.service(sname, {"prog": f"r{i}"}, [svc.port("tcp", 80, "tcp")])])
+        vip = objs.service(sname)["spec"]["clusterIP"]
+        for src in backends.values():  # programmed everywhere (refused) before t0
+            svc.until(f"{sname} refuses on {src.node.name}", partial(_refused, src, vip))
+        argv = echo.reach_command([(vip, 80)], deadline_s=30)
+        with ThreadPoolExecutor(len(backends)) as pool:
+            futures = [pool.submit(src.run, argv, 45) for src in backends.values()]
+            time.sleep(1.0)  # every poller running
+            t0 = time.time()
+            labels = {**WEB, "prog": f"r{i}"}
+            objs.apply([svc.pod_manifest(name, pod.node.name, labels, "conformance")])
+            firsts = [echo.parse_reach(output(f.result()))[f"{vip}:80"] for f in futures]
+        objs.remove("Service", "conformance", sname)
+        missing = [
+            src.node.name for src, t in zip(backends.values(), firsts, strict=True) if t is None
+        ]
+        assert not missing, f"{sname}: new endpoint {name} never reached from {missing} in 30 s"
+        samples += [max(0.0, t - t0) for t in firsts if t is not None]
+    samples.sort()
+    for q in (50, 90, 99):
+        value = samples[min(len(samples) - 1, round(q / 100 * (len(samples) - 1)))]
+        record(f"network_programming_p{q}_s", value, "s", threshold=30.0 if q == 99 else None)
+
+
+def _refused(src: Pod, vip: str) -> bool:
+    return bool(svc.tally(src.run, vip, 80, 1)[1].outcomes().get("refused"))
+
+
+def _answered(src: Pod, vip: str, proto: str) -> echo.ProbeReport | None:
+    report = svc.tally(src.run, vip, 80, 3, proto)[1]
+    return report if report.all_ok else None
