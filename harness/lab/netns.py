@@ -71,6 +71,11 @@ def up(plan: LabPlan, request: UpRequest) -> UpResult:
 
 def _up(plan: LabPlan, request: UpRequest) -> UpResult:
     existing = state.registered(plan.name)
+    if existing and existing.state.exists() and existing.root.parent != state.podlab_home():
+        raise UserError(
+            f"lab {plan.name} is already up from another project ({existing.root}); lab "
+            f"names are machine-wide: run `podlab down {plan.name}` first, or rename the lab"
+        )
     paths = existing if existing and existing.state.exists() else LabPaths.of(plan.name)
     result = UpResult(lab=plan.name, backend="netns", rows=rows(plan))
     if paths.state.exists():
@@ -140,7 +145,7 @@ def _resume(plan: LabPlan, paths: LabPaths, ledger: Ledger, result: UpResult) ->
     if dead and len(dead) == len(ledger.nodes):
         return False
     result.already_up = True
-    result.inventory = Path.cwd() / "inventories" / f"{plan.name}.yml"
+    result.inventory = _inventory(plan, paths)  # cheap, and repairs a deleted file
     if dead:
         raise UserError(
             f"lab {plan.name} is up but nodes {', '.join(dead)} are gone; "
