@@ -29,6 +29,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from harness import __version__
 from harness.agent import leases, nft
 from harness.agent import netlink as nl
+from harness.agent.bird import Bird
 from harness.agent.config import DEFAULT_PATH, AgentConfig, ConfigError, load
 from harness.agent.datapath import registry
 from harness.agent.datapath.base import Peer
@@ -137,6 +138,8 @@ class Agent:
             log.info("encryption %s between nodes for pod traffic", cfg.encryption)
         wait_ready(self.store, timeout=60)
         self.lease = leases.acquire(self.store, cfg, self.dp.backend_data())
+        if cfg.mode != "bgp":  # a BIRD left by an earlier bgp deploy still announces routes
+            Bird(cfg.run_dir).stop()
         self.dp.setup(self.lease.subnet)
         env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
         log.info("subnet %s, wrote %s", self.lease.subnet, env)
@@ -216,8 +219,8 @@ class Agent:
                 report.failed,
             )
         if report.problems != self.problems:
-            for p in report.problems:
-                log.error("%s", p)
+            for p in report.problems:  # worked around (no route to that peer), not fatal
+                log.warning("%s", p)
             self.problems = report.problems
             self.heartbeat()
 

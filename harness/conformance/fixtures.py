@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.conformance import labctl, remote
+from harness.conformance import fallbacks, labctl, remote
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import PodFactory
 from harness.conformance.run import Recorder, Run
@@ -102,7 +102,7 @@ def mode(request: pytest.FixtureRequest, lab: Lab, podlab_run: Run) -> Iterator[
         say(request.config, f"lab {lab.name} runs {spec} (deploy {seconds:.0f} s)")
     labctl.wait_nodes_ready(lab, spec)
     podlab_run.mode_started(spec)
-    for name in labctl.fallbacks(lab):
+    for name in dict.fromkeys(labctl.fallbacks(lab) + fallbacks.from_records(lab)):
         podlab_run.get_writer().note_fallback(name)
         say(request.config, f"{spec}: the agents use the {name} fallback")
     yield str(spec)

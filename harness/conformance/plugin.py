@@ -34,6 +34,7 @@ from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin 
 from harness.conformance.labctl import ModeSpec
 from harness.conformance.run import Options, Run
 from harness.errors import PodlabError
+from harness.plan.model import CALICO_MODES
 from harness.results.model import Outcome
 
 _DURATION = pytest.StashKey[float]()
@@ -124,8 +125,49 @@ def _default_mode(run: Run) -> str:
 # (before faults, whose provoked errors must not count), then fault injection.
 MODULE_ORDER = {
     "test_connectivity": 0, "test_mtu": 1, "test_latency": 2, "test_throughput": 3,
-    "test_slo": 4, "test_hygiene": 8, "test_faults": 9, "test_modeswitch": 10,
+    "test_slo": 4, "test_hygiene": 8, "test_faults": 9, "test_bgp": 9, "test_modeswitch": 10,
 }  # fmt: skip
+# The expensive checks (the 50-pod SLO, node leave/join, faults, the mode switch,
+# 4-stream throughput) say little more per mode than once: in a matrix of several
+# modes they run for the first mode only unless --thorough (see docs/conformance.md).
+FIRST_MODE_ONLY = {  # suite module -> part of the test id that marks it ("" = every test)
+    "test_slo": "", "test_faults": "", "test_modeswitch": "", "test_throughput": "tcp-4",
+    "test_services": "", "test_dns": "",  # kube-proxy and DNS do not depend on the datapath
+}  # fmt: skip
+# Policy is enforced at the pod interface, whose style (bridged cni0 or routed cali*)
+# belongs to the mode family: it runs for the first mode of each family.
+FIRST_OF_FAMILY = {"test_policy": ""}
+
+
+def _family(matrix_mode: str) -> str:
+    return "calico" if matrix_mode.split("+", 1)[0] in CALICO_MODES else "flannel"
+
+
+def _first_mode_only(run: Run, items: list[pytest.Item]) -> None:
+    """Skip the FIRST_MODE_ONLY tests for every mode but the matrix's first (not --thorough)."""
+    modes = list(run.options.modes)
+    if run.options.thorough or len(modes) < 2:
+        return
+    reason = (f"heavy check: runs for the matrix's first mode ({modes[0]}) only; "
+              "--thorough runs it for every mode")  # fmt: skip
+    family_first = {_family(m): m for m in reversed(modes)}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        this = callspec.params.get("mode") if callspec is not None else None
+        if callspec is None or this in (None, modes[0]):
+            continue
+        module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
+        part = FIRST_MODE_ONLY.get(module)
+        if part is not None and part in callspec.id:
+            item.add_marker(pytest.mark.skip(reason=reason))
+        part = FIRST_OF_FAMILY.get(module)
+        first = family_first[_family(this)]
+        if part is not None and part in callspec.id and first != this:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"runs for {first}, the first mode of its pod interface family"
+                )
+            )
 
 
 @pytest.hookimpl(trylast=True)
@@ -150,6 +192,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return mode_rank, MODULE_ORDER.get(module, 5)
 
     items.sort(key=key)
+    _first_mode_only(run, items)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,198 @@
+"""Scenario 21: the BGP control plane of mode ``bgp`` (BIRD on every node).
+
+- Every planned session is Established per ``birdc show protocols`` on every
+  node: a full mesh has n(n−1)/2 sessions (each node sees n−1); with route
+  reflectors, clients peer only with reflectors (``bird.plan_peers`` decides).
+- Each peer's pod subnet is in every node's kernel table with ``proto bird``
+  (not in ``MODE+wireguard``, where BIRD exports nothing and the agent routes
+  peers through the WireGuard device).
+- BIRD stopped on one node (SIGTERM to the pid in its ``/run/podlab/bird.pid``):
+  its pod subnet leaves every other node's table within the hold time (3 s);
+  the withdrawal time is recorded. Then the node's agent is restarted
+  (supervisorctl), which starts BIRD again: the time until every session is
+  Established and every route is back is recorded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.agent import bird
+from harness.conformance.labctl import Lab, ModeSpec
+from harness.conformance.remote import Node
+from harness.conformance.run import Recorder
+
+RUN_DIR = "/run/podlab"
+BIRDC = ["birdc", "-s", f"{RUN_DIR}/bird.ctl"]
+SUPERVISORCTL = ["supervisorctl", "-c", "/etc/podlab/supervisor/supervisord.conf"]
+HOLD_S = 3.0  # bird.render: hold time 3 s
+RECOVERY_S = 60.0
+
+
+def _need_bgp(mode: str) -> ModeSpec:
+    spec = ModeSpec.parse(mode)
+    if spec.mode != "bgp":
+        pytest.skip(f"{mode}: no BGP control plane (scenario 21 runs in mode bgp)")
+    return spec
+
+
+def _members(lab: Lab, nodes: dict[str, Node]) -> dict[str, tuple[Node, str, str, bool]]:
+    """Cluster node → (node, underlay IP, pod subnet, is route reflector), from node records."""
+    out = {}
+    for rec in lab.client().nodes():
+        if rec.name not in nodes or not rec.underlayIP or not rec.podCIDR:
+            continue
+        backend = (rec.model_extra or {}).get("backend") or {}
+        rr = isinstance(backend, dict) and str(backend.get("RouteReflector", "")).lower() in (
+            "true", "1", "yes")  # fmt: skip
+        out[rec.name] = (nodes[rec.name], rec.underlayIP, rec.podCIDR, rr)
+    return out
+
+
+def _sessions(node: Node) -> list[bird.Session]:
+    res = node.check([*BIRDC, "show", "protocols"], timeout_s=15)
+    return [s for s in bird.parse_protocols(res.stdout) if s.proto == "BGP"]
+
+
+def _bird_routes(node: Node) -> dict[str, str]:
+    """The node's kernel routes with proto bird: prefix → next hop."""
+    res = node.check(["ip", "-j", "-4", "route", "show", "proto", "bird"], timeout_s=10)
+    routes = json.loads(res.stdout or "[]")
+    return {str(ipaddress.ip_network(r["dst"])): str(r.get("gateway", "")) for r in routes}
+
+
+def _planned(members: dict[str, tuple[Node, str, str, bool]]) -> dict[str, set[str]]:
+    ips = {n: ipaddress.IPv4Address(m[1]) for n, m in members.items()}
+    reflectors = [n for n, m in members.items() if m[3]]
+    return {me: {p.protocol for p in bird.plan_peers(me, ips, reflectors)} for me in members}
+
+
+def _not_converged(
+    members: dict[str, tuple[Node, str, str, bool]], encrypted: bool
+) -> list[str]:  # fmt: skip
+    """Every problem with the BGP state right now (an empty list: converged)."""
+    problems = []
+    planned = _planned(members)
+    for name, (node, _ip, _subnet, _rr) in members.items():
+        sessions = {s.name: s for s in _sessions(node)}
+        down = sorted(p for p in planned[name] if not (p in sessions and sessions[p].established))
+        extra = sorted(set(sessions) - planned[name])
+        if down:
+            why = [f"{p} ({sessions[p].state} {sessions[p].info})" if p in sessions else p
+                   for p in down]  # fmt: skip
+            problems.append(f"{name}: not Established: {', '.join(why)}")
+        if extra:
+            problems.append(f"{name}: unplanned sessions {', '.join(extra)}")
+        if encrypted:
+            continue
+        routes = _bird_routes(node)
+        for peer, (_n, peer_ip, subnet, _r) in members.items():
+            if peer == name:
+                if subnet in routes:
+                    problems.append(f"{name}: its own subnet {subnet} is a proto bird route")
+            elif routes.get(subnet) != peer_ip:
+                problems.append(f"{name}: {subnet} not via {peer_ip} proto bird "
+                                f"(has {routes.get(subnet, 'no route')})")  # fmt: skip
+    return problems
+
+
+def _wait_converged(
+    members: dict[str, tuple[Node, str, str, bool]], encrypted: bool, timeout_s: float
+) -> tuple[float | None, list[str]]:
+    start = time.monotonic()
+    problems: list[str] = []
+    while time.monotonic() - start < timeout_s:
+        problems = _not_converged(members, encrypted)
+        if not problems:
+            return time.monotonic() - start, []
+        time.sleep(0.5)
+    return None, problems
+
+
+@pytest.mark.scenario(21)
+def test_every_bgp_session_is_established_and_routes_are_in_the_kernel(
+    lab: Lab, mode: str, nodes: dict[str, Node], record: Recorder
+) -> None:
+    spec = _need_bgp(mode)
+    members = _members(lab, {n.name: nodes[n.name] for n in lab.cluster_nodes()})
+    if len(members) < 2:
+        pytest.skip(f"lab {lab.name}: BGP needs two nodes with a pod subnet")
+    planned = _planned(members)
+    sessions = sum(len(p) for p in planned.values()) // 2
+    reflectors = [n for n, m in members.items() if m[3]]
+    n = len(members)
+    record("bgp_sessions_planned_count", float(sessions), "count",
+           labels={"topology": "reflectors" if reflectors else "full mesh"})  # fmt: skip
+    if not reflectors:
+        assert sessions == n * (n - 1) // 2, f"full mesh of {n} nodes planned {sessions} sessions"
+    took, problems = _wait_converged(members, spec.encryption != "none", 30.0)
+    assert took is not None, "BGP not converged after 30 s:\n  " + "\n  ".join(problems[:10])
+    established = sum(sum(s.established for s in _sessions(m[0])) for m in members.values()) // 2
+    record("bgp_sessions_established_count", float(established), "count")
+    assert established == sessions
+
+
+def _still_runs(node: Node, pid: int, wait_s: float) -> bool:
+    """Whether ``pid`` still runs (not a zombie) on ``node`` after waiting up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        stat = node.run(["ps", "-o", "stat=", "-p", str(pid)], timeout_s=10).stdout.strip()
+        if not stat or stat.startswith("Z"):
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.2)
+
+
+@pytest.mark.scenario(21)
+def test_stopped_bird_is_withdrawn_within_the_hold_time_and_comes_back(
+    lab: Lab, mode: str, nodes: dict[str, Node], record: Recorder
+) -> None:
+    spec = _need_bgp(mode)
+    if spec.encryption != "none":
+        pytest.skip(f"{mode}: BIRD exports no kernel routes under WireGuard; nothing to withdraw")
+    members = _members(lab, {n.name: nodes[n.name] for n in lab.cluster_nodes()})
+    if len(members) < 2:
+        pytest.skip(f"lab {lab.name}: BGP needs two nodes with a pod subnet")
+    took, problems = _wait_converged(members, False, 30.0)
+    assert took is not None, "BGP not converged before the test:\n  " + "\n  ".join(problems[:10])
+    victim_name = sorted(members)[-1]
+    victim, _ip, subnet, _rr = members[victim_name]
+    others = [m[0] for n, m in members.items() if n != victim_name]
+    pid = int(victim.check(["cat", f"{RUN_DIR}/bird.pid"], timeout_s=10).stdout.strip())
+    victim.check(["kill", "-TERM", str(pid)], timeout_s=10)
+    stopped = time.monotonic()
+
+    def gone_from(node: Node) -> float | None:
+        while time.monotonic() - stopped < HOLD_S * 5:
+            if subnet not in _bird_routes(node):
+                return time.monotonic() - stopped
+            time.sleep(0.1)
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(others)) as pool:
+        withdrawn = dict(zip([o.name for o in others], pool.map(gone_from, others), strict=True))
+    for name, seconds in withdrawn.items():
+        if seconds is not None:
+            record("bgp_withdrawal_s", seconds, "s", threshold=HOLD_S, labels={"observer": name})
+    still = _still_runs(victim, pid, wait_s=10.0)  # BIRD's graceful shutdown takes a moment
+    restarted = time.monotonic()
+    victim.check([*SUPERVISORCTL, "restart", "podlab-agent"], timeout_s=60)
+    back, problems = _wait_converged(members, False, RECOVERY_S)
+    if back is not None:
+        record("bgp_recovery_after_agent_restart_s", time.monotonic() - restarted, "s")
+    late = {n: s for n, s in withdrawn.items() if s is None or s > HOLD_S}
+    assert not still, f"BIRD (pid {pid}) on {victim_name} still runs after SIGTERM"
+    assert not late, (
+        f"{victim_name}'s {subnet} not withdrawn within the {HOLD_S:.0f} s hold time on: "
+        + ", ".join(f"{n} ({'never' if s is None else f'{s:.1f} s'})" for n, s in late.items())
+    )
+    assert back is not None, (
+        f"BGP did not recover {RECOVERY_S:.0f} s after restarting the agent on {victim_name}:\n  "
+        + "\n  ".join(problems[:10])
+    )

@@ -1,0 +1,37 @@
+"""The leak test's capture classifier: what counts as WireGuard, a leak, or node↔node."""
+
+from __future__ import annotations
+
+from harness.conformance.suites.test_encryption import classify
+
+NODES = {"10.100.0.2", "10.100.0.3"}
+PODS = {"10.244.1.5", "10.244.2.7"}
+WG = "1700000000.000001 IP 10.100.0.2.51820 > 10.100.0.3.51820: UDP, length 148"
+PLAIN = "1700000000.000002 IP 10.244.1.5.40000 > 10.244.2.7.8081: UDP, length 30"
+VXLAN = "1700000000.000003 IP 10.100.0.2.33000 > 10.100.0.3.8472: OTV, flags [I] (0x08)"
+ETCD = "1700000000.000004 IP 10.100.0.1.2379 > 10.100.0.2.50000: Flags [P.], length 10"
+
+
+def test_wireguard_only_between_the_nodes_is_clean() -> None:
+    wire = classify("n1", "\n".join([WG, WG, ETCD]), "canary-x", NODES, PODS)
+    assert (wire.between_nodes, wire.not_wireguard, wire.pod_addressed) == (2, (), 0)
+    assert wire.raw.packets == 3 and not wire.raw.canary_seen
+
+
+def test_pod_addresses_and_other_node_traffic_are_flagged() -> None:
+    text = "\n".join([WG, PLAIN, "  canary-x payload", VXLAN])
+    wire = classify("n1", text, "canary-x", NODES, PODS)
+    assert wire.pod_addressed == 1
+    assert wire.not_wireguard == (VXLAN,)
+    assert wire.raw.canary_seen
+
+
+BGP = "1700000000.000005 IP 10.100.0.2.179 > 10.100.0.3.55255: Flags [P.], length 19: BGP"
+
+
+def test_bgp_control_traffic_counts_only_where_it_is_not_expected() -> None:
+    text = "\n".join([WG, BGP])
+    in_bgp = classify("n1", text, "c", NODES, PODS, control_ports=frozenset({"179"}))
+    elsewhere = classify("n1", text, "c", NODES, PODS)
+    assert (in_bgp.between_nodes, in_bgp.not_wireguard) == (1, ())
+    assert elsewhere.not_wireguard == (BGP,)
