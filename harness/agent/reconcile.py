@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
@@ -156,28 +157,32 @@ class Reconciler:
             for n in self.ipr.get_neighbours(ifindex=idx, family=nl.AF_INET):
                 if n["ifindex"] == idx and n["state"] & nl.NUD_PERMANENT:
                     have[(dev, nl.attr(n, "NDA_DST"))] = str(nl.attr(n, "NDA_LLADDR", ""))
-        for (dev, ip), _mac in have.items():
-            if (dev, ip) not in want:
-                idx = index[dev]
-                if self._try(
-                    report, f"delete neigh {ip}", self.ipr.neigh, command="del", ifindex=idx, dst=ip
-                ):
-                    report.removed += 1
-        for (dev, ip), spec in want.items():
-            idx = index.get(dev)
-            if idx is None or have.get((dev, ip)) == spec.mac:
-                continue
-            if self._try(
+        self._converge(
+            report,
+            have,
+            {key: spec.mac for key, spec in want.items()},
+            lambda dev, ip, _mac: self._try(
                 report,
-                f"neigh {ip}",
+                f"delete neigh {ip}",
                 self.ipr.neigh,
-                command="replace",
-                ifindex=idx,
+                command="del",
+                ifindex=index[dev],
                 dst=ip,
-                lladdr=spec.mac,
-                state=nl.NUD_PERMANENT,
-            ):
-                report.added += 1
+            ),
+            lambda dev, ip, mac: (
+                index.get(dev) is not None
+                and self._try(
+                    report,
+                    f"neigh {ip}",
+                    self.ipr.neigh,
+                    command="replace",
+                    ifindex=index[dev],
+                    dst=ip,
+                    lladdr=mac,
+                    state=nl.NUD_PERMANENT,
+                )
+            ),
+        )
 
     def _fdbs(
         self,
@@ -193,8 +198,11 @@ class Reconciler:
                 dst = nl.attr(f, "NDA_DST")
                 if f["ifindex"] == idx and dst and f["state"] & nl.NUD_PERMANENT:
                     have[(dev, str(nl.attr(f, "NDA_LLADDR")))] = dst
-        for (dev, mac), dst in have.items():
-            if (dev, mac) not in want and self._try(
+        self._converge(
+            report,
+            have,
+            {key: str(spec.dst) for key, spec in want.items()},
+            lambda dev, mac, dst: self._try(
                 report,
                 f"delete fdb {mac}",
                 self.ipr.fdb,
@@ -203,21 +211,39 @@ class Reconciler:
                 lladdr=mac,
                 dst=dst,
                 flags=nl.NTF_SELF,
-            ):
+            ),
+            lambda dev, mac, dst: (
+                index.get(dev) is not None
+                and self._try(
+                    report,
+                    f"fdb {mac}",
+                    self.ipr.fdb,
+                    command="replace",
+                    ifindex=index[dev],
+                    lladdr=mac,
+                    dst=dst,
+                    state=nl.NUD_PERMANENT,
+                    flags=nl.NTF_SELF,
+                )
+            ),
+        )
+
+    @staticmethod
+    def _converge(
+        report: SyncReport,
+        have: dict[tuple[str, str], str],
+        want: dict[tuple[str, str], str],
+        delete: Callable[[str, str, str], bool],
+        add: Callable[[str, str, str], bool],
+    ) -> None:
+        """Delete what the kernel has and we don't want; add or replace what differs.
+
+        Keys are (device, address), values what the entry must point at (a MAC for a
+        neighbour, an underlay IP for an FDB entry): shared by neighbours and FDB.
+        """
+        for (dev, key), value in have.items():
+            if (dev, key) not in want and delete(dev, key, value):
                 report.removed += 1
-        for (dev, mac), spec in want.items():
-            idx = index.get(dev)
-            if idx is None or have.get((dev, mac)) == str(spec.dst):
-                continue
-            if self._try(
-                report,
-                f"fdb {mac}",
-                self.ipr.fdb,
-                command="replace",
-                ifindex=idx,
-                lladdr=mac,
-                dst=str(spec.dst),
-                state=nl.NUD_PERMANENT,
-                flags=nl.NTF_SELF,
-            ):
+        for (dev, key), value in want.items():
+            if have.get((dev, key)) != value and add(dev, key, value):
                 report.added += 1

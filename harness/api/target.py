@@ -11,7 +11,6 @@ a group or host variable). ``--lab`` may be left out when one lab is up,
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UserError
+from harness.inventory import project_home
 
 ENDPOINT_VAR = "podlab_etcd_client_endpoint"
 CLUSTER_VAR = "podlab_cluster"
@@ -37,8 +37,8 @@ class Target:
 
 
 def podlab_home() -> Path:
-    """The directory holding ``.podlab/`` and ``inventories/``."""
-    return Path(os.environ.get("PODLAB_HOME") or Path.cwd())
+    """The directory holding ``.podlab/`` and ``inventories/`` (one definition for podlab)."""
+    return project_home()
 
 
 def labs_up(home: Path) -> list[str]:
