@@ -59,6 +59,10 @@ class PodNetwork(Protocol):
         """Node-side pod interfaces that exist now (to find orphans)."""
         ...
 
+    def retire(self) -> None:
+        """Remove this style's node-wide objects: the node now uses another style."""
+        ...
+
 
 class BridgedInterface:
     """Flannel family: the node end of the veth is a port of bridge ``cni0``."""
@@ -101,6 +105,12 @@ class BridgedInterface:
 
     def detach(self, host_if: str, ip: str) -> None:
         return None  # a bridge port leaves the bridge with its veth
+
+    def retire(self) -> None:
+        # its gateway address and connected route would outlive the mode otherwise
+        idx = nl.ifindex(self.ipr, BRIDGE)
+        if idx is not None and _not_bridge(self.ipr.get_links(idx)[0]) is None:
+            self.ipr.link("del", index=idx)
 
     def ports(self) -> list[str]:
         bridge = nl.ifindex(self.ipr, BRIDGE)

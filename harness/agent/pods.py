@@ -108,6 +108,7 @@ class PodState:
     exit_code: int | None = None
     restart_count: int = 0
     ready: bool = False
+    mtu: int = 0  # of the pod's veth, as last set (0: written before MTU was kept)
 
 
 def netns_name(namespace: str, name: str) -> str:
@@ -137,6 +138,9 @@ class PodManager:
         self._ok: dict[tuple[str, str], str] = {}  # pods verified since the last full pass
 
     def prepare(self) -> None:
+        for style in POD_INTERFACES.values():  # left by a mode of the other family
+            if not isinstance(self.iface, style):
+                style(self.ipr).retire()  # type: ignore[call-arg]
         self.iface.prepare(self.gateway, self.mtu)
         for d in (self.state_dir, self.log_dir, self.cfg.netns_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -215,16 +219,39 @@ class PodManager:
         fresh = not os.path.exists(path)
         if fresh:
             netns.create(path)
-        if fresh or nl.ifindex(self.ipr, st.host_if) is None:
-            if not fresh:
+        wanted = self.iface.host_if_name(st.namespace, st.name)
+        restyle = st.host_if != wanted
+        if restyle:
+            # The mode changed family under a running pod (bridged cni0 <-> routed
+            # cali*): give it the new style's veth; its netns, address and process
+            # stay, so its connections resume once the new path is up.
+            log.warning(
+                "pod %s/%s: pod interface style changed; re-plumbing %s as %s",
+                st.namespace, st.name, st.host_if, wanted,
+            )  # fmt: skip
+            nl.ignore_missing(partial(self.ipr.link, "del", ifname=st.host_if))
+            st.host_if = wanted
+        if fresh or restyle or nl.ifindex(self.ipr, st.host_if) is None:
+            if not (fresh or restyle):
                 log.warning(
                     "pod %s/%s: veth %s missing; re-plumbing", st.namespace, st.name, st.host_if
                 )
             self._plumb(path, st)
             st.network_ready_time = now_rfc3339()
             self.save(st)
+        elif st.mtu != self.mtu:  # same family, new overhead (e.g. host-gw -> vxlan)
+            self._set_mtu(path, st)
         self.iface.attach(st.host_if, st.ip)
         self._process(spec, st, path)
+
+    def _set_mtu(self, path: str, st: PodState) -> None:
+        """Both ends of the pod's veth to the mode's MTU (the pod's routes stay)."""
+        log.info("pod %s/%s: MTU %d -> %d", st.namespace, st.name, st.mtu, self.mtu)
+        self.ipr.link("set", ifname=st.host_if, mtu=self.mtu)
+        with IPRoute(netns=path) as pod:
+            pod.link("set", index=pod.link_lookup(ifname="eth0")[0], mtu=self.mtu)
+        st.mtu = self.mtu
+        self.save(st)
 
     def _plumb(self, path: str, st: PodState) -> None:
         """veth pair (the pod end created directly in the pod netns), then the pod side."""
@@ -239,6 +266,7 @@ class PodManager:
             pod.link("set", index=pod.link_lookup(ifname="lo")[0], state="up")
             eth0 = pod.link_lookup(ifname="eth0")[0]
             self.iface.plumb_pod(pod, eth0, st.ip, self.gateway, self.mtu, host_mac)
+        st.mtu = self.mtu
 
     def _running(self, pid: int, path: str) -> bool:
         """Our own child: ask waitpid (a child that has not entered the pod netns yet is
@@ -315,7 +343,8 @@ class PodManager:
                 with contextlib.suppress(OSError):
                     netns.remove(str(f))
         host_ifs = {st.host_if for st in states.values()}
-        for name in self.iface.ports():
+        ports = {n for style in POD_INTERFACES.values() for n in style(self.ipr).ports()}  # type: ignore[call-arg]
+        for name in sorted(ports):
             if name not in host_ifs:
                 log.warning("removing orphaned pod veth %s", name)
                 nl.ignore_missing(partial(self.ipr.link, "del", ifname=name))

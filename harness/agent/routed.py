@@ -131,3 +131,6 @@ class RoutedPodNetwork:
     def ports(self) -> list[str]:
         names = (str(nl.attr(m, "IFLA_IFNAME", "")) for m in self.ipr.get_links())
         return [n for n in names if n.startswith("cali")]
+
+    def retire(self) -> None:
+        return None  # nothing node-wide; each cali* veth is re-plumbed with its pod

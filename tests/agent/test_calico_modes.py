@@ -337,3 +337,41 @@ def test_wireguard_hides_pod_traffic(calico_lab, mode: str, encryption: str) -> 
         ]
     else:
         assert _has_marker(between), "negative control: the marker must be visible in clear"
+
+
+# -- a mode switch across families --------------------------------------------------------
+
+
+def test_running_pods_follow_a_switch_of_pod_interface_family(calico_lab) -> None:
+    """vxlan (bridged cni0) → bgp (routed cali*) → host-gw: the same pods, same
+    processes and addresses, re-plumbed in the new style with the new MTU."""
+    lab = calico_lab(2, "vxlan")
+    pods = _up(lab)
+    n1 = lab.nodes[0]
+    a, b = pods["a"], pods["b"]
+    veth = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
+    assert "cni0" in veth and routed.host_if_name("default", "a") not in veth
+    for mode, mtu in (("bgp", 1500), ("vxlan", 1450), ("host-gw", 1500)):
+        for n in lab.nodes:
+            lab.stop_agent(n)
+            _set_cfg(n, mode=mode)
+            lab.start_agent(n)
+        hello = wait_for(
+            f"a → b after the switch to {mode}",
+            lambda: lab.pod_run(
+                n1, a["netns"], tcp_hello(b["podIP"], 8080), check=False
+            ).stdout.split(),
+        )
+        assert hello[0] == "b" and hello[1].split(":")[0] == a["podIP"], hello
+        links = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
+        routed_style = mode == "bgp"
+        assert (routed.host_if_name("default", "a") in links) == routed_style, links
+        assert ("cni0" in links) != routed_style, links
+        with IPRoute(netns=n1.pod_netns(a["netns"])) as ipr:
+            eth0 = ipr.get_links(ipr.link_lookup(ifname="eth0")[0])[0]
+            assert eth0.get_attr("IFLA_MTU") == mtu, f"{mode}: pod MTU"
+        ok = lab.pod_run(n1, a["netns"], ping(b["podIP"], 1, mtu - 28, df=True), check=False)
+        assert ok.returncode == 0, f"{mode}: DF ping of {mtu} bytes after the switch"
+        now = lab.pod_status("a")
+        assert now is not None and now["podIP"] == a["podIP"]
+        assert now["containerStatuses"][0]["restartCount"] == 0, "the pod was restarted"
