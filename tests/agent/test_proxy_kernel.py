@@ -112,8 +112,6 @@ def test_session_affinity_sticks_then_expires(lab: SvcLab, proxy: ServiceProxy) 
 def test_multi_port_and_udp_removing_one_port_breaks_only_it(
     lab: SvcLab, proxy: ServiceProxy
 ) -> None:
-    if proxy.name == "userspace":
-        pytest.skip("the userspace mode proxies TCP only")
     a = svc(lab, ["b1"], port=80, port_name="http")
     b = svc(lab, ["b1"], port=90, target=9090, port_name="alt")
     u = svc(lab, ["b1"], port=80, port_name="dns", protocol="udp")
@@ -129,8 +127,6 @@ def test_multi_port_and_udp_removing_one_port_breaks_only_it(
 
 
 def test_node_port_from_outside_and_node(lab: SvcLab, proxy: ServiceProxy) -> None:
-    if proxy.name == "userspace":
-        pytest.skip("the userspace mode has no NodePort")
     proxy.full_sync([svc(lab, ["b0", "b2"], node_port=30080)])
     got = Counter(lab.connect(lab.outside, lab.NODE_OUTSIDE_IP, 30080, 30))
     assert set(got) == {"b0", "b2"}, f"{proxy.name}: outside → NodePort: {dict(got)}"
