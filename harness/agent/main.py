@@ -43,6 +43,7 @@ from harness.agent.store import (
     StoreError,
     cluster_prefix,
     node_key,
+    pod_key,
     podstatus_key,
     wait_ready,
 )
@@ -120,6 +121,7 @@ class Agent:
         self._written: dict[str, str] = {}
         self.pod_states: dict[tuple[str, str], PodState] = {}
         self.unready = False
+        self.terminating = False  # pods in a graceful stop: the loop polls them
         self.exit_code = 0
 
     def start(self) -> None:
@@ -162,7 +164,11 @@ class Agent:
         self.services = ServicesController(
             self.store,
             ServicesConfig(
-                cfg.cluster, cfg.node, str(cfg.service_cidr), str(cfg.pod_cidr), cfg.proxy_mode
+                cfg.cluster,
+                cfg.node,
+                str(cfg.service_cidr),
+                str(cfg.pod_cidr),
+                cfg.proxy_mode,
             ),
         )
         self.services.start(self.stop)
@@ -240,6 +246,11 @@ class Agent:
     def _sync_pods(self, full: bool) -> None:
         desired = self._desired_pods()
         self.pod_states = self.podmgr.sync(desired, full)
+        terminating = {k: s for k, s in desired.items() if s.terminating}
+        for ref, spec in terminating.items():
+            if ref not in self.pod_states:  # stopped and removed: finish the delete
+                self._forget_pod(ref, spec.uid)
+        self.terminating = any(k in self.pod_states for k in terminating)
         self._probe(desired, everyone=full)
         keys = {podstatus_key(self.cfg.cluster, ns, n) for ns, n in self.pod_states}
         for key in set(self._written) - keys:  # pods this agent removed
@@ -251,6 +262,15 @@ class Agent:
                 mine = (_obj(kv) or {}).get("hostIP") == str(self.cfg.underlay_address)
                 if mine and kv.key not in keys:
                     self.store.delete(kv.key)
+
+    def _forget_pod(self, key: tuple[str, str], uid: str) -> None:
+        """Remove a gracefully deleted pod's object, unless a new pod took its name."""
+        pkey = pod_key(self.cfg.cluster, *key)
+        kv = self.store.get(pkey)
+        if kv is None or (_obj(kv) or {}).get("metadata", {}).get("uid", "") != uid:
+            return
+        if self.store.delete_if(pkey, kv.mod_revision):
+            log.info("pod %s/%s: deleted", *key)
 
     def _probe(self, desired: dict[tuple[str, str], PodSpec], everyone: bool) -> None:
         """Readiness probes (all pods on a full pass, else the not-yet-ready), then
@@ -274,7 +294,7 @@ class Agent:
         next_resync = 0.0
         while not self.stop.is_set():
             timeout = max(0.0, min(next_beat, next_resync) - time.monotonic())
-            if self.unready:  # a pod waits for its readiness probe: look again soon
+            if self.unready or self.terminating:  # a probe or a graceful stop to follow
                 timeout = min(timeout, 0.2)
             if self.dirty.wait(timeout):
                 time.sleep(0.02)  # let a burst of events land, then act once
@@ -288,7 +308,9 @@ class Agent:
                     next_resync = time.monotonic() + self.cfg.resync_s
                 pods = self.pods.take_changed(resync)
                 self.reconcile(datapath=self.subnets.take_changed(resync), pods=pods, full=resync)
-                if self.unready and not pods:
+                if self.terminating and not pods:
+                    self.reconcile(datapath=False, pods=True, full=False)
+                elif self.unready and not pods:
                     self._probe(self._desired_pods(), everyone=False)
             except StoreError as exc:
                 log.error("etcd: %s (kernel state left as is; retrying)", exc)

@@ -20,7 +20,9 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -58,12 +60,20 @@ class PodSpec:
     restart_policy: str = "Always"
     readiness: procs.Probe | None = None
     container: str = "main"
+    grace_s: int | None = None  # set once the pod is being deleted (graceful delete)
+    pre_stop_s: int = 0  # lifecycle.preStop.sleep.seconds
+
+    @property
+    def terminating(self) -> bool:
+        return self.grace_s is not None
 
     @staticmethod
     def from_object(obj: dict[str, Any]) -> PodSpec:
         meta, spec = obj.get("metadata", {}), obj.get("spec", {})
         c = (spec.get("containers") or [{}])[0]
         argv = [*(c.get("command") or []), *(c.get("args") or [])]
+        grace = meta.get("deletionGracePeriodSeconds") if meta.get("deletionTimestamp") else None
+        pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
         return PodSpec(
             namespace=str(meta.get("namespace") or "default"),
             name=str(meta["name"]),
@@ -72,6 +82,8 @@ class PodSpec:
             restart_policy=str(spec.get("restartPolicy") or "Always"),
             readiness=_probe(c),
             container=str(c.get("name") or "main"),
+            grace_s=None if grace is None else int(grace),
+            pre_stop_s=int(pre_stop.get("seconds") or 0),
         )
 
 
@@ -108,6 +120,8 @@ class PodState:
     exit_code: int | None = None
     restart_count: int = 0
     ready: bool = False
+    terminating_since: float = 0.0  # wall clock (survives an agent restart)
+    sigterm_sent: bool = False
     mtu: int = 0  # of the pod's veth, as last set (0: written before MTU was kept)
 
 
@@ -194,6 +208,11 @@ class PodManager:
         used = {st.ip for st in states.values()}
         for key, spec in desired.items():
             known = states.get(key)
+            if spec.terminating:
+                if known is not None and self._terminate(spec, known):
+                    del states[key]
+                self._ok.pop(key, None)
+                continue
             if known is not None:
                 st = known
             else:
@@ -322,13 +341,58 @@ class PodManager:
 
     def check_ready(self, spec: PodSpec, st: PodState) -> bool:
         """Run the pod's readiness probe (no probe: ready while Running); True if changed."""
-        ready = st.phase == "Running" and (
-            spec.readiness is None or procs.probe(spec.readiness, st.ip)
+        ready = (
+            st.phase == "Running"
+            and not spec.terminating
+            and (spec.readiness is None or procs.probe(spec.readiness, st.ip))
         )
         if ready == st.ready:
             return False
         st.ready = ready
         self.save(st)
+        return True
+
+    # -- graceful termination ------------------------------------------------------
+    def _terminate(self, spec: PodSpec, st: PodState) -> bool:
+        """One step of the kubelet's graceful stop; True once the pod is removed.
+
+        Not Ready at once (its Services dropped it already: the object is
+        terminating); the preStop sleep, so the proxies on every node are
+        reprogrammed before the process is told to stop; SIGTERM; SIGKILL when
+        the grace period (which includes the preStop sleep) is over. Called on
+        every pass while the pod terminates; never blocks.
+        """
+        grace = spec.grace_s or 0
+        now = time.time()
+        if not st.terminating_since:
+            st.terminating_since, st.ready = now, False
+            st.message = f"terminating (grace period {grace}s)"
+            self.save(st)
+            log.info(
+                "pod %s/%s: terminating (preStop sleep %ds, grace period %ds)",
+                st.namespace, st.name, min(spec.pre_stop_s, grace), grace,
+            )  # fmt: skip
+        path = str(self.cfg.netns_dir / st.netns)
+        self._reap()
+        alive = (
+            [p for p in procs.pids_in_netns(path) if procs.exists(p)]
+            if os.path.exists(path)
+            else []
+        )
+        if st.pid in self._children and self._children[st.pid].poll() is None:
+            alive.append(st.pid)  # not yet inside the pod netns
+        over = now >= st.terminating_since + grace
+        if alive and not over:
+            if now < st.terminating_since + min(spec.pre_stop_s, grace):
+                return False
+            if not st.sigterm_sent:
+                for pid in sorted(set(alive)):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+                st.sigterm_sent = True
+                self.save(st)
+            return False
+        self.remove(st, grace_s=0.0 if over else procs.STOP_GRACE_S)
         return True
 
     # -- removal ----------------------------------------------------------------------
@@ -349,13 +413,14 @@ class PodManager:
                 log.warning("removing orphaned pod veth %s", name)
                 nl.ignore_missing(partial(self.ipr.link, "del", ifname=name))
 
-    def remove(self, st: PodState) -> None:
-        """Stop the pod's processes (by pid), remove its interfaces, netns and address."""
+    def remove(self, st: PodState, grace_s: float = procs.STOP_GRACE_S) -> None:
+        """Stop the pod's processes (by pid; SIGKILL after ``grace_s``), remove its
+        interfaces, netns and address."""
         path = str(self.cfg.netns_dir / st.netns)
         pids = set(procs.pids_in_netns(path)) if os.path.exists(path) else set()
         if st.pid in self._children:  # our unreaped child: its pid cannot be recycled,
             pids.add(st.pid)  # and it may not have entered the pod netns yet
-        procs.stop_pids(sorted(pids))
+        procs.stop_pids(sorted(pids), grace_s)
         for pid in pids & set(self._children):
             # a killed multi-threaded child shows as a zombie a moment before waitpid
             # can collect it: wait for it, so no zombie outlives the pod

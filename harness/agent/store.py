@@ -176,6 +176,12 @@ class Store:
     def delete(self, key: str) -> bool:
         return int(self._post("/kv/deleterange", {"key": _b64(key)}).get("deleted", 0)) > 0
 
+    def delete_if(self, key: str, mod_revision: int) -> bool:
+        """Delete ``key`` only if nobody changed it since ``mod_revision``."""
+        cmp = {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": mod_revision}
+        txn = {"compare": [cmp], "success": [{"request_delete_range": {"key": _b64(key)}}]}
+        return bool(self._post("/kv/txn", txn).get("succeeded", False))
+
     def delete_prefix(self, prefix: str) -> int:
         body = {"key": _b64(prefix), "range_end": _range_end(prefix)}
         return int(self._post("/kv/deleterange", body).get("deleted", 0))

@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--wait", action="store_true", help="wait until the node agent has torn each pod down"
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        metavar="S",
+        help="seconds a pod gets to stop after SIGTERM (default: its "
+        "terminationGracePeriodSeconds, else 30); 0 removes it at once",
+    )
     p.add_argument("--ignore-not-found", action="store_true")
     _namespace_args(p, all_namespaces=False)
     _target_args(p)
@@ -176,10 +183,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
             raise UserError(f"name the {word} to delete (fix: podlab delete {word} NAME)")
         info = _kind(word)
         targets = [(info, args.namespace, n) for n in names]
+    if args.grace_period is not None and args.grace_period < 0:
+        raise UserError(
+            f"--grace-period {args.grace_period} is negative (fix: 0 or more seconds)"
+        )
     client, _ = connect(args)
     missing, gone = [], []
     for info, ns, name in targets:
-        if client.delete(info, ns, name):
+        if client.delete(info, ns, name, args.grace_period):
             print(f'{info.kind.lower()} "{name}" deleted')
             gone.append((ns, name))
         elif not args.ignore_not_found:

@@ -30,6 +30,7 @@ from harness.api import alloc
 from harness.api.kv import KV, Entry, Write
 from harness.api.netobjects import Service
 from harness.api.objects import (
+    DEFAULT_GRACE_S,
     KINDS,
     KindInfo,
     NodeRecord,
@@ -227,6 +228,18 @@ class ApiClient:
         meta["uid"] = pmeta.get("uid") or str(uuid.uuid4())
         meta["creationTimestamp"] = pmeta.get("creationTimestamp") or rfc3339(self.clock())
         if isinstance(loc.obj, Pod):
+            if pmeta.get("deletionTimestamp"):
+                problems.append(
+                    _at(
+                        loc,
+                        ("metadata", "name"),
+                        f"pod {loc.obj.metadata.name} is terminating "
+                        f"(deleted at {pmeta['deletionTimestamp']})",
+                        "wait until it is gone: "
+                        f"podlab delete pod {loc.obj.metadata.name} -n "
+                        f"{loc.obj.metadata.namespace} --wait",
+                    )
+                )
             if not loc.obj.spec.nodeName and prev.get("spec", {}).get("nodeName"):
                 new["spec"]["nodeName"] = prev["spec"]["nodeName"]
             changed = _first_difference(prev.get("spec", {}), new["spec"], ("spec",))
@@ -277,9 +290,39 @@ class ApiClient:
         return obj
 
     # --- delete ----------------------------------------------------------------------
-    def delete(self, info: KindInfo, namespace: str, name: str) -> bool:
-        """Delete an object; True if it existed. A pod's orphaned status goes too."""
+    def delete(
+        self, info: KindInfo, namespace: str, name: str, grace_s: int | None = None
+    ) -> bool:
+        """Delete an object; True if it existed. A pod's orphaned status goes too.
+
+        A pod its agent runs is deleted gracefully, as the kubelet does: the object
+        gets ``deletionTimestamp`` and ``deletionGracePeriodSeconds`` (``grace_s``,
+        else the pod's ``terminationGracePeriodSeconds``, else 30), which takes it
+        out of every Service at once; its agent runs the preStop sleep, sends
+        SIGTERM, kills what is left when the grace period ends, and then removes
+        the object. ``grace_s=0``, or a pod no agent has reported on, goes at once.
+        """
         key = object_key(self.cluster, info, namespace, name)
+        if info.kind == "Pod" and grace_s != 0:
+            entry = self.kv.get(key)
+            if entry is None:
+                self.kv.delete(status_key(self.cluster, namespace, name))
+                return False
+            pod = _load(entry.value)
+            meta = pod.setdefault("metadata", {})
+            if meta.get("deletionTimestamp"):
+                return True  # already terminating: its agent finishes the job
+            status = self.kv.get(status_key(self.cluster, namespace, name))
+            if status is not None and _load(status.value).get("uid") == meta.get("uid"):
+                grace = grace_s
+                if grace is None:
+                    grace = pod.get("spec", {}).get("terminationGracePeriodSeconds")
+                meta["deletionTimestamp"] = rfc3339(self.clock())
+                meta["deletionGracePeriodSeconds"] = DEFAULT_GRACE_S if grace is None else grace
+                value = json.dumps(pod, sort_keys=True).encode()
+                if self.kv.commit([Write(key, value, entry.mod_revision)]):
+                    return True
+                return self.delete(info, namespace, name, grace_s)  # it changed meanwhile
         if info.kind == "Service":
             entry = self.kv.get(key)
             if entry is None:

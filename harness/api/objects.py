@@ -80,6 +80,20 @@ class Probe(Strict):
     failureThreshold: PositiveInt = 3
 
 
+class SleepAction(Strict):
+    seconds: NonNegativeInt
+
+
+class LifecycleHandler(Strict):
+    """Only Kubernetes' ``sleep`` action: the agent has no exec into a container image."""
+
+    sleep: SleepAction
+
+
+class Lifecycle(Strict):
+    preStop: LifecycleHandler | None = None
+
+
 class Container(Strict):
     """A process in the pod's network namespace; ``image`` is accepted and ignored."""
 
@@ -89,12 +103,19 @@ class Container(Strict):
     args: list[str] | None = None
     ports: list[ContainerPort] = Field(default_factory=list)
     readinessProbe: Probe | None = None
+    lifecycle: Lifecycle | None = None
+
+
+#: Kubernetes' default for ``terminationGracePeriodSeconds``.
+DEFAULT_GRACE_S = 30
 
 
 class PodSpec(Strict):
     nodeName: DNSSubdomain | None = None
     containers: list[Container] = Field(min_length=1)
     restartPolicy: Literal["Always", "OnFailure", "Never"] = "Always"
+    # None: DEFAULT_GRACE_S (kept out of the stored object, like every default)
+    terminationGracePeriodSeconds: NonNegativeInt | None = None
 
 
 class Pod(ApiObject):

@@ -74,7 +74,7 @@ def pod_row(pod: dict[str, Any], now: float, wide: bool, namespace_col: bool) ->
     row += [
         meta["name"],
         f"{_ready_containers(status, total)}/{total}",
-        status.get("phase", "Pending"),
+        "Terminating" if meta.get("deletionTimestamp") else status.get("phase", "Pending"),
         str(sum(int(c.get("restartCount", 0)) for c in status.get("containerStatuses", []))),
         age(meta.get("creationTimestamp"), now),
     ]

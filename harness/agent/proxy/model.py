@@ -2,9 +2,11 @@
 
 Derived from etcd objects by ``endpoints_for`` (pure): a Service's selector
 picks the pods of its namespace whose status is Running with condition
-Ready=True; a named ``targetPort`` is resolved per pod through that pod's
-container ports (so two backends may serve on different numbers, as in
-Kubernetes). Headless and ExternalName services have nothing to proxy.
+Ready=True and that are not terminating (``deletionTimestamp`` set by a graceful
+delete: the endpoint goes before the pod's agent has even seen the delete); a
+named ``targetPort`` is resolved per pod through that pod's container ports (so
+two backends may serve on different numbers, as in Kubernetes). Headless and
+ExternalName services have nothing to proxy.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def endpoints_for(
         if selector
         and p["metadata"].get("namespace", "default") == ns
         and _labels_match(selector, p["metadata"].get("labels", {}))
+        and not p["metadata"].get("deletionTimestamp")  # terminating: out at once
         and _ready(statuses.get((ns, p["metadata"]["name"])) or {})
     ]
     affinity = None
