@@ -58,6 +58,8 @@ class WireGuardLayer:
             "Encryption": "wireguard",
             "WireguardPublicKey": self.public_key,
             "WireguardPort": self.wg.port,
+            # kernel or wireguard-go, known once up: the conformance results name the fallback
+            **({"WireguardImpl": self.wg.kind} if self.wg.kind else {}),
         }
 
     def setup(self, subnet: ipaddress.IPv4Network) -> None:

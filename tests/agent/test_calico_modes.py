@@ -156,6 +156,11 @@ def test_pods_connect_with_mode_mtu(calico_lab, mode: str, encryption: str) -> N
         assert routed.host_if_name("default", "a") in links and "cni0" not in links
     if encryption == "wireguard":
         assert rec["backend"]["WireguardPublicKey"] and rec["backend"]["WireguardPort"] == 51820
+        rec = wait_for(
+            "WireguardImpl published",
+            lambda: (r := lab.wait_node(n1))["backend"].get("WireguardImpl") and r,
+        )
+        assert rec["backend"]["WireguardImpl"] in ("kernel", "wireguard-go")
         key = n1.dir / "state" / "wireguard" / "private.key"
         assert key.stat().st_mode & 0o077 == 0
         assert key.read_text().strip() not in str(lab.store.get_prefix("/")[0])
