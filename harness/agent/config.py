@@ -51,6 +51,7 @@ class AgentConfig(BaseModel):
     netns_dir: Path = Path("/run/netns")  # where pod netns are bind-mounted (ip netns' dir)
     lease_ttl_s: int = Field(60, ge=3)  # etcd lease TTL for the node record + subnet lease
     resync_s: float = Field(10.0, gt=0)  # periodic full reconcile (re-adds deleted objects)
+    node_grace_s: float = Field(40.0, gt=0)  # a silent node's pods leave service endpoints
     allow_root_netns: bool = False  # refuse to program the host's own namespace unless set
 
     @model_validator(mode="after")
@@ -58,6 +59,17 @@ class AgentConfig(BaseModel):
         if self.node_prefix <= self.pod_cidr.prefixlen:
             raise ValueError(
                 f"node_prefix /{self.node_prefix} must be longer than pod_cidr {self.pod_cidr}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeats(self) -> AgentConfig:
+        # one late heartbeat must not declare a node dead, and the services
+        # controller stops judging after node_grace_s/2 without any heartbeat
+        if self.node_grace_s <= 2 * self.heartbeat_s:
+            raise ValueError(
+                f"node_grace_s {self.node_grace_s:g} must exceed twice the heartbeat "
+                f"({self.heartbeat_s:g} s = lease_ttl_s {self.lease_ttl_s} / 4, at least 1 s)"
             )
         return self
 

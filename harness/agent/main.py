@@ -169,6 +169,7 @@ class Agent:
                 str(cfg.service_cidr),
                 str(cfg.pod_cidr),
                 cfg.proxy_mode,
+                node_grace_s=cfg.node_grace_s,
             ),
         )
         self.services.start(self.stop)

@@ -8,6 +8,12 @@ Deployment's worth of pods) therefore cost one programming pass, and every
 pass sees a consistent snapshot. A periodic full sync (``resync_s``) repairs
 drift: the proxy rebuilds its table, the policy table is re-applied.
 
+Node failure: the agents' node records (``nodes/<name>``, rewritten every
+heartbeat) are watched too, but only for liveness (``NodeLiveness``). A node
+whose record is deleted or silent for ``node_grace_s`` is dead, and its pods are
+treated as NotReady — Kubernetes' node lifecycle controller — so they leave the
+service endpoints and headless DNS answers until the node is heard from again.
+
 Reads (written by ``podlab apply`` and the agents)::
 
     /podlab/v1/<cluster>/services/<ns>/<name>
@@ -15,6 +21,7 @@ Reads (written by ``podlab apply`` and the agents)::
     /podlab/v1/<cluster>/podstatus/<ns>/<name>
     /podlab/v1/<cluster>/policies/<ns>/<name>
     /podlab/v1/<cluster>/namespaces/<name>
+    /podlab/v1/<cluster>/nodes/<name>          (liveness only)
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +56,122 @@ class ServicesConfig:
     dns: bool = True
     resync_s: float = 60.0
     netns: str | None = None  # None: the namespace the agent runs in
+    node_grace_s: float = 40.0  # a silent node's pods stop being endpoints (node-monitor-grace)
+
+
+class NodeLiveness:
+    """Which nodes are alive, judged by when their records were last written.
+
+    Times are this process's monotonic clock at the moment an event arrived,
+    never the heartbeat written inside the record: nodes' clocks differ, and
+    ours only has to agree with itself. The watch is our only ear, so silence is
+    measured against the newest write from *any* node: while nothing arrives at
+    all (etcd down, or this node cut off from it) the clock stops ``grace_s / 2``
+    after that write, and that deaf span counts against nobody once writes
+    resume — an outage of our own must neither empty every service nor make the
+    first heartbeat after it condemn all the nodes whose own have not arrived
+    yet. Live agents write more often than every ``grace_s / 2`` (the agent
+    config insists), so the pause never starts while we are listening.
+
+    Not thread-safe: the controller calls it under its lock.
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._last: dict[str, float] = {}  # node → last write, on the clock that judges
+        self._wrote: dict[str, float] = {}  # node → last write, really (for the log)
+        self._gone: set[str] = set()  # records deleted (lease expired, node removed)
+        self._newest = 0.0  # the latest write from any node: proof we still hear etcd
+        self._declared: set[str] = set()  # dead as of the last changed()
+        self._unseen: dict[str, float] = {}  # back from the dead → how long it was silent
+
+    def _clock(self, now: float) -> float:
+        return min(now, self._newest + self.grace_s / 2)
+
+    def _dead(self, name: str, now: float) -> bool:
+        return name in self._gone or self._clock(now) - self._last[name] > self.grace_s
+
+    def _hear(self, now: float) -> None:
+        deaf = now - (self._newest + self.grace_s / 2)
+        if self._last and deaf > 0:  # the clock stood still: shift everyone with it
+            self._last = {name: t + deaf for name, t in self._last.items()}
+        self._newest = max(self._newest, now)
+
+    def seen(self, name: str, now: float) -> bool:
+        """A write of ``name``'s record; True only when that changes its liveness
+        (a new node, or one back from the dead) — a heartbeat is not news."""
+        self._hear(now)
+        prev = self._last.get(name)
+        news = prev is None
+        if prev is not None and self._dead(name, now):
+            self._unseen[name] = now - self._wrote[name]  # back from the dead
+            news = True
+        self._last[name] = self._wrote[name] = now
+        self._gone.discard(name)
+        return news
+
+    def gone(self, name: str) -> bool:
+        """``name``'s record was deleted; True when that changes its liveness."""
+        if name not in self._last or name in self._gone:
+            return False
+        self._gone.add(name)
+        return True
+
+    def reset(self, names: list[str], now: float) -> None:
+        """A re-list: the records present count as written now, the others as deleted."""
+        for name in set(self._last) - set(names):
+            self._gone.add(name)
+        for name in names:
+            self.seen(name, now)
+
+    def dead(self, now: float) -> set[str]:
+        """The known nodes that are dead at ``now``."""
+        return {name for name in self._last if self._dead(name, now)}
+
+    def is_dead(self, name: str, now: float) -> bool:
+        """Whether a pod bound to ``name`` sits on a dead node.
+
+        A node without any record is dead once records exist at all (its agent
+        never started, or its record is long gone); with none, nothing writes
+        them (a controller without agents) and every node counts as alive.
+        """
+        if name in self._last:
+            return self._dead(name, now)
+        return bool(self._last)
+
+    def changed(self, now: float) -> bool:
+        """Whether the dead set moved since the last call: a node crossed the grace
+        with no event to say so, or came back. Logs each verdict once."""
+        dead = self.dead(now)
+        if dead == self._declared:
+            return False
+        for name in sorted(dead - self._declared):
+            why = "record deleted" if name in self._gone else "no heartbeat"
+            log.info(
+                "node %s is dead (%s, last seen %.1f s ago): its pods leave endpoints",
+                name,
+                why,
+                now - self._wrote[name],
+            )
+        for name in sorted(self._declared - dead):
+            log.info(
+                "node %s is alive again (unseen for %.1f s): its pods are endpoints again",
+                name,
+                self._unseen.pop(name, 0.0),
+            )
+        self._declared = dead
+        return True
+
+
+def _not_ready(status: dict[str, Any]) -> dict[str, Any]:
+    """A pod status as the node lifecycle controller leaves it when its node dies."""
+    conds = [c for c in status.get("conditions", []) if c.get("type") != "Ready"]
+    ready = {"type": "Ready", "status": "False", "reason": "NodeDead"}
+    return {**status, "conditions": [*conds, ready]}
+
+
+def _nodes_of(pods: list[dict[str, Any]]) -> set[str]:
+    return {n for p in pods if (n := p.get("spec", {}).get("nodeName"))}
 
 
 class ServicesController:
@@ -61,6 +185,8 @@ class ServicesController:
         self.dirty = threading.Event()
         self.synced = threading.Event()  # set after the first programming pass
         self.passes = 0
+        self.liveness = NodeLiveness(cfg.node_grace_s)
+        self.clock: Callable[[], float] = time.monotonic  # tests substitute theirs
         opts = ProxyOptions(cfg.service_cidr, cfg.cluster_cidr, cfg.netns)
         self.proxy: ServiceProxy = make_proxy(cfg.proxy_mode, opts)
         self.policy = policy.PolicyEnforcer(cfg.netns)
@@ -73,6 +199,11 @@ class ServicesController:
         kind = rest.split("/", 1)[0]
         return kind if kind in KINDS else None
 
+    def _node(self, key: str) -> str | None:
+        """The node named by a ``nodes/<name>`` key, else None."""
+        parts = key[len(self.prefix) :].split("/")
+        return parts[1] if len(parts) == 2 and parts[0] == "nodes" and parts[1] else None
+
     def _put(self, kv: KV) -> None:
         try:
             self.cache[kv.key] = json.loads(kv.value)
@@ -80,24 +211,32 @@ class ServicesController:
             log.warning("ignoring unreadable %s", kv.key)
 
     def on_reset(self, kvs: list[KV]) -> None:
+        nodes = [n for n in (self._node(kv.key) for kv in kvs) if n]
         with self.lock:
             self.cache = {}
             for kv in kvs:
                 if self._kind(kv.key):
                     self._put(kv)
+            self.liveness.reset(nodes, self.clock())
         self.dirty.set()
 
     def on_events(self, events: list[Event]) -> None:
-        relevant = [e for e in events if self._kind(e.kv.key)]
-        if not relevant:
-            return  # node heartbeats, leases…
+        now = self.clock()
+        dirty = False
         with self.lock:
-            for e in relevant:
-                if e.type == "DELETE":
-                    self.cache.pop(e.kv.key, None)
-                else:
-                    self._put(e.kv)
-        self.dirty.set()
+            for e in events:
+                node = self._node(e.kv.key)
+                if node:  # a heartbeat is news only if it changes liveness
+                    live = self.liveness
+                    dirty |= live.gone(node) if e.type == "DELETE" else live.seen(node, now)
+                elif self._kind(e.kv.key):
+                    if e.type == "DELETE":
+                        self.cache.pop(e.kv.key, None)
+                    else:
+                        self._put(e.kv)
+                    dirty = True
+        if dirty:
+            self.dirty.set()
 
     # --- deriving --------------------------------------------------------------------
     def snapshot(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -110,18 +249,29 @@ class ServicesController:
         return out
 
     def desired(self) -> tuple[list[ServicePort], Zone, str]:
-        """Service ports, DNS zone and policy table for the current cache (pure)."""
+        """Service ports, DNS zone and policy table for the current cache and clock."""
         snap = self.snapshot()
         pods = [o for _, o in snap["pods"]]
         statuses: dict[tuple[str, str], dict[str, Any]] = {}
         for key, obj in snap["podstatus"]:
             ns, name = key.rsplit("/", 2)[-2:]
             statuses[(ns, name)] = obj
+        # pods on dead nodes count as NotReady for endpoints and DNS; policy keeps them
+        now = self.clock()
+        with self.lock:
+            dead = {n for n in _nodes_of(pods) if self.liveness.is_dead(n, now)}
+        served = statuses
+        if dead:
+            served = dict(statuses)
+            for p in pods:
+                ref = (p["metadata"].get("namespace", "default"), p["metadata"]["name"])
+                if p.get("spec", {}).get("nodeName") in dead and ref in served:
+                    served[ref] = _not_ready(served[ref])
         services = [o for _, o in snap["services"]]
-        ports = [p for svc in services for p in endpoints_for(svc, pods, statuses)]
+        ports = [p for svc in services for p in endpoints_for(svc, pods, served)]
         if self.cfg.dns:  # the node's own DNS server answers on kube-dns' address
             ports = [p for p in ports if p.cluster_ip != dns_ip(self.cfg.service_cidr)]
-        zone = Zone.build(services, pods, statuses) if self.cfg.dns else Zone()
+        zone = Zone.build(services, pods, served) if self.cfg.dns else Zone()
         ns_labels = {
             k.rsplit("/", 1)[-1]: o.get("metadata", {}).get("labels", {})
             for k, o in snap["namespaces"]
@@ -171,6 +321,9 @@ class ServicesController:
             if stop.is_set():
                 break
             now = time.monotonic()
+            with self.lock:  # a node crossing the grace sends no event: look each wake-up
+                if self.liveness.changed(self.clock()):
+                    self.dirty.set()
             if not self.dirty.is_set() and now < full_due:
                 continue
             time.sleep(DEBOUNCE_S)

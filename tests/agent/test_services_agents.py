@@ -7,15 +7,21 @@ nodes (χ² over 300 connections), NodePort on every node's address from every
 node and from outside the cluster (the fabric namespace, 10.199.0.254: the
 backends must not see that address, i.e. NodePort traffic is masqueraded),
 DNS from a pod on each node (dnslib, and glibc through the resolv.conf the
-agent gives pods), and a NetworkPolicy enforced by the agents.
+agent gives pods), a NetworkPolicy enforced by the agents, and a stopped node
+(agent SIGKILLed, underlay down) whose backend leaves the other nodes'
+endpoints within the node grace and returns with the node.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
@@ -32,6 +38,28 @@ ASK = (
     "r = DNSRecord.parse(DNSRecord.question(sys.argv[1]).send('10.96.0.10', 53, timeout=2))\n"
     "print(' '.join(str(x.rdata) for x in r.rr))"
 )
+# Connections until a deadline, each with a short timeout: [[start time, outcome], …]
+PROBE = r"""
+import json, socket, sys, time
+ip, port, until = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+out = []
+while time.time() < until:
+    t = time.time()
+    try:
+        s = socket.create_connection((ip, port), timeout=1)
+        s.settimeout(1)
+        words = s.makefile().readline().split()
+        s.close()
+        got = words[0] if words else "empty"
+    except ConnectionRefusedError:
+        got = "refused"
+    except OSError:
+        got = "timeout"
+    out.append([t, got])
+    time.sleep(0.02)
+print(json.dumps(out))
+"""
+GRACE_S = 3.0  # node_grace_s of the node-failure lab (lease_ttl_s 4: heartbeat 1 s)
 
 
 def put_pod(lab: AgentLab, name: str, node: str, labels: dict[str, str]) -> None:
@@ -185,3 +213,87 @@ def test_policy_enforced_by_the_agents(cluster) -> None:
     assert outcomes(lab, src, web1, 8080, 1) == ["timeout"]
     lab.store.delete(key)
     wait_for("policy removed", lambda: outcomes(lab, src, web1, 8080, 1) == ["web-1"])
+
+
+def ready(lab: AgentLab, name: str) -> bool:
+    conds = (lab.pod_status(name) or {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+@pytest.fixture
+def three_nodes(agent_lab) -> Iterator[tuple[AgentLab, dict[str, dict]]]:
+    """Fast heartbeats (1 s) and a short grace; web-N on node n(N+1), client on n1."""
+    lab: AgentLab = agent_lab(3, "host-gw", lease_ttl_s=4, node_grace_s=GRACE_S)
+    for n in lab.nodes:
+        lab.start_agent(n)
+    for n in lab.nodes:
+        lab.wait_node(n)
+    for i, node in enumerate(lab.nodes):
+        put_pod(lab, f"web-{i}", node.name, {"app": "web"})
+    put_pod(lab, "client", lab.nodes[0].name, {"role": "client"})
+    names = ("web-0", "web-1", "web-2", "client")
+    for name in names:
+        wait_for(f"{name} Ready", lambda name=name: ready(lab, name), timeout=60)
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "clusterIP": VIP,
+            "selector": {"app": "web"},
+            "ports": [{"port": 80, "targetPort": "echo"}],
+        },
+    }
+    lab.store.put(f"{cluster_prefix('t1')}services/default/web", json.dumps(svc))
+    yield lab, {n: lab.pod_status(n) or {} for n in names}
+
+
+def test_stopped_node_leaves_endpoints_within_the_grace(three_nodes) -> None:
+    lab, pods = three_nodes
+    n1, _, n3 = lab.nodes
+    src = in_pod(lab, pods["client"])
+    webs = {"web-0", "web-1", "web-2"}
+    # control: before the stop, n1's proxy does send connections to n3's backend
+    wait_for("client reaches all three", lambda: set(outcomes(lab, src, VIP, 80, 30)) == webs)
+
+    deadline_s = GRACE_S + 2  # from the stop until every new connection avoids n3
+    until = time.time() + 1 + deadline_s + 3
+    probe = subprocess.Popen(
+        [*src, sys.executable, "-c", PROBE, VIP, "80", str(until)], stdout=subprocess.PIPE
+    )
+    time.sleep(1.0)
+    t0 = time.time()
+    lab.stop_agent(n3, signal.SIGKILL)  # a stopped node: no agent, no underlay
+    lab.ns_run(n3, ["ip", "link", "set", "eth1", "down"])
+    out, _ = probe.communicate(timeout=60)
+    conns = [(t - t0, got) for t, got in json.loads(out)]  # start (s after the stop), outcome
+
+    assert any(got == "web-2" for t, got in conns if t < 0), "control: web-2 served before"
+    late = [got for t, got in conns if t >= deadline_s]
+    assert len(late) >= 20 and set(late) == {"web-0", "web-1"}, (Counter(late), conns)
+    # when exactly: between the start of the last connection that failed or reached
+    # web-2 and the start of the next one; and when n1's controller logged the verdict
+    last_bad = max(t for t, got in conns if got not in ("web-0", "web-1"))
+    settled = next(t for t, _ in conns if t > last_bad)
+    verdicts = [ln for ln in n1.log.read_text().splitlines() if "node n3 is dead" in ln]
+    assert len(verdicts) == 1, verdicts
+    stamp = datetime.strptime(verdicts[0][:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    print(
+        f"\nnode n3 stopped (SIGKILL + eth1 down; heartbeat 1 s, grace {GRACE_S:g} s): "
+        f"n1 declared it dead after {stamp - t0:.2f} s; the last connection to fail or "
+        f"reach web-2 started at {last_bad:.2f} s, the next at {settled:.2f} s; "
+        f"all {len(late)} connections from {deadline_s:g} s on reached web-0/web-1"
+    )
+    # the dead node's status record still says Ready: liveness, not status, removed it
+    assert ready(lab, "web-2")
+
+    # the node comes back: its backend is an endpoint again
+    lab.ns_run(n3, ["ip", "link", "set", "eth1", "up"])
+    lab.start_agent(n3)
+    lab.wait_node(n3)
+    wait_for(
+        "web-2 gets traffic again",
+        lambda: "web-2" in outcomes(lab, src, VIP, 80, 30),
+        timeout=60,
+    )
+    assert "node n3 is alive again" in n1.log.read_text()
