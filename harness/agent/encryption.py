@@ -27,7 +27,7 @@ from pyroute2 import IPRoute
 
 from harness.agent import wireguard
 from harness.agent.config import AgentConfig
-from harness.agent.datapath.base import Datapath, Peer, PeerObjects, RouteSpec
+from harness.agent.datapath.base import Datapath, Peer, PeerObjects, PodInterface, RouteSpec
 
 log = logging.getLogger("podlab.encryption")
 
@@ -50,7 +50,8 @@ class WireGuardLayer:
         return self._public
 
     def mtu(self) -> int:
-        return wireguard.mtu_for(self.cfg.underlay_mtu)
+        flannel = self.pod_interface == PodInterface.BRIDGED  # the Flannel family
+        return wireguard.mtu_for(self.cfg.underlay_mtu, flannel=flannel)
 
     def backend_data(self) -> dict[str, Any]:
         return {

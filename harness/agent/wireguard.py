@@ -44,7 +44,11 @@ from harness.exec import run
 log = logging.getLogger("podlab.wireguard")
 
 DEFAULT_PORT = 51820
+# What each family reserves for WireGuard: Calico's wireguardMTU default for IPv4
+# (outer IPv4 20 + UDP 8 + data header 16 + Poly1305 tag 16); Flannel's wireguard
+# backend reserves 80, room for an outer IPv6 header.
 OVERHEAD = 60
+FLANNEL_OVERHEAD = 80
 SOCKET_DIR = Path("/var/run/wireguard")
 PROBE_LINK = "pl-wg-probe"
 START_TIMEOUT_S = 10.0
@@ -55,9 +59,9 @@ def iface_name(node: str) -> str:
     return "wg-" + hashlib.sha256(node.encode()).hexdigest()[:8]
 
 
-def mtu_for(underlay_mtu: int, mode_overhead: int = 0) -> int:
+def mtu_for(underlay_mtu: int, mode_overhead: int = 0, flannel: bool = False) -> int:
     """Pod MTU with WireGuard on a mode whose own encapsulation costs ``mode_overhead``."""
-    return underlay_mtu - OVERHEAD - mode_overhead
+    return underlay_mtu - (FLANNEL_OVERHEAD if flannel else OVERHEAD) - mode_overhead
 
 
 def kernel_wireguard_available(ipr: IPRoute) -> bool:

@@ -17,7 +17,7 @@ MODE_OVERHEAD: dict[str, int] = {
     "udp": 28,
     "vxlan": 50,
     "calico-vxlan": 50,
-    "cross-subnet": 20,  # Calico's CrossSubnet: IPIP across segments
+    "cross-subnet": 50,  # Calico's vxlanMode CrossSubnet: VXLAN across segments
 }
 # WireGuard's overhead as each family documents it: Calico 60, Flannel 80.
 WIREGUARD_OVERHEAD = {"calico": 60, "flannel": 80}

@@ -32,7 +32,7 @@ from tests.agent.test_agent_datapath import ECHO, _up
 pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.timeout(300)]
 
 MTU = {"bgp": 1500, "ipip": 1480, "calico-vxlan": 1450, "cross-subnet": 1450}
-WG_MTU = 1440
+WG_MTU = {"host-gw": 1420, "vxlan": 1420, "bgp": 1440}  # Flannel −80, Calico −60
 MARKER = "c0ffee5ec7e7"  # hex pattern ping puts in every echo payload
 MARKER_BYTES = bytes.fromhex(MARKER)
 
@@ -142,7 +142,7 @@ def test_pods_connect_with_mode_mtu(calico_lab, mode: str, encryption: str) -> N
         )
         assert hello[0] == name and hello[1].split(":")[0] == a["podIP"], hello
     assert lab.ns_run(n1, ping(b["podIP"]), check=False).returncode == 0, "node → remote pod"
-    mtu = WG_MTU if encryption == "wireguard" else MTU[mode]
+    mtu = WG_MTU[mode] if encryption == "wireguard" else MTU[mode]
     with IPRoute(netns=n1.pod_netns(a["netns"])) as ipr:
         assert ipr.get_links(ipr.link_lookup(ifname="eth0")[0])[0].get_attr("IFLA_MTU") == mtu
     ok = lab.pod_run(n1, a["netns"], ping(b["podIP"], 1, mtu - 28, df=True), check=False)

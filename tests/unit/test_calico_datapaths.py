@@ -70,7 +70,7 @@ def test_wireguard_layer_replaces_peer_routes_and_refuses_keyless_peers() -> Non
     c = cfg(mode="host-gw", encryption="wireguard")
     dp = encryption.layer(HostGw(c, None), c, None)  # type: ignore[arg-type]
     assert isinstance(dp, encryption.WireGuardLayer)
-    assert dp.mtu() == 1440 and dp.pod_interface is PodInterface.BRIDGED
+    assert dp.mtu() == 1420 and dp.pod_interface is PodInterface.BRIDGED
     keyed = PEER.__class__(
         PEER.node, PEER.subnet, PEER.underlay_ip, PEER.segment, {"WireguardPublicKey": "k"}
     )
