@@ -124,6 +124,12 @@ class NodeLiveness:
         for name in names:
             self.seen(name, now)
 
+    def next_verdict(self, now: float) -> float:
+        """Seconds until the next live node would cross the grace (at most 1 s): the
+        controller wakes then, so a verdict is not late by a polling period."""
+        due = [t + self.grace_s for n, t in self._last.items() if not self._dead(n, now)]
+        return min([1.0, *(d - self._clock(now) + 0.005 for d in due)])
+
     def dead(self, now: float) -> set[str]:
         """The known nodes that are dead at ``now``."""
         return {name for name in self._last if self._dead(name, now)}
@@ -317,7 +323,9 @@ class ServicesController:
     def _work(self, stop: threading.Event) -> None:
         full_due = 0.0  # the first pass is a full sync
         while not stop.is_set():
-            self.dirty.wait(timeout=1.0)
+            with self.lock:
+                wake = max(0.005, self.liveness.next_verdict(self.clock()))
+            self.dirty.wait(timeout=wake)
             if stop.is_set():
                 break
             now = time.monotonic()

@@ -213,3 +213,14 @@ def test_controller_drops_a_dead_nodes_pods_from_endpoints_and_dns(ctl) -> None:
     ctl.dirty.clear()
     ctl.on_events([Event("DELETE", KV(P + "nodes/n2", b""))])  # lease expired
     assert ctl.dirty.is_set() and served(ctl)[0] == {"10.244.1.2"}
+
+
+def test_next_verdict_wakes_the_controller_when_a_node_would_cross_the_grace() -> None:
+    live = NodeLiveness(grace_s=10.0)
+    live.seen("a", 100.0)
+    live.seen("b", 104.0)  # writes keep arriving (< grace/2 apart): the judging clock runs
+    live.seen("b", 108.0)
+    assert live.next_verdict(100.0) == 1.0  # capped: the controller looks at least every second
+    assert abs(live.next_verdict(109.7) - 0.305) < 1e-9  # "a" crosses at 110 (+5 ms)
+    live.seen("b", 109.9)
+    assert live.next_verdict(110.1) == 1.0 and live.dead(110.1) == {"a"}
