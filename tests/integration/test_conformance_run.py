@@ -2,8 +2,8 @@
 (connectivity, MTU, hygiene and egress to an outside host), tear it down, and check
 the results file, the JUnit XML and that nothing of the lab is left.
 
-The topology is single-cluster plus a router and an "outside" host on a
-documentation-range segment, renamed ``t-conf-it`` on a test management subnet.
+The topology is the shipped single-cluster (with its router and "outside" host on
+a documentation-range segment), renamed ``t-conf-it`` on a test management subnet.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.conformance import hygiene
 from harness.exec import run
@@ -25,37 +26,21 @@ pytestmark = [
 ]
 REPO = Path(__file__).resolve().parents[2]
 LAB = "t-conf-it"
-TOPOLOGY = f"""
-name: {LAB}
-mgmt: {{ipv4-subnet: 172.31.223.0/24}}
-topology:
-  defaults: {{kind: linux, image: podlab/node:bookworm}}
-  groups:
-    c1:
-      labels: {{podlab.cluster: c1, podlab.cluster-id: "1", podlab.pod-cidr: 10.244.0.0/16,
-               podlab.service-cidr: 10.96.0.0/16, podlab.mode: vxlan}}
-  nodes:
-    c1-cp: {{group: c1, labels: {{podlab.role: control-plane}}}}
-    c1-w1: {{group: c1}}
-    c1-w2: {{group: c1}}
-    router: {{labels: {{podlab.role: router}}}}
-    outside: {{labels: {{podlab.role: host}}}}
-    fabric: {{kind: bridge}}
-  links:
-    - endpoints: [router:eth1, fabric:p0]
-      ipv4: [10.100.1.1/24]
-    - endpoints: [c1-cp:eth1, fabric:p1]
-    - endpoints: [c1-w1:eth1, fabric:p2]
-    - endpoints: [c1-w2:eth1, fabric:p3]
-    - endpoints: [router:eth2, outside:eth1]
-      ipv4: [198.51.100.1/24, 198.51.100.10/24]
-"""
+
+
+def _topology() -> str:
+    """The shipped default lab under another name and management subnet."""
+    topo = yaml.safe_load((REPO / "topologies" / "single-cluster.clab.yml").read_text())
+    topo["name"], topo["mgmt"] = LAB, {"ipv4-subnet": "172.31.223.0/24"}
+    return yaml.safe_dump(topo, sort_keys=False)
+
+
 SLICE = "test_connectivity or test_mtu or test_hygiene"
 
 
 def test_podlab_test_builds_tests_and_removes_a_lab(tmp_path: Path) -> None:
     topo = tmp_path / f"{LAB}.clab.yml"
-    topo.write_text(TOPOLOGY)
+    topo.write_text(_topology())
     results = tmp_path / "results"
     argv = [sys.executable, "-m", "harness.cli", "test", f"--topology={topo}",
             "--results", str(results), "-k", SLICE, "-q"]  # fmt: skip
