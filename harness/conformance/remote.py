@@ -26,6 +26,10 @@ from harness.probes import netcheck as netcheck_module
 CONTROL_PERSIST_S = 30
 
 
+#: The process supervisor podlab's deploy runs on netns nodes (agent, etcd).
+SUPERVISORCTL = ("supervisorctl", "-c", "/etc/podlab/supervisor/supervisord.conf")
+
+
 def output(res: Result) -> str:
     """stdout then stderr: parsers take the last JSON line, errors stay visible in messages."""
     return f"{res.stdout}\n{res.stderr}"

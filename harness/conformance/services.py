@@ -152,9 +152,12 @@ class Objects:
         specs: Sequence[tuple[str, str, dict[str, str]]],
         namespace: str = NAMESPACE,
         wait_s: float = 60.0,
+        pre_stop_s: int = 0,
     ) -> dict[str, Pod]:
         """Echo pods (name, node, labels) with named ports and a readiness probe, once Ready."""
-        manifests = [pod_manifest(n, node, labels, namespace) for n, node, labels in specs]
+        manifests = [
+            pod_manifest(n, node, labels, namespace, pre_stop_s) for n, node, labels in specs
+        ]
         self.apply(manifests)
         return {n: self.wait_ready(namespace, n, wait_s) for n, _, _ in specs}
 
@@ -193,13 +196,17 @@ class Objects:
         return left
 
 
-def pod_manifest(name: str, node: str, labels: dict[str, str], namespace: str) -> dict[str, Any]:
-    container = {
+def pod_manifest(
+    name: str, node: str, labels: dict[str, str], namespace: str, pre_stop_s: int = 0
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
         "name": "main",
         "command": echo_command(name),
         "ports": CONTAINER_PORTS,
         "readinessProbe": {"tcpSocket": {"port": "tcp"}, "periodSeconds": 1},
     }
+    if pre_stop_s:  # what a real Deployment sets so a graceful delete loses nothing
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop_s}}}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": {**SUITE_LABEL, **labels}},
             "spec": {"nodeName": node, "containers": [container]}}  # fmt: skip

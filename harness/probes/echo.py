@@ -84,6 +84,22 @@ def flow_command(
     return [*argv, "--stop-file", stop_file] if stop_file else argv
 
 
+def stream_command(
+    target: str,
+    port: int,
+    duration_s: float,
+    interval_s: float = 0.05,
+    timeout_s: float = 1.0,
+    stop_file: str = "",
+    runner: tuple[str, ...] = NODE_NETCHECK,
+) -> list[str]:
+    """A new TCP connection every ``interval_s``, open loop: who answered each one."""
+    argv = [*_base(runner, "stream"), "--target", target, "--port", str(port),
+            "--duration", f"{duration_s:g}", "--interval", f"{interval_s:g}",
+            "--timeout", f"{timeout_s:g}"]  # fmt: skip
+    return [*argv, "--stop-file", stop_file] if stop_file else argv
+
+
 def serve_command(
     port: int, name: str, duration_s: float, runner: tuple[str, ...] = NODE_NETCHECK
 ) -> list[str]:
@@ -227,3 +243,24 @@ def parse_flow(output: str) -> FlowSamples:
     data = _load(output)
     samples = tuple((float(o), int(s), int(k)) for o, s, k in data.get("samples", []))
     return FlowSamples(float(data["start"]), float(data["bucket_s"]), samples)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Requests of a ``stream``: (epoch s, answering pod's name or failure outcome)."""
+
+    samples: tuple[tuple[float, str], ...]
+
+    def failed(self, names: set[str]) -> list[tuple[float, str]]:
+        return [s for s in self.samples if s[1] not in names]
+
+    def last(self, who: set[str]) -> float | None:
+        """Epoch of the last request answered by (or failed as) one of ``who``."""
+        times = [t for t, w in self.samples if w in who]
+        return max(times) if times else None
+
+
+def parse_stream(output: str) -> Stream:
+    data = _load(output)
+    start = float(data["start"])
+    return Stream(tuple((start + float(o), str(w)) for o, w in data.get("samples", [])))

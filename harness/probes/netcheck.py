@@ -214,6 +214,39 @@ def flow(a: argparse.Namespace) -> dict[str, Any]:
     return {"start": start, "bucket_s": a.bucket, "samples": samples}
 
 
+def stream(a: argparse.Namespace) -> dict[str, Any]:
+    """A new connection every ``interval`` for ``duration``: who answered each, or why not.
+
+    Open loop (each request in its own thread, sent on schedule), so requests
+    stuck on a dead backend show as failures instead of slowing the stream down.
+    A sample is (offset s, the first word of the reply: the echo pod's name, or
+    the outcome of a failed attempt).
+    """
+    start, t0 = time.time(), time.monotonic()
+    samples: list[list[Any]] = []
+    lock = threading.Lock()
+
+    def one(offset: float) -> None:
+        res = _attempt(a.proto, a.target, a.port, a.timeout, b"stream")
+        who = (res.get("reply") or "").split()[:1]
+        with lock:
+            samples.append([round(offset, 4), who[0] if who else res["outcome"]])
+
+    threads = []
+    k = 0
+    while (due := k * a.interval) < a.duration:
+        if a.stop_file and os.path.exists(a.stop_file):
+            break
+        time.sleep(max(0.0, due - (time.monotonic() - t0)))
+        t = threading.Thread(target=one, args=(time.monotonic() - t0,), daemon=True)
+        t.start()
+        threads.append(t)
+        k += 1
+    for t in threads:
+        t.join(a.timeout * 2 + 1)
+    return {"start": start, "samples": sorted(samples)}
+
+
 def _long_lived(
     conn: socket.socket | None, a: argparse.Namespace
 ) -> tuple[socket.socket | None, bool]:
@@ -341,6 +374,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--interval", type=float, default=0.05)
     s.add_argument("--bucket", type=float, default=0.5)
     s.add_argument("--stop-file", default="", help="end early once this file exists")
+    s = sub.add_parser("stream")
+    s.add_argument("--proto", choices=sorted(_ONE), default="tcp")
+    _target(s)
+    s.add_argument("--duration", type=float, default=10.0)
+    s.add_argument("--interval", type=float, default=0.05)
+    s.add_argument("--stop-file", default="", help="end early once this file exists")
     s = sub.add_parser("routewait")
     s.add_argument("--subnet", required=True)
     s.add_argument("--absent", dest="present", action="store_false")
@@ -360,8 +399,8 @@ def _target(s: argparse.ArgumentParser) -> None:
     s.add_argument("--timeout", type=float, default=2.0)
 
 
-COMMANDS = {"probe": probe, "rr": rr, "reach": reach, "flow": flow, "routewait": routewait,
-            "serve": serve}  # fmt: skip
+COMMANDS = {"probe": probe, "rr": rr, "reach": reach, "flow": flow, "stream": stream,
+            "routewait": routewait, "serve": serve}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

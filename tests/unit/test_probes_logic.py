@@ -101,3 +101,23 @@ def test_commands_run_netcheck_with_the_node_venv() -> None:
         echo.routewait_command("10.244.2.0/24", False, 60),
     ):
         netcheck.parser().parse_args(argv[3:])  # every argv is one netcheck accepts
+
+
+def test_stream_parses_who_answered_and_when() -> None:
+    samples = '[[0.0, "a"], [0.05, "timeout"], [0.1, "b"], [0.2, "a"]]'
+    out = 'noise\n{"start": 100.0, "samples": ' + samples + "}"
+    s = echo.parse_stream(out)
+    assert s.samples[1] == (100.05, "timeout")
+    assert s.failed({"a", "b"}) == [(100.05, "timeout")]
+    assert s.last({"a"}) == 100.2 and s.last({"c"}) is None
+    argv = echo.stream_command("10.96.0.9", 80, 8, 0.05, 1.0)
+    assert argv[-8:] == ["--port", "80", "--duration", "8", "--interval", "0.05", "--timeout", "1"]
+
+
+def test_stream_runs_open_loop_against_a_closed_port() -> None:
+    args = netcheck.parser().parse_args(
+        ["stream", "--target", "127.0.0.1", "--port", "9", "--duration", "0.3",
+         "--interval", "0.1", "--timeout", "0.5"]
+    )  # fmt: skip
+    got = netcheck.stream(args)
+    assert [w for _, w in got["samples"]] == ["refused"] * 3

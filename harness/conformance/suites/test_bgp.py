@@ -24,12 +24,11 @@ import pytest
 
 from harness.agent import bird
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.remote import Node
+from harness.conformance.remote import SUPERVISORCTL, Node
 from harness.conformance.run import Recorder
 
 RUN_DIR = "/run/podlab"
 BIRDC = ["birdc", "-s", f"{RUN_DIR}/bird.ctl"]
-SUPERVISORCTL = ["supervisorctl", "-c", "/etc/podlab/supervisor/supervisord.conf"]
 HOLD_S = 3.0  # bird.render: hold time 3 s
 RECOVERY_S = 60.0
 

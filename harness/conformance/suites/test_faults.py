@@ -20,11 +20,10 @@ from harness.api.schedule import is_ready
 from harness.conformance import paths
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import UDP_PORT, Pod, PodFactory
-from harness.conformance.remote import Node, output
+from harness.conformance.remote import SUPERVISORCTL, Node, output
 from harness.conformance.run import Recorder
 from harness.probes import echo
 
-SUPERVISORCTL = ["supervisorctl", "-c", "/etc/podlab/supervisor/supervisord.conf"]
 FLOW_S = 14.0
 FAULT_AT_S = 3.0
 RECOVERY_S = 60.0

@@ -9,18 +9,21 @@ answering pod's name, so every probe tells which backend served it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 import pytest
+import yaml
 
+from harness.agent.config import DEFAULT_PATH, AgentConfig
+from harness.api.objects import KINDS
 from harness.conformance import asserts
 from harness.conformance import services as svc
 from harness.conformance.labctl import Lab
-from harness.conformance.pods import HTTP_PORT, Pod
-from harness.conformance.remote import Node, output
+from harness.conformance.pods import HTTP_PORT, NAMESPACE, Pod
+from harness.conformance.remote import SUPERVISORCTL, Node, output
 from harness.probes import echo
 
 WEB = {"app": "svc-web"}
@@ -300,3 +303,138 @@ def _refused(src: Pod, vip: str) -> bool:
 def _answered(src: Pod, vip: str, proto: str) -> echo.ProbeReport | None:
     report = svc.tally(src.run, vip, 80, 3, proto)[1]
     return report if report.all_ok else None
+
+
+# -- failover: scenario 13's "endpoint goes away" half -----------------------------------
+
+FAILOVER = {"app": "svc-failover"}
+PRE_STOP_S = 2  # what a Deployment sets so the proxies move on before SIGTERM
+STREAM_INTERVAL_S = 0.05  # 20 new connections per second from each node
+LAST_HIT_P99_S = 1.0  # issue 7's goal for "no request goes to the dead backend"
+
+
+def _streams(
+    clients: list[Pod], vip: str, duration_s: float, event: Callable[[], object], after_s: float
+) -> tuple[float, dict[str, echo.Stream]]:
+    """Open-loop streams to vip:80 from every client; ``event`` runs ``after_s`` in.
+    Returns the event's epoch and each client node's stream (node clocks: NTP-synced)."""
+    argv = echo.stream_command(vip, 80, duration_s, STREAM_INTERVAL_S, timeout_s=1.0)
+    with ThreadPoolExecutor(len(clients)) as pool:
+        futures = {c.node.name: pool.submit(c.run, argv, duration_s + 30) for c in clients}
+        time.sleep(after_s)
+        t_event = time.time()
+        event()
+        return t_event, {n: echo.parse_stream(output(f.result())) for n, f in futures.items()}
+
+
+@pytest.mark.scenario(13)
+def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, record) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """A pod on every node streams new connections to a ClusterIP while one backend is
+    deleted the normal way (graceful, with a preStop sleep): no request may fail, and
+    no node may send one to the deleted backend later than 1 s after the delete."""
+    objs: svc.Objects = web["objs"]
+    clients = list(web["backends"].values())  # one per node
+    specs = [(f"svc-fo-{i}", n.name, FAILOVER) for i, n in enumerate(lab.cluster_nodes())]
+    pods = objs.echo_pods(specs, pre_stop_s=PRE_STOP_S)
+    objs.apply([svc.service("svc-fo", FAILOVER, [svc.port("tcp", 80, "tcp")])])
+    vip = objs.service("svc-fo")["spec"]["clusterIP"]
+    for c in clients:
+        svc.until(
+            f"{c} reaches every backend of svc-fo {vip}:80", partial(_serves, c, vip, set(pods))
+        )
+    victim = pods["svc-fo-0"]
+    delete = partial(objs.client.delete, KINDS["Pod"], NAMESPACE, victim.name)
+    t_del, streams = _streams(clients, vip, 8.0, delete, after_s=3.0)
+    objs.remove("Service", NAMESPACE, "svc-fo")
+    failed = {n: s.failed(set(pods)) for n, s in streams.items()}
+    last = {n: max(0.0, (s.last({victim.name}) or t_del) - t_del) for n, s in streams.items()}
+    before = sum(
+        1 for s in streams.values() for t, w in s.samples if w == victim.name and t < t_del
+    )
+    record(
+        "graceful_delete_failed_requests_count",
+        sum(map(len, failed.values())),
+        "count",
+        threshold=0,
+    )
+    record("graceful_delete_last_hit_p99_s", max(last.values()), "s", threshold=LAST_HIT_P99_S)
+    for n, v in last.items():
+        record("graceful_delete_last_hit_s", v, "s", labels={"client_node": n})
+    assert before, f"control: {victim.name} answered nothing before the delete"
+    assert not any(failed.values()), (
+        f"requests failed during a graceful delete of {victim}: "
+        + "; ".join(f"{n}: {len(f)} ({f[:3]})" for n, f in failed.items() if f)
+    )
+    assert max(last.values()) <= LAST_HIT_P99_S, (
+        f"{victim.name} still got requests after its delete: "
+        + ", ".join(f"{n} {v:.2f} s" for n, v in last.items())
+    )
+
+
+def _serves(client: Pod, vip: str, names: set[str]) -> bool:
+    """30 connections from ``client`` to vip:80 reach exactly ``names``."""
+    return set(svc.tally(client.run, vip, 80, 30)[0]) == names
+
+
+def _node_grace_s(node: Node) -> float:
+    """The agents' node_grace_s (agent.yaml; the agent's default when unset)."""
+    conf = yaml.safe_load(node.check(["cat", DEFAULT_PATH], timeout_s=15).stdout) or {}
+    return float(conf.get("node_grace_s", AgentConfig.model_fields["node_grace_s"].default))
+
+
+@pytest.mark.scenario(13)
+def test_stopped_node_leaves_every_service(
+    lab: Lab, web: dict, nodes: dict[str, Node], record
+) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """A worker stops (agent gone, underlay down) while pods on the other nodes stream
+    to a ClusterIP with a backend on it: its backend must leave every node's proxy
+    once the agents' node grace period is over (Kubernetes: node-monitor-grace-period),
+    after which no request fails; then it comes back and serves again."""
+    workers = [n for n in lab.cluster_nodes() if n.role == "worker"]
+    if len(lab.cluster_nodes()) < 2 or not workers:
+        pytest.skip(f"lab {lab.name}: needs a worker and another node")
+    victim = nodes[workers[0].name]
+    dead = {p.name for p in web["backends"].values() if p.node.name == victim.name}
+    clients = [p for p in web["backends"].values() if p.node.name != victim.name]
+    grace = _node_grace_s(victim)
+    vip = web["vip"]
+
+    stopped: list[float] = []
+
+    def stop() -> None:  # unreachable first, then silent: t_stop = the agent is gone
+        victim.check(["ip", "link", "set", victim.underlay_if, "down"], timeout_s=15)
+        victim.check([*SUPERVISORCTL, "stop", "podlab-agent"], timeout_s=30)
+        stopped.append(time.time())
+
+    try:
+        # the verdict comes at most `grace` after t_stop (its last heartbeat was before)
+        _, streams = _streams(clients, vip, 3.0 + grace + 6.0, stop, after_s=3.0)
+        t_stop = stopped[0]
+    finally:  # power back on: the link, the lab's static routes (gone with it), the agent
+        victim.check(["ip", "link", "set", victim.underlay_if, "up"], timeout_s=15)
+        for r in victim.plan.routes:
+            victim.check(["ip", "route", "replace", str(r.dest), "via", str(r.via), "dev", r.dev])
+        victim.check([*SUPERVISORCTL, "start", "podlab-agent"], timeout_s=30)
+    live = set(web["backends"]) - dead
+    gone_after = {}
+    for n, s in streams.items():
+        bad = [t for t, w in s.samples if w not in live and t >= t_stop]
+        gone_after[n] = max(bad) - t_stop if bad else 0.0
+        record("node_stop_failed_requests_count", len(s.failed(live | dead)), "count",
+               labels={"client_node": n})  # fmt: skip
+        record("node_stop_backend_gone_s", gone_after[n], "s", labels={"client_node": n})
+    record("node_grace_s", grace, "s")
+    worst = max(gone_after.values())
+    record("node_stop_backend_gone_p99_s", worst, "s", threshold=grace + LAST_HIT_P99_S)
+    served = {w for s in streams.values() for t, w in s.samples if t < t_stop}
+    assert served >= dead, f"control: {sorted(dead)} answered nothing before the stop"
+    assert worst <= grace + LAST_HIT_P99_S, (
+        f"{victim.name} stopped: its backends {sorted(dead)} still got requests "
+        f"{worst:.1f} s later (node grace {grace:g} s + {LAST_HIT_P99_S:g} s to reprogram): "
+        + ", ".join(f"{n} {v:.1f} s" for n, v in gone_after.items())
+    )
+    svc.until(  # the node returns: its agent adopts the pod, the backend serves again
+        f"{sorted(dead)} serve again after {victim.name} returns",
+        partial(_serves, clients[0], vip, set(web["backends"])),
+        deadline_s=60.0,
+    )

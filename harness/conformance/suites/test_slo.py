@@ -24,14 +24,13 @@ from harness.api.objects import KINDS, nodes_prefix
 from harness.conformance import paths
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import NAMESPACE, PodFactory, apply_pods, pod_manifest
-from harness.conformance.remote import Node, output
+from harness.conformance.remote import SUPERVISORCTL, Node, output
 from harness.conformance.run import Recorder
 from harness.probes import echo
 from harness.probes.stats import percentiles
 
 SLO_P99_S = 5.0
 DISCARD_PORT = 9
-SUPERVISORCTL = ["supervisorctl", "-c", "/etc/podlab/supervisor/supervisord.conf"]
 _serial = itertools.count(1)
 
 
