@@ -184,9 +184,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         info = _kind(word)
         targets = [(info, args.namespace, n) for n in names]
     if args.grace_period is not None and args.grace_period < 0:
-        raise UserError(
-            f"--grace-period {args.grace_period} is negative (fix: 0 or more seconds)"
-        )
+        raise UserError(f"--grace-period {args.grace_period} is negative (fix: 0 or more seconds)")
     client, _ = connect(args)
     missing, gone = [], []
     for info, ns, name in targets:

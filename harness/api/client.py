@@ -290,9 +290,7 @@ class ApiClient:
         return obj
 
     # --- delete ----------------------------------------------------------------------
-    def delete(
-        self, info: KindInfo, namespace: str, name: str, grace_s: int | None = None
-    ) -> bool:
+    def delete(self, info: KindInfo, namespace: str, name: str, grace_s: int | None = None) -> bool:
         """Delete an object; True if it existed. A pod's orphaned status goes too.
 
         A pod its agent runs is deleted gracefully, as the kubelet does: the object

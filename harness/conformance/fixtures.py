@@ -93,7 +93,9 @@ def _tear_down_and_check(run: Run, the_lab: Lab) -> None:
 
 
 @pytest.fixture(scope="session")
-def mode(request: pytest.FixtureRequest, lab: Lab, podlab_run: Run) -> Iterator[str]:
+def mode(
+    request: pytest.FixtureRequest, lab: Lab, podlab_run: Run, nodes: dict[str, remote.Node]
+) -> Iterator[str]:
     """The matrix entry under test; the lab is re-deployed when the matrix moves to it."""
     spec = ModeSpec.parse(request.param)
     if lab.deployed.get(lab.first_cluster) != spec and labctl.current_mode(lab) != spec:
@@ -101,6 +103,7 @@ def mode(request: pytest.FixtureRequest, lab: Lab, podlab_run: Run) -> Iterator[
         seconds = labctl.deploy(lab, spec)
         say(request.config, f"lab {lab.name} runs {spec} (deploy {seconds:.0f} s)")
     labctl.wait_nodes_ready(lab, spec)
+    labctl.wait_pod_routes(lab, nodes)
     podlab_run.mode_started(spec)
     for name in dict.fromkeys(labctl.fallbacks(lab) + fallbacks.from_records(lab)):
         podlab_run.get_writer().note_fallback(name)

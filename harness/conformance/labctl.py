@@ -8,9 +8,12 @@ etcd endpoint, and the datapath mode each cluster currently runs.
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.api.client import ApiClient
 from harness.api.kv import KV
@@ -175,6 +178,39 @@ def wait_nodes_ready(lab: Lab, spec: ModeSpec | None, timeout_s: float = NODE_WA
         time.sleep(1.0)
     raise LabError(
         f"lab {lab.name}: agents not ready after {timeout_s:.0f} s: {', '.join(missing)}"
+    )
+
+
+ROUTE_WAIT_S = 60.0
+# prints each address the node has no specific (non-default) route to
+_NO_ROUTE = (
+    'for a in "$@"; do ip -o -4 route show match "$a" | grep -qv "^default" || echo "$a"; done'
+)
+
+
+def wait_pod_routes(lab: Lab, nodes: Mapping[str, Any], timeout_s: float = ROUTE_WAIT_S) -> None:
+    """Wait until every cluster node has a route to every other node's pod subnet.
+
+    A Ready agent has programmed what it knows, but in ``bgp`` the peers' routes
+    arrive from BIRD a few seconds after its sessions come up: tests started
+    before that would measure convergence, not the datapath.
+    """
+    deadline = time.monotonic() + timeout_s
+    missing: list[str] = []
+    while time.monotonic() < deadline:
+        missing = []
+        for cluster in lab.plan.clusters:
+            cidrs = {n.name: n.podCIDR for n in lab.client(cluster).nodes() if n.podCIDR}
+            for node in lab.plan.cluster_nodes(cluster):
+                want = [str(ipaddress.ip_network(c)[1]) for n, c in cidrs.items() if n != node.name]
+                res = nodes[node.name].run(["sh", "-c", _NO_ROUTE, "routes", *want], 15)
+                missing += [f"{node.name} → {a}" for a in res.stdout.split()]
+        if not missing:
+            return
+        time.sleep(1.0)
+    raise LabError(
+        f"lab {lab.name}: no route to peer pod subnets after {timeout_s:.0f} s: "
+        + ", ".join(missing[:6])
     )
 
 

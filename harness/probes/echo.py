@@ -84,6 +84,9 @@ def flow_command(
     return [*argv, "--stop-file", stop_file] if stop_file else argv
 
 
+CONNECT_TIMEOUT = "connect-timeout"  # netcheck stream's outcome for an unanswered SYN
+
+
 def stream_command(
     target: str,
     port: int,

@@ -214,23 +214,26 @@ def flow(a: argparse.Namespace) -> dict[str, Any]:
     return {"start": start, "bucket_s": a.bucket, "samples": samples}
 
 
+CONNECT_TIMEOUT = "connect-timeout"
+
+
 def stream(a: argparse.Namespace) -> dict[str, Any]:
-    """A new connection every ``interval`` for ``duration``: who answered each, or why not.
+    """A new TCP connection every ``interval`` for ``duration``: who answered each, or why not.
 
     Open loop (each request in its own thread, sent on schedule), so requests
     stuck on a dead backend show as failures instead of slowing the stream down.
     A sample is (offset s, the first word of the reply: the echo pod's name, or
-    the outcome of a failed attempt).
+    the outcome of a failed attempt). A SYN nobody answers is ``connect-timeout``,
+    apart from ``timeout`` (connected, no answer): only the first is a dead host.
     """
     start, t0 = time.time(), time.monotonic()
     samples: list[list[Any]] = []
     lock = threading.Lock()
 
     def one(offset: float) -> None:
-        res = _attempt(a.proto, a.target, a.port, a.timeout, b"stream")
-        who = (res.get("reply") or "").split()[:1]
+        who = _stream_once(a.target, a.port, a.timeout)
         with lock:
-            samples.append([round(offset, 4), who[0] if who else res["outcome"]])
+            samples.append([round(offset, 4), who])
 
     threads = []
     k = 0
@@ -245,6 +248,22 @@ def stream(a: argparse.Namespace) -> dict[str, Any]:
     for t in threads:
         t.join(a.timeout * 2 + 1)
     return {"start": start, "samples": sorted(samples)}
+
+
+def _stream_once(host: str, port: int, timeout: float) -> str:
+    try:
+        conn = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        return CONNECT_TIMEOUT
+    except OSError as exc:
+        return classify(exc)
+    with conn:
+        try:
+            conn.sendall(b"stream\n")
+            words = _read_line(conn).split()
+        except OSError as exc:
+            return classify(exc)
+    return words[0] if words else APP_ERROR
 
 
 def _long_lived(
@@ -375,7 +394,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bucket", type=float, default=0.5)
     s.add_argument("--stop-file", default="", help="end early once this file exists")
     s = sub.add_parser("stream")
-    s.add_argument("--proto", choices=sorted(_ONE), default="tcp")
     _target(s)
     s.add_argument("--duration", type=float, default=10.0)
     s.add_argument("--interval", type=float, default=0.05)

@@ -8,6 +8,7 @@ answering pod's name, so every probe tells which backend served it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -376,6 +377,15 @@ def _serves(client: Pod, vip: str, names: set[str]) -> bool:
     return set(svc.tally(client.run, vip, 80, 30)[0]) == names
 
 
+def _bucketed(s: echo.Stream, t0: float, what: set[str]) -> list[tuple[float, float]]:
+    """Per second from ``t0``: how many requests of the stream were ``what``."""
+    counts: dict[int, int] = {}
+    for t, w in s.samples:
+        second = math.floor(t - t0)
+        counts[second] = counts.get(second, 0) + (w in what)
+    return [(float(k), float(v)) for k, v in sorted(counts.items())]
+
+
 def _node_grace_s(node: Node) -> float:
     """The agents' node_grace_s (agent.yaml; the agent's default when unset)."""
     conf = yaml.safe_load(node.check(["cat", DEFAULT_PATH], timeout_s=15).stdout) or {}
@@ -416,13 +426,24 @@ def test_stopped_node_leaves_every_service(
             victim.check(["ip", "route", "replace", str(r.dest), "via", str(r.via), "dev", r.dev])
         victim.check([*SUPERVISORCTL, "start", "podlab-agent"], timeout_s=30)
     live = set(web["backends"]) - dead
-    gone_after = {}
+    # a request that went to the stopped node: its backend answered (before the stop),
+    # or the SYN went unanswered; a slow answer from a live backend is another matter
+    to_dead = dead | {echo.CONNECT_TIMEOUT, "unreachable"}
+    gone_after: dict[str, float] = {}
+    elsewhere: dict[str, list[tuple[float, str]]] = {}
     for n, s in streams.items():
-        bad = [t for t, w in s.samples if w not in live and t >= t_stop]
+        bad = [t for t, w in s.samples if w in to_dead and t >= t_stop]
         gone_after[n] = max(bad) - t_stop if bad else 0.0
+        others = [(round(t - t_stop, 1), w) for t, w in s.failed(live | to_dead)]
         record("node_stop_failed_requests_count", len(s.failed(live | dead)), "count",
                labels={"client_node": n})  # fmt: skip
         record("node_stop_backend_gone_s", gone_after[n], "s", labels={"client_node": n})
+        record.timeline(
+            f"{victim.name} stops: requests from {n} to svc-web", [(0.0, "node stops")],
+            _bucketed(s, t_stop, to_dead), sample_name="to the stopped node", sample_unit="count",
+        )  # fmt: skip
+        if others:
+            elsewhere[n] = others
     record("node_grace_s", grace, "s")
     worst = max(gone_after.values())
     record("node_stop_backend_gone_p99_s", worst, "s", threshold=grace + LAST_HIT_P99_S)
@@ -432,6 +453,10 @@ def test_stopped_node_leaves_every_service(
         f"{victim.name} stopped: its backends {sorted(dead)} still got requests "
         f"{worst:.1f} s later (node grace {grace:g} s + {LAST_HIT_P99_S:g} s to reprogram): "
         + ", ".join(f"{n} {v:.1f} s" for n, v in gone_after.items())
+    )
+    assert not elsewhere, (
+        "requests failing other than at the stopped node (s after the stop, "
+        "outcome): " + "; ".join(f"from {n}: {v[:5]}" for n, v in elsewhere.items())
     )
     svc.until(  # the node returns: its agent adopts the pod, the backend serves again
         f"{sorted(dead)} serve again after {victim.name} returns",
