@@ -375,8 +375,11 @@ def test_running_pods_follow_a_switch_of_pod_interface_family(calico_lab) -> Non
         with IPRoute(netns=n1.pod_netns(a["netns"])) as ipr:
             eth0 = ipr.get_links(ipr.link_lookup(ifname="eth0")[0])[0]
             assert eth0.get_attr("IFLA_MTU") == mtu, f"{mode}: pod MTU"
-        ok = lab.pod_run(n1, a["netns"], ping(b["podIP"], 1, mtu - 28, df=True), check=False)
-        assert ok.returncode == 0, f"{mode}: DF ping of {mtu} bytes after the switch"
+        df_ping = ping(b["podIP"], 1, mtu - 28, df=True)
+        wait_for(  # b's agent sets b's MTU on its own restart, maybe a moment later
+            f"{mode}: DF ping of {mtu} bytes after the switch",
+            lambda p=df_ping: lab.pod_run(n1, a["netns"], p, check=False).returncode == 0,
+        )
         now = lab.pod_status("a")
         assert now is not None and now["podIP"] == a["podIP"]
         assert now["containerStatuses"][0]["restartCount"] == 0, "the pod was restarted"

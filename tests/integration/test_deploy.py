@@ -67,7 +67,8 @@ def infra_checks(inventory: Path) -> subprocess.CompletedProcess[str]:
 def test_first_deploy_succeeds_on_every_host(inventory: Path, wheelhouse: Wheelhouse) -> None:
     result, _ = run_deploy(LAB, inventory, wheelhouse)
     assert result.ok, describe(result)
-    assert set(result.hosts) == {"c1-cp", "c1-w1", "c1-w2"}
+    # the cluster nodes get etcd and the agent; the router and the outside host `common`
+    assert set(result.hosts) == {"c1-cp", "c1-w1", "c1-w2", "router", "outside"}
     assert all(h.healthy for h in result.hosts.values()), result.hosts
     assert (result.artifacts / "job_events").is_dir(), "event log not kept"
 
