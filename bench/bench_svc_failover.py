@@ -29,8 +29,9 @@ from harness.agent.store import cluster_prefix, pod_key
 from harness.api.client import ApiClient
 from harness.api.kv import KV
 from harness.api.objects import KINDS
+from harness.probes import echo
 from tests.agent.agentlab import AgentLab, wait_for
-from tests.agent.test_graceful_delete import ECHO, STREAM, VIP, _pod, _ready
+from tests.agent.test_graceful_delete import ECHO, VIP, _pod, _ready, stream
 
 
 def one_run(rate: float, graceful: bool, pre_stop: int) -> dict[str, float]:
@@ -58,22 +59,20 @@ def one_run(rate: float, graceful: bool, pre_stop: int) -> dict[str, float]:
         }
         lab.store.put(f"{cluster_prefix('t1')}services/default/web", json.dumps(svc))
         st = lab.wait_running("client")
-        src = ["nsenter", f"--net={n1.pod_netns(st['netns'])}", "--", sys.executable, "-c"]
+        netns = n1.pod_netns(st["netns"])
 
         def backends() -> set[str]:
-            res = subprocess.run([*src, STREAM, VIP, "50", "1"], capture_output=True, text=True)
-            return {x[1] for x in json.loads(res.stdout or "[]")}
+            res = subprocess.run(stream(netns, 1, 50), capture_output=True, text=True)
+            return {w for _, w in echo.parse_stream(res.stdout).samples}
 
         wait_for("three backends", lambda: backends() == {"web-0", "web-1", "web-2"}, timeout=60)
-        proc = subprocess.Popen(
-            [*src, STREAM, VIP, str(rate), "7"], stdout=subprocess.PIPE, text=True
-        )
+        proc = subprocess.Popen(stream(netns, 7, rate), stdout=subprocess.PIPE, text=True)
         time.sleep(2.0)
         t_del = time.time()
         api = ApiClient(KV(lab.store.endpoints[0]), "t1")
         api.delete(KINDS["Pod"], "default", "web-1", grace_s=None if graceful else 0)
         out, _ = proc.communicate(timeout=60)
-        samples = json.loads(out)
+        samples = echo.parse_stream(out).samples
     finally:
         lab.close()
     after = [s for s in samples if s[0] >= t_del]

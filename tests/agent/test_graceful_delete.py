@@ -23,27 +23,19 @@ from harness.agent.store import cluster_prefix, pod_key
 from harness.api.client import ApiClient
 from harness.api.kv import KV
 from harness.api.objects import KINDS
+from harness.probes import echo
 from tests.agent.agentlab import AgentLab, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 VIP = "10.96.0.30"
 ECHO = ["python", "-m", "harness.workloads.echo", "--tcp", "8080"]
-# a steady stream: one new TCP connection every 1/rate s, each answered with the name
-STREAM = r"""
-import json, socket, sys, time
-ip, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-out, start, k = [], time.time(), 0
-while time.time() - start < seconds:
-    due = start + k / rate; k += 1
-    time.sleep(max(0.0, due - time.time()))
-    t = time.time()
-    try:
-        s = socket.create_connection((ip, 80), timeout=1); s.settimeout(1)
-        out.append([t, s.makefile().readline().split()[0]]); s.close()
-    except Exception as e:
-        out.append([t, type(e).__name__])
-print(json.dumps(out))
-"""
+NETCHECK = (sys.executable, "-m", "harness.probes.netcheck")
+
+
+def stream(netns: str, seconds: float, rate: float) -> list[str]:
+    """A steady stream to the VIP from ``netns``: a new TCP connection every 1/rate s."""
+    argv = echo.stream_command(VIP, 80, seconds, 1 / rate, timeout_s=1.0, runner=NETCHECK)
+    return ["nsenter", f"--net={netns}", "--", *argv]
 
 
 def _pod(name: str, node: str, command: list[str], **spec: Any) -> dict[str, Any]:
@@ -103,18 +95,18 @@ def test_graceful_delete_loses_no_request(two_nodes) -> None:
     }
     lab.store.put(f"{cluster_prefix('t1')}services/default/web", json.dumps(svc))
     st = lab.wait_running("client")
-    src = ["nsenter", f"--net={n1.pod_netns(st['netns'])}", "--", sys.executable, "-c", STREAM, VIP]
+    netns = n1.pod_netns(st["netns"])
 
     def backends() -> set[str]:
-        res = subprocess.run([*src, "50", "1"], capture_output=True, text=True, check=True)
-        return {x[1] for x in json.loads(res.stdout)}
+        res = subprocess.run(stream(netns, 1, 50), capture_output=True, text=True, check=True)
+        return {w for _, w in echo.parse_stream(res.stdout).samples}
 
     wait_for("all three backends answer", lambda: backends() == {"web-0", "web-1", "web-2"})
-    stream = subprocess.Popen([*src, "100", "7"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(stream(netns, 7, 100), stdout=subprocess.PIPE, text=True)
     time.sleep(2.0)
     t_del = time.time()
     assert api.delete(KINDS["Pod"], "default", "web-1")  # graceful: 30 s grace, 2 s preStop
-    samples = json.loads(stream.communicate(timeout=60)[0])
+    samples = echo.parse_stream(proc.communicate(timeout=60)[0]).samples
     obj = (
         api.get(KINDS["Pod"], "default", "web-1")
         if lab.store.get(pod_key("t1", "default", "web-1"))
