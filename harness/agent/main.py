@@ -281,9 +281,10 @@ class Agent:
             spec = desired.get(key)
             if spec is None:
                 continue
-            if everyone or not st.ready:
+            if everyone or not st.ready or st.probe_failures:
                 self.podmgr.check_ready(spec, st)
-            self.unready |= st.phase == "Running" and not st.ready
+            # not Ready yet, or failing probes: look again soon (the loop's 0.2 s)
+            self.unready |= st.phase == "Running" and (not st.ready or st.probe_failures > 0)
             skey = podstatus_key(self.cfg.cluster, *key)
             value = _dumps(status_json(st, str(self.cfg.underlay_address), spec.container))
             if self._written.get(skey) != value:

@@ -99,7 +99,8 @@ def _probe(container: dict[str, Any]) -> procs.Probe | None:
         port = named.get(port)
     if not isinstance(port, int):
         return None
-    return procs.Probe(kind, port, str(body.get("path") or "/"))
+    threshold = int(rp.get("failureThreshold") or 3)
+    return procs.Probe(kind, port, str(body.get("path") or "/"), threshold)
 
 
 @dataclass
@@ -120,6 +121,7 @@ class PodState:
     exit_code: int | None = None
     restart_count: int = 0
     ready: bool = False
+    probe_failures: int = 0  # consecutive failed probes of a Ready pod
     terminating_since: float = 0.0  # wall clock (survives an agent restart)
     sigterm_sent: bool = False
     mtu: int = 0  # of the pod's veth, as last set (0: written before MTU was kept)
@@ -340,15 +342,27 @@ class PodManager:
         return {pid for pid, proc in self._children.items() if proc.poll() is not None}
 
     def check_ready(self, spec: PodSpec, st: PodState) -> bool:
-        """Run the pod's readiness probe (no probe: ready while Running); True if changed."""
-        ready = (
-            st.phase == "Running"
-            and not spec.terminating
-            and (spec.readiness is None or procs.probe(spec.readiness, st.ip))
-        )
+        """Run the pod's readiness probe (no probe: ready while Running); True if changed.
+
+        A Ready pod becomes not Ready after ``failureThreshold`` consecutive failed
+        probes (Kubernetes' rule; the agent re-probes a failing pod within a
+        second, not every ``periodSeconds``), so one probe lost on a loaded node
+        does not take a serving pod out of its Services.
+        """
+        live = st.phase == "Running" and not spec.terminating
+        ready = live and (spec.readiness is None or procs.probe(spec.readiness, st.ip))
+        if live and st.ready and not ready and spec.readiness is not None:
+            st.probe_failures += 1
+            self.save(st)
+            if st.probe_failures < spec.readiness.failure_threshold:
+                return False
+        elif ready and st.probe_failures:
+            st.probe_failures = 0
+            self.save(st)
         if ready == st.ready:
             return False
-        st.ready = ready
+        log.info("pod %s/%s: %s", st.namespace, st.name, "Ready" if ready else "not Ready")
+        st.ready, st.probe_failures = ready, 0
         self.save(st)
         return True
 

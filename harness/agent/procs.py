@@ -110,6 +110,7 @@ class Probe:
     kind: str
     port: int
     path: str = "/"
+    failure_threshold: int = 3  # consecutive failures before a Ready pod is not Ready
 
 
 def probe(p: Probe, ip: str, timeout: float = 0.3) -> bool:

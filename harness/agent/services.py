@@ -36,6 +36,7 @@ from typing import Any
 
 from harness.agent import policy
 from harness.agent.dns import DnsServer, Zone, dns_ip
+from harness.agent.proxy import conntrack
 from harness.agent.proxy.base import ServiceProxy, local_service_route
 from harness.agent.proxy.model import ServicePort, endpoints_for
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
@@ -44,6 +45,7 @@ from harness.agent.store import KV, Event, Store, cluster_prefix
 log = logging.getLogger("podlab.services")
 KINDS = ("services", "pods", "podstatus", "policies", "namespaces")
 DEBOUNCE_S = 0.02  # gathers a burst of events into one programming pass
+SWEEP_S = 5.0  # how long after an endpoint's removal its stuck flows are swept
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,8 @@ class ServicesController:
         self.dirty = threading.Event()
         self.synced = threading.Event()  # set after the first programming pass
         self.passes = 0
+        self._targets: set[conntrack.Target] = set()  # endpoints programmed last pass
+        self._gone: dict[conntrack.Target, float] = {}  # endpoints removed, and when
         self.liveness = NodeLiveness(cfg.node_grace_s)
         self.clock: Callable[[], float] = time.monotonic  # tests substitute theirs
         opts = ProxyOptions(cfg.service_cidr, cfg.cluster_cidr, cfg.netns)
@@ -297,11 +301,29 @@ class ServicesController:
             self.proxy.full_sync(ports)
         else:
             self.proxy.update(ports)
+        now, at = conntrack.targets(ports), time.monotonic()
+        self._gone = {t: since for t, since in self._gone.items() if t not in now}
+        self._gone.update({t: at for t in self._targets - now})
+        self._targets = now
+        self._sweep()
         if self.dns is not None:
             self.dns.update(zone)
         self.policy.apply(table, force=full)
         self.passes += 1
         self.synced.set()
+
+    def _sweep(self) -> None:
+        """Forget conntrack entries stuck on endpoints removed in the last SWEEP_S
+        (conntrack.py: a SYN must go unanswered a while before its entry counts as
+        stuck, so one sweep at removal time is not enough)."""
+        cutoff = time.monotonic() - SWEEP_S
+        self._gone = {t: since for t, since in self._gone.items() if since >= cutoff}
+        if not self._gone:
+            return
+        try:
+            conntrack.forget(set(self._gone), self.cfg.netns)
+        except Exception as exc:  # best effort: the datapath is programmed either way
+            log.warning("could not sweep conntrack for removed endpoints: %s", exc)
 
     # --- running ---------------------------------------------------------------------
     def start(self, stop: threading.Event) -> None:
@@ -333,6 +355,7 @@ class ServicesController:
                 if self.liveness.changed(self.clock()):
                     self.dirty.set()
             if not self.dirty.is_set() and now < full_due:
+                self._sweep()
                 continue
             time.sleep(DEBOUNCE_S)
             self.dirty.clear()

@@ -21,6 +21,7 @@ import threading
 class _TCP(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops SYNs under a burst of clients
 
 
 class _UDP(socketserver.ThreadingUDPServer):

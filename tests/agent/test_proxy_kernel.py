@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.agent.proxy import conntrack
 from harness.agent.proxy.base import ServiceProxy
 from harness.agent.proxy.model import Endpoint, ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
@@ -164,3 +165,34 @@ def test_bridged_pods_spread_and_hairpin(mode: str) -> None:
     finally:
         p.close()
         blab.close()
+
+
+def _entries(lab: SvcLab, ip: str) -> list[str]:
+    """conntrack entries of the node whose reply comes from ``ip`` (the DNAT target)."""
+    text = run(["cat", "/proc/net/nf_conntrack"], netns=lab.node).stdout
+    return [ln for ln in text.splitlines() if f" src={ip} " in ln.split("[UNREPLIED]")[-1]]
+
+
+def test_syn_sent_entries_to_a_removed_endpoint_are_forgotten(lab: SvcLab) -> None:
+    """A silent endpoint (its node down) leaves SYN_SENT entries that would catch a
+    new connection reusing their source port; answered flows are kept."""
+    p = make_proxy("nftables", ProxyOptions(lab.SERVICE_CIDR, lab.CLUSTER_CIDR, netns=lab.node))
+    silent, live = lab.pods["b1"], lab.pods["b0"]
+    run(["nft", "-f", "-"], netns=silent.ns,
+        input="table ip silence {\n chain in {\n type filter hook input priority 0;\n"
+              " tcp dport 8080 drop\n }\n}\n")  # fmt: skip
+    try:
+        p.full_sync([svc(lab, ["b0"])])
+        assert lab.connect(lab.pods["c0"].ns, VIP, 80, 3) == ["b0"] * 3
+        p.update([svc(lab, ["b1"])])
+        assert set(lab.connect(lab.pods["c0"].ns, VIP, 80, 2)) == {"timeout"}
+        stale = [e for e in _entries(lab, silent.ip) if "SYN_SENT" in e]
+        assert stale, "control: no SYN_SENT entry towards the silent endpoint"
+        time.sleep(conntrack.UNANSWERED_S + 0.5)  # younger ones may be handshakes in flight
+        assert conntrack.forget({("tcp", live.ip, 8080)}, netns=lab.node) == 0  # answered: kept
+        assert _entries(lab, live.ip), "the answered flows' entries should stay"
+        assert conntrack.forget({("tcp", silent.ip, 8080)}, netns=lab.node) >= len(stale)
+        assert not [e for e in _entries(lab, silent.ip) if "SYN_SENT" in e]
+    finally:
+        run(["nft", "delete", "table", "ip", "silence"], netns=silent.ns)
+        p.close()

@@ -408,6 +408,9 @@ def test_stopped_node_leaves_every_service(
     clients = [p for p in web["backends"].values() if p.node.name != victim.name]
     grace = _node_grace_s(victim)
     vip = web["vip"]
+    for c in clients:  # the control: before the stop every backend answers every client
+        svc.until(f"{c} reaches every backend of svc-web {vip}:80",
+                  partial(_serves, c, vip, set(web["backends"])))  # fmt: skip
 
     stopped: list[float] = []
 
