@@ -414,9 +414,11 @@ def test_stopped_node_leaves_every_service(
 
     stopped: list[float] = []
 
-    def stop() -> None:  # unreachable first, then silent: t_stop = the agent is gone
-        victim.check(["ip", "link", "set", victim.underlay_if, "down"], timeout_s=15)
+    def stop() -> None:  # silent, then unreachable: t_stop = both are done
+        # (agent first: with its link down it would log etcd errors, which scenario 30
+        # rightly counts; a powered-off node logs nothing)
         victim.check([*SUPERVISORCTL, "stop", "podlab-agent"], timeout_s=30)
+        victim.check(["ip", "link", "set", victim.underlay_if, "down"], timeout_s=15)
         stopped.append(time.time())
 
     try:
