@@ -305,12 +305,12 @@ class ServicesController:
         self._gone = {t: since for t, since in self._gone.items() if t not in now}
         self._gone.update({t: at for t in self._targets - now})
         self._targets = now
-        self._sweep()
         if self.dns is not None:
             self.dns.update(zone)
         self.policy.apply(table, force=full)
         self.passes += 1
         self.synced.set()
+        self._sweep()  # after everything is programmed: it only tidies up
 
     def _sweep(self) -> None:
         """Forget conntrack entries stuck on endpoints removed in the last SWEEP_S
