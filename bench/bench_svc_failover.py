@@ -25,13 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.agent.store import cluster_prefix, pod_key
 from harness.api.client import ApiClient
 from harness.api.kv import KV
 from harness.api.objects import KINDS
 from harness.probes import echo
-from tests.agent.agentlab import AgentLab, wait_for
-from tests.agent.test_graceful_delete import ECHO, VIP, _pod, _ready, stream
+from tests.agent.agentlab import AgentLab
+from tests.agent.test_graceful_delete import stream, three_backends
 
 
 def one_run(rate: float, graceful: bool, pre_stop: int) -> dict[str, float]:
@@ -41,31 +40,7 @@ def one_run(rate: float, graceful: bool, pre_stop: int) -> dict[str, float]:
             lab.start_agent(n)
         for n in lab.nodes:
             lab.wait_node(n)
-        n1, n2 = lab.nodes
-        for name, node in (("web-0", n1), ("web-1", n2), ("web-2", n2)):
-            obj = _pod(name, node.name, [*ECHO, "--name", name], pre_stop=pre_stop)
-            lab.store.put(pod_key("t1", "default", name), json.dumps(obj))
-        client = _pod("client", n1.name, ["sleep", "infinity"])
-        lab.store.put(pod_key("t1", "default", "client"), json.dumps(client))
-        for name in ("web-0", "web-1", "web-2"):
-            wait_for(f"{name} Ready", lambda name=name: _ready(lab, name), timeout=60)
-        svc = {
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "clusterIP": VIP,
-                "selector": {"app": "web"},
-                "ports": [{"port": 80, "targetPort": 8080}],
-            },
-        }
-        lab.store.put(f"{cluster_prefix('t1')}services/default/web", json.dumps(svc))
-        st = lab.wait_running("client")
-        netns = n1.pod_netns(st["netns"])
-
-        def backends() -> set[str]:
-            res = subprocess.run(stream(netns, 1, 50), capture_output=True, text=True)
-            return {w for _, w in echo.parse_stream(res.stdout).samples}
-
-        wait_for("three backends", lambda: backends() == {"web-0", "web-1", "web-2"}, timeout=60)
+        netns = three_backends(lab, pre_stop)
         proc = subprocess.Popen(stream(netns, 7, rate), stdout=subprocess.PIPE, text=True)
         time.sleep(2.0)
         t_del = time.time()

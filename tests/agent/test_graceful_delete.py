@@ -63,6 +63,33 @@ def _ready(lab: AgentLab, name: str) -> bool:
     )
 
 
+def three_backends(lab: AgentLab, pre_stop: int) -> str:
+    """web-0 on n1, web-1 and web-2 on n2 behind VIP:80, and a client pod on n1;
+    returns the client's netns once its stream reaches all three."""
+    n1, n2 = lab.nodes[0], lab.nodes[1]
+    for name, node in (("web-0", n1), ("web-1", n2), ("web-2", n2)):
+        obj = _pod(name, node.name, [*ECHO, "--name", name], pre_stop=pre_stop)
+        lab.store.put(pod_key("t1", "default", name), json.dumps(obj))
+    client = _pod("client", n1.name, ["sleep", "infinity"])
+    lab.store.put(pod_key("t1", "default", "client"), json.dumps(client))
+    for name in ("web-0", "web-1", "web-2"):
+        wait_for(f"{name} Ready", lambda name=name: _ready(lab, name), timeout=60)
+    svc = {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": VIP, "selector": {"app": "web"},
+                 "ports": [{"port": 80, "targetPort": 8080}]},
+    }  # fmt: skip
+    lab.store.put(f"{cluster_prefix('t1')}services/default/web", json.dumps(svc))
+    netns = n1.pod_netns(lab.wait_running("client")["netns"])
+
+    def backends() -> set[str]:
+        res = subprocess.run(stream(netns, 1, 50), capture_output=True, text=True)
+        return {w for _, w in echo.parse_stream(res.stdout).samples}
+
+    wait_for("all three backends answer", lambda: backends() == {"web-0", "web-1", "web-2"})
+    return netns
+
+
 @pytest.fixture
 def two_nodes(agent_lab) -> tuple[AgentLab, ApiClient]:
     lab: AgentLab = agent_lab(2, "host-gw")
@@ -75,33 +102,8 @@ def two_nodes(agent_lab) -> tuple[AgentLab, ApiClient]:
 
 def test_graceful_delete_loses_no_request(two_nodes) -> None:
     lab, api = two_nodes
-    n1, n2 = lab.nodes
-    for name, node in (("web-0", n1), ("web-1", n2), ("web-2", n2)):
-        obj = _pod(name, node.name, [*ECHO, "--name", name], pre_stop=2)
-        lab.store.put(pod_key("t1", "default", name), json.dumps(obj))
-    lab.store.put(
-        pod_key("t1", "default", "client"),
-        json.dumps(_pod("client", n1.name, ["sleep", "infinity"])),
-    )
-    for name in ("web-0", "web-1", "web-2"):
-        wait_for(f"{name} Ready", lambda name=name: _ready(lab, name), timeout=60)
-    svc = {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {
-            "clusterIP": VIP,
-            "selector": {"app": "web"},
-            "ports": [{"port": 80, "targetPort": 8080}],
-        },
-    }
-    lab.store.put(f"{cluster_prefix('t1')}services/default/web", json.dumps(svc))
-    st = lab.wait_running("client")
-    netns = n1.pod_netns(st["netns"])
-
-    def backends() -> set[str]:
-        res = subprocess.run(stream(netns, 1, 50), capture_output=True, text=True, check=True)
-        return {w for _, w in echo.parse_stream(res.stdout).samples}
-
-    wait_for("all three backends answer", lambda: backends() == {"web-0", "web-1", "web-2"})
+    n2 = lab.nodes[1]
+    netns = three_backends(lab, pre_stop=2)
     proc = subprocess.Popen(stream(netns, 7, 100), stdout=subprocess.PIPE, text=True)
     time.sleep(2.0)
     t_del = time.time()
