@@ -208,10 +208,12 @@ class PodManager:
         if full:
             self._remove_orphans(states)
         used = {st.ip for st in states.values()}
+        # processes by netns, read once for all the pods being stopped in this pass
+        stopping = procs.pids_by_netns() if any(s.terminating for s in desired.values()) else {}
         for key, spec in desired.items():
             known = states.get(key)
             if spec.terminating:
-                if known is not None and self._terminate(spec, known):
+                if known is not None and self._terminate(spec, known, stopping):
                     del states[key]
                 self._ok.pop(key, None)
                 continue
@@ -367,7 +369,9 @@ class PodManager:
         return True
 
     # -- graceful termination ------------------------------------------------------
-    def _terminate(self, spec: PodSpec, st: PodState) -> bool:
+    def _terminate(
+        self, spec: PodSpec, st: PodState, by_netns: dict[tuple[int, int], list[int]]
+    ) -> bool:
         """One step of the kubelet's graceful stop; True once the pod is removed.
 
         Not Ready at once (its Services dropped it already: the object is
@@ -387,9 +391,8 @@ class PodManager:
                 st.namespace, st.name, min(spec.pre_stop_s, grace), grace,
             )  # fmt: skip
         path = str(self.cfg.netns_dir / st.netns)
-        self._reap()
         alive = (
-            [p for p in procs.pids_in_netns(path) if procs.exists(p)]
+            [p for p in procs.pids_in_netns(path, by_netns) if procs.exists(p)]
             if os.path.exists(path)
             else []
         )

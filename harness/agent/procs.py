@@ -72,18 +72,25 @@ def alive_in(pid: int, netns_path: str) -> bool:
     return same and exists(pid)
 
 
-def pids_in_netns(netns_path: str) -> list[int]:
-    """Every process whose network namespace is the one bind-mounted at ``netns_path``."""
-    target = nl.netns_inode(netns_path)
-    found = []
+def pids_by_netns() -> dict[tuple[int, int], list[int]]:
+    """Every process by its network namespace ((device, inode)): one walk of /proc, for
+    callers that look up many namespaces at once."""
+    found: dict[tuple[int, int], list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if nl.netns_inode(f"/proc/{entry}/ns/net") == target:
-                    found.append(int(entry))
+                found.setdefault(nl.netns_inode(f"/proc/{entry}/ns/net"), []).append(int(entry))
             except OSError:
                 continue
     return found
+
+
+def pids_in_netns(
+    netns_path: str, by_netns: dict[tuple[int, int], list[int]] | None = None
+) -> list[int]:
+    """Every process whose network namespace is the one bind-mounted at ``netns_path``."""
+    table = pids_by_netns() if by_netns is None else by_netns
+    return list(table.get(nl.netns_inode(netns_path), []))
 
 
 def stop_pids(pids: list[int], grace: float = STOP_GRACE_S) -> None:

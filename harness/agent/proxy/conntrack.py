@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pyroute2 import Conntrack
-from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 from pyroute2.netns import setns
 
 from harness.agent.proxy.model import ServicePort
@@ -72,22 +71,26 @@ def _forget(gone: set[Target]) -> int:
     removed = 0
     # an entry's timeout counts down from this: age = syn_sent - remaining
     syn_sent = int(Path(SYN_SENT_TIMEOUT).read_text())  # per netns: read after setns
+    names = {number: name for name, number in PROTOS.items()}
     with Conntrack() as ct:
-        for proto, ip, port in sorted(gone):
-            reply = NFCTAttrTuple(proto=PROTOS[proto], saddr=ip, sport=port)
-            for entry in list(ct.dump_entries(tuple_reply=reply)):
-                if not entry.status & IPS_DST_NAT:
-                    continue
-                if proto == "tcp" and (
-                    entry.protoinfo.state != TCP_SYN_SENT
-                    or syn_sent - (entry.timeout or 0) < UNANSWERED_S
-                ):
-                    continue  # answered, or may still be: it finishes on its pod
-                try:
-                    ct.delete(entry)
-                    removed += 1
-                except OSError:  # gone meanwhile (timed out, or the SYN was answered)
-                    pass
+        # one pass over the table (a dump per endpoint would read it once each)
+        for entry in list(ct.dump_entries()):
+            reply = entry.tuple_reply
+            proto = names.get(reply.proto or -1)
+            if proto is None or (proto, reply.saddr, reply.sport) not in gone:
+                continue
+            if not entry.status & IPS_DST_NAT:
+                continue
+            if proto == "tcp" and (
+                entry.protoinfo.state != TCP_SYN_SENT
+                or syn_sent - (entry.timeout or 0) < UNANSWERED_S
+            ):
+                continue  # answered, or may still be: it finishes on its pod
+            try:
+                ct.delete(entry)
+                removed += 1
+            except OSError:  # gone meanwhile (timed out, or the SYN was answered)
+                pass
     if removed:
         log.info("forgot %d conntrack entries towards removed endpoints", removed)
     return removed
