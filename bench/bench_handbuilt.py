@@ -1,0 +1,162 @@
+"""Each mode against the same pod path built by hand, interleaved rounds, medians and CVs.
+
+``sudo .venv/bin/python bench/bench_handbuilt.py [--modes host-gw,vxlan,bgp,calico-vxlan]
+[--wireguard host-gw] [--rounds 5] [--seconds 2]``
+
+Per mode: a throwaway lab (tests/agent/agentlab.py) runs the real agent on two
+node namespaces with an iperf3 server pod on n2 and a client pod on n1; beside
+it ``harness.refpath`` builds the mode's hand-built path (iproute2 through
+pyroute2, no agent, no nftables) in its own namespaces. Then ``--rounds``
+rounds, each running iperf3 TCP (one stream, ``--seconds``) pod→pod in the mode,
+pod→pod on the hand-built path and node→node on the lab's underlay, in an order
+rotated every round. Prints per mode the three medians with their coefficients
+of variation, mode ÷ hand-built (ratio of medians, and in how many rounds the
+mode was below), and mode ÷ underlay. Modes without an iproute2 equivalent
+(udp, userspace ipip) are measured against the underlay only, with the reason.
+Figures on a shared machine are indicative: the load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.exec import run
+from harness.probes import iperf3
+from harness.refpath import build, rounds, spec
+from harness.report.fmt import fmt_cv
+from tests.agent.agentlab import AgentLab, wait_for
+
+MODES = "host-gw,vxlan,bgp,calico-vxlan,cross-subnet,ipip,udp"
+WIREGUARD = "host-gw,bgp"
+PORT = 5201
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _stop_daemons(lab: AgentLab) -> None:
+    """Agents, and what outlives them by design (BIRD, wireguard-go), by their pid files."""
+    for node in lab.nodes:
+        lab.stop_agent(node)
+        for name in ("bird.pid", "wireguard-go.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((node.dir / "run" / name).read_text().strip())
+                os.kill(pid, signal.SIGTERM)
+                time.sleep(0.5)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _client(target: str, secs: int) -> list[str]:
+    return iperf3.client_command(target, PORT, secs)
+
+
+def _iperf(argv: list[str], secs: int, netns_path: str) -> float:
+    """One iperf3 client run inside the namespace at ``netns_path``; received bit/s."""
+    for _ in range(3):
+        res = run(["nsenter", f"--net={netns_path}", *argv], timeout=secs + 20, check=False)
+        try:
+            return iperf3.parse(res.stdout or res.stderr).received_bps
+        except iperf3.IperfError as exc:  # the server is between two tests: try again
+            err = exc
+            time.sleep(0.3)
+    raise RuntimeError(f"iperf3 {' '.join(argv)}: {err}")
+
+
+def _mode_lab(mode: str, encryption: str) -> tuple[AgentLab, dict[str, str], dict[str, str]]:
+    lab = AgentLab(2, mode, tmp_root="/dev/shm", resync_s=10.0, encryption=encryption)
+    n1, n2 = lab.nodes
+    for n in lab.nodes:
+        lab.start_agent(n)
+    records = {n.name: lab.wait_node(n) for n in lab.nodes}
+    lab.apply_pod("srv", n2, ["python", "-m", "harness.workloads.iperf", "--port", str(PORT)])
+    lab.apply_pod("cli", n1, ["sleep", "infinity"])
+    srv, cli = lab.wait_running("srv"), lab.wait_running("cli")
+    ping = ["ping", "-c1", "-W1", srv["podIP"]]
+    wait_for("server pod reachable",
+             lambda: lab.pod_run(n1, cli["netns"], ping, check=False).returncode == 0)  # fmt: skip
+    backend = records["n1"].get("backend", {})
+    impls = {"ipip": str(backend.get("IPIPImpl", "kernel")),
+             "wireguard": str(backend.get("WireguardImpl", ""))}  # fmt: skip
+    return lab, {"srv": srv["podIP"], "cli": lab.nodes[0].pod_netns(cli["netns"])}, impls
+
+
+def measure_mode(mode: str, encryption: str, n_rounds: int, secs: int) -> str:
+    """One mode: build its lab and its reference, run the rounds, return the printed row."""
+    lab, pods, impls = _mode_lab(mode, encryption)
+    ref_path = None
+    under = lab.ns_run_bg(lab.nodes[1], ["iperf3", "-s", "-p", str(PORT)])
+    try:
+        ref = spec.reference_for(mode, encryption, wireguard_impl=impls["wireguard"],
+                                 ipip_impl=impls["ipip"])  # fmt: skip
+        n1_ns = f"/run/netns/{lab.nodes[0].ns}"
+        contenders = [
+            ("mode", lambda: _iperf(_client(pods["srv"], secs), secs, pods["cli"])),
+            ("underlay", lambda: _iperf(_client(lab.nodes[1].ip, secs), secs, n1_ns)),
+        ]
+        if isinstance(ref, spec.RefSpec):
+            ref_path = build.build(ref, build.new_tag(), PORT, lifetime_s=3600)
+            ref_ns = f"/run/netns/{ref_path.client_netns}"
+            ip = ref_path.server_ip
+            contenders.insert(1, ("hand-built", lambda: _iperf(_client(ip, secs), secs, ref_ns)))
+        time.sleep(0.5)
+        got = rounds.interleave(contenders, n_rounds)
+    finally:
+        under.kill()
+        under.wait()
+        if ref_path is not None:
+            build.teardown(ref_path.tag)
+        _stop_daemons(lab)
+        lab.close()
+    return _row(mode, encryption, ref, got)
+
+
+def _row(mode: str, enc: str, ref: spec.RefSpec | spec.NoReference,
+         got: dict[str, list[float]]) -> str:  # fmt: skip
+    s = {k: rounds.Series(k, tuple(v)) for k, v in got.items()}
+    name = mode + ("+" + enc if enc != "none" else "")
+
+    def cell(k: str) -> str:
+        return f"{s[k].median / 1e9:6.2f} ±{fmt_cv(s[k].cv):>7}" if k in s else f"{'—':>15}"
+
+    vs_under = rounds.Comparison(s["mode"], s["underlay"])
+    if "hand-built" in s:
+        c = rounds.Comparison(s["mode"], s["hand-built"])
+        vs_ref = f"{c.ratio:5.2f} ({c.rounds_below}/{len(c.a.values)} below)"
+        ref_name = ref.name if isinstance(ref, spec.RefSpec) else ""
+    else:
+        vs_ref, ref_name = "—", f"none: {ref.reason}" if isinstance(ref, spec.NoReference) else ""
+    return (f"{name:18} {cell('mode')} {cell('hand-built')} {cell('underlay')} "
+            f"{vs_ref:18} {vs_under.ratio or 0:5.2f}  {ref_name}")  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modes", default=MODES)
+    ap.add_argument("--wireguard", default=WIREGUARD, help="modes also measured with WireGuard")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=2)
+    args = ap.parse_args()
+    runs = [(m, "none") for m in args.modes.split(",") if m]
+    runs += [(m, "wireguard") for m in args.wireguard.split(",") if m]
+    print(f"iperf3 TCP, 1 stream, {args.rounds} interleaved rounds of {args.seconds} s; "
+          f"Gbit/s median ± CV; load average before: {loadavg()}")  # fmt: skip
+    print(f"{'mode':18} {'mode Gbit/s':>15} {'hand-built':>15} {'underlay':>15} "
+          f"{'mode/hand-built':18} {'/underlay':>5}  reference")  # fmt: skip
+    for mode, enc in runs:
+        print(measure_mode(mode, enc, args.rounds, args.seconds), flush=True)
+    print(f"load average after: {loadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
