@@ -1,7 +1,7 @@
 """Each mode against the same pod path built by hand, interleaved rounds, medians and CVs.
 
 ``sudo .venv/bin/python bench/bench_handbuilt.py [--modes host-gw,vxlan,bgp,calico-vxlan]
-[--wireguard host-gw] [--rounds 5] [--seconds 2]``
+[--wireguard host-gw] [--rounds 5] [--seconds 2] [--ablate nft,brnf,...]``
 
 Per mode: a throwaway lab (tests/agent/agentlab.py) runs the real agent on two
 node namespaces with an iperf3 server pod on n2 and a client pod on n1; beside
@@ -14,6 +14,14 @@ of variation, mode ÷ hand-built (ratio of medians, and in how many rounds the
 mode was below), and mode ÷ underlay. Modes without an iproute2 equivalent
 (udp, userspace ipip) are measured against the underlay only, with the reason.
 Figures on a shared machine are indicative: the load average is printed with them.
+
+``--ablate`` finds what costs: after the rounds above, each named part of what
+the agent adds is taken away on both nodes (agents paused with SIGSTOP, the
+ruleset saved), the mode is measured against its hand-built path again in the
+same kind of rounds, and everything is put back. Parts: ``policy``, ``proxy``,
+``masq`` (the agent's three nftables tables), ``nft`` (all of them, and with
+them conntrack), ``brnf`` (bridge-nf-call-iptables=0), ``notrack`` (a raw
+``notrack`` rule for the tunnel's outer packets, as a candidate fix).
 """
 
 from __future__ import annotations
@@ -90,8 +98,10 @@ def _mode_lab(mode: str, encryption: str) -> tuple[AgentLab, dict[str, str], dic
     return lab, {"srv": srv["podIP"], "cli": lab.nodes[0].pod_netns(cli["netns"])}, impls
 
 
-def measure_mode(mode: str, encryption: str, n_rounds: int, secs: int) -> str:
-    """One mode: build its lab and its reference, run the rounds, return the printed row."""
+def measure_mode(
+    mode: str, encryption: str, n_rounds: int, secs: int, parts: list[str] | None = None
+) -> str:
+    """One mode: build its lab and its reference, run the rounds, return the printed rows."""
     lab, pods, impls = _mode_lab(mode, encryption)
     ref_path = None
     under = lab.ns_run_bg(lab.nodes[1], ["iperf3", "-s", "-p", str(PORT)])
@@ -110,6 +120,8 @@ def measure_mode(mode: str, encryption: str, n_rounds: int, secs: int) -> str:
             contenders.insert(1, ("hand-built", lambda: _iperf(_client(ip, secs), secs, ref_ns)))
         time.sleep(0.5)
         got = rounds.interleave(contenders, n_rounds)
+        pair = [c for c in contenders if c[0] != "underlay"]
+        ablated = ablate(lab, parts, pair, n_rounds) if parts and ref_path else {}
     finally:
         under.kill()
         under.wait()
@@ -117,7 +129,64 @@ def measure_mode(mode: str, encryption: str, n_rounds: int, secs: int) -> str:
             build.teardown(ref_path.tag)
         _stop_daemons(lab)
         lab.close()
-    return _row(mode, encryption, ref, got)
+    lines = [_row(mode, encryption, ref, got)]
+    for part, res in ablated.items():
+        c = rounds.Comparison(rounds.Series("mode", tuple(res["mode"])),
+                              rounds.Series("hand-built", tuple(res["hand-built"])))  # fmt: skip
+        lines.append(
+            f"  without {part:9} mode {c.a.median / 1e9:6.2f} ±{fmt_cv(c.a.cv):>7} "
+            f"hand-built {c.b.median / 1e9:6.2f} ±{fmt_cv(c.b.cv):>7} "
+            f"mode/hand-built {c.ratio or 0:5.2f} ({c.rounds_below}/{n_rounds} below)"
+        )
+    return "\n".join(lines)
+
+
+# what each ablation does in a node's namespace (argv lists, and nft input)
+ABLATIONS: dict[str, list[tuple[list[str], str | None]]] = {
+    "policy": [(["nft", "delete", "table", "inet", "podlab-policy"], None)],
+    "proxy": [(["nft", "delete", "table", "ip", "podlab-proxy"], None)],
+    "masq": [(["nft", "delete", "table", "ip", "podlab"], None)],
+    "nft": [(["nft", "flush", "ruleset"], None)],
+    "brnf": [(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"], None)],
+    "notrack": [(["nft", "-f", "-"], "table ip bench-notrack {\n"
+                 " chain pre { type filter hook prerouting priority raw; "
+                 "udp dport { 8472, 4789, 51820 } notrack; ip protocol 4 notrack; }\n"
+                 " chain out { type filter hook output priority raw; "
+                 "udp dport { 8472, 4789, 51820 } notrack; ip protocol 4 notrack; }\n}\n")],
+}  # fmt: skip
+
+
+def _save(ns: str) -> tuple[str, str]:
+    """A node's ruleset and bridge-nf setting, to put back after an ablation."""
+    ruleset = run(["nft", "list", "ruleset"], netns=ns).stdout
+    key = ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]
+    return ruleset, run(key, netns=ns, check=False).stdout.strip()
+
+
+def ablate(lab: AgentLab, parts: list[str], contenders, n_rounds: int):  # type: ignore[no-untyped-def]
+    """Measure mode vs hand-built with each part taken away in turn; restore after each."""
+    out = {}
+    pids = [n.proc.pid for n in lab.nodes if n.proc is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for part in parts:
+            saved = {n.ns: _save(n.ns) for n in lab.nodes}
+            try:
+                for n in lab.nodes:
+                    for argv, stdin in ABLATIONS[part]:
+                        run(argv, netns=n.ns, input=stdin, check=False)
+                out[part] = rounds.interleave(contenders, n_rounds)
+            finally:
+                for ns, (ruleset, brnf) in saved.items():
+                    run(["nft", "-f", "-"], netns=ns, input="flush ruleset\n" + ruleset)
+                    if brnf:
+                        run(["sysctl", "-qw", f"net.bridge.bridge-nf-call-iptables={brnf}"],
+                            netns=ns, check=False)  # fmt: skip
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    return out
 
 
 def _row(mode: str, enc: str, ref: spec.RefSpec | spec.NoReference,
@@ -145,7 +214,12 @@ def main() -> int:
     ap.add_argument("--wireguard", default=WIREGUARD, help="modes also measured with WireGuard")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=2)
+    ap.add_argument("--ablate", default="", help=f"parts to take away: {','.join(ABLATIONS)}")
     args = ap.parse_args()
+    parts = [p for p in args.ablate.split(",") if p]
+    unknown = [p for p in parts if p not in ABLATIONS]
+    if unknown:
+        ap.error(f"--ablate {','.join(unknown)}: unknown (parts: {', '.join(ABLATIONS)})")
     runs = [(m, "none") for m in args.modes.split(",") if m]
     runs += [(m, "wireguard") for m in args.wireguard.split(",") if m]
     print(f"iperf3 TCP, 1 stream, {args.rounds} interleaved rounds of {args.seconds} s; "
@@ -153,7 +227,7 @@ def main() -> int:
     print(f"{'mode':18} {'mode Gbit/s':>15} {'hand-built':>15} {'underlay':>15} "
           f"{'mode/hand-built':18} {'/underlay':>5}  reference")  # fmt: skip
     for mode, enc in runs:
-        print(measure_mode(mode, enc, args.rounds, args.seconds), flush=True)
+        print(measure_mode(mode, enc, args.rounds, args.seconds, parts), flush=True)
     print(f"load average after: {loadavg()}")
     return 0
 
