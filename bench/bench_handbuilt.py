@@ -3,7 +3,7 @@
 ``sudo .venv/bin/python bench/bench_handbuilt.py [--modes host-gw,vxlan,bgp,calico-vxlan]
 [--wireguard host-gw] [--rounds 5] [--seconds 2] [--ablate nft,brnf,...]``
 
-Per mode: a throwaway lab (tests/agent/agentlab.py) runs the real agent on two
+Per mode: a throwaway lab (``harness.testlab.agentlab``) runs the real agent on two
 node namespaces with an iperf3 server pod on n2 and a client pod on n1; beside
 it ``harness.refpath`` builds the mode's hand-built path (iproute2 through
 pyroute2, no agent, no nftables) in its own namespaces. Then ``--rounds``
@@ -34,13 +34,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from harness.exec import run
 from harness.probes import iperf3
 from harness.refpath import build, rounds, spec
 from harness.report.fmt import fmt_cv
-from tests.agent.agentlab import AgentLab, wait_for
+from harness.testlab.agentlab import AgentLab
+from harness.testlab.wait import wait_for
 
 MODES = "host-gw,vxlan,bgp,calico-vxlan,cross-subnet,ipip,udp"
 WIREGUARD = "host-gw,bgp"
@@ -133,8 +132,9 @@ def measure_mode(
     for part, res in ablated.items():
         c = rounds.Comparison(rounds.Series("mode", tuple(res["mode"])),
                               rounds.Series("hand-built", tuple(res["hand-built"])))  # fmt: skip
+        how = "with" if part in ADDED else "without"
         lines.append(
-            f"  without {part:9} mode {c.a.median / 1e9:6.2f} ±{fmt_cv(c.a.cv):>7} "
+            f"  {how} {part:9} mode {c.a.median / 1e9:6.2f} ±{fmt_cv(c.a.cv):>7} "
             f"hand-built {c.b.median / 1e9:6.2f} ±{fmt_cv(c.b.cv):>7} "
             f"mode/hand-built {c.ratio or 0:5.2f} ({c.rounds_below}/{n_rounds} below)"
         )
@@ -154,6 +154,9 @@ ABLATIONS: dict[str, list[tuple[list[str], str | None]]] = {
                  " chain out { type filter hook output priority raw; "
                  "udp dport { 8472, 4789, 51820 } notrack; ip protocol 4 notrack; }\n}\n")],
 }  # fmt: skip
+
+
+ADDED = ("notrack",)  # ablations that add something rather than take it away
 
 
 def _save(ns: str) -> tuple[str, str]:
