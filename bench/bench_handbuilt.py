@@ -3,25 +3,30 @@
 ``sudo .venv/bin/python bench/bench_handbuilt.py [--modes host-gw,vxlan,bgp,calico-vxlan]
 [--wireguard host-gw] [--rounds 5] [--seconds 2] [--ablate nft,brnf,...]``
 
-Per mode: a throwaway lab (``harness.testlab.agentlab``) runs the real agent on two
-node namespaces with an iperf3 server pod on n2 and a client pod on n1; beside
-it ``harness.refpath`` builds the mode's hand-built path (iproute2 through
-pyroute2, no agent, no nftables) in its own namespaces. Then ``--rounds``
-rounds, each running iperf3 TCP (one stream, ``--seconds``) pod→pod in the mode,
-pod→pod on the hand-built path and node→node on the lab's underlay, in an order
-rotated every round. Prints per mode the three medians with their coefficients
-of variation, mode ÷ hand-built (ratio of medians, and in how many rounds the
-mode was below), and mode ÷ underlay. Modes without an iproute2 equivalent
-(udp, userspace ipip) are measured against the underlay only, with the reason.
-Figures on a shared machine are indicative: the load average is printed with them.
+Per mode: a throwaway lab (``harness.testlab.agentlab``) runs the real agent on
+two node namespaces with an iperf3 server pod on n2 and a client pod on n1;
+beside it ``harness.refpath`` builds the mode's hand-built path (iproute2
+through pyroute2, no agent, no nftables) in its own namespaces. Then
+``--rounds`` rounds (``harness.refpath.rounds``, the runner the conformance
+suite uses), each running iperf3 TCP (one stream, ``--seconds``) pod→pod in the
+mode, pod→pod on the hand-built path and node→node on the lab's underlay, in an
+order rotated every round. Printed per mode: the three medians with their
+coefficients of variation, mode ÷ hand-built (ratio of medians, and in how many
+rounds the mode was below), mode ÷ underlay, and the CPU the two iperf3 ends
+used per Gbit/s, hand-built ÷ mode (1.00 = the mode costs what the hand-built
+path costs; on a veth path the kernel's forwarding work runs in the sender's
+context, so this follows the datapath's cost and is steadier than throughput
+on a busy machine). Modes without an iproute2 equivalent (udp, userspace ipip)
+are measured against the underlay only, with the reason. Figures on a shared
+machine are indicative: the load average is printed with them.
 
 ``--ablate`` finds what costs: after the rounds above, each named part of what
 the agent adds is taken away on both nodes (agents paused with SIGSTOP, the
 ruleset saved), the mode is measured against its hand-built path again in the
 same kind of rounds, and everything is put back. Parts: ``policy``, ``proxy``,
 ``masq`` (the agent's three nftables tables), ``nft`` (all of them, and with
-them conntrack), ``brnf`` (bridge-nf-call-iptables=0), ``notrack`` (a raw
-``notrack`` rule for the tunnel's outer packets, as a candidate fix).
+them conntrack), ``brnf`` (bridge-nf-call-iptables=0), ``notrack`` (adds a raw
+``notrack`` rule for the tunnel's outer packets).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import contextlib
 import os
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,6 +50,22 @@ from harness.testlab.wait import wait_for
 MODES = "host-gw,vxlan,bgp,calico-vxlan,cross-subnet,ipip,udp"
 WIREGUARD = "host-gw,bgp"
 PORT = 5201
+Results = dict[str, list[iperf3.IperfResult]]
+
+# what each ablation does in a node's namespace: (argv, stdin) steps
+ABLATIONS: dict[str, list[tuple[list[str], str | None]]] = {
+    "policy": [(["nft", "delete", "table", "inet", "podlab-policy"], None)],
+    "proxy": [(["nft", "delete", "table", "ip", "podlab-proxy"], None)],
+    "masq": [(["nft", "delete", "table", "ip", "podlab"], None)],
+    "nft": [(["nft", "flush", "ruleset"], None)],
+    "brnf": [(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"], None)],
+    "notrack": [(["nft", "-f", "-"], "table ip bench-notrack {\n"
+                 " chain pre { type filter hook prerouting priority raw; "
+                 "udp dport { 8472, 4789, 51820 } notrack; ip protocol 4 notrack; }\n"
+                 " chain out { type filter hook output priority raw; "
+                 "udp dport { 8472, 4789, 51820 } notrack; ip protocol 4 notrack; }\n}\n")],
+}  # fmt: skip
+ADDED = ("notrack",)  # ablations that add something rather than take it away
 
 
 def loadavg() -> str:
@@ -63,23 +85,8 @@ def _stop_daemons(lab: AgentLab) -> None:
                     os.kill(pid, signal.SIGKILL)
 
 
-def _client(target: str, secs: int) -> list[str]:
-    return iperf3.client_command(target, PORT, secs)
-
-
-def _iperf(argv: list[str], secs: int, netns_path: str) -> float:
-    """One iperf3 client run inside the namespace at ``netns_path``; received bit/s."""
-    for _ in range(3):
-        res = run(["nsenter", f"--net={netns_path}", *argv], timeout=secs + 20, check=False)
-        try:
-            return iperf3.parse(res.stdout or res.stderr).received_bps
-        except iperf3.IperfError as exc:  # the server is between two tests: try again
-            err = exc
-            time.sleep(0.3)
-    raise RuntimeError(f"iperf3 {' '.join(argv)}: {err}")
-
-
-def _mode_lab(mode: str, encryption: str) -> tuple[AgentLab, dict[str, str], dict[str, str]]:
+def _mode_lab(mode: str, encryption: str) -> tuple[AgentLab, list[rounds.Target], dict[str, str]]:
+    """The agent lab with its server pod, and the pod-pod and node-node targets."""
     lab = AgentLab(2, mode, tmp_root="/dev/shm", resync_s=10.0, encryption=encryption)
     n1, n2 = lab.nodes
     for n in lab.nodes:
@@ -94,69 +101,11 @@ def _mode_lab(mode: str, encryption: str) -> tuple[AgentLab, dict[str, str], dic
     backend = records["n1"].get("backend", {})
     impls = {"ipip": str(backend.get("IPIPImpl", "kernel")),
              "wireguard": str(backend.get("WireguardImpl", ""))}  # fmt: skip
-    return lab, {"srv": srv["podIP"], "cli": lab.nodes[0].pod_netns(cli["netns"])}, impls
-
-
-def measure_mode(
-    mode: str, encryption: str, n_rounds: int, secs: int, parts: list[str] | None = None
-) -> str:
-    """One mode: build its lab and its reference, run the rounds, return the printed rows."""
-    lab, pods, impls = _mode_lab(mode, encryption)
-    ref_path = None
-    under = lab.ns_run_bg(lab.nodes[1], ["iperf3", "-s", "-p", str(PORT)])
-    try:
-        ref = spec.reference_for(mode, encryption, wireguard_impl=impls["wireguard"],
-                                 ipip_impl=impls["ipip"])  # fmt: skip
-        n1_ns = f"/run/netns/{lab.nodes[0].ns}"
-        contenders = [
-            ("mode", lambda: _iperf(_client(pods["srv"], secs), secs, pods["cli"])),
-            ("underlay", lambda: _iperf(_client(lab.nodes[1].ip, secs), secs, n1_ns)),
-        ]
-        if isinstance(ref, spec.RefSpec):
-            ref_path = build.build(ref, build.new_tag(), PORT, lifetime_s=3600)
-            ref_ns = f"/run/netns/{ref_path.client_netns}"
-            ip = ref_path.server_ip
-            contenders.insert(1, ("hand-built", lambda: _iperf(_client(ip, secs), secs, ref_ns)))
-        time.sleep(0.5)
-        got = rounds.interleave(contenders, n_rounds)
-        pair = [c for c in contenders if c[0] != "underlay"]
-        ablated = ablate(lab, parts, pair, n_rounds) if parts and ref_path else {}
-    finally:
-        under.kill()
-        under.wait()
-        if ref_path is not None:
-            build.teardown(ref_path.tag)
-        _stop_daemons(lab)
-        lab.close()
-    lines = [_row(mode, encryption, ref, got)]
-    for part, res in ablated.items():
-        c = rounds.Comparison(rounds.Series("mode", tuple(res["mode"])),
-                              rounds.Series("hand-built", tuple(res["hand-built"])))  # fmt: skip
-        how = "with" if part in ADDED else "without"
-        lines.append(
-            f"  {how} {part:9} mode {c.a.median / 1e9:6.2f} ±{fmt_cv(c.a.cv):>7} "
-            f"hand-built {c.b.median / 1e9:6.2f} ±{fmt_cv(c.b.cv):>7} "
-            f"mode/hand-built {c.ratio or 0:5.2f} ({c.rounds_below}/{n_rounds} below)"
-        )
-    return "\n".join(lines)
-
-
-# what each ablation does in a node's namespace (argv lists, and nft input)
-ABLATIONS: dict[str, list[tuple[list[str], str | None]]] = {
-    "policy": [(["nft", "delete", "table", "inet", "podlab-policy"], None)],
-    "proxy": [(["nft", "delete", "table", "ip", "podlab-proxy"], None)],
-    "masq": [(["nft", "delete", "table", "ip", "podlab"], None)],
-    "nft": [(["nft", "flush", "ruleset"], None)],
-    "brnf": [(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"], None)],
-    "notrack": [(["nft", "-f", "-"], "table ip bench-notrack {\n"
-                 " chain pre { type filter hook prerouting priority raw; "
-                 "udp dport { 8472, 4789, 51820 } notrack; ip protocol 4 notrack; }\n"
-                 " chain out { type filter hook output priority raw; "
-                 "udp dport { 8472, 4789, 51820 } notrack; ip protocol 4 notrack; }\n}\n")],
-}  # fmt: skip
-
-
-ADDED = ("notrack",)  # ablations that add something rather than take it away
+    targets = [
+        rounds.Target("pod-pod", n1.pod_netns(cli["netns"]), srv["podIP"], PORT),
+        rounds.Target("node-node", f"/run/netns/{n1.ns}", n2.ip, PORT),
+    ]
+    return lab, targets, impls
 
 
 def _save(ns: str) -> tuple[str, str]:
@@ -166,8 +115,10 @@ def _save(ns: str) -> tuple[str, str]:
     return ruleset, run(key, netns=ns, check=False).stdout.strip()
 
 
-def ablate(lab: AgentLab, parts: list[str], contenders, n_rounds: int):  # type: ignore[no-untyped-def]
-    """Measure mode vs hand-built with each part taken away in turn; restore after each."""
+def ablate(
+    lab: AgentLab, parts: list[str], targets: list[rounds.Target], n_rounds: int, secs: int
+) -> dict[str, Results]:
+    """Measure the targets with each part taken away in turn; restore after each."""
     out = {}
     pids = [n.proc.pid for n in lab.nodes if n.proc is not None]
     for pid in pids:
@@ -179,7 +130,7 @@ def ablate(lab: AgentLab, parts: list[str], contenders, n_rounds: int):  # type:
                 for n in lab.nodes:
                     for argv, stdin in ABLATIONS[part]:
                         run(argv, netns=n.ns, input=stdin, check=False)
-                out[part] = rounds.interleave(contenders, n_rounds)
+                out[part] = rounds.iperf_rounds(targets, n_rounds, secs)
             finally:
                 for ns, (ruleset, brnf) in saved.items():
                     run(["nft", "-f", "-"], netns=ns, input="flush ruleset\n" + ruleset)
@@ -192,23 +143,70 @@ def ablate(lab: AgentLab, parts: list[str], contenders, n_rounds: int):  # type:
     return out
 
 
-def _row(mode: str, enc: str, ref: spec.RefSpec | spec.NoReference,
-         got: dict[str, list[float]]) -> str:  # fmt: skip
-    s = {k: rounds.Series(k, tuple(v)) for k, v in got.items()}
-    name = mode + ("+" + enc if enc != "none" else "")
+def measure_mode(
+    mode: str, encryption: str, n_rounds: int, secs: int, parts: list[str]
+) -> list[str]:
+    """One mode: build its lab and its reference, run the rounds, return the printed rows."""
+    lab, targets, impls = _mode_lab(mode, encryption)
+    ref_path = None
+    under = lab.ns_run_bg(lab.nodes[1], ["iperf3", "-s", "-p", str(PORT)])
+    try:
+        ref = spec.reference_for(mode, encryption, wireguard_impl=impls["wireguard"],
+                                 ipip_impl=impls["ipip"])  # fmt: skip
+        if isinstance(ref, spec.RefSpec):
+            ref_path = build.build(ref, build.new_tag(), PORT, lifetime_s=3600)
+            hb = rounds.Target("hand-built", ref_path.client_netns, ref_path.server_ip, PORT)
+            targets.insert(1, hb)
+        time.sleep(0.5)
+        got = rounds.iperf_rounds(targets, n_rounds, secs)
+        pair = [t for t in targets if t.name != "node-node"]
+        ablated = ablate(lab, parts, pair, n_rounds, secs) if parts and ref_path else {}
+    finally:
+        under.kill()
+        under.wait()
+        if ref_path is not None:
+            build.teardown(ref_path.tag)
+        _stop_daemons(lab)
+        lab.close()
+    name = mode + ("+" + encryption if encryption != "none" else "")
+    lines = [_row(name, ref, got)]
+    for part, res in ablated.items():
+        how = "with" if part in ADDED else "without"
+        lines.append(_row(f"  {how} {part}", ref, res))
+    return lines
+
+
+def _series(results: list[iperf3.IperfResult]) -> rounds.Series:
+    return rounds.Series("", tuple(r.received_bps for r in results))
+
+
+def _cpu_per_gbit(results: list[iperf3.IperfResult]) -> float:
+    """Median CPU (both iperf3 ends, cores) per Gbit/s received."""
+    return statistics.median(
+        (r.sender_cpu_cores + r.receiver_cpu_cores) / (r.received_bps / 1e9)
+        for r in results
+        if r.received_bps
+    )
+
+
+def _row(name: str, ref: spec.RefSpec | spec.NoReference, got: Results) -> str:
+    s = {k: _series(v) for k, v in got.items()}
 
     def cell(k: str) -> str:
         return f"{s[k].median / 1e9:6.2f} ±{fmt_cv(s[k].cv):>7}" if k in s else f"{'—':>15}"
 
-    vs_under = rounds.Comparison(s["mode"], s["underlay"])
+    vs_under = f"{rounds.Comparison(s['pod-pod'], s['node-node']).ratio:5.2f}" if (
+        "node-node" in s) else "    —"  # fmt: skip
     if "hand-built" in s:
-        c = rounds.Comparison(s["mode"], s["hand-built"])
+        c = rounds.Comparison(s["pod-pod"], s["hand-built"])
         vs_ref = f"{c.ratio:5.2f} ({c.rounds_below}/{len(c.a.values)} below)"
-        ref_name = ref.name if isinstance(ref, spec.RefSpec) else ""
+        cpu = f"{_cpu_per_gbit(got['hand-built']) / _cpu_per_gbit(got['pod-pod']):5.2f}"
+        what = ref.name if isinstance(ref, spec.RefSpec) else ""
     else:
-        vs_ref, ref_name = "—", f"none: {ref.reason}" if isinstance(ref, spec.NoReference) else ""
-    return (f"{name:18} {cell('mode')} {cell('hand-built')} {cell('underlay')} "
-            f"{vs_ref:18} {vs_under.ratio or 0:5.2f}  {ref_name}")  # fmt: skip
+        vs_ref, cpu = "—", "    —"
+        what = f"none: {ref.reason}" if isinstance(ref, spec.NoReference) else ""
+    return (f"{name:22} {cell('pod-pod')} {cell('hand-built')} {cell('node-node')} "
+            f"{vs_ref:18} {vs_under:>9} {cpu:>9}  {what}")  # fmt: skip
 
 
 def main() -> int:
@@ -227,10 +225,11 @@ def main() -> int:
     runs += [(m, "wireguard") for m in args.wireguard.split(",") if m]
     print(f"iperf3 TCP, 1 stream, {args.rounds} interleaved rounds of {args.seconds} s; "
           f"Gbit/s median ± CV; load average before: {loadavg()}")  # fmt: skip
-    print(f"{'mode':18} {'mode Gbit/s':>15} {'hand-built':>15} {'underlay':>15} "
-          f"{'mode/hand-built':18} {'/underlay':>5}  reference")  # fmt: skip
+    print(f"{'mode':22} {'pod-pod Gbit/s':>15} {'hand-built':>15} {'underlay':>15} "
+          f"{'mode/hand-built':18} {'/underlay':>9} {'CPU/bit':>9}  reference")  # fmt: skip
     for mode, enc in runs:
-        print(measure_mode(mode, enc, args.rounds, args.seconds, parts), flush=True)
+        for line in measure_mode(mode, enc, args.rounds, args.seconds, parts):
+            print(line, flush=True)
     print(f"load average after: {loadavg()}")
     return 0
 

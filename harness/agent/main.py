@@ -137,7 +137,11 @@ class Agent:
         env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
         log.info("subnet %s, wrote %s", self.lease.subnet, env)
         nl.set_sysctl("net/ipv4/ip_forward", "1")  # this node's namespace only
-        nft.apply(nft.masquerade_ruleset(cfg.pod_cidr))
+        nft.apply(
+            nft.masquerade_ruleset(
+                cfg.pod_cidr, self.dp.tunnels(), cfg.underlay_address, cfg.service_cidr
+            )
+        )
         self.podmgr = PodManager(
             cfg, self.ipr, self.lease.subnet, self.dp.mtu(), self.dp.pod_interface
         )
