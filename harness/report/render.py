@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from harness.report import analysis, charts, compare, fmt, handbuilt, perf
 from harness.results.model import RunResults
@@ -52,11 +53,13 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def _series(s: handbuilt.Series | None) -> str:
-    """``9.1 Gbit/s ± 2.3 %`` for a series of rounds, ``—`` for none."""
+def _series(s: handbuilt.Series | None) -> Markup:
+    """A series of rounds as its median over ``± CV`` (two short lines), ``—`` for none."""
     if s is None:
-        return "—"
-    return f"{fmt.fmt_bps(s.median_bps)} ± {fmt.fmt_cv(s.cv)}"
+        return Markup("—")
+    return Markup('<span class="nowrap">{}</span><br><span class="muted small">± {}</span>').format(
+        fmt.fmt_bps(s.median_bps), fmt.fmt_cv(s.cv)
+    )
 
 
 def _throughput_charts(rows: tuple[perf.ThroughputRow, ...]) -> list[charts.Chart]:
