@@ -38,6 +38,12 @@ def cluster_prefix(cluster: str) -> str:
     return f"{ROOT}/{cluster}/"
 
 
+def mesh_prefix(cluster: str) -> str:
+    """``/podlab/v1/<cluster>/mesh/``: the mesh syncer's mirror of the other clusters
+    (harness/mesh/keys.py has the rest of that layout)."""
+    return f"{ROOT}/{cluster}/mesh/"
+
+
 def node_key(cluster: str, node: str) -> str:
     return f"{ROOT}/{cluster}/nodes/{node}"
 

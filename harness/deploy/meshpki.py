@@ -215,3 +215,24 @@ def ensure_cluster(mesh_dir: Path, cluster: str, server_ips: list[str]) -> Clust
     if not cc.password.is_file():
         _write_private(cc.password, secrets.token_urlsafe(24).encode())
     return cc
+
+
+def prepare(inventory: dict, lab_dir: Path, mesh_ca: Path | None = None) -> Path | None:
+    """Certificates for every meshed cluster of an inventory; the PKI root to pass to
+    Ansible as ``podlab_mesh_pki_dir`` (None when no cluster is in a mesh)."""
+    root = lab_dir / "mesh"
+    found = False
+    for group in (inventory.get("all", {}).get("children") or {}).values():
+        gvars = (group or {}).get("vars") or {}
+        mesh, cluster = gvars.get("podlab_mesh"), gvars.get("podlab_cluster")
+        if not mesh or not cluster:
+            continue
+        found = True
+        mesh_dir = root / str(mesh)
+        ensure_ca(mesh_dir, str(mesh), mesh_ca)
+        ips: list[str] = []
+        for hv in ((group or {}).get("hosts") or {}).values():
+            if (hv or {}).get("podlab_role") == "control-plane":
+                ips += [str(hv[k]) for k in ("podlab_underlay_address", "ansible_host") if k in hv]
+        ensure_cluster(mesh_dir, str(cluster), ips)
+    return root if found else None

@@ -167,9 +167,32 @@ class Syncer:
         log.info("stopped; mirrored keys left in place")
 
 
+def check(cfg: MeshConfig) -> int:
+    """``--check``: 0 once this syncer has published ``clusterinfo`` (the deploy waits
+    for it); prints every peer's state as the syncer last wrote it."""
+    try:
+        store = Store(cfg.etcd_endpoints, timeout=3)
+        kv = store.get(keys.clusterinfo_key(cfg.cluster))
+        kvs, _ = store.get_prefix(keys.mesh_prefix(cfg.cluster))
+    except StoreError as exc:
+        print(f"unhealthy: {exc}")
+        return 1
+    if kv is None:
+        print(f"unhealthy: no clusterinfo for {cfg.cluster} yet (podlab-mesh starting?)")
+        return 1
+    states = []
+    for s in kvs:
+        if s.key.endswith("/" + keys.STATUS):
+            st = s.json()
+            states.append(f"{st.get('cluster')} {st.get('state')}")
+    print(f"ok: {cfg.cluster} in mesh {cfg.mesh}; peers: {', '.join(states) or 'none yet'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="podlab-mesh", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=DEFAULT_PATH, help="mesh.yaml (default %(default)s)")
+    ap.add_argument("--check", action="store_true", help="exit 0 once clusterinfo is published")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(
@@ -182,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"podlab-mesh: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        return check(cfg)
     syncer = Syncer(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: syncer.stop.set())
