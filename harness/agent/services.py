@@ -44,6 +44,8 @@ from harness.agent.store import KV, Event, Store, cluster_prefix
 
 log = logging.getLogger("podlab.services")
 KINDS = ("services", "pods", "podstatus", "policies", "namespaces")
+# Pods of the mesh's other clusters (mirrored by the syncer): policy peers only.
+MESH_KINDS = ("mesh-pods", "mesh-podstatus")
 DEBOUNCE_S = 0.02  # gathers a burst of events into one programming pass
 SWEEP_S = 5.0  # how long after an endpoint's removal its stuck flows are swept
 
@@ -207,6 +209,10 @@ class ServicesController:
     def _kind(self, key: str) -> str | None:
         rest = key[len(self.prefix) :]
         kind = rest.split("/", 1)[0]
+        if kind == "mesh":  # mesh/<cluster>/<kind>/<ns>/<name>
+            parts = rest.split("/")
+            mk = f"mesh-{parts[2]}" if len(parts) == 5 else ""
+            return mk if mk in MESH_KINDS else None
         return kind if kind in KINDS else None
 
     def _node(self, key: str) -> str | None:
@@ -251,7 +257,7 @@ class ServicesController:
     # --- deriving --------------------------------------------------------------------
     def snapshot(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         with self.lock:
-            out: dict[str, list[tuple[str, dict[str, Any]]]] = {k: [] for k in KINDS}
+            out: dict[str, list[tuple[str, dict[str, Any]]]] = {k: [] for k in KINDS + MESH_KINDS}
             for key, obj in self.cache.items():
                 kind = self._kind(key)
                 if kind:
@@ -291,7 +297,8 @@ class ServicesController:
             for p in pods
             if p.get("spec", {}).get("nodeName") == self.cfg.node
         }
-        infos = policy.pods_from_store(pods, statuses)
+        infos = policy.pods_from_store(pods, statuses, self.cfg.cluster)
+        infos += policy.mesh_pods(snap["mesh-pods"], snap["mesh-podstatus"])
         table = policy.ruleset([o for _, o in snap["policies"]], infos, ns_labels, local)
         return ports, zone, table
 
