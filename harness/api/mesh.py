@@ -16,10 +16,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.api.kv import KV
 from harness.api.target import cluster_endpoints, cluster_vars, labs_up, podlab_home
 from harness.errors import UserError
 from harness.mesh import keys
+from harness.store import Store, StoreError
 
 MESH_VAR = "podlab_mesh"
 
@@ -58,16 +58,16 @@ def collect(lab: str, home: Path | None = None) -> dict[str, Any]:
         if not entry["mesh"]:
             continue
         try:
-            kv = KV(url, timeout=3)
-            info = kv.get(keys.clusterinfo_key(cluster))
+            store = Store([url], timeout=3)
+            info = store.get(keys.clusterinfo_key(cluster))
             entry["info"] = json.loads(info.value) if info else None
             if info is None:
                 entry["error"] = "no clusterinfo: podlab-mesh has not run (deploy the lab)"
-            for e in kv.get_prefix(keys.mesh_prefix(cluster)):
+            for e in store.get_prefix(keys.mesh_prefix(cluster))[0]:
                 if e.key.endswith("/" + keys.STATUS):
                     st = json.loads(e.value)
                     entry["peers"][st.get("cluster", e.key.split("/")[-2])] = st
-        except (UserError, OSError, ValueError) as exc:
+        except (StoreError, OSError, ValueError) as exc:
             entry["error"] = f"cannot read etcd at {url}: {exc}"
     return out
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness.agent.store import KV
 from harness.errors import ToolError
 from harness.exec import run
 from harness.mesh.config import Tls
+from harness.store import KV
 
 log = logging.getLogger("podlab.mesh.etcdctl")
 

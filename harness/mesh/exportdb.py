@@ -1,10 +1,10 @@
 """The export etcd, as the local syncer sees it: TLS, ``root`` by password, RBAC set-up.
 
 etcd 3.4's JSON gateway ignores client-certificate CNs when auth is on (ADR
-0004), so the local syncer authenticates as ``root`` with a password token
-(``/v3/auth/authenticate``) over a TLS session that also presents a
-certificate of the mesh CA (``--client-cert-auth`` wants one from everybody).
-Peers never use this path: they read with ``etcdctl`` as ``remote-<peer>``.
+0004), so the local syncer logs in as ``root`` with a password token over a TLS
+session that presents a CN-less certificate of the mesh CA
+(``--client-cert-auth`` wants one from everybody). Peers never use this path:
+they read with ``etcdctl`` as ``remote-<peer>``.
 
 ``ensure_auth`` is idempotent: on a fresh export etcd it creates ``root``, the
 read-only role ``mesh-reader`` (read on ``/podlab/v1/<cluster>/``) and enables
@@ -18,78 +18,59 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import etcd3gw
-
-from harness.agent.store import Store, StoreError, _b64, _range_end, cluster_prefix
 from harness.mesh.config import Tls
+from harness.store import TLS, Store, StoreError
+from harness.store.client import b64, range_end
+from harness.store.keys import cluster_prefix
 
 log = logging.getLogger("podlab.mesh.export")
 
 READER_ROLE = "mesh-reader"
 PEER_PREFIX = "remote-"
-_AUTH_ERRORS = ("invalid auth token", "user name is empty", "auth: revision in header is old")
 
 
 class ExportStore(Store):
-    """A ``Store`` on the export etcd: TLS with a mesh-CA certificate, ``root`` token."""
+    """A ``Store`` on the export etcd: TLS with a mesh-CA certificate, user ``root``."""
 
     def __init__(self, endpoint: str, tls: Tls, password_file: Path, timeout: float = 5.0):
-        self.tls = tls
         self.password_file = password_file
-        self._token: str | None = None
-        super().__init__([endpoint], timeout)
+        files = TLS(str(tls.ca), str(tls.cert), str(tls.key))
+        super().__init__(
+            [endpoint], timeout, tls=files, user="root", password=self._read_password()
+        )
 
-    def _make(self, url: str) -> etcd3gw.Etcd3Client:
-        client = super()._make(url)
-        client.session.verify = str(self.tls.ca)
-        client.session.cert = (str(self.tls.cert), str(self.tls.key))
-        if self._token:
-            client.session.headers["Authorization"] = self._token
-        return client
-
-    def _raw(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return super()._post(path, body)
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self._raw(path, body)
-        except StoreError as exc:
-            if not any(e in str(exc) for e in _AUTH_ERRORS):
-                raise
-        self.authenticate()  # the token expired (etcd drops idle simple tokens): once more
-        return self._raw(path, body)
-
-    def authenticate(self) -> None:
-        """Get a fresh ``root`` token; StoreError if auth is off or the password is wrong."""
-        password = self.password_file.read_text().strip()
-        self._token = None
-        self._client.session.headers.pop("Authorization", None)  # a stale token is refused
-        r = self._raw("/auth/authenticate", {"name": "root", "password": password})
-        self._token = str(r["token"])
-        self._client.session.headers["Authorization"] = self._token
+    def _read_password(self) -> str:
+        return self.password_file.read_text().strip()
 
     # -- RBAC set-up -------------------------------------------------------------------
     def ensure_auth(self, cluster: str) -> None:
         """Users, the reader role and auth itself, whatever state etcd is in."""
         try:
-            self.authenticate()
+            self.login()
             enabled = True
         except StoreError as exc:
             if "authentication is not enabled" not in str(exc):
                 raise
             enabled = False
-        if not enabled:
-            password = self.password_file.read_text().strip()
-            self._ok("/auth/user/add", {"name": "root", "password": password})
-            self._ok("/auth/user/grant", {"user": "root", "role": "root"})
-        self._ok("/auth/role/add", {"name": READER_ROLE})
+        if not enabled:  # a fresh export etcd: set up as nobody, then turn auth on
+            self._user = None
+            try:
+                self._ok("/auth/user/add", {"name": "root", "password": self._read_password()})
+                self._ok("/auth/user/grant", {"user": "root", "role": "root"})
+                self._setup_role(cluster)
+                self._post("/auth/enable", {})
+            finally:
+                self._user = "root"
+            self.login()
+            log.info("export etcd: auth enabled, role %s reads %s", READER_ROLE, cluster)
+        else:
+            self._setup_role(cluster)
+
+    def _setup_role(self, cluster: str) -> None:
         prefix = cluster_prefix(cluster)
-        perm = {"permType": "READ", "key": _b64(prefix), "range_end": _range_end(prefix)}
+        self._ok("/auth/role/add", {"name": READER_ROLE})
+        perm = {"permType": "READ", "key": b64(prefix), "range_end": range_end(prefix)}
         self._post("/auth/role/grant", {"name": READER_ROLE, "perm": perm})
-        if not enabled:
-            self._raw("/auth/enable", {})
-            self.authenticate()
-            log.info("export etcd: auth enabled, role %s reads %s", READER_ROLE, prefix)
 
     def _ok(self, path: str, body: dict[str, Any]) -> None:
         """An auth call whose "already exists" answer is success (idempotent set-up)."""

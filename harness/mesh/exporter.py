@@ -19,9 +19,10 @@ import threading
 import time
 from typing import Any
 
-from harness.agent.store import KV, Event, Store, StoreError, cluster_prefix
 from harness.mesh import keys
 from harness.mesh.exportdb import ExportStore
+from harness.store import KV, Event, Store, StoreError
+from harness.store.keys import cluster_prefix
 
 log = logging.getLogger("podlab.mesh.export")
 

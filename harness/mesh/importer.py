@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness.agent.store import KV, Store, StoreError, cluster_prefix
 from harness.errors import ToolError
 from harness.mesh import keys
 from harness.mesh.etcdctl import Etcdctl, Listing, Watch, WatchEvent, classify, explain, tls_problem
 from harness.mesh.exporter import now_rfc3339
 from harness.mesh.membership import refusal
+from harness.store import KV, Store, StoreError
+from harness.store.keys import cluster_prefix
 
 log = logging.getLogger("podlab.mesh.import")
 

@@ -8,7 +8,9 @@ their own names plus ``heartbeat``.
 
 from __future__ import annotations
 
-from harness.agent.store import cluster_prefix
+from harness.store.keys import cluster_prefix, mesh_prefix
+
+__all__ = ["cluster_prefix", "mesh_prefix"]  # re-exported: one import for mesh code
 
 #: Relative keys (or folders, ending in ``/``) a cluster exports to its peers.
 EXPORTED: tuple[str, ...] = (
@@ -40,11 +42,6 @@ def clusterinfo_key(cluster: str) -> str:
 def heartbeat_key(cluster: str) -> str:
     """The export etcd's liveness key (never in the cluster's own etcd)."""
     return cluster_prefix(cluster) + HEARTBEAT
-
-
-def mesh_prefix(local: str) -> str:
-    """``/podlab/v1/<local>/mesh/``: every remote cluster's mirror and status."""
-    return cluster_prefix(local) + MESH
 
 
 def remote_prefix(local: str, remote: str) -> str:

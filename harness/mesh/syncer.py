@@ -22,13 +22,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness import __version__
-from harness.agent.store import Store, StoreError, cluster_prefix, wait_ready
 from harness.mesh import keys
 from harness.mesh.config import DEFAULT_PATH, ConfigError, MeshConfig, Remote, load, load_remotes
 from harness.mesh.etcdctl import Etcdctl
 from harness.mesh.exportdb import ExportStore
 from harness.mesh.exporter import Exporter, now_rfc3339
 from harness.mesh.importer import RemoteLink
+from harness.store import Store, StoreError, wait_ready
+from harness.store.keys import cluster_prefix
 
 log = logging.getLogger("podlab.mesh")
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from harness.mesh import keys
-from tests.agent.agentlab import wait_for
-from tests.agent.meshlab import MeshLab
+from harness.testlab.meshlab import MeshLab
+from harness.testlab.wait import wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("etcd") is None or shutil.which("etcdctl") is None, reason="needs etcd, etcdctl"

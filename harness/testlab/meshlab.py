@@ -1,12 +1,12 @@
 """A mesh control plane without a lab: per cluster a plain etcd (the cluster's own),
 a TLS export etcd and an in-process ``Syncer``, all on 127.0.0.1 with free ports.
 
-Shared by tests/agent/test_mesh_syncer.py and bench/bench_mesh_control.py.
+Shared by tests/agent/test_mesh_syncer.py and bench/bench_mesh_control.py (so it lives
+here, not in tests/).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import subprocess
 import threading
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from harness.agent.store import Store
 from harness.deploy import meshpki
 from harness.mesh.config import MeshConfig, Tls
 from harness.mesh.syncer import Syncer
-from tests.agent.agentlab import wait_for
-from tests.agent.conftest import LocalEtcd, _free_port
+from harness.store import Store
+from harness.testlab.etcd import LocalEtcd, free_port
+from harness.testlab.wait import wait_for
 
 
 class TlsEtcd(LocalEtcd):
@@ -28,26 +28,26 @@ class TlsEtcd(LocalEtcd):
 
     def __init__(self, certs: meshpki.ClusterCerts) -> None:
         super().__init__()
-        self.certs = certs
+        self.mesh_certs = certs
         self.url = f"https://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         peer = f"http://127.0.0.1:{self.peer}"
-        crt, key = self.certs.server
+        crt, key = self.mesh_certs.server
         log = open(self.dir / "etcd.log", "ab")  # noqa: SIM115 (the child keeps it)
         argv = ["etcd", "--name", "x", "--data-dir", str(self.dir / "data")]
         argv += ["--listen-client-urls", self.url, "--advertise-client-urls", self.url]
         argv += ["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer]
         argv += ["--initial-cluster", f"x={peer}", "--cert-file", str(crt), "--key-file", str(key)]
-        argv += ["--trusted-ca-file", str(self.certs.ca), "--client-cert-auth"]
+        argv += ["--trusted-ca-file", str(self.mesh_certs.ca), "--client-cert-auth"]
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_for("export etcd", self._answers, timeout=60)
 
     def _answers(self) -> bool:
-        crt, key = self.certs.client
+        crt, key = self.mesh_certs.client
         r = subprocess.run(
             [
-                *("etcdctl", f"--endpoints={self.url}", f"--cacert={self.certs.ca}"),
+                *("etcdctl", f"--endpoints={self.url}", f"--cacert={self.mesh_certs.ca}"),
                 *(f"--cert={crt}", f"--key={key}", "--dial-timeout=1s", "endpoint", "health"),
             ],
             capture_output=True,
@@ -117,20 +117,22 @@ class MeshLab:
         export.start()
         remotes = self.root / name / "remotes"
         remotes.mkdir(parents=True, exist_ok=True)
-        cfg = MeshConfig(
-            cluster=name,
-            cluster_id=cid,
-            mesh=mesh or self.mesh,
-            pod_cidr=ipaddress.IPv4Network(pod_cidr),
-            service_cidr=ipaddress.IPv4Network("10.96.0.0/16"),
-            mode=mode,
-            etcd_endpoints=[etcd.url],
-            export_endpoint=export.url,
-            export_tls=Tls(ca=certs.ca, cert=certs.admin[0], key=certs.admin[1]),
-            password_file=certs.password,
-            peer_tls=Tls(ca=certs.ca, cert=certs.client[0], key=certs.client[1]),
-            remotes_dir=remotes,
-            etcdctl=shutil.which("etcdctl") or "etcdctl",
+        cfg = MeshConfig.model_validate(
+            {
+                "cluster": name,
+                "cluster_id": cid,
+                "mesh": mesh or self.mesh,
+                "pod_cidr": pod_cidr,
+                "service_cidr": "10.96.0.0/16",
+                "mode": mode,
+                "etcd_endpoints": [etcd.url],
+                "export_endpoint": export.url,
+                "export_tls": Tls(ca=certs.ca, cert=certs.admin[0], key=certs.admin[1]),
+                "password_file": certs.password,
+                "peer_tls": Tls(ca=certs.ca, cert=certs.client[0], key=certs.client[1]),
+                "remotes_dir": remotes,
+                "etcdctl": shutil.which("etcdctl") or "etcdctl",
+            }
         )
         mc = MeshCluster(name, cid, pod_cidr, etcd, export, certs, cfg)
         self.clusters[name] = mc
@@ -153,4 +155,4 @@ class MeshLab:
             c.close()
 
 
-__all__ = ["MeshCluster", "MeshLab", "TlsEtcd", "_free_port"]
+__all__ = ["MeshCluster", "MeshLab", "TlsEtcd", "free_port"]
