@@ -181,6 +181,19 @@ def _not_ready(status: dict[str, Any]) -> dict[str, Any]:
     return {**status, "conditions": [*conds, ready]}
 
 
+def _remote_pod_infos(
+    pods: list[tuple[str, dict[str, Any]]], statuses: list[tuple[str, dict[str, Any]]]
+) -> list[policy.PodInfo]:
+    """Policy peers from the mirror (keys ``…/mesh/<cluster>/pods|podstatus/<ns>/<name>``)."""
+    by: dict[str, tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]] = {}
+    for key, obj in pods:
+        by.setdefault(key.split("/")[-4], ([], {}))[0].append(obj)
+    for key, obj in statuses:
+        cluster, _kind, ns, name = key.split("/")[-4:]
+        by.setdefault(cluster, ([], {}))[1][(ns, name)] = obj
+    return [i for c, (ps, sts) in sorted(by.items()) for i in policy.remote_pods(c, ps, sts)]
+
+
 def _nodes_of(pods: list[dict[str, Any]]) -> set[str]:
     return {n for p in pods if (n := p.get("spec", {}).get("nodeName"))}
 
@@ -299,7 +312,7 @@ class ServicesController:
             if p.get("spec", {}).get("nodeName") == self.cfg.node
         }
         infos = policy.pods_from_store(pods, statuses, self.cfg.cluster)
-        infos += policy.mesh_pods(snap["mesh-pods"], snap["mesh-podstatus"])
+        infos += _remote_pod_infos(snap["mesh-pods"], snap["mesh-podstatus"])
         table = policy.ruleset([o for _, o in snap["policies"]], infos, ns_labels, local)
         return ports, zone, table
 
