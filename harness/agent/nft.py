@@ -94,12 +94,15 @@ def untracked_rules(
 
 def masquerade_ruleset(
     pod_cidr: ipaddress.IPv4Network,
+    no_nat: list[ipaddress.IPv4Network] | None = None,
     tunnels: list[Tunnel] | None = None,
     underlay: ipaddress.IPv4Address | None = None,
     service_cidr: ipaddress.IPv4Network | None = None,
 ) -> dict[str, Any]:
     """Pod egress leaving the cluster pod CIDR is masqueraded; pod→pod is not.
 
+    ``no_nat``: more destinations reached by pod address (the pod CIDRs of the
+    other clusters of a mesh), one ``return`` rule each before the masquerade.
     With ``tunnels`` (and this node's ``underlay`` address) the same table also
     exempts the mode's outer packets from conntrack (``untracked_rules``).
 
@@ -132,6 +135,16 @@ def masquerade_ruleset(
                 _match_net("daddr", pod_cidr),
                 {"return": None},
                 comment="pod to pod: no NAT",
+            ),
+            *(
+                _rule(
+                    "postrouting",
+                    _match_net("saddr", pod_cidr),
+                    _match_net("daddr", net),
+                    {"return": None},
+                    comment="pod to a pod of another cluster of the mesh: no NAT",
+                )
+                for net in no_nat or []
             ),
             _rule(
                 "postrouting",

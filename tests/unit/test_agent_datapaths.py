@@ -103,12 +103,15 @@ def test_tunnel_packets_skip_conntrack_only_for_encapsulating_modes() -> None:
     from harness.agent.datapath.base import Tunnel
 
     me = IPv4Address("10.100.0.2")
-    plain = nft.masquerade_ruleset(N("10.244.0.0/16"), [], me)["nftables"]
+    plain = nft.masquerade_ruleset(N("10.244.0.0/16"), tunnels=[], underlay=me)["nftables"]
     assert not [
         c for c in plain if "chain" in c.get("add", {}) and "raw" in c["add"]["chain"]["name"]
     ]
     doc = nft.masquerade_ruleset(
-        N("10.244.0.0/16"), [Tunnel("udp", 8472), Tunnel("ipip")], me, N("10.96.0.0/16")
+        N("10.244.0.0/16"),
+        tunnels=[Tunnel("udp", 8472), Tunnel("ipip")],
+        underlay=me,
+        service_cidr=N("10.96.0.0/16"),
     )["nftables"]
     chains = {
         c["add"]["chain"]["name"]: c["add"]["chain"] for c in doc if "chain" in c.get("add", {})
