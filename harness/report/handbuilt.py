@@ -7,8 +7,12 @@ Reads the interleaved rounds of ``test_tcp_throughput_against_hand_built_path``
 ``labels.reference_note`` saying why a mode has none. Per mode: the median and
 coefficient of variation of each path, mode ÷ hand-built and mode ÷ underlay
 (ratios of medians), in how many rounds the mode measured below its
-reference, and a verdict against the goal (≥ ``GOAL`` of the hand-built path,
-judged only when both series vary by at most ``MAX_CV``).
+reference, a verdict against the goal (≥ ``GOAL`` of the hand-built path,
+judged only when both series vary by at most ``MAX_CV``), and the CPU both
+iperf3 ends used per Gbit/s, hand-built ÷ mode: on a veth path the kernel's
+forwarding work runs in the sender's context and is counted there, so this
+follows the datapath's cost and varies far less than throughput on a busy
+machine.
 """
 
 from __future__ import annotations
@@ -48,11 +52,15 @@ class HandbuiltRow:
     ratio_underlay: float | None
     rounds_below: int | None
     verdict: str  # "meets goal" | "below goal" | "too noisy" | "no reference"
+    cpu_ratio: float | None = None  # CPU per bit, hand-built ÷ mode (1.0 = costs the same)
+
+
+CPU_NAMES = ("cpu_sender_cores", "cpu_receiver_cores")
 
 
 def _is_round(m: Measurement) -> bool:
     return (
-        m.name == "throughput_bps"
+        m.name in ("throughput_bps", *CPU_NAMES)
         and m.labels.get("proto", "tcp") == "tcp"
         and m.labels.get("streams", "1") == "1"
         and m.labels.get("path") in PATHS
@@ -84,32 +92,52 @@ def _ratio(a: Series | None, b: Series | None) -> float | None:
     return a.median_bps / b.median_bps if a and b and b.median_bps else None
 
 
+def _cpu_per_gbit(bps: dict[int, float], cpu: dict[int, float]) -> float | None:
+    """Median over rounds of the CPU both iperf3 ends used per Gbit/s received."""
+    per = [cpu[r] / (v / 1e9) for r, v in bps.items() if v and r in cpu]
+    return statistics.median(per) if per else None
+
+
 def rows(run: RunResults) -> tuple[HandbuiltRow, ...]:
     """One row per mode that ran the hand-built comparison, in the run's mode order."""
-    values: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    cpu: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     reference: dict[str, str] = {}
     note: dict[str, str] = {}
     for m in run.measurements:
         if not _is_round(m):
             continue
         rnd = int(m.labels["repeat"]) if m.labels["repeat"].isdigit() else 0
-        values[m.mode][m.labels["path"]].append((rnd, m.value))
+        path = m.labels["path"]
+        if m.name in CPU_NAMES:
+            cpu[m.mode][path][rnd] = cpu[m.mode][path].get(rnd, 0.0) + m.value
+            continue
+        values[m.mode][path][rnd] = m.value
         reference[m.mode] = m.labels.get("reference", reference.get(m.mode, ""))
         if m.labels.get("reference_note"):
             note[m.mode] = m.labels["reference_note"]
     order = {mode: i for i, mode in enumerate(run.modes)}
-    out = []
-    for mode in sorted(values, key=lambda x: (order.get(x, 99), x)):
-        by = values[mode]
-        pod, ref, under = (_series([v for _, v in sorted(by[p])]) for p in PATHS)
-        r_ref = _ratio(pod, ref)
-        r_under = _ratio(pod, under)
-        below = None
-        if pod and ref:
-            paired = dict(by["hand-built"])
-            below = sum(1 for rnd, v in by["pod-pod"] if rnd in paired and v < paired[rnd])
-        ref_name, why = reference.get(mode, ""), note.get(mode, "")
-        verdict = _verdict(r_ref, pod, ref)
-        out.append(HandbuiltRow(mode, ref_name, why, pod, ref, under, r_ref, r_under, below,
-                                verdict))  # fmt: skip
-    return tuple(out)
+    return tuple(
+        _row(mode, values[mode], cpu[mode], reference.get(mode, ""), note.get(mode, ""))
+        for mode in sorted(values, key=lambda x: (order.get(x, 99), x))
+    )
+
+
+def _row(
+    mode: str,
+    by: dict[str, dict[int, float]],
+    cpu: dict[str, dict[int, float]],
+    reference: str,
+    note: str,
+) -> HandbuiltRow:
+    pod, ref, under = (_series([v for _, v in sorted(by[p].items())]) for p in PATHS)
+    r_ref = _ratio(pod, ref)
+    below = None
+    if pod and ref:
+        paired = by["hand-built"]
+        below = sum(1 for rnd, v in by["pod-pod"].items() if rnd in paired and v < paired[rnd])
+    cost_pod = _cpu_per_gbit(by["pod-pod"], cpu["pod-pod"])
+    cost_ref = _cpu_per_gbit(by["hand-built"], cpu["hand-built"])
+    cpu_ratio = cost_ref / cost_pod if cost_pod and cost_ref else None
+    return HandbuiltRow(mode, reference, note, pod, ref, under, r_ref, _ratio(pod, under),
+                        below, _verdict(r_ref, pod, ref), cpu_ratio)  # fmt: skip

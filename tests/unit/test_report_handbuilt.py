@@ -29,6 +29,10 @@ def _run(
                 elif mode not in notes:
                     labels["reference"] = "bridged+vxlan"
                 w.record("throughput_bps", v * G, "bps", mode=mode, scenario=28, labels=labels)
+                # the mode's path costs 0.125 cores per Gbit/s, the hand-built path 0.1
+                per = 0.125 if path == "pod-pod" else 0.1
+                w.record("cpu_sender_cores", per * v * 0.6, "cores", mode=mode, labels=labels)
+                w.record("cpu_receiver_cores", per * v * 0.4, "cores", mode=mode, labels=labels)
     # a figure of another test must not leak into the headline
     w.record("throughput_bps", 1.0, "bps", mode="vxlan", labels={"path": "pod-pod"})
     return w.results()
@@ -65,11 +69,12 @@ def test_rows_divide_medians_count_rounds_below_and_judge_the_goal(tmp_path: Pat
     assert vx.ratio_underlay == pytest.approx(9.7 / 12.0)
     assert vx.rounds_below == 5 and vx.pod is not None and vx.pod.rounds == 5
     assert vx.verdict == "meets goal" and vx.reference == "bridged+vxlan"
+    assert vx.cpu_ratio == pytest.approx(0.1 / 0.125)  # the mode costs 25 % more per bit
     assert rows["bgp"].verdict == "below goal"
     assert rows["host-gw"].verdict == "too noisy"  # CV of the mode's rounds is ~30 %
     udp = rows["udp"]
     assert udp.verdict == "no reference" and udp.handbuilt is None
-    assert udp.ratio_handbuilt is None and "udp backend" in udp.note
+    assert udp.ratio_handbuilt is None and "udp backend" in udp.note and udp.cpu_ratio is None
     assert udp.ratio_underlay == pytest.approx(1.0 / 10.0)
 
 
