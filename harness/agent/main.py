@@ -170,6 +170,7 @@ class Agent:
                 str(cfg.pod_cidr),
                 cfg.proxy_mode,
                 node_grace_s=cfg.node_grace_s,
+                mcs_writer=cfg.role == "control-plane",
             ),
         )
         self.services.start(self.stop)

@@ -14,13 +14,26 @@ whose record is deleted or silent for ``node_grace_s`` is dead, and its pods are
 treated as NotReady — Kubernetes' node lifecycle controller — so they leave the
 service endpoints and headless DNS answers until the node is heard from again.
 
-Reads (written by ``podlab apply`` and the agents)::
+Cluster mesh (harness/agent/mesh/): remote clusters' objects arrive mirrored
+under ``mesh/<remote>/`` of our own etcd. Global services (Cilium's
+annotations) get remote backends by ``globalsvc.merge``; ServiceImports
+(``mcs``) get a ClusterSetIP each and a ``clusterset.local`` name; remote
+nodes hosting backends we may use are pinged (``reach``), and those that do not
+answer lose their backends here until they do. On the control-plane node the
+controller also stores the cluster's ServiceImports and export conditions
+(``mcswriter``).
+
+Reads (written by ``podlab apply``, the agents and the mesh syncer)::
 
     /podlab/v1/<cluster>/services/<ns>/<name>
     /podlab/v1/<cluster>/pods/<ns>/<name>
     /podlab/v1/<cluster>/podstatus/<ns>/<name>
     /podlab/v1/<cluster>/policies/<ns>/<name>
     /podlab/v1/<cluster>/namespaces/<name>
+    /podlab/v1/<cluster>/serviceexports/<ns>/<name>
+    /podlab/v1/<cluster>/serviceimports/<ns>/<name>
+    /podlab/v1/<cluster>/serviceexportstatus/<ns>/<name>
+    /podlab/v1/<cluster>/mesh/<remote>/{services,pods,podstatus,nodes,serviceexports}/…
     /podlab/v1/<cluster>/nodes/<name>          (liveness only)
 """
 
@@ -36,14 +49,22 @@ from typing import Any
 
 from harness.agent import policy
 from harness.agent.dns import DnsServer, Zone, dns_ip
+from harness.agent.mesh import desired as mesh
+from harness.agent.mesh import mcswriter
+from harness.agent.mesh.globalsvc import GlobalPort
+from harness.agent.mesh.reach import Reachability
+from harness.agent.mesh.views import MESH, VIEW_KINDS
 from harness.agent.proxy import conntrack
 from harness.agent.proxy.base import ServiceProxy, local_service_route
-from harness.agent.proxy.model import ServicePort, endpoints_for
+from harness.agent.proxy.model import ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
 from harness.agent.store import KV, Event, Store, cluster_prefix
 
 log = logging.getLogger("podlab.services")
-KINDS = ("services", "pods", "podstatus", "policies", "namespaces")
+KINDS = (
+    "services", "pods", "podstatus", "policies", "namespaces",
+    "serviceexports", "serviceimports", "serviceexportstatus", MESH,
+)  # fmt: skip
 DEBOUNCE_S = 0.02  # gathers a burst of events into one programming pass
 SWEEP_S = 5.0  # how long after an endpoint's removal its stuck flows are swept
 
@@ -59,6 +80,8 @@ class ServicesConfig:
     resync_s: float = 60.0
     netns: str | None = None  # None: the namespace the agent runs in
     node_grace_s: float = 40.0  # a silent node's pods stop being endpoints (node-monitor-grace)
+    mcs_writer: bool = False  # store ServiceImports and export conditions (control plane)
+    reach_interval_s: float = 0.5  # data-path probes of remote nodes (mesh/reach.py)
 
 
 class NodeLiveness:
@@ -192,6 +215,7 @@ class ServicesController:
         self.lock = threading.Lock()
         self.dirty = threading.Event()
         self.synced = threading.Event()  # set after the first programming pass
+        self.listed = threading.Event()  # set once the watch delivered its first listing
         self.passes = 0
         self._targets: set[conntrack.Target] = set()  # endpoints programmed last pass
         self._gone: dict[conntrack.Target, float] = {}  # endpoints removed, and when
@@ -202,12 +226,39 @@ class ServicesController:
         self.policy = policy.PolicyEnforcer(cfg.netns)
         self.dns: DnsServer | None = None
         self._threads: list[threading.Thread] = []
+        self.reach = Reachability(cfg.netns, cfg.reach_interval_s, on_change=self.dirty.set)
+        self.mesh = mesh.MeshDesired()
+        self._states: dict[str, str] = {}  # global service port → how it picks backends
+        self.writer = (
+            mcswriter.McsWriter(store, cfg.cluster, cfg.service_cidr) if cfg.mcs_writer else None
+        )
 
     # --- recording -------------------------------------------------------------------
     def _kind(self, key: str) -> str | None:
         rest = key[len(self.prefix) :]
-        kind = rest.split("/", 1)[0]
-        return kind if kind in KINDS else None
+        parts = rest.split("/")
+        if parts[0] == MESH:  # mirrored: only what views need, and the syncer's record
+            if len(parts) >= 3 and (parts[2] in VIEW_KINDS or parts[2:] == ["status"]):
+                return MESH
+            return None
+        return parts[0] if parts[0] in KINDS else None
+
+    def _news(self, key: str, value: bytes | None) -> bool:
+        """Whether a mirrored write matters to programming: a remote heartbeat (its
+        node record rewritten) or the syncer's status record does not."""
+        parts = key[len(self.prefix) :].split("/")
+        if parts[0] != MESH or len(parts) < 3:
+            return True
+        if parts[2:] == ["status"]:
+            return False
+        if parts[2] != "nodes" or value is None:
+            return True
+        old = self.cache.get(key)
+        try:
+            new = json.loads(value)
+        except ValueError:
+            return True
+        return old is None or old.get("underlayIP") != new.get("underlayIP")
 
     def _node(self, key: str) -> str | None:
         """The node named by a ``nodes/<name>`` key, else None."""
@@ -228,6 +279,7 @@ class ServicesController:
                 if self._kind(kv.key):
                     self._put(kv)
             self.liveness.reset(nodes, self.clock())
+        self.listed.set()
         self.dirty.set()
 
     def on_events(self, events: list[Event]) -> None:
@@ -240,11 +292,12 @@ class ServicesController:
                     live = self.liveness
                     dirty |= live.gone(node) if e.type == "DELETE" else live.seen(node, now)
                 elif self._kind(e.kv.key):
+                    news = self._news(e.kv.key, None if e.type == "DELETE" else e.kv.value)
                     if e.type == "DELETE":
                         self.cache.pop(e.kv.key, None)
                     else:
                         self._put(e.kv)
-                    dirty = True
+                    dirty |= news
         if dirty:
             self.dirty.set()
 
@@ -278,10 +331,17 @@ class ServicesController:
                 if p.get("spec", {}).get("nodeName") in dead and ref in served:
                     served[ref] = _not_ready(served[ref])
         services = [o for _, o in snap["services"]]
-        ports = [p for svc in services for p in endpoints_for(svc, pods, served)]
+        inputs = ("services", "pods", "podstatus", "serviceexports", "serviceimports", MESH)
+        items = [(k[len(self.prefix) :], o) for kind in inputs for k, o in snap[kind]]
+        self.mesh = mesh.compute(self.cfg.cluster, items, served, self.reach.down())
+        self.reach.set_targets(self.mesh.targets)
+        self._log_states(self.mesh.ports)
+        ports = [g.port for g in self.mesh.ports]
         if self.cfg.dns:  # the node's own DNS server answers on kube-dns' address
             ports = [p for p in ports if p.cluster_ip != dns_ip(self.cfg.service_cidr)]
         zone = Zone.build(services, pods, served) if self.cfg.dns else Zone()
+        for record in self.mesh.clusterset:
+            zone.add_clusterset(*record)
         ns_labels = {
             k.rsplit("/", 1)[-1]: o.get("metadata", {}).get("labels", {})
             for k, o in snap["namespaces"]
@@ -294,6 +354,15 @@ class ServicesController:
         infos = policy.pods_from_store(pods, statuses)
         table = policy.ruleset([o for _, o in snap["policies"]], infos, ns_labels, local)
         return ports, zone, table
+
+    def _log_states(self, ports: list[GlobalPort]) -> None:
+        """One INFO line when a global service port changes how it picks backends
+        (failover to the other cluster, spill-over while coming back, flip-back)."""
+        states = {g.port.ident: g.state for g in ports if g.state != "local"}
+        for ident, state in sorted(states.items()):
+            if self._states.get(ident, state) != state:
+                log.info("global service %s: %s → %s", ident, self._states[ident], state)
+        self._states = states
 
     def program(self, full: bool = False) -> None:
         ports, zone, table = self.desired()
@@ -311,6 +380,19 @@ class ServicesController:
         self.passes += 1
         self.synced.set()
         self._sweep()  # after everything is programmed: it only tidies up
+        if self.writer is not None and self.listed.is_set():  # the control plane's part
+            self.writer.sync(
+                self.mesh, self._stored("serviceimports"), self._stored("serviceexportstatus")
+            )
+
+    def _stored(self, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """What the cache holds of a namespaced kind, by (namespace, name)."""
+        with self.lock:
+            return {
+                (parts[-2], parts[-1]): obj
+                for key, obj in self.cache.items()
+                if (parts := key[len(self.prefix) :].split("/"))[0] == kind and len(parts) == 3
+            }
 
     def _sweep(self) -> None:
         """Forget conntrack entries stuck on endpoints removed in the last SWEEP_S
@@ -341,6 +423,7 @@ class ServicesController:
         self._threads = [watch, work]
         for t in self._threads:
             t.start()
+        self._threads.append(self.reach.start(stop))
 
     def _work(self, stop: threading.Event) -> None:
         full_due = 0.0  # the first pass is a full sync
