@@ -26,10 +26,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness.api import alloc
+from harness.api import alloc, mcsapply
 from harness.api.kv import KV, Entry, Write
 from harness.api.netobjects import Service
 from harness.api.objects import (
+    API_PREFIX,
     DEFAULT_GRACE_S,
     KINDS,
     KindInfo,
@@ -110,14 +111,30 @@ class ApiClient:
         return sorted(out, key=lambda n: n.name)
 
     # --- apply -----------------------------------------------------------------------
-    def apply(self, objects: list[Located]) -> list[Applied]:
-        """Write ``objects`` atomically; raise UserError (nothing written) on any problem."""
+    def apply(self, objects: list[Located], allow_conflict: bool = False) -> list[Applied]:
+        """Write ``objects`` atomically; raise UserError (nothing written) on any problem.
+
+        ``allow_conflict``: let a ServiceExport conflict with another cluster's
+        (KEP-1645: the oldest export wins, the others are marked in conflict);
+        refused by default, naming the difference.
+        """
         nodes = self.nodes()
         for _ in range(APPLY_ATTEMPTS):
-            writes, results = self._plan_apply(objects, nodes)
+            writes, results = self.plan_apply(objects, nodes, allow_conflict)
             if self.kv.commit(writes):
                 return results
         raise LabError(f"objects in cluster {self.cluster} kept changing while applying; try again")
+
+    def plan_apply(
+        self, objects: list[Located], nodes: list[NodeRecord], allow_conflict: bool = False
+    ) -> tuple[list[Write], list[Applied]]:
+        """Every write an apply would make (guarded by what was read), or UserError."""
+        writes, results = self._plan_apply(objects, nodes)
+        if any(loc.info.kind in ("Service", "ServiceExport") for loc in objects):
+            problems = mcsapply.problems(self.kv, self.cluster, objects, writes, allow_conflict)
+            if problems:
+                raise UserError(problems)
+        return writes, results
 
     def _plan_apply(
         self, objects: list[Located], nodes: list[NodeRecord]
@@ -264,6 +281,9 @@ class ApiClient:
         if info.kind == "Pod":
             for e in self.kv.get_prefix(status_prefix(self.cluster, namespace)):
                 statuses[_tail(e.key)] = e
+        elif info.kind == "ServiceExport":
+            for e in self.kv.get_prefix(export_status_key(self.cluster, namespace or "", "")):
+                statuses[_tail(e.key)] = e
         items = []
         for e in self.kv.get_prefix(kind_prefix(self.cluster, info, namespace)):
             items.append(self._present(e, statuses.get(_tail(e.key)), info))
@@ -274,14 +294,18 @@ class ApiClient:
         entry = self.kv.get(object_key(self.cluster, info, namespace, name))
         if entry is None:
             raise NotFoundError(f'{info.plural} "{name}" not found in namespace {namespace}')
-        status = (
-            self.kv.get(status_key(self.cluster, namespace, name)) if info.kind == "Pod" else None
-        )
+        status = None
+        if info.kind == "Pod":
+            status = self.kv.get(status_key(self.cluster, namespace, name))
+        elif info.kind == "ServiceExport":
+            status = self.kv.get(export_status_key(self.cluster, namespace, name))
         return self._present(entry, status, info)
 
     def _present(self, entry: Entry, status: Entry | None, info: KindInfo) -> dict[str, Any]:
         obj = _load(entry.value)
         obj.setdefault("metadata", {})["resourceVersion"] = str(entry.mod_revision)
+        if info.kind == "ServiceExport":  # conditions stored by the cluster's mesh writer
+            obj["status"] = _load(status.value) if status else {"conditions": []}
         if info.kind == "Pod":
             obj["status"] = _status(status.value if status else None)
             uid = obj["status"].pop("uid", None)
@@ -343,6 +367,13 @@ class ApiClient:
                 break
             time.sleep(0.2)
         return [f"{ns}/{name}" for ns, name in left]
+
+
+def export_status_key(cluster: str, namespace: str, name: str) -> str:
+    """Where the cluster's mesh writer stores a ServiceExport's conditions (a prefix
+    when ``name`` is empty: one namespace, or every namespace too)."""
+    base = f"{API_PREFIX}/{cluster}/serviceexportstatus/"
+    return f"{base}{namespace}/{name}" if namespace else base
 
 
 def _status(raw: bytes | None) -> dict[str, Any]:

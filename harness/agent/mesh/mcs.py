@@ -203,17 +203,34 @@ def _resolve_one(valid: list[Export]) -> tuple[Import, list[tuple[str, str]]]:
     return imp, [*conflicts, *port_conflicts]
 
 
+def _groups(exports: Iterable[Export]) -> dict[Ref, list[Export]]:
+    """Exports by (namespace, name), oldest first."""
+    groups: dict[Ref, list[Export]] = {}
+    for e in exports:
+        groups.setdefault((e.namespace, e.name), []).append(e)
+    for group in groups.values():
+        group.sort(key=lambda e: e.key)
+    return dict(sorted(groups.items()))
+
+
+def conflicts(exports: Iterable[Export]) -> dict[Ref, tuple[list[tuple[str, str]], Export]]:
+    """Per exported service with valid exports: its conflicts (reason, what differs)
+    and its oldest valid export, whose values are in force."""
+    out = {}
+    for ref, group in _groups(exports).items():
+        valid = [e for e in group if _validity(e).status == "True"]
+        if valid:
+            out[ref] = (_resolve_one(valid)[1], valid[0])
+    return out
+
+
 def resolve(
     exports: Iterable[Export],
 ) -> tuple[dict[Ref, Import], dict[tuple[str, str, str], tuple[Condition, ...]]]:
     """Imports by (namespace, name) and conditions by (cluster, namespace, name)."""
-    groups: dict[Ref, list[Export]] = {}
-    for e in exports:
-        groups.setdefault((e.namespace, e.name), []).append(e)
     imports: dict[Ref, Import] = {}
     conditions: dict[tuple[str, str, str], tuple[Condition, ...]] = {}
-    for ref, group in sorted(groups.items()):
-        group.sort(key=lambda e: e.key)
+    for ref, group in _groups(exports).items():
         valid = []
         for e in group:
             cond = _validity(e)
@@ -222,19 +239,18 @@ def resolve(
                 valid.append(e)
         if not valid:
             continue
-        imp, conflicts = _resolve_one(valid)
+        imp, found = _resolve_one(valid)
         imports[ref] = imp
         oldest = valid[0]
-        if conflicts:
-            reason = conflicts[0][0]
-            text = "; ".join(m for _, m in conflicts)
+        if found:
+            text = "; ".join(m for _, m in found)
             message = (
                 f"{text}: the oldest export (cluster {oldest.cluster}, exported "
                 f"{oldest.created or 'at an unknown time'}) wins (fix: give "
                 f"service {ref[0]}/{ref[1]} the same ports, type and session affinity "
                 "in every exporting cluster)"
             )
-            conflict = Condition("Conflict", "True", reason, message)
+            conflict = Condition("Conflict", "True", found[0][0], message)
         else:
             conflict = Condition("Conflict", "False", "NoConflicts", "no conflicts")
         for e in valid:
