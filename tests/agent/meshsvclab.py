@@ -78,14 +78,24 @@ class Mirror:
         self._status()
 
     def _events(self, events: list[Event]) -> None:
+        """One batch of the source's events → puts in transactions of up to 100 (one value
+        per key: etcd refuses a key twice in one transaction), deletes in order."""
+        puts: dict[str, bytes] = {}
         for e in events:
             rel = self._rel(e.kv.key)
             if rel is None:
                 continue
             if e.type == "DELETE":
+                self._flush(puts)
                 self.dst_store.delete(self.into + rel)
             else:
-                self.dst_store.put(self.into + rel, e.kv.value)
+                puts.pop(self.into + rel, None)
+                puts[self.into + rel] = e.kv.value
+        self._flush(puts)
+
+    def _flush(self, puts: dict[str, bytes]) -> None:
+        self.dst_store.put_many(list(puts.items()))
+        puts.clear()
 
     def _status(self) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
