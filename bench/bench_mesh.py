@@ -52,18 +52,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from pyroute2 import IPRoute
 
 from harness.agent.mesh import globalsvc
 from harness.agent.procs import pids_in_netns
 from harness.api.client import ApiClient
-from harness.api.kv import KV
 from harness.api.objects import KINDS
 from harness.probes import echo
-from tests.agent.agentlab import wait_for
-from tests.agent.meshsvclab import MeshSvcLab
+from harness.testlab.meshsvclab import MeshSvcLab
+from harness.testlab.wait import wait_for
 
 ECHO = ["python", "-m", "harness.workloads.echo", "--tcp", "8080"]
 NETCHECK = (sys.executable, "-m", "harness.probes.netcheck")
@@ -92,7 +89,7 @@ class Mesh:
         self.lab.start_mesh()
         self.n1, self.n2 = self.lab.nodes_of("t1")
         self.n11 = self.lab.nodes_of("t2")[0]
-        self.api = ApiClient(KV(self.lab.stores["t1"].endpoints[0]), "t1")
+        self.api = ApiClient(self.lab.stores["t1"], "t1")
         self.lab.pod("t1", "client", self.n1, ["sleep", "infinity"])
         self.lab.pod("t2", "client", self.n11, ["sleep", "infinity"])
         for name in LOCAL:

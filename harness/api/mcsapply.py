@@ -22,16 +22,16 @@ from typing import Any
 
 from harness.agent.mesh import mcs
 from harness.agent.mesh.views import build_views
-from harness.api.kv import KV, Write
 from harness.api.objects import API_PREFIX, KINDS, object_key
 from harness.api.validate import Located, format_path
 from harness.errors import Problem
+from harness.store import Store, Write
 
 Ref = tuple[str, str]
 
 
 def problems(
-    kv: KV, cluster: str, objects: list[Located], writes: list[Write], allow_conflict: bool
+    kv: Store, cluster: str, objects: list[Located], writes: list[Write], allow_conflict: bool
 ) -> list[Problem]:
     """Every MCS problem of applying ``objects`` (whose planned ``writes`` are given)."""
     base = f"{API_PREFIX}/{cluster}/"
@@ -79,11 +79,11 @@ def problems(
     return out
 
 
-def _items(kv: KV, base: str) -> dict[str, dict[str, Any]]:
+def _items(kv: Store, base: str) -> dict[str, dict[str, Any]]:
     """Relative key → object: this cluster's services and exports, and the mirrored ones."""
     out = {}
     for prefix in ("services/", "serviceexports/", "mesh/"):
-        for e in kv.get_prefix(base + prefix):
+        for e in kv.get_prefix(base + prefix)[0]:
             rel = e.key[len(base) :]
             parts = rel.split("/")
             if parts[0] == "mesh" and (

@@ -28,11 +28,11 @@ from harness.agent.mesh import desired as mesh
 from harness.agent.mesh import globalsvc
 from harness.api import output
 from harness.api.client import ApiClient, Applied
-from harness.api.kv import KV, Write
 from harness.api.objects import API_PREFIX
 from harness.api.target import Target, cluster_endpoints, labs_up, podlab_home, resolve_target
 from harness.api.validate import Located
 from harness.errors import LabError, Problem, UserError
+from harness.store import Store, Write
 
 ATTEMPTS = 3
 
@@ -97,7 +97,7 @@ def _client(lab: str | None, cluster: str) -> tuple[Target, ApiClient]:
     target = resolve_target(lab, cluster, None)
     cidr = ipaddress.IPv4Network(target.service_cidr) if target.service_cidr else None
     return target, ApiClient(
-        KV(target.etcd_url), cluster, service_cidr=cidr or DEFAULT_SERVICE_CIDR
+        Store([target.etcd_url]), cluster, service_cidr=cidr or DEFAULT_SERVICE_CIDR
     )
 
 
@@ -128,8 +128,8 @@ def apply_many(
     done: list[tuple[_Plan, list[Write]]] = []
     for p in plans:
         for attempt in range(ATTEMPTS):
-            undo = _undo(p.client.kv, p.writes)
-            if p.client.kv.commit(p.writes):
+            undo = _undo(p.client.store, p.writes)
+            if p.client.store.commit(p.writes):
                 done.append((p, undo))
                 break
             try:
@@ -146,7 +146,7 @@ def apply_many(
     return [(p.target.cluster, r) for p in plans for r in p.results]
 
 
-def _undo(kv: KV, writes: list[Write]) -> list[Write]:
+def _undo(kv: Store, writes: list[Write]) -> list[Write]:
     """The writes that put every key of ``writes`` back as it is now."""
     out = []
     for w in writes:
@@ -157,17 +157,17 @@ def _undo(kv: KV, writes: list[Write]) -> list[Write]:
 
 def _roll_back(done: list[tuple[_Plan, list[Write]]]) -> None:
     for p, undo in reversed(done):
-        p.client.kv.commit(undo)
+        p.client.store.commit(undo)
 
 
 # -- get services --all-clusters ----------------------------------------------------------
 
 
-def service_rows(cluster: str, kv: KV) -> list[dict[str, Any]]:
+def service_rows(cluster: str, kv: Store) -> list[dict[str, Any]]:
     """Every Service and ServiceImport of ``cluster`` with its backends and their clusters."""
     base = f"{API_PREFIX}/{cluster}/"
     items = []
-    for e in kv.get_prefix(base):
+    for e in kv.get_prefix(base)[0]:
         try:
             items.append((e.key[len(base) :], json.loads(e.value)))
         except ValueError:
@@ -235,7 +235,7 @@ def services_table(rows: list[dict[str, Any]]) -> str:
     return output.table(header, out)
 
 
-def all_clusters(lab: str | None) -> list[tuple[str, KV]]:
+def all_clusters(lab: str | None) -> list[tuple[str, Store]]:
     """(cluster, its etcd) for every cluster of the lab."""
     endpoints = cluster_endpoints(podlab_home() / "inventories" / f"{_lab(lab)}.yml")
-    return [(c, KV(url)) for c, url in endpoints.items() if url]
+    return [(c, Store([url])) for c, url in endpoints.items() if url]

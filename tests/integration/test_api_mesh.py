@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.api.kv import KV, Write
 from harness.cli import main
+from harness.store import Store, Write
 from tests.integration import test_api_etcd as base
 from tests.integration.test_api_etcd import PREFIX, manifest, podlab
 
@@ -35,16 +35,16 @@ def export(name: str = "web") -> dict:
     return {"apiVersion": MCS, "kind": "ServiceExport", "metadata": {"name": name}}
 
 
-def put(kv: KV, key: str, obj: dict) -> None:
+def put(kv: Store, key: str, obj: dict) -> None:
     assert kv.commit([Write(key, json.dumps(obj).encode())])
 
 
-def test_export_needs_its_service(kv: KV, etcd_url: str, tmp_path: Path, capsys) -> None:
+def test_export_needs_its_service(kv: Store, etcd_url: str, tmp_path: Path, capsys) -> None:
     rc, out, err = podlab(capsys, etcd_url, "apply", "-f", manifest(tmp_path, export()))
     assert rc == 2
     assert "serviceexport/web" in err and "there is no Service default/web in cluster c1" in err
     assert "apply the Service first, or in the same file" in err
-    assert kv.get_prefix(PREFIX) == [], "nothing may be written"
+    assert kv.get_prefix(PREFIX)[0] == [], "nothing may be written"
     rc, out, err = podlab(capsys, etcd_url, "apply", "-f", manifest(tmp_path, svc(), export()))
     assert rc == 0, err
     assert out == "service/web created\nserviceexport/web created\n"
@@ -60,7 +60,7 @@ def test_export_needs_its_service(kv: KV, etcd_url: str, tmp_path: Path, capsys)
 
 
 def test_conflicting_export_is_refused_unless_allowed(
-    kv: KV, etcd_url: str, tmp_path: Path, capsys
+    kv: Store, etcd_url: str, tmp_path: Path, capsys
 ) -> None:
     put(kv, f"{REMOTE}services/default/web", svc(port=8080))
     older = {**export(), "metadata": {"name": "web", "namespace": "default",
@@ -71,7 +71,7 @@ def test_conflicting_export_is_refused_unless_allowed(
     assert rc == 2
     assert 'port "http" is 8080/TCP in c2 but 80/TCP in c1' in err
     assert "cluster c2's, wins" in err and "--allow-conflict" in err
-    assert kv.get_prefix(PREFIX + "services/") == [], "nothing may be written"
+    assert kv.get_prefix(PREFIX + "services/")[0] == [], "nothing may be written"
     rc, _, err = podlab(
         capsys, etcd_url, "apply", "-f", manifest(tmp_path, svc(port=8080), export())
     )
@@ -81,7 +81,7 @@ def test_conflicting_export_is_refused_unless_allowed(
 
 
 def test_imports_are_listed_never_applied_or_deleted(
-    kv: KV, etcd_url: str, tmp_path: Path, capsys
+    kv: Store, etcd_url: str, tmp_path: Path, capsys
 ) -> None:
     imp = {"apiVersion": MCS, "kind": "ServiceImport",
            "metadata": {"name": "web", "namespace": "default"},
@@ -125,7 +125,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def test_federated_apply_writes_every_cluster_or_none(kv: KV, lab_home: Path, capsys) -> None:
+def test_federated_apply_writes_every_cluster_or_none(kv: Store, lab_home: Path, capsys) -> None:
     g = {"service.cilium.io/global": "true"}
     path = manifest(lab_home, svc(**g), export())
     rc, out, err = run(capsys, "apply", "-f", path, "--clusters", "c1,c2")
@@ -149,7 +149,9 @@ def test_federated_apply_writes_every_cluster_or_none(kv: KV, lab_home: Path, ca
     assert rc == 2 and "unknown cluster c3" in err
 
 
-def test_all_clusters_listing_names_each_backends_cluster(kv: KV, lab_home: Path, capsys) -> None:
+def test_all_clusters_listing_names_each_backends_cluster(
+    kv: Store, lab_home: Path, capsys
+) -> None:
     g = {"service.cilium.io/global": "true"}
     path = manifest(lab_home, svc(**g))
     assert run(capsys, "apply", "-f", path, "--clusters", "c1,c2")[0] == 0

@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness.agent.mesh.desired import MeshDesired, stored_ip
-from harness.agent.store import ROOT, Store
+from harness.store import Store
+from harness.store.keys import ROOT
 
 log = logging.getLogger("podlab.mesh.mcs")
 Ref = tuple[str, str]

@@ -37,9 +37,11 @@ from typing import Any
 import yaml
 from pyroute2 import IPRoute, netns
 
-from harness.agent.store import KV, Event, Store, cluster_prefix, pod_key, podstatus_key
 from harness.exec import run
-from tests.agent.agentlab import EDGE, EDGE_GW, ETCD_IP, NET, AgentLab, Node, wait_for
+from harness.store import KV, Event, Store
+from harness.store.keys import cluster_prefix, pod_key, podstatus_key
+from harness.testlab.agentlab import EDGE, EDGE_GW, ETCD_IP, NET, AgentLab, Node
+from harness.testlab.wait import wait_for
 
 CLUSTERS = {"t1": "10.244.0.0/16", "t2": "10.245.0.0/16"}
 EXPORTED = ("nodes", "subnets", "pods", "podstatus", "namespaces", "services", "serviceexports")
@@ -209,8 +211,10 @@ class MeshSvcLab(AgentLab):
             m.start()
             self.mirrors.append(m)
         for a, b in (("t1", "t2"), ("t2", "t1")):
-            key = f"{cluster_prefix(b)}mesh/{a}/status"
-            wait_for(f"{a} mirrored into {b}", lambda key=key, b=b: self.stores[b].get(key))
+            self._wait_key(b, f"{cluster_prefix(b)}mesh/{a}/status", f"{a} mirrored into {b}")
+
+    def _wait_key(self, cluster: str, key: str, what: str) -> None:
+        wait_for(what, lambda: self.stores[cluster].get(key) is not None)
 
     def wait_records(self, cluster: str, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
         names = {n.name for n in self.nodes_of(cluster)}
