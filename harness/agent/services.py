@@ -82,7 +82,7 @@ class ServicesConfig:
     netns: str | None = None  # None: the namespace the agent runs in
     node_grace_s: float = 40.0  # a silent node's pods stop being endpoints (node-monitor-grace)
     mcs_writer: bool = False  # store ServiceImports and export conditions (control plane)
-    reach_interval_s: float = 0.5  # data-path probes of remote nodes (mesh/reach.py)
+    reach_interval_s: float = 0.3  # data-path probes of remote nodes (mesh/reach.py)
 
 
 class NodeLiveness:
@@ -387,7 +387,9 @@ class ServicesController:
         self.policy.apply(table, force=full)
         self.passes += 1
         self.synced.set()
-        self._sweep()  # after everything is programmed: it only tidies up
+        if not self.dirty.is_set():  # it only tidies up: a pending change goes first
+            self._sweep()  # (a dump of a busy conntrack table takes a while; the entries
+            #                stay eligible for SWEEP_S, so a later pass sweeps them)
         if self.writer is not None and self.listed.is_set():  # the control plane's part
             self.writer.sync(
                 self.mesh, self._stored("serviceimports"), self._stored("serviceexportstatus")
