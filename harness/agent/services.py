@@ -68,6 +68,7 @@ KINDS = (
 )  # fmt: skip
 DEBOUNCE_S = 0.02  # gathers a burst of events into one programming pass
 SWEEP_S = 5.0  # how long after an endpoint's removal its stuck flows are swept
+SLOW_PASS_S = 0.5  # a programming pass longer than this is logged with its parts
 
 
 @dataclass(frozen=True)
@@ -373,11 +374,14 @@ class ServicesController:
         self._states = states
 
     def program(self, full: bool = False) -> None:
+        t0 = time.monotonic()
         ports, zone, table = self.desired()
+        t1 = time.monotonic()
         if full:
             self.proxy.full_sync(ports)
         else:
             self.proxy.update(ports)
+        t2 = time.monotonic()
         now, at = conntrack.targets(ports), time.monotonic()
         self._gone = {t: since for t, since in self._gone.items() if t not in now}
         self._gone.update({t: at for t in self._targets - now})
@@ -387,6 +391,7 @@ class ServicesController:
         self.policy.apply(table, force=full)
         self.passes += 1
         self.synced.set()
+        t3 = time.monotonic()
         if not self.dirty.is_set():  # it only tidies up: a pending change goes first
             self._sweep()  # (a dump of a busy conntrack table takes a while; the entries
             #                stay eligible for SWEEP_S, so a later pass sweeps them)
@@ -394,6 +399,11 @@ class ServicesController:
             self.writer.sync(
                 self.mesh, self._stored("serviceimports"), self._stored("serviceexportstatus")
             )
+        if (t4 := time.monotonic()) - t0 > SLOW_PASS_S:  # a slow pass delays every change
+            log.info(
+                "services pass took %.2f s (compute %.2f, proxy %.2f, dns+policy %.2f, "
+                "sweep+mcs %.2f)", t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3,
+            )  # fmt: skip
 
     def _stored(self, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
         """What the cache holds of a namespaced kind, by (namespace, name)."""
@@ -412,10 +422,14 @@ class ServicesController:
         self._gone = {t: since for t, since in self._gone.items() if since >= cutoff}
         if not self._gone:
             return
+        start = time.monotonic()
         try:
-            conntrack.forget(set(self._gone), self.cfg.netns)
+            gone = conntrack.forget(set(self._gone), self.cfg.netns)
         except Exception as exc:  # best effort: the datapath is programmed either way
             log.warning("could not sweep conntrack for removed endpoints: %s", exc)
+            return
+        if (took := time.monotonic() - start) > SLOW_PASS_S:
+            log.info("conntrack sweep took %.2f s (%d entries forgotten)", took, gone)
 
     # --- running ---------------------------------------------------------------------
     def start(self, stop: threading.Event) -> None:

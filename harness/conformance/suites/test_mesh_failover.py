@@ -41,7 +41,7 @@ from harness.probes import echo
 FO = {"app": "mesh-fo"}
 RATE = 50.0  # new connections per second from the client
 PRE_STOP_S = 2
-STAGGER_S = 2.0  # the local backends come back one every STAGGER_S
+STAGGER_S = 4.0  # the local backends come back one every STAGGER_S (pod start-up varies)
 OUTAGE_S = 30.0
 FIRST_REMOTE_GOAL_S = 1.0
 SPREAD_GOAL = 2.0
@@ -150,7 +150,7 @@ def cycle(fo: dict[str, Any], flipback: str) -> dict[str, Any]:
         )
         return t_left
 
-    _, t_left, s = stream(fo, vip, 34.0, delete_and_return)
+    _, t_left, s = stream(fo, vip, 40.0, delete_and_return)
     for name in names(fo, a):
         fo["pods"][a][name] = objs.wait_ready(NAMESPACE, name, 60.0)
     remote = names(fo, fo["clusters"][1])
