@@ -429,7 +429,7 @@ class ServicesController:
                 return
         start = time.monotonic()
         try:
-            forgotten = conntrack.forget(gone, self.cfg.netns)
+            forgotten = conntrack.forget_niced(gone, self.cfg.netns)
         except Exception as exc:  # best effort: the datapath is programmed either way
             log.warning("could not sweep conntrack for removed endpoints: %s", exc)
             return
@@ -437,9 +437,10 @@ class ServicesController:
             log.info("conntrack sweep took %.2f s (%d entries forgotten)", took, forgotten)
 
     def _sweeper(self, stop: threading.Event) -> None:
-        """Sweeps in a thread of their own: dumping a busy conntrack table takes
-        seconds (measured 19 s for a node whose client opened 50 connections/s),
-        and a programming pass must never wait for tidying up."""
+        """Sweeps in a thread of their own, each in a niced child process: dumping a
+        busy conntrack table takes seconds (measured 19-30 s for a node whose client
+        opened 50 connections/s on a loaded machine), and a programming pass must
+        never wait for tidying up, nor share the interpreter with it."""
         while not stop.is_set():
             if self._sweep_due.wait(timeout=1.0):
                 self._sweep()
