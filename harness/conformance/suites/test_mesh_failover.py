@@ -351,18 +351,23 @@ def test_remote_network_cut_removes_and_returns_its_backends(
     vip = service(fo, "none")
     settle(fo, vip, set(fo["where"]))
     cut_s = 8.0
-    healed: list[float] = []
+    at: dict[str, float] = {}
+
+    def link(state: str) -> float:
+        """Set the router's link and return when it happened, by the router's clock
+        (an ssh round trip on a busy machine takes a second: no guessing from here)."""
+        res = r.check(["sh", "-c", f'ip link set "$0" {state} && date +%s.%N', iface], 15)
+        return float(output(res).split()[-1])
 
     def cut() -> None:
-        r.check(["ip", "link", "set", iface, "down"], 15)
+        at["down"] = link("down")
         try:
             time.sleep(cut_s)
         finally:
-            r.check(["ip", "link", "set", iface, "up"], 15)
-            healed.append(time.time())
+            at["up"] = link("up")
 
-    t_cut, _, s = stream(fo, vip, 22.0, cut)
-    t_heal = healed[0]
+    _, _, s = stream(fo, vip, 22.0, cut)
+    t_cut, t_heal = at["down"], at["up"]
     dead = names(fo, b) | {echo.CONNECT_TIMEOUT, "timeout", "unreachable"}
     stale = max((t - t_cut for t, w in s.samples if t_cut <= t < t_heal and w in dead), default=0.0)
     back = min(
