@@ -13,7 +13,8 @@ timeout), every reply naming its backend. Side by side in one run:
 - graceful: every local backend deleted gracefully (preStop 2 s) with
   ``affinity: local`` → failed requests (goal 0) and the first remote answer
   after the last local backend left (goal p99 ≤ 1 s);
-- flip-back: the local backends come back one every 2 s; per second and per
+- flip-back: the local backends come back (all created at once, Ready one every
+  4 s); per second and per
   backend, its share of requests ÷ the share each local backend carries at
   full strength (1/3); the peak over the 10 s after the first one returns
   (goal ≤ 2) — for ``flip-back: spread`` (ours) and ``immediate`` (Cilium's),
@@ -58,6 +59,7 @@ from harness.agent.mesh import globalsvc
 from harness.agent.procs import pids_in_netns
 from harness.api.client import ApiClient
 from harness.api.objects import KINDS
+from harness.conformance import meshsvc
 from harness.probes import echo
 from harness.testlab.meshsvclab import MeshSvcLab
 from harness.testlab.wait import wait_for
@@ -69,6 +71,7 @@ PROG_VIP = {"t1": "10.96.0.50", "t2": "10.96.0.51"}
 LOCAL = [f"web-t1-{i}" for i in range(3)]
 REMOTE = [f"web-t2-{i}" for i in range(3)]
 G = {globalsvc.ANN_GLOBAL: "true"}
+STAGGER_S = 4.0  # the local backends turn Ready one every STAGGER_S when they return
 
 
 def pct(values: list[float], p: float) -> float:
@@ -110,16 +113,19 @@ class Mesh:
         )
         return str(node.pod_netns(st))
 
-    def backend(self, cluster: str, name: str) -> None:
+    def backend(self, cluster: str, name: str, start_after_s: float = 0.0) -> None:
+        """An echo backend; ``start_after_s``: its server listens (and it turns Ready)
+        only that long after the pod starts — replicas coming up at different speeds."""
         node = self.n2 if cluster == "t1" else self.n11
         container = {
             "ports": [{"name": "echo", "containerPort": 8080}],
             "readinessProbe": {"tcpSocket": {"port": "echo"}, "periodSeconds": 1},
             "lifecycle": {"preStop": {"sleep": {"seconds": 2}}},
         }
-        self.lab.pod(
-            cluster, name, node, [*ECHO, "--name", name], labels={"app": "web"}, container=container
-        )
+        command = [*ECHO, "--name", name]
+        if start_after_s:
+            command = ["sh", "-c", f"sleep {start_after_s:g}; exec {' '.join(command)}"]
+        self.lab.pod(cluster, name, node, command, labels={"app": "web"}, container=container)
 
     def wait_ready(self, local: list[str], remote: list[str] | None = None) -> None:
         for c, names in (("t1", local), ("t2", remote or [])):
@@ -142,9 +148,11 @@ class Mesh:
                 },
             )
 
-    def stream(self, seconds: float, cluster: str = "t1") -> subprocess.Popen[str]:
+    def stream(
+        self, seconds: float, cluster: str = "t1", vip: str | None = None
+    ) -> subprocess.Popen[str]:
         argv = echo.stream_command(
-            VIP[cluster], 80, seconds, 1 / self.rate, timeout_s=1.0, runner=NETCHECK
+            vip or VIP[cluster], 80, seconds, 1 / self.rate, timeout_s=1.0, runner=NETCHECK
         )
         return subprocess.Popen(
             ["nsenter", f"--net={self.clients[cluster]}", "--", *argv],
@@ -192,10 +200,11 @@ def timeline(samples: tuple[tuple[float, str], ...], t0: float, title: str) -> s
 
 
 def graceful_flipback(m: Mesh, flipback: str) -> dict[str, Any]:
-    """Delete every local backend gracefully, then bring them back one every 2 s."""
+    """Delete every local backend gracefully, then recreate them all at once (as a
+    Deployment does), Ready one every STAGGER_S."""
     m.service(affinity="local", flipback=flipback)
     m.settle(set(LOCAL))
-    proc = m.stream(30.0)
+    proc = m.stream(34.0)
     time.sleep(2.0)
     for name in LOCAL:
         m.api.delete(KINDS["Pod"], "default", name)
@@ -203,9 +212,8 @@ def graceful_flipback(m: Mesh, flipback: str) -> dict[str, Any]:
     for name in LOCAL:
         wait_for(f"{name} gone", lambda name=name: m.lab.status("t1", name) is None, 60)
     time.sleep(1.0)
-    for name in LOCAL:
-        m.backend("t1", name)
-        time.sleep(2.0)
+    for i, name in enumerate(LOCAL):
+        m.backend("t1", name, start_after_s=i * STAGGER_S)
     samples = echo.parse_stream(proc.communicate(timeout=90)[0]).samples
     m.wait_ready(LOCAL)
     failed = [s for s in samples if not s[1].startswith("web-")]
@@ -225,18 +233,14 @@ def graceful_flipback(m: Mesh, flipback: str) -> dict[str, Any]:
 
 def spread(samples: tuple[tuple[float, str], ...], t_ret: float) -> dict[str, float]:
     """Peak per-second and whole-window share of one backend ÷ 1/3 (a local backend's
-    share at full strength), over the 10 s after the first local backend returned."""
-    window = [(t, w) for t, w in samples if t_ret <= t < t_ret + 10 and w.startswith("web-")]
-    peak = 0.0
-    for counts in per_second(tuple(window), t_ret).values():
-        total = sum(counts.values())
-        if total >= 10:  # a second with too few requests says nothing about shares
-            peak = max(peak, max(counts.values()) / (total / len(LOCAL)))
-    tally: dict[str, int] = {}
-    for _, w in window:
-        tally[w] = tally.get(w, 0) + 1
-    whole = max(tally.values()) / (len(window) / len(LOCAL)) if window else float("nan")
+    share at full strength), over the 10 s after the first local backend returned
+    (the suite's definition: harness/conformance/meshsvc.py)."""
+    peak, whole = meshsvc.flipback_spread(samples, t_ret, len(LOCAL), {*LOCAL, *REMOTE})
     return {"peak_ratio": peak, "window_ratio": whole}
+
+
+KILLED = [f"fk-t1-{i}" for i in range(3)]
+KILL_VIP = "10.96.0.42"
 
 
 def not_ready_times(m: Mesh, names: list[str], stop: threading.Event) -> dict[str, float]:
@@ -255,25 +259,69 @@ def not_ready_times(m: Mesh, names: list[str], stop: threading.Event) -> dict[st
 
 
 def hard_kill(m: Mesh) -> dict[str, Any]:
-    """SIGKILL every local backend's processes; the agent restarts them (restartPolicy).
+    """Three local backends (restartPolicy Never: they stay dead) of the global service
+    ``fk`` (affinity local; t2's copy selects t2's web pods) SIGKILLed under the stream.
     Readiness detection = until the last one's status says not Ready in etcd."""
-    m.service(affinity="local")
-    m.settle(set(LOCAL))
-    proc = m.stream(10.0)
+    container = {
+        "ports": [{"name": "echo", "containerPort": 8080}],
+        "readinessProbe": {"tcpSocket": {"port": "echo"}, "periodSeconds": 1},
+    }
+    for name in KILLED:
+        m.lab.pod(
+            "t1",
+            name,
+            m.n2,
+            [*ECHO, "--name", name],
+            labels={"app": "fk"},
+            container=container,
+            restartPolicy="Never",
+        )
+    m.wait_ready(KILLED)
+    ann = {**G, globalsvc.ANN_AFFINITY: "local"}
+    for c, sel, ip, a in (("t1", "fk", KILL_VIP, ann), ("t2", "web", "10.96.0.43", G)):
+        m.lab.put(
+            c,
+            "services/default/fk",
+            {
+                "metadata": {"name": "fk", "namespace": "default", "annotations": a},
+                "spec": {
+                    "clusterIP": ip,
+                    "selector": {"app": sel},
+                    "ports": [{"port": 80, "targetPort": 8080}],
+                },
+            },
+        )
+    wait_for(
+        "fk reaches its local backends",
+        lambda: (
+            {
+                w
+                for _, w in echo.parse_stream(
+                    m.stream(1.0, vip=KILL_VIP).communicate(timeout=60)[0]
+                ).samples
+            }
+            == set(KILLED)
+        ),
+        60,
+    )
+    proc = m.stream(16.0, vip=KILL_VIP)
     time.sleep(2.0)
     stop = threading.Event()
     t_kill = time.time()
-    for name in LOCAL:
+    for name in KILLED:
         st = m.lab.status("t1", name) or {}
         for pid in pids_in_netns(str(m.n2.pod_netns(st["netns"]))):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    detected = not_ready_times(m, LOCAL, stop)
+    detected = not_ready_times(m, KILLED, stop)
     samples = echo.parse_stream(proc.communicate(timeout=60)[0]).samples
     stop.set()
-    failed = [t for t, w in samples if not w.startswith("web-")]
-    m.wait_ready(LOCAL)
-    detect = max(detected.values()) - t_kill if len(detected) == len(LOCAL) else float("nan")
+    for name in KILLED:
+        m.lab.delete("t1", f"pods/default/{name}")
+    for name in KILLED:
+        wait_for(f"{name} gone", lambda name=name: m.lab.status("t1", name) is None, 60)
+    failed = [t for t, w in samples if not w.startswith(("web-", "fk-"))]
+    detect = max(detected.values()) - t_kill if len(detected) == len(KILLED) else float("nan")
     window = (max(failed) - t_kill) if failed else 0.0
     return {
         "requests": len(samples),

@@ -48,7 +48,12 @@ def per_second(samples: Samples, t0: float) -> dict[int, Counter[str]]:
 
 
 def flipback_spread(
-    samples: Samples, t_ret: float, preferred: int, window_s: float = 10.0, min_per_s: int = 10
+    samples: Samples,
+    t_ret: float,
+    preferred: int,
+    backends: set[str] | None = None,
+    window_s: float = 10.0,
+    min_per_s: int = 10,
 ) -> tuple[float, float]:
     """(peak, window) of one backend's share ÷ the share each of the ``preferred``
     backends carries at full strength (1/preferred), over ``window_s`` after ``t_ret``.
@@ -56,8 +61,13 @@ def flipback_spread(
     Peak: the largest such ratio in any second with at least ``min_per_s`` answered
     requests (fewer say nothing about shares). Window: the same over the whole window.
     Cilium's immediate flip-back gives the first backend back a peak of ``preferred``.
+    Only answers of ``backends`` count (all answers when None); failures never do.
     """
-    answered = [(t, w) for t, w in samples if t_ret <= t < t_ret + window_s and w]
+    answered = [
+        (t, w)
+        for t, w in samples
+        if t_ret <= t < t_ret + window_s and w and (backends is None or w in backends)
+    ]
     peak = 0.0
     for counts in per_second(answered, t_ret).values():
         total = sum(counts.values())

@@ -219,7 +219,7 @@ def test_flip_back_spreads_the_return(
     got = {}
     for how, c in cycles.items():
         assert c["t_ret"] is not None, f"{how}: no local backend answered again"
-        got[how] = ms.flipback_spread(c["samples"], c["t_ret"], n)
+        got[how] = ms.flipback_spread(c["samples"], c["t_ret"], n, set(fo["where"]))
         record(
             "mesh_flipback_peak_share_ratio",
             got[how][0],
