@@ -649,8 +649,10 @@ def summary(r: dict[str, Any]) -> None:
         k = r["kill"]
         print(
             f"hard kill: failed requests {quantiles([x['failed'] for x in k], 'req')}; "
-            f"failures lasted {quantiles([x['failure_window_s'] for x in k])} "
-            "(bound: 3 probes x 0.2 s + 1 s = 1.6 s)"
+            f"readiness detection (kill → last NotReady in etcd) "
+            f"{quantiles([x['detection_s'] for x in k])}; failures lasted "
+            f"{quantiles([x['failure_window_s'] for x in k])}, beyond detection "
+            f"{quantiles([x['beyond_detection_s'] for x in k])} (goal ≤ 1 s)"
         )
     if "cut" in r:
         c = r["cut"]
