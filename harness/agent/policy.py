@@ -254,26 +254,17 @@ def pods_from_store(
     return out
 
 
-def mesh_pods(
-    pods: list[tuple[str, dict[str, Any]]], statuses: list[tuple[str, dict[str, Any]]]
+def remote_pods(
+    cluster: str,
+    pods: Iterable[dict[str, Any]],
+    statuses: dict[tuple[str, str], dict[str, Any]],
 ) -> list[PodInfo]:
-    """Pods of the mesh's other clusters from the syncer's mirror (keys end in
-    ``mesh/<cluster>/pods|podstatus/<ns>/<name>``), labelled with their cluster.
-    Their names are ``<cluster>/<name>`` so they never alias a local pod."""
-    ips: dict[tuple[str, str, str], str] = {}
-    for key, st in statuses:
-        cluster, _kind, ns, name = key.split("/")[-4:]
-        if st.get("podIP"):
-            ips[(cluster, ns, name)] = str(st["podIP"])
-    out = []
-    for key, pod in pods:
-        cluster, _kind, ns, name = key.split("/")[-4:]
-        ip = ips.get((cluster, ns, name))
-        if not ip:
-            continue
-        labels = {**dict((pod.get("metadata") or {}).get("labels") or {}), CLUSTER_LABEL: cluster}
-        out.append(PodInfo(ns, f"{cluster}/{name}", ip, labels, remote=True))
-    return out
+    """Pods of another cluster of the mesh (as the syncer mirrored them), labelled with
+    their cluster. Named ``<cluster>/<name>`` so they never alias a local pod."""
+    return [
+        PodInfo(p.namespace, f"{cluster}/{p.name}", p.ip, p.labels, p.ports, remote=True)
+        for p in pods_from_store(pods, statuses, cluster)
+    ]
 
 
 class PolicyEnforcer:

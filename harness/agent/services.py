@@ -356,13 +356,8 @@ class ServicesController:
             if p.get("spec", {}).get("nodeName") == self.cfg.node
         }
         infos = policy.pods_from_store(pods, statuses, self.cfg.cluster)
-        # remote pods are policy peers (keys mesh/<cluster>/pods|podstatus/<ns>/<name>)
-        mirrored: dict[str, list[tuple[str, dict[str, Any]]]] = {"pods": [], "podstatus": []}
-        for key, obj in snap[MESH]:
-            parts = key[len(self.prefix) :].split("/")
-            if len(parts) == 5 and parts[2] in mirrored:
-                mirrored[parts[2]].append((key, obj))
-        infos += policy.mesh_pods(mirrored["pods"], mirrored["podstatus"])
+        for view in self.mesh.remotes:  # remote pods are policy peers (mirrored)
+            infos += policy.remote_pods(view.name, view.pods, view.statuses)
         table = policy.ruleset([o for _, o in snap["policies"]], infos, ns_labels, local)
         return ports, zone, table
 

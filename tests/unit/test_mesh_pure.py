@@ -115,10 +115,10 @@ def test_remote_pods_are_policy_peers_only_when_the_selector_names_a_cluster() -
         {("default", "db"): {"podIP": "10.244.1.5"}},
         "c1",
     )
-    prefix = "/podlab/v1/c1/mesh/c2/"
-    remote = policy.mesh_pods(
-        [(prefix + "pods/default/web", {"metadata": {"labels": {"app": "web"}}})],
-        [(prefix + "podstatus/default/web", {"podIP": "10.245.1.7"})],
+    remote = policy.remote_pods(
+        "c2",
+        [{"metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}}}],
+        {("default", "web"): {"podIP": "10.245.1.7"}},
     )
     assert local[0].labels[policy.CLUSTER_LABEL] == "c1"
     assert remote[0].labels == {"app": "web", policy.CLUSTER_LABEL: "c2"}
