@@ -114,6 +114,6 @@ def section(run: RunResults) -> dict[str, object] | None:
         "flipback": pick("mesh_flipback"),
         "stale": pick("mesh_cut"),
         "outage": pick("mesh_etcd_outage"),
-        "programming": pick("mesh_programming"),
+        "programming": pick("mesh_programming", "mesh_pod_first_answer", "mesh_cross_vs_in"),
         "other": pick("mesh_global"),
     }
