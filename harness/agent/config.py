@@ -38,6 +38,9 @@ class AgentConfig(BaseModel):
     mode: Mode = "vxlan"
     encryption: Literal["none", "wireguard"] = "none"
     proxy_mode: str = "nftables"
+    ipvs_scheduler: str = (
+        "rr"  # proxy mode ipvs: rr, wrr, lc, wlc, sh, mh … (kube-proxy's default rr)
+    )
     underlay_interface: str
     underlay_address: ipaddress.IPv4Address
     underlay_mtu: int = Field(1500, ge=576, le=65535)

@@ -170,6 +170,7 @@ class Agent:
                 str(cfg.pod_cidr),
                 cfg.proxy_mode,
                 node_grace_s=cfg.node_grace_s,
+                ipvs_scheduler=cfg.ipvs_scheduler,
             ),
         )
         self.services.start(self.stop)

@@ -106,7 +106,7 @@ def _show_up(result: UpResult) -> int:
         out.print(table)
     if result.inventory:
         out.print(f"inventory: {result.inventory}")
-    if result.backend == "netns":
+    if result.backend in ("netns", "vm"):
         from harness.lab import state
 
         cfg = state.find(result.lab).ssh_config
@@ -156,11 +156,17 @@ def _status(args: argparse.Namespace) -> int:
         out.print("no labs")
         return 0
     for lab in data["labs"]:
-        table = Table(title=f"lab {lab['lab']}: {lab['state']} ({lab['lab_dir']})")
-        for col in ("node", "role", "cluster", "mgmt IP", "underlay IP", "state"):
+        vm = lab["backend"] == "vm"
+        title = f"lab {lab['lab']}: {lab['state']}, {lab['backend']} ({lab['lab_dir']})"
+        table = Table(title=title)
+        cols = ["node", "role", "cluster", "mgmt IP", "underlay IP", "state"]
+        for col in cols + (["accel", "kernel", "MiB"] if vm else []):
             table.add_column(col)
         for n in lab["nodes"]:
-            row = (n["node"], n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"])
+            row = [n["node"], n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"]]
+            if vm:
+                accel = "TCG (emulated)" if n["emulated"] else str(n["accel"]).upper()
+                row += [accel, n["kernel"], str(n["memory_mb"])]
             table.add_row(*(v or "-" for v in row))
         out.print(table)
     return 0
