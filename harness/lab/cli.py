@@ -57,6 +57,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_preflight)
 
+    p = sub.add_parser("image", help="the VM guest image: build it, list the cache")
+    p.add_argument("action", choices=("build", "list"), help="build (if not cached) | list")
+    p.add_argument(
+        "--extra-package",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="a further Debian package in the image (changes its key)",
+    )
+    p.set_defaults(func=_image)
+
     p = sub.add_parser("graph", help="Mermaid picture of a lab's nodes, segments, clusters")
     p.add_argument("lab", help="topology file, or the name of a lab that is up")
     p.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
@@ -243,6 +254,30 @@ def _preflight(args: argparse.Namespace) -> int:
             table.add_row(c.name, c.kind, mark, c.detail)
         out.print(table)
     return 0 if all(c.ok for c in report.checks if c.required) else 1
+
+
+def _image(args: argparse.Namespace) -> int:
+    from harness.lab.image import build, recipe
+
+    if args.action == "list":
+        table = Table(title=f"podlab guest images ({recipe.cache_root()})")
+        for col in ("key", "current", "kernel", "built", "build s", "disk MB"):
+            table.add_column(col)
+        current = recipe.key()
+        for image in build.cached_images():
+            info = image.info()
+            size = int(str(info.get("disk_bytes", 0))) // 2**20
+            table.add_row(image.key, "yes" if image.key == current else "",
+                          str(info.get("kernel_release")), str(info.get("built_at")),
+                          str(info.get("build_s")), str(size))  # fmt: skip
+        out.print(table)
+        return 0
+    packages = recipe.PACKAGES + tuple(args.extra_package)
+    image, built = build.ensure(log=lambda msg: err.print(msg), packages=packages)
+    info = image.info()
+    what = f"built in {info['build_s']} s" if built else "cached"
+    out.print(f"image {image.key} ({what}): {image.root}")
+    return 0
 
 
 def _graph(args: argparse.Namespace) -> int:

@@ -89,6 +89,15 @@ def cached(key: str | None = None) -> Image | None:
     return image if ok else None
 
 
+def cached_images() -> list[Image]:
+    """Every complete image in the cache (any key)."""
+    root = recipe.cache_root()
+    if not root.is_dir():
+        return []
+    found = (cached(p.name) for p in sorted(root.iterdir()) if not p.name.startswith("."))
+    return [image for image in found if image is not None]
+
+
 def ensure(
     log: Log = lambda _msg: None, packages: tuple[str, ...] = recipe.PACKAGES
 ) -> tuple[Image, bool]:
