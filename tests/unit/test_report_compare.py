@@ -118,7 +118,7 @@ def test_emulated_runs_are_never_compared_with_native_ones(tmp_path: Path) -> No
     w = ResultsWriter(tmp_path / "emu.json", RunMeta("emu", "t", ("ipip",), env))
     w.record("throughput_bps", 3e8, "bps", mode="ipip", labels={"proto": "tcp"})
     emulated = w.results()
-    with pytest.raises(compare.IncomparableRuns, match="emulated .* never compared"):
+    with pytest.raises(compare.IncomparableRuns, match=r"emulated .* never compared"):
         compare.compare(emulated, native)
     with pytest.raises(compare.IncomparableRuns):
         compare.compare(native, emulated)
