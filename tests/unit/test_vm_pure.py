@@ -85,3 +85,13 @@ def test_identity_document_and_qemu_command_line(tmp_path: Path) -> None:
     assert vm.boot_timeout(vmspec.Accel("tcg", "t"), 3) > vm.boot_timeout(
         vmspec.Accel("kvm", "t"), 3
     )
+
+
+def test_a_netns_placeholder_is_not_taken_for_a_namespace(tmp_path: Path) -> None:
+    from harness.agent.pods import _is_netns
+
+    placeholder = tmp_path / "pod-default-x"
+    placeholder.write_text("")  # what a killed pyroute2 helper leaves behind
+    assert not _is_netns(str(placeholder))
+    assert not _is_netns(str(tmp_path / "missing"))
+    assert _is_netns("/proc/self/ns/net")  # control: a real namespace file

@@ -218,6 +218,8 @@ def _configure(tree: Path) -> None:
     sshd_d = tree / "etc/ssh/sshd_config.d"
     sshd_d.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(guest / "sshd-podlab.conf", sshd_d / "podlab.conf")
+    # sorts before systemd's 99-default.link: the first matching .link file wins
+    shutil.copyfile(guest / "99-podlab-keep-mac.link", tree / "etc/systemd/network/80-podlab.link")
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (tree / "etc/fstab").write_text("/dev/vda / ext4 rw,errors=remount-ro 0 1\n")
