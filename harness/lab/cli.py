@@ -205,6 +205,12 @@ def _exec(args: argparse.Namespace) -> int:
 
     cmd = _command(args) or [os.environ.get("SHELL", "/bin/bash")]
     ref = status.find_node(args.node, args.lab)
+    if ref.ledger.nodes[ref.node].is_vm:  # a guest has its own kernel: go in over ssh
+        ssh = shutil.which("ssh")
+        if ssh is None:
+            raise UserError("ssh client not found (install openssh-client)")
+        tty = ["-t"] if sys.stdin.isatty() else []
+        os.execv(ssh, ["ssh", *tty, "-F", str(ref.paths.ssh_config), ref.node, "--", *cmd])
     pid = ref.pid
     sys.stdout.flush()
     nodeinit.enter_node(pid, cgroup.node_procs(ref.lab, ref.node))

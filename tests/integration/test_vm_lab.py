@@ -117,6 +117,8 @@ def test_guests_boot_with_their_identity_and_nothing_in_the_root_namespace(vmlab
         assert str(plan.underlay.address) in addrs, f"{name}: eth1 has {addrs}"  # type: ignore[union-attr]
         assert node.check(["systemctl", "is-system-running"]).stdout.strip() == "running"
         assert node.check(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
+    via_exec = podlab("exec", "c1-w1", "--lab", LAB, "--", "hostname", timeout=120)
+    assert via_exec.returncode == 0 and via_exec.stdout.strip() == "c1-w1", via_exec.stderr
     tag = naming.lab_tag(LAB)
     root_links = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True)
     ours = [link["ifname"] for link in json.loads(root_links.stdout) if tag in link["ifname"]]
