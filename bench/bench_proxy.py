@@ -26,6 +26,8 @@ import statistics
 import sys
 import time
 
+from pyroute2 import config as pyroute2_config
+
 from harness.agent.proxy.model import Endpoint, ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
 from harness.exec import run
@@ -106,6 +108,7 @@ def main() -> int:
     ap.add_argument("--endpoints", type=int, default=5)
     ap.add_argument("--modes", default="nftables,iptables")
     args = ap.parse_args()
+    pyroute2_config.default_communicate_timeout = 60  # slow (emulated) guests: see agent main
     sizes = [100, *(int(s) for s in args.sizes.split(","))]
     modes = args.modes.split(",")
     lab = SvcLab.create(backends=5)
