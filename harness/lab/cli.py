@@ -58,7 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_preflight)
 
     p = sub.add_parser("image", help="the VM guest image: build it, list the cache")
-    p.add_argument("action", choices=("build", "list"), help="build (if not cached) | list")
+    p.add_argument(
+        "action",
+        choices=("build", "list", "prune"),
+        help="build (if not cached) | list | prune (images no recipe or lab uses)",
+    )
     p.add_argument(
         "--extra-package",
         action="append",
@@ -277,6 +281,19 @@ def _image(args: argparse.Namespace) -> int:
                           str(info.get("kernel_release")), str(info.get("built_at")),
                           str(info.get("build_s")), str(size))  # fmt: skip
         out.print(table)
+        return 0
+    if args.action == "prune":
+        from harness.lab import state
+        from harness.lab.state import Ledger
+
+        in_use = {recipe.key()}
+        for paths in state.known_labs().values():
+            try:
+                in_use.add(Ledger.load(paths).image or "")
+            except UserError:
+                continue
+        removed = build.prune(keep=in_use)
+        out.print(f"removed {len(removed)} cached images: {', '.join(removed) or '-'}")
         return 0
     packages = recipe.PACKAGES + tuple(args.extra_package)
     image, built = build.ensure(log=lambda msg: err.print(msg), packages=packages)

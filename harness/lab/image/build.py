@@ -98,6 +98,19 @@ def cached_images() -> list[Image]:
     return [image for image in found if image is not None]
 
 
+def prune(keep: set[str]) -> list[str]:
+    """Remove cached images whose key is not in ``keep`` (the current recipe's, and
+    those labs that are up still boot from: their overlays are backed by them)."""
+    removed = []
+    for image in cached_images():
+        if image.key not in keep:
+            with _lock(image.key):
+                shutil.rmtree(image.root, ignore_errors=True)
+            (recipe.cache_root() / f".lock-{image.key}").unlink(missing_ok=True)
+            removed.append(image.key)
+    return removed
+
+
 def ensure(
     log: Log = lambda _msg: None, packages: tuple[str, ...] = recipe.PACKAGES
 ) -> tuple[Image, bool]:
