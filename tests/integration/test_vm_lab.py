@@ -32,7 +32,7 @@ from harness.lab import sysns
 from harness.lab.state import Ledger, find
 from harness.plan import naming
 from harness.probes import echo
-from tests.integration.deploylab import REPO, podlab
+from harness.testlab.deploylab import REPO, podlab
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 

@@ -20,7 +20,7 @@ import yaml
 
 from harness.lab import sysns, vmspec
 from harness.plan import naming
-from tests.integration.deploylab import REPO, podlab
+from harness.testlab.deploylab import REPO, podlab
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
@@ -121,6 +121,6 @@ def test_an_image_build_failing_halfway_leaves_no_build_behind(tmp_path: Path) -
 
 
 def podlab_argv() -> list[str]:
-    from tests.integration.deploylab import PODLAB
+    from harness.testlab.deploylab import PODLAB
 
     return list(PODLAB)
