@@ -124,3 +124,18 @@ def podlab_argv() -> list[str]:
     from harness.testlab.deploylab import PODLAB
 
     return list(PODLAB)
+
+
+def test_ipvs_proxy_on_a_netns_lab_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from harness.lab import preflight
+
+    check = preflight.ipvs_available()
+    if check.ok:
+        pytest.skip("this host kernel has IPVS: a netns lab may use proxy mode ipvs")
+    path = topology(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["topology"]["groups"]["c1"]["labels"]["podlab.proxy-mode"] = "ipvs"
+    path.write_text(yaml.safe_dump(data))
+    line = refused("up", str(path))  # the netns backend
+    assert "needs kernel IPVS" in line and "--backend vm" in line, line
+    assert_nothing_left()
