@@ -82,9 +82,9 @@ def test_identity_document_and_qemu_command_line(tmp_path: Path) -> None:
     kvm = vm.qemu_argv(plan, paths, spec, vmspec.Accel("kvm", "t"), image)
     assert "kvm" in kvm and not any("tcg" in a for a in kvm)
     assert vm.mac(spec, 1) == "52:54:00:00:01:01"
-    assert vm.boot_timeout(vmspec.Accel("tcg", "t"), 3) > vm.boot_timeout(
-        vmspec.Accel("kvm", "t"), 3
-    )
+    fast, slow = vmspec.Accel("kvm", "t"), vmspec.Accel("tcg", "t")
+    assert vm.boot_cpu_budget(slow) > vm.boot_cpu_budget(fast)
+    assert vm.cpu_seconds(1) >= 0.0 and vm.cpu_seconds(2**22 + 1) == 0.0
 
 
 def test_a_netns_placeholder_is_not_taken_for_a_namespace(tmp_path: Path) -> None:
