@@ -17,6 +17,9 @@ import yaml
 from harness.plan.model import LabPlan, NodePlan
 
 ETCD_CLIENT_PORT = 2379
+# VM guests may be emulated (TCG: every Python start takes seconds): the deploy
+# waits longer for services there before it calls them failed.
+SLOW_GUEST_VARS = {"agent_check_retries": 400, "kvstore_health_retries": 600, "supervise_wait": 180}
 # Role groups are plural so a node called ``router`` never shares a group's name.
 ROLE_GROUPS = {
     "control-plane": "control_plane",
@@ -57,6 +60,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
             {} if in_cluster else host_vars(node)
         )
     children.update(roles)
+    slow = SLOW_GUEST_VARS if backend == "vm" else {}
     return {
         "all": {
             "vars": {
@@ -67,6 +71,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_lab": plan.name,
                 "podlab_backend": backend,
                 "podlab_lab_dir": str(lab_dir),
+                **slow,
             },
             "children": children,
         }
