@@ -66,11 +66,12 @@ def mtu_for(underlay_mtu: int, mode_overhead: int = 0, flannel: bool = False) ->
 
 def kernel_wireguard_available(ipr: IPRoute) -> bool:
     """True when the kernel can make ``wireguard`` links (module loaded or loadable)."""
-    if Path("/sys/module/wireguard").exists():
+    if nl.load_module("wireguard"):
         return True
     try:
         ipr.link("add", ifname=PROBE_LINK, kind="wireguard")
-    except NetlinkError:
+    except NetlinkError as exc:
+        log.info("no kernel wireguard: %s", exc)
         return False
     nl.ignore_missing(lambda: ipr.link("del", ifname=PROBE_LINK))
     return True
