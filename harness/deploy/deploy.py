@@ -88,6 +88,17 @@ def _refuse_ipvs_on_host_kernel(inventory: Path, chosen: Mapping[str, str]) -> N
         raise UserError([preflight.ipvs_refusal(check.detail)])
 
 
+def _timeout_s(inventory: Path) -> int:
+    """The whole playbook's time limit: 30 min, 2 h for VM guests (emulated ones
+    on a busy machine run every Ansible task 10–30x slower)."""
+    try:
+        data = yaml.safe_load(inventory.read_text()) or {}
+        backend = ((data.get("all") or {}).get("vars") or {}).get("podlab_backend")
+    except (OSError, yaml.YAMLError, AttributeError):
+        backend = None
+    return 7200 if backend == "vm" else 1800
+
+
 def count_hosts(inventory: Path) -> int:
     """Hosts in a YAML inventory (for forks = number of hosts); 0 if it cannot tell."""
     try:
@@ -160,4 +171,5 @@ def deploy(
             "ANSIBLE_ROLES_PATH": str(playbooks / "roles"),
         },
         on_event=on_event,
+        timeout_s=_timeout_s(req.inventory),
     )
