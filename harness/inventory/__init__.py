@@ -20,6 +20,7 @@ ETCD_CLIENT_PORT = 2379
 # VM guests may be emulated (TCG: every Python start takes seconds): the deploy
 # waits longer for services there before it calls them failed.
 SLOW_GUEST_VARS = {"agent_check_retries": 400, "kvstore_health_retries": 600, "supervise_wait": 180}
+MESH_EXPORT_PORT = 32379  # each meshed cluster's export etcd (playbooks/roles/mesh)
 # Role groups are plural so a node called ``router`` never shares a group's name.
 ROLE_GROUPS = {
     "control-plane": "control_plane",
@@ -49,6 +50,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_ipvs_scheduler": cp.label("podlab.ipvs-scheduler", "rr"),
                 "podlab_etcd_endpoints": [f"http://{cp_ip}:{ETCD_CLIENT_PORT}"],
                 "podlab_etcd_client_endpoint": f"http://{cp.mgmt.ip}:{ETCD_CLIENT_PORT}",
+                **_mesh_vars(plan, cl.name),
             },
             "hosts": {n: host_vars(plan.nodes[n]) for n in cl.nodes},
         }
@@ -75,6 +77,29 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
             },
             "children": children,
         }
+    }
+
+
+def _export_endpoint(plan: LabPlan, cluster: str) -> str:
+    cp = plan.nodes[plan.clusters[cluster].control_plane]
+    ip = cp.underlay.address.ip if cp.underlay else cp.mgmt.ip
+    return f"https://{ip}:{MESH_EXPORT_PORT}"
+
+
+def _mesh_vars(plan: LabPlan, cluster: str) -> dict[str, Any]:
+    """``podlab_mesh`` and the other clusters of the mesh with their export etcds."""
+    mesh = plan.clusters[cluster].mesh
+    if not mesh:
+        return {}
+    peers = [
+        {"name": c.name, "endpoint": _export_endpoint(plan, c.name)}
+        for c in plan.clusters.values()
+        if c.mesh == mesh and c.name != cluster
+    ]
+    return {
+        "podlab_mesh": mesh,
+        "podlab_mesh_export_endpoint": _export_endpoint(plan, cluster),
+        "podlab_mesh_peers": peers,
     }
 
 
