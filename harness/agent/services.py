@@ -84,6 +84,7 @@ class ServicesConfig:
     node_grace_s: float = 40.0  # a silent node's pods stop being endpoints (node-monitor-grace)
     mcs_writer: bool = False  # store ServiceImports and export conditions (control plane)
     reach_interval_s: float = 0.3  # data-path probes of remote nodes (mesh/reach.py)
+    ipvs_scheduler: str = "rr"  # proxy mode ipvs: the IPVS scheduler of every virtual server
 
 
 class NodeLiveness:
@@ -225,7 +226,7 @@ class ServicesController:
         self._sweep_due = threading.Event()  # the worker wakes the sweeper
         self.liveness = NodeLiveness(cfg.node_grace_s)
         self.clock: Callable[[], float] = time.monotonic  # tests substitute theirs
-        opts = ProxyOptions(cfg.service_cidr, cfg.cluster_cidr, cfg.netns)
+        opts = ProxyOptions(cfg.service_cidr, cfg.cluster_cidr, cfg.netns, cfg.ipvs_scheduler)
         self.proxy: ServiceProxy = make_proxy(cfg.proxy_mode, opts)
         self.policy = policy.PolicyEnforcer(cfg.netns)
         self.dns: DnsServer | None = None

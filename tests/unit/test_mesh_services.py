@@ -24,8 +24,11 @@ Items = list[tuple[str, dict[str, Any]]]
 
 def svc(name: str = "web", ip: str = "10.96.0.20", ns: str = "default", **ann: str) -> dict:
     meta = {"name": name, "namespace": ns, "annotations": dict(ann)}
-    spec = {"clusterIP": ip, "selector": {"app": name},
-            "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}  # fmt: skip
+    spec = {
+        "clusterIP": ip,
+        "selector": {"app": name},
+        "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+    }
     return {"metadata": meta, "spec": spec}
 
 
@@ -179,8 +182,9 @@ def test_remote_heartbeat_silence_removes_nothing() -> None:
 
 
 def test_unknown_annotation_values_are_problems() -> None:
-    found = globalsvc.annotation_problems({globalsvc.ANN_AFFINITY: "loacl",
-                                           globalsvc.ANN_GLOBAL: "yes"})  # fmt: skip
+    found = globalsvc.annotation_problems(
+        {globalsvc.ANN_AFFINITY: "loacl", globalsvc.ANN_GLOBAL: "yes"}
+    )
     assert [k for k, _, _ in found] == [globalsvc.ANN_GLOBAL, globalsvc.ANN_AFFINITY]
     assert 'use "none", "local", "remote"' in found[1][2]
     assert globalsvc.annotation_problems({globalsvc.ANN_AFFINITY: "Local"}) == []
@@ -212,7 +216,9 @@ def test_exports_become_one_import_over_every_exporting_cluster() -> None:
     assert imp.type == "ClusterSetIP" and imp.clusters == ("c2", "c1")  # oldest export first
     assert imp.ports == (mcs.ImportPort("http", "TCP", 80, ("c2", "c1")),)
     assert {c.type: c.status for c in conds[("c1", "default", "web")]} == {
-        "Valid": "True", "Conflict": "False"}  # fmt: skip
+        "Valid": "True",
+        "Conflict": "False",
+    }
     (g,) = mcs.import_ports(imp, "10.96.255.254", local, list(remotes.values()))
     assert g.port.cluster_ip == "10.96.255.254" and g.port.name == "web@clusterset"
     assert len(g.port.endpoints) == 4
@@ -245,8 +251,9 @@ def test_export_without_service_is_invalid_and_contributes_nothing() -> None:
 
 def test_clusterset_dns_answers_the_import_ip_and_headless_backends() -> None:
     items = mcs_lab()
-    items.append(("serviceimports/default/web",
-                  {"spec": {"type": "ClusterSetIP", "ips": ["10.96.255.254"]}}))  # fmt: skip
+    items.append(
+        ("serviceimports/default/web", {"spec": {"type": "ClusterSetIP", "ips": ["10.96.255.254"]}})
+    )
     got = desired.compute("c1", items, build_views("c1", items)[0].statuses)
     zone = Zone()
     for rec in got.clusterset:
@@ -305,3 +312,24 @@ def test_port_backends_counts_known_and_ready() -> None:
 
     got = port_backends(svc(), local.pods, local.statuses)
     assert got == {("http", "tcp"): PortBackends((Endpoint("10.244.1.2", 8080),), 3)}
+
+
+def test_ipvs_weights_are_real_server_weights_under_wrr() -> None:
+    """ipvs has no repeated real servers: a repeated endpoint becomes its weight, and a
+    weighted service uses wrr (rr would ignore weights); a weight change is an edit."""
+    from harness.agent.proxy import ipvs
+
+    vss, rss = ipvs.desired([weighted()], [], "rr")
+    assert {v.scheduler for v in vss} == {"wrr"}
+    assert {(r.raddr, r.weight) for r in rss} == {("10.244.1.2:8080", 2), ("10.245.1.2:8080", 1)}
+    plain = ServicePort(
+        "default", "web", "", "tcp", "10.96.0.20", 80, endpoints=(Endpoint("10.244.1.2", 8080),)
+    )
+    assert {v.scheduler for v in ipvs.desired([plain], [], "rr")[0]} == {"rr"}
+    lines = ipvs.restore_commands(ipvs.desired([plain], [], "rr"), (vss, rss))
+    assert "-e -t 10.96.0.20:80 -r 10.244.1.2:8080 -m -w 2" in lines
+    assert not any(x.startswith("-d ") for x in lines), "a re-weighted server must not be deleted"
+    saved = "-A -t 10.96.0.20:80 -s wrr\n-a -t 10.96.0.20:80 -r 10.244.1.2:8080 -m -w 2\n"
+    assert ipvs.parse_saved(saved)[1] == {
+        ipvs.RealServer("tcp", "10.96.0.20:80", "10.244.1.2:8080", 2)
+    }
