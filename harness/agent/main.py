@@ -218,6 +218,7 @@ class Agent:
                 str(cfg.pod_cidr),
                 cfg.proxy_mode,
                 node_grace_s=cfg.node_grace_s,
+                mcs_writer=cfg.role == "control-plane",
                 ipvs_scheduler=cfg.ipvs_scheduler,
             ),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,10 +133,11 @@ class Recorder:
         samples: Sequence[tuple[float, float]] = (),
         sample_name: str = "",
         sample_unit: str = "",
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.run.get_writer().timeline(
             name, mode=self.mode, events=events, samples=samples, sample_name=sample_name,
-            sample_unit=sample_unit, scenario=self.scenario,
+            sample_unit=sample_unit, scenario=self.scenario, labels=labels,
         )  # fmt: skip
 
     def fallback(self, name: str) -> None:

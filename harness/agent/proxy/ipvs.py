@@ -32,6 +32,7 @@ start there, with the reason (``IpvsUnavailable``).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ class RealServer:
     proto: str
     vaddr: str
     raddr: str
+    weight: int = 1  # an endpoint listed N times in ServicePort.endpoints (mesh spill-over)
 
 
 def _flag(proto: str) -> str:
@@ -107,9 +109,14 @@ def desired(
             continue
         addrs = [f"{s.cluster_ip}:{s.port}"]
         addrs += [f"{ip}:{s.node_port}" for ip in ips] if s.node_port else []
+        weights = Counter(s.endpoints)  # a repeated endpoint carries a weight (the mesh's)
+        # rr ignores weights; wrr is rr when every weight is 1, so only weighted ones move
+        sched = "wrr" if scheduler == "rr" and max(weights.values()) > 1 else scheduler
         for addr in addrs:
-            vss.add(VirtualServer(s.protocol, addr, scheduler, s.affinity_s))
-            rss |= {RealServer(s.protocol, addr, f"{ep.ip}:{ep.port}") for ep in s.endpoints}
+            vss.add(VirtualServer(s.protocol, addr, sched, s.affinity_s))
+            rss |= {
+                RealServer(s.protocol, addr, f"{ep.ip}:{ep.port}", n) for ep, n in weights.items()
+            }
     return vss, rss
 
 
@@ -127,7 +134,8 @@ def parse_saved(text: str) -> tuple[set[VirtualServer], set[RealServer]]:
             persist = int(opts["-p"]) if "-p" in opts else None
             vss.add(VirtualServer(proto, f[2], opts.get("-s", "wlc"), persist))
         elif f[0] == "-a":
-            rss.add(RealServer(proto, f[2], opts["-r"]))
+            weight = int(f[f.index("-w") + 1]) if "-w" in f[:-1] else 1  # "-m" takes no value
+            rss.add(RealServer(proto, f[2], opts["-r"], weight))
     return vss, rss
 
 
@@ -140,10 +148,15 @@ def restore_commands(
     want_vs = {(v.proto, v.addr): v for v in want[0]}
     lines = [f"-D {_flag(p)} {a}" for p, a in sorted(have_vs.keys() - want_vs.keys())]
     gone = have_vs.keys() - want_vs.keys()
+
+    def where(r: RealServer) -> tuple[str, str, str]:
+        return (r.proto, r.vaddr, r.raddr)
+
+    kept = {where(r) for r in want[1]}
     lines += [
         f"-d {_flag(r.proto)} {r.vaddr} -r {r.raddr}"
         for r in sorted(have[1] - want[1])
-        if (r.proto, r.vaddr) not in gone
+        if (r.proto, r.vaddr) not in gone and where(r) not in kept
     ]
     for key in sorted(want_vs):
         v = want_vs[key]
@@ -152,9 +165,10 @@ def restore_commands(
         verb = "-E" if key in have_vs else "-A"
         persist = f" -p {v.persistence_s}" if v.persistence_s else ""
         lines.append(f"{verb} {_flag(v.proto)} {v.addr} -s {v.scheduler}{persist}")
-    lines += [
-        f"-a {_flag(r.proto)} {r.vaddr} -r {r.raddr} -m -w 1" for r in sorted(want[1] - have[1])
-    ]
+    had = {where(r) for r in have[1]}
+    for r in sorted(want[1] - have[1]):  # a new real server, or a new weight (edited in place:
+        verb = "-e" if where(r) in had else "-a"  # a delete would end its connections)
+        lines.append(f"{verb} {_flag(r.proto)} {r.vaddr} -r {r.raddr} -m -w {r.weight}")
     return lines
 
 
