@@ -27,7 +27,14 @@ from pyroute2 import IPRoute
 
 from harness.agent import wireguard
 from harness.agent.config import AgentConfig
-from harness.agent.datapath.base import Datapath, Peer, PeerObjects, PodInterface, RouteSpec
+from harness.agent.datapath.base import (
+    Datapath,
+    Peer,
+    PeerObjects,
+    PodInterface,
+    RouteSpec,
+    Tunnel,
+)
 
 log = logging.getLogger("podlab.encryption")
 
@@ -110,6 +117,10 @@ class WireGuardLayer:
             for p in peers
         ]
         self.wg.set_peers(specs)
+
+    def tunnels(self) -> list[Tunnel]:
+        # the mode's own encapsulation is not applied underneath: only WireGuard's UDP
+        return [Tunnel("udp", self.wg.port)]
 
     def close(self) -> None:
         self.inner.close()  # the wg interface (and wireguard-go) stay, like other devices

@@ -191,7 +191,7 @@ class Agent:
         env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
         log.info("subnet %s, wrote %s", self.lease.subnet, env)
         nl.set_sysctl("net/ipv4/ip_forward", "1")  # this node's namespace only
-        nft.apply(nft.masquerade_ruleset(cfg.pod_cidr))
+        nft.apply(self._node_ruleset())
         self.podmgr = PodManager(
             cfg, self.ipr, self.lease.subnet, self.dp.mtu(), self.dp.pod_interface
         )
@@ -286,12 +286,18 @@ class Agent:
             self.problems = report.problems
             self.heartbeat()
 
+    def _node_ruleset(self) -> dict[str, Any]:
+        """Table ``ip podlab``: masquerade (less the mesh's pod CIDRs), untracked tunnels."""
+        cfg = self.cfg
+        return nft.masquerade_ruleset(cfg.pod_cidr, self.no_nat, self.dp.tunnels(),
+                                      cfg.underlay_address, cfg.service_cidr)  # fmt: skip
+
     def _sync_no_nat(self, cidrs: list[ipaddress.IPv4Network]) -> None:
         """Pods of other clusters of the mesh are reached by pod IP: no masquerade."""
         if cidrs != self.no_nat:
-            nft.apply(nft.masquerade_ruleset(self.cfg.pod_cidr, cidrs))
-            log.info("masquerade: pod traffic to %s keeps pod addresses", cidrs or "no mesh peer")
             self.no_nat = cidrs
+            nft.apply(self._node_ruleset())
+            log.info("masquerade: pod traffic to %s keeps pod addresses", cidrs or "no mesh peer")
 
     def _desired_pods(self) -> dict[tuple[str, str], PodSpec]:
         desired: dict[tuple[str, str], PodSpec] = {}

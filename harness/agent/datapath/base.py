@@ -89,6 +89,19 @@ class FdbSpec:
     dst: ipaddress.IPv4Address
 
 
+@dataclass(frozen=True)
+class Tunnel:
+    """Outer packets a mode exchanges between nodes: UDP to ``port``, or IPIP (protocol 4).
+
+    The node's ruleset exempts them from conntrack (``nft.masquerade_ruleset``):
+    they are never NATed or policed, and tracking them costs every tunnelled
+    packet a second conntrack lookup on each node.
+    """
+
+    proto: str  # "udp" | "ipip"
+    port: int = 0
+
+
 @dataclass
 class PeerObjects:
     """Everything one peer needs in this node's kernel."""
@@ -132,6 +145,10 @@ class Datapath(Protocol):
         """Hook for modes with userspace state (udp's peer table); usually a no-op."""
         ...
 
+    def tunnels(self) -> list[Tunnel]:
+        """The outer packets this mode sends between nodes (none for plain routing)."""
+        ...
+
     def close(self) -> None:
         """Stop userspace helpers WITHOUT removing kernel state (pods keep working)."""
         ...
@@ -165,6 +182,9 @@ class BaseDatapath:
 
     def peers_changed(self, peers: list[Peer]) -> None:
         return None
+
+    def tunnels(self) -> list[Tunnel]:
+        return []
 
     def close(self) -> None:
         return None

@@ -24,7 +24,14 @@ from typing import Any, ClassVar
 
 from harness.agent import ipip_tun
 from harness.agent import netlink as nl
-from harness.agent.datapath.base import BaseDatapath, Peer, PeerObjects, PodInterface, RouteSpec
+from harness.agent.datapath.base import (
+    BaseDatapath,
+    Peer,
+    PeerObjects,
+    PodInterface,
+    RouteSpec,
+    Tunnel,
+)
 
 log = logging.getLogger("podlab.ipip")
 
@@ -79,6 +86,9 @@ class Ipip(BaseDatapath):
         else:
             route = RouteSpec(peer.subnet, None, ipip_tun.DEVICE)
         return PeerObjects(routes=[route])
+
+    def tunnels(self) -> list[Tunnel]:
+        return [Tunnel("ipip")]  # kernel tunl0 and the userspace raw socket alike
 
     def peers_changed(self, peers: list[Peer]) -> None:
         if self.tunnel is not None:

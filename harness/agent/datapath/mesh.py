@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 from pyroute2 import IPRoute
 
 from harness.agent.config import AgentConfig
-from harness.agent.datapath.base import Datapath, Peer, PeerObjects
+from harness.agent.datapath.base import Datapath, Peer, PeerObjects, Tunnel
 from harness.agent.datapath.vxlan import Vxlan
 
 MESH_DEVICE = "vxlan.mesh"
@@ -129,6 +129,10 @@ class MeshLayer:
         self.inner.peers_changed(
             peers if self.encrypted else [p for p in peers if not self._remote(p)]
         )
+
+    def tunnels(self) -> list[Tunnel]:
+        mesh = self.tunnel.tunnels() if self.tunnel is not None else []
+        return self.inner.tunnels() + mesh  # vxlan.mesh: UDP 8473
 
     def close(self) -> None:
         self.inner.close()

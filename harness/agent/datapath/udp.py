@@ -22,7 +22,14 @@ from typing import ClassVar
 
 from harness.agent import netlink as nl
 from harness.agent import tunloop
-from harness.agent.datapath.base import BaseDatapath, Peer, PeerObjects, PodInterface, RouteSpec
+from harness.agent.datapath.base import (
+    BaseDatapath,
+    Peer,
+    PeerObjects,
+    PodInterface,
+    RouteSpec,
+    Tunnel,
+)
 
 log = logging.getLogger("podlab.udp")
 
@@ -75,6 +82,9 @@ class Udp(BaseDatapath):
 
     def peer_objects(self, peer: Peer) -> PeerObjects:
         return PeerObjects(routes=[RouteSpec(peer.subnet, None, self.device)])
+
+    def tunnels(self) -> list[Tunnel]:
+        return [Tunnel("udp", self.port)]
 
     def peers_changed(self, peers: list[Peer]) -> None:
         # Swapped whole, never mutated: the forwarding thread reads without a lock.

@@ -29,6 +29,7 @@ from harness.agent.datapath.base import (
     PeerObjects,
     PodInterface,
     RouteSpec,
+    Tunnel,
 )
 
 
@@ -54,6 +55,9 @@ class Vxlan(BaseDatapath):
 
     def devices(self) -> list[str]:
         return [self.device]
+
+    def tunnels(self) -> list[Tunnel]:
+        return [Tunnel("udp", self.port)]
 
     def setup(self, subnet: ipaddress.IPv4Network) -> None:
         under = nl.ifindex(self.ipr, self.cfg.underlay_interface)
