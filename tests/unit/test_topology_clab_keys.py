@@ -83,4 +83,3 @@ def test_shipped_examples_have_no_unknown_keys() -> None:
         c = Collector(str(path))
         clab.check(data, c, lines)
         assert not c.problems, [str(p) for p in c.problems]
-
