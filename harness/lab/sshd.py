@@ -85,6 +85,14 @@ def start_all(
 
 
 def _spawn(holder: int, procs: Path | None, argv: list[str]) -> int:
+    """Fork a child that enters the node and runs ``argv`` as a process OF the node.
+
+    setns(2) puts only later children in the node's PID namespace, so the child
+    forks once more and waits: sshd then starts inside the node, and the daemon it
+    forks is re-parented to the node's PID 1 (which reaps it), not to the host's
+    init. A process whose parent is outside would leave the node's PID namespace
+    waiting on the host's init at ``down`` (seconds here).
+    """
     child = os.fork()
     if child == 0:  # pragma: no cover - forked child
         try:
@@ -94,7 +102,11 @@ def _spawn(holder: int, procs: Path | None, argv: list[str]) -> int:
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
             os.closerange(3, 65536)
-            os.execv(argv[0], argv)
+            inner = os.fork()
+            if inner == 0:
+                os.execv(argv[0], argv)
+            _, status = os.waitpid(inner, 0)
+            os._exit(os.waitstatus_to_exitcode(status))
         finally:
             os._exit(127)
     return child

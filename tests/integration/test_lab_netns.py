@@ -150,6 +150,9 @@ def test_each_node_has_its_own_pid_namespace(labs: list[str]) -> None:
         assert Path(f"/proc/{node.sshd_pid}/comm").read_text().strip() == "sshd"
         node_pid = int(in_node(plan.name, name, "cat", "/run/podlab/sshd.pid"))
         assert sysns.ns_pids(node.sshd_pid or 0)[-1] == node_pid != node.sshd_pid
+        # sshd is the node's own child: PID 1 reaps it, the host's init never waits on it
+        ppid = in_node(plan.name, name, "ps", "-o", "ppid=", "-p", str(node_pid)).strip()
+        assert ppid == "1", f"{name}: sshd's parent is {ppid}, not the node's PID 1"
 
 
 def test_routed_lab_forwarding_routes_mtu(labs: list[str]) -> None:
