@@ -66,6 +66,9 @@ class AgentConfig(BaseModel):
     resync_s: float = Field(10.0, gt=0)  # periodic full reconcile (re-adds deleted objects)
     node_grace_s: float = Field(40.0, gt=0)  # a silent node's pods leave service endpoints
     allow_root_netns: bool = False  # refuse to program the host's own namespace unless set
+    # BIRD's control socket: BIRD's own default, so `birdc` works on a node with no
+    # flags (/run is node-private on netns nodes); tests sharing /run give each agent one
+    bird_socket: Path = Path("/run/bird/bird.ctl")
 
     @field_validator("mesh", mode="before")
     @classmethod

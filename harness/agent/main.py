@@ -186,7 +186,7 @@ class Agent:
         wait_ready(self.store, timeout=60)
         self.lease = leases.acquire(self.store, cfg, self.dp.backend_data())
         if cfg.mode != "bgp":  # a BIRD left by an earlier bgp deploy still announces routes
-            Bird(cfg.run_dir).stop()
+            Bird(cfg.run_dir, sock=cfg.bird_socket).stop()
         self.dp.setup(self.lease.subnet)
         env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
         log.info("subnet %s, wrote %s", self.lease.subnet, env)

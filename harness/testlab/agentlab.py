@@ -160,6 +160,7 @@ class AgentLab:
             "run_dir": str(d / "run"),
             "log_dir": str(d / "log"),
             "netns_dir": str(d / "netns"),
+            "bird_socket": str(d / "run" / "bird.ctl"),  # nodes here share the host's /run
             "lease_ttl_s": 10,
             "resync_s": 2.0,
             **cfg,

@@ -41,7 +41,7 @@ class Bgp(BaseDatapath):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.bird = bird.Bird(self.cfg.run_dir)
+        self.bird = bird.Bird(self.cfg.run_dir, sock=self.cfg.bird_socket)
         self.subnet: ipaddress.IPv4Network | None = None
         self.export_to_kernel = self.cfg.encryption != "wireguard"
 
@@ -70,7 +70,7 @@ class Bgp(BaseDatapath):
 
     def setup(self, subnet: ipaddress.IPv4Network) -> None:
         self.subnet = subnet
-        if self.bird.pid() is not None:
+        if self.bird.pid() is not None and self.bird.sock.exists():
             # An agent restart: BIRD kept its sessions and routes. Rewriting the config
             # now (no peers known yet) would drop every session; the first reconcile
             # rewrites it from the full lease listing instead.
