@@ -134,7 +134,8 @@ def test_deploy_installs_etcd_and_the_agent_as_systemd_units(vmlab: VmLab) -> No
     print(f"\nfirst deploy through systemd: {took:.0f} s")
     for name, node in vmlab.nodes.items():
         units = node.check(["systemctl", "list-units", "--no-legend", "podlab-*"]).stdout
-        assert "podlab-podlab-agent.service" in units and "running" in units, f"{name}: {units}"
+        assert "podlab-agent.service" in units and "running" in units, f"{name}: {units}"
+        assert "podlab-podlab" not in units, f"{name}: doubled unit name in {units}"
     cp = vmlab.nodes["c1-cp"].check(["systemctl", "is-active", "podlab-etcd"]).stdout
     assert cp.strip() == "active"
     labctl.wait_nodes_ready(vmlab.lab, None)
