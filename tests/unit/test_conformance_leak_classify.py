@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from harness.conformance.suites.test_encryption import classify
+from harness.conformance.suites.test_encryption import StrictWindow, classify
+from harness.probes.echo import Attempt, ProbeReport
 
 NODES = {"10.100.0.2", "10.100.0.3"}
 PODS = {"10.244.1.5", "10.244.2.7"}
@@ -35,3 +36,27 @@ def test_bgp_control_traffic_counts_only_where_it_is_not_expected() -> None:
     elsewhere = classify("n1", text, "c", NODES, PODS)
     assert (in_bgp.between_nodes, in_bgp.not_wireguard) == (1, ())
     assert elsewhere.not_wireguard == (BGP,)
+
+
+# -- strict mode: which tries count ---------------------------------------------------
+
+
+def _report(*outcomes: str) -> ProbeReport:
+    return ProbeReport("udp", "10.244.2.7", 8081, tuple(Attempt(o, 1.0) for o in outcomes))
+
+
+def test_a_strict_try_counts_only_while_the_removal_is_seen_before_and_after() -> None:
+    held = StrictWindow(0.0, True, True, 4.0, _report("timeout", "timeout", "timeout"))
+    assert not held.void and held.dropped() == 3
+    # the agent put the peer back during the probe: it proves nothing either way
+    restored = StrictWindow(0.0, True, False, 4.0, _report("timeout", "success", "success"))
+    assert restored.void
+    # back before the probe could start: not probed at all
+    assert StrictWindow(0.0, False, False, 0.0, None).void
+
+
+def test_a_drop_is_a_timeout_or_an_unreachable_never_an_answer_or_a_refusal() -> None:
+    kernel = StrictWindow(0.0, True, True, 4.0, _report("unreachable", "unreachable", "timeout"))
+    assert kernel.dropped() == 3  # kernel WireGuard: ICMP host unreachable, nothing sent
+    leaked = StrictWindow(0.0, True, True, 4.0, _report("timeout", "success", "refused"))
+    assert leaked.dropped() == 1  # an answer and a refusal both reached the other side
