@@ -15,6 +15,12 @@ no key (encryption off there) gets no route at all: its pods are unreachable rat
 than reached in clear, and the problem is reported in the node record.
 Interface: kernel ``wireguard`` where the module exists, else ``wireguard-go``
 (per-node interface names, because its sockets share /var/run/wireguard).
+
+Node-wide objects (``WireGuardLayer.owned``): the interface ``wg-<hash>``, the
+wireguard-go process (pid file, log, control socket). A node that turns
+encryption off removes them at its next start; the private key file stays, so
+turning it on again keeps the node's public key. ``LAYERS`` is the table of
+encryption layers by ``encryption`` setting (one today).
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ from pyroute2 import IPRoute
 
 from harness.agent import wireguard
 from harness.agent.config import AgentConfig
-from harness.agent.datapath.base import Datapath, Peer, PeerObjects, PodInterface, RouteSpec
+from harness.agent.datapath.base import (
+    Daemon,
+    Datapath,
+    Owned,
+    Peer,
+    PeerObjects,
+    PodInterface,
+    RouteSpec,
+)
 
 log = logging.getLogger("podlab.encryption")
 
@@ -41,6 +55,18 @@ class WireGuardLayer:
         self.pod_interface = inner.pod_interface
         self.wg = wireguard.WireGuard(ipr, cfg.node, cfg.state_dir, cfg.run_dir)
         self._public: str | None = None
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        """The interface and, for wireguard-go, its process, log and control socket."""
+        name = wireguard.iface_name(cfg.node)
+        return Owned(
+            links=frozenset({name}),
+            daemons=frozenset({Daemon(cfg.run_dir / wireguard.PIDFILE, "wireguard-go")}),
+            files=frozenset(
+                {wireguard.SOCKET_DIR / f"{name}.sock", cfg.run_dir / wireguard.LOGFILE}
+            ),
+        )
 
     @property
     def public_key(self) -> str:
@@ -112,8 +138,13 @@ class WireGuardLayer:
         self.inner.close()  # the wg interface (and wireguard-go) stay, like other devices
 
 
+#: Encryption layers by the ``encryption`` setting ("none" has no entry).
+LAYERS: dict[str, type[WireGuardLayer]] = {"wireguard": WireGuardLayer}
+
+
 def layer(dp: Datapath, cfg: AgentConfig, ipr: IPRoute) -> Datapath:
     """The datapath the agent runs: ``dp``, with WireGuard on top when configured."""
-    if cfg.encryption == "wireguard":
-        return WireGuardLayer(dp, cfg, ipr)  # type: ignore[return-value]
+    cls = LAYERS.get(cfg.encryption)
+    if cls is not None:
+        return cls(dp, cfg, ipr)  # type: ignore[return-value]
     return dp

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from pyroute2 import IPRoute
 
 from harness.agent import netlink as nl
-from harness.agent.datapath.base import PodInterface
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import Owned, PodInterface
 from harness.agent.routed import RoutedPodNetwork
 
 BRIDGE = "cni0"
@@ -59,8 +60,9 @@ class PodNetwork(Protocol):
         """Node-side pod interfaces that exist now (to find orphans)."""
         ...
 
-    def retire(self) -> None:
-        """Remove this style's node-wide objects: the node now uses another style."""
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        """This style's node-wide objects (not the per-pod veths)."""
         ...
 
 
@@ -106,11 +108,11 @@ class BridgedInterface:
     def detach(self, host_if: str, ip: str) -> None:
         return None  # a bridge port leaves the bridge with its veth
 
-    def retire(self) -> None:
-        # its gateway address and connected route would outlive the mode otherwise
-        idx = nl.ifindex(self.ipr, BRIDGE)
-        if idx is not None and _not_bridge(self.ipr.get_links(idx)[0]) is None:
-            self.ipr.link("del", index=idx)
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        # with it go its gateway address and connected route, which a routed mode
+        # must not keep (they would answer for the pod subnet on the node)
+        return Owned(links=frozenset({BRIDGE}))
 
     def ports(self) -> list[str]:
         bridge = nl.ifindex(self.ipr, BRIDGE)

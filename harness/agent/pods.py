@@ -154,9 +154,8 @@ class PodManager:
         self._ok: dict[tuple[str, str], str] = {}  # pods verified since the last full pass
 
     def prepare(self) -> None:
-        for style in POD_INTERFACES.values():  # left by a mode of the other family
-            if not isinstance(self.iface, style):
-                style(self.ipr).retire()  # type: ignore[call-arg]
+        # The other style's node-wide objects (cni0) went at start-up (retire.py);
+        # each pod is re-plumbed in this style by _ensure.
         self.iface.prepare(self.gateway, self.mtu)
         for d in (self.state_dir, self.log_dir, self.cfg.netns_dir):
             d.mkdir(parents=True, exist_ok=True)

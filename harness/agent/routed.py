@@ -28,6 +28,8 @@ import logging
 from pyroute2 import IPRoute
 
 from harness.agent import netlink as nl
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import NOTHING, Owned
 
 log = logging.getLogger("podlab.routed")
 
@@ -132,5 +134,6 @@ class RoutedPodNetwork:
         names = (str(nl.attr(m, "IFLA_IFNAME", "")) for m in self.ipr.get_links())
         return [n for n in names if n.startswith("cali")]
 
-    def retire(self) -> None:
-        return None  # nothing node-wide; each cali* veth is re-plumbed with its pod
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        return NOTHING  # nothing node-wide; each cali* veth is re-plumbed with its pod
