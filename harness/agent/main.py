@@ -36,18 +36,9 @@ from harness.agent.datapath.base import Peer
 from harness.agent.pods import PodManager, PodSpec, PodState, now_rfc3339, status_json
 from harness.agent.reconcile import Reconciler
 from harness.agent.services import ServicesConfig, ServicesController
-from harness.agent.store import (
-    KV,
-    Event,
-    Store,
-    StoreError,
-    cluster_prefix,
-    node_key,
-    pod_key,
-    podstatus_key,
-    wait_ready,
-)
 from harness.errors import ToolError
+from harness.store import KV, Event, Store, StoreError, wait_ready
+from harness.store.keys import cluster_prefix, node_key, pod_key, podstatus_key
 
 log = logging.getLogger("podlab.agent")
 

@@ -40,7 +40,8 @@ from harness.agent.proxy import conntrack
 from harness.agent.proxy.base import ServiceProxy, local_service_route
 from harness.agent.proxy.model import ServicePort, endpoints_for
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
-from harness.agent.store import KV, Event, Store, cluster_prefix
+from harness.store import KV, Event, Store
+from harness.store.keys import cluster_prefix
 
 log = logging.getLogger("podlab.services")
 KINDS = ("services", "pods", "podstatus", "policies", "namespaces")
