@@ -10,21 +10,18 @@ pid files the agent keeps in each node's run dir.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from pyroute2 import IPRoute
 
-from harness.agent import bird, routed, wireguard
+from harness.agent import bird, routed
 from harness.agent.podnet import BridgedInterface
 from harness.testlab.agentlab import AgentLab, Node
 from harness.testlab.calnet import ip_packets
@@ -38,20 +35,6 @@ MTU = {"bgp": 1500, "ipip": 1480, "calico-vxlan": 1450, "cross-subnet": 1450}
 WG_MTU = {"host-gw": 1420, "vxlan": 1420, "bgp": 1440}  # Flannel −80, Calico −60
 MARKER = "c0ffee5ec7e7"  # hex pattern ping puts in every echo payload
 MARKER_BYTES = bytes.fromhex(MARKER)
-
-
-def _stop_pidfile(pidfile: Path) -> None:
-    """SIGTERM the daemon a pid file names (so wireguard-go removes its socket), then KILL."""
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -70,11 +53,7 @@ def calico_lab(agent_lab) -> Iterator[Callable[..., AgentLab]]:
         for lab in labs:
             for node in lab.nodes:
                 lab.stop_agent(node, signal.SIGKILL)
-                for f in ("bird.pid", "wireguard-go.pid"):
-                    _stop_pidfile(node.dir / "run" / f)
-                if (node.dir / "run" / "wireguard-go.pid").exists():
-                    sock = wireguard.SOCKET_DIR / f"{wireguard.iface_name(node.name)}.sock"
-                    sock.unlink(missing_ok=True)
+                lab.stop_daemons(node)
 
 
 def _set_cfg(node: Node, **cfg: Any) -> None:
