@@ -14,7 +14,9 @@ the agent's periodic resync must put the peer back; the time until pods talk
 again is recorded. The agent may put the peer back at any moment (its resync),
 so the check never trusts timing: it looks at the device before and after the
 probe and judges only a probe that ran while the removal was seen in effect
-(``StrictWindow``); recovery is timed from the restore it observed.
+(``StrictWindow``); recovery is timed from the restore it observed. It first
+removes the peer once and waits for the restore, so the judged try starts a
+whole resync period before the next one (a voided try is repeated).
 """
 
 from __future__ import annotations
@@ -202,12 +204,9 @@ def _peer_key(lab: Lab, node: str) -> str:
     pytest.fail(f"node {node} publishes no WireguardPublicKey in its node record")
 
 
-def _peers_now(node: Node, iface: str) -> tuple[set[str], float]:
-    """The public keys configured on ``iface`` and the node's clock (epoch s) just after."""
-    script = f"wg show {shlex.quote(iface)} peers && date +%s.%N"
-    res = node.check(["sh", "-c", script], timeout_s=10)
-    *keys, clock = res.stdout.split()
-    return set(keys), float(clock)
+def _peers_now(node: Node, iface: str) -> set[str]:
+    """The public keys configured on ``iface`` now."""
+    return set(node.check(["wg", "show", iface, "peers"], timeout_s=10).stdout.split())
 
 
 @dataclass(frozen=True)
@@ -222,7 +221,7 @@ class StrictWindow:
     resync is a whole period away.
     """
 
-    removed_at: float  # node clock (epoch s) when the removal was seen in effect
+    removed_at: float  # node clock (epoch s) when the removal was made
     absent_before: bool
     absent_after: bool
     held_s: float  # from removed_at to the look after the probe (node clock)
@@ -240,48 +239,71 @@ class StrictWindow:
         return sum(n for kind, n in outcomes.items() if kind in NOT_DELIVERED)
 
 
+def strict_script(iface: str, pub: str, netns: str, probe: list[str]) -> str:
+    """Node-side: remove the peer, look, probe from the pod, look again — one shell, so no
+    round trip to the node widens the window the agent could restore the peer in.
+
+    Prints ``removed <epoch>``, ``before absent|present``, the probe's JSON line and
+    ``after <0|1 present> <epoch>``."""
+    i, k = shlex.quote(iface), shlex.quote(pub)
+    has = f"wg show {i} peers | grep -cxF {k}"
+    return (
+        f"wg set {i} peer {k} remove && echo removed $(date +%s.%N) && "
+        f'if [ "$({has})" != 0 ]; then echo before present; exit 0; fi; echo before absent; '
+        f"{shlex.join(['ip', 'netns', 'exec', netns, *probe])}; "
+        f'echo after "$({has})" $(date +%s.%N)'
+    )
+
+
+def parse_strict(text: str) -> StrictWindow:
+    """The ``StrictWindow`` a ``strict_script`` run printed (pure)."""
+    fields = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if ln.strip()}
+    if "removed" not in fields:
+        raise AssertionError(f"could not remove the peer: {text.strip()[-300:]}")
+    removed = float(fields["removed"][0])
+    if fields.get("before") != ["absent"]:
+        return StrictWindow(removed, False, False, 0.0, None)
+    present, at = fields.get("after", ["1", str(removed)])
+    report = echo.parse_probe(text)
+    return StrictWindow(removed, True, present == "0", float(at) - removed, report)
+
+
+def wait_restore_script(iface: str, pub: str, deadline_s: float, then: list[str]) -> str:
+    """Node-side: poll (every 50 ms) until the peer is back, print ``restored <epoch>``,
+    then run ``then`` (the pods' first answer), so neither is timed across ssh."""
+    i, k = shlex.quote(iface), shlex.quote(pub)
+    polls = int(deadline_s / 0.05)
+    return (
+        f"n=0; until wg show {i} peers | grep -qxF {k}; do "
+        f"n=$((n+1)); [ $n -gt {polls} ] && echo restored never && exit 0; sleep 0.05; done; "
+        f"echo restored $(date +%s.%N); {shlex.join(then)}"
+    )
+
+
+def _restore_after(client: Pod, iface: str, pub: str, then: list[str]) -> tuple[float, str]:
+    """Wait on the node for the agent to put the peer back; (restored at, ``then``'s output)."""
+    script = wait_restore_script(iface, pub, RESTORE_S, then)
+    text = output(client.node.run(["sh", "-c", script], timeout_s=RESTORE_S + RECOVER_S + 30))
+    restored = next((ln.split()[1] for ln in text.splitlines() if ln.startswith("restored ")), "")
+    if restored in ("", "never"):
+        pytest.fail(
+            f"{client.node.name}: the agent did not put the peer back within {RESTORE_S:.0f} s"
+        )
+    return float(restored), text
+
+
 def _strict_try(
     client: Pod, server: Pod, iface: str, pub: str, canary: str
 ) -> tuple[list[Wire], StrictWindow]:
-    """Remove the peer, confirm it is gone, probe, confirm it is still gone; all captured."""
-    seen: dict[str, object] = {}
+    """One judged try, captured on both underlays."""
+    probe = echo.probe_command("udp", server.ip, UDP_PORT, count=STRICT_ATTEMPTS, payload=canary,
+                               connect_timeout_s=1.0, budget_s=6.0, wait_s=1.0)  # fmt: skip
+    script = strict_script(iface, pub, client.netns, probe)
 
-    def traffic() -> echo.ProbeReport | None:
-        client.node.check(["wg", "set", iface, "peer", pub, "remove"], timeout_s=10)
-        keys, clock = _peers_now(client.node, iface)
-        seen["removed_at"], seen["before"] = clock, pub not in keys
-        if pub in keys:
-            return None
-        report = _send_canary(client, server, canary, count=STRICT_ATTEMPTS)
-        keys, seen["after_at"] = _peers_now(client.node, iface)
-        seen["after"] = pub not in keys
-        return report
+    def traffic() -> StrictWindow:
+        return parse_strict(output(client.node.run(["sh", "-c", script], timeout_s=30)))
 
-    wires, report = capture_both(client, server, canary, traffic, seconds=STRICT_CAPTURE_S)
-    removed_at = float(seen["removed_at"])  # type: ignore[arg-type]
-    held = float(seen.get("after_at", removed_at)) - removed_at  # type: ignore[arg-type]
-    window = StrictWindow(
-        removed_at, bool(seen["before"]), bool(seen.get("after", False)), held, report
-    )
-    return wires, window
-
-
-def _recovery(client: Pod, server: Pod, iface: str, pub: str) -> tuple[float, float | None]:
-    """Wait for the agent to put the peer back; (restored at, first answer at), node clock.
-
-    The restore is observed on the node (``wg show``) and the pods' first
-    answer is timed from there, so the recovery time does not include how long
-    the agent took to notice (that is ``strict_peer_restored_s``).
-    """
-    deadline = time.monotonic() + RESTORE_S
-    while time.monotonic() < deadline:
-        keys, clock = _peers_now(client.node, iface)
-        if pub in keys:
-            argv = echo.reach_command([(server.ip, TCP_PORT)], deadline_s=RECOVER_S)
-            first = echo.parse_reach(output(client.run(argv, RECOVER_S + 10)))
-            return clock, next(iter(first.values()))
-        time.sleep(0.2)
-    pytest.fail(f"{client.node.name}: the agent did not put the peer back within {RESTORE_S:.0f} s")
+    return capture_both(client, server, canary, traffic, seconds=STRICT_CAPTURE_S)
 
 
 @pytest.mark.scenario(20)
@@ -295,12 +317,16 @@ def test_traffic_to_a_removed_peer_is_dropped_not_sent_in_clear(
     client, server = leak_pods
     iface, pub = iface_name(client.node.name), _peer_key(lab, server.node.name)
     peer = f"{server.node.name}'s peer {pub[:8]}… on {client.node.name} {iface}"
-    assert pub in _peers_now(client.node, iface)[0], f"no {peer} before the test"
+    assert pub in _peers_now(client.node, iface), f"no {peer} before the test"
     before = _send_canary(client, server, "podlab-strict-before", count=1)
     assert before.all_ok, (
         f"negative control: {client} → {server} must be answered before the peer is removed "
         f"({before.describe()}); a drop afterwards would prove nothing"
     )
+    # Find the agent's resync phase: remove once and see the peer come back. The
+    # judged try starts right after, a whole resync period away from the next one.
+    client.node.check(["wg", "set", iface, "peer", pub, "remove"], timeout_s=10)
+    _restore_after(client, iface, pub, ["true"])
     tries: list[StrictWindow] = []
     for _ in range(STRICT_TRIES):
         canary = f"podlab-strict-{uuid.uuid4().hex[:12]}"
@@ -328,9 +354,12 @@ def test_traffic_to_a_removed_peer_is_dropped_not_sent_in_clear(
         f"the probe, {window.held_s:.1f} s): {window.report.describe()}; strict mode must drop "
         "every attempt"
     )
-    restored, answered = _recovery(client, server, iface, pub)
+    reach = ["ip", "netns", "exec", client.netns,
+             *echo.reach_command([(server.ip, TCP_PORT)], deadline_s=RECOVER_S)]  # fmt: skip
+    restored, text = _restore_after(client, iface, pub, reach)
     record("strict_peer_restored_s", restored - window.removed_at, "s")
-    assert answered is not None, (
+    first = next(iter(echo.parse_reach(text).values()))
+    assert first is not None, (
         f"{peer} restored, but {client} still cannot reach {server} {RECOVER_S:.0f} s later"
     )
-    record("strict_pods_talk_again_s", max(0.0, answered - restored), "s")
+    record("strict_pods_talk_again_s", max(0.0, first - restored), "s")
