@@ -111,7 +111,7 @@ def _pid(daemon: Daemon) -> int | None:
         pid = int(daemon.pidfile.read_text().strip())
         with open(f"/proc/{pid}/comm") as f:
             comm = f.read().strip()
-        ours = nl.netns_inode(f"/proc/{pid}/ns/net") == nl.netns_inode("/proc/self/ns/net")
+        ours = nl.netns_inode(f"/proc/{pid}/ns/net") == nl.netns_inode("/proc/thread-self/ns/net")
     except (OSError, ValueError):
         return None
     return pid if comm == daemon.comm and ours and procs.exists(pid) else None
