@@ -10,7 +10,8 @@ the kernel); pod MTU = underlay − 60 whatever the mode.
 
 Keys are made on the node (``wireguard.ensure_private_key``: 0600 file under the
 state dir, never in argv, logs or etcd); the lease and the node record carry only
-``backend.WireguardPublicKey`` and ``backend.WireguardPort``. A peer that publishes
+``backend.WireguardPublicKey``, ``backend.WireguardPort`` and
+``backend.WireguardInterface`` (its name, for tools on the node). A peer that publishes
 no key (encryption off there) gets no route at all: its pods are unreachable rather
 than reached in clear, and the problem is reported in the node record.
 Interface: kernel ``wireguard`` where the module exists, else ``wireguard-go``
@@ -46,6 +47,12 @@ from harness.agent.datapath.base import (
 log = logging.getLogger("podlab.encryption")
 
 
+def interface(cfg: AgentConfig) -> str:
+    """This node's WireGuard interface: agent.yaml's ``wireguard_interface`` or the
+    default per-node name (``wireguard.iface_name``)."""
+    return cfg.wireguard_interface or wireguard.iface_name(cfg.node)
+
+
 class WireGuardLayer:
     """A ``Datapath`` whose inter-node pod traffic goes through this node's wg interface."""
 
@@ -53,13 +60,15 @@ class WireGuardLayer:
         self.inner, self.cfg = inner, cfg
         self.name = inner.name
         self.pod_interface = inner.pod_interface
-        self.wg = wireguard.WireGuard(ipr, cfg.node, cfg.state_dir, cfg.run_dir)
+        self.wg = wireguard.WireGuard(
+            ipr, cfg.node, cfg.state_dir, cfg.run_dir, name=interface(cfg)
+        )
         self._public: str | None = None
 
     @classmethod
     def owned(cls, cfg: AgentConfig) -> Owned:
         """The interface and, for wireguard-go, its process, log and control socket."""
-        name = wireguard.iface_name(cfg.node)
+        name = interface(cfg)
         return Owned(
             links=frozenset({name}),
             daemons=frozenset({Daemon(cfg.run_dir / wireguard.PIDFILE, "wireguard-go")}),
@@ -85,6 +94,7 @@ class WireGuardLayer:
             "Encryption": "wireguard",
             "WireguardPublicKey": self.public_key,
             "WireguardPort": self.wg.port,
+            "WireguardInterface": self.wg.name,
             # kernel or wireguard-go, known once up: the conformance results name the fallback
             **({"WireguardImpl": self.wg.kind} if self.wg.kind else {}),
         }

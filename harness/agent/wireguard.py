@@ -208,9 +208,10 @@ class WireGuard:
         run_dir: Path,
         port: int = DEFAULT_PORT,
         netns: str | None = None,
+        name: str = "",
     ) -> None:
         self.ipr, self.node, self.port, self.netns = ipr, node, port, netns
-        self.name = iface_name(node)
+        self.name = name or iface_name(node)
         self.state_dir, self.run_dir = Path(state_dir), Path(run_dir)
         self.pidfile = self.run_dir / PIDFILE
         self.kind = ""  # "kernel" or "wireguard-go", set by up()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import signal
@@ -167,6 +168,9 @@ class AgentLab:
             "netns_dir": str(d / "netns"),
             "lease_ttl_s": 10,
             "resync_s": 2.0,
+            # wireguard-go's sockets live in the host's /var/run/wireguard, shared by
+            # every lab on the machine: a per-lab name, or two labs' n1 collide
+            "wireguard_interface": "wg-" + hashlib.sha256(str(d).encode()).hexdigest()[:8],
             **cfg,
         }
         d.mkdir(parents=True)
@@ -283,8 +287,9 @@ class AgentLab:
                 while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
                     time.sleep(0.05)
                 os.kill(pid, signal.SIGKILL)
-                if name == "wireguard-go.pid":
-                    (WG_SOCKETS / f"{wg_iface_name(node.name)}.sock").unlink(missing_ok=True)
+                if name == WG_PIDFILE:
+                    iface = node.cfg.get("wireguard_interface") or wg_iface_name(node.name)
+                    (WG_SOCKETS / f"{iface}.sock").unlink(missing_ok=True)
             pidfile.unlink(missing_ok=True)
 
     def replace_node(self, node: Node, **cfg: Any) -> Node:

@@ -196,11 +196,15 @@ def test_no_plaintext_on_the_underlay_when_encrypted(
         )
 
 
-def _peer_key(lab: Lab, node: str) -> str:
+def _wireguard(lab: Lab, node: str) -> tuple[str, str]:
+    """(interface name, public key) a node publishes in its node record."""
+    from harness.agent.wireguard import iface_name  # agents before WireguardInterface
+
     for rec in lab.client().nodes():
         backend = (rec.model_extra or {}).get("backend") or {}
         if rec.name == node and isinstance(backend, dict) and backend.get("WireguardPublicKey"):
-            return str(backend["WireguardPublicKey"])
+            iface = str(backend.get("WireguardInterface") or iface_name(node))
+            return iface, str(backend["WireguardPublicKey"])
     pytest.fail(f"node {node} publishes no WireguardPublicKey in its node record")
 
 
@@ -312,10 +316,8 @@ def test_traffic_to_a_removed_peer_is_dropped_not_sent_in_clear(
 ) -> None:
     if ModeSpec.parse(mode).encryption == "none":
         pytest.skip(f"{mode}: no encryption, so no peer keys to remove (runs in MODE+wireguard)")
-    from harness.agent.wireguard import iface_name
-
     client, server = leak_pods
-    iface, pub = iface_name(client.node.name), _peer_key(lab, server.node.name)
+    iface, pub = _wireguard(lab, client.node.name)[0], _wireguard(lab, server.node.name)[1]
     peer = f"{server.node.name}'s peer {pub[:8]}… on {client.node.name} {iface}"
     assert pub in _peers_now(client.node, iface), f"no {peer} before the test"
     before = _send_canary(client, server, "podlab-strict-before", count=1)
