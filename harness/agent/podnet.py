@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import socket
+import struct
+from functools import partial
 from typing import Any, Protocol
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, netns
 
 from harness.agent import netlink as nl
 from harness.agent.config import AgentConfig
@@ -54,6 +57,11 @@ class PodNetwork(Protocol):
 
     def detach(self, host_if: str, ip: str) -> None:
         """Undo node-side state that does not vanish with the veth (before it is deleted)."""
+        ...
+
+    def announce(self, netns_path: str, ip: str) -> None:
+        """After a pod is (re-)plumbed and attached: make neighbours forget a MAC its
+        address had before (a deleted pod's), where the style keeps such entries."""
         ...
 
     def ports(self) -> list[str]:
@@ -108,6 +116,20 @@ class BridgedInterface:
     def detach(self, host_if: str, ip: str) -> None:
         return None  # a bridge port leaves the bridge with its veth
 
+    def announce(self, netns_path: str, ip: str) -> None:
+        """A new pod often gets the address of a pod just deleted (the lowest free one),
+        and neighbour entries on ``cni0`` outlive that pod's veth: the node's entry
+        for the address still names the old MAC, REACHABLE for up to ~45 s, then a
+        few seconds of failing unicast probes (measured: 22 s before the node reached
+        a new pod). Everything routed to the pod through the node, readiness probes
+        included, is lost meanwhile. So the node's entry is deleted, and the pod sends
+        one gratuitous ARP, which also corrects the other pods on the bridge (the CNI
+        bridge plugin announces new addresses the same way)."""
+        bridge = nl.ifindex(self.ipr, BRIDGE)
+        if bridge is not None:
+            nl.ignore_missing(partial(self.ipr.neigh, "del", dst=ip, ifindex=bridge))
+        gratuitous_arp(netns_path, "eth0", ip)
+
     @classmethod
     def owned(cls, cfg: AgentConfig) -> Owned:
         # with it go its gateway address and connected route, which a routed mode
@@ -124,6 +146,30 @@ class BridgedInterface:
             if nl.attr(m, "IFLA_MASTER") == bridge
             and str(nl.attr(m, "IFLA_IFNAME", "")).startswith("veth")
         ]
+
+
+ETH_P_ARP = 0x0806
+
+
+def garp_frame(mac: str, ip: str) -> bytes:
+    """A broadcast gratuitous ARP request: who-has ``ip`` tell ``ip`` at ``mac`` (pure)."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    addr = ipaddress.IPv4Address(ip).packed
+    eth = b"\xff" * 6 + hw + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + addr + b"\x00" * 6 + addr
+    return eth + arp
+
+
+def gratuitous_arp(netns_path: str, ifname: str, ip: str) -> None:
+    """Send one gratuitous ARP from ``ifname`` inside the pod's network namespace."""
+    with IPRoute(netns=netns_path) as pod:
+        mac = str(nl.attr(pod.get_links(pod.link_lookup(ifname=ifname)[0])[0], "IFLA_ADDRESS"))
+    sock = netns.create_socket(
+        netns_path, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP), flags=0
+    )
+    with sock:
+        sock.bind((ifname, ETH_P_ARP))
+        sock.send(garp_frame(mac, ip))
 
 
 def _not_bridge(msg: Any) -> str | None:

@@ -253,6 +253,7 @@ class PodManager:
             )  # fmt: skip
             nl.ignore_missing(partial(self.ipr.link, "del", ifname=st.host_if))
             st.host_if = wanted
+        plumbed = False
         if fresh or restyle or nl.ifindex(self.ipr, st.host_if) is None:
             if not (fresh or restyle):
                 log.warning(
@@ -261,9 +262,13 @@ class PodManager:
             self._plumb(path, st)
             st.network_ready_time = now_rfc3339()
             self.save(st)
+            plumbed = True
         elif st.mtu != self.mtu:  # same family, new overhead (e.g. host-gw -> vxlan)
             self._set_mtu(path, st)
         self.iface.attach(st.host_if, st.ip)
+        if plumbed:
+            # its address may be one a deleted pod had: tell the neighbours its MAC
+            self.iface.announce(path, st.ip)
         self._process(spec, st, path)
 
     def _set_mtu(self, path: str, st: PodState) -> None:

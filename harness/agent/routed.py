@@ -130,6 +130,12 @@ class RoutedPodNetwork:
     def detach(self, host_if: str, ip: str) -> None:
         self.node_side.detach(ipaddress.IPv4Address(ip))
 
+    def announce(self, netns_path: str, ip: str) -> None:
+        # Nothing outlives a routed pod: the node reaches it through its own cali*
+        # veth (neighbour entries die with the old one) and other pods through the
+        # node (their 169.254.1.1 neighbour is permanent).
+        return None
+
     def ports(self) -> list[str]:
         names = (str(nl.attr(m, "IFLA_IFNAME", "")) for m in self.ipr.get_links())
         return [n for n in names if n.startswith("cali")]
