@@ -84,7 +84,13 @@ class BridgedInterface:
         return "veth" + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
 
     def prepare(self, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
-        idx = nl.ensure_link(self.ipr, BRIDGE, {"kind": "bridge"}, _not_bridge)
+        # A bridge without a MAC of its own takes its ports' lowest one and changes it
+        # as pods come and go; the pods' cached gateway MAC then leads nowhere once the
+        # pod whose veth lent it is gone. A fixed MAC (per gateway address) never moves.
+        mac = nl.stable_mac(f"{BRIDGE}/{gateway}")
+        idx = nl.ensure_link(self.ipr, BRIDGE, {"kind": "bridge", "address": mac}, _not_bridge)
+        if str(nl.attr(self.ipr.get_links(idx)[0], "IFLA_ADDRESS")) != mac:
+            self.ipr.link("set", index=idx, address=mac)
         nl.ensure_addr(self.ipr, idx, gateway)
         nl.ensure_up(self.ipr, idx, mtu)
 
