@@ -239,6 +239,8 @@ class Store:
             return
         body = {"name": self._user, "password": self._password or ""}
         client = self._client
+        # a token from before an etcd restart is refused even by /auth/authenticate
+        client.session.headers.pop("Authorization", None)
         try:
             token = client.post(client.get_url("/auth/authenticate"), json=body).get("token", "")
         except gwexc.Etcd3Exception as exc:

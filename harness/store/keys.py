@@ -81,3 +81,10 @@ def nodeports_prefix(cluster: str) -> str:
 def nodeport_key(cluster: str, port: int, protocol: str) -> str:
     """The allocation index of one node port: ``nodeports/<port>-<tcp|udp|sctp>``."""
     return f"{nodeports_prefix(cluster)}{port}-{protocol.lower()}"
+
+
+def mesh_prefix(cluster: str) -> str:
+    """``/podlab/v1/<cluster>/mesh/``: the mesh syncer's mirror of the other clusters of
+    the cluster's mesh (``mesh/<peer>/<peer's relative key>``, ``mesh/<peer>/status``;
+    harness/mesh/keys.py has the rest of that layout)."""
+    return f"{ROOT}/{cluster}/mesh/"
