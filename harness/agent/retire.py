@@ -8,8 +8,9 @@ gateway address — must go, or the node is not the node a fresh agent in the ne
 mode would make (Flannel → Calico migrations trip over a stale ``flannel.1``).
 
 Nothing here knows a mode. Each part declares what it owns (``owned(cfg)`` on
-every mode of ``DATAPATHS``, every layer of ``LAYERS``, every pod interface
-style of ``POD_INTERFACES``); ``leftovers`` is what any part declares minus what
+every mode of ``DATAPATHS``, every layer of ``LAYERS``, the mesh layer (its
+``vxlan.mesh``, used only while ``mesh.uses_tunnel``), every pod interface style
+of ``POD_INTERFACES``); ``leftovers`` is what any part declares minus what
 the configured parts declare, and ``retire`` removes it with the same mechanics
 for every kind of object:
 
@@ -42,6 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from harness.agent import netlink as nl
 from harness.agent import procs
 from harness.agent.config import AgentConfig
+from harness.agent.datapath import mesh
 from harness.agent.datapath.base import NOTHING, Daemon, Owned
 from harness.agent.datapath.registry import DATAPATHS
 from harness.agent.encryption import LAYERS
@@ -57,13 +59,14 @@ def _union(parts: Iterable[Owned]) -> Owned:
 
 
 def owned_by(cfg: AgentConfig) -> Owned:
-    """What the configured mode, encryption and pod interface style own on this node."""
+    """What the configured mode, encryption, mesh and pod interface style own here."""
     mode = DATAPATHS[cfg.mode]
     layer = LAYERS.get(cfg.encryption)
     return (
         mode.owned(cfg)
         | POD_INTERFACES[mode.pod_interface].owned(cfg)
         | (layer.owned(cfg) if layer is not None else NOTHING)
+        | (mesh.MeshLayer.owned(cfg) if mesh.uses_tunnel(cfg) else NOTHING)
     )
 
 
@@ -72,6 +75,7 @@ def owned_by_any(cfg: AgentConfig) -> Owned:
     return _union(
         [m.owned(cfg) for m in DATAPATHS.values()]
         + [layer.owned(cfg) for layer in LAYERS.values()]
+        + [mesh.MeshLayer.owned(cfg)]
         + [style.owned(cfg) for style in POD_INTERFACES.values()]
     )
 

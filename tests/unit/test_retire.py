@@ -12,10 +12,10 @@ from harness.agent.datapath.registry import DATAPATHS
 from harness.agent.wireguard import iface_name
 
 
-def cfg(mode: str, encryption: str = "none") -> AgentConfig:
+def cfg(mode: str, encryption: str = "none", mesh: str | None = None) -> AgentConfig:
     return AgentConfig(
         node="n1", cluster="c1", etcd_endpoints=["http://127.0.0.1:2379"],
-        pod_cidr="10.244.0.0/16", mode=mode, encryption=encryption,
+        pod_cidr="10.244.0.0/16", mode=mode, encryption=encryption, mesh=mesh,
         underlay_interface="eth1", underlay_address="10.0.0.1", run_dir=Path("/run/p"),
     )  # fmt: skip
 
@@ -47,3 +47,9 @@ def test_turning_wireguard_off_removes_its_interface_daemon_and_socket() -> None
     assert wg.links == {iface_name("n1")} and {d.comm for d in wg.daemons} == {"wireguard-go"}
     assert wg.links <= off.links and wg.daemons <= off.daemons and wg.files <= off.files
     assert "flannel.1" in on.links and "cni0" in on.links
+
+
+def test_the_mesh_tunnel_stays_only_while_the_mesh_routes_through_it() -> None:
+    assert "vxlan.mesh" in retire.owned_by(cfg("vxlan", mesh="m1")).links
+    for gone in (cfg("vxlan"), cfg("vxlan", "wireguard", "m1"), cfg("bgp", mesh="m1")):
+        assert "vxlan.mesh" in retire.leftovers(gone).links, gone
