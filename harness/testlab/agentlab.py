@@ -130,6 +130,11 @@ class AgentLab:
             ipr.link("set", index=br1, state="up")
         run(["nsenter", f"--net=/run/netns/{self.fab}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])
 
+    @staticmethod
+    def _port(i: int) -> str:
+        """Node ``n<i>``'s veth end in the fabric namespace."""
+        return f"p{i}-{os.getpid() % 100000}"
+
     def add_node(self, i: int, segment: str = "fabric", **cfg: Any) -> Node:
         """Node ``n<i>`` on segment "fabric" (br0, 10.199.0.i) or "edge" (br1,
         10.198.0.i, reaching the fabric through the router namespace)."""
@@ -137,7 +142,7 @@ class AgentLab:
         name, ns = f"n{i}", f"{self.tag}-n{i}"
         ip = f"{EDGE}.{i}" if edge else f"{NET}.{i}"
         self._netns(ns)
-        port = f"p{i}-{os.getpid() % 100000}"
+        port = self._port(i)
         with IPRoute(netns=self.fab) as fab:
             fab.link("add", ifname=port, kind="veth", peer={"ifname": "eth1", "net_ns_fd": ns})
             idx = fab.link_lookup(ifname=port)[0]
@@ -299,6 +304,11 @@ class AgentLab:
         self.stop_agent(node, signal.SIGKILL)
         self.stop_daemons(node)
         self._remove_pods(node)
+        # a removed namespace is torn down later by the kernel (and its veth with it):
+        # delete the pair now, or the new node's port name is still taken
+        with IPRoute(netns=self.fab) as fab:
+            for idx in fab.link_lookup(ifname=self._port(int(node.name[1:]))):
+                fab.link("del", index=idx)
         netns.remove(node.ns)
         self._made_ns.remove(node.ns)
         run(["umount", "-R", "-l", str(node.dir)], check=False)
