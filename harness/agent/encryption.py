@@ -61,8 +61,9 @@ class WireGuardLayer:
         self.name = inner.name
         self.pod_interface = inner.pod_interface
         self.wg = wireguard.WireGuard(
-            ipr, cfg.node, cfg.state_dir, cfg.run_dir, name=interface(cfg)
-        )
+            ipr, cfg.node, cfg.state_dir, cfg.run_dir,
+            force_userspace=cfg.wireguard_impl == "wireguard-go", name=interface(cfg),
+        )  # fmt: skip
         self._public: str | None = None
 
     @classmethod

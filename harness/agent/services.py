@@ -62,6 +62,7 @@ class ServicesConfig:
     resync_s: float = 60.0
     netns: str | None = None  # None: the namespace the agent runs in
     node_grace_s: float = 40.0  # a silent node's pods stop being endpoints (node-monitor-grace)
+    ipvs_scheduler: str = "rr"  # proxy mode ipvs: the IPVS scheduler of every virtual server
 
 
 class NodeLiveness:
@@ -213,7 +214,7 @@ class ServicesController:
         self._gone: dict[conntrack.Target, float] = {}  # endpoints removed, and when
         self.liveness = NodeLiveness(cfg.node_grace_s)
         self.clock: Callable[[], float] = time.monotonic  # tests substitute theirs
-        opts = ProxyOptions(cfg.service_cidr, cfg.cluster_cidr, cfg.netns)
+        opts = ProxyOptions(cfg.service_cidr, cfg.cluster_cidr, cfg.netns, cfg.ipvs_scheduler)
         self.proxy: ServiceProxy = make_proxy(cfg.proxy_mode, opts)
         self.policy = policy.PolicyEnforcer(cfg.netns)
         self.dns: DnsServer | None = None

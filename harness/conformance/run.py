@@ -67,7 +67,7 @@ class Run:
                 run_id=self.run_id,
                 topology=self.topology_name,
                 modes=tuple(self.options.modes) or ((str(self.current),) if self.current else ()),
-                environment=env.capture(),
+                environment=env.capture(lab=self.options.lab or self.topology_name),
                 started_at=self.started,
             )
             self.writer = ResultsWriter(self.results_path(), meta)
