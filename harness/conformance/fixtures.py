@@ -64,11 +64,14 @@ def lab(request: pytest.FixtureRequest, podlab_run: Run) -> Iterator[Lab]:
         else:
             assert opts.topology is not None  # the plugin refuses to start without one
             say(request.config, f"bringing up {opts.topology}")
+            started = time.monotonic()
             the_lab = labctl.bring_up(opts.topology)
+            podlab_run.get_writer().timing("lab up", time.monotonic() - started)
             built = the_lab if the_lab.built else None
             first = ModeSpec.parse(opts.modes[0]) if opts.modes else None
             say(request.config, f"deploying lab {the_lab.name}" + (f" ({first})" if first else ""))
             seconds = labctl.deploy(the_lab, first)
+            podlab_run.get_writer().timing("deploy", seconds, str(first or ""))
             say(request.config, f"lab {the_lab.name} deployed in {seconds:.0f} s")
         if not the_lab.endpoints:
             pytest.fail(f"lab {the_lab.name} has no deployed cluster (run `podlab deploy`)")
@@ -84,7 +87,9 @@ def _tear_down_and_check(run: Run, the_lab: Lab) -> None:
     """Take the lab we built down, then record whether anything of it is left (scenario 30)."""
     from harness.conformance import hygiene
 
+    started = time.monotonic()
     labctl.tear_down(the_lab)
+    run.get_writer().timing("tear down", time.monotonic() - started)
     time.sleep(1.0)  # ssh masters and sessions notice their sshd is gone
     left = hygiene.leftovers(the_lab.name, the_lab.lab_dir)
     mode = str(run.current) if run.current else "none"
@@ -98,18 +103,23 @@ def mode(
 ) -> Iterator[str]:
     """The matrix entry under test; the lab is re-deployed when the matrix moves to it."""
     spec = ModeSpec.parse(request.param)
+    writer = podlab_run.get_writer()
     if lab.deployed.get(lab.first_cluster) != spec and labctl.current_mode(lab) != spec:
         say(request.config, f"re-deploying lab {lab.name} with mode {spec}")
         seconds = labctl.deploy(lab, spec)
+        writer.timing("deploy", seconds, str(spec))
         say(request.config, f"lab {lab.name} runs {spec} (deploy {seconds:.0f} s)")
+    started = time.monotonic()
     labctl.wait_nodes_ready(lab, spec)
     labctl.wait_pod_routes(lab, nodes)
+    writer.timing("ready", time.monotonic() - started, str(spec))  # agents Ready, routes in
     podlab_run.mode_started(spec)
     for name in dict.fromkeys(labctl.fallbacks(lab) + fallbacks.from_records(lab)):
         podlab_run.get_writer().note_fallback(name)
         say(request.config, f"{spec}: the agents use the {name} fallback")
     yield str(spec)
     podlab_run.mode_finished()
+    writer.timing("mode", podlab_run.mode_seconds.get(str(spec), 0.0), str(spec))
 
 
 @pytest.fixture(scope="session")

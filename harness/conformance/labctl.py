@@ -19,32 +19,13 @@ from harness.api.client import ApiClient
 from harness.api.kv import KV
 from harness.api.schedule import is_ready
 from harness.api.target import cluster_endpoints
+from harness.conformance.modes import ModeSpec
 from harness.errors import LabError, UserError
 from harness.inventory import inventory_path, project_home
 from harness.plan.build import load_plan
-from harness.plan.model import ENCRYPTIONS, MODES, LabPlan, NodePlan
+from harness.plan.model import LabPlan, NodePlan
 
 NODE_WAIT_S = 120.0
-
-
-@dataclass(frozen=True)
-class ModeSpec:
-    """A matrix entry: a datapath mode, optionally with encryption ("vxlan+wireguard")."""
-
-    mode: str
-    encryption: str = "none"
-
-    @classmethod
-    def parse(cls, text: str) -> ModeSpec:
-        mode, _, enc = text.partition("+")
-        if mode not in MODES:
-            raise UserError(f"--mode {text!r}: unknown mode {mode!r} (modes: {', '.join(MODES)})")
-        if enc and enc not in ENCRYPTIONS:
-            raise UserError(f"--mode {text!r}: unknown encryption {enc!r} (use MODE+wireguard)")
-        return cls(mode, enc or "none")
-
-    def __str__(self) -> str:
-        return self.mode if self.encryption == "none" else f"{self.mode}+{self.encryption}"
 
 
 @dataclass

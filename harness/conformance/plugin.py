@@ -1,24 +1,28 @@
 """podlab's pytest plugin (entry point ``pytest11: podlab``): options, mode matrix, results.
 
 Options: ``--lab NAME`` (test a lab that is up), ``--topology FILE`` (build,
-deploy, test and remove one), ``--mode MODE`` (repeatable: the matrix; default
-the lab's own mode; ``MODE+wireguard`` adds encryption), ``--results DIR``,
-``--keep-lab``, ``--thorough``. Every test marked ``@pytest.mark.scenario(N)``
-becomes a check in the results file (scenario, mode, outcome, the assertion's
-message); ``record`` adds measurements. The plugin is inert in sessions that
-collect no such test, so podlab's own test run is unaffected by it.
+deploy, test and remove one), ``--matrix default|full`` and ``--mode MODE``
+(repeatable: the matrix's entries; without either, the lab's own mode;
+``MODE+wireguard`` adds encryption), ``--results DIR``, ``--keep-lab``,
+``--thorough``. Every test marked ``@pytest.mark.scenario(N)`` becomes a check in
+the results file (scenario, mode, outcome, the assertion's message, the time it
+took); ``record`` adds measurements. Before anything runs, each such test is
+decided per matrix entry from the catalogue (catalogue.py, matrix.py): run, or
+recorded as "not applicable" or "not selected" with the reason and not run at all.
+The plugin is inert in sessions that collect no such test, so podlab's own test
+run is unaffected by it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.conformance import fixtures
+from harness.conformance import coverage, fixtures
+from harness.conformance.catalogue import NOT_APPLICABLE, LabShape
 from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin provides)
     RUN_KEY,
     get_run,
@@ -31,13 +35,14 @@ from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin 
     record,
     thorough,
 )
-from harness.conformance.labctl import ModeSpec
+from harness.conformance.matrix import POLICIES, Matrix, preset
+from harness.conformance.modes import ModeSpec
 from harness.conformance.run import Options, Run
 from harness.errors import PodlabError
-from harness.plan.model import CALICO_MODES
 from harness.results.model import Outcome
 
-_DURATION = pytest.StashKey[float]()
+_SPENT = pytest.StashKey[float]()  # seconds a test took so far (setup, call)
+_OUTCOME = pytest.StashKey[tuple[Outcome, str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,6 +53,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--mode", action="append", default=[], metavar="MODE", dest="podlab_modes",
                 help="datapath mode to test (repeatable: the matrix; MODE+wireguard "
                 "encrypts); the lab is re-deployed per mode")  # fmt: skip
+    g.addoption("--matrix", choices=POLICIES, default=None,
+                help="default: every mode, light checks everywhere and heavy ones once per "
+                "mode family; full: every mode with and without WireGuard, every check in "
+                "every mode (with --mode: that policy over the modes given)")  # fmt: skip
     g.addoption("--results", metavar="DIR", type=Path, help="write results JSON here")
     g.addoption("--keep-lab", action="store_true", help="leave a lab built by --topology up")
     g.addoption("--thorough", action="store_true",
@@ -62,16 +71,21 @@ def pytest_configure(config: pytest.Config) -> None:
         lab=config.getoption("--lab"),
         topology=config.getoption("--topology"),
         modes=tuple(config.getoption("podlab_modes") or ()),
+        matrix=config.getoption("--matrix"),
         results=config.getoption("--results"),
         keep_lab=bool(config.getoption("--keep-lab")),
         thorough=bool(config.getoption("--thorough")),
     )
-    for text in opts.modes:
-        try:
+    run = Run(opts)
+    try:
+        for text in opts.modes:
             ModeSpec.parse(text)
-        except PodlabError as exc:
-            raise pytest.UsageError(str(exc)) from exc
-    config.stash[RUN_KEY] = Run(opts)
+        if opts.matrix or len(opts.modes) > 1:
+            run.matrix = preset(opts.matrix or "default", opts.modes)
+            run.options.modes = run.matrix.modes
+    except PodlabError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[RUN_KEY] = run
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -88,8 +102,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if "mode" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
             return
     run = get_run(metafunc.config)
-    modes = list(run.options.modes) or [_default_mode(run)]
-    metafunc.parametrize("mode", modes, indirect=True, scope="session")
+    if run.matrix is None:
+        modes = list(run.options.modes) or [_default_mode(run)]
+        if modes == [NO_LAB]:  # refused with a usage error once collection is done
+            metafunc.parametrize("mode", modes, indirect=True, scope="session")
+            return
+        run.matrix = Matrix("custom", "default", tuple(ModeSpec.parse(m) for m in modes))
+    metafunc.parametrize("mode", list(run.matrix.modes), indirect=True, scope="session")
 
 
 def _ours(holder: Any, name: str) -> bool:
@@ -118,7 +137,10 @@ def _default_mode(run: Run) -> str:
             return str(ModeSpec(cluster.mode, cluster.encryption))
     except PodlabError as exc:
         raise pytest.UsageError(f"podlab: {exc}") from exc
-    return "lab-default"
+    return NO_LAB
+
+
+NO_LAB = "lab-default"
 
 
 # Suites run in this order within each mode: traffic first, then SLOs, then hygiene
@@ -127,47 +149,6 @@ MODULE_ORDER = {
     "test_connectivity": 0, "test_mtu": 1, "test_latency": 2, "test_throughput": 3,
     "test_slo": 4, "test_hygiene": 8, "test_faults": 9, "test_bgp": 9, "test_modeswitch": 10,
 }  # fmt: skip
-# The expensive checks (the 50-pod SLO, node leave/join, faults, the mode switch,
-# 4-stream throughput) say little more per mode than once: in a matrix of several
-# modes they run for the first mode only unless --thorough (see docs/conformance.md).
-FIRST_MODE_ONLY = {  # suite module -> part of the test id that marks it ("" = every test)
-    "test_slo": "", "test_faults": "", "test_modeswitch": "", "test_throughput": "tcp-4",
-    "test_services": "", "test_dns": "",  # kube-proxy and DNS do not depend on the datapath
-}  # fmt: skip
-# Policy is enforced at the pod interface, whose style (bridged cni0 or routed cali*)
-# belongs to the mode family: it runs for the first mode of each family.
-FIRST_OF_FAMILY = {"test_policy": ""}
-
-
-def _family(matrix_mode: str) -> str:
-    return "calico" if matrix_mode.split("+", 1)[0] in CALICO_MODES else "flannel"
-
-
-def _first_mode_only(run: Run, items: list[pytest.Item]) -> None:
-    """Skip the FIRST_MODE_ONLY tests for every mode but the matrix's first (not --thorough)."""
-    modes = list(run.options.modes)
-    if run.options.thorough or len(modes) < 2:
-        return
-    reason = (f"heavy check: runs for the matrix's first mode ({modes[0]}) only; "
-              "--thorough runs it for every mode")  # fmt: skip
-    family_first = {_family(m): m for m in reversed(modes)}
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        this = callspec.params.get("mode") if callspec is not None else None
-        if callspec is None or this in (None, modes[0]):
-            continue
-        module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
-        part = FIRST_MODE_ONLY.get(module)
-        if part is not None and part in callspec.id:
-            item.add_marker(pytest.mark.skip(reason=reason))
-        part = FIRST_OF_FAMILY.get(module)
-        first = family_first[_family(this)]
-        if part is not None and part in callspec.id and first != this:
-            item.add_marker(
-                pytest.mark.skip(
-                    reason=f"runs for {first}, the first mode of its pod interface family"
-                )
-            )
 
 
 @pytest.hookimpl(trylast=True)
@@ -192,29 +173,102 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return mode_rank, MODULE_ORDER.get(module, 5)
 
     items.sort(key=key)
-    _first_mode_only(run, items)
+    _select(config, run, items)
+
+
+def _module(item: pytest.Item) -> str:
+    return getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
+
+
+def _lab_shape(run: Run) -> LabShape | None:
+    """The lab's shape for the catalogue's lab rules (None when no lab is named)."""
+    from harness.conformance import labctl
+    from harness.plan.build import load_plan
+
+    try:
+        if run.options.lab:
+            return LabShape.of(labctl.attach(run.options.lab).plan)
+        if run.options.topology:
+            return LabShape.of(load_plan(run.options.topology))
+    except PodlabError as exc:
+        raise pytest.UsageError(f"podlab: {exc}") from exc
+    return None
+
+
+def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
+    """Decide every scenario test per matrix entry; record and deselect what does not run.
+
+    What is not applicable or not selected never reaches a fixture: it becomes
+    a check with that outcome and its reason, and pytest reports it deselected.
+    """
+    marked = []
+    for item in items:
+        marker = item.get_closest_marker("scenario")
+        callspec = getattr(item, "callspec", None)
+        if marker is None or callspec is None or "mode" not in callspec.params:
+            continue
+        try:
+            dec = coverage.declared(marker.args, marker.kwargs)
+        except (KeyError, ValueError) as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from exc
+        marked.append((item, dec))
+    if not marked or run.matrix is None:
+        return
+    shape = _lab_shape(run)
+    planned = coverage.plan_items(
+        [(_check_name(i), str(i.callspec.params["mode"]), d) for i, d in marked],  # type: ignore[attr-defined]
+        run.matrix, shape,
+    )  # fmt: skip
+    run.get_writer().set_plan(coverage.results_plan(run.matrix, planned))
+    dropped = []
+    for (item, _), p in zip(marked, planned, strict=True):
+        if p.decision.state == "run":
+            continue
+        dropped.append(item)
+        run.check(p.declared.scenario.number, p.test, str(p.entry), p.decision.state,
+                  p.decision.reason, 0.0)  # fmt: skip
+    if dropped:
+        gone = set(map(id, dropped))
+        items[:] = [i for i in items if id(i) not in gone]
+        config.hook.pytest_deselected(items=dropped)
+    from harness.conformance.matrix import describe
+
+    fixtures.say(config, "\n".join(
+        describe(run.matrix, coverage.heavy_cover(run.matrix)) + coverage.summary_lines(planned)
+    ))  # fmt: skip
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[Any]
 ) -> Generator[None, Any, None]:
+    """Record a scenario test's check once its teardown is done, with the time of all three
+    phases (the setup of a shared fixture is billed to the first test that needs it)."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     marker = item.get_closest_marker("scenario")
     if marker is None:
         return
-    if call.when == "setup":
-        item.stash[_DURATION] = time.monotonic()
-    done = (call.when == "call") or (call.when == "setup" and not report.passed)
-    if not done:
-        return
-    started = item.stash.get(_DURATION, time.monotonic())
-    state: Outcome = "skipped" if report.skipped else ("passed" if report.passed else "failed")
-    get_run(item.config).check(
-        int(marker.args[0]), _check_name(item), _item_mode(item), state,
-        _message(report), time.monotonic() - started,
-    )  # fmt: skip
+    item.stash[_SPENT] = item.stash.get(_SPENT, 0.0) + call.duration
+    state = _state(report)
+    if call.when == "call" or (call.when == "setup" and state != "passed"):
+        item.stash[_OUTCOME] = (state, _message(report).removeprefix(NOT_APPLICABLE))
+    if call.when == "teardown":
+        state, message = item.stash.get(_OUTCOME, ("failed", "the test did not run"))
+        if report.failed and state != "failed":
+            state, message = "failed", f"teardown: {_message(report)}"
+        get_run(item.config).check(
+            int(marker.args[0]), _check_name(item), _item_mode(item), state, message,
+            item.stash[_SPENT],
+        )  # fmt: skip
+
+
+def _state(report: pytest.TestReport) -> Outcome:
+    if report.passed:
+        return "passed"
+    if report.skipped:
+        return "not-applicable" if _message(report).startswith(NOT_APPLICABLE) else "skipped"
+    return "failed"
 
 
 def _check_name(item: pytest.Item) -> str:

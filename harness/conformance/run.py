@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.conformance.labctl import Lab, ModeSpec
+from harness.conformance.labctl import Lab
+from harness.conformance.matrix import Matrix
+from harness.conformance.modes import ModeSpec
 from harness.results.model import Comparison, Outcome
 from harness.results.store import ResultsWriter, RunMeta
 
@@ -25,6 +27,7 @@ class Options:
     lab: str | None = None
     topology: Path | None = None
     modes: tuple[str, ...] = ()
+    matrix: str | None = None  # "default" | "full"; None: the modes given (or the lab's own)
     results: Path | None = None
     keep_lab: bool = False
     thorough: bool = False
@@ -37,6 +40,7 @@ class Run:
     options: Options
     lab: Lab | None = None
     current: ModeSpec | None = None
+    matrix: Matrix | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     writer: ResultsWriter | None = None
     mode_seconds: dict[str, float] = field(default_factory=dict)

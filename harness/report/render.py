@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from harness.report import analysis, charts, compare, fmt, perf
+from harness.report import analysis, charts, compare, coverage, fmt, perf
 from harness.results.model import RunResults
 from harness.results.store import merge
 
@@ -72,6 +72,7 @@ def context(
 ) -> dict[str, object]:
     """Everything the template prints, computed from the results alone."""
     run = merge(runs)
+    cover = coverage.coverage(run)
     tput = perf.throughput(run)
     lat = perf.latency(run)
     order = perf.ordering(run)
@@ -80,7 +81,8 @@ def context(
         "sources": sources,
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "summary": analysis.summarize(run),
-        "matrix": analysis.matrix(run),
+        "coverage": cover,
+        "times": coverage.times(run, {r.number: r.title for r in cover.rows}),
         "throughput": perf.throughput_table(tput),
         "throughput_charts": _throughput_charts(tput),
         "ordering": order,

@@ -173,3 +173,102 @@ def test_tests_with_their_own_mode_are_left_alone(pytester: pytest.Pytester) -> 
     )
     result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--mode=vxlan")
     result.assert_outcomes(passed=3)
+
+
+MATRIX_SUITE = """
+import pytest
+
+@pytest.mark.scenario(1)
+def test_light(mode):
+    pass
+
+@pytest.mark.scenario(10)
+def test_heavy(mode):
+    pass
+
+@pytest.mark.scenario(20)
+def test_strict(mode):
+    pass
+"""
+
+
+def test_the_matrix_decides_before_anything_runs_and_records_why(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_m=MATRIX_SUITE)
+    out = pytester.path / "out"
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=default", f"--results={out}",
+        "--collect-only", "-q",
+    )  # fmt: skip
+    ids = {line.split("::")[1] for line in result.outlines if "::" in line}
+    assert "test_light[bgp]" in ids and "test_heavy[host-gw]" in ids
+    assert "test_heavy[bgp]" not in ids and "test_strict[vxlan]" not in ids
+    assert {"test_strict[host-gw+wireguard]", "test_heavy[calico-vxlan+wireguard]"} <= ids
+    result.stdout.fnmatch_lines(["*matrix default (default selection), 9 entries:*",
+                                 "*heavy checks in host-gw, calico-vxlan+wireguard*"])  # fmt: skip
+    data = _results(out)
+    checks = {(c["name"], c["mode"]): c for c in data["checks"]}
+    assert checks[("test_strict", "vxlan")]["outcome"] == "not-applicable"
+    assert checks[("test_strict", "vxlan")]["message"].endswith(
+        "no encryption (runs in MODE+wireguard)"
+    )
+    assert checks[("test_heavy", "bgp")]["outcome"] == "not-selected"
+    assert "in host-gw, calico-vxlan+wireguard" in checks[("test_heavy", "bgp")]["message"]
+    assert ("test_light", "bgp") not in checks  # selected: recorded when it runs
+    plan = data["plan"]
+    assert plan["matrix"] == "default" and plan["heavy_cover"] == [
+        "host-gw", "calico-vxlan+wireguard"]  # fmt: skip
+    by_number = {s["number"]: s for s in plan["scenarios"]}
+    assert by_number[10]["tests"] == 1 and by_number[2]["tests"] == 0
+    assert by_number[37]["title"] == "Kernel-only features (VM labs)"
+
+
+def test_full_matrix_selects_everything_that_applies(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_m=MATRIX_SUITE)
+    out = pytester.path / "out"
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=full", f"--results={out}",
+        "--collect-only", "-q",
+    )  # fmt: skip
+    ids = [line for line in result.outlines if "::" in line]
+    assert len(ids) == 14 + 14 + 7  # strict mode only where WireGuard is on
+    outcomes = {c["outcome"] for c in _results(out)["checks"]}
+    assert outcomes == {"not-applicable"}
+
+
+def test_not_applicable_at_run_time_is_told_apart_and_time_includes_setup(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import time
+        import pytest
+        from harness.conformance.catalogue import not_applicable
+
+        @pytest.fixture
+        def slow():
+            time.sleep(0.3)
+
+        @pytest.mark.scenario(1)
+        def test_na():
+            not_applicable("lab t: the cluster has a single node that runs pods")
+
+        @pytest.mark.scenario(1)
+        def test_timed(slow):
+            pass
+        """
+    )
+    out = pytester.path / "out"
+    pytester.runpytest_inprocess(*PLUGIN, f"--results={out}").assert_outcomes(passed=1, skipped=1)
+    checks = {c["name"]: c for c in _results(out)["checks"]}
+    assert checks["test_na"]["outcome"] == "not-applicable"
+    assert checks["test_na"]["message"] == "lab t: the cluster has a single node that runs pods"
+    assert checks["test_timed"]["duration_s"] >= 0.3
+
+
+def test_an_unknown_scenario_number_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.scenario(98)\ndef test_x(mode):\n    pass\n")
+    result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*scenario 98 is not in the catalogue*"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from harness.conformance import asserts, paths
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import HTTP_PORT, TCP_PORT, UDP_PORT, Pod, PodFactory
 from harness.conformance.remote import Node
@@ -48,10 +49,10 @@ def _out(res) -> str:  # type: ignore[no-untyped-def]
 def _server_pod(echo_pods: dict[str, Pod], lab: Lab, mode: str, path: str) -> tuple[Pod, Pod]:
     pair = paths.node_pair(lab, path)
     if pair is None:
-        pytest.skip(paths.why_missing(lab, path))
+        not_applicable(paths.why_missing(lab, path))
     excluded = paths.mode_excludes(mode, path)
     if excluded:
-        pytest.skip(excluded)
+        not_applicable(excluded)
     client = echo_pods["first"]
     server = echo_pods["second"] if path == "same-node" else echo_pods[pair[1]]
     return client, server
@@ -134,10 +135,7 @@ def test_pod_reaches_nodes(
 @pytest.mark.scenario(4)
 def test_egress_is_masqueraded(lab: Lab, nodes: dict[str, Node], echo_pods: dict[str, Pod]) -> None:
     """A pod reaches the lab's outside host, which sees the pod's node address, not the pod's."""
-    outside = lab.outside_nodes()
-    if not outside:
-        pytest.skip(f"lab {lab.name} has no outside host (a node with podlab.role: host)")
-    host = nodes[outside[0].name]
+    host = nodes[lab.outside_nodes()[0].name]  # the catalogue: scenario 4 needs an outside host
     client = echo_pods["first"]
     host.start_echo(NODE_PORTS["egress"], lifetime_s=30)
     argv = echo.probe_command("tcp", host.underlay_ip, NODE_PORTS["egress"])

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness.conformance import paths
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import UDP_PORT, Pod, PodFactory
 from harness.conformance.remote import Node, output
@@ -94,7 +95,7 @@ def classify(
 def leak_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
     pair = paths.node_pair(lab, "cross-node")
     if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
+        not_applicable(paths.why_missing(lab, "cross-node"))
     client, server = module_pod_factory.create(list(pair), prefix="leak")
     return client, server
 
@@ -183,8 +184,6 @@ def _has_peer(node: Node, iface: str, pub: str) -> bool:
 def test_traffic_to_a_removed_peer_is_dropped_not_sent_in_clear(
     lab: Lab, mode: str, leak_pods: tuple[Pod, Pod], record: Recorder
 ) -> None:
-    if ModeSpec.parse(mode).encryption == "none":
-        pytest.skip(f"{mode}: no encryption, so no peer keys to remove (runs in MODE+wireguard)")
     from harness.agent.wireguard import iface_name
 
     client, server = leak_pods

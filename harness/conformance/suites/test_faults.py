@@ -18,6 +18,7 @@ import pytest
 
 from harness.api.schedule import is_ready
 from harness.conformance import paths
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import UDP_PORT, Pod, PodFactory
 from harness.conformance.remote import SUPERVISORCTL, Node, output
@@ -37,7 +38,7 @@ MAX_KERNEL_OUTAGE_S = 1.0
 def flow_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
     pair = paths.node_pair(lab, "cross-node")
     if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
+        not_applicable(paths.why_missing(lab, "cross-node"))
     client, server = module_pod_factory.create(list(pair), prefix="flow")
     return client, server
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from harness.conformance import paths
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import TCP_PORT, Pod, PodFactory
 from harness.conformance.remote import Node
@@ -24,7 +25,7 @@ NODE_PORT = 18081
 def rr_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
     pair = paths.node_pair(lab, "cross-node")
     if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
+        not_applicable(paths.why_missing(lab, "cross-node"))
     client, server = module_pod_factory.create(list(pair), prefix="rr")
     return client, server
 

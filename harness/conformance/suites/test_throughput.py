@@ -15,13 +15,19 @@ import time
 import pytest
 
 from harness.conformance import paths
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import Pod, PodFactory
 from harness.conformance.remote import Node
 from harness.conformance.run import Recorder
 from harness.probes import iperf3
 
-TESTS = (("tcp", 1), ("tcp", 4), ("udp", 1))
+# 4 streams on 2 cores is the heavy one: once per mode family in the default matrix.
+TESTS = [
+    pytest.param(proto, streams, id=f"{proto}-{streams}",
+                 marks=pytest.mark.scenario(28, cost="heavy" if streams > 1 else None))
+    for proto, streams in (("tcp", 1), ("tcp", 4), ("udp", 1))
+]  # fmt: skip
 _ports = itertools.count(5301)
 
 
@@ -29,7 +35,7 @@ _ports = itertools.count(5301)
 def perf_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
     pair = paths.node_pair(lab, "cross-node")
     if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
+        not_applicable(paths.why_missing(lab, "cross-node"))
     client, server = module_pod_factory.create(list(pair), prefix="perf")
     return client, server
 
@@ -79,8 +85,7 @@ def _underlay(
     return result
 
 
-@pytest.mark.scenario(28)
-@pytest.mark.parametrize(("proto", "streams"), TESTS, ids=[f"{p}-{s}" for p, s in TESTS])
+@pytest.mark.parametrize(("proto", "streams"), TESTS)
 def test_pod_to_pod_throughput_against_underlay(
     nodes: dict[str, Node],
     perf_pods: tuple[Pod, Pod],
