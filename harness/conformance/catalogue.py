@@ -107,8 +107,11 @@ class Scenario:
     """One catalogue scenario: number and title as in CONFORMANCE.md, rules, cost, scope.
 
     ``scope`` "cluster": checked inside one cluster (in a lab of several, per
-    cluster); "lab": needs the whole lab (the mesh scenarios). ``elsewhere``
-    names where a scenario is measured when no shipped suite does it (a bench).
+    cluster); "lab": needs the whole lab (the mesh scenarios). ``quiet``: it
+    measures a rate or a time that a busy neighbour would distort (throughput,
+    latency, an SLO), so it never runs while another run shares the machine's
+    lab (docs/adr/0006-per-cluster-runs.md). ``elsewhere`` names where a
+    scenario is measured when no shipped suite does it (a bench).
     """
 
     number: int
@@ -117,6 +120,7 @@ class Scenario:
     applies: ModeRule = every_mode
     needs: LabRule = any_lab
     scope: Scope = "cluster"
+    quiet: bool = False
     elsewhere: str = ""
 
 
@@ -125,43 +129,44 @@ def _s(number: int, title: str, cost: Cost = "light", **kw: Any) -> tuple[int, S
 
 
 _MESH: dict[str, Any] = {"needs": two_clusters, "scope": "lab"}
+_Q: dict[str, Any] = {"quiet": True}
 CATALOGUE: dict[int, Scenario] = dict([
     _s(1, "Pod→pod (same node, across nodes)"),
     _s(2, "Node→pod and pod→node"),
     _s(3, "Path MTU"),
     _s(4, "Egress to the outside (masquerade)", needs=outside_host),
-    _s(5, "Pod network-ready latency", "heavy"),
-    _s(6, "Datapath convergence", "heavy"),
+    _s(5, "Pod network-ready latency", "heavy", **_Q),
+    _s(6, "Datapath convergence", "heavy", **_Q),
     _s(7, "ClusterIP backends and spread", "heavy"),
     _s(8, "Hairpin", "heavy"),
     _s(9, "Multi-port services", "heavy"),
     _s(10, "NodePort", "heavy"),
     _s(11, "Session affinity", "heavy"),
     _s(12, "No endpoints → reject", "heavy"),
-    _s(13, "Network programming latency", "heavy"),
+    _s(13, "Network programming latency", "heavy", **_Q),
     _s(14, "Proxy scale", "once", elsewhere="bench/bench_proxy.py"),
     _s(15, "DNS records", "heavy"),
-    _s(16, "DNS latency", "heavy", elsewhere="bench/bench_dns.py"),
+    _s(16, "DNS latency", "heavy", elsewhere="bench/bench_dns.py", **_Q),
     _s(17, "Network policy allow/deny", "heavy"),
-    _s(18, "Policy enforcement latency", "heavy"),
+    _s(18, "Policy enforcement latency", "heavy", **_Q),
     _s(19, "Encryption leak test"),
     _s(20, "Encryption strict mode", applies=encrypted),
-    _s(21, "BGP sessions and withdrawal",
+    _s(21, "BGP sessions and withdrawal", quiet=True,
        applies=only_modes("bgp", why="no BGP control plane (runs in mode bgp)")),
     _s(22, "Cross-subnet encapsulation", needs=two_segments,
        applies=only_modes("cross-subnet", why="not mode cross-subnet")),
-    _s(23, "Mode switch interruption", "once"),  # the switch to the next entry, under flows
+    _s(23, "Mode switch interruption", "once", **_Q),  # the switch to the next entry, under flows
     _s(24, "Cross-cluster pod→pod", **_MESH),
     _s(25, "Global services", "heavy", **_MESH),
-    _s(26, "Cross-cluster failover", "heavy", **_MESH),
+    _s(26, "Cross-cluster failover", "heavy", **_MESH, **_Q),
     _s(27, "Cross-cluster policy", "heavy", **_MESH),
-    _s(28, "Throughput"),
-    _s(29, "Latency and connection rate"),
+    _s(28, "Throughput", **_Q),
+    _s(29, "Latency and connection rate", **_Q),
     _s(30, "Hygiene after the run"),
     _s(31, "Rolling update", "once"),
     _s(32, "Autoscaler", "once"),
     _s(33, "ResourceQuota and LimitRange", "once"),
-    _s(34, "Scale: hollow nodes", "once"),
+    _s(34, "Scale: hollow nodes", "once", **_Q),
     _s(35, "CNI spec suite", "once"),
     _s(36, "Third-party runtime on the pod network", "once"),
     _s(37, "Kernel-only features (VM labs)", "heavy", needs=vm_backend),

@@ -56,13 +56,22 @@ def heavy_cover(matrix: Matrix) -> tuple[ModeSpec, ...]:
     return matrix.entries if matrix.policy == "full" else cover(matrix.entries)
 
 
-def results_plan(matrix: Matrix, planned: Iterable[Planned]) -> Plan:
-    """The results file's plan: entries and their families, the cover, the whole catalogue."""
+def results_plan(
+    matrix: Matrix, planned: Iterable[Planned], mine: Iterable[ModeSpec] = (), cluster: str = ""
+) -> Plan:
+    """The results file's plan: entries and their families, the cover, the whole catalogue.
+
+    ``mine``: the entries this run tests on ``cluster`` when the matrix is split.
+    """
     tests = Counter(p.declared.scenario.number for p in planned if p.entry == matrix.entries[0])
+    own = set(mine)
     return Plan(
         matrix=matrix.name,
         policy=matrix.policy,
-        modes=tuple(PlannedMode(mode=str(e), families=families(e)) for e in matrix.entries),
+        modes=tuple(
+            PlannedMode(mode=str(e), families=families(e), cluster=cluster if e in own else "")
+            for e in matrix.entries
+        ),
         heavy_cover=tuple(str(e) for e in heavy_cover(matrix)),
         scenarios=tuple(_planned(s, tests[s.number]) for s in CATALOGUE.values()),
     )

@@ -39,6 +39,9 @@ class Lab:
     built: bool = False
     endpoints: dict[str, str] = field(default_factory=dict)
     deployed: dict[str, ModeSpec] = field(default_factory=dict)  # cluster -> current mode
+    # The cluster a run is about (``--cluster``): its suites, deploys and waits touch only
+    # it, so that two runs can share a lab, one per cluster. None: every cluster.
+    focus: str | None = None
 
     @property
     def ssh_config(self) -> Path:
@@ -50,7 +53,26 @@ class Lab:
 
     @property
     def first_cluster(self) -> str:
-        return next(iter(self.plan.clusters))
+        """The cluster suites test when they name none: the focus, else the first."""
+        return self.focus or next(iter(self.plan.clusters))
+
+    @property
+    def clusters(self) -> tuple[str, ...]:
+        """The clusters this run deploys and waits for: the focus, else all."""
+        return (self.focus,) if self.focus else tuple(self.plan.clusters)
+
+    def port(self, base: int) -> int:
+        """``base`` moved per focused cluster, for servers on nodes runs share (the outside)."""
+        if not self.focus:
+            return base
+        return base + 10 * list(self.plan.clusters).index(self.focus)
+
+    def set_focus(self, cluster: str | None) -> None:
+        """Test only ``cluster`` (refused with the lab's clusters named if it has none such)."""
+        if cluster is not None and cluster not in self.plan.clusters:
+            names = ", ".join(self.plan.clusters) or "none"
+            raise UserError(f"--cluster {cluster}: lab {self.name} has no such cluster ({names})")
+        self.focus = cluster
 
     def client(self, cluster: str | None = None) -> ApiClient:
         cluster = cluster or self.first_cluster
@@ -125,7 +147,7 @@ def deploy(lab: Lab, spec: ModeSpec | None = None, attempts: int = 2) -> float:
     start = time.monotonic()
     errors = []
     for _ in range(attempts):
-        result = run_deploy(request_for(lab.name, None, overrides))
+        result = run_deploy(request_for(lab.name, None, overrides, limit=lab.focus))
         if result.ok:
             break
         failures = "; ".join(str(f) for f in result.failures[:3]) or result.status
@@ -133,7 +155,7 @@ def deploy(lab: Lab, spec: ModeSpec | None = None, attempts: int = 2) -> float:
     else:
         raise LabError(f"deploy of lab {lab.name} failed {attempts}x: " + " | ".join(errors))
     lab.endpoints = cluster_endpoints(lab.inventory)
-    for cluster in lab.plan.clusters:
+    for cluster in lab.clusters:
         lab.deployed[cluster] = spec or lab.mode(cluster)
     return time.monotonic() - start
 
@@ -144,7 +166,7 @@ def wait_nodes_ready(lab: Lab, spec: ModeSpec | None, timeout_s: float = NODE_WA
     missing: list[str] = []
     while time.monotonic() < deadline:
         missing = []
-        for cluster in lab.plan.clusters:
+        for cluster in lab.clusters:
             client = lab.client(cluster)
             records = {n.name: n for n in client.nodes()}
             now = client.clock()
@@ -180,7 +202,7 @@ def wait_pod_routes(lab: Lab, nodes: Mapping[str, Any], timeout_s: float = ROUTE
     missing: list[str] = []
     while time.monotonic() < deadline:
         missing = []
-        for cluster in lab.plan.clusters:
+        for cluster in lab.clusters:
             cidrs = {n.name: n.podCIDR for n in lab.client(cluster).nodes() if n.podCIDR}
             for node in lab.plan.cluster_nodes(cluster):
                 want = [str(ipaddress.ip_network(c)[1]) for n, c in cidrs.items() if n != node.name]
@@ -215,7 +237,7 @@ def fallbacks(lab: Lab) -> list[str]:
     the agent is the only one who knows which implementation it picked.
     """
     found: list[str] = []
-    for cluster in lab.plan.clusters:
+    for cluster in lab.clusters:
         for rec in lab.client(cluster).nodes():
             extra = rec.model_extra or {}
             names = list(extra.get("fallbacks") or [])

@@ -116,6 +116,32 @@ def selected_entries(test: Declared, matrix: Matrix, lab: LabShape | None) -> tu
     return cover(applicable)
 
 
+COST_UNITS = {"light": 1, "heavy": 6, "once": 6}  # rough seconds ratios, from measured runs
+
+
+def split(matrix: Matrix, tests: Sequence[Declared], lab: LabShape | None, parts: int
+          ) -> tuple[tuple[ModeSpec, ...], ...]:  # fmt: skip
+    """The matrix's entries dealt into ``parts`` lists of about equal cost, each in matrix order.
+
+    Decisions stay the whole matrix's (the cover is computed over every entry);
+    each part is what one run, e.g. one per cluster, deploys and tests. The
+    costliest entries are dealt first, each to the part with the least so far.
+    """
+    cost = {e: 0 for e in matrix.entries}
+    for test in tests:
+        for e in matrix.entries:
+            if decide(test, e, matrix, lab).state == "run":
+                cost[e] += COST_UNITS[test.cost]
+    load = [0] * parts
+    dealt: list[list[ModeSpec]] = [[] for _ in range(parts)]
+    for e in sorted(matrix.entries, key=lambda e: -cost[e]):
+        k = load.index(min(load))
+        dealt[k].append(e)
+        load[k] += cost[e]
+    order = {e: i for i, e in enumerate(matrix.entries)}
+    return tuple(tuple(sorted(d, key=order.__getitem__)) for d in dealt)
+
+
 def _join(entries: Sequence[ModeSpec]) -> str:
     return ", ".join(str(e) for e in entries) or "no mode of this matrix"
 

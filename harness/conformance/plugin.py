@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from harness.conformance import coverage, fixtures
-from harness.conformance.catalogue import NOT_APPLICABLE, LabShape
+from harness.conformance.catalogue import NOT_APPLICABLE, Declared, LabShape
 from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin provides)
     RUN_KEY,
+    echo_pods,
     get_run,
     lab,
     mode,
@@ -35,13 +36,14 @@ from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin 
     record,
     thorough,
 )
-from harness.conformance.matrix import POLICIES, Matrix, preset
+from harness.conformance.matrix import POLICIES, Matrix, preset, split
 from harness.conformance.modes import ModeSpec
 from harness.conformance.run import Options, Run
 from harness.errors import PodlabError
 from harness.results.model import Outcome
 
 _SPENT = pytest.StashKey[float]()  # seconds a test took so far (setup, call)
+_QUIET = pytest.StashKey[bool]()  # the test's scenario is a quiet one (catalogue)
 _OUTCOME = pytest.StashKey[tuple[Outcome, str]]()
 
 
@@ -57,6 +59,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="default: every mode, light checks everywhere and heavy ones once per "
                 "mode family; full: every mode with and without WireGuard, every check in "
                 "every mode (with --mode: that policy over the modes given)")  # fmt: skip
+    g.addoption("--cluster", metavar="NAME",
+                help="test only this cluster of the lab (deploys, waits and suites touch "
+                "no other), so that runs for different clusters can share a lab")  # fmt: skip
+    g.addoption("--part", metavar="K/N",
+                help="run the K-th of N parts of the matrix (entries dealt by cost); "
+                "decisions stay the whole matrix's")  # fmt: skip
+    g.addoption("--quiet-lock", metavar="FILE", type=Path,
+                help="take turns with other runs on this lock: quiet checks (throughput, "
+                "latency, SLOs) hold it alone, the others shared")  # fmt: skip
     g.addoption("--results", metavar="DIR", type=Path, help="write results JSON here")
     g.addoption("--keep-lab", action="store_true", help="leave a lab built by --topology up")
     g.addoption("--thorough", action="store_true",
@@ -72,6 +83,9 @@ def pytest_configure(config: pytest.Config) -> None:
         topology=config.getoption("--topology"),
         modes=tuple(config.getoption("podlab_modes") or ()),
         matrix=config.getoption("--matrix"),
+        cluster=config.getoption("--cluster"),
+        part=_part(config.getoption("--part")),
+        quiet_lock=config.getoption("--quiet-lock"),
         results=config.getoption("--results"),
         keep_lab=bool(config.getoption("--keep-lab")),
         thorough=bool(config.getoption("--thorough")),
@@ -86,6 +100,16 @@ def pytest_configure(config: pytest.Config) -> None:
     except PodlabError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[RUN_KEY] = run
+
+
+def _part(text: str | None) -> tuple[int, int] | None:
+    """ "2/3" → (2, 3); a bad value is a usage error naming the fix."""
+    if text is None:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise pytest.UsageError(f"--part {text!r}: write K/N with 1 <= K <= N, e.g. --part 1/2")
+    return int(k), int(n)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -187,12 +211,19 @@ def _lab_shape(run: Run) -> LabShape | None:
 
     try:
         if run.options.lab:
-            return LabShape.of(labctl.attach(run.options.lab).plan)
-        if run.options.topology:
-            return LabShape.of(load_plan(run.options.topology))
+            plan = labctl.attach(run.options.lab).plan
+        elif run.options.topology:
+            plan = load_plan(run.options.topology)
+        else:
+            return None
     except PodlabError as exc:
         raise pytest.UsageError(f"podlab: {exc}") from exc
-    return None
+    cluster = run.options.cluster
+    if cluster is not None and cluster not in plan.clusters:
+        names = ", ".join(plan.clusters) or "none"
+        raise pytest.UsageError(f"--cluster {cluster}: lab {plan.name} has no such cluster "
+                                f"({names})")  # fmt: skip
+    return LabShape.of(plan)
 
 
 def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
@@ -212,6 +243,7 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         except (KeyError, ValueError) as exc:
             raise pytest.UsageError(f"{item.nodeid}: {exc}") from exc
         marked.append((item, dec))
+        item.stash[_QUIET] = dec.scenario.quiet
     if not marked or run.matrix is None:
         return
     shape = _lab_shape(run)
@@ -219,23 +251,59 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         [(_check_name(i), str(i.callspec.params["mode"]), d) for i, d in marked],  # type: ignore[attr-defined]
         run.matrix, shape,
     )  # fmt: skip
-    run.get_writer().set_plan(coverage.results_plan(run.matrix, planned))
-    dropped = []
+    per_test = {_check_name(i): d for i, d in marked}  # one declaration per test, not per entry
+    mine = _my_part(run, list(per_test.values()), shape)
+    run.get_writer().set_plan(
+        coverage.results_plan(run.matrix, planned, mine, run.options.cluster or "")
+    )
+    dropped, elsewhere = [], []
     for (item, _), p in zip(marked, planned, strict=True):
+        if p.entry not in mine:
+            elsewhere.append(item)  # another part's run decides and records it
+            continue
         if p.decision.state == "run":
             continue
         dropped.append(item)
         run.check(p.declared.scenario.number, p.test, str(p.entry), p.decision.state,
                   p.decision.reason, 0.0)  # fmt: skip
-    if dropped:
-        gone = set(map(id, dropped))
+    if dropped or elsewhere:
+        gone = set(map(id, dropped + elsewhere))
         items[:] = [i for i in items if id(i) not in gone]
-        config.hook.pytest_deselected(items=dropped)
+        config.hook.pytest_deselected(items=dropped + elsewhere)
     from harness.conformance.matrix import describe
 
-    fixtures.say(config, "\n".join(
-        describe(run.matrix, coverage.heavy_cover(run.matrix)) + coverage.summary_lines(planned)
-    ))  # fmt: skip
+    lines = describe(run.matrix, coverage.heavy_cover(run.matrix))
+    if run.options.part:
+        k, n = run.options.part
+        where = f" on cluster {run.options.cluster}" if run.options.cluster else ""
+        lines.append(f"part {k}/{n}{where}: {', '.join(map(str, mine))}")
+    fixtures.say(config, "\n".join(lines + coverage.summary_lines(planned)))
+
+
+def _my_part(run: Run, tests: list[Declared], shape: LabShape | None) -> tuple[ModeSpec, ...]:
+    """This run's entries: its part of the matrix (``--part``), else all of them."""
+    assert run.matrix is not None
+    if run.options.part is None:
+        return run.matrix.entries
+    k, n = run.options.part
+    mine = split(run.matrix, tests, shape, n)[k - 1]
+    run.options.modes = tuple(str(e) for e in mine)  # the switch test's "next mode" is ours
+    return mine
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Generator[None, Any, None]:
+    """With ``--quiet-lock``: a scenario test runs holding the lock, alone if it is quiet."""
+    run = get_run(item.config)
+    lock = run.options.quiet_lock
+    if lock is None or item.get_closest_marker("scenario") is None:
+        yield
+        return
+    from harness.conformance import quiet
+
+    with quiet.hold(lock, exclusive=item.stash.get(_QUIET, False)) as waited:
+        run.waited_s += waited
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -249,7 +317,9 @@ def pytest_runtest_makereport(
     marker = item.get_closest_marker("scenario")
     if marker is None:
         return
-    item.stash[_SPENT] = item.stash.get(_SPENT, 0.0) + call.duration
+    run = get_run(item.config)
+    spent = call.duration - (run.take_unbilled() if call.when != "call" else 0.0)
+    item.stash[_SPENT] = item.stash.get(_SPENT, 0.0) + max(0.0, spent)
     state = _state(report)
     if call.when == "call" or (call.when == "setup" and state != "passed"):
         item.stash[_OUTCOME] = (state, _message(report).removeprefix(NOT_APPLICABLE))
@@ -257,7 +327,7 @@ def pytest_runtest_makereport(
         state, message = item.stash.get(_OUTCOME, ("failed", "the test did not run"))
         if report.failed and state != "failed":
             state, message = "failed", f"teardown: {_message(report)}"
-        get_run(item.config).check(
+        run.check(
             int(marker.args[0]), _check_name(item), _item_mode(item), state, message,
             item.stash[_SPENT],
         )  # fmt: skip

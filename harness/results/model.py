@@ -213,6 +213,7 @@ class PlannedMode(_Frozen):
 
     mode: str
     families: tuple[str, ...] = ()
+    cluster: str = ""  # the cluster it ran on, when runs were split per cluster
 
 
 class PlannedScenario(_Frozen):

@@ -147,7 +147,9 @@ def merge_plans(plans: Sequence[Plan]) -> Plan | None:
     cover: list[str] = []
     scenarios: dict[int, PlannedScenario] = {}
     for plan in plans:
-        modes.update({m.mode: m for m in plan.modes if m.mode not in modes})
+        for m in plan.modes:  # an entry's own run knows its cluster
+            if m.mode not in modes or (m.cluster and not modes[m.mode].cluster):
+                modes[m.mode] = m
         cover += [m for m in plan.heavy_cover if m not in cover]
         for s in plan.scenarios:
             if s.number not in scenarios or s.tests > scenarios[s.number].tests:

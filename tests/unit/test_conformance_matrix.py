@@ -125,3 +125,15 @@ def test_the_start_of_a_run_prints_the_cover() -> None:
     assert any("calico-vxlan+wireguard" in ln and "routed · encapsulated · encrypted" in ln
                for ln in lines)  # fmt: skip
     assert "every mode family at least once" in lines[-1]
+
+
+def test_a_split_deals_every_entry_once_and_heavy_entries_apart() -> None:
+    default = matrix.preset("default")
+    tests = [declare(n) for n in (1, 2, 3, 10, 13, 17, 23, 28)]
+    one, two = matrix.split(default, tests, SINGLE, 2)
+    assert sorted(map(str, one + two)) == sorted(default.modes)
+    assert list(one) == [e for e in default.entries if e in one]  # each part in matrix order
+    heavy = matrix.cover(default.entries)
+    assert (heavy[0] in one) != (heavy[1] in one)
+    assert _spec("host-gw") in one  # the costliest entry (heavy and once-per-run checks)
+    assert len(matrix.split(default, tests, SINGLE, 1)[0]) == 9

@@ -272,3 +272,30 @@ def test_an_unknown_scenario_number_is_a_usage_error(pytester: pytest.Pytester) 
     result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*scenario 98 is not in the catalogue*"])
+
+
+def test_a_part_runs_its_entries_and_records_only_their_decisions(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_m=MATRIX_SUITE)
+    out = pytester.path / "out"
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=default", "--part=2/2", "--cluster=c1",
+        f"--results={out}", "--collect-only", "-q",
+    )  # fmt: skip
+    ids = {line.split("::")[1] for line in result.outlines if "::" in line}
+    heavy = {"test_heavy[host-gw]", "test_heavy[calico-vxlan+wireguard]"}
+    assert len(heavy & ids) == 1  # the two entries of the cover go to different parts
+    result.stdout.fnmatch_lines(["*part 2/2 on cluster c1: *"])
+    data = _results(out)
+    mine = {m["mode"] for m in data["plan"]["modes"] if m["cluster"] == "c1"}
+    assert {i.partition("[")[2].rstrip("]") for i in ids} == mine
+    assert 0 < len(mine) < 9
+    assert {c["mode"] for c in data["checks"]} <= mine
+    assert all(c["labels"] == {"cluster": "c1"} for c in data["checks"])
+    bad = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--part=3/2")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    none = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=default", "--cluster=c9", "--collect-only"
+    )
+    none.stderr.fnmatch_lines(["*--cluster c9: lab single-cluster has no such cluster (c1)*"])

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.conformance import paths
-from harness.conformance.catalogue import not_applicable
+from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import UDP_PORT, Pod, PodFactory
+from harness.conformance.pods import UDP_PORT, Pod
 from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
 from harness.probes import capture, echo
@@ -92,12 +91,9 @@ def classify(
 
 
 @pytest.fixture(scope="module")
-def leak_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
-    pair = paths.node_pair(lab, "cross-node")
-    if pair is None:
-        not_applicable(paths.why_missing(lab, "cross-node"))
-    client, server = module_pod_factory.create(list(pair), prefix="leak")
-    return client, server
+def leak_pods(echo_pods: EchoPods) -> tuple[Pod, Pod]:
+    """The mode's shared echo pods on two nodes (the cross-node path)."""
+    return echo_pods.pair("cross-node")
 
 
 def _send_canary(client: Pod, server: Pod, canary: str, count: int = 5) -> echo.ProbeReport:

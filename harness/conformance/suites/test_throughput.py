@@ -14,10 +14,8 @@ import time
 
 import pytest
 
-from harness.conformance import paths
-from harness.conformance.catalogue import not_applicable
-from harness.conformance.labctl import Lab
-from harness.conformance.pods import Pod, PodFactory
+from harness.conformance.fixtures import EchoPods
+from harness.conformance.pods import Pod
 from harness.conformance.remote import Node
 from harness.conformance.run import Recorder
 from harness.probes import iperf3
@@ -32,12 +30,9 @@ _ports = itertools.count(5301)
 
 
 @pytest.fixture(scope="module")
-def perf_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
-    pair = paths.node_pair(lab, "cross-node")
-    if pair is None:
-        not_applicable(paths.why_missing(lab, "cross-node"))
-    client, server = module_pod_factory.create(list(pair), prefix="perf")
-    return client, server
+def perf_pods(echo_pods: EchoPods) -> tuple[Pod, Pod]:
+    """The mode's shared echo pods on two nodes (the cross-node path)."""
+    return echo_pods.pair("cross-node")
 
 
 def measure(
