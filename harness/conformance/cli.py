@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="test only this cluster of the lab (runs per cluster can share a lab)",
     )
     p.add_argument(
+        "--part", metavar="K/N", help="run the K-th of N parts of the matrix (one per cluster, say)"
+    )
+    p.add_argument(
         "--quiet-lock",
         metavar="FILE",
         help="take turns with other runs: quiet checks hold this lock alone",
