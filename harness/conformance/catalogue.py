@@ -110,7 +110,7 @@ class Scenario:
     cluster); "lab": needs the whole lab (the mesh scenarios). ``quiet``: it
     measures a rate or a time that a busy neighbour would distort (throughput,
     latency, an SLO), so it never runs while another run shares the machine's
-    lab (docs/adr/0006-per-cluster-runs.md). ``elsewhere`` names where a
+    lab (docs/adr/0007-per-cluster-conformance-runs.md). ``elsewhere`` names where a
     scenario is measured when no shipped suite does it (a bench).
     """
 

@@ -35,7 +35,7 @@ State = Literal["run", "not-applicable", "not-selected"]
 POLICIES: tuple[Policy, ...] = ("default", "full")
 # WireGuard in the default matrix: once per pod-interface family, each on a
 # different encapsulation, so "encrypted" meets bridged, routed, direct and
-# encapsulated paths (docs/adr/0004-conformance-matrix-cover.md).
+# encapsulated paths (docs/adr/0006-conformance-matrix-cover.md).
 DEFAULT_ENCRYPTED = ("host-gw+wireguard", "calico-vxlan+wireguard")
 
 
@@ -159,3 +159,29 @@ def describe(matrix: Matrix, heavy: Sequence[ModeSpec]) -> list[str]:
             "first entry where they apply; MATRIX=full runs everything everywhere"
         )
     return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harness.conformance.matrix [--matrix M] [--mode X …] [--entries]``.
+
+    Prints the matrix and its cover (what ``make conformance`` shows before it
+    starts), or with ``--entries`` only the entries, one line, for scripts.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m harness.conformance.matrix")
+    p.add_argument("--matrix", default="default", choices=POLICIES)
+    p.add_argument("--mode", action="append", default=[])
+    p.add_argument("--entries", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        m = preset(args.matrix, args.mode)
+    except UserError as exc:
+        print(f"podlab: {exc}")
+        return 2
+    print(" ".join(m.modes) if args.entries else "\n".join(describe(m, cover(m.entries))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -236,7 +236,14 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     for item in items:
         marker = item.get_closest_marker("scenario")
         callspec = getattr(item, "callspec", None)
-        if marker is None or callspec is None or "mode" not in callspec.params:
+        if marker is None:
+            continue
+        if callspec is None or "mode" not in callspec.params:
+            if "lab" in getattr(item, "fixturenames", ()):
+                raise pytest.UsageError(
+                    f"{item.nodeid}: a scenario test on a lab must take the `mode` fixture "
+                    "(add `mode: str` to its arguments), or it runs outside the matrix"
+                )
             continue
         try:
             dec = coverage.declared(marker.args, marker.kwargs)

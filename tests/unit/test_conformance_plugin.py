@@ -306,3 +306,10 @@ def test_a_part_runs_its_entries_and_records_only_their_decisions(
         *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=default", "--cluster=c9", "--collect-only"
     )
     none.stderr.fnmatch_lines(["*--cluster c9: lab single-cluster has no such cluster (c1)*"])
+
+
+def test_a_lab_test_outside_the_matrix_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.scenario(1)\ndef test_x(lab):\n    pass\n")
+    result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*must take the `mode` fixture*"])

@@ -151,7 +151,7 @@ def _still_runs(node: Node, pid: int, wait_s: float) -> bool:
 
 @pytest.mark.scenario(21, applies=_clear)
 def test_stopped_bird_is_withdrawn_within_the_hold_time_and_comes_back(
-    lab: Lab, nodes: dict[str, Node], record: Recorder
+    lab: Lab, mode: str, nodes: dict[str, Node], record: Recorder
 ) -> None:
     members = _members(lab, {n.name: nodes[n.name] for n in lab.cluster_nodes()})
     if len(members) < 2:
