@@ -94,11 +94,13 @@ if [ "$PARALLEL" != "0" ] && [ "${#clusters[@]}" -ge 2 ]; then
   for k in $(seq 1 "$n"); do
     c=${clusters[$((k - 1))]}
     # each line prefixed with its cluster; $! is podlab's own pid (its status counts)
-    $PODLAB test "${common[@]}" --cluster "$c" --part "$k/$n" \
+    $PODLAB test "${common[@]}" --scope cluster --cluster "$c" --part "$k/$n" \
       --quiet-lock "$LAB_DIR/quiet.lock" -q > >(sed -u "s/^/[$c] /") 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  step "running the scenarios that need the whole lab (the mesh) on $LAB"
+  $PODLAB test "${common[@]}" --scope lab || { r=$?; [ "$r" -eq 5 ] || rc=$r; }
 else
   step "running the conformance suites on $LAB (matrix $MATRIX: ${entries[*]})"
   $PODLAB test "${common[@]}" || rc=$?

@@ -19,6 +19,7 @@ How to add a scenario: docs/conformance.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
@@ -46,6 +47,7 @@ class LabShape:
     outside_hosts: int
     max_segments_per_cluster: int
     backend: str = "netns"
+    meshed: int = 0  # clusters in the lab's largest mesh (podlab.mesh)
 
     @classmethod
     def of(cls, plan: LabPlan, backend: str = "netns") -> LabShape:
@@ -54,7 +56,9 @@ class LabShape:
             for c in plan.clusters
         ]
         outside = sum(1 for n in plan.nodes.values() if n.role == "host")
-        return cls(plan.name, len(plan.clusters), outside, max(segments, default=0), backend)
+        meshes = Counter(c.mesh for c in plan.clusters.values() if c.mesh)
+        return cls(plan.name, len(plan.clusters), outside, max(segments, default=0), backend,
+                   max(meshes.values(), default=0))  # fmt: skip
 
 
 ModeRule = Callable[[ModeSpec], str | None]
@@ -98,6 +102,17 @@ def two_clusters(lab: LabShape) -> str | None:
     return None if lab.clusters >= 2 else f"lab {lab.name} has a single cluster"
 
 
+def mesh_routing(m: ModeSpec) -> str:
+    """How a mesh reaches the other cluster's pods in this mode (ClusterPlan.mesh_routing)."""
+    return "native routing" if m.mode == "bgp" else "tunnel"
+
+
+def mesh(lab: LabShape) -> str | None:
+    if lab.meshed >= 2:
+        return None
+    return f"lab {lab.name} has no two clusters in one mesh (label podlab.mesh)"
+
+
 def vm_backend(lab: LabShape) -> str | None:
     return None if lab.backend == "vm" else f"lab {lab.name} is not a VM lab ({lab.backend})"
 
@@ -122,13 +137,16 @@ class Scenario:
     scope: Scope = "cluster"
     quiet: bool = False
     elsewhere: str = ""
+    # A family axis of the scenario's own, on top of the three of modes.py: the cover
+    # then meets each of its values too (the mesh: native or tunnel routing).
+    extra_axis: Callable[[ModeSpec], str] | None = None
 
 
 def _s(number: int, title: str, cost: Cost = "light", **kw: Any) -> tuple[int, Scenario]:
     return number, Scenario(number, title, cost, **kw)
 
 
-_MESH: dict[str, Any] = {"needs": two_clusters, "scope": "lab"}
+_MESH: dict[str, Any] = {"needs": mesh, "scope": "lab", "extra_axis": mesh_routing}
 _Q: dict[str, Any] = {"quiet": True}
 CATALOGUE: dict[int, Scenario] = dict([
     _s(1, "Pod→pod (same node, across nodes)"),

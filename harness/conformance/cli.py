@@ -92,6 +92,8 @@ def pytest_argv(args: argparse.Namespace, stamp: str | None = None) -> list[str]
         argv.append(f"--cluster={args.cluster}")
     if args.part:
         argv.append(f"--part={args.part}")
+    if args.scope:
+        argv.append(f"--scope={args.scope}")
     if args.quiet_lock:
         argv.append(f"--quiet-lock={args.quiet_lock}")
     if args.keep_lab:

@@ -20,7 +20,7 @@ the lab's shape; pure, so the plan printed at the start is the plan executed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Literal
@@ -67,18 +67,25 @@ def preset(name: str, modes: Sequence[str] = ()) -> Matrix:
     return Matrix(name, policy, tuple(ModeSpec.parse(t) for t in texts))
 
 
-def cover(candidates: Sequence[ModeSpec]) -> tuple[ModeSpec, ...]:
+def cover(
+    candidates: Sequence[ModeSpec], extra: Callable[[ModeSpec], str] | None = None
+) -> tuple[ModeSpec, ...]:
     """The fewest entries meeting every family present; among those, the earliest in order.
 
     Families are the values of the three axes (modes.AXES); a family no
-    candidate belongs to cannot be covered and is not asked for. Exact, not
+    candidate belongs to cannot be covered and is not asked for. ``extra``: an
+    axis of the scenario's own (the mesh's native or tunnel routing). Exact, not
     greedy: a matrix has at most a few dozen entries and six families, so the
     search stops at a cover of two or three.
     """
-    need = {f for c in candidates for f in families(c)}
+
+    def fams(c: ModeSpec) -> set[str]:
+        return set(families(c)) | ({extra(c)} if extra else set())
+
+    need = {f for c in candidates for f in fams(c)}
     for size in range(1, len(candidates) + 1):
         for combo in combinations(candidates, size):
-            if need <= {f for c in combo for f in families(c)}:
+            if need <= {f for c in combo for f in fams(c)}:
                 return combo
     return ()
 
@@ -113,7 +120,7 @@ def selected_entries(test: Declared, matrix: Matrix, lab: LabShape | None) -> tu
         return tuple(applicable)
     if test.cost == "once":
         return tuple(applicable[:1])
-    return cover(applicable)
+    return cover(applicable, test.scenario.extra_axis)
 
 
 COST_UNITS = {"light": 1, "heavy": 6, "once": 6}  # rough seconds ratios, from measured runs

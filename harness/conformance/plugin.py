@@ -62,6 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cluster", metavar="NAME",
                 help="test only this cluster of the lab (deploys, waits and suites touch "
                 "no other), so that runs for different clusters can share a lab")  # fmt: skip
+    g.addoption("--scope", choices=("cluster", "lab"), default=None,
+                help="only scenarios of this scope (catalogue): per cluster, or those "
+                "that need the whole lab (the mesh); default both")  # fmt: skip
     g.addoption("--part", metavar="K/N",
                 help="run the K-th of N parts of the matrix (entries dealt by cost); "
                 "decisions stay the whole matrix's")  # fmt: skip
@@ -85,6 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
         matrix=config.getoption("--matrix"),
         cluster=config.getoption("--cluster"),
         part=_part(config.getoption("--part")),
+        scope=config.getoption("--scope"),
         quiet_lock=config.getoption("--quiet-lock"),
         results=config.getoption("--results"),
         keep_lab=bool(config.getoption("--keep-lab")),
@@ -264,9 +268,10 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         coverage.results_plan(run.matrix, planned, mine, run.options.cluster or "")
     )
     dropped, elsewhere = [], []
+    scope = run.options.scope
     for (item, _), p in zip(marked, planned, strict=True):
-        if p.entry not in mine:
-            elsewhere.append(item)  # another part's run decides and records it
+        if p.entry not in mine or (scope and p.declared.scenario.scope != scope):
+            elsewhere.append(item)  # another run (part, or scope) decides and records it
             continue
         if p.decision.state == "run":
             continue

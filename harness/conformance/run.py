@@ -30,6 +30,7 @@ class Options:
     matrix: str | None = None  # "default" | "full"; None: the modes given (or the lab's own)
     cluster: str | None = None  # test this cluster only (--cluster)
     part: tuple[int, int] | None = None  # (K, N): the K-th of N parts of the matrix (--part)
+    scope: str | None = None  # "cluster" or "lab": only scenarios of that scope (--scope)
     quiet_lock: Path | None = None  # take turns with other runs (--quiet-lock)
     results: Path | None = None
     keep_lab: bool = False

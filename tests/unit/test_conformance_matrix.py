@@ -137,3 +137,16 @@ def test_a_split_deals_every_entry_once_and_heavy_entries_apart() -> None:
     assert (heavy[0] in one) != (heavy[1] in one)
     assert _spec("host-gw") in one  # the costliest entry (heavy and once-per-run checks)
     assert len(matrix.split(default, tests, SINGLE, 1)[0]) == 9
+
+
+def test_mesh_scenarios_also_meet_native_routing_and_tunnels() -> None:
+    default = matrix.preset("default")
+    meshed = LabShape("m", clusters=2, outside_hosts=1, max_segments_per_cluster=1, meshed=2)
+    runs = matrix.selected_entries(declare(25), default, meshed)
+    assert [str(e) for e in runs] == ["host-gw", "bgp", "calico-vxlan+wireguard"]
+    assert {catalogue.mesh_routing(e) for e in runs} == {"native routing", "tunnel"}
+    assert declare(25).not_applicable(_spec("bgp"), SINGLE) == (
+        "lab t has no two clusters in one mesh (label podlab.mesh)"
+    )
+    two = LabShape.of(load_plan(REPO / "topologies" / "two-clusters.clab.yml"))
+    assert (two.clusters, two.meshed) == (2, 2)

@@ -313,3 +313,18 @@ def test_a_lab_test_outside_the_matrix_is_refused(pytester: pytest.Pytester) -> 
     result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*must take the `mode` fixture*"])
+
+
+def test_a_scope_keeps_only_its_scenarios(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.scenario(1)\ndef test_c(mode):\n    pass\n"
+        "@pytest.mark.scenario(24)\ndef test_l(mode):\n    pass\n"
+    )
+    two = REPO / "topologies" / "two-clusters.clab.yml"
+    for scope, kept in (("lab", "test_l"), ("cluster", "test_c")):
+        result = pytester.runpytest_inprocess(
+            *PLUGIN, f"--topology={two}", "--mode=vxlan", f"--scope={scope}", "--collect-only",
+            "-q",
+        )  # fmt: skip
+        assert [line.split("::")[1] for line in result.outlines if "::" in line] == [
+            f"{kept}[vxlan]"]  # fmt: skip
