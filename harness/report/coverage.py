@@ -140,6 +140,8 @@ class ModeTime:
     deploy_s: float | None
     ready_s: float | None
     tests_s: float | None
+    cluster: str = ""  # where it ran, when runs were split per cluster
+    waited_s: float | None = None  # for the other cluster's quiet checks
 
     @property
     def total_s(self) -> float:
@@ -153,6 +155,13 @@ class Times:
     other: tuple[tuple[str, float], ...]  # ("lab up", s), ("tear down", s)
     tests_s: float
     wall_s: float | None  # started → finished, when the run finished
+
+
+def _mode_time(mode: str, acc: dict[tuple[str, str], float], cluster: str) -> ModeTime:
+    def get(what: str) -> float | None:
+        return acc.get((mode, what))
+
+    return ModeTime(mode, get("deploy"), get("ready"), get("mode"), cluster, get("quiet wait"))
 
 
 def times(run: RunResults, coverage_titles: dict[int, str] | None = None) -> Times:
@@ -176,13 +185,12 @@ def times(run: RunResults, coverage_titles: dict[int, str] | None = None) -> Tim
     acc: dict[tuple[str, str], float] = defaultdict(float)
     other: dict[str, float] = defaultdict(float)
     for t in run.timings:
-        if t.mode and t.what in ("deploy", "ready", "mode"):
+        if t.mode and t.what in ("deploy", "ready", "mode", "quiet wait"):
             acc[(t.mode, t.what)] += t.seconds
         else:
             other[t.what] += t.seconds
-    modes = tuple(
-        ModeTime(m, acc.get((m, "deploy")), acc.get((m, "ready")), acc.get((m, "mode")))
-        for m in dict.fromkeys(t.mode for t in run.timings if t.mode)
-    )
+    where = {m.mode: m.cluster for m in run.plan.modes} if run.plan else {}
+    modes = tuple(_mode_time(m, acc, where.get(m, "")) for m in dict.fromkeys(
+        t.mode for t in run.timings if t.mode))  # fmt: skip
     wall = (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
     return Times(tuple(rows), modes, tuple(other.items()), total, wall)
