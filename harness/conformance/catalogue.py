@@ -174,7 +174,7 @@ CATALOGUE: dict[int, Scenario] = dict([
     _s(22, "Cross-subnet encapsulation", needs=two_segments,
        applies=only_modes("cross-subnet", why="not mode cross-subnet")),
     _s(23, "Mode switch interruption", "once", **_Q),  # the switch to the next entry, under flows
-    _s(24, "Cross-cluster pod→pod", **_MESH),
+    _s(24, "Cross-cluster pod→pod", "heavy", **_MESH),  # tunnel and native routing
     _s(25, "Global services", "heavy", **_MESH),
     _s(26, "Cross-cluster failover", "heavy", **_MESH, **_Q),
     _s(27, "Cross-cluster policy", "heavy", **_MESH),
