@@ -79,7 +79,7 @@ def test_decisions_say_why_a_check_does_not_run_here() -> None:
         "not-applicable", "lab t: no cluster spans two L2 segments"
     )
     assert matrix.decide(declare(24), _spec("vxlan"), full, SINGLE).reason == (
-        "lab t has a single cluster"
+        "lab t has no two clusters in one mesh (label podlab.mesh)"
     )
 
 
