@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--part", metavar="K/N", help="run the K-th of N parts of the matrix (one per cluster, say)"
     )
     p.add_argument(
+        "--scope",
+        choices=("cluster", "lab"),
+        help="only per-cluster scenarios, or only those needing the whole lab",
+    )
+    p.add_argument(
         "--quiet-lock",
         metavar="FILE",
         help="take turns with other runs: quiet checks hold this lock alone",
