@@ -134,11 +134,12 @@ def test_podlab_test_runs_the_shipped_suites_with_junit(tmp_path: Path) -> None:
     assert {f"--results={tmp_path}", "--lab=t-x", "--mode=bgp", "--mode=vxlan"} <= set(argv)
     assert args.func is cli.cmd_test
     args = parser.parse_args(
-        ["test", "--lab", "t-x", "--matrix", "full", "--cluster", "c2", "--part", "2/2", "--scope", "cluster",
-         "--quiet-lock", "/tmp/q", "--results", str(tmp_path)]
+        ["test", "--lab", "t-x", "--matrix", "full", "--cluster", "c2", "--part", "2/2",
+         "--scope", "cluster", "--quiet-lock", "/tmp/q", "--results", str(tmp_path)]
     )  # fmt: skip
     argv = cli.pytest_argv(args, stamp="20260101T000000Z")
-    assert {"--matrix=full", "--cluster=c2", "--part=2/2", "--quiet-lock=/tmp/q", "--scope=cluster",
+    assert {"--matrix=full", "--cluster=c2", "--part=2/2", "--quiet-lock=/tmp/q",
+            "--scope=cluster",
             f"--junitxml={tmp_path / 'junit-20260101T000000Z-c2.xml'}"} <= set(argv)  # fmt: skip
 
 
