@@ -79,7 +79,11 @@ class Lab:
         url = self.endpoints.get(cluster)
         if not url:
             raise LabError(f"lab {self.name}: no etcd endpoint for cluster {cluster} in inventory")
-        return ApiClient(Store([url]), cluster)
+        # ClusterIPs come from the cluster's own service CIDR: the API's default
+        # (10.96.0.0/16) is only the first cluster's, and an address outside the
+        # CIDR the agents make local gets no reject when a service has no endpoints
+        cidr = ipaddress.IPv4Network(str(self.plan.clusters[cluster].service_cidr))
+        return ApiClient(Store([url]), cluster, service_cidr=cidr)
 
     def cluster_nodes(self, cluster: str | None = None) -> list[NodePlan]:
         """The cluster's nodes that run pods: workers first, then the control plane."""

@@ -150,3 +150,24 @@ def test_mesh_scenarios_also_meet_native_routing_and_tunnels() -> None:
     )
     two = LabShape.of(load_plan(REPO / "topologies" / "two-clusters.clab.yml"))
     assert (two.clusters, two.meshed) == (2, 2)
+
+
+def test_each_cluster_allocates_cluster_ips_from_its_own_service_cidr(tmp_path: Path) -> None:
+    import yaml
+
+    from harness.conformance.labctl import Lab
+
+    topo = yaml.safe_load((REPO / "topologies" / "two-clusters.clab.yml").read_text())
+    groups = topo["topology"]["groups"]
+    for group in groups.values():
+        group["labels"].pop("podlab.mesh", None)
+    groups["c2"]["labels"]["podlab.service-cidr"] = "10.97.0.0/16"
+    path = tmp_path / "t.clab.yml"
+    path.write_text(yaml.safe_dump(topo))
+    plan = load_plan(path)
+    lab = Lab("t", tmp_path, plan, tmp_path / "inv.yml",
+              endpoints={"c1": "http://127.0.0.1:1", "c2": "http://127.0.0.1:2"})  # fmt: skip
+    assert str(lab.client("c2").service_cidr) == "10.97.0.0/16"
+    lab.set_focus("c2")
+    assert str(lab.client().service_cidr) == "10.97.0.0/16" and lab.clusters == ("c2",)
+    assert lab.port(18084) == 18094
