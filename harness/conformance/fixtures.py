@@ -111,7 +111,7 @@ def mode(
     spec = ModeSpec.parse(request.param)
     entered = time.monotonic()
     writer = podlab_run.get_writer()
-    if lab.deployed.get(lab.first_cluster) != spec and labctl.current_mode(lab) != spec:
+    if labctl.needs_deploy(lab, spec):
         say(request.config, f"re-deploying lab {lab.name} with mode {spec}")
         seconds = labctl.deploy(lab, spec)
         writer.timing("deploy", seconds, str(spec))

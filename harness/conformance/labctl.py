@@ -222,16 +222,33 @@ def wait_pod_routes(lab: Lab, nodes: Mapping[str, Any], timeout_s: float = ROUTE
 
 
 def current_mode(lab: Lab, cluster: str | None = None) -> ModeSpec:
-    """The mode the cluster's agents report (node records), else the plan's."""
+    """The mode the cluster's agents report (node records: mode, and the backend's
+    ``Encryption``), else the plan's."""
     cluster = cluster or lab.first_cluster
     try:
-        modes = {n.mode for n in lab.client(cluster).nodes() if n.mode}
+        records = lab.client(cluster).nodes()
     except (LabError, UserError):
-        modes = set()
+        records = []
+    modes = {n.mode for n in records if n.mode}
+    encs = set()
+    for n in records:
+        backend = (n.model_extra or {}).get("backend")
+        if isinstance(backend, dict):
+            encs.add(str(backend.get("Encryption") or "none"))
     plan_spec = lab.mode(cluster)
     if len(modes) == 1:
-        return ModeSpec(modes.pop(), plan_spec.encryption)
+        enc = encs.pop() if len(encs) == 1 else plan_spec.encryption
+        return ModeSpec(modes.pop(), enc)
     return plan_spec
+
+
+def needs_deploy(lab: Lab, spec: ModeSpec) -> list[str]:
+    """The clusters of the run (``lab.clusters``) not known to run ``spec`` yet.
+
+    What the run deployed itself is known; a cluster it has not deployed is
+    asked (its agents' records), since another run may have left it in any mode.
+    """
+    return [c for c in lab.clusters if (lab.deployed.get(c) or current_mode(lab, c)) != spec]
 
 
 def fallbacks(lab: Lab) -> list[str]:

@@ -171,3 +171,9 @@ def test_each_cluster_allocates_cluster_ips_from_its_own_service_cidr(tmp_path: 
     lab.set_focus("c2")
     assert str(lab.client().service_cidr) == "10.97.0.0/16" and lab.clusters == ("c2",)
     assert lab.port(18084) == 18094
+    from harness.conformance.labctl import needs_deploy
+
+    lab.set_focus(None)  # the whole lab: a mesh run must deploy every cluster left elsewhere
+    lab.deployed = {"c1": _spec("host-gw"), "c2": _spec("calico-vxlan")}
+    assert needs_deploy(lab, _spec("host-gw")) == ["c2"]
+    assert needs_deploy(lab, _spec("host-gw+wireguard")) == ["c1", "c2"]
