@@ -5,8 +5,9 @@ deploy, test and remove one), ``--matrix default|full`` and ``--mode MODE``
 (repeatable: the matrix's entries; without either, the lab's own mode;
 ``MODE+wireguard`` adds encryption), ``--results DIR``, ``--keep-lab``,
 ``--thorough``, ``--tput-rounds``, ``--tput-seconds``. Every test marked
-``@pytest.mark.scenario(N)`` becomes a check in the results file (scenario, mode, outcome, the assertion's message, the time it
-took); ``record`` adds measurements. Before anything runs, each such test is
+``@pytest.mark.scenario(N)`` becomes a check in the results file (scenario,
+mode, outcome, the assertion's message, the time it took); ``record`` adds
+measurements. Before anything runs, each such test is
 decided per matrix entry from the catalogue (catalogue.py, matrix.py): run, or
 recorded as "not applicable" or "not selected" with the reason and not run at all.
 The plugin is inert in sessions that collect no such test, so podlab's own test
