@@ -53,6 +53,14 @@ class AgentConfig(BaseModel):
     resync_s: float = Field(10.0, gt=0)  # periodic full reconcile (re-adds deleted objects)
     node_grace_s: float = Field(40.0, gt=0)  # a silent node's pods leave service endpoints
     allow_root_netns: bool = False  # refuse to program the host's own namespace unless set
+    # CNI (docs/cni.md): where plugins are found (the agent links podlab-cni into the
+    # first), where it writes the conflist other runtimes read, libcni's result cache
+    cni_bin_dirs: list[Path] = Field(
+        default_factory=lambda: [Path("/opt/cni/bin"), Path("/usr/lib/cni")], min_length=1
+    )
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    cni_cache_dir: Path = Path("/var/lib/cni")
+    pod_workers: int = Field(16, ge=1, le=256)  # pods set up (or removed) at once
 
     @model_validator(mode="after")
     def _prefix_fits(self) -> AgentConfig:

@@ -5,8 +5,10 @@ uts namespaces, makes its mounts private, drops every namespace handle and
 ``/run`` sub-mount it inherited (so a node never pins another lab's netns),
 sets the hostname, mounts a private tmpfs on ``/run`` and bind-mounts the
 node's own ``/etc/podlab``, ``/var/lib/podlab``, ``/var/log/podlab``,
-``/opt/podlab`` and ``/etc/hostname`` from the lab directory (in the node's
-mount namespace only: the host's files are never written). It then forks the holder (``sleep
+``/opt/podlab``, the CNI directories (``/opt/cni``, ``/etc/cni``,
+``/var/lib/cni``), podman's (``/etc/containers``, ``/var/lib/containers``) and
+``/etc/hostname`` from the lab directory (in the node's mount namespace only:
+the host's files are never written). It then forks the holder (``sleep
 infinity`` renamed ``podlab-init <lab>/<node>``) and exits, so the holder is
 re-parented to pid 1 and never waits on the short-lived ``podlab`` process.
 
@@ -29,6 +31,13 @@ PRIVATE_DIRS = {
     "/var/lib/podlab": "lib",
     "/var/log/podlab": "log",
     "/opt/podlab": "opt",
+    # CNI: plugins, network configs and libcni's result cache are per node (docs/cni.md)
+    "/opt/cni": "opt-cni",
+    "/etc/cni": "etc-cni",
+    "/var/lib/cni": "lib-cni",
+    # podman's configuration and storage, for a container runtime on the node
+    "/etc/containers": "etc-containers",
+    "/var/lib/containers": "lib-containers",
 }
 RUN_DIRS = ("/run/sshd", "/run/podlab", "/run/lock")
 

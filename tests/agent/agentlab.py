@@ -95,6 +95,7 @@ class AgentLab:
         self.fab = f"{self.tag}-fab"
         self.nodes: list[Node] = []
         self.etcd: subprocess.Popen[bytes] | None = None
+        self.agent_src: Path | None = None  # run agents from another source tree (benches)
         self._made_ns: list[str] = []
         try:
             self._fabric()
@@ -169,6 +170,10 @@ class AgentLab:
             "run_dir": str(d / "run"),
             "log_dir": str(d / "log"),
             "netns_dir": str(d / "netns"),
+            # nodes share the host's filesystem here: CNI paths go to the node's dir
+            "cni_bin_dirs": [str(d / "cni-bin"), "/usr/lib/cni"],
+            "cni_conf_dir": str(d / "cni-conf"),
+            "cni_cache_dir": str(d / "cni-cache"),
             "lease_ttl_s": 10,
             "resync_s": 2.0,
             **cfg,
@@ -250,6 +255,8 @@ class AgentLab:
     # -- agents ----------------------------------------------------------------------
     def start_agent(self, node: Node) -> None:
         out = open(node.log, "ab")  # noqa: SIM115
+        src = self.agent_src or Path(__file__).parents[2]
+        env = {**os.environ, "PYTHONPATH": str(src)} if self.agent_src else None
         node.proc = subprocess.Popen(
             [
                 "nsenter",
@@ -262,7 +269,8 @@ class AgentLab:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=str(Path(__file__).parents[2]),
+            cwd=str(src),
+            env=env,
         )
 
     def stop_agent(self, node: Node, sig: int = signal.SIGTERM) -> None:

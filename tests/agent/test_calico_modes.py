@@ -23,7 +23,8 @@ import pytest
 import yaml
 from pyroute2 import IPRoute
 
-from harness.agent import bird, routed, wireguard
+from harness.agent import bird, wireguard
+from harness.cni import routed
 from tests.agent.agentlab import AgentLab, Node, wait_for
 from tests.agent.calnet import ip_packets
 from tests.agent.probes import ping, tcp_hello
@@ -153,7 +154,7 @@ def test_pods_connect_with_mode_mtu(calico_lab, mode: str, encryption: str) -> N
     assert rec["mtu"] == mtu and not rec["problems"], rec
     if mode != "host-gw" and mode != "vxlan":  # Calico family: routed cali* veths
         links = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
-        assert routed.host_if_name("default", "a") in links and "cni0" not in links
+        assert routed.host_if_name("default/a") in links and "cni0" not in links
     if encryption == "wireguard":
         assert rec["backend"]["WireguardPublicKey"] and rec["backend"]["WireguardPort"] == 51820
         rec = wait_for(
@@ -355,12 +356,31 @@ def test_running_pods_follow_a_switch_of_pod_interface_family(calico_lab) -> Non
     n1 = lab.nodes[0]
     a, b = pods["a"], pods["b"]
     veth = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
-    assert "cni0" in veth and routed.host_if_name("default", "a") not in veth
+    assert "cni0" in veth and routed.host_if_name("default/a") not in veth
     for mode, mtu in (("bgp", 1500), ("vxlan", 1450), ("host-gw", 1500)):
         for n in lab.nodes:
             lab.stop_agent(n)
             _set_cfg(n, mode=mode)
             lab.start_agent(n)
+        routed_style = mode == "bgp"
+
+        def replumbed(mode: str = mode, mtu: int = mtu, routed_style: bool = routed_style) -> bool:
+            """Both new agents have re-attached their pods (the old path works meanwhile,
+            and a DF ping sent through it would leave a's netns a 10-minute PMTU entry)."""
+            links = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
+            mtus = []
+            for node, pod in ((n1, a), (lab.nodes[1], b)):
+                with IPRoute(netns=node.pod_netns(pod["netns"])) as ipr:
+                    mtus.append(
+                        ipr.get_links(ipr.link_lookup(ifname="eth0")[0])[0].get_attr("IFLA_MTU")
+                    )
+            return (
+                (routed.host_if_name("default/a") in links) == routed_style
+                and ("cni0" in links) != routed_style
+                and mtus == [mtu, mtu]
+            )
+
+        wait_for(f"pod a re-attached for {mode}", replumbed, timeout=60)
         hello = wait_for(
             f"a → b after the switch to {mode}",
             lambda: lab.pod_run(
@@ -368,15 +388,8 @@ def test_running_pods_follow_a_switch_of_pod_interface_family(calico_lab) -> Non
             ).stdout.split(),
         )
         assert hello[0] == "b" and hello[1].split(":")[0] == a["podIP"], hello
-        links = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
-        routed_style = mode == "bgp"
-        assert (routed.host_if_name("default", "a") in links) == routed_style, links
-        assert ("cni0" in links) != routed_style, links
-        with IPRoute(netns=n1.pod_netns(a["netns"])) as ipr:
-            eth0 = ipr.get_links(ipr.link_lookup(ifname="eth0")[0])[0]
-            assert eth0.get_attr("IFLA_MTU") == mtu, f"{mode}: pod MTU"
         df_ping = ping(b["podIP"], 1, mtu - 28, df=True)
-        wait_for(  # b's agent sets b's MTU on its own restart, maybe a moment later
+        wait_for(
             f"{mode}: DF ping of {mtu} bytes after the switch",
             lambda p=df_ping: lab.pod_run(n1, a["netns"], p, check=False).returncode == 0,
         )

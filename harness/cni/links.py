@@ -1,0 +1,159 @@
+"""What both pod interface styles share: the veth pair, its alias, and reading it back.
+
+The pod end is created directly inside the pod's namespace (``net_ns_fd``), so
+it never appears in the node's namespace under the pod's interface name. The
+node end carries an alias ``podlab-cni <network> <containerID> <ifname>``: DEL
+and GC remove a node-side veth only when the alias says it is the attachment's
+(a recreated pod of the same name gets the same veth name, and must not lose
+its new interface to the old pod's late DEL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from harness.agent import netlink as nl
+from harness.cni.spec import INTERNAL, CniError
+
+ALIAS_PREFIX = "podlab-cni "
+EEXIST = 17
+
+
+def alias(network: str, container_id: str, ifname: str) -> str:
+    return f"{ALIAS_PREFIX}{network} {container_id} {ifname}"
+
+
+def parse_alias(text: str) -> tuple[str, str, str] | None:
+    """(network, containerID, ifname) from a node-side veth's alias, if it is ours."""
+    if not text.startswith(ALIAS_PREFIX):
+        return None
+    parts = text[len(ALIAS_PREFIX) :].split(" ")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
+def host_if_name(prefix: str, width: int, seed: str) -> str:
+    """``prefix`` + ``width`` hex digits of sha256(seed): deterministic, ≤ 15 chars."""
+    return prefix + hashlib.sha256(seed.encode()).hexdigest()[:width]
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A created pair: the node end and the pod end, with their MACs and indexes."""
+
+    host_if: str
+    host_index: int
+    host_mac: str
+    pod_if: str
+    pod_index: int
+    pod_mac: str
+
+
+def make_veth(
+    host: IPRoute, pod: IPRoute, netns: str, ifname: str, host_if: str, mtu: int, tag: str
+) -> Veth:
+    """The veth pair; a leftover node end of the same name is replaced (the pod is gone)."""
+    if pod.link_lookup(ifname=ifname):
+        raise CniError(
+            INTERNAL,
+            f"interface {ifname} already exists in {netns}",
+            "ADD twice without DEL? the runtime must DEL first",
+        )
+    stale = nl.ifindex(host, host_if)
+    if stale is not None:
+        nl.ignore_missing(lambda: host.link("del", index=stale))
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        peer = {"ifname": ifname, "net_ns_fd": fd, "mtu": mtu}
+        host.link("add", ifname=host_if, kind="veth", mtu=mtu, peer=peer)
+    except NetlinkError as exc:
+        raise CniError(INTERNAL, f"cannot create veth {host_if}/{ifname}: {exc}") from exc
+    finally:
+        os.close(fd)
+    hidx = nl.ifindex(host, host_if)
+    pidx = pod.link_lookup(ifname=ifname)
+    if hidx is None or not pidx:
+        raise CniError(INTERNAL, f"veth {host_if}/{ifname} vanished right after creation")
+    host.link("set", index=hidx, ifalias=tag)
+    return Veth(
+        host_if,
+        hidx,
+        str(nl.attr(host.get_links(hidx)[0], "IFLA_ADDRESS")),
+        ifname,
+        int(pidx[0]),
+        str(nl.attr(pod.get_links(pidx[0])[0], "IFLA_ADDRESS")),
+    )
+
+
+def owned_links(host: IPRoute, network: str) -> dict[str, tuple[int, str, str]]:
+    """Node-side veths podlab-cni made for ``network``: name → (index, containerID, ifname)."""
+    out = {}
+    for msg in host.get_links():
+        owner = parse_alias(str(nl.attr(msg, "IFLA_IFALIAS", "")))
+        if owner is not None and owner[0] == network:
+            out[str(nl.attr(msg, "IFLA_IFNAME"))] = (int(msg["index"]), owner[1], owner[2])
+    return out
+
+
+def delete_host_if(host: IPRoute, host_if: str, tag: str) -> bool:
+    """Delete the node end ``host_if`` if its alias is ``tag``; True if it was deleted."""
+    msg = nl.link(host, host_if)
+    if msg is None or str(nl.attr(msg, "IFLA_IFALIAS", "")) != tag:
+        return False
+    nl.ignore_missing(lambda: host.link("del", index=msg["index"]))
+    return True
+
+
+def delete_pod_if(pod: IPRoute, ifname: str) -> bool:
+    """Delete ``ifname`` in the pod namespace (its veth peer goes with it)."""
+    found = pod.link_lookup(ifname=ifname)
+    if not found:
+        return False
+    nl.ignore_missing(lambda: pod.link("del", index=found[0]))
+    return True
+
+
+def link_state(ipr: IPRoute, name: str) -> dict[str, Any] | None:
+    """Name, index, MAC, MTU, up, master and alias of a link, or None."""
+    msg = nl.link(ipr, name)
+    if msg is None:
+        return None
+    return {
+        "index": int(msg["index"]),
+        "mac": str(nl.attr(msg, "IFLA_ADDRESS", "")),
+        "mtu": int(nl.attr(msg, "IFLA_MTU", 0)),
+        "up": bool(msg["flags"] & 1),
+        "master": nl.attr(msg, "IFLA_MASTER"),
+        "alias": str(nl.attr(msg, "IFLA_IFALIAS", "")),
+    }
+
+
+def addresses(ipr: IPRoute, index: int) -> set[str]:
+    """IPv4 ``address/prefix`` strings on a link."""
+    return {
+        f"{nl.attr(a, 'IFA_ADDRESS')}/{a['prefixlen']}"
+        for a in ipr.get_addr(index=index, family=nl.AF_INET)
+    }
+
+
+def default_gateway(ipr: IPRoute) -> str | None:
+    for r in ipr.get_routes(family=nl.AF_INET, table=nl.MAIN_TABLE):
+        if r["dst_len"] == 0:
+            return str(nl.attr(r, "RTA_GATEWAY", "")) or None
+    return None
+
+
+def ensure_addr_tolerant(ipr: IPRoute, index: int, address: str, prefixlen: int) -> None:
+    """Add an address unless present (a concurrent ADD may add it first: EEXIST is fine)."""
+    if f"{address}/{prefixlen}" in addresses(ipr, index):
+        return
+    try:
+        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+    except NetlinkError as exc:
+        if exc.code != EEXIST:
+            raise
