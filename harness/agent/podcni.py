@@ -1,7 +1,7 @@
 """The agent as a CNI runtime: its pods are attached by running ``podlab-cni``, nothing else.
 
-At start the agent installs the plugin where runtimes look (a link in the first
-``cni_bin_dirs``, like Calico's and flannel's install-cni), writes two network
+At start the agent installs the plugin where runtimes look (a launcher in the
+first ``cni_bin_dirs``, like Calico's and flannel's install-cni), writes two network
 configuration lists and starts the CNI server the plugin forwards to:
 
 - ``<run_dir>/cni/podlab-pods.conflist``, network ``podlab-pods``: the agent's own
@@ -21,15 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import PodInterface
 from harness.agent.leases import atomic_write
-from harness.cni import netconf, spec
+from harness.cni import install, netconf, spec
 from harness.cni.runtime import Attachment, CacheEntry, NetworkList, Runtime
 from harness.cni.server import CniServer
 
@@ -99,21 +97,9 @@ class PodNetworking:
         self.server.start()
 
     def _link_plugin(self) -> None:
-        target = Path(sys.executable).parent / "podlab-cni"
-        link = self.cfg.cni_bin_dirs[0] / "podlab-cni"
-        if not target.exists():
-            log.warning("no %s next to this Python: podlab-cni not installed in %s", target, link)
-            return
-        with contextlib.suppress(OSError):
-            if link.is_symlink() and os.readlink(link) == str(target):
-                return
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(f".podlab-cni.{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(target)
-        os.replace(tmp, link)
-        log.info("installed the CNI plugin: %s -> %s", link, target)
+        path, changed = install.install(self.cfg.cni_bin_dirs[0])
+        if changed:
+            log.info("installed the CNI plugin %s", path)
 
     def close(self) -> None:
         self.server.close()

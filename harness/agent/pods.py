@@ -204,9 +204,7 @@ class PodManager:
         path = str(self.cfg.netns_dir / st.netns)
         fresh = not os.path.exists(path)
         if fresh:
-            nsutil.create(path)
-            with nsutil.iproute(path) as pod:  # loopback is the runtime's job, as in podman
-                pod.link("set", index=pod.link_lookup(ifname="lo")[0], state="up")
+            nsutil.create(path, lo_up=True)  # loopback is the runtime's job, as in podman
         if not st.container_id:  # state written before the CNI runtime existed
             st.container_id = podcni.container_id(st.namespace, st.name, st.uid)
         cached = self.cni.cached(st.container_id)

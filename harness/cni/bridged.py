@@ -38,20 +38,42 @@ def _not_bridge(msg: Any) -> str | None:
     return None if kind == "bridge" else f"is a {kind or 'plain'} link, not a bridge"
 
 
-def ensure_bridge(host: IPRoute, name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> int:
-    """The bridge with the gateway address, up, at ``mtu``; safe against concurrent ADDs."""
-    idx = nl.ifindex(host, name)
-    if idx is None:
+def ensure_bridge(
+    host: IPRoute, name: str, gateway: ipaddress.IPv4Interface, mtu: int
+) -> tuple[int, str]:
+    """The bridge with the gateway address, up, at ``mtu``: (ifindex, MAC).
+
+    Two netlink calls when all is in place (one get, one address dump); safe
+    against concurrent ADDs. A new bridge gets a MAC of its own (from the
+    subnet): a bridge otherwise takes its lowest port's MAC and changes it as
+    pods come and go, which pods see as their gateway moving.
+    """
+    msg = links.get_link(host, name)
+    if msg is None:
         try:
-            host.link("add", ifname=name, kind="bridge")
+            host.link(
+                "add",
+                ifname=name,
+                kind="bridge",
+                mtu=mtu,
+                address=nl.stable_mac(f"{name}/{gateway.network}"),
+            )
         except NetlinkError as exc:
             if exc.code != EEXIST:
                 raise
-        idx = nl.ifindex(host, name)
-        if idx is None:
+        msg = links.get_link(host, name)
+        if msg is None:
             raise RuntimeError(f"bridge {name} vanished right after creation")
-    elif (reason := _not_bridge(host.get_links(idx)[0])) is not None:
+    elif (reason := _not_bridge(msg)) is not None:
         raise RuntimeError(f"{name} {reason}; remove it or choose another bridge name")
+    idx = int(msg["index"])
+    changes: dict[str, Any] = {}
+    if nl.attr(msg, "IFLA_MTU") != mtu:
+        changes["mtu"] = mtu
+    if not msg["flags"] & 1:
+        changes["state"] = "up"
+    if changes:
+        host.link("set", index=idx, **changes)
     have = links.addresses(host, idx)
     want = f"{gateway.ip}/{gateway.network.prefixlen}"
     for stale in have - {want}:  # the node's previous lease
@@ -59,9 +81,9 @@ def ensure_bridge(host: IPRoute, name: str, gateway: ipaddress.IPv4Interface, mt
         nl.ignore_missing(
             partial(host.addr, "del", index=idx, address=address, prefixlen=int(plen))
         )
-    links.ensure_addr_tolerant(host, idx, str(gateway.ip), gateway.network.prefixlen)
-    nl.ensure_up(host, idx, mtu)
-    return idx
+    if want not in have:
+        links.ensure_addr_tolerant(host, idx, str(gateway.ip), gateway.network.prefixlen)
+    return idx, str(nl.attr(msg, "IFLA_ADDRESS", ""))
 
 
 def add(
@@ -71,24 +93,22 @@ def add(
     ifname: str,
     host_if: str,
     tag: str,
+    seed: str,
     address: str,
     node: NodeSubnet,
     conf: NetConf,
     mtu: int,
 ) -> dict[str, Any]:
     """Plumb one pod; returns the result (1.1.0 shape, before version conversion)."""
-    bridge = ensure_bridge(host, conf.bridge, node.gateway, mtu)
-    veth = links.make_veth(host, pod, netns, ifname, host_if, mtu, tag)
-    host.link("set", index=veth.host_index, master=bridge)
+    bridge, bridge_mac = ensure_bridge(host, conf.bridge, node.gateway, mtu)
+    veth = links.make_veth(host, pod, netns, ifname, host_if, mtu, tag, seed, master=bridge)
     if conf.hairpin:
         host.brport("set", index=veth.host_index, mode=1)
-    host.link("set", index=veth.host_index, state="up")
     prefix = node.subnet.prefixlen
     pod.addr("add", index=veth.pod_index, address=address, prefixlen=prefix)
     pod.link("set", index=veth.pod_index, state="up")
     gw = str(node.gateway.ip)
     pod.route("replace", dst="0.0.0.0", dst_len=0, gateway=gw)
-    bridge_mac = str(nl.attr(host.get_links(bridge)[0], "IFLA_ADDRESS"))
     return {
         "interfaces": [
             {"name": conf.bridge, "mac": bridge_mac},

@@ -133,9 +133,12 @@ def _plumb(
     address: str,
     mtu: int,
 ) -> dict[str, Any]:
+    seed = _seed(req)
     if conf.mode == "bridge":
-        return bridged.add(host, pod, req.netns, req.ifname, host_if, tag, address, node, conf, mtu)
-    return routed.add(host, pod, req.netns, req.ifname, host_if, tag, address, mtu)
+        return bridged.add(
+            host, pod, req.netns, req.ifname, host_if, tag, seed, address, node, conf, mtu
+        )
+    return routed.add(host, pod, req.netns, req.ifname, host_if, tag, seed, address, mtu)
 
 
 def _undo(host: Any, pod: Any, req: Request, host_if: str, tag: str) -> None:

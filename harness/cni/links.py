@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -22,7 +23,9 @@ from harness.agent import netlink as nl
 from harness.cni.spec import INTERNAL, CniError
 
 ALIAS_PREFIX = "podlab-cni "
+ENOENT = 2
 EEXIST = 17
+ENODEV = 19
 
 
 def alias(network: str, container_id: str, ifname: str) -> str:
@@ -42,6 +45,18 @@ def host_if_name(prefix: str, width: int, seed: str) -> str:
     return prefix + hashlib.sha256(seed.encode()).hexdigest()[:width]
 
 
+def macs(seed: str) -> tuple[str, str]:
+    """Locally administered unicast MACs for the node end and the pod end, from the seed.
+
+    Chosen here rather than read back: two netlink calls fewer per ADD, and a
+    re-attached pod keeps the MACs its neighbours know.
+    """
+    h = hashlib.sha256(f"podlab-cni/{seed}".encode()).digest()
+    host = ":".join(f"{b:02x}" for b in (0x0A, *h[:5]))
+    pod = ":".join(f"{b:02x}" for b in (0x0A, *h[5:10]))
+    return host, pod
+
+
 @dataclass(frozen=True)
 class Veth:
     """A created pair: the node end and the pod end, with their MACs and indexes."""
@@ -54,40 +69,57 @@ class Veth:
     pod_mac: str
 
 
+def get_link(ipr: IPRoute, name: str) -> Any | None:
+    """One link by name (a single RTM_GETLINK), or None."""
+    try:
+        return ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code in (ENODEV, ENOENT):
+            return None
+        raise
+
+
 def make_veth(
-    host: IPRoute, pod: IPRoute, netns: str, ifname: str, host_if: str, mtu: int, tag: str
+    host: IPRoute,
+    pod: IPRoute,
+    netns: str,
+    ifname: str,
+    host_if: str,
+    mtu: int,
+    tag: str,
+    seed: str,
+    master: int | None = None,
 ) -> Veth:
-    """The veth pair; a leftover node end of the same name is replaced (the pod is gone)."""
-    if pod.link_lookup(ifname=ifname):
-        raise CniError(
-            INTERNAL,
-            f"interface {ifname} already exists in {netns}",
-            "ADD twice without DEL? the runtime must DEL first",
-        )
-    stale = nl.ifindex(host, host_if)
-    if stale is not None:
-        nl.ignore_missing(lambda: host.link("del", index=stale))
+    """The veth pair, node end up (and a port of ``master``), pod end still down.
+
+    A leftover node end of the same name (its pod is gone) is replaced.
+    """
+    host_mac, pod_mac = macs(seed)
     fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        peer = {"ifname": ifname, "net_ns_fd": fd, "mtu": mtu}
-        host.link("add", ifname=host_if, kind="veth", mtu=mtu, peer=peer)
-    except NetlinkError as exc:
-        raise CniError(INTERNAL, f"cannot create veth {host_if}/{ifname}: {exc}") from exc
+        peer = {"ifname": ifname, "net_ns_fd": fd, "mtu": mtu, "address": pod_mac}
+        spec: dict[str, Any] = {"ifname": host_if, "kind": "veth", "mtu": mtu, "address": host_mac}
+        if master is not None:
+            spec["master"] = master
+        for attempt in (1, 2):
+            try:
+                host.link("add", peer=peer, **spec)
+                break
+            except NetlinkError as exc:
+                stale = get_link(host, host_if) if exc.code == EEXIST else None
+                if stale is None or attempt == 2:
+                    raise CniError(
+                        INTERNAL, f"cannot create veth {host_if}/{ifname}: {exc}"
+                    ) from exc
+                nl.ignore_missing(partial(host.link, "del", index=stale["index"]))
     finally:
         os.close(fd)
-    hidx = nl.ifindex(host, host_if)
+    hidx = host.link_lookup(ifname=host_if)
     pidx = pod.link_lookup(ifname=ifname)
-    if hidx is None or not pidx:
+    if not hidx or not pidx:
         raise CniError(INTERNAL, f"veth {host_if}/{ifname} vanished right after creation")
-    host.link("set", index=hidx, ifalias=tag)
-    return Veth(
-        host_if,
-        hidx,
-        str(nl.attr(host.get_links(hidx)[0], "IFLA_ADDRESS")),
-        ifname,
-        int(pidx[0]),
-        str(nl.attr(pod.get_links(pidx[0])[0], "IFLA_ADDRESS")),
-    )
+    host.link("set", index=hidx[0], ifalias=tag, state="up")
+    return Veth(host_if, int(hidx[0]), host_mac, ifname, int(pidx[0]), pod_mac)
 
 
 def owned_links(host: IPRoute, network: str) -> dict[str, tuple[int, str, str]]:
@@ -102,7 +134,7 @@ def owned_links(host: IPRoute, network: str) -> dict[str, tuple[int, str, str]]:
 
 def delete_host_if(host: IPRoute, host_if: str, tag: str) -> bool:
     """Delete the node end ``host_if`` if its alias is ``tag``; True if it was deleted."""
-    msg = nl.link(host, host_if)
+    msg = get_link(host, host_if)
     if msg is None or str(nl.attr(msg, "IFLA_IFALIAS", "")) != tag:
         return False
     nl.ignore_missing(lambda: host.link("del", index=msg["index"]))
@@ -111,16 +143,18 @@ def delete_host_if(host: IPRoute, host_if: str, tag: str) -> bool:
 
 def delete_pod_if(pod: IPRoute, ifname: str) -> bool:
     """Delete ``ifname`` in the pod namespace (its veth peer goes with it)."""
-    found = pod.link_lookup(ifname=ifname)
-    if not found:
-        return False
-    nl.ignore_missing(lambda: pod.link("del", index=found[0]))
-    return True
+    try:
+        pod.link("del", ifname=ifname)
+        return True
+    except NetlinkError as exc:
+        if exc.code in (ENODEV, ENOENT):
+            return False
+        raise
 
 
 def link_state(ipr: IPRoute, name: str) -> dict[str, Any] | None:
     """Name, index, MAC, MTU, up, master and alias of a link, or None."""
-    msg = nl.link(ipr, name)
+    msg = get_link(ipr, name)
     if msg is None:
         return None
     return {

@@ -108,8 +108,12 @@ def share_dir(directory: Path) -> None:
         _shared_dirs.add(key)
 
 
-def create(path: str) -> None:
-    """A new network namespace bind-mounted at ``path`` (which must not exist), lo down."""
+def create(path: str, lo_up: bool = False) -> None:
+    """A new network namespace bind-mounted at ``path`` (which must not exist).
+
+    ``lo_up`` brings its loopback up from the same helper thread (a runtime's job:
+    podman does it, the agent too), saving a second trip into the namespace.
+    """
     share_dir(Path(path).parent)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
     os.close(fd)
@@ -118,6 +122,9 @@ def create(path: str) -> None:
         _check(_libc.unshare(CLONE_NEWNET), "unshare", path)
         me = b"/proc/thread-self/ns/net"
         _check(_libc.mount(me, path.encode(), None, MS_BIND, None), "bind mount", path)
+        if lo_up:
+            with IPRoute(groups=0) as ipr:  # its socket is made in this new namespace
+                ipr.link("set", index=1, state="up")  # lo is always ifindex 1
 
     try:
         _in_thread(make)

@@ -43,12 +43,12 @@ def add(
     ifname: str,
     host_if: str,
     tag: str,
+    seed: str,
     address: str,
     mtu: int,
 ) -> dict[str, Any]:
     """Plumb one pod; returns the result (1.1.0 shape, before version conversion)."""
-    veth = links.make_veth(host, pod, netns, ifname, host_if, mtu, tag)
-    host.link("set", index=veth.host_index, state="up")
+    veth = links.make_veth(host, pod, netns, ifname, host_if, mtu, tag, seed)
     nl.set_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1")
     nl.set_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", "0")
     host.route(
