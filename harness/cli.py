@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "harness.api.cli",
     "harness.report.cli",
     "harness.conformance.cli",
+    "harness.conformance.cni.cli",
 )
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)

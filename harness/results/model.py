@@ -68,7 +68,15 @@ SCENARIOS: dict[int, str] = {
     28: "Throughput",
     29: "Latency and connection rate",
     30: "Hygiene after the run",
+    31: "Rolling update",
+    32: "Autoscaler",
+    33: "ResourceQuota and LimitRange",
+    34: "Hollow nodes and scale SLIs",
+    35: "CNI spec suite",
+    36: "Third-party runtime on the pod network",
+    37: "Kernel-only features (VM labs)",
 }
+MAX_SCENARIO = max(SCENARIOS)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]*$")
@@ -110,7 +118,7 @@ class Measurement(_Frozen):
     passed: bool | None = None
     mode: str
     topology: str
-    scenario: int | None = Field(default=None, ge=1, le=30)
+    scenario: int | None = Field(default=None, ge=1, le=MAX_SCENARIO)
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -160,7 +168,7 @@ class Measurement(_Frozen):
 class Check(_Frozen):
     """The outcome of one conformance test for one scenario and mode."""
 
-    scenario: int = Field(ge=1, le=30)
+    scenario: int = Field(ge=1, le=MAX_SCENARIO)
     name: str
     mode: str
     outcome: Outcome
@@ -190,7 +198,7 @@ class Timeline(_Frozen):
     name: str
     mode: str
     topology: str = ""
-    scenario: int | None = Field(default=None, ge=1, le=30)
+    scenario: int | None = Field(default=None, ge=1, le=MAX_SCENARIO)
     events: tuple[TimelineEvent, ...] = ()
     samples: tuple[TimelineSample, ...] = ()
     sample_name: str = ""
