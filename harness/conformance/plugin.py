@@ -135,8 +135,9 @@ FIRST_MODE_ONLY = {  # suite module -> part of the test id that marks it ("" = e
     "test_services": "", "test_dns": "",  # kube-proxy and DNS do not depend on the datapath
 }  # fmt: skip
 # Policy is enforced at the pod interface, whose style (bridged cni0 or routed cali*)
-# belongs to the mode family: it runs for the first mode of each family.
-FIRST_OF_FAMILY = {"test_policy": ""}
+# belongs to the mode family, as is the CNI plugin's mode a third-party runtime
+# (podman) gets: they run for the first mode of each family.
+FIRST_OF_FAMILY = {"test_policy": "", "test_runtime": ""}
 
 
 def _family(matrix_mode: str) -> str:
