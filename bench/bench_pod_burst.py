@@ -9,7 +9,10 @@ uses) are written to etcd in one transaction, spread over the pod nodes as
 podlab's scheduler would. For each pod: the agent's ``networkReadyTime`` minus
 the apply, and the first TCP answer (a RST counts: nothing listens, a refusal
 proves the path) from the probing node's namespace, retried every 20 ms once the
-pod's address is published. Prints p50/p90/p99/max per round and over all rounds.
+pod's address is published. Prints p50/p90/p99/max per round and over all rounds,
+and the CPU each pod cost (load-independent, unlike the latencies on a shared
+machine): the agents' own time plus the children they reaped (plugin
+processes), each pod's process chain (nsenter … its command), and etcd's.
 
 ``--agent-src DIR`` runs the agents from another source tree (e.g. ``git archive
 main | tar -x -C /tmp/main``) so a before/after comparison runs on the same
@@ -20,7 +23,9 @@ tree does not know (``cni_*``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -96,6 +101,29 @@ def pod_object(name: str, node: str) -> dict:
     }
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int, children: bool = True) -> float:
+    """CPU seconds of a process (with the children it reaped), 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / TICK
+
+
+def pod_pids(node) -> list[int]:  # type: ignore[no-untyped-def]
+    out = []
+    for f in (node.dir / "state" / "pods").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            out.append(int(json.loads(f.read_text())["pid"]))
+    return out
+
+
 def one_round(lab: AgentLab, names: list[str], pod_nodes: list, prober_node) -> tuple:
     prober = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{prober_node.ns}", PYTHON, "-c", PROBER],
@@ -117,6 +145,9 @@ def one_round(lab: AgentLab, names: list[str], pod_nodes: list, prober_node) -> 
         (pod_key("t1", "default", n), json.dumps(pod_object(n, pod_nodes[i % len(pod_nodes)].name)))
         for i, n in enumerate(names)
     ]
+    agents = [n.proc.pid for n in pod_nodes if n.proc is not None]
+    etcd = lab.etcd.pid if lab.etcd is not None else 0
+    cpu0 = (sum(cpu_s(p) for p in agents), cpu_s(etcd, children=False))
     applied = time.time()
     lab.store.put_many(items)
     sent: set[str] = set()
@@ -136,6 +167,11 @@ def one_round(lab: AgentLab, names: list[str], pod_nodes: list, prober_node) -> 
     prober.wait()
     reach = [answered[n] - applied for n in names]
     net = [ts(lab.pod_status(n)["networkReadyTime"]) - applied for n in names]
+    cpu = {
+        "agent+plugin": sum(cpu_s(p) for p in agents) - cpu0[0],
+        "pod processes": sum(cpu_s(p) for n in pod_nodes for p in pod_pids(n)),
+        "etcd": cpu_s(etcd, children=False) - cpu0[1],
+    }
     # delete them all and wait until every status is gone (the node is clean again)
     for key, _ in items:
         lab.store.delete(key)
@@ -145,7 +181,7 @@ def one_round(lab: AgentLab, names: list[str], pod_nodes: list, prober_node) -> 
         timeout=180,
         every=0.2,
     )
-    return reach, net
+    return reach, net, cpu
 
 
 def main() -> int:
@@ -178,10 +214,12 @@ def main() -> int:
         all_net: list[float] = []
         for r in range(args.rounds):
             names = [f"b{r}-{i:03d}" for i in range(args.pods)]
-            reach, net = one_round(lab, names, pod_nodes, prober_node)
+            reach, net, cpu = one_round(lab, names, pod_nodes, prober_node)
             print(f"round {r + 1}:")
             print("  " + line("apply→reached", reach))
             print("  " + line("apply→networkReady", net))
+            per_pod = ", ".join(f"{k} {v / args.pods * 1000:.1f}" for k, v in cpu.items())
+            print(f"  CPU per pod (ms): {per_pod}")
             all_reach += reach
             all_net += net
         print(f"all {args.rounds} rounds ({len(all_reach)} pods):")

@@ -84,6 +84,7 @@ class PodManager:
         self._ok: dict[Key, str] = {}  # pods verified since the last full pass
         self._lock = threading.Lock()  # _children and _ok, shared with the workers
         self._pool = ThreadPoolExecutor(cfg.pod_workers, thread_name_prefix="pod")
+        self.resolvers = dns.ResolverMounts(cfg.run_dir)
 
     def prepare(self) -> None:
         if self.style != PodInterface.BRIDGED:  # left by a Flannel-family mode
@@ -94,6 +95,7 @@ class PodManager:
         for d in (self.state_dir, self.log_dir, self.cfg.netns_dir):
             d.mkdir(parents=True, exist_ok=True)
         nsutil.share_dir(self.cfg.netns_dir)
+        self.resolvers.prepare()
         self.cni.install()
 
     def close(self) -> None:
@@ -278,10 +280,9 @@ class PodManager:
             "NODE_NAME": self.cfg.node,
         }
         logf = self.log_dir / f"{st.namespace}_{st.name}.log"
-        # cluster DNS for the pod: its own resolv.conf, bind-mounted by the wrapper
-        files = self.cfg.run_dir / "pods" / f"{st.namespace}_{st.name}"
-        dns.write_pod_files(files, st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
-        proc = procs.start(dns.wrap_command(files, list(spec.command)), path, env, logf)
+        # cluster DNS for the pod: its namespace's resolv.conf, in a mount ns it enters
+        mntns = self.resolvers.handle(st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
+        proc = procs.start(list(spec.command), path, env, logf, mount_ns=str(mntns))
         with self._lock:
             self._children[proc.pid] = proc
         st.pid, st.phase, st.start_time = proc.pid, "Running", st.start_time or now_rfc3339()

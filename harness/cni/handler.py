@@ -19,10 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness.cni import bridged, ipam, links, nsutil, routed
@@ -45,6 +48,29 @@ log = logging.getLogger("podlab.cni")
 
 #: How old the agent's heartbeat may be before STATUS says the node cannot serve.
 HEALTH_MAX_AGE_S = 45.0
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def host_iproute() -> Iterator[IPRoute]:
+    """The calling thread's netlink socket in the node's namespace, kept between calls.
+
+    The CNI server's worker threads each keep one (an IPRoute is an event loop
+    and a socket: worth not rebuilding per pod); it is dropped after any error
+    other than a plain CNI error, so a confused socket is never reused.
+    """
+    ipr = getattr(_local, "ipr", None)
+    if ipr is None:
+        ipr = _local.ipr = nsutil.iproute()
+    try:
+        yield ipr
+    except CniError:
+        raise
+    except BaseException:
+        _local.ipr = None
+        with contextlib.suppress(Exception):
+            ipr.close()
+        raise
 
 
 def handle(req: Request) -> dict[str, Any] | None:
@@ -101,7 +127,7 @@ def cmd_add(req: Request, conf: NetConf) -> dict[str, Any]:
     pool = ipam.Pool(Path(conf.data_dir), node.subnet, str(node.gateway.ip))
     host_if = _host_if(conf, req)
     tag = links.alias(conf.name, req.container_id, req.ifname)
-    with nsutil.iproute() as host, nsutil.iproute(req.netns) as pod:
+    with host_iproute() as host, nsutil.iproute(req.netns) as pod:
         if pod.link_lookup(ifname=req.ifname):  # before reserving anything
             raise CniError(
                 INTERNAL,
@@ -162,7 +188,7 @@ def cmd_del(req: Request, conf: NetConf) -> None:
             links.delete_pod_if(pod, req.ifname)
     # the node end outlives a pod namespace only while something pins it: check by alias
     names = {r.host_if for r in held if r.host_if} | {_host_if(conf, req)}
-    with nsutil.iproute() as host:
+    with host_iproute() as host:
         for name in names:
             links.delete_host_if(host, name, tag)
     for d in ipam.pools(Path(conf.data_dir)):
@@ -192,7 +218,7 @@ def cmd_check(req: Request, conf: NetConf) -> None:
     if mine is None or mine.address != plain:
         problems.append(f"address {plain} is not reserved for this attachment")
     host_if = mine.host_if if mine and mine.host_if else _host_if(conf, req)
-    with nsutil.iproute() as host, nsutil.iproute(req.netns) as pod:
+    with host_iproute() as host, nsutil.iproute(req.netns) as pod:
         if conf.mode == "bridge":
             problems += bridged.check(host, pod, req.ifname, host_if, address, conf, mtu)
         else:
@@ -252,7 +278,7 @@ def cmd_gc(conf: NetConf) -> None:
     freed = []
     for d in ipam.pools(data):
         freed += ipam.pool_from_dir(data, d).collect(conf.name, valid)
-    with nsutil.iproute() as host:
+    with host_iproute() as host:
         for name, (index, cid, ifname) in links.owned_links(host, conf.name).items():
             if (cid, ifname) not in valid:  # "MAY assume" its namespace is gone: remove it
                 with contextlib.suppress(NetlinkError):

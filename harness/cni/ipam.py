@@ -8,6 +8,9 @@ node has affinity to. Layout, under the plugin's ``dataDir``:
     ipam/<a.b.c.d-len>/lock          flock(2) held while choosing an address
     ipam/<a.b.c.d-len>/<address>     one reservation: JSON {network, containerID,
                                      ifname, hostIf, created}
+    ipam/<a.b.c.d-len>/owner/<network>:<containerID>:<ifname>
+                                     a symlink to the address: finding an
+                                     attachment's address reads no other file
 
 Crash safety: a reservation is created with ``O_EXCL`` before any interface
 exists, under the lock, so two ADDs (threads of the agent's CNI server or
@@ -22,12 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.cni.spec import INTERNAL, TRY_AGAIN_LATER, CniError
@@ -90,9 +94,20 @@ class Pool:
                 out.append(r)
         return out
 
+    def _owner_link(self, network: str, container_id: str, ifname: str) -> Path:
+        name = f"{network}:{container_id}:{ifname}"
+        if len(name) > 200:  # names are free-form up to the spec's limits
+            name = hashlib.sha256(name.encode()).hexdigest()
+        return self.dir / "owner" / name
+
     def find(self, network: str, container_id: str, ifname: str) -> Reservation | None:
-        owner = (network, container_id, ifname)
-        return next((r for r in self.reservations() if r.owner() == owner), None)
+        """This attachment's reservation, through its owner link (no scan)."""
+        try:
+            address = os.readlink(self._owner_link(network, container_id, ifname))
+        except OSError:
+            return None
+        r = self._read(address)
+        return r if r is not None and r.owner() == (network, container_id, ifname) else None
 
     def reserve(
         self,
@@ -105,25 +120,30 @@ class Pool:
         """An address for this attachment: its existing one, ``wanted``, or the lowest free.
 
         Raises CniError 11 (try again later) when the subnet is full, and code
-        999 when ``wanted`` is outside the subnet or held by someone else.
+        999 when ``wanted`` is outside the subnet or held by someone else. Only
+        file names are listed: no reservation is read unless ``wanted`` is taken.
         """
         with self.locked():
-            taken = {r.address: r for r in self.reservations()}
-            owner = (network, container_id, ifname)
-            mine = next((r for r in taken.values() if r.owner() == owner), None)
+            mine = self.find(network, container_id, ifname)
             if mine is not None:
                 return mine
+            taken = {n for n in os.listdir(self.dir) if n[0].isdigit()}
+            owner = (network, container_id, ifname)
             if wanted is not None:
                 address = self._check_wanted(wanted, taken, owner)
             else:
-                address = self._lowest_free(set(taken))
+                address = self._lowest_free(taken)
             res = Reservation(address, network, container_id, ifname, host_if, time.time())
-            data = {k: v for k, v in asdict(res).items() if k != "address"}
-            data["containerID"] = data.pop("container_id")
-            data["hostIf"] = data.pop("host_if")
+            data = {"network": network, "containerID": container_id, "ifname": ifname,
+                    "hostIf": host_if, "created": res.created}  # fmt: skip
             fd = os.open(self.dir / address, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(data))
+            link = self._owner_link(network, container_id, ifname)
+            link.parent.mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()  # left by a crash after its address was freed
+            link.symlink_to(address)
             return res
 
     def _lowest_free(self, taken: set[str]) -> str:
@@ -136,9 +156,7 @@ class Pool:
             f"{len(taken)} addresses reserved in {self.dir}; delete pods or run GC",
         )
 
-    def _check_wanted(
-        self, wanted: str, taken: dict[str, Reservation], owner: tuple[str, str, str]
-    ) -> str:
+    def _check_wanted(self, wanted: str, taken: set[str], owner: tuple[str, str, str]) -> str:
         try:
             address = ipaddress.IPv4Address(wanted.split("/")[0])
         except ValueError as exc:
@@ -147,23 +165,30 @@ class Pool:
             raise CniError(
                 INTERNAL, f"requested address {address} is not a pod address of {self.subnet}"
             )
-        held = taken.get(str(address))
-        if held is not None and held.owner() != owner:
+        held = self._read(str(address)) if str(address) in taken else None
+        if str(address) in taken and (held is None or held.owner() != owner):
+            who = f"container {held.container_id} ({held.network}, {held.ifname})" if held else "?"
             raise CniError(
-                INTERNAL,
-                f"requested address {address} is already reserved",
-                f"by container {held.container_id} ({held.network}, {held.ifname})",
+                INTERNAL, f"requested address {address} is already reserved", f"by {who}"
             )
         return str(address)
 
     def release(self, network: str, container_id: str, ifname: str) -> list[Reservation]:
-        """Free every address this attachment holds; none is fine (DEL is idempotent)."""
+        """Free every address this attachment holds; none is fine (DEL is idempotent).
+
+        Through the owner link; without one (a crash between the two files) every
+        reservation is read to find it.
+        """
         with self.locked():
+            link = self._owner_link(network, container_id, ifname)
+            found = self.find(network, container_id, ifname)
             owner = (network, container_id, ifname)
-            gone = [r for r in self.reservations() if r.owner() == owner]
+            gone = [found] if found else [r for r in self.reservations() if r.owner() == owner]
             for r in gone:
                 with contextlib.suppress(FileNotFoundError):
                     (self.dir / r.address).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
             return gone
 
     def collect(self, network: str, valid: set[tuple[str, str]]) -> list[Reservation]:
@@ -177,6 +202,12 @@ class Pool:
             for r in stale:
                 with contextlib.suppress(FileNotFoundError):
                     (self.dir / r.address).unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    self._owner_link(*r.owner()).unlink()
+            owners = self.dir / "owner"
+            for link in owners.iterdir() if owners.is_dir() else []:
+                if not (self.dir / os.readlink(link)).exists():  # dangling: its address is gone
+                    link.unlink(missing_ok=True)
             return stale
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,7 @@ MS_REC = 16384
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
 NETLINK_ROUTE = 0
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _shared_dirs: set[str] = set()
@@ -123,8 +126,7 @@ def create(path: str, lo_up: bool = False) -> None:
         me = b"/proc/thread-self/ns/net"
         _check(_libc.mount(me, path.encode(), None, MS_BIND, None), "bind mount", path)
         if lo_up:
-            with IPRoute(groups=0) as ipr:  # its socket is made in this new namespace
-                ipr.link("set", index=1, state="up")  # lo is always ifindex 1
+            _loopback_up()
 
     try:
         _in_thread(make)
@@ -132,6 +134,14 @@ def create(path: str, lo_up: bool = False) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
+
+
+def _loopback_up() -> None:
+    """``lo`` up in the calling thread's namespace: one ioctl, no netlink library."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifr)[:18])[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
 
 
 def remove(path: str) -> None:

@@ -1,11 +1,11 @@
 """The agent's CNI server: ``podlab-cni`` forwards each call here to skip its slow start.
 
 A Unix socket (``/run/podlab/cni.sock``, mode 0600) in the node's filesystem;
-one connection per call: the plugin sends ``{"env": {CNI_*}, "stdin": config}``
-and closes its side; the server answers ``{"exit": N, "stdout": text}`` with
+one connection per call (the wire format is in plugin.py); the answer is
 exactly what the plugin would have printed working alone (the same
-``handler.handle``). Calls run in threads, so a node plumbs many pods at once;
-what they share (IPAM, the bridge) is locked or idempotent in the handler.
+``handler.handle``). Calls run on a pool of threads, so a node plumbs many pods
+at once; what they share (IPAM, the bridge) is locked or idempotent in the
+handler.
 
 This is the pattern of Cilium, Antrea and Multus' thick plugin: a tiny binary in
 front of a node daemon that already has its libraries loaded (docs/adr/0007).
@@ -20,7 +20,9 @@ import os
 import socketserver
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from harness.cni import handler
 from harness.cni.spec import INTERNAL, CniError, request_from_env
@@ -28,12 +30,22 @@ from harness.cni.spec import INTERNAL, CniError, request_from_env
 log = logging.getLogger("podlab.cni.server")
 
 
-def serve_one(raw: bytes) -> dict[str, object]:
-    """One forwarded call → ``{"exit", "stdout"}``, never an exception."""
+def decode(raw: bytes) -> tuple[dict[str, str], str]:
+    """The plugin's request (see plugin.py): the CNI_* variables and stdin."""
+    head, _, rest = raw.partition(b"\n")
+    magic, version, size = head.split(b" ")
+    if magic != b"podlab-cni" or version != b"1":
+        raise ValueError(f"not a podlab-cni request: {head[:40]!r}")
+    n = int(size)
+    env = dict(item.split("=", 1) for item in rest[:n].decode().split("\0") if "=" in item)
+    return env, rest[n:].decode(errors="replace")
+
+
+def serve_one(raw: bytes) -> tuple[int, bytes]:
+    """One forwarded call → (exit status, stdout), never an exception."""
     version = "1.1.0"
     try:
-        msg = json.loads(raw)
-        env, stdin = dict(msg["env"]), str(msg["stdin"])
+        env, stdin = decode(raw)
         with contextlib.suppress(ValueError, AttributeError):
             version = json.loads(stdin).get("cniVersion") or version
         req = request_from_env(env, stdin)
@@ -41,31 +53,52 @@ def serve_one(raw: bytes) -> dict[str, object]:
         result = handler.handle(req)
         log.debug("%s %s %s: %.1f ms", req.command, req.container_id, req.ifname,
                   (time.monotonic() - started) * 1000)  # fmt: skip
-        return {"exit": 0, "stdout": "" if result is None else json.dumps(result)}
+        return 0, b"" if result is None else json.dumps(result).encode()
     except CniError as exc:
-        return {"exit": 1, "stdout": json.dumps(exc.to_json(version))}
+        return 1, json.dumps(exc.to_json(version)).encode()
     except Exception as exc:  # a bug must not kill the server, and the caller must learn
         log.exception("CNI call failed")
         err = CniError(INTERNAL, f"internal error in podlab-cni (agent): {exc!r}")
-        return {"exit": 1, "stdout": json.dumps(err.to_json(version))}
+        return 1, json.dumps(err.to_json(version)).encode()
 
 
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        raw = self.rfile.read()
-        self.wfile.write(json.dumps(serve_one(raw)).encode())
+        code, out = serve_one(self.rfile.read())
+        self.wfile.write(b"%d\n" % code + out)
 
 
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
+class _Server(socketserver.UnixStreamServer):
+    """Calls run on a fixed pool of threads (each keeps its node-side netlink socket,
+    handler.host_iproute), not one new thread per call."""
+
     request_queue_size = 256  # a burst of pods connects at once
+
+    def __init__(self, path: str, workers: int) -> None:
+        super().__init__(path, _Handler)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="cni")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.pool.submit(self._work, request, client_address)
+
+    def _work(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class CniServer:
     """``start()`` listens in a background thread; ``close()`` stops and removes the socket."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, workers: int = 16) -> None:
+        self.path, self.workers = path, workers
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -75,7 +108,7 @@ class CniServer:
             self.path.unlink()  # left by an agent that was killed
         old = os.umask(0o077)
         try:
-            self._server = _Server(str(self.path), _Handler)
+            self._server = _Server(str(self.path), self.workers)
         finally:
             os.umask(old)
         self._thread = threading.Thread(
