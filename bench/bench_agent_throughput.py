@@ -2,7 +2,7 @@
 
 ``sudo .venv/bin/python bench/bench_agent_throughput.py [--modes host-gw,vxlan,udp] [--seconds 5]``
 
-For each mode a throwaway lab (tests/agent/agentlab.py) runs the real agent on
+For each mode a throwaway lab (harness/testlab/agentlab.py) runs the real agent on
 two node namespaces; an iperf3 server pod (``harness.workloads.iperf``) on n2 is
 measured from a pod on n1, and in the same run node n1 → node n2 over the
 underlay veths (the baseline). Prints both in bit/s and the mode's ratio to the
@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.probes import iperf3
-from tests.agent.agentlab import AgentLab, wait_for
+from harness.testlab.agentlab import AgentLab
+from harness.testlab.wait import wait_for
 
 
 def measure(lab: AgentLab, seconds: int) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 
 ``sudo .venv/bin/python bench/bench_calico_blocks.py [--seconds 5]``
 
-Two node namespaces on a bridge (tests/agent/calnet.py). Each node has a 'pod'
+Two node namespaces on a bridge (harness/testlab/calnet.py). Each node has a 'pod'
 address on lo (10.244.<i>.1). iperf3 TCP, node 1 → node 2, measured in the same
 run for:
 
@@ -21,17 +21,13 @@ import argparse
 import ipaddress
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyroute2 import IPRoute
 
 from harness.agent import ipip_tun
 from harness.agent import wireguard as wg
-from tests.agent.calnet import CalNet
+from harness.testlab.calnet import CalNet
 
 A = ipaddress.IPv4Address
 N = ipaddress.IPv4Network

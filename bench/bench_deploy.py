@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from harness.deploy.deploy import deploy, request_for, source_root, wheelhouse_cache
+from harness.deploy.runner import DeployResult
+from harness.deploy.wheel import ensure_wheelhouse
+from harness.testlab.deploylab import lab_up
 
-from harness.deploy.deploy import deploy, request_for, source_root, wheelhouse_cache  # noqa: E402
-from harness.deploy.runner import DeployResult  # noqa: E402
-from harness.deploy.wheel import ensure_wheelhouse  # noqa: E402
-from tests.integration.deploylab import lab_up  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 LAB = "t-dep-bench"
 SUBNET = "172.31.219.0/24"

@@ -2,7 +2,7 @@
 
 ``sudo .venv/bin/python bench/bench_dns.py [--qps 200] [--seconds 20] [--services 1000]``
 
-A throwaway one-node lab (tests/agent/svclab.py): the cluster DNS server
+A throwaway one-node lab (harness/testlab/svclab.py): the cluster DNS server
 (harness/agent/dns.py) serves a zone of N services (plus a headless one with
 pods) on the kube-dns ClusterIP in the node namespace; a client in a pod
 namespace sends queries open-loop at a fixed rate (a mix of service A, SRV,
@@ -19,14 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.agent.dns import DnsServer, Zone
 from harness.agent.proxy.base import local_service_route
 from harness.exec import run
-from tests.agent.svclab import SvcLab
+from harness.testlab.svclab import SvcLab
 
 DNS = "10.96.0.10"
 CLIENT = r"""

@@ -3,7 +3,7 @@
 ``sudo .venv/bin/python bench/bench_modes.py [--modes bgp,ipip,...] [--wireguard host-gw,bgp]
 [--seconds 5]``
 
-Each run builds a throwaway lab (tests/agent/agentlab.py) with the real agent, runs
+Each run builds a throwaway lab (harness/testlab/agentlab.py) with the real agent, runs
 ``bench_agent_throughput.measure`` (iperf3 server pod on n2, client pod on n1, and
 node n1 → node n2 over the underlay in the same lab) and prints both figures and
 their ratio, plus which implementation ran (``IPIPImpl``, WireGuard kind) because
@@ -20,12 +20,9 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_agent_throughput import measure
-from tests.agent.agentlab import AgentLab
+from harness.testlab.agentlab import AgentLab
 
 MODES = "host-gw,bgp,ipip,calico-vxlan,cross-subnet,vxlan,udp"
 WIREGUARD = "host-gw,bgp,vxlan"

@@ -3,7 +3,7 @@
 ``sudo .venv/bin/python bench/bench_pod_burst.py [--pods 100] [--nodes 1] [--mode vxlan]
 [--rounds 3] [--agent-src DIR]``
 
-A throwaway lab (tests/agent/agentlab.py): ``--nodes`` nodes take the pods and one
+A throwaway lab (harness/testlab/agentlab.py): ``--nodes`` nodes take the pods and one
 more node probes them. All pods (``sleep infinity``, as the conformance SLO test
 uses) are written to etcd in one transaction, spread over the pod nodes as
 podlab's scheduler would. For each pod: the agent's ``networkReadyTime`` minus
@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
-from harness.agent.store import pod_key
-from tests.agent.agentlab import PYTHON, AgentLab, wait_for
+from harness.store.keys import pod_key
+from harness.testlab.agentlab import PYTHON, AgentLab
+from harness.testlab.wait import wait_for
 
 # Reads "name ip" lines; for each, retries a TCP connect to port 9 every 20 ms and
 # prints "name <epoch seconds>" once it is accepted or refused (the path works).

@@ -2,7 +2,7 @@
 
 ``sudo .venv/bin/python bench/bench_pod_ready.py [--pods 100] [--rate 20] [--mode vxlan]``
 
-A throwaway lab (tests/agent/agentlab.py) with three namespace-nodes runs the real
+A throwaway lab (harness/testlab/agentlab.py) with three namespace-nodes runs the real
 agent in each. A prober pod on n3 opens TCP connections; the measured pods are
 spread over n1 and n2 (``spec.nodeName`` set at apply time as podlab's scheduler
 does) and written to etcd at ``--rate`` pods/s exactly as ``podlab apply`` writes
@@ -24,11 +24,9 @@ import sys
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.agent.agentlab import PYTHON, AgentLab, wait_for
+from harness.testlab.agentlab import PYTHON, AgentLab
+from harness.testlab.wait import wait_for
 
 # Reads "name ip" lines; for each, retries a TCP connect every 20 ms and prints
 # "name <epoch seconds>" when one is accepted.

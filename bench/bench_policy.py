@@ -2,7 +2,7 @@
 
 ``sudo .venv/bin/python bench/bench_policy.py [--pods 10,100,1000] [--policies 50]``
 
-A throwaway one-node lab (tests/agent/svclab.py) with real pods b0 (server)
+A throwaway one-node lab (harness/testlab/svclab.py) with real pods b0 (server)
 and c0 (client) plus N fake local pods; P policies of the allow-by-label kind
 select them. For each size: the time to build the table
 (``policy.ruleset``), to load it (one ``nft -f``), and — after adding a
@@ -16,12 +16,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.agent.policy import PodInfo, PolicyEnforcer, ruleset
-from tests.agent.svclab import SvcLab
+from harness.testlab.svclab import SvcLab
 
 
 def policies(n: int, deny_b0: bool) -> list[dict]:

@@ -3,7 +3,7 @@
 ``sudo .venv/bin/python bench/bench_programming.py [--peers 199] [--modes host-gw,vxlan,udp]``
 
 For each mode: one real node namespace runs the real agent against a real etcd
-(a throwaway lab from tests/agent/agentlab.py). Two figures:
+(a throwaway lab from harness/testlab/agentlab.py). Two figures:
 
 - ``burst_s``: the agent is running; 199 peer subnet leases are written to etcd as
   fast as one client can; time from the first write until every peer's routes
@@ -27,11 +27,10 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from harness.agent.datapath.base import RTPROT_PODLAB
-from harness.agent.store import subnet_key
-from tests.agent.agentlab import AgentLab, wait_for
+from harness.store.keys import subnet_key
+from harness.testlab.agentlab import AgentLab
+from harness.testlab.wait import wait_for
 
 
 def counts(ipr: IPRoute) -> tuple[int, int, int]:

@@ -2,7 +2,7 @@
 
 ``sudo .venv/bin/python bench/bench_proxy.py [--sizes 1000,10000] [--endpoints 5]``
 
-In a throwaway one-node namespace lab (tests/agent/svclab.py, 5 real backends):
+In a throwaway one-node namespace lab (harness/testlab/svclab.py, 5 real backends):
 
 - ``full_sync_s``: program N services × E endpoints from nothing (one nft
   transaction / one iptables-restore), per mode;
@@ -23,14 +23,11 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.agent.proxy.model import Endpoint, ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
 from harness.exec import run
-from tests.agent.svclab import SvcLab
+from harness.testlab.svclab import SvcLab
 
 TIMER = r"""
 import json, socket, sys, time

@@ -2,7 +2,7 @@
 
 ``sudo .venv/bin/python bench/bench_svc_failover.py [--rate 100] [--runs 3] [--pre-stop 2]``
 
-Two real node agents (tests/agent/agentlab.py, host-gw), three backends
+Two real node agents (harness/testlab/agentlab.py, host-gw), three backends
 (web-0 on n1, web-1 and web-2 on n2) behind a ClusterIP (each agent runs the
 services controller for its node), and a client pod on n1 opening a new TCP
 connection every 1/rate s. After 2 s web-1 is deleted, per run both ways, side
@@ -21,16 +21,12 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.api.client import ApiClient
-from harness.api.kv import KV
 from harness.api.objects import KINDS
 from harness.probes import echo
-from tests.agent.agentlab import AgentLab
-from tests.agent.test_graceful_delete import stream, three_backends
+from harness.testlab.agentlab import AgentLab
+from harness.testlab.failover import stream, three_backends
 
 
 def one_run(rate: float, graceful: bool, pre_stop: int) -> dict[str, float]:
@@ -44,7 +40,7 @@ def one_run(rate: float, graceful: bool, pre_stop: int) -> dict[str, float]:
         proc = subprocess.Popen(stream(netns, 7, rate), stdout=subprocess.PIPE, text=True)
         time.sleep(2.0)
         t_del = time.time()
-        api = ApiClient(KV(lab.store.endpoints[0]), "t1")
+        api = ApiClient(lab.store, "t1")
         api.delete(KINDS["Pod"], "default", "web-1", grace_s=None if graceful else 0)
         out, _ = proc.communicate(timeout=60)
         samples = echo.parse_stream(out).samples

@@ -3,7 +3,7 @@
 ``sudo .venv/bin/python bench/bench_svc_programming.py [--changes 100] [--services 1000]``
 
 A real etcd, the services controller (harness/agent/services.py) programming a
-throwaway node namespace (tests/agent/svclab.py) in each proxy mode. N services
+throwaway node namespace (harness/testlab/svclab.py) in each proxy mode. N services
 exist (3 endpoints each); then, ``--changes`` times, one backend pod's status
 flips Ready ↔ not Ready (it backs only the first service; the others have
 three backends of their own that never change). Measured per change: from the
@@ -23,14 +23,12 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.agent.services import ServicesConfig, ServicesController
-from harness.agent.store import Store, cluster_prefix
-from tests.agent.conftest import LocalEtcd
-from tests.agent.svclab import SvcLab
+from harness.store import Store
+from harness.store.keys import cluster_prefix
+from harness.testlab.etcd import LocalEtcd
+from harness.testlab.svclab import SvcLab
 
 C = "c1"
 P = cluster_prefix(C)

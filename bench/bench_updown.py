@@ -19,12 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from harness.lab import netns, synth
+from harness.lab.backend import UpRequest
+from harness.plan.model import LabPlan
 
-from harness.lab import netns, synth  # noqa: E402
-from harness.lab.backend import UpRequest  # noqa: E402
-from harness.plan.model import LabPlan  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def load(args: argparse.Namespace) -> LabPlan:

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PATH = "/etc/podlab/agent.yaml"
 
@@ -43,6 +50,7 @@ class AgentConfig(BaseModel):
     underlay_mtu: int = Field(1500, ge=576, le=65535)
     segment: str = "default"
     route_reflector: bool = False
+    mesh: str | None = None  # the cluster mesh this cluster joined (docs/mesh.md)
     role: Literal["worker", "control-plane"] = "worker"  # published in the node record
     state_dir: Path = Path("/var/lib/podlab")
     run_dir: Path = Path("/run/podlab")
@@ -61,6 +69,11 @@ class AgentConfig(BaseModel):
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     cni_cache_dir: Path = Path("/var/lib/cni")
     pod_workers: int = Field(16, ge=1, le=256)  # pods set up (or removed) at once
+
+    @field_validator("mesh", mode="before")
+    @classmethod
+    def _no_mesh(cls, value: object) -> object:
+        return value or None  # Ansible renders "no mesh" as ""
 
     @model_validator(mode="after")
     def _prefix_fits(self) -> AgentConfig:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.agent.config import AgentConfig
-from harness.agent.store import Store, StoreError, cluster_prefix, subnet_key
+from harness.store import Store, StoreError
+from harness.store.keys import cluster_prefix, subnet_key
 
 log = logging.getLogger("podlab.leases")
 

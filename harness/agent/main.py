@@ -14,6 +14,7 @@ deploy role's health check).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import signal
@@ -36,18 +37,9 @@ from harness.agent.datapath.base import Peer
 from harness.agent.pods import PodManager, PodSpec, PodState, now_rfc3339, status_json
 from harness.agent.reconcile import Reconciler
 from harness.agent.services import ServicesConfig, ServicesController
-from harness.agent.store import (
-    KV,
-    Event,
-    Store,
-    StoreError,
-    cluster_prefix,
-    node_key,
-    pod_key,
-    podstatus_key,
-    wait_ready,
-)
 from harness.errors import ToolError
+from harness.store import KV, Event, Store, StoreError, wait_ready
+from harness.store.keys import cluster_prefix, mesh_prefix, node_key, pod_key, podstatus_key
 
 log = logging.getLogger("podlab.agent")
 
@@ -94,6 +86,56 @@ class Cache:
         with self.lock:
             return list(self.items.values())
 
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return dict(self.items)
+
+
+class MeshCache(Cache):
+    """The mirrored subnet leases and clusterinfo of the mesh's other clusters.
+
+    Only those keys are kept (the mirror also holds pods, statuses, services: a
+    remote pod's status change must not wake the datapath)."""
+
+    def __init__(self, dirty: threading.Event, cluster: str) -> None:
+        super().__init__(dirty)
+        self.prefix = mesh_prefix(cluster)
+
+    def wanted(self, key: str) -> bool:
+        _remote, _, rel = key[len(self.prefix) :].partition("/")
+        return rel == "clusterinfo" or rel.startswith("subnets/")
+
+    def reset(self, kvs: list[KV]) -> None:
+        super().reset([kv for kv in kvs if self.wanted(kv.key)])
+
+    def events(self, events: list[Event]) -> None:
+        mine = [e for e in events if self.wanted(e.kv.key)]
+        if mine:
+            super().events(mine)
+
+    def peers(self) -> list[Peer]:
+        """Remote nodes as datapath peers (``Peer.cluster`` names their cluster)."""
+        out = []
+        for key, rec in self.snapshot().items():
+            remote, _, rel = key[len(self.prefix) :].partition("/")
+            if rel.startswith("subnets/"):
+                try:
+                    out.append(Peer.from_record(rec, cluster=remote))
+                except (KeyError, ValueError) as exc:
+                    log.warning("ignoring malformed mirrored lease %s: %s", key, exc)
+        return out
+
+    def pod_cidrs(self) -> list[ipaddress.IPv4Network]:
+        """The other clusters' pod CIDRs (their clusterinfo): never masqueraded to."""
+        out = []
+        for key, rec in self.snapshot().items():
+            if key.endswith("/clusterinfo"):
+                try:
+                    out.append(ipaddress.IPv4Network(str(rec["podCIDR"])))
+                except (KeyError, ValueError):
+                    log.warning("ignoring mirrored clusterinfo without podCIDR: %s", key)
+        return sorted(out)
+
 
 def _obj(kv: KV) -> dict[str, Any] | None:
     try:
@@ -117,6 +159,8 @@ class Agent:
         self.dirty = threading.Event()
         self.subnets = Cache(self.dirty)
         self.pods = Cache(self.dirty)
+        self.mesh = MeshCache(self.dirty, cfg.cluster) if cfg.mesh else None
+        self.no_nat: list[ipaddress.IPv4Network] = []
         self.problems: list[str] = []
         self._written: dict[str, str] = {}
         self.pod_states: dict[tuple[str, str], PodState] = {}
@@ -160,7 +204,10 @@ class Agent:
         self.podmgr.prepare()  # also the CNI plugin, its conflists and its server
         self.heartbeat()
         prefix = cluster_prefix(cfg.cluster)
-        for what, cache in (("subnets/", self.subnets), ("pods/", self.pods)):
+        watched: list[tuple[str, Cache]] = [("subnets/", self.subnets), ("pods/", self.pods)]
+        if self.mesh is not None:  # the syncer's mirror of the other clusters
+            watched.append(("mesh/", self.mesh))
+        for what, cache in watched:
             threading.Thread(
                 target=self.store.watch_prefix,
                 args=(prefix + what, cache.events, cache.reset, self.stop),
@@ -223,6 +270,8 @@ class Agent:
             self._sync_pods(full)
 
     def _sync_datapath(self) -> None:
+        if self.mesh is not None and not self.mesh.synced:
+            return  # reconciling without the remote peers would drop their routes
         peers = []
         for rec in self.subnets.values():
             try:
@@ -230,6 +279,9 @@ class Agent:
                     peers.append(Peer.from_record(rec))
             except (KeyError, ValueError) as exc:
                 log.warning("ignoring malformed subnet lease %s: %s", rec, exc)
+        if self.mesh is not None:
+            peers += self.mesh.peers()
+            self._sync_no_nat(self.mesh.pod_cidrs())
         report = self.reconciler.sync(peers)
         if report.changed or report.failed:
             log.info(
@@ -244,6 +296,13 @@ class Agent:
                 log.warning("%s", p)
             self.problems = report.problems
             self.heartbeat()
+
+    def _sync_no_nat(self, cidrs: list[ipaddress.IPv4Network]) -> None:
+        """Pods of other clusters of the mesh are reached by pod IP: no masquerade."""
+        if cidrs != self.no_nat:
+            nft.apply(nft.masquerade_ruleset(self.cfg.pod_cidr, cidrs))
+            log.info("masquerade: pod traffic to %s keeps pod addresses", cidrs or "no mesh peer")
+            self.no_nat = cidrs
 
     def _desired_pods(self) -> dict[tuple[str, str], PodSpec]:
         desired: dict[tuple[str, str], PodSpec] = {}
@@ -331,7 +390,10 @@ class Agent:
                 if resync:
                     next_resync = time.monotonic() + self.cfg.resync_s
                 pods = self.pods.take_changed(resync)
-                self.reconcile(datapath=self.subnets.take_changed(resync), pods=pods, full=resync)
+                datapath = self.subnets.take_changed(resync)
+                if self.mesh is not None:
+                    datapath = self.mesh.take_changed(resync) or datapath
+                self.reconcile(datapath=datapath, pods=pods, full=resync)
                 if self.terminating and not pods:
                     self.reconcile(datapath=False, pods=True, full=False)
                 elif self.unready and not pods:

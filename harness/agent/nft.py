@@ -35,8 +35,13 @@ def _rule(chain: str, *expr: dict[str, Any], comment: str = "") -> dict[str, Any
     return {"add": {"rule": body}}
 
 
-def masquerade_ruleset(pod_cidr: ipaddress.IPv4Network) -> dict[str, Any]:
+def masquerade_ruleset(
+    pod_cidr: ipaddress.IPv4Network, no_nat: list[ipaddress.IPv4Network] | None = None
+) -> dict[str, Any]:
     """Pod egress leaving the cluster pod CIDR is masqueraded; pod→pod is not.
+
+    ``no_nat``: more destinations reached by pod address (the pod CIDRs of the
+    other clusters of a mesh), one ``return`` rule each before the masquerade.
 
     Mirrors flannel's ``--ip-masq`` rules: traffic from the pod CIDR to the pod
     CIDR returns untouched, traffic from the pod CIDR to anywhere else except
@@ -67,6 +72,16 @@ def masquerade_ruleset(pod_cidr: ipaddress.IPv4Network) -> dict[str, Any]:
                 _match_net("daddr", pod_cidr),
                 {"return": None},
                 comment="pod to pod: no NAT",
+            ),
+            *(
+                _rule(
+                    "postrouting",
+                    _match_net("saddr", pod_cidr),
+                    _match_net("daddr", net),
+                    {"return": None},
+                    comment="pod to a pod of another cluster of the mesh: no NAT",
+                )
+                for net in no_nat or []
             ),
             _rule(
                 "postrouting",

@@ -48,7 +48,7 @@ from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import PodInterface
 from harness.agent.leases import atomic_write
 from harness.agent.podstate import PodSpec, PodState, netns_name, now_rfc3339, status_json
-from harness.cni import links, nsutil
+from harness.cni import ipam, links, nsutil
 from harness.cni.runtime import PluginError
 
 __all__ = ["PodManager", "PodSpec", "PodState", "netns_name", "now_rfc3339", "status_json"]
@@ -204,8 +204,13 @@ class PodManager:
 
     def _ensure(self, spec: PodSpec, st: PodState, links_now: set[str] | None) -> None:
         path = str(self.cfg.netns_dir / st.netns)
-        fresh = not os.path.exists(path)
+        fresh = not nsutil.is_netns(path)
         if fresh:
+            if os.path.exists(path):  # a handle file whose bind mount a crash cut short
+                log.warning(
+                    "pod %s/%s: %s is no namespace; recreating it", spec.namespace, spec.name, path
+                )
+                nsutil.remove(path)
             nsutil.create(path, lo_up=True)  # loopback is the runtime's job, as in podman
         if not st.container_id:  # state written before the CNI runtime existed
             st.container_id = podcni.container_id(st.namespace, st.name, st.uid)
@@ -221,6 +226,11 @@ class PodManager:
             why, first = "the interface style or MTU changed", False
         elif links_now is not None and st.host_if and st.host_if not in links_now:
             why, first = f"veth {st.host_if} missing", False
+        elif st.attaching or not st.ip:
+            # the ADD finished (the runtime cached it) but a crash cut our own
+            # bookkeeping short: the cache is the record of a completed attachment
+            log.warning("pod %s/%s: adopting its cached attachment", st.namespace, st.name)
+            self._attached(st, cached.result)
         if why:
             self._attach(st, path, first, why)
         self._process(spec, st, path)
@@ -234,7 +244,10 @@ class PodManager:
             self.cni.delete(att)
         st.attaching = True
         self.save(st)
-        result = self.cni.add(att)
+        self._attached(st, self.cni.add(att))
+
+    def _attached(self, st: PodState, result: dict[str, object]) -> None:
+        """Record an ADD's result: the pod's address, its veth, network-ready now."""
         st.ip, st.host_if = podcni.result_address(result), podcni.result_host_if(result)
         st.mtu, st.attaching = self.mtu, False
         st.network_ready_time = now_rfc3339()
@@ -378,7 +391,8 @@ class PodManager:
         CNI runtime's GC (DEL for every cached attachment of a pod not in
         ``states``, then the plugin's GC, which frees addresses and veths no
         valid attachment holds). Veths without an owner alias (made before the
-        CNI plugin) that no pod holds: deleted.
+        CNI plugin, or by an ADD cut short) that no pod and no reservation
+        names: deleted (an ADD in flight has reserved its address first).
         """
         netns_names = {st.netns for st in states.values()}
         for f in sorted(self.cfg.netns_dir.glob("pod-*")):
@@ -396,7 +410,14 @@ class PodManager:
             log.error("CNI GC: %s", problem)
         host_ifs = {st.host_if for st in states.values()}
         bridge = nl.ifindex(self.ipr, BRIDGE)
-        for msg in self.ipr.get_links():
+        found = self.ipr.get_links()
+        # a veth an ADD (of any runtime on the node) is making has no alias yet, but
+        # its address is reserved first, naming it: read after listing, so it is seen
+        data = self.cfg.state_dir / "cni"
+        host_ifs |= {
+            r.host_if for d in ipam.pools(data) for r in ipam.pool_from_dir(data, d).reservations()
+        }
+        for msg in found:
             name = str(nl.attr(msg, "IFLA_IFNAME", ""))
             ours = name.startswith("cali") or (
                 name.startswith("veth")

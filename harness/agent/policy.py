@@ -36,6 +36,10 @@ T = f"inet {TABLE}"
 NS_NAME_LABEL = "kubernetes.io/metadata.name"  # every namespace carries it (Kubernetes ≥ 1.21)
 
 
+#: Every pod's identity carries its cluster (Cilium: io.cilium.k8s.policy.cluster).
+CLUSTER_LABEL = "podlab.io/cluster"
+
+
 @dataclass(frozen=True)
 class PodInfo:
     namespace: str
@@ -43,6 +47,20 @@ class PodInfo:
     ip: str
     labels: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     ports: tuple[tuple[str, str, int], ...] = ()  # (name, protocol, number)
+    remote: bool = False  # a pod of another cluster of the mesh
+
+
+def names_cluster(peer: dict[str, Any]) -> bool:
+    """Whether a peer's podSelector says which cluster(s) it means.
+
+    A selector that does not is about the local cluster only (Cilium's
+    ``policy-default-local-cluster``, its default since 1.19): a policy written
+    for one cluster never opens it to the whole mesh by accident.
+    """
+    sel = peer.get("podSelector") or {}
+    if CLUSTER_LABEL in (sel.get("matchLabels") or {}):
+        return True
+    return any(r.get("key") == CLUSTER_LABEL for r in sel.get("matchExpressions") or [])
 
 
 def selector_matches(sel: dict[str, Any] | None, labels: dict[str, str]) -> bool:
@@ -75,7 +93,10 @@ def _peer_ips(
 ) -> set[str]:
     """Pod addresses a podSelector/namespaceSelector peer stands for."""
     out = set()
+    mesh_wide = names_cluster(peer)
     for p in pods:
+        if p.remote and not mesh_wide:
+            continue
         if "namespaceSelector" in peer:
             labels = {NS_NAME_LABEL: p.namespace, **ns_labels.get(p.namespace, {})}
             if not selector_matches(peer["namespaceSelector"], labels):
@@ -208,9 +229,13 @@ def ruleset(
 
 
 def pods_from_store(
-    pods: Iterable[dict[str, Any]], statuses: dict[tuple[str, str], dict[str, Any]]
+    pods: Iterable[dict[str, Any]],
+    statuses: dict[tuple[str, str], dict[str, Any]],
+    cluster: str | None = None,
 ) -> list[PodInfo]:
-    """Stored pods with an address, as the policy builder sees them."""
+    """Stored pods with an address, as the policy builder sees them (labelled with
+    ``podlab.io/cluster: <cluster>`` when the cluster is given)."""
+    own = {CLUSTER_LABEL: cluster} if cluster else {}
     out = []
     for pod in pods:
         meta = pod["metadata"]
@@ -224,8 +249,22 @@ def pods_from_store(
             for cp in c.get("ports", [])
             if cp.get("name")
         )
-        out.append(PodInfo(ns, meta["name"], ip, dict(meta.get("labels", {})), ports))
+        labels = {**dict(meta.get("labels", {})), **own}
+        out.append(PodInfo(ns, meta["name"], ip, labels, ports))
     return out
+
+
+def remote_pods(
+    cluster: str,
+    pods: Iterable[dict[str, Any]],
+    statuses: dict[tuple[str, str], dict[str, Any]],
+) -> list[PodInfo]:
+    """Pods of another cluster of the mesh (as the syncer mirrored them), labelled with
+    their cluster. Named ``<cluster>/<name>`` so they never alias a local pod."""
+    return [
+        PodInfo(p.namespace, f"{cluster}/{p.name}", p.ip, p.labels, p.ports, remote=True)
+        for p in pods_from_store(pods, statuses, cluster)
+    ]
 
 
 class PolicyEnforcer:

@@ -40,10 +40,13 @@ from harness.agent.proxy import conntrack
 from harness.agent.proxy.base import ServiceProxy, local_service_route
 from harness.agent.proxy.model import ServicePort, endpoints_for
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
-from harness.agent.store import KV, Event, Store, cluster_prefix
+from harness.store import KV, Event, Store
+from harness.store.keys import cluster_prefix
 
 log = logging.getLogger("podlab.services")
 KINDS = ("services", "pods", "podstatus", "policies", "namespaces")
+# Pods of the mesh's other clusters (mirrored by the syncer): policy peers only.
+MESH_KINDS = ("mesh-pods", "mesh-podstatus")
 DEBOUNCE_S = 0.02  # gathers a burst of events into one programming pass
 SWEEP_S = 5.0  # how long after an endpoint's removal its stuck flows are swept
 
@@ -178,6 +181,19 @@ def _not_ready(status: dict[str, Any]) -> dict[str, Any]:
     return {**status, "conditions": [*conds, ready]}
 
 
+def _remote_pod_infos(
+    pods: list[tuple[str, dict[str, Any]]], statuses: list[tuple[str, dict[str, Any]]]
+) -> list[policy.PodInfo]:
+    """Policy peers from the mirror (keys ``…/mesh/<cluster>/pods|podstatus/<ns>/<name>``)."""
+    by: dict[str, tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]] = {}
+    for key, obj in pods:
+        by.setdefault(key.split("/")[-4], ([], {}))[0].append(obj)
+    for key, obj in statuses:
+        cluster, _kind, ns, name = key.split("/")[-4:]
+        by.setdefault(cluster, ([], {}))[1][(ns, name)] = obj
+    return [i for c, (ps, sts) in sorted(by.items()) for i in policy.remote_pods(c, ps, sts)]
+
+
 def _nodes_of(pods: list[dict[str, Any]]) -> set[str]:
     return {n for p in pods if (n := p.get("spec", {}).get("nodeName"))}
 
@@ -207,6 +223,10 @@ class ServicesController:
     def _kind(self, key: str) -> str | None:
         rest = key[len(self.prefix) :]
         kind = rest.split("/", 1)[0]
+        if kind == "mesh":  # mesh/<cluster>/<kind>/<ns>/<name>
+            parts = rest.split("/")
+            mk = f"mesh-{parts[2]}" if len(parts) == 5 else ""
+            return mk if mk in MESH_KINDS else None
         return kind if kind in KINDS else None
 
     def _node(self, key: str) -> str | None:
@@ -251,7 +271,7 @@ class ServicesController:
     # --- deriving --------------------------------------------------------------------
     def snapshot(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         with self.lock:
-            out: dict[str, list[tuple[str, dict[str, Any]]]] = {k: [] for k in KINDS}
+            out: dict[str, list[tuple[str, dict[str, Any]]]] = {k: [] for k in KINDS + MESH_KINDS}
             for key, obj in self.cache.items():
                 kind = self._kind(key)
                 if kind:
@@ -291,7 +311,8 @@ class ServicesController:
             for p in pods
             if p.get("spec", {}).get("nodeName") == self.cfg.node
         }
-        infos = policy.pods_from_store(pods, statuses)
+        infos = policy.pods_from_store(pods, statuses, self.cfg.cluster)
+        infos += _remote_pod_infos(snap["mesh-pods"], snap["mesh-podstatus"])
         table = policy.ruleset([o for _, o in snap["policies"]], infos, ns_labels, local)
         return ports, zone, table
 

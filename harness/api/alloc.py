@@ -8,7 +8,7 @@ cannot both commit: the loser re-reads and picks again (``ApiClient.apply``
 retries). ``.10`` of the service CIDR is kept for kube-dns (kube-system/kube-dns
 may claim it explicitly), as kubeadm does.
 
-Pure apart from the ``Entry`` values handed in: no etcd calls here.
+Pure apart from the ``KV`` values handed in: no etcd calls here.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.api.kv import Entry, Write
 from harness.api.netobjects import NODE_PORT_RANGE, Service
-from harness.api.objects import API_PREFIX
+from harness.store import KV, Write
+from harness.store.keys import nodeport_key, serviceip_key
 
 DEFAULT_SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/16")  # the agent's default too
 DNS_SERVICE = ("kube-system", "kube-dns")
@@ -29,14 +29,6 @@ DNS_SERVICE = ("kube-system", "kube-dns")
 def dns_ip(cidr: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     """The kube-dns ClusterIP: the CIDR's 10th address (10.96.0.10)."""
     return cidr.network_address + 10
-
-
-def ip_key(cluster: str, ip: str) -> str:
-    return f"{API_PREFIX}/{cluster}/serviceips/{ip}"
-
-
-def nodeport_key(cluster: str, port: int, protocol: str) -> str:
-    return f"{API_PREFIX}/{cluster}/nodeports/{port}-{protocol.lower()}"
 
 
 @dataclass
@@ -50,9 +42,7 @@ class Allocator:
     writes: list[Write] = field(default_factory=list)
 
     @classmethod
-    def from_entries(
-        cls, cluster: str, cidr: ipaddress.IPv4Network, index: list[Entry]
-    ) -> Allocator:
+    def from_entries(cls, cluster: str, cidr: ipaddress.IPv4Network, index: list[KV]) -> Allocator:
         """Build from the index keys under ``serviceips/`` and ``nodeports/``."""
         alloc = cls(cluster, cidr)
         for e in index:
@@ -107,7 +97,7 @@ class Allocator:
 
     def _take_ip(self, owner: str, ip: str) -> None:
         self.ips[ip] = owner
-        self.writes.append(Write(ip_key(self.cluster, ip), owner.encode(), 0))
+        self.writes.append(Write(serviceip_key(self.cluster, ip), owner.encode(), 0))
 
     def _assign_ports(self, owner: str, spec: dict[str, Any], ospec: dict[str, Any]) -> str | None:
         before = {
@@ -141,7 +131,7 @@ def released(cluster: str, stored: dict[str, Any]) -> list[str]:
     keys = []
     ip = spec.get("clusterIP")
     if ip and ip != "None":
-        keys.append(ip_key(cluster, ip))
+        keys.append(serviceip_key(cluster, ip))
     for p in spec.get("ports", []):
         if p.get("nodePort"):
             keys.append(nodeport_key(cluster, p["nodePort"], p.get("protocol", "TCP")))

@@ -12,17 +12,18 @@ import argparse
 import ipaddress
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.api import output
 from harness.api.alloc import DEFAULT_SERVICE_CIDR as DEFAULT_CIDR
 from harness.api.client import ApiClient, NotFoundError
 from harness.api.exec import exec_in_pod, parse_pod_ref
-from harness.api.kv import KV
 from harness.api.objects import DEFAULT_NAMESPACE, KINDS, KindInfo, kind_for_alias
 from harness.api.target import Target, resolve_target
 from harness.api.validate import Located, load_documents, validate_documents
 from harness.errors import LabError, UserError
+from harness.store import Store, StoreError, StoreUnreachable
 
 NODE_WORDS = ("nodes", "node", "no")
 
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="manifest (multi-document YAML); '-' reads stdin; repeatable",
     )
     _target_args(p)
-    p.set_defaults(func=cmd_apply)
+    p.set_defaults(func=hinted(cmd_apply))
 
     p = sub.add_parser("get", help="list pods or nodes of a cluster")
     p.add_argument("resource", help="pods|pod|po|nodes|node|no, or pod/NAME")
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-o", "--output", choices=("wide", "yaml", "json", "name"))
     _namespace_args(p, all_namespaces=True)
     _target_args(p)
-    p.set_defaults(func=cmd_get)
+    p.set_defaults(func=hinted(cmd_get))
 
     p = sub.add_parser("delete", help="delete objects by name or by manifest")
     p.add_argument("resource", nargs="?", help="pod|pods|po, or pod/NAME")
@@ -67,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ignore-not-found", action="store_true")
     _namespace_args(p, all_namespaces=False)
     _target_args(p)
-    p.set_defaults(func=cmd_delete)
+    p.set_defaults(func=hinted(cmd_delete))
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
@@ -82,13 +83,30 @@ def _namespace_args(p: argparse.ArgumentParser, all_namespaces: bool) -> None:
         p.add_argument("-A", "--all-namespaces", action="store_true")
 
 
+def hinted(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handler`` with the usual cause named when the cluster's etcd does not answer."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except StoreUnreachable as exc:
+            hint = "(is the lab up and deployed? `podlab up`, `podlab deploy`)"
+            raise LabError(f"{exc} {hint}") from exc
+
+    return run
+
+
 def connect(args: argparse.Namespace) -> tuple[ApiClient, Target]:
     """The client for the cluster the flags (or the lab on disk) name."""
     target = resolve_target(
         getattr(args, "lab", None), getattr(args, "cluster", None), getattr(args, "etcd", None)
     )
     cidr = ipaddress.IPv4Network(target.service_cidr) if target.service_cidr else None
-    client = ApiClient(KV(target.etcd_url), target.cluster, service_cidr=cidr or DEFAULT_CIDR)
+    try:
+        store = Store([target.etcd_url])
+    except StoreError as exc:
+        raise UserError(f"{exc} (fix: --etcd http://HOST:2379)") from exc
+    client = ApiClient(store, target.cluster, service_cidr=cidr or DEFAULT_CIDR)
     return client, target
 
 
@@ -213,6 +231,10 @@ def exec_pod(args: argparse.Namespace) -> int:
     ``-i/--stdin``, ``--timeout``) are parsed here, so the routing parser needs
     no pod-specific flags; attributes of ``args`` with those names are defaults.
     """
+    return hinted(_exec_pod)(args)
+
+
+def _exec_pod(args: argparse.Namespace) -> int:
     name = parse_pod_ref(getattr(args, "target", None) or args.node)
     raw = list(getattr(args, "command", None) or getattr(args, "cmd", None) or [])
     opts, command = exec_options(raw, args)

@@ -27,7 +27,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.api import alloc
-from harness.api.kv import KV, Entry, Write
 from harness.api.netobjects import Service
 from harness.api.objects import (
     DEFAULT_GRACE_S,
@@ -45,6 +44,8 @@ from harness.api.objects import (
 from harness.api.schedule import schedulable, spread
 from harness.api.validate import Located, format_path
 from harness.errors import LabError, Problem, UserError
+from harness.store import KV, MAX_TXN_OPS, Store, Write
+from harness.store.keys import nodeports_prefix, serviceips_prefix
 
 APPLY_ATTEMPTS = 3
 
@@ -86,12 +87,12 @@ class ApiClient:
 
     def __init__(
         self,
-        kv: KV,
+        store: Store,
         cluster: str,
         clock: Callable[[], float] = time.time,
         service_cidr: ipaddress.IPv4Network = alloc.DEFAULT_SERVICE_CIDR,
     ) -> None:
-        self.kv = kv
+        self.store = store
         self.cluster = cluster
         self.clock = clock
         self.service_cidr = service_cidr
@@ -100,7 +101,7 @@ class ApiClient:
     def nodes(self) -> list[NodeRecord]:
         """Node records registered by the cluster's agents, sorted by name."""
         out = []
-        for entry in self.kv.get_prefix(nodes_prefix(self.cluster)):
+        for entry in self.store.get_prefix(nodes_prefix(self.cluster))[0]:
             name = entry.key.rsplit("/", 1)[-1]
             try:
                 record = NodeRecord.model_validate_json(entry.value)
@@ -115,7 +116,12 @@ class ApiClient:
         nodes = self.nodes()
         for _ in range(APPLY_ATTEMPTS):
             writes, results = self._plan_apply(objects, nodes)
-            if self.kv.commit(writes):
+            if len(writes) > MAX_TXN_OPS:  # splitting would give up all-or-nothing
+                raise LabError(
+                    f"{len(writes)} objects in one apply exceed etcd's limit of {MAX_TXN_OPS} "
+                    "operations per transaction; split the file"
+                )
+            if self.store.commit(writes):
                 return results
         raise LabError(f"objects in cluster {self.cluster} kept changing while applying; try again")
 
@@ -127,7 +133,7 @@ class ApiClient:
         stored = {
             e.key: e
             for kind in sorted(kinds)
-            for e in self.kv.get_prefix(kind_prefix(self.cluster, KINDS[kind]))
+            for e in self.store.get_prefix(kind_prefix(self.cluster, KINDS[kind]))[0]
         }
         problems: list[Problem] = []
         placement = self._schedule(objects, stored, nodes, problems)
@@ -175,15 +181,15 @@ class ApiClient:
     def _allocator(self) -> alloc.Allocator:
         """ClusterIPs and node ports in use, read from their index keys."""
         index = [
-            *self.kv.get_prefix(alloc.ip_key(self.cluster, "")),
-            *self.kv.get_prefix(alloc.nodeport_key(self.cluster, 0, "")[: -len("0-")]),
+            *self.store.get_prefix(serviceips_prefix(self.cluster))[0],
+            *self.store.get_prefix(nodeports_prefix(self.cluster))[0],
         ]
         return alloc.Allocator.from_entries(self.cluster, self.service_cidr, index)
 
     def _schedule(
         self,
         objects: list[Located],
-        stored: dict[str, Entry],
+        stored: dict[str, KV],
         nodes: list[NodeRecord],
         problems: list[Problem],
     ) -> dict[str, str]:
@@ -215,7 +221,7 @@ class ApiClient:
         return placed
 
     def _merge(
-        self, loc: Located, new: dict[str, Any], old: Entry | None, problems: list[Problem]
+        self, loc: Located, new: dict[str, Any], old: KV | None, problems: list[Problem]
     ) -> tuple[str, dict[str, Any]]:
         """Decide created/configured/unchanged; keep identity; refuse spec changes of pods."""
         meta = new["metadata"]
@@ -262,24 +268,24 @@ class ApiClient:
         """Objects of a kind (in one namespace or all) with status and resourceVersion."""
         statuses = {}
         if info.kind == "Pod":
-            for e in self.kv.get_prefix(status_prefix(self.cluster, namespace)):
+            for e in self.store.get_prefix(status_prefix(self.cluster, namespace))[0]:
                 statuses[_tail(e.key)] = e
         items = []
-        for e in self.kv.get_prefix(kind_prefix(self.cluster, info, namespace)):
+        for e in self.store.get_prefix(kind_prefix(self.cluster, info, namespace))[0]:
             items.append(self._present(e, statuses.get(_tail(e.key)), info))
         return sorted(items, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
 
     def get(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any]:
         """One object, or NotFoundError in kubectl's words."""
-        entry = self.kv.get(object_key(self.cluster, info, namespace, name))
+        entry = self.store.get(object_key(self.cluster, info, namespace, name))
         if entry is None:
             raise NotFoundError(f'{info.plural} "{name}" not found in namespace {namespace}')
-        status = (
-            self.kv.get(status_key(self.cluster, namespace, name)) if info.kind == "Pod" else None
-        )
+        status = None
+        if info.kind == "Pod":
+            status = self.store.get(status_key(self.cluster, namespace, name))
         return self._present(entry, status, info)
 
-    def _present(self, entry: Entry, status: Entry | None, info: KindInfo) -> dict[str, Any]:
+    def _present(self, entry: KV, status: KV | None, info: KindInfo) -> dict[str, Any]:
         obj = _load(entry.value)
         obj.setdefault("metadata", {})["resourceVersion"] = str(entry.mod_revision)
         if info.kind == "Pod":
@@ -302,15 +308,15 @@ class ApiClient:
         """
         key = object_key(self.cluster, info, namespace, name)
         if info.kind == "Pod" and grace_s != 0:
-            entry = self.kv.get(key)
+            entry = self.store.get(key)
             if entry is None:
-                self.kv.delete(status_key(self.cluster, namespace, name))
+                self.store.delete(status_key(self.cluster, namespace, name))
                 return False
             pod = _load(entry.value)
             meta = pod.setdefault("metadata", {})
             if meta.get("deletionTimestamp"):
                 return True  # already terminating: its agent finishes the job
-            status = self.kv.get(status_key(self.cluster, namespace, name))
+            status = self.store.get(status_key(self.cluster, namespace, name))
             if status is not None and _load(status.value).get("uid") == meta.get("uid"):
                 grace = grace_s
                 if grace is None:
@@ -318,19 +324,19 @@ class ApiClient:
                 meta["deletionTimestamp"] = rfc3339(self.clock())
                 meta["deletionGracePeriodSeconds"] = DEFAULT_GRACE_S if grace is None else grace
                 value = json.dumps(pod, sort_keys=True).encode()
-                if self.kv.commit([Write(key, value, entry.mod_revision)]):
+                if self.store.commit([Write(key, value, entry.mod_revision)]):
                     return True
                 return self.delete(info, namespace, name, grace_s)  # it changed meanwhile
         if info.kind == "Service":
-            entry = self.kv.get(key)
+            entry = self.store.get(key)
             if entry is None:
                 return False
             frees = alloc.released(self.cluster, _load(entry.value))
             writes = [Write(key, None, entry.mod_revision), *(Write(k, None) for k in frees)]
-            return self.kv.commit(writes)
-        existed = self.kv.delete(key)
+            return self.store.commit(writes)
+        existed = self.store.delete(key)
         if not existed and info.kind == "Pod":
-            self.kv.delete(status_key(self.cluster, namespace, name))
+            self.store.delete(status_key(self.cluster, namespace, name))
         return existed
 
     def wait_gone(self, refs: list[tuple[str, str]], timeout_s: float) -> list[str]:
@@ -338,7 +344,7 @@ class ApiClient:
         deadline = time.monotonic() + timeout_s
         left: list[tuple[str, str]] = list(refs)
         while left:
-            left = [r for r in left if self.kv.get(status_key(self.cluster, *r)) is not None]
+            left = [r for r in left if self.store.get(status_key(self.cluster, *r)) is not None]
             if not left or time.monotonic() >= deadline:
                 break
             time.sleep(0.2)

@@ -43,8 +43,9 @@ from harness.api.fields import (  # noqa: F401  (re-exported: the kinds' shared 
     check_port_ref,
 )
 from harness.api.netobjects import Namespace, NetworkPolicy, Service
+from harness.store import keys
 
-API_PREFIX = "/podlab/v1"
+API_PREFIX = keys.ROOT
 # The node agent runs one process per pod (containers[0]); refusing more is
 # better than silently not running them.
 MAX_CONTAINERS = 1
@@ -200,27 +201,23 @@ def object_key(cluster: str, info: KindInfo, namespace: str, name: str) -> str:
 
     Cluster-scoped kinds (Namespace) have no ``<ns>/`` part.
     """
-    if not info.namespaced:
-        return f"{API_PREFIX}/{cluster}/{info.plural}/{name}"
-    return f"{API_PREFIX}/{cluster}/{info.plural}/{namespace}/{name}"
+    return keys.object_key(cluster, info.plural, namespace if info.namespaced else None, name)
 
 
 def kind_prefix(cluster: str, info: KindInfo, namespace: str | None = None) -> str:
     """The key prefix of every object of a kind, in one namespace or all."""
-    base = f"{API_PREFIX}/{cluster}/{info.plural}/"
-    return f"{base}{namespace}/" if namespace and info.namespaced else base
+    return keys.kind_prefix(cluster, info.plural, namespace if info.namespaced else None)
 
 
 def status_key(cluster: str, namespace: str, name: str) -> str:
     """Where the agent writes a pod's status."""
-    return f"{API_PREFIX}/{cluster}/podstatus/{namespace}/{name}"
+    return keys.podstatus_key(cluster, namespace, name)
 
 
 def status_prefix(cluster: str, namespace: str | None = None) -> str:
-    base = f"{API_PREFIX}/{cluster}/podstatus/"
-    return f"{base}{namespace}/" if namespace else base
+    return keys.podstatus_prefix(cluster, namespace)
 
 
 def nodes_prefix(cluster: str) -> str:
     """Where agents register their nodes."""
-    return f"{API_PREFIX}/{cluster}/nodes/"
+    return keys.nodes_prefix(cluster)

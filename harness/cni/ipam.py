@@ -12,9 +12,10 @@ node has affinity to. Layout, under the plugin's ``dataDir``:
                                      a symlink to the address: finding an
                                      attachment's address reads no other file
 
-Crash safety: a reservation is created with ``O_EXCL`` before any interface
-exists, under the lock, so two ADDs (threads of the agent's CNI server or
-separate plugin processes) never get one address. A crash after that leaves a
+Crash safety: a reservation is written aside and hard-linked into place (which
+fails if the address is taken) before any interface exists, under the lock, so
+two ADDs (threads of the agent's CNI server or separate plugin processes) never
+get one address, and a crash never leaves a torn reservation. A crash after that leaves a
 reservation and maybe half an interface: the runtime's DEL (which the spec
 requires even after a failed ADD) or GC (every reservation of the network whose
 attachment is not in ``cni.dev/valid-attachments``) frees it. The lowest free
@@ -29,12 +30,17 @@ import hashlib
 import ipaddress
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.cni.spec import INTERNAL, TRY_AGAIN_LATER, CniError
+
+#: A half-written reservation (a crash between writing and linking it) older than
+#: this is removed by GC; a live ADD takes milliseconds.
+STALE_TMP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -136,9 +142,14 @@ class Pool:
             res = Reservation(address, network, container_id, ifname, host_if, time.time())
             data = {"network": network, "containerID": container_id, "ifname": ifname,
                     "hostIf": host_if, "created": res.created}  # fmt: skip
-            fd = os.open(self.dir / address, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(data))
+            # whole or not at all: written aside, then linked in (EEXIST if taken), so a
+            # crash never leaves a torn reservation nobody could read or free
+            tmp = self.dir / f".{address}.{os.getpid()}.{threading.get_ident()}.tmp"
+            tmp.write_text(json.dumps(data))
+            try:
+                os.link(tmp, self.dir / address)
+            finally:
+                tmp.unlink(missing_ok=True)
             link = self._owner_link(network, container_id, ifname)
             link.parent.mkdir(exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
@@ -204,6 +215,10 @@ class Pool:
                     (self.dir / r.address).unlink()
                 with contextlib.suppress(FileNotFoundError):
                     self._owner_link(*r.owner()).unlink()
+            for leftover in self.dir.glob(".*.tmp"):  # a reservation a crash cut short
+                with contextlib.suppress(OSError):
+                    if time.time() - leftover.stat().st_mtime > STALE_TMP_S:
+                        leftover.unlink()
             owners = self.dir / "owner"
             for link in owners.iterdir() if owners.is_dir() else []:
                 if not (self.dir / os.readlink(link)).exists():  # dangling: its address is gone

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.api.client import ApiClient
-from harness.api.kv import KV
 from harness.api.schedule import is_ready
 from harness.api.target import cluster_endpoints
 from harness.errors import LabError, UserError
 from harness.inventory import inventory_path, project_home
 from harness.plan.build import load_plan
 from harness.plan.model import ENCRYPTIONS, MODES, LabPlan, NodePlan
+from harness.store import Store
 
 NODE_WAIT_S = 120.0
 
@@ -76,7 +76,7 @@ class Lab:
         url = self.endpoints.get(cluster)
         if not url:
             raise LabError(f"lab {self.name}: no etcd endpoint for cluster {cluster} in inventory")
-        return ApiClient(KV(url), cluster)
+        return ApiClient(Store([url]), cluster)
 
     def cluster_nodes(self, cluster: str | None = None) -> list[NodePlan]:
         """The cluster's nodes that run pods: workers first, then the control plane."""

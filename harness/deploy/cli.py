@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -29,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--proxy-mode", choices=PROXY_MODES, help="override the service proxy mode")
     p.add_argument("--limit", "-l", metavar="PATTERN", help="only these hosts (Ansible pattern)")
     p.add_argument("--forks", type=int, help="parallel hosts (default: every host at once)")
+    p.add_argument(
+        "--mesh-ca",
+        metavar="DIR",
+        help="join another lab's mesh: use the CA in DIR (.podlab/OTHER_LAB/mesh/MESH)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress, only the recap")
     p.set_defaults(func=_deploy)
 
@@ -40,6 +47,8 @@ def _deploy(args: argparse.Namespace) -> int:
         "podlab_proxy_mode": args.proxy_mode,
     }
     req = request_for(args.lab, args.inventory, overrides, args.limit)
+    if args.mesh_ca:
+        req = dataclasses.replace(req, mesh_ca=Path(args.mesh_ca).resolve())
     console = Console(highlight=False)
     if args.quiet or not console.is_terminal:
         result = deploy(req, forks=args.forks)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 import harness
+from harness.deploy import meshpki
 from harness.deploy.runner import DeployEvent, DeployResult, run_playbook
 from harness.deploy.wheel import Wheelhouse, ensure_wheelhouse
 from harness.errors import LabError, UserError
@@ -39,6 +40,7 @@ class DeployRequest:
     lab_dir: Path
     overrides: Mapping[str, str]  # inventory variable -> value, e.g. podlab_mode: bgp
     limit: str | None = None
+    mesh_ca: Path | None = None  # --mesh-ca: another lab's mesh directory (shared CA)
 
 
 def source_root() -> Path:
@@ -126,11 +128,15 @@ def deploy(
     control_dir = req.lab_dir / "cp"  # ssh ControlPath sockets: per lab, short paths
     control_dir.mkdir(parents=True, exist_ok=True)
     nhosts = count_hosts(req.inventory)
+    extra = extra_vars(wheelhouse, req.overrides)
+    pki = meshpki.prepare(yaml.safe_load(req.inventory.read_text()) or {}, req.lab_dir, req.mesh_ca)
+    if pki is not None:
+        extra["podlab_mesh_pki_dir"] = str(pki)
     return run_playbook(
         playbooks / SITE,
         req.inventory,
         deploy_dir,
-        extravars=extra_vars(wheelhouse, req.overrides),
+        extravars=extra,
         limit=req.limit,
         forks=forks or max(1, min(nhosts or 10, MAX_FORKS)),
         envvars={

@@ -17,6 +17,7 @@ import yaml
 from harness.plan.model import LabPlan, NodePlan
 
 ETCD_CLIENT_PORT = 2379
+MESH_EXPORT_PORT = 32379  # each meshed cluster's export etcd (playbooks/roles/mesh)
 # Role groups are plural so a node called ``router`` never shares a group's name.
 ROLE_GROUPS = {
     "control-plane": "control_plane",
@@ -45,6 +46,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_proxy_mode": cl.proxy_mode,
                 "podlab_etcd_endpoints": [f"http://{cp_ip}:{ETCD_CLIENT_PORT}"],
                 "podlab_etcd_client_endpoint": f"http://{cp.mgmt.ip}:{ETCD_CLIENT_PORT}",
+                **_mesh_vars(plan, cl.name),
             },
             "hosts": {n: host_vars(plan.nodes[n]) for n in cl.nodes},
         }
@@ -69,6 +71,29 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
             },
             "children": children,
         }
+    }
+
+
+def _export_endpoint(plan: LabPlan, cluster: str) -> str:
+    cp = plan.nodes[plan.clusters[cluster].control_plane]
+    ip = cp.underlay.address.ip if cp.underlay else cp.mgmt.ip
+    return f"https://{ip}:{MESH_EXPORT_PORT}"
+
+
+def _mesh_vars(plan: LabPlan, cluster: str) -> dict[str, Any]:
+    """``podlab_mesh`` and the other clusters of the mesh with their export etcds."""
+    mesh = plan.clusters[cluster].mesh
+    if not mesh:
+        return {}
+    peers = [
+        {"name": c.name, "endpoint": _export_endpoint(plan, c.name)}
+        for c in plan.clusters.values()
+        if c.mesh == mesh and c.name != cluster
+    ]
+    return {
+        "podlab_mesh": mesh,
+        "podlab_mesh_export_endpoint": _export_endpoint(plan, cluster),
+        "podlab_mesh_peers": peers,
     }
 
 

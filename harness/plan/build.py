@@ -13,7 +13,8 @@ from pathlib import Path
 from harness.errors import Collector
 from harness.plan.addressing import assign_segments, mgmt_plan
 from harness.plan.clusters import CLUSTER_ROLES, build_clusters, node_role
-from harness.plan.model import Interface, LabPlan, NodePlan, Segment
+from harness.plan.mesh import pod_overlap_hint
+from harness.plan.model import ClusterPlan, Interface, LabPlan, NodePlan, Segment
 from harness.plan.routing import static_routes
 from harness.topology import Topology, load_topology
 
@@ -73,28 +74,33 @@ def _iface_order(name: str) -> tuple[str, int]:
 def _check_overlaps(
     topo: Topology,
     segments: dict[str, Segment],
-    clusters: dict,
+    clusters: dict[str, ClusterPlan],
     mgmt: IPv4Network | None,
     c: Collector,
 ) -> None:
-    """Pod, service, underlay and management ranges must not overlap anywhere."""
-    ranges: list[tuple[str, IPv4Network, int | None]] = []
+    """Pod, service, underlay and management ranges must not overlap anywhere, except
+    service CIDRs of different clusters (each cluster's ClusterIPs are its own)."""
+    Range = tuple[str, IPv4Network, int | None, ClusterPlan | None, str]
+    ranges: list[Range] = []
     for cl in clusters.values():
-        ranges.append((f"cluster {cl.name} pod CIDR", cl.pod_cidr, None))
-        ranges.append((f"cluster {cl.name} service CIDR", cl.service_cidr, None))
+        first = topo.nodes[cl.nodes[0]]
+        for kind, net in (("pod", cl.pod_cidr), ("service", cl.service_cidr)):
+            line = first.label_line(f"podlab.{kind}-cidr")
+            ranges.append((f"cluster {cl.name} {kind} CIDR", net, line, cl, kind))
     for seg in segments.values():
-        ranges.append((f"segment {seg.name} subnet", seg.subnet, None))
+        ranges.append((f"segment {seg.name} subnet", seg.subnet, None, None, "segment"))
     if mgmt is not None:
-        ranges.append(("management subnet", mgmt, topo.line("mgmt")))
-    for i, (a_name, a, _) in enumerate(ranges):
-        for b_name, b, line in ranges[i + 1 :]:
-            if a.overlaps(b):
-                hint = (
-                    "ClusterMesh needs unique pod CIDRs: give each cluster its own podlab.pod-cidr"
-                    if "pod" in a_name and "pod" in b_name
-                    else "choose non-overlapping ranges"
-                )
-                c.add("address plan", f"{a_name} {a} overlaps {b_name} {b}", hint, line)
+        ranges.append(("management subnet", mgmt, topo.line("mgmt"), None, "mgmt"))
+    for i, (a_name, a, _, a_cl, a_kind) in enumerate(ranges):
+        for b_name, b, line, b_cl, b_kind in ranges[i + 1 :]:
+            if not a.overlaps(b) or (a_kind == b_kind == "service" and a_cl is not b_cl):
+                continue
+            hint = (
+                pod_overlap_hint(a_cl, b_cl)
+                if a_kind == b_kind == "pod"
+                else "choose non-overlapping ranges"
+            )
+            c.add("address plan", f"{a_name} {a} overlaps {b_name} {b}", hint, line)
 
 
 def underlay_of(plan: LabPlan, node: str) -> IPv4Interface | None:

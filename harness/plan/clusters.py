@@ -10,6 +10,7 @@ import difflib
 from ipaddress import IPv4Network
 
 from harness.errors import Collector
+from harness.plan.mesh import check_meshes
 from harness.plan.model import (
     DEFAULT_NODE_PREFIX,
     ENCRYPTIONS,
@@ -30,6 +31,7 @@ CLUSTER_LABELS = (
     "podlab.encryption",
     "podlab.proxy-mode",
     "podlab.node-prefix",
+    "podlab.mesh",
 )
 KNOWN_LABELS = NODE_LABELS + CLUSTER_LABELS
 CLUSTER_ROLES = ("control-plane", "worker")
@@ -84,6 +86,7 @@ def build_clusters(
         if role in CLUSTER_ROLES and "podlab.cluster" in node.labels:
             members.setdefault(node.labels["podlab.cluster"], []).append(node)
     clusters: dict[str, ClusterPlan] = {}
+    lines: dict[str, dict[str, int | None]] = {}
     ids: dict[int, str] = {}
     for index, (cname, nodes) in enumerate(members.items(), start=1):
         settings = _agree(cname, nodes, c)
@@ -175,8 +178,20 @@ def build_clusters(
         if pod is None or svc is None or not cps:
             continue
         clusters[cname] = ClusterPlan(
-            cname, cid, pod, svc, mode, enc, proxy, tuple(n.name for n in nodes), cps[0], prefix
+            cname,
+            cid,
+            pod,
+            svc,
+            mode,
+            enc,
+            proxy,
+            tuple(n.name for n in nodes),
+            cps[0],
+            prefix,
+            settings.get("podlab.mesh"),
         )
+        lines[cname] = {key: at(key) for key in CLUSTER_LABELS}
+    check_meshes(clusters, lines, c)
     return clusters
 
 

@@ -91,6 +91,13 @@ class ClusterPlan:
     nodes: tuple[str, ...]
     control_plane: str
     node_prefix: int = DEFAULT_NODE_PREFIX
+    mesh: str | None = None  # podlab.mesh: the cluster mesh it joins (docs/mesh.md)
+
+    @property
+    def mesh_routing(self) -> str:
+        """How pods of other clusters of the mesh are reached: ``native`` (bgp, routes
+        through the lab's routers) or ``tunnel`` (VXLAN to the remote node)."""
+        return "native" if self.mode == "bgp" else "tunnel"
 
 
 @dataclass(frozen=True)

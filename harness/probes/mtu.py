@@ -24,13 +24,25 @@ WIREGUARD_OVERHEAD = {"calico": 60, "flannel": 80}
 FLANNEL_FAMILY = ("host-gw", "vxlan", "udp")
 
 
-def expected_pod_mtu(mode: str, underlay_mtu: int, encryption: str = "none") -> int:
-    """The pod interface MTU the spec asks for in ``mode`` on an underlay of ``underlay_mtu``."""
+#: A tunnel mesh carries cross-cluster pod traffic in VXLAN (harness/agent/datapath/mesh.py).
+MESH_TUNNEL_OVERHEAD = 50
+
+
+def expected_pod_mtu(
+    mode: str, underlay_mtu: int, encryption: str = "none", mesh: bool = False
+) -> int:
+    """The pod interface MTU the spec asks for in ``mode`` on an underlay of ``underlay_mtu``.
+
+    ``mesh``: the cluster is in a cluster mesh; unless it is native (bgp) or
+    encrypted, its pods also reach other clusters through VXLAN, so the pod MTU
+    fits that path too (docs/mesh.md)."""
     if mode not in MODE_OVERHEAD:
         raise KeyError(f"no MTU overhead known for mode {mode!r}")
     if encryption == "wireguard":
         family = "flannel" if mode in FLANNEL_FAMILY else "calico"
         return underlay_mtu - WIREGUARD_OVERHEAD[family]
+    if mesh and mode != "bgp":
+        return underlay_mtu - max(MODE_OVERHEAD[mode], MESH_TUNNEL_OVERHEAD)
     return underlay_mtu - MODE_OVERHEAD[mode]
 
 

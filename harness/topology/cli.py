@@ -44,6 +44,7 @@ def plan_summary(plan: LabPlan) -> dict:
                 "proxy_mode": c.proxy_mode,
                 "control_plane": c.control_plane,
                 "nodes": list(c.nodes),
+                **({"mesh": c.mesh, "mesh_routing": c.mesh_routing} if c.mesh else {}),
             }
             for c in plan.clusters.values()
         },
@@ -88,6 +89,7 @@ def print_plan(plan: LabPlan, console: Console) -> None:
         "service CIDR",
         "control plane",
         "nodes",
+        "mesh",
         title="clusters",
         title_justify="left",
     )
@@ -101,6 +103,7 @@ def print_plan(plan: LabPlan, console: Console) -> None:
             str(c.service_cidr),
             c.control_plane,
             str(len(c.nodes)),
+            f"{c.mesh} ({c.mesh_routing})" if c.mesh else "-",
         )
     console.print(t)
     t = Table("segment", "kind", "subnet", "MTU", "members", title="segments", title_justify="left")

@@ -20,9 +20,10 @@ import time
 import pytest
 from pyroute2 import IPRoute
 
-from harness.agent.store import pod_key
 from harness.cni import nsutil
-from tests.agent.agentlab import Node, wait_for
+from harness.store.keys import pod_key
+from harness.testlab.agentlab import Node
+from harness.testlab.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.integration]
 
@@ -83,15 +84,16 @@ def test_a_burst_survives_kill9_exactly_once_and_leaves_nothing(agent_lab) -> No
     lab.stop_agent(n1, signal.SIGKILL)
     mid = _state(n1)
     lab.start_agent(n1)
-    statuses = wait_for(
-        "every pod Running",
-        lambda: (
-            (s := [lab.pod_status(p) for p in names])
-            and all(x and x.get("phase") == "Running" and x.get("podIP") for x in s)
-            and s
-        ),
-        timeout=180,
-    )
+
+    def running() -> list[dict]:  # type: ignore[type-arg]
+        s = [lab.pod_status(p) for p in names]
+        bad = {p: x for p, x in zip(names, s, strict=True)
+               if not (x and x.get("phase") == "Running" and x.get("podIP"))}  # fmt: skip
+        if bad:  # wait_for reports the last one
+            raise AssertionError(f"not Running: {bad}")
+        return s  # type: ignore[return-value]
+
+    statuses = wait_for("every pod Running", running, timeout=180)
     ips = [s["podIP"] for s in statuses]
     assert len(set(ips)) == COUNT, f"duplicate pod addresses after the kill: {sorted(ips)}"
     time.sleep(5)  # two full passes (resync 2 s): GC has run

@@ -11,7 +11,8 @@ import pytest
 from pyroute2 import IPRoute
 
 from harness.agent import nft
-from tests.agent.agentlab import ETCD_IP, AgentLab, wait_for
+from harness.testlab.agentlab import ETCD_IP, AgentLab
+from harness.testlab.wait import wait_for
 from tests.agent.probes import ping, tcp_hello, udp_echo
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]

@@ -13,8 +13,9 @@ import pytest
 from pyroute2 import IPRoute
 
 from harness.agent.datapath.base import RTPROT_PODLAB
-from harness.agent.store import pod_key
-from tests.agent.agentlab import PYTHON, AgentLab, Node, wait_for
+from harness.store.keys import pod_key
+from harness.testlab.agentlab import PYTHON, AgentLab, Node
+from harness.testlab.wait import wait_for
 from tests.agent.probes import TCP_HOLD, tcp_hello
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]

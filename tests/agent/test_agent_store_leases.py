@@ -11,8 +11,9 @@ import pytest
 
 from harness.agent import leases
 from harness.agent.config import AgentConfig
-from harness.agent.store import Event, Store, cluster_prefix
-from tests.agent.agentlab import wait_for
+from harness.store import Event, Store
+from harness.store.keys import cluster_prefix
+from harness.testlab.wait import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -167,7 +168,7 @@ def test_watch_from_a_compacted_revision_relists(etcd) -> None:
 
 
 def test_idle_watch_reopens_quietly_and_misses_nothing(etcd, monkeypatch, caplog) -> None:
-    from harness.agent import store as store_mod
+    from harness.store import watch as store_mod
 
     monkeypatch.setattr(store_mod, "IDLE_S", 0.5)
     store = Store([etcd.url], timeout=2)

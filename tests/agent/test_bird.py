@@ -14,8 +14,8 @@ import pytest
 from pyroute2 import IPRoute
 
 from harness.agent import bird
-from tests.agent.agentlab import wait_for
-from tests.agent.calnet import CalNet
+from harness.testlab.calnet import CalNet
+from harness.testlab.wait import wait_for
 
 pytestmark = [
     pytest.mark.root,

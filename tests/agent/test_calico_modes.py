@@ -25,8 +25,9 @@ from pyroute2 import IPRoute
 
 from harness.agent import bird, wireguard
 from harness.cni import routed
-from tests.agent.agentlab import AgentLab, Node, wait_for
-from tests.agent.calnet import ip_packets
+from harness.testlab.agentlab import AgentLab, Node
+from harness.testlab.calnet import ip_packets
+from harness.testlab.wait import wait_for
 from tests.agent.probes import ping, tcp_hello
 from tests.agent.test_agent_datapath import ECHO, _up
 

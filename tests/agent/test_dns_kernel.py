@@ -19,7 +19,7 @@ import pytest
 from harness.agent.dns import DnsServer, ResolverMounts, Zone, wrap_command, write_pod_files
 from harness.agent.proxy.base import local_service_route
 from harness.exec import run
-from tests.agent.svclab import SvcLab
+from harness.testlab.svclab import SvcLab
 
 pytestmark = pytest.mark.root
 DNS = "10.96.0.10"

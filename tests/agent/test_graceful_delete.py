@@ -15,79 +15,19 @@ import json
 import subprocess
 import sys
 import time
-from typing import Any
 
 import pytest
 
-from harness.agent.store import cluster_prefix, pod_key
 from harness.api.client import ApiClient
-from harness.api.kv import KV
 from harness.api.objects import KINDS
 from harness.probes import echo
-from tests.agent.agentlab import AgentLab, wait_for
+from harness.store.keys import pod_key
+from harness.testlab.agentlab import AgentLab
+from harness.testlab.failover import pod as _pod
+from harness.testlab.failover import stream, three_backends
+from harness.testlab.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
-VIP = "10.96.0.30"
-ECHO = ["python", "-m", "harness.workloads.echo", "--tcp", "8080"]
-NETCHECK = (sys.executable, "-m", "harness.probes.netcheck")
-
-
-def stream(netns: str, seconds: float, rate: float) -> list[str]:
-    """A steady stream to the VIP from ``netns``: a new TCP connection every 1/rate s."""
-    argv = echo.stream_command(VIP, 80, seconds, 1 / rate, timeout_s=1.0, runner=NETCHECK)
-    return ["nsenter", f"--net={netns}", "--", *argv]
-
-
-def _pod(name: str, node: str, command: list[str], **spec: Any) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": "c",
-        "command": command,
-        "ports": [{"name": "echo", "containerPort": 8080}],
-        "readinessProbe": {"tcpSocket": {"port": "echo"}, "periodSeconds": 1},
-    }
-    if "pre_stop" in spec:
-        container["lifecycle"] = {"preStop": {"sleep": {"seconds": spec.pop("pre_stop")}}}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}",
-                     "labels": {"app": "web"} if name.startswith("web") else {}},
-        "spec": {"nodeName": node, "containers": [container], **spec},
-    }  # fmt: skip
-
-
-def _ready(lab: AgentLab, name: str) -> bool:
-    st = lab.pod_status(name) or {}
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", [])
-    )
-
-
-def three_backends(lab: AgentLab, pre_stop: int) -> str:
-    """web-0 on n1, web-1 and web-2 on n2 behind VIP:80, and a client pod on n1;
-    returns the client's netns once its stream reaches all three."""
-    n1, n2 = lab.nodes[0], lab.nodes[1]
-    for name, node in (("web-0", n1), ("web-1", n2), ("web-2", n2)):
-        obj = _pod(name, node.name, [*ECHO, "--name", name], pre_stop=pre_stop)
-        lab.store.put(pod_key("t1", "default", name), json.dumps(obj))
-    client = _pod("client", n1.name, ["sleep", "infinity"])
-    lab.store.put(pod_key("t1", "default", "client"), json.dumps(client))
-    for name in ("web-0", "web-1", "web-2"):
-        wait_for(f"{name} Ready", lambda name=name: _ready(lab, name), timeout=60)
-    svc = {
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"clusterIP": VIP, "selector": {"app": "web"},
-                 "ports": [{"port": 80, "targetPort": 8080}]},
-    }  # fmt: skip
-    lab.store.put(f"{cluster_prefix('t1')}services/default/web", json.dumps(svc))
-    netns = n1.pod_netns(lab.wait_running("client")["netns"])
-
-    def backends() -> set[str]:
-        res = subprocess.run(stream(netns, 1, 50), capture_output=True, text=True)
-        return {w for _, w in echo.parse_stream(res.stdout).samples}
-
-    wait_for("all three backends answer", lambda: backends() == {"web-0", "web-1", "web-2"})
-    return netns
 
 
 @pytest.fixture
@@ -97,7 +37,7 @@ def two_nodes(agent_lab) -> tuple[AgentLab, ApiClient]:
         lab.start_agent(n)
     for n in lab.nodes:
         lab.wait_node(n)
-    return lab, ApiClient(KV(lab.store.endpoints[0]), "t1")
+    return lab, ApiClient(lab.store, "t1")
 
 
 def test_graceful_delete_loses_no_request(two_nodes) -> None:

@@ -16,7 +16,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from harness.agent import ipip_tun
-from tests.agent.calnet import CalNet, ip_packets, ping
+from harness.testlab.calnet import CalNet, ip_packets, ping
 
 pytestmark = [pytest.mark.root, pytest.mark.integration]
 

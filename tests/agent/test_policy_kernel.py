@@ -15,7 +15,7 @@ import pytest
 
 from harness.agent.policy import PodInfo, PolicyEnforcer, ruleset
 from harness.exec import run
-from tests.agent.svclab import SvcLab
+from harness.testlab.svclab import SvcLab
 
 pytestmark = pytest.mark.root
 NS_LABELS = {"team-a": {"team": "a"}}

@@ -18,7 +18,7 @@ from harness.agent.proxy.base import ServiceProxy
 from harness.agent.proxy.model import Endpoint, ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
 from harness.exec import run
-from tests.agent.svclab import SvcLab
+from harness.testlab.svclab import SvcLab
 
 pytestmark = pytest.mark.root
 

@@ -20,7 +20,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from harness.cni import routed
-from tests.agent.calnet import CalNet, ping
+from harness.testlab.calnet import CalNet, ping
 
 pytestmark = [pytest.mark.root, pytest.mark.integration]
 

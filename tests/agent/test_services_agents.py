@@ -25,10 +25,11 @@ from datetime import datetime
 
 import pytest
 
-from harness.agent.store import cluster_prefix, pod_key
 from harness.exec import run
-from tests.agent.agentlab import ETCD_IP, AgentLab, wait_for
-from tests.agent.svclab import CLIENT
+from harness.store.keys import cluster_prefix, pod_key
+from harness.testlab.agentlab import ETCD_IP, AgentLab
+from harness.testlab.svclab import CLIENT
+from harness.testlab.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 VIP, NODE_PORT = "10.96.0.20", 30080

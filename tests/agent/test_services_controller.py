@@ -17,11 +17,12 @@ from collections.abc import Iterator
 import pytest
 
 from harness.agent.services import ServicesConfig, ServicesController
-from harness.agent.store import Store, cluster_prefix
 from harness.exec import run
-from tests.agent.agentlab import wait_for
-from tests.agent.conftest import LocalEtcd
-from tests.agent.svclab import SvcLab
+from harness.store import Store
+from harness.store.keys import cluster_prefix
+from harness.testlab.etcd import LocalEtcd
+from harness.testlab.svclab import SvcLab
+from harness.testlab.wait import wait_for
 
 pytestmark = pytest.mark.root
 C = "c1"

@@ -20,7 +20,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from harness.agent import wireguard as wg
-from tests.agent.calnet import CalNet, ip_packets, ping
+from harness.testlab.calnet import CalNet, ip_packets, ping
 
 pytestmark = [
     pytest.mark.root,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.agent.store import node_key
+from harness.store.keys import node_key
 from tests.infra.conftest import AGENT_CONFIG, VENV, Node, program_state
 
 

@@ -11,8 +11,6 @@ import io
 import ipaddress
 import json
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,9 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.api.kv import KV, Write
 from harness.cli import main
 from harness.errors import LabError
+from harness.store import Store, Write
+from harness.testlab.etcd import LocalEtcd, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd binary not installed")
 
@@ -32,63 +31,16 @@ CLUSTER = "c1"
 PREFIX = f"/podlab/v1/{CLUSTER}/"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def etcd_url() -> Iterator[str]:
     """A throwaway etcd on 127.0.0.1 (never 2379), stopped by pid afterwards."""
-    data = tmp_path_factory.mktemp("etcd")
-    client, peer = free_port(), free_port()
-    url = f"http://127.0.0.1:{client}"
-    argv = [
-        "etcd",
-        "--name",
-        "podlab-test",
-        "--data-dir",
-        str(data / "data"),
-        "--listen-client-urls",
-        url,
-        "--advertise-client-urls",
-        url,
-        "--listen-peer-urls",
-        f"http://127.0.0.1:{peer}",
-        "--initial-advertise-peer-urls",
-        f"http://127.0.0.1:{peer}",
-        "--initial-cluster",
-        f"podlab-test=http://127.0.0.1:{peer}",
-    ]
-    log = (data / "etcd.log").open("w")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                KV(url, timeout=1).get_prefix("/")
-                break
-            except LabError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"etcd did not start: {(data / 'etcd.log').read_text()}"
-                    ) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with LocalEtcd() as etcd:
+        yield etcd.url
 
 
 @pytest.fixture
-def kv(etcd_url: str) -> Iterator[KV]:
-    store = KV(etcd_url)
+def kv(etcd_url: str) -> Iterator[Store]:
+    store = Store([etcd_url])
     yield store
     store.delete_prefix("/podlab/")
 
@@ -99,7 +51,7 @@ def podlab(capsys: pytest.CaptureFixture[str], etcd_url: str, *argv: str) -> tup
     return rc, out, err
 
 
-def add_node(kv: KV, name: str, age_s: float = 1.0, **extra: object) -> None:
+def add_node(kv: Store, name: str, age_s: float = 1.0, **extra: object) -> None:
     record = {
         "name": name,
         "underlayIP": "10.1.0.1",
@@ -133,11 +85,11 @@ def manifest(tmp_path: Path, *docs: dict, name: str = "m.yaml") -> str:
     return str(path)
 
 
-def keys(kv: KV) -> list[str]:
-    return [e.key for e in kv.get_prefix(PREFIX)]
+def keys(kv: Store) -> list[str]:
+    return [e.key for e in kv.get_prefix(PREFIX)[0]]
 
 
-def test_apply_get_delete_round_trip(kv: KV, etcd_url: str, tmp_path: Path, capsys) -> None:
+def test_apply_get_delete_round_trip(kv: Store, etcd_url: str, tmp_path: Path, capsys) -> None:
     add_node(kv, "c1-w1")
     add_node(kv, "c1-w2")
     docs = [pod_doc("web"), pod_doc("db", node="c1-w2"), pod_doc("cli", ns="test")]
@@ -329,7 +281,7 @@ def test_real_agents_run_what_apply_wrote(tmp_path, capsys) -> None:
 
     if os.geteuid() != 0:
         pytest.skip("needs root for namespaces")
-    from tests.agent.agentlab import AgentLab
+    from harness.testlab.agentlab import AgentLab
 
     lab = AgentLab(2, "host-gw")
     try:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from harness.api.client import ApiClient
-from harness.api.kv import KV
 from harness.api.objects import KINDS
 from harness.api.validate import load_documents, validate_documents
+from harness.store import Store
 from tests.integration import test_api_etcd as base
 from tests.integration.test_api_etcd import CLUSTER, PREFIX, manifest, podlab
 
@@ -37,14 +37,14 @@ def svc(name: str, ns: str = "default", **spec: object) -> dict:
     }
 
 
-def stored(kv: KV, name: str, ns: str = "default") -> dict:
+def stored(kv: Store, name: str, ns: str = "default") -> dict:
     entry = kv.get(f"{PREFIX}services/{ns}/{name}")
     assert entry is not None, f"service {ns}/{name} not stored"
     return json.loads(entry.value)
 
 
 def test_cluster_ips_are_distinct_kept_and_freed(
-    kv: KV, etcd_url: str, tmp_path: Path, capsys
+    kv: Store, etcd_url: str, tmp_path: Path, capsys
 ) -> None:
     docs = [svc(f"s{i}") for i in range(12)]
     rc, out, err = podlab(capsys, etcd_url, "apply", "-f", manifest(tmp_path, *docs))
@@ -61,7 +61,9 @@ def test_cluster_ips_are_distinct_kept_and_freed(
     assert stored(kv, "again")["spec"]["clusterIP"] == ips[0]
 
 
-def test_dns_address_and_collisions_refused(kv: KV, etcd_url: str, tmp_path: Path, capsys) -> None:
+def test_dns_address_and_collisions_refused(
+    kv: Store, etcd_url: str, tmp_path: Path, capsys
+) -> None:
     rc, _, err = podlab(
         capsys, etcd_url, "apply", "-f", manifest(tmp_path, svc("x", clusterIP="10.96.0.10"))
     )
@@ -80,7 +82,7 @@ def test_dns_address_and_collisions_refused(kv: KV, etcd_url: str, tmp_path: Pat
     assert kv.get(f"{PREFIX}services/default/b") is None
 
 
-def test_node_ports_allocated_and_unique(kv: KV, etcd_url: str, tmp_path: Path, capsys) -> None:
+def test_node_ports_allocated_and_unique(kv: Store, etcd_url: str, tmp_path: Path, capsys) -> None:
     a = svc("a", type="NodePort", ports=[{"port": 80, "nodePort": 30000}])
     b = svc("b", type="NodePort")
     assert podlab(capsys, etcd_url, "apply", "-f", manifest(tmp_path, a, b))[0] == 0
@@ -91,12 +93,12 @@ def test_node_ports_allocated_and_unique(kv: KV, etcd_url: str, tmp_path: Path, 
     assert rc == 2 and "nodePort 30001/TCP is already used by service default/b" in err
 
 
-def test_concurrent_applies_never_share_an_address(kv: KV, etcd_url: str) -> None:
+def test_concurrent_applies_never_share_an_address(kv: Store, etcd_url: str) -> None:
     def apply_one(i: int) -> None:
         text = json.dumps(svc(f"race{i}"))
         located, problems = validate_documents(load_documents(text, "m"))
         assert not problems
-        ApiClient(KV(etcd_url), CLUSTER).apply(located)
+        ApiClient(Store([etcd_url]), CLUSTER).apply(located)
 
     threads = [threading.Thread(target=apply_one, args=(i,)) for i in range(3)]
     for t in threads:
@@ -107,7 +109,7 @@ def test_concurrent_applies_never_share_an_address(kv: KV, etcd_url: str) -> Non
     assert len(set(results)) == 3, results
 
 
-def test_policy_namespace_get_tables(kv: KV, etcd_url: str, tmp_path: Path, capsys) -> None:
+def test_policy_namespace_get_tables(kv: Store, etcd_url: str, tmp_path: Path, capsys) -> None:
     pol = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -15,7 +15,7 @@ from harness.deploy.deploy import deploy, request_for, source_root, wheelhouse_c
 from harness.deploy.runner import DeployEvent, DeployResult
 from harness.deploy.wheel import Wheelhouse, ensure_wheelhouse
 from harness.lab.state import find
-from tests.integration.deploylab import (
+from harness.testlab.deploylab import (
     REPO,
     lab_up,
     node_ssh,

@@ -14,7 +14,7 @@ import pytest
 
 from harness.agent.config import AgentConfig
 from harness.agent.services import NodeLiveness, ServicesConfig, ServicesController
-from harness.agent.store import KV, Event
+from harness.store import KV, Event
 
 G = 3.0  # grace; heartbeats every 1 s in these scenarios
 

@@ -57,15 +57,21 @@ def test_example_plans(path: Path) -> None:
 
 def test_two_clusters_shape() -> None:
     plan = load_plan(REPO / "topologies/two-clusters.clab.yml")
-    assert sorted(plan.nodes) == ["c1-cp", "c1-w1", "c1-w2", "c2-cp", "c2-w1", "c2-w2", "router"]
+    assert sorted(plan.nodes) == [
+        *("c1-cp", "c1-w1", "c1-w2", "c2-cp", "c2-w1", "c2-w2", "outside", "router")
+    ]
     assert [c.id for c in plan.clusters.values()] == [1, 2]
-    # every cluster node routes to the other segment through the router
+    # one mesh, tunnel routing, and the same service CIDR in both clusters is allowed
+    assert {(c.mesh, c.mesh_routing) for c in plan.clusters.values()} == {("mesh1", "tunnel")}
+    assert len({c.service_cidr for c in plan.clusters.values()}) == 1
+    # every other node routes to the other segments through the router
+    router_ips = {i.address.ip for i in plan.nodes["router"].interfaces}
     for node in plan.nodes.values():
         if node.is_router:
             assert not node.routes
             continue
-        (route,) = node.routes
-        assert route.via in {i.address.ip for i in plan.nodes["router"].interfaces}
+        assert len(node.routes) == 2
+        assert {r.via for r in node.routes} <= router_ips
 
 
 def test_cross_subnet_segments() -> None:

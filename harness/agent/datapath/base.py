@@ -47,15 +47,17 @@ class Peer:
     underlay_ip: ipaddress.IPv4Address
     segment: str
     backend: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    cluster: str = ""  # set for nodes of other clusters of the mesh (datapath/mesh.py)
 
     @staticmethod
-    def from_record(rec: dict[str, Any]) -> Peer:
+    def from_record(rec: dict[str, Any], cluster: str = "") -> Peer:
         return Peer(
             node=str(rec["node"]),
             subnet=ipaddress.IPv4Network(rec["subnet"]),
             underlay_ip=ipaddress.IPv4Address(rec["underlayIP"]),
             segment=str(rec.get("segment", "")),
             backend=dict(rec.get("backend") or {}),
+            cluster=cluster,
         )
 
 

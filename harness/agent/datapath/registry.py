@@ -10,6 +10,7 @@ from pyroute2 import IPRoute
 
 from harness.agent import encryption
 from harness.agent.config import AgentConfig
+from harness.agent.datapath import mesh
 from harness.agent.datapath.base import Datapath
 from harness.agent.datapath.bgp import Bgp
 from harness.agent.datapath.calicovxlan import CalicoVxlan
@@ -36,11 +37,13 @@ class UnknownMode(Exception):
 
 def create(cfg: AgentConfig, ipr: IPRoute) -> Datapath:
     """Instantiate the configured mode's datapath (with WireGuard layered on top when
-    ``encryption: wireguard``), or explain why we cannot."""
+    ``encryption: wireguard``, and the cluster mesh on top of that when ``mesh`` is
+    set), or explain why we cannot."""
     cls = DATAPATHS.get(cfg.mode)
     if cls is None:
         raise UnknownMode(
             f"mode {cfg.mode!r} is not implemented by this agent; "
             f"available: {', '.join(sorted(DATAPATHS))}"
         )
-    return encryption.layer(cls(cfg, ipr), cfg, ipr)  # type: ignore[call-arg]
+    dp = encryption.layer(cls(cfg, ipr), cfg, ipr)  # type: ignore[call-arg]
+    return mesh.layer(dp, cfg, ipr)

@@ -45,7 +45,8 @@ def _expected(lab: Lab, mode: str, pod: Pod) -> int:
     spec = ModeSpec.parse(mode)
     underlay = pod.node.plan.underlay
     assert underlay is not None
-    return mtu.expected_pod_mtu(spec.mode, underlay.mtu, spec.encryption)
+    meshed = any(c.mesh for c in lab.plan.clusters.values() if c.name == pod.node.plan.cluster)
+    return mtu.expected_pod_mtu(spec.mode, underlay.mtu, spec.encryption, mesh=meshed)
 
 
 @pytest.mark.scenario(3)

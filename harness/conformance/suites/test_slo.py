@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from harness.api.objects import KINDS, nodes_prefix
+from harness.api.objects import KINDS
 from harness.conformance import paths
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import NAMESPACE, PodFactory, apply_pods, pod_manifest
@@ -28,6 +28,7 @@ from harness.conformance.remote import SUPERVISORCTL, Node, output
 from harness.conformance.run import Recorder
 from harness.probes import echo
 from harness.probes.stats import percentiles
+from harness.store import keys
 
 SLO_P99_S = 5.0
 DISCARD_PORT = 9
@@ -149,12 +150,10 @@ def test_datapath_converges_when_a_node_leaves_and_joins(
     assert subnet, f"node {leaver.name} has no podCIDR in its node record"
     leaver.check([*SUPERVISORCTL, "stop", "podlab-agent"], timeout_s=30)
     try:
-        node_key = f"{nodes_prefix(client.cluster)}{leaver.name}"
-        subnet_key = f"/podlab/v1/{client.cluster}/subnets/{subnet.replace('/', '-')}"
 
         def leave() -> None:
-            client.kv.delete(node_key)
-            client.kv.delete(subnet_key)
+            client.store.delete(keys.node_key(client.cluster, leaver.name))
+            client.store.delete(keys.subnet_key(client.cluster, subnet))
 
         gone = _route_times(peers, subnet, False, 60, leave)
     finally:

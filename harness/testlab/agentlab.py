@@ -19,6 +19,7 @@ mounts, node and fabric namespaces, temp dirs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -36,30 +37,20 @@ from typing import Any
 import yaml
 from pyroute2 import IPRoute, netns
 
+import harness
 from harness.agent.pods import pids_in_netns, stop_pids
-from harness.agent.store import Store, pod_key, podstatus_key
 from harness.exec import run
+from harness.store import Store
+from harness.store.keys import node_key, pod_key, podstatus_key
+from harness.testlab.wait import wait_for
 
 NET = "10.199.0"
 ETCD_IP = f"{NET}.254"  # the fabric namespace: etcd, and the router between segments
 EDGE = "10.198.0"
 EDGE_GW = f"{EDGE}.254"
 PYTHON = sys.executable
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as exc:  # keep polling; report the last error on timeout
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+# where ``python -m harness…`` finds the package (the project root of this install)
+PROJECT = Path(harness.__file__).resolve().parents[1]
 
 
 @dataclass
@@ -255,7 +246,7 @@ class AgentLab:
     # -- agents ----------------------------------------------------------------------
     def start_agent(self, node: Node) -> None:
         out = open(node.log, "ab")  # noqa: SIM115
-        src = self.agent_src or Path(__file__).parents[2]
+        src = self.agent_src or PROJECT
         env = {**os.environ, "PYTHONPATH": str(src)} if self.agent_src else None
         node.proc = subprocess.Popen(
             [
@@ -280,7 +271,7 @@ class AgentLab:
         node.proc = None
 
     def wait_node(self, node: Node, timeout: float = 60.0) -> dict[str, Any]:
-        key = f"/podlab/v1/t1/nodes/{node.name}"
+        key = node_key("t1", node.name)
         kv = wait_for(f"node record of {node.name}", lambda: self.store.get(key), timeout)
         return dict(kv.json())
 
@@ -346,7 +337,7 @@ class AgentLab:
             ["nsenter", f"--net=/run/netns/{self.fab}", *argv],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            cwd=str(Path(__file__).parents[2]),
+            cwd=str(PROJECT),
         )
 
     # -- teardown --------------------------------------------------------------------
@@ -354,15 +345,15 @@ class AgentLab:
         """Remove everything, each step on its own: one failure must not leak the rest."""
         steps: list[Callable[[], Any]] = []
         for node in self.nodes:
-            steps.append(lambda node=node: self.stop_agent(node, signal.SIGKILL))
-            steps.append(lambda node=node: self._remove_pods(node))
+            steps.append(functools.partial(self.stop_agent, node, signal.SIGKILL))
+            steps.append(functools.partial(self._remove_pods, node))
         if getattr(self, "_lsock", None) is not None:
             steps.append(self._lsock.close)
         steps.append(self._stop_etcd)
-        steps += [lambda ns=ns: netns.remove(ns) for ns in reversed(self._made_ns)]
+        steps += [functools.partial(netns.remove, ns) for ns in reversed(self._made_ns)]
         # whatever is still mounted under our temp dir (a pod netns an agent created
         # while being killed), deepest first
-        steps += [lambda node=node: self._remove_pods(node) for node in self.nodes]
+        steps += [functools.partial(self._remove_pods, node) for node in self.nodes]
         steps.append(self._umount_all)
         steps.append(lambda: run(["rm", "-rf", "--one-file-system", str(self.tmp)], check=False))
         for step in steps:

@@ -19,7 +19,10 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+import harness
+
+# the project root (topologies/, inventories/): where ``podlab`` runs from in a checkout
+REPO = Path(harness.__file__).resolve().parents[1]
 PODLAB = [sys.executable, "-m", "harness.cli"]
 
 

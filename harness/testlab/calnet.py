@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, netns
 
-from tests.agent.agentlab import wait_for
+from harness.testlab.wait import wait_for
 
 NET = "10.198.0"
 T = TypeVar("T")
