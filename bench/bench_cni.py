@@ -157,19 +157,34 @@ def inner(args: argparse.Namespace, tmp: Path) -> int:
 
 
 def startup(tmp: Path) -> None:
-    """The plugin's own start: VERSION (no work) through the launcher and through the
-    console script, and the imports of both paths."""
-    env = {**os.environ, "CNI_COMMAND": "VERSION"}
-    for label, exe in (("launcher", tmp / "bin" / "podlab-cni"), ("console script", PLUGIN)):
-        times = []
-        for _ in range(20):
-            t = time.perf_counter()
-            subprocess.run([str(exe)], input=b'{"cniVersion":"1.0.0"}', env=env,
-                           capture_output=True, check=True)  # fmt: skip
-            times.append(time.perf_counter() - t)
-        print(f"  podlab-cni VERSION via the {label}: {ms(times)}")
+    """What executing the plugin costs: a forwarded call (STATUS, answered by the server at
+    once) through the native front and through the Python launcher; VERSION (no server)
+    through the Python launcher and the console script; the two import sets."""
+    import resource
+
     from harness.cni import install
 
+    conf = json.dumps({"cniVersion": "1.1.0", "name": "b-start", "type": "podlab-cni",
+                       "mode": "bridge", "subnetFile": str(tmp / "subnet.env"),
+                       "agentSocket": str(tmp / "cni.sock"),
+                       "healthFile": str(tmp / "health")}).encode()  # fmt: skip
+    cases = [
+        ("STATUS via the native front", tmp / "bin" / "podlab-cni", "STATUS", conf),
+        ("STATUS via the Python launcher", tmp / "bin" / "podlab-cni-py", "STATUS", conf),
+        ("VERSION via the Python launcher", tmp / "bin" / "podlab-cni-py", "VERSION", b"{}"),
+        ("VERSION via the console script", PLUGIN, "VERSION", b"{}"),
+    ]
+    for label, exe, command, stdin in cases:
+        env = {**os.environ, "CNI_COMMAND": command, "CNI_PATH": str(tmp / "bin")}
+        times = []
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for _ in range(20):
+            t = time.perf_counter()
+            subprocess.run([str(exe)], input=stdin, env=env, capture_output=True)
+            times.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / 20
+        print(f"  {label:32}: {ms(times)}, CPU {cpu * 1000:.1f} ms per call")
     paths = install.launcher_text().split("sys.path[:0] = ")[1].split("\n")[0]
     path = f"import sys; sys.path[:0] = {paths}"
     for what in ("harness.cni.plugin", "harness.cni.handler"):

@@ -14,7 +14,9 @@ and the CPU each pod cost (load-independent, unlike the latencies on a shared
 machine): the agents' own time plus the children they reaped (plugin
 processes), each pod's process chain (nsenter … its command), and etcd's.
 
-``--agent-src DIR`` runs the agents from another source tree (e.g. ``git archive
+``--direct`` makes the agents call podlab-cni's handler in-process instead of
+executing the plugin (bench/direct_hook): the difference is what executing the
+plugin costs. ``--agent-src DIR`` runs the agents from another source tree (e.g. ``git archive
 main | tar -x -C /tmp/main``) so a before/after comparison runs on the same
 machine in the same session; the lab's agent.yaml then omits the settings that
 tree does not know (``cni_*``).
@@ -192,7 +194,11 @@ def main() -> int:
     ap.add_argument("--mode", default="vxlan")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--agent-src", type=Path, help="run the agents from this source tree")
+    ap.add_argument("--direct", action="store_true",
+                    help="agents call the handler in-process (no plugin process)")  # fmt: skip
     args = ap.parse_args()
+    if args.direct and args.agent_src:
+        ap.error("--direct and --agent-src do not combine (--direct is this tree's agent)")
     lab = AgentLab(args.nodes + 1, args.mode, tmp_root="/dev/shm", resync_s=10.0)
     try:
         if args.agent_src:
@@ -200,12 +206,16 @@ def main() -> int:
             for n in lab.nodes:  # an older agent refuses settings it does not know
                 cfg = {k: v for k, v in n.cfg.items() if not k.startswith("cni_")}
                 (n.dir / "agent.yaml").write_text(yaml.safe_dump(cfg))
+        if args.direct:
+            hook = Path(__file__).resolve().parent / "direct_hook"
+            lab.agent_env = {"PODLAB_BENCH_DIRECT": "1", "PYTHONPATH": str(hook)}
         for n in lab.nodes:
             lab.start_agent(n)
         for n in lab.nodes:
             lab.wait_node(n)
         *pod_nodes, prober_node = lab.nodes
         src = str(args.agent_src) if args.agent_src else "this tree"
+        src += " (plugin handler in-process, --direct)" if args.direct else ""
         print(
             f"agent from {src}; mode {args.mode}; {args.pods} pods at once on "
             f"{args.nodes} node(s), probed from another; load {loadavg()}",

@@ -87,6 +87,7 @@ class AgentLab:
         self.nodes: list[Node] = []
         self.etcd: subprocess.Popen[bytes] | None = None
         self.agent_src: Path | None = None  # run agents from another source tree (benches)
+        self.agent_env: dict[str, str] = {}  # extra environment for agents (benches)
         self._made_ns: list[str] = []
         try:
             self._fabric()
@@ -248,6 +249,8 @@ class AgentLab:
         out = open(node.log, "ab")  # noqa: SIM115
         src = self.agent_src or PROJECT
         env = {**os.environ, "PYTHONPATH": str(src)} if self.agent_src else None
+        if self.agent_env:
+            env = {**(env or os.environ), **self.agent_env}
         node.proc = subprocess.Popen(
             [
                 "nsenter",
