@@ -10,7 +10,7 @@ machine's state:
 
 - ``direct``: the agent's pod plumbing as it was before the plugin (commit
   f63d67b: pyroute2 ``netns.create`` and ``IPRoute(netns=…)``, veth, address,
-  route, bridge port; address from memory), frozen in ``legacy_podpath.py``;
+  route, bridge port; address from memory), kept below as ``DirectPath``;
 - ``plugin``: the agent's path now: netns by a helper thread, then
   ``Runtime.add``/``delete`` executing ``podlab-cni``, which forwards to a CNI
   server in this process (as the agent runs it), result cached as libcni does;
@@ -26,6 +26,8 @@ server with ``--workers`` threads: duplicates, leftovers after DEL, total time.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import ipaddress
 import json
 import os
 import statistics
@@ -34,9 +36,14 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyroute2 import IPRoute, netns
+
+from harness.agent import netlink as nl
 
 PLUGIN = Path(sys.executable).parent / "podlab-cni"
 
@@ -52,8 +59,6 @@ def ms(values: list[float]) -> str:
 
 def outer(args: argparse.Namespace) -> int:
     """Create the node namespace, run the measurement inside it, remove everything."""
-    from pyroute2 import IPRoute, netns
-
     node = f"podlab-b-cni-{os.getpid()}"
     tmp = Path(tempfile.mkdtemp(prefix="podlab-b-cni-", dir="/dev/shm"))
     netns.create(node)
@@ -69,7 +74,6 @@ def outer(args: argparse.Namespace) -> int:
 
 
 def inner(args: argparse.Namespace, tmp: Path) -> int:
-    from bench import legacy_podpath as legacy
     from harness.cni import install, nsutil
     from harness.cni.netconf import conflist
     from harness.cni.runtime import Attachment, NetworkList, Runtime
@@ -111,7 +115,7 @@ def inner(args: argparse.Namespace, tmp: Path) -> int:
         p: {"ADD": [], "DEL": []} for p in ("direct", "plugin", "in-process")
     }
     ratios: dict[str, list[float]] = {"plugin": [], "in-process": []}
-    direct = legacy.DirectPath(args.mode, "10.244.9.1/24", 1450)
+    direct = DirectPath(args.mode, "10.244.9.1/24", 1450)
     print(
         f"bench_cni: mode {args.mode}, {args.pods} pods × {args.rounds} rounds per path, "
         f"load {Path('/proc/loadavg').read_text().strip()}"
@@ -220,6 +224,92 @@ def concurrent(args, tmp, net, runtime, nsdir, cni_add, cni_del) -> None:  # typ
         f"{len(set(ips))} distinct addresses, {dups} duplicates; DEL all: {t_del:.2f} s; "
         f"left behind: {len(res)} reservations, {len(cache)} cache files, {len(veths)} veths"
     )
+
+
+LEGACY_BRIDGE = "cni0"
+LEGACY_GATEWAY = "169.254.1.1"
+
+
+@dataclass
+class Made:
+    path: str
+    host_if: str
+    ip: str
+
+
+class DirectPath:  # the agent's pod plumbing as of commit f63d67b (before podlab-cni)
+    """Attach and remove pods the old way, in the calling process's namespace."""
+
+    def __init__(self, mode: str, gateway: str, mtu: int) -> None:
+        self.mode, self.mtu = mode, mtu
+        self.gateway = ipaddress.IPv4Interface(gateway)
+        self.ipr = IPRoute()
+        self.used: set[str] = set()
+        if mode == "bridge":
+            idx = nl.ensure_link(self.ipr, LEGACY_BRIDGE, {"kind": "bridge"})
+            nl.ensure_addr(self.ipr, idx, self.gateway)
+            nl.ensure_up(self.ipr, idx, mtu)
+
+    def _allocate(self) -> str:
+        for host in self.gateway.network.hosts():
+            if host != self.gateway.ip and str(host) not in self.used:
+                self.used.add(str(host))
+                return str(host)
+        raise RuntimeError("subnet full")
+
+    def add(self, path: str, seed: str) -> Made:
+        digest = hashlib.sha256(seed.encode()).hexdigest()
+        host_if = ("veth" + digest[:8]) if self.mode == "bridge" else ("cali" + digest[:11])
+        ip = self._allocate()
+        netns.create(path)
+        with IPRoute(netns=path) as pod:
+            for idx in pod.link_lookup(ifname="eth0"):
+                pod.link("del", index=idx)
+        nl.ignore_missing(lambda: self.ipr.link("del", ifname=host_if))
+        peer = {"ifname": "eth0", "net_ns_fd": path, "mtu": self.mtu}
+        self.ipr.link("add", ifname=host_if, kind="veth", mtu=self.mtu, peer=peer)
+        host_mac = str(nl.attr(nl.link(self.ipr, host_if), "IFLA_ADDRESS"))
+        with IPRoute(netns=path) as pod:
+            pod.link("set", index=pod.link_lookup(ifname="lo")[0], state="up")
+            eth0 = pod.link_lookup(ifname="eth0")[0]
+            if self.mode == "bridge":
+                pod.addr("add", index=eth0, address=ip, prefixlen=self.gateway.network.prefixlen)
+                pod.link("set", index=eth0, state="up", mtu=self.mtu)
+                pod.route("replace", dst="0.0.0.0", dst_len=0, gateway=str(self.gateway.ip))
+            else:
+                nl.ensure_addr(pod, eth0, ipaddress.IPv4Interface(f"{ip}/32"))
+                pod.link("set", index=eth0, state="up", mtu=self.mtu)
+                pod.route("replace", dst=LEGACY_GATEWAY, dst_len=32, oif=eth0, scope=253)
+                pod.neigh("replace", dst=LEGACY_GATEWAY, lladdr=host_mac, ifindex=eth0,
+                          state=nl.NUD_PERMANENT)  # fmt: skip
+                pod.route("replace", dst="0.0.0.0", dst_len=0, gateway=LEGACY_GATEWAY, oif=eth0)
+        self._attach(host_if, ip)
+        return Made(path, host_if, ip)
+
+    def _attach(self, host_if: str, ip: str) -> None:
+        idx = nl.ifindex(self.ipr, host_if)
+        assert idx is not None
+        if self.mode == "bridge":
+            bridge = nl.ifindex(self.ipr, LEGACY_BRIDGE)
+            msg = self.ipr.get_links(idx)[0]
+            if nl.attr(msg, "IFLA_MASTER") != bridge:
+                self.ipr.link("set", index=idx, master=bridge)
+                self.ipr.brport("set", index=idx, mode=1)
+            nl.ensure_up(self.ipr, idx)
+        else:
+            nl.ensure_up(self.ipr, idx)
+            nl.set_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", "1")
+            nl.set_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", "0")
+            self.ipr.route("replace", dst=ip, dst_len=32, oif=idx, scope=253, proto=78)
+
+    def remove(self, made: Made) -> None:
+        if self.mode == "routed":
+            nl.ignore_missing(
+                lambda: self.ipr.route("del", dst=made.ip, dst_len=32, scope=253, proto=78)
+            )
+        nl.ignore_missing(lambda: self.ipr.link("del", ifname=made.host_if))
+        netns.remove(made.path)
+        self.used.discard(made.ip)
 
 
 def main() -> int:

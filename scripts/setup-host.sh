@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install what podlab needs on this Debian machine: Debian packages (only the
 # missing ones), a venv in .venv, and podlab itself (editable, with dev extras).
-# podman, runc, busybox-static and containernetworking-plugins serve the CNI
+# podman, runc, busybox-static, containernetworking-plugins and gcc serve the CNI
 # work (docs/cni.md): a third-party runtime on lab nodes, the reference plugins
-# the CNI spec suite uses as its control. Nothing here configures the host's
+# the CNI spec suite uses as its control, podlab-cni's native front (built by
+# the agent where a compiler exists). Nothing here configures the host's
 # own podman or CNI: lab nodes have private /etc/containers and /etc/cni.
 # Idempotent: a second run installs nothing and takes about a second.
 set -euo pipefail
@@ -14,7 +15,7 @@ PACKAGES=(
   bird2 wireguard-tools wireguard-go etcd-server etcd-client
   openssh-server openssh-client supervisor python3-venv python3-pip
   socat chromium iputils-ping
-  podman containernetworking-plugins busybox-static runc
+  podman containernetworking-plugins busybox-static runc gcc libc6-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then
