@@ -20,7 +20,7 @@
 #
 # PARALLEL: "auto" (default) runs one `podlab test` per cluster at once in a
 # lab of several clusters, each on its share of the matrix, taking turns on a
-# lock for the quiet checks (docs/adr/0007-per-cluster-conformance-runs.md); "0" runs the
+# lock for the quiet checks (docs/adr/0010-per-cluster-conformance-runs.md); "0" runs the
 # whole matrix in one run on the lab's first cluster.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -125,7 +125,7 @@ class Scenario:
     cluster); "lab": needs the whole lab (the mesh scenarios). ``quiet``: it
     measures a rate or a time that a busy neighbour would distort (throughput,
     latency, an SLO), so it never runs while another run shares the machine's
-    lab (docs/adr/0007-per-cluster-conformance-runs.md). ``elsewhere`` names where a
+    lab (docs/adr/0010-per-cluster-conformance-runs.md). ``elsewhere`` names where a
     scenario is measured when no shipped suite does it (a bench).
     """
 
@@ -186,7 +186,7 @@ CATALOGUE: dict[int, Scenario] = dict([
     _s(33, "ResourceQuota and LimitRange", "once"),
     _s(34, "Scale: hollow nodes", "once", **_Q),
     _s(35, "CNI spec suite", "once"),
-    _s(36, "Third-party runtime on the pod network", "once"),
+    _s(36, "Third-party runtime on the pod network", "heavy"),  # per pod interface family
     _s(37, "Kernel-only features (VM labs)", "heavy", needs=vm_backend),
 ])  # fmt: skip
 

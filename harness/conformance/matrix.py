@@ -35,7 +35,7 @@ State = Literal["run", "not-applicable", "not-selected"]
 POLICIES: tuple[Policy, ...] = ("default", "full")
 # WireGuard in the default matrix: once per pod-interface family, each on a
 # different encapsulation, so "encrypted" meets bridged, routed, direct and
-# encapsulated paths (docs/adr/0006-conformance-matrix-cover.md).
+# encapsulated paths (docs/adr/0009-conformance-matrix-cover.md).
 DEFAULT_ENCRYPTED = ("host-gw+wireguard", "calico-vxlan+wireguard")
 
 

@@ -1,7 +1,7 @@
 """Matrix entries (``vxlan``, ``bgp+wireguard``) and the mode families they belong to.
 
 A datapath breaks along three lines, so a mode belongs to one family on each
-axis (docs/adr/0006-conformance-matrix-cover.md):
+axis (docs/adr/0009-conformance-matrix-cover.md):
 
 - ``pods``: **bridged** (Flannel style: the pod's veth on bridge ``cni0``) or
   **routed** (Calico style: a ``cali*`` veth with a /32 route);

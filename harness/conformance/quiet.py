@@ -1,7 +1,7 @@
 """Runs that share a machine take turns for what must be measured on a quiet one.
 
 Two conformance runs may test one lab at once, one per cluster
-(docs/adr/0007-per-cluster-conformance-runs.md). Every scenario test holds the lab's quiet
+(docs/adr/0010-per-cluster-conformance-runs.md). Every scenario test holds the lab's quiet
 lock while it runs (setup, call and teardown): shared for ordinary tests,
 exclusive for the ``quiet`` ones of the catalogue (throughput, latency, SLOs),
 so that a throughput figure is never taken while the other cluster deploys or
