@@ -55,12 +55,20 @@ def rows(plan: LabPlan, state: str = "up") -> list[NodeRow]:
             role=n.role,
             cluster=n.cluster or "-",
             mgmt=str(n.mgmt.ip),
-            underlay=str(n.underlay.address) if n.underlay else "-",
+            underlay=underlay_text(n) or "-",
             state=state,
         )
         for n in plan.nodes.values()
         if n.name not in plan.bridges
     ]
+
+
+def underlay_text(node: NodePlan) -> str:
+    """The underlay column: its address, or the interface alone when unaddressed."""
+    u = node.underlay
+    if u is None:
+        return ""
+    return str(u.address) if u.address else f"{u.name} (no address)"
 
 
 def up(plan: LabPlan, request: UpRequest) -> UpResult:
@@ -229,7 +237,7 @@ def _spawn_nodes(plan: LabPlan, nodes: list[NodePlan], paths: LabPaths, ledger: 
             host_veth=naming.mgmt_host_veth(plan.name, index),
             role=node.role,
             cluster=node.cluster or "",
-            underlay=str(node.underlay.address) if node.underlay else "",
+            underlay=underlay_text(node),
         )
     ledger.cgroup = str(cgroup.lab_cgroup(plan.name) or "") or None
     ledger.save(paths)

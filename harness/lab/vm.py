@@ -182,7 +182,7 @@ def _build(
             host_veth=naming.vm_tap(spec.index, 0),
             role=node.role,
             cluster=node.cluster or "",
-            underlay=str(node.underlay.address) if node.underlay else "",
+            underlay=netns.underlay_text(node),
             vm_accel=accel.name,
             vm_memory_mb=spec.memory_mb,
             vm_cpus=spec.cpus,
@@ -299,7 +299,13 @@ def identity(plan: LabPlan, node: NodePlan, login_pub: str, host_key: str, host_
             {"dest": str(r.dest), "via": str(r.via)} for r in node.routes if r.dev == iface.name
         ]
         ifaces.append(
-            {"name": iface.name, "address": str(iface.address), "mtu": iface.mtu, "routes": routes}
+            {
+                "name": iface.name,
+                # "": networkd's empty Address= (no address): a plain containerlab link
+                "address": str(iface.address) if iface.address else "",
+                "mtu": iface.mtu,
+                "routes": routes,
+            }
         )
     return {
         "lab": plan.name,

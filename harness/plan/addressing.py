@@ -21,8 +21,14 @@ MGMT_POOL = IPv4Network("172.29.0.0/16")  # /24 per lab unless mgmt.ipv4-subnet 
 
 def assign_segments(
     topo: Topology, c: Collector
-) -> tuple[dict[str, Segment], dict[tuple[str, str], IPv4Interface]]:
-    """Group link endpoints into L2 segments and give every endpoint an address."""
+) -> tuple[dict[str, Segment], dict[tuple[str, str], IPv4Interface | None]]:
+    """Group link endpoints into L2 segments and give every endpoint an address.
+
+    A plain containerlab file (``topo.plain``) gets only the addresses its links'
+    ``ipv4:`` ask for, as containerlab itself assigns none: an endpoint without
+    one stays unaddressed (its ``exec:`` usually adds one), a segment nobody
+    addressed has no subnet.
+    """
     members: dict[str, list[tuple[str, str, IPv4Interface | None, int, int | None]]] = {}
     mtus: dict[str, list[int]] = {}
     kinds: dict[str, str] = {}
@@ -55,7 +61,7 @@ def assign_segments(
         mtus.setdefault(seg, []).append(mtu)
     taken = [ep[2].network for eps in members.values() for ep in eps if ep[2] is not None]
     segments: dict[str, Segment] = {}
-    addresses: dict[tuple[str, str], IPv4Interface] = {}
+    addresses: dict[tuple[str, str], IPv4Interface | None] = {}
     pools = {"bridge": _subnets(UNDERLAY_POOL, 24, taken), "p2p": _subnets(P2P_POOL, 30, taken)}
     for name, eps in members.items():
         explicit = {ep[2].network for ep in eps if ep[2] is not None}
@@ -68,10 +74,20 @@ def assign_segments(
                 eps[0][4],
             )
             continue
+        if topo.plain and not explicit:
+            for node, iface, *_ in eps:
+                addresses[(node, iface)] = None
+            segments[name] = Segment(
+                name, kinds[name], None, min(mtus[name]), tuple((ep[0], ep[1]) for ep in eps)
+            )
+            continue
         subnet = explicit.pop() if explicit else next(pools[kinds[name]])
         used = {ep[2].ip for ep in eps if ep[2] is not None}
         hosts = (h for h in subnet.hosts() if h not in used)
         for node, iface, ip, index, line in _ordered(eps, topo):
+            if ip is None and topo.plain:
+                addresses[(node, iface)] = None  # the file addressed the other end only
+                continue
             if ip is None:
                 host = next(hosts, None)
                 if host is None:

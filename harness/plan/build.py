@@ -42,7 +42,9 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
             ifaces[node].append(Interface(iface, seg.name, addresses[(node, iface)], seg.mtu))
     for node in ifaces:
         ifaces[node].sort(key=lambda i: _iface_order(i.name))
-    routes = static_routes(segments, ifaces, {n for n, r in roles.items() if r == "router"}, c)
+    routers = {n for n, r in roles.items() if r == "router"}
+    # a plain containerlab lab gets no routes either: containerlab adds none
+    routes = {} if topo.plain else static_routes(segments, ifaces, routers, c)
     c.raise_if_any()
     nodes = {}
     for name, spec in topo.nodes.items():
@@ -61,7 +63,16 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]
     return LabPlan(
-        topo.name, topo.path, digest, mgmt_subnet, gateway, nodes, segments, clusters, bridges
+        topo.name,
+        topo.path,
+        digest,
+        mgmt_subnet,
+        gateway,
+        nodes,
+        segments,
+        clusters,
+        bridges,
+        topo.regime,
     )
 
 
@@ -88,7 +99,8 @@ def _check_overlaps(
             line = first.label_line(f"podlab.{kind}-cidr")
             ranges.append((f"cluster {cl.name} {kind} CIDR", net, line, cl, kind))
     for seg in segments.values():
-        ranges.append((f"segment {seg.name} subnet", seg.subnet, None, None, "segment"))
+        if seg.subnet is not None:
+            ranges.append((f"segment {seg.name} subnet", seg.subnet, None, None, "segment"))
     if mgmt is not None:
         ranges.append(("management subnet", mgmt, topo.line("mgmt"), None, "mgmt"))
     for i, (a_name, a, _, a_cl, a_kind) in enumerate(ranges):
@@ -106,4 +118,4 @@ def _check_overlaps(
 def underlay_of(plan: LabPlan, node: str) -> IPv4Interface | None:
     """The underlay address of ``node`` (its first underlay interface)."""
     u = plan.nodes[node].underlay
-    return u.address if u else None
+    return u.address if u else None  # None too for an unaddressed plain containerlab link

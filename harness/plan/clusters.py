@@ -56,6 +56,8 @@ def node_role(node: NodeSpec, topo: Topology, c: Collector) -> str:
             )
     role = node.labels.get("podlab.role")
     cluster = node.labels.get("podlab.cluster")
+    if topo.plain:
+        return "host"  # a plain containerlab file: every node a plain host
     if role is None:
         if cluster is None:
             c.add(

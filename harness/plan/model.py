@@ -27,7 +27,7 @@ class Interface:
 
     name: str
     segment: str
-    address: IPv4Interface
+    address: IPv4Interface | None  # None: a plain containerlab link without ipv4:
     mtu: int
 
 
@@ -72,7 +72,7 @@ class Segment:
 
     name: str
     kind: str  # "bridge" | "p2p"
-    subnet: IPv4Network
+    subnet: IPv4Network | None  # None: a plain containerlab segment nobody addressed
     mtu: int
     members: tuple[tuple[str, str], ...]  # (node, interface)
 
@@ -113,6 +113,7 @@ class LabPlan:
     segments: dict[str, Segment]
     clusters: dict[str, ClusterPlan]
     bridges: tuple[str, ...] = field(default=())
+    regime: str = "podlab"  # "containerlab": a plain file (no podlab.* label), no address plan
 
     def cluster_nodes(self, cluster: str) -> list[NodePlan]:
         return [n for n in self.nodes.values() if n.cluster == cluster]

@@ -33,6 +33,7 @@ def plan_summary(plan: LabPlan) -> dict:
     """A JSON-friendly view of the plan with stable keys."""
     return {
         "lab": plan.name,
+        "regime": plan.regime,
         "mgmt_subnet": str(plan.mgmt_subnet),
         "clusters": {
             c.name: {
@@ -51,7 +52,7 @@ def plan_summary(plan: LabPlan) -> dict:
         "segments": {
             s.name: {
                 "kind": s.kind,
-                "subnet": str(s.subnet),
+                "subnet": str(s.subnet) if s.subnet else None,
                 "mtu": s.mtu,
                 "members": [f"{n}:{i}" for n, i in s.members],
             }
@@ -63,7 +64,11 @@ def plan_summary(plan: LabPlan) -> dict:
                 "cluster": n.cluster,
                 "mgmt": str(n.mgmt),
                 "interfaces": {
-                    i.name: {"segment": i.segment, "address": str(i.address), "mtu": i.mtu}
+                    i.name: {
+                        "segment": i.segment,
+                        "address": str(i.address) if i.address else None,
+                        "mtu": i.mtu,
+                    }
                     for i in n.interfaces
                 },
                 "routes": [f"{r.dest} via {r.via} dev {r.dev}" for r in n.routes],
@@ -73,6 +78,13 @@ def plan_summary(plan: LabPlan) -> dict:
     }
 
 
+REGIME_LINES = {
+    "containerlab": "plain containerlab file (no podlab.* label): plain hosts, only the "
+    "addresses its links' ipv4: and exec: give",
+    "podlab": "podlab lab (podlab.* labels): roles, clusters and podlab's address plan",
+}
+
+
 def print_plan(plan: LabPlan, console: Console) -> None:
     """Human summary: clusters, segments, nodes with their addresses."""
     console.print(
@@ -80,6 +92,7 @@ def print_plan(plan: LabPlan, console: Console) -> None:
         f"{len(plan.segments)} segments, {len(plan.clusters)} clusters; "
         f"management {plan.mgmt_subnet}"
     )
+    console.print(f"regime: {REGIME_LINES[plan.regime]}", highlight=False)
     t = Table(
         "cluster",
         "id",
@@ -109,7 +122,11 @@ def print_plan(plan: LabPlan, console: Console) -> None:
     t = Table("segment", "kind", "subnet", "MTU", "members", title="segments", title_justify="left")
     for s in plan.segments.values():
         t.add_row(
-            s.name, s.kind, str(s.subnet), str(s.mtu), ", ".join(f"{n}:{i}" for n, i in s.members)
+            s.name,
+            s.kind,
+            str(s.subnet or "-"),
+            str(s.mtu),
+            ", ".join(f"{n}:{i}" for n, i in s.members),
         )
     console.print(t)
     t = Table(
@@ -121,7 +138,7 @@ def print_plan(plan: LabPlan, console: Console) -> None:
             n.role,
             n.cluster or "-",
             str(n.mgmt.ip),
-            ", ".join(f"{i.name} {i.address}" for i in n.interfaces) or "-",
+            ", ".join(f"{i.name} {i.address or '(no address)'}" for i in n.interfaces) or "-",
             "; ".join(f"{r.dest} via {r.via}" for r in n.routes) or "-",
         )
     console.print(t)

@@ -54,6 +54,21 @@ class Topology:
     links: tuple[LinkSpec, ...]
     lines: dict[tuple[str | int, ...], int]
 
+    @property
+    def plain(self) -> bool:
+        """True for a plain containerlab file: no node carries a ``podlab.*`` label.
+
+        Such a lab is built as containerlab would build it (plain hosts, no
+        data-plane address the file did not ask for); any ``podlab.*`` label puts the
+        whole file in podlab's cluster regime (roles, clusters, the address plan).
+        """
+        return not any(k.startswith("podlab.") for n in self.nodes.values() for k in n.labels)
+
+    @property
+    def regime(self) -> str:
+        """``containerlab`` (a plain file) or ``podlab`` (clusters, roles, address plan)."""
+        return "containerlab" if self.plain else "podlab"
+
     def line(self, *path: str | int) -> int | None:
         """The YAML line of ``path``, or of its nearest parent that has one."""
         p = tuple(path)
