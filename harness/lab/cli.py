@@ -183,7 +183,8 @@ def _status(args: argparse.Namespace) -> int:
         for col in cols + (["accel", "kernel", "MiB"] if vm else []):
             table.add_column(col)
         for n in lab["nodes"]:
-            row = [n["node"], n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"]]
+            node = f"{n['node']} ({n['clab_name']})" if n.get("clab_name") else n["node"]
+            row = [node, n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"]]
             if vm:
                 accel = "TCG (emulated)" if n["emulated"] else str(n["accel"]).upper()
                 row += [accel, n["kernel"], str(n["memory_mb"])]

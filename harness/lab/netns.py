@@ -51,7 +51,7 @@ def rows(plan: LabPlan, state: str = "up") -> list[NodeRow]:
     """Summary-table rows of a plan."""
     return [
         NodeRow(
-            node=n.name,
+            node=n.shown,
             role=n.role,
             cluster=n.cluster or "-",
             mgmt=str(n.mgmt.ip),
@@ -238,6 +238,7 @@ def _spawn_nodes(plan: LabPlan, nodes: list[NodePlan], paths: LabPaths, ledger: 
             role=node.role,
             cluster=node.cluster or "",
             underlay=underlay_text(node),
+            clab_name=node.clab_name or "",
         )
     ledger.cgroup = str(cgroup.lab_cgroup(plan.name) or "") or None
     ledger.save(paths)

@@ -183,6 +183,7 @@ def _build(
             role=node.role,
             cluster=node.cluster or "",
             underlay=netns.underlay_text(node),
+            clab_name=node.clab_name or "",
             vm_accel=accel.name,
             vm_memory_mb=spec.memory_mb,
             vm_cpus=spec.cpus,

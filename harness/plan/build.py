@@ -59,6 +59,7 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
             routes=tuple(routes.get(name, ())),
             labels=tuple(sorted(spec.labels.items())),
             route_reflector=spec.labels.get("podlab.route-reflector", "false").lower() == "true",
+            clab_name=spec.clab_name,
         )
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]

@@ -52,6 +52,12 @@ class NodePlan:
     routes: tuple[Route, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     route_reflector: bool = False
+    clab_name: str | None = None  # the file's name (PC1) when ``name`` is derived (pc1)
+
+    @property
+    def shown(self) -> str:
+        """``pc1 (PC1)`` for a derived name, else the name: what tables print."""
+        return f"{self.name} ({self.clab_name})" if self.clab_name else self.name
 
     @property
     def underlay(self) -> Interface | None:

@@ -60,6 +60,7 @@ def plan_summary(plan: LabPlan) -> dict:
         },
         "nodes": {
             n.name: {
+                **({"clab_name": n.clab_name} if n.clab_name else {}),
                 "role": n.role,
                 "cluster": n.cluster,
                 "mgmt": str(n.mgmt),
@@ -93,6 +94,12 @@ def print_plan(plan: LabPlan, console: Console) -> None:
         f"management {plan.mgmt_subnet}"
     )
     console.print(f"regime: {REGIME_LINES[plan.regime]}", highlight=False)
+    if plan.clusters:
+        _clusters_table(plan, console)
+    _segments_and_nodes(plan, console)
+
+
+def _clusters_table(plan: LabPlan, console: Console) -> None:
     t = Table(
         "cluster",
         "id",
@@ -119,6 +126,9 @@ def print_plan(plan: LabPlan, console: Console) -> None:
             f"{c.mesh} ({c.mesh_routing})" if c.mesh else "-",
         )
     console.print(t)
+
+
+def _segments_and_nodes(plan: LabPlan, console: Console) -> None:
     t = Table("segment", "kind", "subnet", "MTU", "members", title="segments", title_justify="left")
     for s in plan.segments.values():
         t.add_row(
@@ -134,7 +144,7 @@ def print_plan(plan: LabPlan, console: Console) -> None:
     )
     for n in plan.nodes.values():
         t.add_row(
-            n.name,
+            n.shown,
             n.role,
             n.cluster or "-",
             str(n.mgmt.ip),

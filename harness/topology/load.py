@@ -18,6 +18,8 @@ from harness.topology.model import Endpoint, LinkSpec, NodeSpec, Topology
 from harness.topology.yamlpos import YamlProblem, load_with_lines
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+# containerlab's node-name pattern (schema topology.nodes patternProperties)
+CLAB_NODE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-._|]*$")
 IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 SUPPORTED_KINDS = ("linux", "bridge")
 INHERITED = ("kind", "labels")
@@ -89,11 +91,30 @@ def parse_topology(
         raise AssertionError("unreachable")
     nodes = _nodes(topo, c, lines)
     raw_nodes = (topo.get("nodes") or {}) if isinstance(topo.get("nodes"), dict) else {}
-    links = _links(topo.get("links"), nodes, c, lines, set(raw_nodes))
+    alias = {n.clab_name: n.name for n in nodes.values() if n.clab_name}
+    links = _links(topo.get("links"), nodes, c, lines, set(raw_nodes), alias)
     if not keep:
         c.raise_if_any()
     digest = hashlib.sha256(text.encode()).hexdigest()
     return Topology(name, filename, digest, mgmt_subnet, nodes, tuple(links), lines)
+
+
+def derived_name(name: str) -> str:
+    """podlab's name for containerlab node ``name``: a valid hostname (``NAME_RE``).
+
+    Names podlab already accepts stay as they are. Otherwise: lowercase, every
+    ``.``, ``_`` and ``|`` becomes ``-``, dashes at the ends go; a result longer
+    than 32 characters (or empty) is cut to 25 and given ``-`` and 6 hex digits of
+    the name's sha256, so it stays deterministic and distinct. The hostname, the
+    namespace ``podlab-<lab>-<name>``, the cgroup and the lab directory use it.
+    """
+    if NAME_RE.match(name):
+        return name
+    slug = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")
+    if not NAME_RE.match(slug):
+        tag = hashlib.sha256(name.encode()).hexdigest()[:6]
+        slug = f"{slug[:25].strip('-')}-{tag}".strip("-")
+    return slug
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:
@@ -168,6 +189,7 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
         )
         return {}
     out: dict[str, NodeSpec] = {}
+    taken: dict[str, str] = {}  # derived name -> the containerlab name that has it
     for index, (name, spec) in enumerate(raw.items()):
         where = f"node {name}"
         line = lines.get(("topology", "nodes", name))
@@ -175,14 +197,27 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
         if not isinstance(spec, dict):
             c.add(where, "node settings must be a mapping", "write name: {kind: linux}", line)
             continue
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not CLAB_NODE_RE.match(name):
             c.add(
                 where,
                 "invalid node name",
-                "use 1-32 lowercase letters, digits and dashes (it becomes a hostname)",
+                "start with a letter or digit, then letters, digits, - . _ | "
+                "(containerlab's node names)",
                 line,
             )
             continue
+        clab_name = name
+        name = derived_name(clab_name)
+        if name in taken:
+            c.add(
+                where,
+                f"node {taken[name]} and node {clab_name} both become hostname {name!r}",
+                f"rename {taken[name]} or {clab_name} (hostnames, namespaces and interface "
+                "names take lowercase letters, digits and -: both map to the same name)",
+                line,
+            )
+            continue
+        taken[name] = clab_name
         group_name = spec.get("group")
         group = groups.get(group_name, {}) if group_name else {}
         if group_name and group_name not in groups:
@@ -222,16 +257,29 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
             label_lines.update({k: lines.get((*lpath, k)) for k in layer_labels})
         mgmt = spec.get("mgmt-ipv4")
         out[name] = NodeSpec(
-            name, kind, labels, str(mgmt) if mgmt else None, line, index, label_lines
+            name,
+            kind,
+            labels,
+            str(mgmt) if mgmt else None,
+            line,
+            index,
+            label_lines,
+            clab_name if clab_name != name else None,
         )
     return out
 
 
 def _links(
-    raw: Any, nodes: dict[str, NodeSpec], c: Collector, lines: dict, declared: set[str]
+    raw: Any,
+    nodes: dict[str, NodeSpec],
+    c: Collector,
+    lines: dict,
+    declared: set[str],
+    alias: dict[str, str],
 ) -> list[LinkSpec]:
     """Links between known nodes; a node refused for its own reason (its kind, say)
-    is not reported again as unknown on every link it has."""
+    is not reported again as unknown on every link it has. Endpoints name nodes as
+    the file does (``PC1``); the links carry podlab's derived names (``pc1``)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -253,6 +301,7 @@ def _links(
         eps = _endpoints(link, where, c, line)
         if eps is None:
             continue
+        eps = [Endpoint(alias.get(ep.node, ep.node), ep.interface, ep.ipv4) for ep in eps]
         ok = True
         for ep in eps:
             if ep.node not in nodes and ep.node in declared:

@@ -21,6 +21,7 @@ class NodeSpec:
     line: int | None
     index: int  # order of declaration, for stable address assignment
     label_lines: dict[str, int | None] | None = None  # where each effective label was set
+    clab_name: str | None = None  # the file's name when podlab derived another (PC1 -> pc1)
 
     def label_line(self, key: str) -> int | None:
         """The YAML line that set label ``key`` (group or node), else the node's line."""

@@ -1,0 +1,29 @@
+"""containerlab files as containerlab users write them (issue 17): the pure parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.topology.load import NAME_RE, derived_name
+
+
+@pytest.mark.parametrize(
+    ("clab", "derived"),
+    [
+        ("c1-w1", "c1-w1"),  # names podlab already accepted stay as they are
+        ("PC1", "pc1"),
+        ("srv.example_1", "srv-example-1"),
+        ("a|b", "a-b"),
+        ("R1.", "r1"),
+        ("Very.Long.Node_Name.That.Exceeds.Thirty.Two", "very-long-node-name-that-7ac5b2"),
+    ],
+)
+def test_derived_names_are_valid_and_stable(clab: str, derived: str) -> None:
+    assert derived_name(clab) == derived
+    assert NAME_RE.match(derived_name(clab))
+
+
+def test_long_names_differing_only_at_the_end_stay_distinct() -> None:
+    a = derived_name("Very.Long.Node_Name.That.Exceeds.Thirty.Two.A")
+    b = derived_name("Very.Long.Node_Name.That.Exceeds.Thirty.Two.B")
+    assert a != b and NAME_RE.match(a) and NAME_RE.match(b)
