@@ -19,18 +19,29 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
 from harness.errors import LabError, UserError
-from harness.lab import cgroup, links, nodeinit, preflight, sshd, state, sysns, teardown
+from harness.lab import (
+    cgroup,
+    links,
+    nodeexec,
+    nodeinit,
+    preflight,
+    sshd,
+    state,
+    sysns,
+    teardown,
+)
 from harness.lab.backend import NodeRow, UpRequest, UpResult
 from harness.lab.state import LabPaths, Ledger, NodeState
 from harness.plan import naming
 from harness.plan.model import LabPlan, NodePlan
 
-PHASES = ("keys", "nodes", "bridges", "mgmt", "segments", "addresses", "sshd", "files")
+PHASES = ("keys", "nodes", "bridges", "mgmt", "segments", "addresses", "sshd", "files", "exec")
 
 
 class NetnsBackend:
@@ -226,6 +237,14 @@ def _build(plan: LabPlan, paths: LabPaths, ledger: Ledger, request: UpRequest) -
     step("sshd")
     sshd.write_client_files(paths, {n.name: str(n.mgmt.ip) for n in nodes})
     step("files")
+    nodeexec.run_all(plan, paths.root / "exec", lambda node: _enter(plan, ledger, node))
+    step("exec")
+
+
+def _enter(plan: LabPlan, ledger: Ledger, node: NodePlan) -> Callable[[list[str]], list[str]]:
+    """How an exec command gets into the node: its namespaces and cgroup."""
+    pid = ledger.nodes[node.name].pid or 0
+    return nodeexec.in_netns_node(pid, cgroup.node_procs(plan.name, node.name))
 
 
 def _spawn_nodes(plan: LabPlan, nodes: list[NodePlan], paths: LabPaths, ledger: Ledger) -> None:

@@ -32,7 +32,7 @@ from pyroute2 import IPRoute
 
 from harness.errors import LabError, ToolError, UserError
 from harness.exec import run
-from harness.lab import cgroup, links, netns, sshd, state, sysns, teardown, vmspec
+from harness.lab import cgroup, links, netns, nodeexec, sshd, state, sysns, teardown, vmspec
 from harness.lab.backend import UpRequest, UpResult
 from harness.lab.image import build as image_build
 from harness.lab.state import LabPaths, Ledger, NodeState
@@ -40,7 +40,7 @@ from harness.lab.vmspec import Accel, VmSpec
 from harness.plan import naming
 from harness.plan.model import LabPlan, NodePlan
 
-PHASES = ("image", "network", "disks", "boot", "ssh", "files")
+PHASES = ("image", "network", "disks", "boot", "ssh", "files", "exec")
 MGMT_BRIDGE = "brm"
 MGMT_PEER = "mgmt"
 # A boot is judged by the CPU time its qemu used, not by the wall clock: on a
@@ -203,6 +203,10 @@ def _build(
     _wait_ssh(plan, paths, ledger, accel)
     step("ssh")
     step("files")
+    nodeexec.run_all(  # containerlab's exec:, as on netns nodes, over ssh
+        plan, paths.root / "exec", lambda node: nodeexec.over_ssh(paths.ssh_config, node.name)
+    )
+    step("exec")
 
 
 def _network(plan: LabPlan, ledger: Ledger, paths: LabPaths, vms: dict[str, VmSpec]) -> None:

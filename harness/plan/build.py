@@ -60,6 +60,9 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
             labels=tuple(sorted(spec.labels.items())),
             route_reflector=spec.labels.get("podlab.route-reflector", "false").lower() == "true",
             clab_name=spec.clab_name,
+            exec=spec.exec,
+            env=tuple(sorted((spec.env or {}).items())),
+            exec_lines=spec.exec_lines,
         )
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]

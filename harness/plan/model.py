@@ -53,6 +53,9 @@ class NodePlan:
     labels: tuple[tuple[str, str], ...] = ()
     route_reflector: bool = False
     clab_name: str | None = None  # the file's name (PC1) when ``name`` is derived (pc1)
+    exec: tuple[str, ...] = ()  # containerlab's exec: commands, run in order after up
+    env: tuple[tuple[str, str], ...] = ()  # containerlab's env: for those commands
+    exec_lines: tuple[int | None, ...] = ()  # each command's line (for a failing one)
 
     @property
     def shown(self) -> str:

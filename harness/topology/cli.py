@@ -73,6 +73,8 @@ def plan_summary(plan: LabPlan) -> dict:
                     for i in n.interfaces
                 },
                 "routes": [f"{r.dest} via {r.via} dev {r.dev}" for r in n.routes],
+                **({"exec": list(n.exec)} if n.exec else {}),
+                **({"env": dict(n.env)} if n.env else {}),
             }
             for n in plan.nodes.values()
         },

@@ -23,6 +23,7 @@ CLAB_NODE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-._|]*$")
 IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 SUPPORTED_KINDS = ("linux", "bridge")
 INHERITED = ("kind", "labels")
+Layers = tuple[tuple[Any, tuple[Any, ...]], ...]  # (node-config, its YAML path), node first
 
 
 def load_topology(path: str | Path, c: Collector | None = None) -> Topology:
@@ -255,6 +256,14 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
             layer_labels = _labels(layer.get("labels"), lwhere, c, lines.get(lpath))
             labels.update(layer_labels)
             label_lines.update({k: lines.get((*lpath, k)) for k in layer_labels})
+        layers: Layers = (
+            (spec, ("topology", "nodes", clab_name)),
+            (group, ("topology", "groups", group_name)),
+            (kinds.get(kind, {}), ("topology", "kinds", kind)),
+            (defaults, ("topology", "defaults")),
+        )
+        commands, exec_lines = _exec(layers, where, c, lines)
+        env = _env(layers, where, c, lines)
         mgmt = spec.get("mgmt-ipv4")
         out[name] = NodeSpec(
             name,
@@ -265,8 +274,56 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
             index,
             label_lines,
             clab_name if clab_name != name else None,
+            commands,
+            env,
+            exec_lines,
         )
     return out
+
+
+def _exec(
+    layers: Layers, where: str, c: Collector, lines: dict
+) -> tuple[tuple[str, ...], tuple[int | None, ...]]:
+    """containerlab's ``exec:``: the first layer (node, group, kind, defaults) that sets
+    it wins, as containerlab's inheritance does; a list of shell command strings."""
+    for layer, path in layers:
+        if not isinstance(layer, dict) or "exec" not in layer:
+            continue
+        value, line = layer["exec"], lines.get((*path, "exec"))
+        if value is None:
+            return (), ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            c.add(
+                f"{where} exec",
+                "exec must be a list of commands",
+                "write exec: [ip addr add 192.168.1.1/24 dev eth1, …]",
+                line,
+            )
+            return (), ()
+        return tuple(value), tuple(lines.get((*path, "exec", i), line) for i in range(len(value)))
+    return (), ()
+
+
+def _env(layers: Layers, where: str, c: Collector, lines: dict) -> dict[str, str]:
+    """containerlab's ``env:``, merged defaults → kind → group → node (node wins)."""
+    env: dict[str, str] = {}
+    for layer, path in reversed(layers):
+        value = layer.get("env") if isinstance(layer, dict) else None
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in value.values()
+        ):
+            c.add(
+                f"{where} env",
+                "env must map names to strings or numbers",
+                "write env: {NAME: value}",
+                lines.get((*path, "env")),
+            )
+            continue
+        for k, v in value.items():
+            env[str(k)] = "true" if v is True else "false" if v is False else str(v)
+    return env
 
 
 def _links(

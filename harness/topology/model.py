@@ -22,6 +22,9 @@ class NodeSpec:
     index: int  # order of declaration, for stable address assignment
     label_lines: dict[str, int | None] | None = None  # where each effective label was set
     clab_name: str | None = None  # the file's name when podlab derived another (PC1 -> pc1)
+    exec: tuple[str, ...] = ()  # containerlab's exec: run in order after the lab is up
+    env: dict[str, str] | None = None  # containerlab's env: (exec commands get it)
+    exec_lines: tuple[int | None, ...] = ()  # the YAML line of each exec command
 
     def label_line(self, key: str) -> int | None:
         """The YAML line that set label ``key`` (group or node), else the node's line."""

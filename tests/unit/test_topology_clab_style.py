@@ -27,3 +27,20 @@ def test_long_names_differing_only_at_the_end_stay_distinct() -> None:
     a = derived_name("Very.Long.Node_Name.That.Exceeds.Thirty.Two.A")
     b = derived_name("Very.Long.Node_Name.That.Exceeds.Thirty.Two.B")
     assert a != b and NAME_RE.match(a) and NAME_RE.match(b)
+
+
+def test_exec_commands_get_the_node_env_only() -> None:
+    from harness.lab import nodeexec
+    from harness.plan.build import load_plan
+    from tests.conftest import REPO
+
+    plan = load_plan(REPO / "tests/golden/topology/clab/plain-two-hosts.clab.yml")
+    pc1 = plan.nodes["pc1"]
+    argv = nodeexec.command_argv(plan, pc1, "ip addr add 192.168.11.1/24 dev eth1")
+    assert argv[:2] == ["env", "-i"] and argv[-3:-1] == ["/bin/sh", "-c"]
+    assert "CLAB_NODE_NAME=PC1" in argv and "CLAB_LAB_NAME=plain" in argv
+    assert not any(a.startswith("PODLAB_") for a in argv)  # podlab's own env stays out
+    ssh = nodeexec.over_ssh(REPO / "ssh_config", "pc1")(argv)
+    assert ssh[-1].startswith("env -i ") and ssh[-1].endswith(
+        "'ip addr add 192.168.11.1/24 dev eth1'"
+    )
