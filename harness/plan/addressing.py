@@ -17,6 +17,7 @@ from harness.topology import Topology
 UNDERLAY_POOL = IPv4Network("10.100.0.0/16")  # /24 per bridge segment
 P2P_POOL = IPv4Network("10.101.0.0/16")  # /30 per point-to-point link
 MGMT_POOL = IPv4Network("172.29.0.0/16")  # /24 per lab unless mgmt.ipv4-subnet is given
+CLAB_DEFAULT_MTU = 9500  # containerlab's default veth MTU (plain containerlab files)
 
 
 def assign_segments(
@@ -35,7 +36,8 @@ def assign_segments(
     for link in topo.links:
         a, b = link.endpoints
         ka, kb = topo.nodes[a.node].kind, topo.nodes[b.node].kind
-        mtu = link.mtu or DEFAULT_MTU
+        # containerlab's own default link MTU is 9500; podlab's cluster labs keep 1500
+        mtu = link.mtu or (CLAB_DEFAULT_MTU if topo.plain else DEFAULT_MTU)
         if ka == "bridge" and kb == "bridge":
             c.add(
                 f"topology.links[{link.index}]",
@@ -143,22 +145,42 @@ def mgmt_plan(
     fixed: dict[str, IPv4Address] = {}
     for n in linux:
         if n.mgmt_ipv4:
+            where = f"node {n.clab_name or n.name}"
+            line = topo.line("topology", "nodes", n.clab_name or n.name, "mgmt-ipv4")
             try:
                 ip = IPv4Address(n.mgmt_ipv4)
             except ValueError:
                 c.add(
-                    f"node {n.name}",
+                    where,
                     f"mgmt-ipv4 {n.mgmt_ipv4!r} is not an IPv4 address",
                     "write it like 172.20.20.11",
-                    n.line,
+                    line,
                 )
                 continue
-            if ip not in subnet or ip == gw.ip:
+            given = "mgmt.ipv4-subnet" if topo.mgmt_subnet else "the lab's default"
+            if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
                 c.add(
-                    f"node {n.name}",
-                    f"mgmt-ipv4 {ip} is not a free host of {subnet}",
-                    f"use an address in {subnet} other than {gw.ip}",
-                    n.line,
+                    where,
+                    f"mgmt-ipv4 {ip} is outside the management subnet {subnet} ({given})",
+                    f"use a host address in {subnet}, or set mgmt.ipv4-subnet to a "
+                    "subnet that holds it",
+                    line,
+                )
+            elif ip == gw.ip:
+                c.add(
+                    where,
+                    f"mgmt-ipv4 {ip} is the management gateway (the host's address)",
+                    f"use another host address in {subnet}",
+                    line,
+                )
+            other = next((k for k, v in fixed.items() if v == ip), None)
+            if other is not None:
+                shown = topo.nodes[other].clab_name or other
+                c.add(
+                    where,
+                    f"mgmt-ipv4 {ip} is also node {shown}'s",
+                    "give every node its own management address",
+                    line,
                 )
             fixed[n.name] = ip
     free = iter(h for h in hosts if h not in fixed.values())
