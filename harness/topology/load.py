@@ -23,6 +23,15 @@ CLAB_NODE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-._|]*$")
 IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 SUPPORTED_KINDS = ("linux", "bridge")
 INHERITED = ("kind", "labels")
+# containerlab node settings that would change what the lab is, which podlab cannot
+# honour: refused rather than quietly building another lab (docs/containerlab.md).
+# Every other containerlab setting without a meaning for a namespace node or a VM
+# (image, license, cpu-set, ports, …) is accepted silently.
+REFUSED_SETTINGS = {
+    "network-mode": "a node always has its own network namespace (or VM)",
+    "stages": "exec: runs node by node in file order; wait-for ordering is not implemented",
+    "binds": "bind mounts into nodes are not implemented",
+}
 Layers = tuple[tuple[Any, tuple[Any, ...]], ...]  # (node-config, its YAML path), node first
 
 
@@ -229,12 +238,25 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
                 lines.get(("topology", "nodes", name, "group")),
             )
         kind = spec.get("kind") or group.get("kind") or defaults.get("kind") or "linux"
+        kind_line = lines.get(("topology", "nodes", clab_name, "kind")) or line
+        if kind == "host":
+            c.add(
+                where,
+                "kind 'host' is containerlab's host itself: podlab never runs a lab's "
+                "commands or links in the host's own namespaces (lab traffic stays in "
+                "the namespaces and VMs the lab creates)",
+                "make it a kind: linux node; what exec: would do on the host, do there",
+                kind_line,
+            )
+            continue
         if kind not in SUPPORTED_KINDS:
             c.add(
                 where,
-                f"kind {kind!r} is not supported by podlab (a node is a namespace or a VM)",
-                "use kind: linux for lab nodes (netns or VM) or kind: bridge for L2 segments",
-                line,
+                f"kind {kind!r} is not run by podlab: it runs kind: linux (a namespace or "
+                "a VM) and kind: bridge (an L2 segment)",
+                "use kind: linux (a router: install its software, e.g. FRR, and start it "
+                "in exec:) or kind: bridge",
+                kind_line,
             )
             continue
         labels: dict[str, str] = {}
@@ -262,6 +284,14 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
             (kinds.get(kind, {}), ("topology", "kinds", kind)),
             (defaults, ("topology", "defaults")),
         )
+        for key, why in REFUSED_SETTINGS.items():
+            if any(isinstance(lay, dict) and key in lay for lay, _ in layers):
+                c.add(
+                    where,
+                    f"{key} is not supported by podlab: {why}",
+                    f"remove {key} (see docs/containerlab.md)",
+                    lines.get(("topology", "nodes", clab_name, key)) or line,
+                )
         commands, exec_lines = _exec(layers, where, c, lines)
         env = _env(layers, where, c, lines)
         mgmt = spec.get("mgmt-ipv4")
@@ -412,6 +442,14 @@ def _endpoints(link: dict, where: str, c: Collector, line: int | None) -> list[E
     if not isinstance(raw, list) or len(raw) != 2:
         c.add(
             where, "a link needs exactly two endpoints", "write endpoints: [a:eth1, b:eth1]", line
+        )
+        return None
+    if link.get("ipv6") or any(isinstance(ep, dict) and ep.get("ipv6") for ep in raw):
+        c.add(
+            where,
+            "ipv6 addresses on links are not supported by podlab (its labs are IPv4)",
+            "remove ipv6:, or add the addresses in the nodes' exec:",
+            line,
         )
         return None
     addrs = link.get("ipv4") or []
