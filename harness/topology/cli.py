@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +19,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("file", help="containerlab topology file")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_validate)
+    p = sub.add_parser("export", help="write the lab as a file for another tool")
+    p.add_argument("target", choices=("clab",), help="clab: a containerlab topology")
+    p.add_argument("file", help="containerlab topology file (podlab's)")
+    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    p.add_argument("--image", default=None, help="container image of every node")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import yaml
+
+    from harness.topology.export import DEFAULT_IMAGE, export_clab
+
+    plan = load_plan(args.file)
+    text = yaml.safe_dump(
+        export_clab(plan, args.image or DEFAULT_IMAGE), sort_keys=False, width=100
+    )
+    header = f"# containerlab topology of podlab lab {plan.name} (podlab export clab)\n"
+    if args.output:
+        Path(args.output).write_text(header + text)
+    else:
+        print(header + text, end="")
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
