@@ -264,7 +264,9 @@ def _spawn_nodes(plan: LabPlan, nodes: list[NodePlan], paths: LabPaths, ledger: 
     pending = []
     for node in nodes:  # children join the lab cgroup first: down finds them even now
         procs = cgroup.create_node_cgroup(plan.name, node.name)
-        pending.append(nodeinit.start_node(plan.name, node.name, paths.node_dir(node.name), procs))
+        pending.append(
+            nodeinit.start_node(plan.name, node.name, paths.node_dir(node.name), procs, node.binds)
+        )
     failures = []
     for job in pending:
         try:

@@ -108,6 +108,13 @@ def _up(plan: LabPlan, request: UpRequest) -> UpResult:
 
 def _checks(plan: LabPlan) -> tuple[dict[str, VmSpec], Accel]:
     """Everything that can refuse the lab, before anything exists."""
+    with_binds = [n.clab_name or n.name for n in plan.nodes.values() if n.binds]
+    if with_binds:
+        raise UserError(
+            f"{plan.source}: nodes {', '.join(with_binds)}: binds are not supported on the "
+            "vm backend (a guest has its own filesystem) (fix: remove binds, or use "
+            "--backend netns)"
+        )
     vmspec.check_tools()
     vms = vmspec.specs(plan)
     accel = vmspec.choose_accel(plan)

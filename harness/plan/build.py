@@ -63,6 +63,7 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
             exec=spec.exec,
             env=tuple(sorted((spec.env or {}).items())),
             exec_lines=spec.exec_lines,
+            binds=spec.binds,
         )
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]

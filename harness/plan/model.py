@@ -56,6 +56,7 @@ class NodePlan:
     exec: tuple[str, ...] = ()  # containerlab's exec: commands, run in order after up
     env: tuple[tuple[str, str], ...] = ()  # containerlab's env: for those commands
     exec_lines: tuple[int | None, ...] = ()  # each command's line (for a failing one)
+    binds: tuple[tuple[str, str, bool], ...] = ()  # containerlab's binds: (host, node, ro)
 
     @property
     def shown(self) -> str:

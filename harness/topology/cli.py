@@ -99,6 +99,11 @@ def plan_summary(plan: LabPlan) -> dict:
                 "routes": [f"{r.dest} via {r.via} dev {r.dev}" for r in n.routes],
                 **({"exec": list(n.exec)} if n.exec else {}),
                 **({"env": dict(n.env)} if n.env else {}),
+                **(
+                    {"binds": [f"{s}:{d}{':ro' if ro else ''}" for s, d, ro in n.binds]}
+                    if n.binds
+                    else {}
+                ),
             }
             for n in plan.nodes.values()
         },

@@ -30,8 +30,14 @@ INHERITED = ("kind", "labels")
 REFUSED_SETTINGS = {
     "network-mode": "a node always has its own network namespace (or VM)",
     "stages": "exec: runs node by node in file order; wait-for ordering is not implemented",
-    "binds": "bind mounts into nodes are not implemented",
 }
+# where containerlab's binds: may mount into a netns node: its private directories
+# (harness.lab.nodeinit.PRIVATE_DIRS) and its private /run; anywhere else the
+# mountpoint would be the host's own path (tests/unit/test_topology_clab_style.py)
+BIND_TARGETS = (
+    "/etc/podlab", "/var/lib/podlab", "/var/log/podlab", "/opt/podlab", "/opt/cni",
+    "/etc/cni", "/var/lib/cni", "/etc/containers", "/var/lib/containers", "/run",
+)  # fmt: skip
 Layers = tuple[tuple[Any, tuple[Any, ...]], ...]  # (node-config, its YAML path), node first
 
 
@@ -99,7 +105,7 @@ def parse_topology(
         )
         c.raise_if_any()
         raise AssertionError("unreachable")
-    nodes = _nodes(topo, c, lines)
+    nodes = _nodes(topo, c, lines, Path(filename).resolve().parent)
     raw_nodes = (topo.get("nodes") or {}) if isinstance(topo.get("nodes"), dict) else {}
     alias = {n.clab_name: n.name for n in nodes.values() if n.clab_name}
     links = _links(topo.get("links"), nodes, c, lines, set(raw_nodes), alias)
@@ -185,7 +191,7 @@ def _labels(value: Any, where: str, c: Collector, line: int | None) -> dict[str,
     }
 
 
-def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
+def _nodes(topo: dict, c: Collector, lines: dict, base: Path) -> dict[str, NodeSpec]:
     defaults = topo.get("defaults") or {}
     kinds = _section(topo, "kinds", c, lines)
     groups = _section(topo, "groups", c, lines)
@@ -294,6 +300,7 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
                 )
         commands, exec_lines = _exec(layers, where, c, lines)
         env = _env(layers, where, c, lines)
+        binds = _binds(layers, where, c, lines, base)
         mgmt = spec.get("mgmt-ipv4")
         out[name] = NodeSpec(
             name,
@@ -307,6 +314,7 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
             commands,
             env,
             exec_lines,
+            binds,
         )
     return out
 
@@ -332,6 +340,64 @@ def _exec(
             return (), ()
         return tuple(value), tuple(lines.get((*path, "exec", i), line) for i in range(len(value)))
     return (), ()
+
+
+def _binds(
+    layers: Layers, where: str, c: Collector, lines: dict, base: Path
+) -> tuple[tuple[str, str, bool], ...]:
+    """containerlab's ``binds:`` (``host:node[:ro|rw]``) of every layer, node's last.
+
+    A relative host path is relative to the topology file and ``~`` is expanded, as
+    containerlab does; the host path must exist; the node path must lie in one of
+    the node's private directories (``BIND_TARGETS``).
+    """
+    out: dict[str, tuple[str, str, bool]] = {}
+    for layer, path in reversed(layers):
+        value = layer.get("binds") if isinstance(layer, dict) else None
+        if value is None:
+            continue
+        line = lines.get((*path, "binds"))
+        if not isinstance(value, list):
+            c.add(f"{where} binds", "binds must be a list", "write binds: [src:dst]", line)
+            continue
+        for i, bind in enumerate(value):
+            at = lines.get((*path, "binds", i), line)
+            parts = str(bind).split(":")
+            if (
+                len(parts) not in (2, 3)
+                or not all(parts[:2])
+                or parts[2:] not in ([], ["ro"], ["rw"])
+            ):
+                c.add(
+                    f"{where} binds",
+                    f"{bind!r} is not host-path:node-path[:ro]",
+                    "write it like ./configs/frr:/etc/podlab/frr:ro",
+                    at,
+                )
+                continue
+            src = Path(parts[0]).expanduser()
+            src = src if src.is_absolute() else base / src
+            dst = parts[1].rstrip("/") or "/"
+            if not src.exists():
+                c.add(
+                    f"{where} binds",
+                    f"host path {parts[0]} does not exist",
+                    "create it, or fix the path (relative paths start at the topology file)",
+                    at,
+                )
+                continue
+            inside = [t for t in BIND_TARGETS if dst.startswith(t + "/")]
+            if not dst.startswith("/") or not inside or ".." in dst.split("/"):
+                c.add(
+                    f"{where} binds",
+                    f"node path {dst!r} is outside the node's private directories: there "
+                    "it would be the host's own path",
+                    f"mount below one of {', '.join(BIND_TARGETS)}",
+                    at,
+                )
+                continue
+            out[dst] = (str(src.resolve()), dst, parts[2:] == ["ro"])
+    return tuple(out.values())
 
 
 def _env(layers: Layers, where: str, c: Collector, lines: dict) -> dict[str, str]:

@@ -25,6 +25,7 @@ class NodeSpec:
     exec: tuple[str, ...] = ()  # containerlab's exec: run in order after the lab is up
     env: dict[str, str] | None = None  # containerlab's env: (exec commands get it)
     exec_lines: tuple[int | None, ...] = ()  # the YAML line of each exec command
+    binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, node path, read-only)
 
     def label_line(self, key: str) -> int | None:
         """The YAML line that set label ``key`` (group or node), else the node's line."""

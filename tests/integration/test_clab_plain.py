@@ -36,9 +36,11 @@ topology:
       kind: linux
       image: alpine:latest        # containerlab-only: accepted, no meaning here
       env: {GREETING: hello}
+      binds: [./data:/etc/podlab/data:ro]
       exec:
         - ip addr add 192.168.11.1/24 dev eth1
         - sh -c 'echo "$GREETING from $CLAB_NODE_NAME"'
+        - cat /etc/podlab/data/motd
     PC2:
       kind: linux
       image: alpine:latest
@@ -87,6 +89,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_plain_two_host_lab_exec_addresses_it(home: Path) -> None:
     topo = home / "plain.clab.yml"
     topo.write_text(PLAIN)
+    (home / "data").mkdir()
+    (home / "data" / "motd").write_text("bound from the host\n")
     before = snapshot.take()
     try:
         podlab("up", str(topo))
@@ -102,6 +106,10 @@ def test_plain_two_host_lab_exec_addresses_it(home: Path) -> None:
         assert miss.returncode != 0
         log = (paths.root / "exec" / "pc1.log").read_text()
         assert "hello from PC1" in log and "# exit status 0" in log
+        assert "bound from the host" in log  # binds: the host file, seen in the node
+        ro = podlab("exec", "PC1", "--", "touch", "/etc/podlab/data/x", check=False)
+        assert ro.returncode != 0 and not (home / "data" / "x").exists()  # :ro holds
+        assert podlab("exec", "PC2", "--", "ls", "/etc/podlab/data", check=False).returncode != 0
         status = json.loads(podlab("status", "t-clab-plain", "--format", "json").stdout)
         names = {n["node"]: n["clab_name"] for n in status["labs"][0]["nodes"]}
         assert names == {"pc1": "PC1", "pc2": "PC2"}

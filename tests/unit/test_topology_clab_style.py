@@ -44,3 +44,10 @@ def test_exec_commands_get_the_node_env_only() -> None:
     assert ssh[-1].startswith("env -i ") and ssh[-1].endswith(
         "'ip addr add 192.168.11.1/24 dev eth1'"
     )
+
+
+def test_bind_targets_are_the_node_private_directories() -> None:
+    from harness.lab.nodeinit import PRIVATE_DIRS
+    from harness.topology.load import BIND_TARGETS
+
+    assert set(BIND_TARGETS) == {*PRIVATE_DIRS, "/run"}
