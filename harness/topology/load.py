@@ -451,6 +451,16 @@ def _links(
         if not isinstance(link, dict):
             c.add(where, "a link must be a mapping", "write {endpoints: [a:eth1, b:eth1]}", line)
             continue
+        kind = link.get("type", "veth")
+        if kind != "veth":
+            c.add(
+                where,
+                f"link type {kind!r} is not supported by podlab: it builds veth links "
+                "between lab nodes (and bridge ports)",
+                "use a veth link (endpoints: [a:eth1, b:eth1]) or a kind: bridge node",
+                lines.get(("topology", "links", i, "type")) or line,
+            )
+            continue
         eps = _endpoints(link, where, c, line)
         if eps is None:
             continue

@@ -27,6 +27,11 @@ class NodeSpec:
     exec_lines: tuple[int | None, ...] = ()  # the YAML line of each exec command
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, node path, read-only)
 
+    @property
+    def shown(self) -> str:
+        """The node's name as the file writes it (``PC1``), for messages."""
+        return self.clab_name or self.name
+
     def label_line(self, key: str) -> int | None:
         """The YAML line that set label ``key`` (group or node), else the node's line."""
         return (self.label_lines or {}).get(key) or self.line
