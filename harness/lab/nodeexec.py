@@ -32,7 +32,7 @@ def node_env(plan: LabPlan, node: NodePlan) -> dict[str, str]:
     """The environment of a node's exec commands (containerlab sets CLAB_* too)."""
     return {
         **BASE_ENV,
-        "CLAB_LAB_NAME": plan.name,
+        "CLAB_LAB_NAME": plan.clab_name or plan.name,
         "CLAB_NODE_NAME": node.clab_name or node.name,
         **dict(node.env),
     }

@@ -108,7 +108,12 @@ class NodeRef:
 
 
 def find_node(node: str, lab: str | None = None) -> NodeRef:
-    """Locate ``node``; ``lab`` may be omitted when exactly one lab has such a node."""
+    """Locate ``node``; ``lab`` may be omitted when exactly one lab has such a node.
+
+    Both may be given as the file writes them (``PC1``, ``K8s_Lab``)."""
+    from harness.topology.load import derived_name
+
+    lab = derived_name(lab) if lab else None
     matches = []
     for name, paths in state.known_labs().items():
         if lab and name != lab:

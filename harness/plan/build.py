@@ -78,6 +78,7 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
         clusters,
         bridges,
         topo.regime,
+        topo.clab_name,
     )
 
 

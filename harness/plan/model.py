@@ -124,6 +124,7 @@ class LabPlan:
     clusters: dict[str, ClusterPlan]
     bridges: tuple[str, ...] = field(default=())
     regime: str = "podlab"  # "containerlab": a plain file (no podlab.* label), no address plan
+    clab_name: str | None = None  # the file's lab name (K8s_Lab) when ``name`` is derived
 
     def cluster_nodes(self, cluster: str) -> list[NodePlan]:
         return [n for n in self.nodes.values() if n.cluster == cluster]

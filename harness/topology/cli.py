@@ -57,6 +57,7 @@ def plan_summary(plan: LabPlan) -> dict:
     """A JSON-friendly view of the plan with stable keys."""
     return {
         "lab": plan.name,
+        **({"clab_name": plan.clab_name} if plan.clab_name else {}),
         "regime": plan.regime,
         "mgmt_subnet": str(plan.mgmt_subnet),
         "clusters": {
@@ -125,6 +126,11 @@ def print_plan(plan: LabPlan, console: Console) -> None:
         f"management {plan.mgmt_subnet}"
     )
     console.print(f"regime: {REGIME_LINES[plan.regime]}", highlight=False)
+    if plan.clab_name:
+        console.print(
+            f"lab name {plan.clab_name} runs as {plan.name} (namespaces, status, down)",
+            highlight=False,
+        )
     if plan.clusters:
         _clusters_table(plan, console)
     _segments_and_nodes(plan, console)

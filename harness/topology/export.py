@@ -63,7 +63,7 @@ def export_clab(plan: LabPlan, image: str = DEFAULT_IMAGE) -> dict[str, Any]:
         else:
             links.append({"endpoints": [f"{a}:{i}" for a, i in members], "mtu": seg.mtu})
     return {
-        "name": plan.name,
+        "name": plan.clab_name or plan.name,
         "mgmt": {"network": f"podlab-{plan.name}", "ipv4-subnet": str(plan.mgmt_subnet)},
         "topology": {
             "defaults": {"kind": "linux", "image": image},

@@ -20,6 +20,7 @@ from harness.topology.yamlpos import YamlProblem, load_with_lines
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 # containerlab's node-name pattern (schema topology.nodes patternProperties)
 CLAB_NODE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-._|]*$")
+CLAB_LAB_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-._]*$")  # schema: name
 IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 SUPPORTED_KINDS = ("linux", "bridge")
 INHERITED = ("kind", "labels")
@@ -86,14 +87,19 @@ def parse_topology(
         c.raise_if_any()
     clab.check(data, c, lines)  # what containerlab's schema refuses, refused here too
     name = data.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    clab_name = None
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)  # containerlab's name: 01 is a YAML number, still a name
+    if not isinstance(name, str) or not CLAB_LAB_RE.match(name):
         c.add(
             "name",
             f"lab name {name!r} is missing or invalid",
-            "use 1-32 lowercase letters, digits and dashes",
+            "start with a letter or digit, then letters, digits, - . _ (containerlab's lab names)",
             lines.get(("name",)),
         )
         name = "invalid"
+    elif not NAME_RE.match(name):  # containerlab's name: podlab's is derived, as for nodes
+        clab_name, name = name, derived_name(name)
     mgmt_subnet = _mgmt(data.get("mgmt"), c, lines)
     topo = data.get("topology")
     if not isinstance(topo, dict):
@@ -112,7 +118,7 @@ def parse_topology(
     if not keep:
         c.raise_if_any()
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return Topology(name, filename, digest, mgmt_subnet, nodes, tuple(links), lines)
+    return Topology(name, filename, digest, mgmt_subnet, nodes, tuple(links), lines, clab_name)
 
 
 def derived_name(name: str) -> str:

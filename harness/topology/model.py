@@ -63,6 +63,7 @@ class Topology:
     nodes: dict[str, NodeSpec]
     links: tuple[LinkSpec, ...]
     lines: dict[tuple[str | int, ...], int]
+    clab_name: str | None = None  # the file's lab name when podlab derived another
 
     @property
     def plain(self) -> bool:

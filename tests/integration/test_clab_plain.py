@@ -28,7 +28,7 @@ pytestmark = [
 ]
 
 PLAIN = """\
-name: t-clab-plain
+name: T_Clab.Plain
 mgmt: {ipv4-subnet: 172.31.237.0/24}
 topology:
   nodes:
@@ -110,12 +110,15 @@ def test_plain_two_host_lab_exec_addresses_it(home: Path) -> None:
         ro = podlab("exec", "PC1", "--", "touch", "/etc/podlab/data/x", check=False)
         assert ro.returncode != 0 and not (home / "data" / "x").exists()  # :ro holds
         assert podlab("exec", "PC2", "--", "ls", "/etc/podlab/data", check=False).returncode != 0
-        status = json.loads(podlab("status", "t-clab-plain", "--format", "json").stdout)
+        status = json.loads(podlab("status", "T_Clab.Plain", "--format", "json").stdout)
         names = {n["node"]: n["clab_name"] for n in status["labs"][0]["nodes"]}
         assert names == {"pc1": "PC1", "pc2": "PC2"}
         assert podlab("exec", "PC2", "--", "hostname").stdout.strip() == "pc2"
     finally:
-        podlab("down", "t-clab-plain", check=False)
+        down = podlab("down", "T_Clab.Plain", check=False)  # the file's name finds the lab
+        if down.returncode != 0:
+            podlab("down", "t-clab-plain", check=False)
+    assert down.returncode == 0, down.stderr
     assert_clean(before, "t-clab-plain", paths, facts)
 
 

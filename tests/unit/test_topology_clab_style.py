@@ -38,7 +38,7 @@ def test_exec_commands_get_the_node_env_only() -> None:
     pc1 = plan.nodes["pc1"]
     argv = nodeexec.command_argv(plan, pc1, "ip addr add 192.168.11.1/24 dev eth1")
     assert argv[:2] == ["env", "-i"] and argv[-3:-1] == ["/bin/sh", "-c"]
-    assert "CLAB_NODE_NAME=PC1" in argv and "CLAB_LAB_NAME=plain" in argv
+    assert "CLAB_NODE_NAME=PC1" in argv and "CLAB_LAB_NAME=Plain_Lab.01" in argv
     assert not any(a.startswith("PODLAB_") for a in argv)  # podlab's own env stays out
     ssh = nodeexec.over_ssh(REPO / "ssh_config", "pc1")(argv)
     assert ssh[-1].startswith("env -i ") and ssh[-1].endswith(
