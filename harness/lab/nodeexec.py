@@ -48,7 +48,8 @@ def run_all(
     ``enter(node)`` turns an argv into one that runs it inside that node (a netns
     node: ``in_netns_node``, a VM: ``over_ssh``).
     """
-    for node in plan.nodes.values():
+    for name in plan.exec_order or tuple(plan.nodes):  # stages' wait-for order
+        node = plan.nodes[name]
         if node.exec:
             run_node(plan, node, log_dir, enter(node))
 

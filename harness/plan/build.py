@@ -33,6 +33,7 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
     segments, addresses = assign_segments(topo, c)
     roles = {n.name: node_role(n, topo, c) for n in topo.nodes.values() if n.kind == "linux"}
     clusters = build_clusters(topo, roles, segments, c)
+    order = exec_order(topo, c)
     mgmt_subnet, gateway, mgmt = mgmt_plan(topo, c)
     _check_overlaps(topo, segments, clusters, mgmt_subnet, c)
     c.raise_if_any()
@@ -79,7 +80,57 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
         bridges,
         topo.regime,
         topo.clab_name,
+        order,
     )
+
+
+def exec_order(topo: Topology, c: Collector) -> tuple[str, ...]:
+    """Nodes in file order, each after the nodes its stages' ``wait-for`` names.
+
+    Refuses a wait-for naming no node of the file, and a cycle (naming its nodes).
+    """
+    alias = {n.shown: n.name for n in topo.nodes.values()} | {n: n for n in topo.nodes}
+    deps: dict[str, list[str]] = {}
+    for n in topo.nodes.values():
+        if n.kind != "linux":
+            continue
+        deps[n.name] = []
+        for other in n.wait_for:
+            if alias.get(other) not in topo.nodes or topo.nodes[alias[other]].kind != "linux":
+                c.add(
+                    f"node {n.shown} stages",
+                    f"wait-for names {other!r}, not a linux node of this file",
+                    "name a node under topology.nodes",
+                    topo.line("topology", "nodes", n.shown, "stages"),
+                )
+                continue
+            deps[n.name].append(alias[other])
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: visiting, 2: placed
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = [*path[path.index(name) :], name]
+            shown = " -> ".join(topo.nodes[x].shown for x in cycle)
+            c.add(
+                f"node {topo.nodes[name].shown} stages",
+                f"wait-for forms a cycle: {shown}",
+                "remove one of these wait-for entries",
+                topo.line("topology", "nodes", topo.nodes[name].shown, "stages"),
+            )
+            state[name] = 2
+            return
+        state[name] = 1
+        for dep in deps[name]:
+            visit(dep, [*path, name])
+        state[name] = 2
+        order.append(name)
+
+    for name in deps:
+        visit(name, [])
+    return tuple(order)
 
 
 def _iface_order(name: str) -> tuple[str, int]:

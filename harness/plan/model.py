@@ -125,6 +125,7 @@ class LabPlan:
     bridges: tuple[str, ...] = field(default=())
     regime: str = "podlab"  # "containerlab": a plain file (no podlab.* label), no address plan
     clab_name: str | None = None  # the file's lab name (K8s_Lab) when ``name`` is derived
+    exec_order: tuple[str, ...] = ()  # nodes in the order their exec: runs (wait-for)
 
     def cluster_nodes(self, cluster: str) -> list[NodePlan]:
         return [n for n in self.nodes.values() if n.cluster == cluster]

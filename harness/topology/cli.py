@@ -59,6 +59,11 @@ def plan_summary(plan: LabPlan) -> dict:
         "lab": plan.name,
         **({"clab_name": plan.clab_name} if plan.clab_name else {}),
         "regime": plan.regime,
+        **(
+            {"exec_order": list(plan.exec_order)}
+            if list(plan.exec_order) != [n for n in plan.nodes if n not in plan.bridges]
+            else {}
+        ),
         "mgmt_subnet": str(plan.mgmt_subnet),
         "clusters": {
             c.name: {

@@ -30,7 +30,6 @@ INHERITED = ("kind", "labels")
 # (image, license, cpu-set, ports, …) is accepted silently.
 REFUSED_SETTINGS = {
     "network-mode": "a node always has its own network namespace (or VM)",
-    "stages": "exec: runs node by node in file order; wait-for ordering is not implemented",
 }
 # where containerlab's binds: may mount into a netns node: its private directories
 # (harness.lab.nodeinit.PRIVATE_DIRS) and its private /run; anywhere else the
@@ -307,6 +306,7 @@ def _nodes(topo: dict, c: Collector, lines: dict, base: Path) -> dict[str, NodeS
         commands, exec_lines = _exec(layers, where, c, lines)
         env = _env(layers, where, c, lines)
         binds = _binds(layers, where, c, lines, base)
+        wait_for = _stages(layers, where, c, lines)
         mgmt = spec.get("mgmt-ipv4")
         out[name] = NodeSpec(
             name,
@@ -321,6 +321,7 @@ def _nodes(topo: dict, c: Collector, lines: dict, base: Path) -> dict[str, NodeS
             env,
             exec_lines,
             binds,
+            wait_for,
         )
     return out
 
@@ -404,6 +405,52 @@ def _binds(
                 continue
             out[dst] = (str(src.resolve()), dst, parts[2:] == ["ro"])
     return tuple(out.values())
+
+
+STAGES = ("create", "create-links", "configure", "healthy", "exit")
+
+
+def _stages(layers: Layers, where: str, c: Collector, lines: dict) -> tuple[str, ...]:
+    """containerlab's ``stages``: the nodes named in any stage's ``wait-for``.
+
+    All nodes are created and linked together here, so waiting only orders
+    ``exec:`` (a node runs its commands after those it waits for). A stage's own
+    ``exec`` (on-enter/on-exit, host targets) is refused: it is not implemented.
+    """
+    for layer, path in layers:
+        value = layer.get("stages") if isinstance(layer, dict) else None
+        if value is None:
+            continue
+        line = lines.get((*path, "stages"))
+        if not isinstance(value, dict):
+            c.add(f"{where} stages", "stages must be a mapping", "write stages: {…}", line)
+            return ()
+        out: list[str] = []
+        for stage, conf in value.items():
+            at = lines.get((*path, "stages", stage), line)
+            if stage not in STAGES or not isinstance(conf, dict):
+                c.add(f"{where} stages", f"unknown stage {stage!r}", f"use {', '.join(STAGES)}", at)
+                continue
+            if conf.get("exec") is not None:
+                c.add(
+                    f"{where} stages.{stage}",
+                    "a stage's own exec is not supported by podlab",
+                    "move the commands to the node's exec:, ordered by wait-for",
+                    lines.get((*path, "stages", stage, "exec"), at),
+                )
+            for dep in conf.get("wait-for") or []:
+                node = dep.get("node") if isinstance(dep, dict) else None
+                if not isinstance(node, str):
+                    c.add(
+                        f"{where} stages.{stage}",
+                        f"wait-for entry {dep!r} names no node",
+                        "write wait-for: [{node: other, stage: healthy}]",
+                        at,
+                    )
+                    continue
+                out.append(node)
+        return tuple(out)
+    return ()
 
 
 def _env(layers: Layers, where: str, c: Collector, lines: dict) -> dict[str, str]:

@@ -26,6 +26,7 @@ class NodeSpec:
     env: dict[str, str] | None = None  # containerlab's env: (exec commands get it)
     exec_lines: tuple[int | None, ...] = ()  # the YAML line of each exec command
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, node path, read-only)
+    wait_for: tuple[str, ...] = ()  # stages' wait-for: nodes (as the file names them)
 
     @property
     def shown(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.topology.load import NAME_RE, derived_name
@@ -51,3 +53,21 @@ def test_bind_targets_are_the_node_private_directories() -> None:
     from harness.topology.load import BIND_TARGETS
 
     assert set(BIND_TARGETS) == {*PRIVATE_DIRS, "/run"}
+
+
+def test_exec_runs_in_wait_for_order(tmp_path: Path) -> None:
+    """SRV's exec runs before PC1's (PC1 waits for it), against file order; the real
+    runner, with each command run on this host instead of in a node."""
+    from harness.lab import nodeexec
+    from harness.plan.build import load_plan
+    from tests.conftest import REPO
+
+    plan = load_plan(REPO / "tests/golden/topology/clab/stages-wait-for.clab.yml")
+    seen = tmp_path / "order"
+
+    def here(node):  # type: ignore[no-untyped-def]
+        return lambda argv: ["sh", "-c", f"echo {node.name} >> {seen}"]
+
+    nodeexec.run_all(plan, tmp_path / "exec", here)
+    assert seen.read_text().split() == ["srv", "pc1"]
+    assert (tmp_path / "exec" / "pc1.log").read_text().startswith("$ ip addr add")
