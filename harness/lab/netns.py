@@ -79,7 +79,9 @@ def underlay_text(node: NodePlan) -> str:
     u = node.underlay
     if u is None:
         return ""
-    return str(u.address) if u.address else f"{u.name} (no address)"
+    if u.address:
+        return str(u.address)
+    return f"{u.name} (exec: sets it)" if node.exec else f"{u.name} (no address)"
 
 
 def up(plan: LabPlan, request: UpRequest) -> UpResult:
