@@ -140,6 +140,21 @@ def mgmt_plan(
     """The lab's management subnet, the host's gateway address on it, and node addresses."""
     subnet = topo.mgmt_subnet or _default_mgmt(topo.name)
     gw = IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
+    if topo.mgmt_gateway:  # containerlab's mgmt.ipv4-gw: the host's address on it
+        try:
+            given: IPv4Address | None = IPv4Address(topo.mgmt_gateway)
+        except ValueError:
+            given = None
+        ends = (subnet.network_address, subnet.broadcast_address)
+        if given is None or given not in subnet or given in ends:
+            c.add(
+                "mgmt.ipv4-gw",
+                f"{topo.mgmt_gateway!r} is not a host address of the management subnet {subnet}",
+                f"use an address in {subnet} (default {gw.ip}), or set mgmt.ipv4-subnet",
+                topo.line("mgmt", "ipv4-gw"),
+            )
+        else:
+            gw = IPv4Interface(f"{given}/{subnet.prefixlen}")
     hosts = [h for h in subnet.hosts() if h != gw.ip]
     linux = [n for n in topo.nodes.values() if n.kind == "linux"]
     fixed: dict[str, IPv4Address] = {}
@@ -157,11 +172,11 @@ def mgmt_plan(
                     line,
                 )
                 continue
-            given = "mgmt.ipv4-subnet" if topo.mgmt_subnet else "the lab's default"
+            origin = "mgmt.ipv4-subnet" if topo.mgmt_subnet else "the lab's default"
             if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
                 c.add(
                     where,
-                    f"mgmt-ipv4 {ip} is outside the management subnet {subnet} ({given})",
+                    f"mgmt-ipv4 {ip} is outside the management subnet {subnet} ({origin})",
                     f"use a host address in {subnet}, or set mgmt.ipv4-subnet to a "
                     "subnet that holds it",
                     line,

@@ -117,7 +117,19 @@ def parse_topology(
     if not keep:
         c.raise_if_any()
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return Topology(name, filename, digest, mgmt_subnet, nodes, tuple(links), lines, clab_name)
+    raw_mgmt = data.get("mgmt")
+    gw = raw_mgmt.get("ipv4-gw") if isinstance(raw_mgmt, dict) else None
+    return Topology(
+        name,
+        filename,
+        digest,
+        mgmt_subnet,
+        nodes,
+        tuple(links),
+        lines,
+        clab_name,
+        str(gw) if gw not in (None, "") else None,
+    )
 
 
 def derived_name(name: str) -> str:

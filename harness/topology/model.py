@@ -65,6 +65,7 @@ class Topology:
     links: tuple[LinkSpec, ...]
     lines: dict[tuple[str | int, ...], int]
     clab_name: str | None = None  # the file's lab name when podlab derived another
+    mgmt_gateway: str | None = None  # mgmt.ipv4-gw as written (the host's address)
 
     @property
     def plain(self) -> bool:
