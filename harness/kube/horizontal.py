@@ -41,7 +41,9 @@ class Decision:
     event: tuple[str, str, str] | None = None  # (type, reason, message)
 
 
-def _set(conds: list[Obj], kind: str, state: str, reason: str, message: str, now: float) -> None:
+def set_condition(
+    conds: list[Obj], kind: str, state: str, reason: str, message: str, now: float
+) -> None:
     """``setCondition``: replace the condition of that type; keep the transition time
     when the status did not change."""
     old = next((c for c in conds if c.get("type") == kind), None)
@@ -63,7 +65,7 @@ def reconcile(
     """Decide the target's replicas for this sync (``samples``: resource → pod → usage)."""
     conds: list[Obj] = [dict(c) for c in (hpa.get("status") or {}).get("conditions") or []]
     msg = "the HPA controller was able to get the target's current scale"
-    _set(conds, "AbleToScale", "True", "SucceededGetScale", msg, now)
+    set_condition(conds, "AbleToScale", "True", "SucceededGetScale", msg, now)
     current = spec_replicas
     if not state.recommendations:
         state.recommendations.append([now, current])
@@ -72,7 +74,7 @@ def reconcile(
     if spec_replicas == 0 and lo != 0:
         decision.desired, decision.rescale = 0, False
         msg = "scaling is disabled since the replica count of the target is zero"
-        _set(conds, "ScalingActive", "False", "ScalingDisabled", msg, now)
+        set_condition(conds, "ScalingActive", "False", "ScalingDisabled", msg, now)
     elif current > hi:
         decision.reason, decision.desired = "Current number of replicas above Spec.MaxReplicas", hi
     elif current < lo:
@@ -101,7 +103,7 @@ def reconcile(
         decision.rescale = desired != current
     if decision.rescale:
         msg = f"the HPA controller was able to update the target scale to {decision.desired}"
-        _set(conds, "AbleToScale", "True", "SucceededRescale", msg, now)
+        set_condition(conds, "AbleToScale", "True", "SucceededRescale", msg, now)
         text = f"New size: {decision.desired}; reason: {decision.reason}"
         decision.event = ("Normal", "SuccessfulRescale", text)
         _store_scale_event(state, autoscaling.behavior(hpa), current, decision.desired, now)
@@ -141,12 +143,12 @@ def _metrics(
             replicas, metric = proposal, name
     if invalid >= len(specs) or (invalid > 0 and replicas < current):
         message = f"the HPA was unable to compute the replica count: {first_error}"
-        _set(conds, "ScalingActive", "False", first_reason, message, now)
+        set_condition(conds, "ScalingActive", "False", first_reason, message, now)
         counts = f"{invalid} invalid out of {len(specs)}"
         error = f"invalid metrics ({counts}), first error is: {first_error}"
         return -1, "", statuses, error
     message = f"the HPA was able to successfully calculate a replica count from {metric}"
-    _set(conds, "ScalingActive", "True", "ValidMetricFound", message, now)
+    set_condition(conds, "ScalingActive", "True", "ValidMetricFound", message, now)
     return replicas, metric, statuses, None
 
 
@@ -221,9 +223,9 @@ def _normalize_legacy(
         state.recommendations.append([now, desired])
     if stabilized != desired:
         msg = _HIGHER
-        _set(conds, "AbleToScale", "True", "ScaleDownStabilized", msg, now)
+        set_condition(conds, "AbleToScale", "True", "ScaleDownStabilized", msg, now)
     else:
-        _set(
+        set_condition(
             conds,
             "AbleToScale",
             "True",
@@ -242,7 +244,9 @@ def _normalize_legacy(
         result = top
     else:
         result, cond, why = stabilized, "DesiredWithinRange", _WITHIN
-    _set(conds, "ScalingLimited", "False" if result == stabilized else "True", cond, why, now)
+    set_condition(
+        conds, "ScalingLimited", "False" if result == stabilized else "True", cond, why, now
+    )
     return result
 
 
@@ -299,9 +303,9 @@ def _normalize_behaviors(
         else:
             reason = "ScaleDownStabilized"
             msg = _HIGHER
-        _set(conds, "AbleToScale", "True", reason, msg, now)
+        set_condition(conds, "AbleToScale", "True", reason, msg, now)
     else:
-        _set(
+        set_condition(
             conds,
             "AbleToScale",
             "True",
@@ -324,7 +328,9 @@ def _normalize_behaviors(
         )
         if stabilized < bottom:
             result, cond, why = bottom, c, w
-    _set(conds, "ScalingLimited", "False" if result == stabilized else "True", cond, why, now)
+    set_condition(
+        conds, "ScalingLimited", "False" if result == stabilized else "True", cond, why, now
+    )
     return result
 
 
