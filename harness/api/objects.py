@@ -41,6 +41,7 @@ from harness.api.fields import (  # noqa: F401  (re-exported: the kinds' shared 
     check_port_name,
     check_port_ref,
 )
+from harness.api.meshobjects import MCS_API_VERSION, ServiceExport, ServiceImport
 from harness.api.netobjects import Namespace, NetworkPolicy, Service
 from harness.kube import autoscaling
 from harness.kube.apps import Deployment, ReplicaSet
@@ -187,7 +188,23 @@ KINDS: dict[str, KindInfo] = {
     "LimitRange": KindInfo(
         "LimitRange", "v1", LimitRange, "limitranges", ("limitrange", "limitranges", "limits")
     ),
+    "ServiceExport": KindInfo(
+        "ServiceExport",
+        MCS_API_VERSION,
+        ServiceExport,
+        "serviceexports",
+        ("serviceexport", "serviceexports", "svcex"),
+    ),
+    "ServiceImport": KindInfo(
+        "ServiceImport",
+        MCS_API_VERSION,
+        ServiceImport,
+        "serviceimports",
+        ("serviceimport", "serviceimports", "svcim"),
+    ),
 }
+#: kinds the mesh derives: listed by ``get``, refused by ``apply`` and ``delete``
+DERIVED = ("ServiceImport",)
 #: resource names where podlab's etcd folder differs from Kubernetes' (quota, kubectl)
 PLURAL_NAMES = {"NetworkPolicy": "networkpolicies"}
 
