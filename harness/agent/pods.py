@@ -31,7 +31,7 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from harness.agent import dns, procs
+from harness.agent import cgroups, dns, procs
 from harness.agent import netlink as nl
 from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import PodInterface
@@ -62,6 +62,7 @@ class PodSpec:
     container: str = "main"
     grace_s: int | None = None  # set once the pod is being deleted (graceful delete)
     pre_stop_s: int = 0  # lifecycle.preStop.sleep.seconds
+    limits: cgroups.Limits = cgroups.NO_LIMITS  # from resources (cgroups.py)
 
     @property
     def terminating(self) -> bool:
@@ -84,6 +85,7 @@ class PodSpec:
             container=str(c.get("name") or "main"),
             grace_s=None if grace is None else int(grace),
             pre_stop_s=int(pre_stop.get("seconds") or 0),
+            limits=cgroups.Limits.of(obj),
         )
 
 
@@ -125,6 +127,10 @@ class PodState:
     terminating_since: float = 0.0  # wall clock (survives an agent restart)
     sigterm_sent: bool = False
     mtu: int = 0  # of the pod's veth, as last set (0: written before MTU was kept)
+    ready_time: str = ""  # when Ready last changed (the condition's lastTransitionTime)
+    oom_kills: int = 0  # of the pod's cgroup, as last seen
+    last_reason: str = ""  # why the command last ended: OOMKilled, Error, Completed
+    finished_at: str = ""
 
 
 def netns_name(namespace: str, name: str) -> str:
@@ -150,10 +156,12 @@ class PodManager:
         self.iface = POD_INTERFACES[style](ipr)  # type: ignore[call-arg]
         self.state_dir = cfg.state_dir / "pods"
         self.log_dir = cfg.log_dir / "pods"
+        self.cgroups = cgroups.Cgroups(cgroups.node_tag(cfg.cluster, cfg.node))
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._ok: dict[tuple[str, str], str] = {}  # pods verified since the last full pass
 
     def prepare(self) -> None:
+        self.cgroups.prepare()
         for style in POD_INTERFACES.values():  # left by a mode of the other family
             if not isinstance(self.iface, style):
                 style(self.ipr).retire()  # type: ignore[call-arg]
@@ -310,6 +318,9 @@ class PodManager:
             return
         if st.pid:  # it ran and is gone
             code = self._exit_code(st.pid)
+            self._why_it_ended(st, code)
+            if st.ready:
+                st.ready_time = now_rfc3339()
             st.pid, st.exit_code, st.ready = 0, code, False
             failed = code != 0  # unknown (exited while no agent watched) counts as failed
             again = spec.restart_policy == "Always" or (
@@ -335,11 +346,24 @@ class PodManager:
         # cluster DNS for the pod: its own resolv.conf, bind-mounted by the wrapper
         files = self.cfg.run_dir / "pods" / f"{st.namespace}_{st.name}"
         dns.write_pod_files(files, st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
-        proc = procs.start(dns.wrap_command(files, list(spec.command)), path, env, logf)
+        joins = self.cgroups.ensure(st.namespace, st.name, spec.limits)
+        argv = cgroups.wrap(joins, dns.wrap_command(files, list(spec.command)))
+        proc = procs.start(argv, path, env, logf)
         self._children[proc.pid] = proc
         st.pid, st.phase, st.start_time = proc.pid, "Running", st.start_time or now_rfc3339()
         self.save(st)
         log.info("pod %s/%s: %s on %s, pid %d", st.namespace, st.name, st.ip, st.host_if, proc.pid)
+
+    def _why_it_ended(self, st: PodState, code: int | None) -> None:
+        """OOMKilled when the pod's cgroup counted a new OOM kill, as the kubelet
+        reports it (exit code 137); else Completed or Error."""
+        usage = self.cgroups.usage(st.namespace, st.name)
+        if usage is not None and usage.oom_kills > st.oom_kills:
+            st.last_reason, st.oom_kills = "OOMKilled", usage.oom_kills
+            log.warning("pod %s/%s: OOMKilled (memory limit)", st.namespace, st.name)
+        else:
+            st.last_reason = "Completed" if code == 0 else "Error"
+        st.finished_at = now_rfc3339()
 
     def _exit_code(self, pid: int) -> int | None:
         proc = self._children.pop(pid, None)
@@ -370,7 +394,7 @@ class PodManager:
         if ready == st.ready:
             return False
         log.info("pod %s/%s: %s", st.namespace, st.name, "Ready" if ready else "not Ready")
-        st.ready, st.probe_failures = ready, 0
+        st.ready, st.probe_failures, st.ready_time = ready, 0, now_rfc3339()
         self.save(st)
         return True
 
@@ -389,6 +413,8 @@ class PodManager:
         grace = spec.grace_s or 0
         now = time.time()
         if not st.terminating_since:
+            if st.ready:
+                st.ready_time = now_rfc3339()
             st.terminating_since, st.ready = now, False
             st.message = f"terminating (grace period {grace}s)"
             self.save(st)
@@ -458,13 +484,28 @@ class PodManager:
                 netns.remove(path)
             except OSError as exc:
                 log.error("pod %s/%s: cannot remove netns %s: %s", st.namespace, st.name, path, exc)
+        self.cgroups.remove(st.namespace, st.name)
         self._path(st.namespace, st.name).unlink(missing_ok=True)
         log.info("pod %s/%s removed (address %s released)", st.namespace, st.name, st.ip)
+
+
+def _last_state(st: PodState) -> dict[str, Any]:
+    """``lastState.terminated`` as the kubelet reports it (signals as 128 + n)."""
+    if not st.last_reason:
+        return {}
+    code = st.exit_code
+    code = 128 - code if code is not None and code < 0 else code
+    if st.last_reason == "OOMKilled":
+        code = 137
+    done = {"exitCode": code, "reason": st.last_reason, "finishedAt": st.finished_at or None}
+    return {"lastState": {"terminated": done}}
 
 
 def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str, Any]:
     """The ``podstatus/<ns>/<name>`` record (Kubernetes PodStatus field names)."""
     ready = "True" if st.phase == "Running" and st.ready else "False"
+    # when Ready last changed: Deployments count a pod available minReadySeconds after it
+    changed = st.ready_time or st.start_time or None
     net = "True" if st.network_ready_time else "False"
     return {
         "uid": st.uid,
@@ -482,8 +523,8 @@ def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str
                 "status": net,
                 "lastTransitionTime": st.network_ready_time or None,
             },
-            {"type": "ContainersReady", "status": ready},
-            {"type": "Ready", "status": ready},
+            {"type": "ContainersReady", "status": ready, "lastTransitionTime": changed},
+            {"type": "Ready", "status": ready, "lastTransitionTime": changed},
         ],
         "containerStatuses": [
             {
@@ -492,6 +533,7 @@ def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str
                 "restartCount": st.restart_count,
                 "started": st.phase == "Running",
                 "lastExitCode": st.exit_code,
+                **_last_state(st),
             }
         ],
         "message": st.message,

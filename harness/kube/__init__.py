@@ -14,6 +14,6 @@ and which pod a quota refuses:
 - ``admission``: LimitRanger defaults and checks, ResourceQuota evaluation;
 - ``deployutil``, ``hpacalc``, ``scheduling``: the controllers' arithmetic.
 
-Models build on ``harness.api.fields`` (the shared manifest vocabulary: strict
+Models build on ``harness.kube.fields`` (the shared manifest vocabulary: strict
 models, ObjectMeta, label rules), which is pure too.
 """

@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator
 
-from harness.api.fields import ApiObject, Strict, _fail
 from harness.api.netobjects import LabelSelector
 from harness.kube import fielderr, intstr
 from harness.kube.fielderr import Finding
+from harness.kube.fields import ApiObject, Strict, _fail
 from harness.kube.pod import PodTemplateSpec
 
 DEFAULT_REPLICAS = 1

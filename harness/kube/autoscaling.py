@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from harness.api.fields import ApiObject, Strict
 from harness.kube import fielderr
 from harness.kube.fielderr import Finding, Path
+from harness.kube.fields import ApiObject, Strict
 from harness.kube.quantity import Quantity
 from harness.kube.resources import QuantityText, container_resource_problem
 

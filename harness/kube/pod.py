@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.api.fields import (
+from harness.kube.fields import (
     ApiObject,
     DNSLabel,
     DNSSubdomain,

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.api.fields import ApiObject, Strict
 from harness.kube import fielderr
 from harness.kube.fielderr import Finding, Path
+from harness.kube.fields import ApiObject, Strict
 from harness.kube.quantity import Quantity
 from harness.kube.resources import QuantityText, ResourceList, container_resource_problem
 

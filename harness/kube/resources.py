@@ -23,9 +23,9 @@ from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator
 
-from harness.api.fields import Strict, _fail
 from harness.kube import fielderr
 from harness.kube.fielderr import Finding, Path
+from harness.kube.fields import Strict, _fail
 from harness.kube.quantity import Quantity, QuantityError
 
 STANDARD_CONTAINER = ("cpu", "memory", "ephemeral-storage")
