@@ -46,6 +46,7 @@ from harness.api.objects import (
 from harness.api.validate import Located, format_path
 from harness.errors import LabError, Problem, UserError
 from harness.kube import admission, autoscaling
+from harness.kube.apps import RESTARTED_AT
 from harness.store import KV, MAX_TXN_OPS, Store, Write, keys
 from harness.store.keys import nodeports_prefix, serviceips_prefix
 
@@ -163,7 +164,8 @@ class ApiClient:
         for loc in objects:
             meta = loc.obj.metadata
             key = object_key(self.cluster, loc.info, meta.namespace, meta.name)
-            ref = f"{loc.info.kind.lower()}/{meta.name}"
+            group = f".{loc.info.group}" if loc.info.group else ""
+            ref = f"{loc.info.kind.lower()}{group}/{meta.name}"  # kubectl: deployment.apps/web
             node = getattr(getattr(loc.obj, "spec", None), "nodeName", None)
             if node and known and node not in known:
                 problems.append(
@@ -408,8 +410,16 @@ def _keep_scale_and_generation(
     size (set by ``podlab scale`` or an HPA; 1 at creation), as ``kubectl apply``
     leaves a field it never set."""
     spec = new.setdefault("spec", {})
+    pspec = (prev or {}).get("spec", {})
     if info.kind in ("Deployment", "ReplicaSet") and "replicas" not in spec:
-        spec["replicas"] = (prev or {}).get("spec", {}).get("replicas", 1)
+        spec["replicas"] = pspec.get("replicas", 1)
+    if info.kind == "Deployment":  # set by `podlab rollout pause|restart`, kept likewise
+        if pspec.get("paused") and "paused" not in spec:
+            spec["paused"] = True
+        restarted = _template_annotations(pspec).get(RESTARTED_AT)
+        if restarted and RESTARTED_AT not in _template_annotations(spec):
+            template = spec.setdefault("template", {}).setdefault("metadata", {})
+            template.setdefault("annotations", {})[RESTARTED_AT] = restarted
     if prev is None:
         new["metadata"]["generation"] = 1
         return
@@ -422,6 +432,10 @@ def export_status_key(cluster: str, namespace: str, name: str) -> str:
     when ``name`` is empty: one namespace, or every namespace too)."""
     base = f"{API_PREFIX}/{cluster}/serviceexportstatus/"
     return f"{base}{namespace}/{name}" if namespace else base
+
+
+def _template_annotations(spec: dict[str, Any]) -> dict[str, Any]:
+    return dict(((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {})
 
 
 def _status(raw: bytes | None) -> dict[str, Any]:
