@@ -1,4 +1,4 @@
-"""Scenario 31: a rolling update of a Deployment behind a ClusterIP and a NodePort loses no request.
+"""Scenarios 31 and 32: a rolling update behind a Service loses no request; the HPA reacts.
 
 A Deployment of 4 echo replicas (readiness probe, a 2 s preStop sleep as real
 Deployments set so the proxies move on before SIGTERM; ``maxSurge`` 1,
@@ -14,6 +14,15 @@ replica updated and available, no old one left) and the stale-endpoint window
 timeline of replicas and answers per second. Catalogue cost "once": the default
 matrix runs it in one mode (the rollout is the controller manager's and
 kube-proxy's work, not the datapath's), MATRIX=full in every mode.
+
+Scenario 32 (same module, same client pods): a 1-replica Deployment with an
+autoscaling/v2 HPA (CPU 50 % of a 100m request, 1–3 replicas, scale-down
+window 20 s) gets a step of 20 requests/s of 40 ms of CPU each. Judged: the
+autoscaler adds replicas, a new one answers requests, and it scales back to 1
+no sooner than the window after the load stops. Recorded: time to scale up,
+to the first answer from a new replica, to scale down; failed requests and
+p99 latency under the step (not judged: the single replica is overloaded on
+purpose until the autoscaler acts); a timeline of answers per second.
 """
 
 from __future__ import annotations
@@ -236,3 +245,129 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
         f"{len(failed)} of {len(samples)} requests failed during the rollout "
         f"(seconds after the template change, outcome): {failed[:20]}"
     )
+
+
+# -- scenario 32: the autoscaler ----------------------------------------------------------
+
+HPA_APP = {"app": "hpa-web"}
+HPA_NAME = "hpa-web"
+HPA_MAX = 3
+BURN = "/burn?ms=40"  # 20 requests/s × 40 ms of CPU: 0.8 cores against a 100m request
+SCALE_DOWN_WINDOW_S = 20
+TARGET = {"type": "Utilization", "averageUtilization": 50}
+HPA_BUDGET_S = 90.0  # load step → new replicas serving: sync period (15 s) + start-up, with room
+
+
+def hpa_objects() -> list[dict[str, Any]]:
+    """A 1-replica echo Deployment (100m CPU requested), its Service, and its HPA (50 %)."""
+    d = deployment("1")
+    d["metadata"]["name"] = HPA_NAME
+    d["spec"]["replicas"] = 1
+    d["spec"]["selector"] = {"matchLabels": HPA_APP}
+    d["spec"]["template"]["metadata"]["labels"] = {**svc.SUITE_LABEL, **HPA_APP}
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    c["resources"] = {"requests": {"cpu": "100m", "memory": "24Mi"}, "limits": {"cpu": "1"}}
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": HPA_NAME, "namespace": NAMESPACE},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": HPA_NAME},
+            "minReplicas": 1,
+            "maxReplicas": HPA_MAX,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": TARGET}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW_S}},
+        },
+    }
+    ports = [svc.port("http", 80, "http")]
+    return [d, svc.service(HPA_NAME, HPA_APP, ports), hpa]
+
+
+def _replicas(objs: svc.Objects) -> tuple[int, int]:
+    """(spec.replicas, availableReplicas) of the autoscaled Deployment."""
+    d = objs.client.get(KINDS["Deployment"], NAMESPACE, HPA_NAME)
+    return int(d["spec"]["replicas"]), int(d.get("status", {}).get("availableReplicas") or 0)
+
+
+@pytest.mark.scenario(32)
+def test_the_autoscaler_adds_serving_replicas_under_load_and_waits_its_window(
+    lab: Lab, rollout: dict[str, Any], record: Any
+) -> None:
+    objs: svc.Objects = rollout["objs"]
+    client = sorted(rollout["clients"].values(), key=lambda p: p.node.name)[0]
+    objs.apply(hpa_objects())
+    try:
+        svc.until(f"deployment {HPA_NAME} available", lambda: _replicas(objs) == (1, 1), 90)
+        vip = objs.service(HPA_NAME)["spec"]["clusterIP"]
+        first = {p["metadata"]["name"] for p in _hpa_pods(objs)}
+        stop = f"/tmp/podlab-hpa-stop-{client.name}"
+        client.node.run(["rm", "-f", stop])
+        argv = [*echo.NODE_NETCHECK, "hstream", "--target", vip, "--port", "80", "--path", BURN,
+                "--interval", f"{STREAM_INTERVAL_S:g}", "--duration", f"{HPA_BUDGET_S + 30:g}",
+                "--timeout", "5", "--stop-file", stop]  # fmt: skip
+        samples_seen: list[tuple[float, float]] = []  # (t, spec replicas)
+        with ThreadPoolExecutor(1) as pool:
+            t_load = time.time()
+            load = pool.submit(client.run, argv, HPA_BUDGET_S + 90)
+            try:
+
+                def scaled() -> bool:
+                    _, avail = _replicas(objs)
+                    samples_seen.append((time.time() - t_load, float(avail)))
+                    return avail > 1
+
+                svc.until("the autoscaler's scale-up, its replicas available", scaled,
+                          HPA_BUDGET_S, 0.5)  # fmt: skip
+                t_up = time.time() - t_load
+                time.sleep(4.0)  # let the new replicas take their share of the load
+            finally:
+                client.node.run(["touch", stop])
+                t_stop = time.time()
+                out = load.result()
+        data = echo._load(output(out))
+        start = float(data["start"])
+        answers = [(start + float(o), str(w), float(lat)) for o, w, lat in data["samples"]]
+        new_serving = [t for t, w, _ in answers if w.startswith(f"{HPA_NAME}-") and w not in first]
+        assert new_serving, f"no request was answered by a new replica (first: {sorted(first)})"
+        record("hpa_scale_up_s", t_up, "s")
+        record("hpa_new_replica_first_answer_s", min(new_serving) - t_load, "s")
+        downs: list[tuple[float, int]] = []
+
+        def down() -> bool:
+            spec, _ = _replicas(objs)
+            downs.append((time.time() - t_stop, spec))
+            return spec == 1
+
+        svc.until("the scale-down to minReplicas", down, SCALE_DOWN_WINDOW_S + 60, 0.5)
+        t_down = time.time() - t_stop
+        record("hpa_scale_down_after_load_s", t_down, "s")
+        failed = [(round(t - t_load, 1), w) for t, w, _ in answers if not w.startswith(HPA_NAME)]
+        lat = sorted(x for _, w, x in answers if w.startswith(HPA_NAME))
+        record("hpa_load_failed_requests_count", len(failed), "count")
+        if lat:
+            record("hpa_load_latency_p99_s", lat[min(len(lat) - 1, int(0.99 * len(lat)))], "s")
+        per_s = Counter(int(t - t_load) for t, w, _ in answers if w.startswith(HPA_NAME))
+        record.timeline(
+            "autoscaler",
+            events=[(0.0, "load on"), (t_up, "new replicas available"),
+                    (t_stop - t_load, "load off"), (t_stop - t_load + t_down, "back to 1")],
+            samples=[(float(s), float(c)) for s, c in sorted(per_s.items()) if s >= 0],
+            sample_name="answered_per_s", sample_unit="1/s",
+        )  # fmt: skip
+        # the window: no scale-down sooner than it (less one sync period of slack)
+        assert t_down >= SCALE_DOWN_WINDOW_S - 1, (
+            f"scaled down {t_down:.1f} s after the load stopped, inside the "
+            f"{SCALE_DOWN_WINDOW_S} s stabilization window"
+        )
+    finally:
+        for kind in ("HorizontalPodAutoscaler", "Service", "Deployment"):
+            objs.remove(kind, NAMESPACE, HPA_NAME)
+        svc.until(f"pods of {HPA_NAME} removed", lambda: not _hpa_pods(objs), 90)
+
+
+def _hpa_pods(objs: svc.Objects) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in objs.client.list_objects(KINDS["Pod"], NAMESPACE)
+        if p["metadata"].get("labels", {}).get("app") == HPA_APP["app"]
+    ]
