@@ -311,7 +311,7 @@ def test_the_autoscaler_follows_cpu_and_comes_back_after_its_window(wl, capsys, 
     node = next(n for n in wl.lab.nodes if n.name == victim["spec"]["nodeName"])
     load = wl.lab.ns_run_bg(node, [sys.executable, "-m", "harness.probes.netcheck", "hstream",
                                    "--target", victim["status"]["podIP"], "--port", "8080",
-                                   "--path", "/burn?ms=40", "--interval", "0.05",
+                                   "--path", "/burn?ms=20", "--interval", "0.1",
                                    "--duration", "60"])  # fmt: skip
     try:
         wait_for(
