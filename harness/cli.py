@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "harness.inventory.cli",
     "harness.deploy.cli",
     "harness.api.cli",
+    "harness.api.workloads",
     "harness.api.mesh",
     "harness.report.cli",
     "harness.conformance.cli",

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from harness.agent import dns, podcni, procs
+from harness.agent import cgroups, dns, podcni, procs
 from harness.agent import netlink as nl
 from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import PodInterface
@@ -80,6 +80,7 @@ class PodManager:
         self.on_ready = on_ready
         self.state_dir = cfg.state_dir / "pods"
         self.log_dir = cfg.log_dir / "pods"
+        self.cgroups = cgroups.Cgroups(cgroups.node_tag(cfg.cluster, cfg.node))
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._ok: dict[Key, str] = {}  # pods verified since the last full pass
         self._lock = threading.Lock()  # _children and _ok, shared with the workers
@@ -87,6 +88,7 @@ class PodManager:
         self.resolvers = dns.ResolverMounts(cfg.run_dir)
 
     def prepare(self) -> None:
+        self.cgroups.prepare()
         if self.style != PodInterface.BRIDGED:  # left by a Flannel-family mode
             idx = nl.ifindex(self.ipr, BRIDGE)
             if idx is not None and _is_bridge(self.ipr, idx):
@@ -271,6 +273,9 @@ class PodManager:
             return
         if st.pid:  # it ran and is gone
             code = self._exit_code(st.pid)
+            self._why_it_ended(st, code)
+            if st.ready:
+                st.ready_time = now_rfc3339()
             st.pid, st.exit_code, st.ready = 0, code, False
             failed = code != 0  # unknown (exited while no agent watched) counts as failed
             again = spec.restart_policy == "Always" or (
@@ -295,12 +300,25 @@ class PodManager:
         logf = self.log_dir / f"{st.namespace}_{st.name}.log"
         # cluster DNS for the pod: its namespace's resolv.conf, in a mount ns it enters
         mntns = self.resolvers.handle(st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
-        proc = procs.start(list(spec.command), path, env, logf, mount_ns=str(mntns))
+        joins = self.cgroups.ensure(st.namespace, st.name, spec.limits)
+        argv = cgroups.wrap(joins, list(spec.command))
+        proc = procs.start(argv, path, env, logf, mount_ns=str(mntns))
         with self._lock:
             self._children[proc.pid] = proc
         st.pid, st.phase, st.start_time = proc.pid, "Running", st.start_time or now_rfc3339()
         self.save(st)
         log.info("pod %s/%s: %s on %s, pid %d", st.namespace, st.name, st.ip, st.host_if, proc.pid)
+
+    def _why_it_ended(self, st: PodState, code: int | None) -> None:
+        """OOMKilled when the pod's cgroup counted a new OOM kill, as the kubelet
+        reports it (exit code 137); else Completed or Error."""
+        usage = self.cgroups.usage(st.namespace, st.name)
+        if usage is not None and usage.oom_kills > st.oom_kills:
+            st.last_reason, st.oom_kills = "OOMKilled", usage.oom_kills
+            log.warning("pod %s/%s: OOMKilled (memory limit)", st.namespace, st.name)
+        else:
+            st.last_reason = "Completed" if code == 0 else "Error"
+        st.finished_at = now_rfc3339()
 
     def _exit_code(self, pid: int) -> int | None:
         with self._lock:
@@ -333,7 +351,7 @@ class PodManager:
         if ready == st.ready:
             return False
         log.info("pod %s/%s: %s", st.namespace, st.name, "Ready" if ready else "not Ready")
-        st.ready, st.probe_failures = ready, 0
+        st.ready, st.probe_failures, st.ready_time = ready, 0, now_rfc3339()
         self.save(st)
         return True
 
@@ -352,6 +370,8 @@ class PodManager:
         grace = spec.grace_s or 0
         now = time.time()
         if not st.terminating_since:
+            if st.ready:
+                st.ready_time = now_rfc3339()
             st.terminating_since, st.ready = now, False
             st.message = f"terminating (grace period {grace}s)"
             self.save(st)
@@ -460,6 +480,7 @@ class PodManager:
                 nsutil.remove(path)
             except OSError as exc:
                 log.error("pod %s/%s: cannot remove netns %s: %s", st.namespace, st.name, path, exc)
+        self.cgroups.remove(st.namespace, st.name)
         self._path(st.namespace, st.name).unlink(missing_ok=True)
         log.info("pod %s/%s removed (address %s released)", st.namespace, st.name, st.ip)
 
