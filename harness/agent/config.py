@@ -66,6 +66,9 @@ class AgentConfig(BaseModel):
     resync_s: float = Field(10.0, gt=0)  # periodic full reconcile (re-adds deleted objects)
     node_grace_s: float = Field(40.0, gt=0)  # a silent node's pods leave service endpoints
     allow_root_netns: bool = False  # refuse to program the host's own namespace unless set
+    # False: a pod process's exit is noticed at the next full pass only (the behaviour
+    # before supervise.py) — the negative control of its test and a benchmark baseline
+    pod_exit_watch: bool = True
 
     @field_validator("mesh", mode="before")
     @classmethod

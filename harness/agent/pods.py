@@ -8,9 +8,10 @@ address from the node subnet (the allocation lives in ``state_dir/pods/`` so a
 restart never reassigns it), and the pod's command
 (``containers[0].command + args``; ``sleep infinity`` if empty) started detached
 with its output in ``log_dir/pods/<ns>_<name>.log`` (procs.py) — so killing the
-agent leaves the pod running. ``restartPolicy`` (Always, the default; OnFailure;
-Never) decides whether an exited command is started again (on the next full
-pass, which doubles as a back-off) or reported as Succeeded/Failed.
+agent leaves the pod running. The agent learns of the command's exit at once
+(supervise.py: a pidfd per pod process) and ``restartPolicy`` (Always, the
+default; OnFailure; Never) decides whether it is started again — with the
+kubelet's CrashLoopBackOff — or reported as Succeeded/Failed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from harness.agent import dns, procs
+from harness.agent import dns, procs, supervise
 from harness.agent import netlink as nl
 from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import PodInterface
@@ -152,6 +153,8 @@ class PodManager:
         self.log_dir = cfg.log_dir / "pods"
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._ok: dict[tuple[str, str], str] = {}  # pods verified since the last full pass
+        self.exits = supervise.ExitWatcher()  # its on_exit wakes the agent's loop
+        self.backoff = supervise.CrashLoop()
 
     def prepare(self) -> None:
         for style in POD_INTERFACES.values():  # left by a mode of the other family
@@ -195,7 +198,7 @@ class PodManager:
         quick pass (on a watch event) only handles pods that are new or changed,
         so applying the 100th pod does not re-inspect the other 99.
         """
-        exited = self._reap()
+        exited = self._reap() | self.exits.take_exited()  # adopted ones too
         if full:
             self._ok.clear()
         states = self.load_all()
@@ -226,7 +229,8 @@ class PodManager:
                 used.add(st.ip)
                 self.save(st)  # the address is ours before any interface exists
             states[key] = st
-            if self._ok.get(key) == spec.uid and st.pid not in exited:
+            settled = st.pid not in exited and not self.backoff.waiting(key)
+            if self._ok.get(key) == spec.uid and settled:
                 continue
             try:
                 self._ensure(spec, st)
@@ -306,25 +310,28 @@ class PodManager:
         return procs.alive_in(pid, path)
 
     def _process(self, spec: PodSpec, st: PodState, path: str) -> None:
+        key = (st.namespace, st.name)
         if st.pid and self._running(st.pid, path):
+            self._watch(st.pid, path)  # ours or adopted: learn of its exit at once
             return
         if st.pid:  # it ran and is gone
-            code = self._exit_code(st.pid)
-            st.pid, st.exit_code, st.ready = 0, code, False
-            failed = code != 0  # unknown (exited while no agent watched) counts as failed
-            again = spec.restart_policy == "Always" or (
-                spec.restart_policy == "OnFailure" and failed
-            )
-            what = f"status {code}" if code is not None else "an unknown status (agent was down)"
-            if not again:
-                st.phase = "Failed" if failed else "Succeeded"
-                st.message = f"command exited with {what}"
-                self.save(st)
+            if not self._exited(spec, st, path):
                 return
-            st.restart_count += 1
-            st.message = f"restarted after the command exited with {what}"
-        elif st.phase != "Pending":
+        elif st.phase == "Running" and not self.backoff.waiting(key):
+            self.backoff.exited(key)  # it was waiting to restart when the agent restarted
+        elif st.phase != "Pending" and not self.backoff.waiting(key):
             return
+        if (wait := self.backoff.remaining(key)) > 0:
+            st.message = f"back-off {wait:.0f}s restarting failed container (CrashLoopBackOff)"
+            self.save(st)
+            self.exits.wake_in(wait)
+            return
+        if self.backoff.waiting(key):
+            self.backoff.restarted(key)
+            st.restart_count += 1
+            code = st.exit_code
+            what = f"status {code}" if code is not None else "an unknown status (agent was down)"
+            st.message = f"restarted after the command exited with {what}"
         env = {
             "POD_NAME": st.name,
             "POD_NAMESPACE": st.namespace,
@@ -337,9 +344,32 @@ class PodManager:
         dns.write_pod_files(files, st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
         proc = procs.start(dns.wrap_command(files, list(spec.command)), path, env, logf)
         self._children[proc.pid] = proc
+        self._watch(proc.pid)
         st.pid, st.phase, st.start_time = proc.pid, "Running", st.start_time or now_rfc3339()
         self.save(st)
         log.info("pod %s/%s: %s on %s, pid %d", st.namespace, st.name, st.ip, st.host_if, proc.pid)
+
+    def _watch(self, pid: int, path: str | None = None) -> None:
+        if self.cfg.pod_exit_watch:  # off: the exit is found by the next full pass
+            self.exits.watch(pid, path)
+
+    def _exited(self, spec: PodSpec, st: PodState, path: str) -> bool:
+        """The pod's command is gone: not Ready at once; its other processes go too (a
+        container's do, with its pid namespace); True when it is to be restarted."""
+        code = self._exit_code(st.pid)
+        st.pid, st.exit_code, st.ready = 0, code, False
+        failed = code != 0  # unknown (exited while no agent watched) counts as failed
+        again = spec.restart_policy == "Always" or (spec.restart_policy == "OnFailure" and failed)
+        what = f"status {code}" if code is not None else "an unknown status (agent was down)"
+        log.info("pod %s/%s: command exited with %s", st.namespace, st.name, what)
+        procs.stop_pids(procs.pids_in_netns(path), grace=0.0)
+        st.message = f"command exited with {what}"
+        if not again:
+            st.phase = "Failed" if failed else "Succeeded"
+            self.save(st)
+            return False
+        self.backoff.exited((st.namespace, st.name))
+        return True
 
     def _exit_code(self, pid: int) -> int | None:
         proc = self._children.pop(pid, None)
@@ -357,7 +387,7 @@ class PodManager:
         second, not every ``periodSeconds``), so one probe lost on a loaded node
         does not take a serving pod out of its Services.
         """
-        live = st.phase == "Running" and not spec.terminating
+        live = st.phase == "Running" and st.pid != 0 and not spec.terminating  # 0: back-off
         ready = live and (spec.readiness is None or procs.probe(spec.readiness, st.ip))
         if live and st.ready and not ready and spec.readiness is not None:
             st.probe_failures += 1
@@ -459,6 +489,7 @@ class PodManager:
             except OSError as exc:
                 log.error("pod %s/%s: cannot remove netns %s: %s", st.namespace, st.name, path, exc)
         self._path(st.namespace, st.name).unlink(missing_ok=True)
+        self.backoff.forget((st.namespace, st.name))
         log.info("pod %s/%s removed (address %s released)", st.namespace, st.name, st.ip)
 
 
