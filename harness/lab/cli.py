@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -37,9 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("exec", help="run a command inside a node's namespaces")
-    p.add_argument("node")
+    p = sub.add_parser("exec", help="run a command inside a node's namespaces, or a pod's")
+    p.add_argument("node", help="a node name, or pod/NAME (as kubectl exec)")
     p.add_argument("--lab", help="lab of the node (needed only if several labs have it)")
+    # kubectl's stream flags, also before the pod (`exec -it pod/x -- sh`); a node
+    # command always has the caller's stdin and terminal
+    p.add_argument("-i", "--stdin", action="store_true", help="pod: pass stdin to the command")
+    p.add_argument("-t", "--tty", action="store_true", help="pod: give the command a terminal")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- command and arguments")
     p.set_defaults(func=_exec)
 
@@ -130,7 +135,9 @@ def _show_up(result: UpResult) -> int:
 
 
 def _lab_name(arg: str | None) -> str:
+    """The lab podlab knows: a containerlab name (``K8s_Lab``) maps to its derived one."""
     from harness.lab import status
+    from harness.topology.load import derived_name
 
     if arg is None:
         return status.only_lab()
@@ -142,10 +149,10 @@ def _lab_name(arg: str | None) -> str:
             name = (yaml.safe_load(path.read_text()) or {}).get("name")
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not YAML: {exc}") from exc
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str | int) or isinstance(name, bool) or name == "":
             raise UserError(f"{path}: no lab `name:` in this file")
-        return name
-    return arg
+        return derived_name(str(name))
+    return derived_name(arg)
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -162,8 +169,9 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from harness.lab import status
+    from harness.topology.load import derived_name
 
-    data = status.lab_status(args.lab)
+    data = status.lab_status(derived_name(args.lab) if args.lab else None)
     if args.format == "json":
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
@@ -178,7 +186,8 @@ def _status(args: argparse.Namespace) -> int:
         for col in cols + (["accel", "kernel", "MiB"] if vm else []):
             table.add_column(col)
         for n in lab["nodes"]:
-            row = [n["node"], n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"]]
+            node = f"{n['node']} ({n['clab_name']})" if n.get("clab_name") else n["node"]
+            row = [node, n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"]]
             if vm:
                 accel = "TCG (emulated)" if n["emulated"] else str(n["accel"]).upper()
                 row += [accel, n["kernel"], str(n["memory_mb"])]
@@ -217,12 +226,32 @@ def _exec(args: argparse.Namespace) -> int:
         os.execv(ssh, ["ssh", *tty, "-F", str(ref.paths.ssh_config), ref.node, "--", *cmd])
     pid = ref.pid
     sys.stdout.flush()
+    sys.stderr.flush()
     nodeinit.enter_node(pid, cgroup.node_procs(ref.lab, ref.node))
-    try:
-        os.execvp(cmd[0], cmd)
-    except OSError as exc:
-        raise UserError(f"{cmd[0]}: {exc.strerror}") from exc
-    return 127  # not reached
+    return run_in_node(cmd)
+
+
+def run_in_node(cmd: list[str]) -> int:
+    """Fork into the node's PID namespace (entered by ``enter_node``), run ``cmd`` there
+    and return its exit status (128 + N when signal N ended it, as a shell reports).
+
+    The child keeps the terminal and stdin; this process only waits, ignoring the
+    terminal's SIGINT/SIGQUIT (the command gets them) and passing SIGTERM/SIGHUP on.
+    """
+    child = os.fork()
+    if child == 0:  # pragma: no cover - forked child, in the node's pid namespace
+        try:
+            os.execvp(cmd[0], cmd)
+        except OSError as exc:
+            os.write(2, f"podlab exec: {cmd[0]}: {exc.strerror}\n".encode())
+            os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
 
 
 def _ssh(args: argparse.Namespace) -> int:
