@@ -83,6 +83,9 @@ class AgentConfig(BaseModel):
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     cni_cache_dir: Path = Path("/var/lib/cni")
     pod_workers: int = Field(16, ge=1, le=256)  # pods set up (or removed) at once
+    # False: a pod process's exit is noticed at the next full pass only (the behaviour
+    # before supervise.py) — the negative control of its test and a benchmark baseline
+    pod_exit_watch: bool = True
 
     @field_validator("mesh", mode="before")
     @classmethod

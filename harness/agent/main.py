@@ -83,6 +83,12 @@ class Cache:
             self.changed = True
         self.dirty.set()
 
+    def poke(self) -> None:
+        """Reconcile this domain although nothing in etcd changed (a pod process exited)."""
+        with self.lock:
+            self.changed = True
+        self.dirty.set()
+
     def values(self) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.items.values())
@@ -209,6 +215,7 @@ class Agent:
         )
         self.podmgr.prepare()  # also the CNI plugin, its conflists and its server
         self.capacity = metrics.capacity(cfg.capacity)
+        self.podmgr.exits.on_exit = self.pods.poke  # a pod process exited: a quick pass now
         self.heartbeat()
         prefix = cluster_prefix(cfg.cluster)
         watched: list[tuple[str, Cache]] = [("subnets/", self.subnets), ("pods/", self.pods)]
