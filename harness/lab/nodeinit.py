@@ -5,7 +5,9 @@ uts and PID namespaces, makes its mounts private, drops every namespace handle
 and ``/run`` sub-mount it inherited (so a node never pins another lab's netns),
 sets the hostname, mounts a private tmpfs on ``/run`` and bind-mounts the
 node's own ``/etc/podlab``, ``/var/lib/podlab``, ``/var/log/podlab``,
-``/opt/podlab`` and ``/etc/hostname`` from the lab directory (in the node's
+``/opt/podlab``, the CNI directories (``/opt/cni``, ``/etc/cni``,
+``/var/lib/cni``), podman's (``/etc/containers``, ``/var/lib/containers``) and
+``/etc/hostname`` from the lab directory (in the node's
 mount namespace only: the host's files are never written). It then forks the
 holder, PID 1 of the node's PID namespace, which mounts the node's own
 ``/proc`` and becomes ``podlab-init`` (``pid1.py``: it reaps the node's
@@ -37,6 +39,13 @@ PRIVATE_DIRS = {
     "/var/lib/podlab": "lib",
     "/var/log/podlab": "log",
     "/opt/podlab": "opt",
+    # CNI: plugins, network configs and libcni's result cache are per node (docs/cni.md)
+    "/opt/cni": "opt-cni",
+    "/etc/cni": "etc-cni",
+    "/var/lib/cni": "lib-cni",
+    # podman's configuration and storage, for a container runtime on the node
+    "/etc/containers": "etc-containers",
+    "/var/lib/containers": "lib-containers",
 }
 RUN_DIRS = ("/run/sshd", "/run/podlab", "/run/lock")
 # What a node holder unshares. CLONE_NEWPID applies to the holder's children: the
