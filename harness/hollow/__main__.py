@@ -11,16 +11,22 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from harness.hollow.model import MODES, HollowConfig, HollowError
 from harness.hollow.runner import serve
 
 
-def parse(argv: list[str] | None) -> HollowConfig:
+def parse(argv: list[str] | None) -> tuple[Path | None, HollowConfig]:
     p = argparse.ArgumentParser(prog="python -m harness.hollow", description=__doc__)
     p.add_argument("--cluster", required=True)
     p.add_argument("--etcd", required=True, action="append", help="etcd endpoint (repeatable)")
-    p.add_argument("--nodes", type=int, required=True)
+    p.add_argument("--nodes", type=int, help="how many (or the count in --nodes-file)")
+    p.add_argument(
+        "--nodes-file",
+        type=Path,
+        help="a file holding the count, re-read every second: write it to resize",
+    )
     p.add_argument("--underlay-ip", required=True, help="the runner host's underlay address")
     p.add_argument("--pod-cidr", default="10.244.0.0/16")
     p.add_argument("--node-prefix", type=int, default=24)
@@ -32,10 +38,18 @@ def parse(argv: list[str] | None) -> HollowConfig:
     p.add_argument("--running-s", type=float, default=0.0, help="stage delay Pending→Running")
     p.add_argument("--delete-s", type=float, default=0.0, help="stage delay for a delete")
     a = p.parse_args(argv)
-    return HollowConfig(
+    nodes = a.nodes
+    if a.nodes_file is not None:
+        try:
+            nodes = int(a.nodes_file.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise HollowError(f"--nodes-file {a.nodes_file}: no count in it ({exc})") from exc
+    if nodes is None:
+        raise HollowError("give --nodes N or --nodes-file PATH")
+    return a.nodes_file, HollowConfig(
         cluster=a.cluster,
         etcd_endpoints=a.etcd,
-        nodes=a.nodes,
+        nodes=nodes,
         underlay_ip=a.underlay_ip,
         pod_cidr=a.pod_cidr,
         node_prefix=a.node_prefix,
@@ -54,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        cfg = parse(argv)
+        nodes_file, cfg = parse(argv)
         cfg.check()
     except (HollowError, ValueError) as exc:
         print(f"podlab hollow: {exc}", file=sys.stderr)
         return 2
-    serve(cfg)
+    serve(cfg, nodes_file)
     return 0
 
 

@@ -71,9 +71,9 @@ class HollowConfig:
         """The agent's period: lease_ttl_s / 4, at least 1 s."""
         return max(1.0, self.lease_ttl_s / 4)
 
-    def names(self) -> list[str]:
-        width = max(3, len(str(self.nodes)))
-        return [f"{self.prefix}-{i:0{width}d}" for i in range(self.nodes)]
+    def names(self, count: int | None = None) -> list[str]:
+        """``<prefix>-0000`` … : fixed width, so a resize keeps every name it keeps."""
+        return [f"{self.prefix}-{i:04d}" for i in range(self.nodes if count is None else count)]
 
     def backend(self, node: str) -> dict[str, Any]:
         if self.mode == "vxlan":

@@ -21,15 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
 import random
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
-from harness.hollow.model import HollowConfig, HollowNode, node_record, now_rfc3339, pod_status
+from harness.hollow.model import (
+    HollowConfig,
+    HollowError,
+    HollowNode,
+    node_record,
+    now_rfc3339,
+    pod_status,
+)
 from harness.hollow.model import subnet_record as make_subnet_record
 from harness.store import KV, Event, Store, StoreError
 from harness.store.keys import (
@@ -49,9 +58,13 @@ PodKey = tuple[str, str]
 class Runner:
     """``await Runner(cfg).run(stop)`` until ``stop`` is set."""
 
-    def __init__(self, cfg: HollowConfig, store: Store | None = None) -> None:
+    def __init__(
+        self, cfg: HollowConfig, store: Store | None = None, nodes_file: Path | None = None
+    ) -> None:
         cfg.check()
         self.cfg = cfg
+        self.nodes_file = nodes_file  # the wanted count; re-read every second (resize)
+        self.lives: dict[str, asyncio.Task[None]] = {}
         self.store = store or Store(cfg.etcd_endpoints)
         self.nodes = {n: HollowNode(n) for n in cfg.names()}
         self.pods: dict[PodKey, dict[str, Any]] = {}  # our nodes' pods as last seen
@@ -211,25 +224,76 @@ class Runner:
             target=self.store.watch_prefix, args=(prefix, events, reset, wstop), daemon=True
         )
         self.before = await self.call(self.previous_subnets)
-        started: asyncio.Queue[str] = asyncio.Queue()
-        lives = [asyncio.create_task(self.keep(n, started)) for n in self.nodes.values()]
         try:
-            for _ in lives:  # fail fast if a node cannot lease (e.g. CIDR exhausted)
-                done = asyncio.create_task(started.get())
-                await asyncio.wait([done, *lives], return_when=asyncio.FIRST_COMPLETED)
-                for t in lives:
-                    if t.done() and t.exception() is not None:
-                        raise t.exception()  # type: ignore[misc]
-                await done
+            await self.start(list(self.nodes.values()))
             self.ready.set()
             watcher.start()
-            log.info("%d hollow nodes up (heartbeat %g s)", len(lives), self.cfg.heartbeat_s)
-            await stop.wait()
+            log.info("%d hollow nodes up (heartbeat %g s)", len(self.nodes), self.cfg.heartbeat_s)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                want = self.wanted()
+                if want is not None and want != len(self.nodes) and not stop.is_set():
+                    await self.resize(want)
         finally:
             wstop.set()
-            for t in [*lives, *self.tasks.values()]:
+            for t in [*self.lives.values(), *self.tasks.values()]:
                 t.cancel()
             await self.release()
+
+    async def start(self, nodes: list[HollowNode]) -> None:
+        """Start ``nodes``' lives; return once all registered, failing fast on an error."""
+        started: asyncio.Queue[str] = asyncio.Queue()
+        lives = [asyncio.create_task(self.keep(n, started)) for n in nodes]
+        self.lives.update(zip((n.name for n in nodes), lives, strict=True))
+        for _ in lives:  # fail fast if a node cannot lease (e.g. CIDR exhausted)
+            done = asyncio.create_task(started.get())
+            await asyncio.wait([done, *lives], return_when=asyncio.FIRST_COMPLETED)
+            for t in lives:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    done.cancel()
+                    raise t.exception()  # type: ignore[misc]
+            await done
+
+    def wanted(self) -> int | None:
+        """The count in ``nodes_file`` (None: no file, or not a count: keep the size)."""
+        if self.nodes_file is None:
+            return None
+        try:
+            return int(self.nodes_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    async def resize(self, want: int) -> None:
+        """Grow (new nodes ``<prefix>-<k>`` …) or shrink (the highest first, leases
+        revoked, their pods' statuses deleted); the nodes kept are not touched."""
+        try:
+            dataclasses.replace(self.cfg, nodes=want).check()
+        except HollowError as exc:
+            log.error("resize refused: %s", exc)
+            return
+        have = len(self.nodes)
+        if want > have:
+            new = [HollowNode(n) for n in self.cfg.names(want)[have:]]
+            self.nodes.update((n.name, n) for n in new)
+            await self.start(new)
+            kvs, _ = await self.call(self.store.get_prefix, pod_prefix(self.cfg.cluster))
+            self.on_pods(kvs, None)  # pods already scheduled to the new names
+        for name in self.cfg.names(have)[want:]:
+            await self.drop(self.nodes.pop(name))
+        log.info("resized from %d to %d hollow nodes", have, want)
+
+    async def drop(self, node: HollowNode) -> None:
+        if (task := self.lives.pop(node.name, None)) is not None:
+            task.cancel()
+        with contextlib.suppress(StoreError):
+            await self.call(self.store.revoke, node.lease_id)
+        for key in list(node.pod_ips):
+            self.pods.pop(key, None)
+            if (t := self.tasks.pop(key, None)) is not None:
+                t.cancel()
+            with contextlib.suppress(StoreError):
+                await self.gone(key)
 
     async def release(self) -> None:
         """Revoke every lease (records and subnets vanish) and drop our pods' statuses."""
@@ -275,7 +339,7 @@ def _deleting(pod: dict[str, Any]) -> bool:
     return bool(pod.get("metadata", {}).get("deletionTimestamp"))
 
 
-def serve(cfg: HollowConfig) -> None:
+def serve(cfg: HollowConfig, nodes_file: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT, then release every node (the supervised process)."""
 
     async def main() -> None:
@@ -283,6 +347,6 @@ def serve(cfg: HollowConfig) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Runner(cfg).run(stop)
+        await Runner(cfg, nodes_file=nodes_file).run(stop)
 
     asyncio.run(main())

@@ -39,11 +39,12 @@ VIP = "10.96.0.30"
 ECHO = ["python", "-m", "harness.workloads.echo", "--tcp", "8080"]
 
 
-def start_runner(lab: AgentLab, log: Path) -> subprocess.Popen[bytes]:
+def start_runner(lab: AgentLab, log: Path, count: Path | None = None) -> subprocess.Popen[bytes]:
     host = lab.nodes[2]
+    size = ["--nodes-file", str(count)] if count else ["--nodes", str(HOLLOW)]
     argv = [
         *("nsenter", f"--net=/run/netns/{host.ns}", PYTHON, "-m", "harness.hollow"),
-        *("--cluster", "t1", "--etcd", f"http://{ETCD_IP}:2379", "--nodes", str(HOLLOW)),
+        *("--cluster", "t1", "--etcd", f"http://{ETCD_IP}:2379", *size),
         *("--underlay-ip", host.ip, "--mode", "vxlan", "--lease-ttl", "4"),
         *("--pending-s", "0.2", "--running-s", "0.3"),
     ]
@@ -192,7 +193,9 @@ def test_hollow_nodes_load_real_agents_and_die_like_nodes(hollow_lab, tmp_path) 
         t_routes = time.monotonic() - t0
 
         # restart: same nodes, same pod IPs, endpoints back
-        runners.append(start_runner(lab, log))
+        count = tmp_path / "count"
+        count.write_text(f"{HOLLOW}\n")
+        runners.append(start_runner(lab, log, count))
         wait_for(
             "hollow endpoints back",
             lambda: has(endpoints(lab), ips["web-h0"]) and has(endpoints(lab), ips["web-h1"]),
@@ -202,6 +205,15 @@ def test_hollow_nodes_load_real_agents_and_die_like_nodes(hollow_lab, tmp_path) 
         back = hollow_nodes(lab)
         cidrs = lambda recs: [recs[n]["podCIDR"] for n in names[:2]]  # noqa: E731
         assert cidrs(back) == cidrs(nodes), "nodes with pods take their subnets back"
+
+        # resize through the count file: nodes kept are untouched, the surplus released
+        count.write_text("6\n")
+        wait_for("6 hollow nodes", lambda: len(hollow_nodes(lab)) == 6, timeout=30)
+        assert cidrs(hollow_nodes(lab)) == cidrs(nodes), "a grow leaves the kept nodes alone"
+        count.write_text("2\n")
+        wait_for("2 hollow nodes", lambda: sorted(hollow_nodes(lab)) == names[:2], timeout=30)
+        assert has(endpoints(lab), ips["web-h0"]) and has(endpoints(lab), ips["web-h1"])
+        assert ready_ip(lab, "web-h1") == ips["web-h1"]
 
         # SIGTERM (podlab hollow --nodes 0): every lease revoked, statuses gone
         runners[1].send_signal(signal.SIGTERM)
