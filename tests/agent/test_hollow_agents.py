@@ -215,6 +215,18 @@ def test_hollow_nodes_load_real_agents_and_die_like_nodes(hollow_lab, tmp_path) 
         assert has(endpoints(lab), ips["web-h0"]) and has(endpoints(lab), ips["web-h1"])
         assert ready_ip(lab, "web-h1") == ips["web-h1"]
 
+        # a graceful delete (what `podlab delete` writes): the delete stage removes the
+        # status, then the object; the endpoint goes
+        kv = lab.store.get(pod_key("t1", "default", "web-h1"))
+        assert kv is not None
+        obj = kv.json()
+        obj["metadata"] |= {"deletionTimestamp": "2026-01-01T00:00:00Z"}
+        obj["metadata"] |= {"deletionGracePeriodSeconds": 30}
+        lab.store.put(kv.key, json.dumps(obj))
+        wait_for("web-h1 deleted", lambda: lab.store.get(kv.key) is None, timeout=15)
+        assert lab.pod_status("web-h1") is None
+        wait_for("web-h1 leaves the proxy", lambda: not has(endpoints(lab), ips["web-h1"]), 15)
+
         # SIGTERM (podlab hollow --nodes 0): every lease revoked, statuses gone
         runners[1].send_signal(signal.SIGTERM)
         assert runners[1].wait(timeout=30) == 0
