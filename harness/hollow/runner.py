@@ -71,6 +71,10 @@ class Runner:
         self.tasks: dict[PodKey, asyncio.Task[None]] = {}
         self.ready = asyncio.Event()  # every node leased and registered
         self.before: dict[str, ipaddress.IPv4Network] = {}  # subnets of a previous run
+        self.list_lock = asyncio.Lock()
+        self.listing: list[KV] | None = None  # subnets/ as last listed (see subnets())
+        self.list_gen = 0
+        self.picked: set[str] = set()  # subnet keys our nodes claimed or tried
 
     def previous_subnets(self) -> dict[str, ipaddress.IPv4Network]:
         """Each node's subnet in a previous run, read off its pods' statuses (the agent
@@ -91,13 +95,24 @@ class Runner:
         return await asyncio.to_thread(fn, *args)
 
     # -- nodes ----------------------------------------------------------------------
+    async def subnets(self, seen: int) -> tuple[int, list[KV]]:
+        """The subnet leases, listed once for all the nodes leasing together: a caller
+        that saw listing ``seen`` fail gets a fresh one, unless another already made it
+        (listing per node made starting N nodes quadratic)."""
+        async with self.list_lock:
+            if self.listing is None or self.list_gen == seen:
+                kvs, _ = await self.call(self.store.get_prefix, subnets_prefix(self.cfg.cluster))
+                self.listing, self.list_gen = kvs, self.list_gen + 1
+            return self.list_gen, self.listing
+
     async def lease(self, node: HollowNode) -> None:
         """Claim a subnet the agent's way: reclaim one naming us, else create a free one."""
         cfg, st = self.cfg, self.store
         node.lease_id = await self.call(st.grant, cfg.lease_ttl_s)
         cands = list(ipaddress.IPv4Network(cfg.pod_cidr).subnets(new_prefix=cfg.node_prefix))[1:]
+        seen = -1
         for _ in range(50):
-            kvs, _rev = await self.call(st.get_prefix, subnets_prefix(cfg.cluster))
+            seen, kvs = await self.subnets(seen)
             recs = {kv.key: _obj(kv) for kv in kvs}
             mine = [kv for kv in kvs if recs[kv.key].get("node") == node.name]
             if mine:
@@ -108,14 +123,19 @@ class Runner:
                 ):
                     return
                 continue
-            free = [s for s in cands if subnet_key(cfg.cluster, str(s)) not in recs]
+            # the node's own earlier subnet (an expired lease) stays a candidate
+            prev = node.subnet or self.before.get(node.name)
+            own = {subnet_key(cfg.cluster, str(prev))} if prev else set()
+            taken = recs.keys() | (self.picked - own)
+            free = [s for s in cands if subnet_key(cfg.cluster, str(s)) not in taken]
             if not free:
                 raise StoreError(f"pod CIDR {cfg.pod_cidr} has no free /{cfg.node_prefix} left")
-            prev = self.before.get(node.name)
             # the previous subnet if free, else a random free one (spreads contention)
-            want = prev if prev in free else random.choice(free[:64])
+            want = prev if prev in free else random.choice(free)
+            key = subnet_key(cfg.cluster, str(want))
+            self.picked.add(key)  # before the await: our other nodes skip it
             rec = json.dumps(make_subnet_record(cfg, node.name, want))
-            if await self.call(st.create, subnet_key(cfg.cluster, str(want)), rec, node.lease_id):
+            if await self.call(st.create, key, rec, node.lease_id):
                 node.subnet = want
                 return
         raise StoreError(f"{node.name}: gave up leasing a subnet after 50 contended attempts")
