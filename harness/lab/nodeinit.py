@@ -85,7 +85,13 @@ def spawn_node(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -
     return finish_node(start_node(lab, node, node_dir, cgroup_procs))
 
 
-def start_node(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> Pending:
+def start_node(
+    lab: str,
+    node: str,
+    node_dir: Path,
+    cgroup_procs: Path | None,
+    binds: tuple[tuple[str, str, bool], ...] = (),
+) -> Pending:
     """Fork the set-up child of one node and return at once.
 
     Starting every node before waiting for any lets the kernel overlap their
@@ -100,7 +106,7 @@ def start_node(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -
     if child == 0:  # pragma: no cover - runs in the forked child
         os.close(rfd)
         try:
-            holder = _child(lab, node, node_dir, cgroup_procs)
+            holder = _child(lab, node, node_dir, cgroup_procs, binds)
             os.write(wfd, f"OK {holder}".encode())
             os._exit(0)
         except BaseException as exc:
@@ -126,7 +132,13 @@ def finish_node(pending: Pending) -> Holder:
     return Holder(pid, start, net, mnt)
 
 
-def _child(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> int:
+def _child(
+    lab: str,
+    node: str,
+    node_dir: Path,
+    cgroup_procs: Path | None,
+    binds: tuple[tuple[str, str, bool], ...] = (),
+) -> int:
     """Namespace set-up inside the forked child; returns the holder's pid."""
     os.setsid()
     if cgroup_procs is not None:
@@ -144,6 +156,8 @@ def _child(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> in
         hostname = node_dir / "hostname"
         hostname.write_text(f"{node}\n")
         sysns.mount(str(hostname), "/etc/hostname", None, sysns.MS_BIND)
+    for src, dst, read_only in binds:  # containerlab's binds: below private dirs only
+        _bind(src, dst, read_only)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     holder = os.fork()
     if holder == 0:  # PID 1 of the node's new PID namespace
@@ -155,6 +169,23 @@ def _child(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> in
     if answer != "M":
         raise OSError(f"init of {node} failed: {answer[1:] or 'it died before mounting /proc'}")
     return holder
+
+
+def _bind(src: str, dst: str, read_only: bool) -> None:
+    """Bind ``src`` onto ``dst`` in this (the node's) mount namespace.
+
+    ``dst`` lies below a private directory or the private /run (checked by the
+    loader), so the mountpoint created here is in the lab directory or a tmpfs.
+    """
+    if os.path.isdir(src):
+        os.makedirs(dst, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        Path(dst).touch(exist_ok=True)
+    sysns.mount(src, dst, None, sysns.MS_BIND)
+    if read_only:
+        flags = sysns.MS_BIND | sysns.MS_REMOUNT | sysns.MS_RDONLY
+        sysns.mount("none", dst, None, flags)
 
 
 def _become_init(lab: str, node: str, ready: int) -> None:  # pragma: no cover - forked child
