@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "harness.report.cli",
     "harness.conformance.cli",
     "harness.conformance.cni.cli",
+    "harness.hollow.cli",
 )
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)

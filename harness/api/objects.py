@@ -98,6 +98,7 @@ class NodeRecord(BaseModel):
     mode: str | None = None
     heartbeat: float | str | None = None
     creationTimestamp: str | None = None
+    hollow: bool = False  # a hollow node (harness/hollow/): etcd records only, no kernel
 
 
 @dataclass(frozen=True)

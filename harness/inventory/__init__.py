@@ -47,6 +47,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_mode": cl.mode,
                 "podlab_encryption": cl.encryption,
                 "podlab_proxy_mode": cl.proxy_mode,
+                "podlab_hollow_nodes": cl.hollow_nodes,
                 "podlab_ipvs_scheduler": cp.label("podlab.ipvs-scheduler", "rr"),
                 "podlab_etcd_endpoints": [f"http://{cp_ip}:{ETCD_CLIENT_PORT}"],
                 "podlab_etcd_client_endpoint": f"http://{cp.mgmt.ip}:{ETCD_CLIENT_PORT}",
