@@ -44,6 +44,7 @@ from harness.exec import run
 log = logging.getLogger("podlab.bird")
 
 ASN = 64512
+RTPROT_BIRD = 12  # rtm_protocol of the routes BIRD exports to the kernel ("proto bird")
 #: keepalive / hold / connect-retry seconds: short enough that a test sees a session
 #: come up or a stopped peer disappear within a few seconds.
 KEEPALIVE_S, HOLD_S, CONNECT_RETRY_S = 1, 3, 1

@@ -62,13 +62,30 @@ class AgentConfig(BaseModel):
     log_dir: Path = Path("/var/log/podlab")
     # Optional knobs (not rendered by Ansible today; defaults suit a lab):
     netns_dir: Path = Path("/run/netns")  # where pod netns are bind-mounted (ip netns' dir)
+    # WireGuard interface name; default wg-<8 hex of sha256(node)>. Test labs whose nodes
+    # share the host's /var/run/wireguard (wireguard-go's sockets) set a unique one.
+    wireguard_interface: str = Field("", max_length=15, pattern=r"^$|^[A-Za-z0-9_.-]+$")
     lease_ttl_s: int = Field(60, ge=3)  # etcd lease TTL for the node record + subnet lease
     resync_s: float = Field(10.0, gt=0)  # periodic full reconcile (re-adds deleted objects)
     node_grace_s: float = Field(40.0, gt=0)  # a silent node's pods leave service endpoints
     allow_root_netns: bool = False  # refuse to program the host's own namespace unless set
+    # the node's capacity for the scheduler (cpu, memory, pods); default: what the host has
+    capacity: dict[str, str] = Field(default_factory=dict)
+    metrics_interval_s: float = Field(2.0, gt=0)  # pods' CPU/memory → nodemetrics/<node>
     # BIRD's control socket: BIRD's own default, so `birdc` works on a node with no
     # flags (/run is node-private on netns nodes); tests sharing /run give each agent one
     bird_socket: Path = Path("/run/bird/bird.ctl")
+    # CNI (docs/cni.md): where plugins are found (the agent links podlab-cni into the
+    # first), where it writes the conflist other runtimes read, libcni's result cache
+    cni_bin_dirs: list[Path] = Field(
+        default_factory=lambda: [Path("/opt/cni/bin"), Path("/usr/lib/cni")], min_length=1
+    )
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    cni_cache_dir: Path = Path("/var/lib/cni")
+    pod_workers: int = Field(16, ge=1, le=256)  # pods set up (or removed) at once
+    # False: a pod process's exit is noticed at the next full pass only (the behaviour
+    # before supervise.py) — the negative control of its test and a benchmark baseline
+    pod_exit_watch: bool = True
 
     @field_validator("mesh", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """``podlab-agent``: one node's flanneld + CNI bridge plugin, driven by etcd.
 
-Start-up: load agent.yaml, lease the node's subnet, set up the mode's devices,
+Start-up: load agent.yaml, lease the node's subnet, remove what another mode made
+here (``retire.py``: the node may have been switched), set up the mode's devices,
 write subnet.env, load the masquerade ruleset, register the node record, then
 watch ``subnets/`` (peers) and ``pods/`` and reconcile on every change and every
 ``resync_s`` seconds (which re-adds anything someone deleted). SIGTERM exits
@@ -29,9 +30,8 @@ from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness import __version__
-from harness.agent import leases, nft
+from harness.agent import leases, metrics, nft, retire
 from harness.agent import netlink as nl
-from harness.agent.bird import Bird
 from harness.agent.config import DEFAULT_PATH, AgentConfig, ConfigError, load
 from harness.agent.datapath import registry
 from harness.agent.datapath.base import Peer
@@ -80,6 +80,12 @@ class Cache:
                     self.items.pop(ev.kv.key, None)
                 else:
                     self.items[ev.kv.key] = obj
+            self.changed = True
+        self.dirty.set()
+
+    def poke(self) -> None:
+        """Reconcile this domain although nothing in etcd changed (a pod process exited)."""
+        with self.lock:
             self.changed = True
         self.dirty.set()
 
@@ -165,6 +171,8 @@ class Agent:
         self.problems: list[str] = []
         self._written: dict[str, str] = {}
         self.pod_states: dict[tuple[str, str], PodState] = {}
+        self._desired: dict[tuple[str, str], PodSpec] = {}
+        self._status_lock = threading.Lock()  # statuses are written by pod workers too
         self.unready = False
         self.terminating = False  # pods in a graceful stop: the loop polls them
         self.exit_code = 0
@@ -185,17 +193,29 @@ class Agent:
             log.info("encryption %s between nodes for pod traffic", cfg.encryption)
         wait_ready(self.store, timeout=60)
         self.lease = leases.acquire(self.store, cfg, self.dp.backend_data())
-        if cfg.mode != "bgp":  # a BIRD left by an earlier bgp deploy still announces routes
-            Bird(cfg.run_dir, sock=cfg.bird_socket).stop()
+        # what an earlier mode or encryption setting made here and this one does not own
+        # (a flannel.1 under bgp, a BIRD still announcing, a wireguard-go, cni0 ...)
+        retire.retire(
+            self.ipr,
+            retire.leftovers(cfg),
+            f"not owned by mode {cfg.mode} with encryption {cfg.encryption}",
+        )
         self.dp.setup(self.lease.subnet)
         env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
         log.info("subnet %s, wrote %s", self.lease.subnet, env)
         nl.set_sysctl("net/ipv4/ip_forward", "1")  # this node's namespace only
         nft.apply(self._node_ruleset())
         self.podmgr = PodManager(
-            cfg, self.ipr, self.lease.subnet, self.dp.mtu(), self.dp.pod_interface
+            cfg,
+            self.ipr,
+            self.lease.subnet,
+            self.dp.mtu(),
+            self.dp.pod_interface,
+            on_ready=self._publish,
         )
-        self.podmgr.prepare()
+        self.podmgr.prepare()  # also the CNI plugin, its conflists and its server
+        self.capacity = metrics.capacity(cfg.capacity)
+        self.podmgr.exits.on_exit = self.pods.poke  # a pod process exited: a quick pass now
         self.heartbeat()
         prefix = cluster_prefix(cfg.cluster)
         watched: list[tuple[str, Cache]] = [("subnets/", self.subnets), ("pods/", self.pods)]
@@ -223,6 +243,19 @@ class Agent:
             ),
         )
         self.services.start(self.stop)
+        # pods' CPU and memory for the autoscaler and `podlab top` (harness/agent/metrics.py)
+        publisher = metrics.Publisher(
+            self.store,
+            cfg.cluster,
+            cfg.node,
+            self.podmgr.cgroups,
+            lambda: list(self.pod_states),
+            lambda: self.lease.lease_id,
+            cfg.metrics_interval_s,
+        )
+        threading.Thread(
+            target=publisher.run, args=(self.stop,), name="metrics", daemon=True
+        ).start()
 
     def heartbeat(self) -> None:
         """Renew the lease and refresh the node record (its heartbeat is --check's proof)."""
@@ -246,10 +279,20 @@ class Agent:
             "mtu": self.dp.mtu(),
             "backend": self.dp.backend_data(),
             "agentVersion": __version__,
+            "capacity": self.capacity,  # the scheduler fits pods' requests into these
+            "allocatable": self.capacity,
+            "cgroups": self.podmgr.cgroups.driver,
             "heartbeat": now_rfc3339(),
             "problems": self.problems,
         }
-        self.store.put_json(node_key(self.cfg.cluster, self.cfg.node), record, self.lease.lease_id)
+        try:
+            self.store.put_json(
+                node_key(self.cfg.cluster, self.cfg.node), record, self.lease.lease_id
+            )
+        except StoreError as exc:
+            self.podmgr.cni.write_health(etcd_ok=False, error=str(exc))
+            raise
+        self.podmgr.cni.write_health(etcd_ok=True)
 
     def reconcile(self, datapath: bool = True, pods: bool = True, full: bool = True) -> None:
         """One pass over the datapath peers and/or the pods and their status records."""
@@ -313,7 +356,7 @@ class Agent:
         return desired
 
     def _sync_pods(self, full: bool) -> None:
-        desired = self._desired_pods()
+        desired = self._desired = self._desired_pods()
         self.pod_states = self.podmgr.sync(desired, full)
         terminating = {k: s for k, s in desired.items() if s.terminating}
         for ref, spec in terminating.items():
@@ -353,8 +396,16 @@ class Agent:
                 self.podmgr.check_ready(spec, st)
             # not Ready yet, or failing probes: look again soon (the loop's 0.2 s)
             self.unready |= st.phase == "Running" and (not st.ready or st.probe_failures > 0)
-            skey = podstatus_key(self.cfg.cluster, *key)
-            value = _dumps(status_json(st, str(self.cfg.underlay_address), spec.container))
+            self._publish(key, st)
+
+    def _publish(self, key: tuple[str, str], st: PodState) -> None:
+        """Write a pod's status if it changed (pod workers call this the moment a pod is
+        up, so the first pods of a burst are not held back by the last)."""
+        spec = self._desired.get(key)
+        container = spec.container if spec is not None else "main"
+        skey = podstatus_key(self.cfg.cluster, *key)
+        value = _dumps(status_json(st, str(self.cfg.underlay_address), container))
+        with self._status_lock:
             if self._written.get(skey) != value:
                 self.store.put(skey, value)
                 self._written[skey] = value
@@ -394,6 +445,7 @@ class Agent:
                 next_resync = 0.0
                 self.stop.wait(1.0)
         self.dp.close()
+        self.podmgr.close()
         log.info("stopped; pods, routes and devices left in place")
 
 

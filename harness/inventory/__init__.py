@@ -36,7 +36,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
     children: dict[str, Any] = {}
     for cl in plan.clusters.values():
         cp = plan.nodes[cl.control_plane]
-        cp_ip = cp.underlay.address.ip if cp.underlay else cp.mgmt.ip
+        cp_ip = cp.underlay.address.ip if cp.underlay and cp.underlay.address else cp.mgmt.ip
         children[cl.name] = {
             "vars": {
                 "podlab_cluster": cl.name,
@@ -47,6 +47,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_mode": cl.mode,
                 "podlab_encryption": cl.encryption,
                 "podlab_proxy_mode": cl.proxy_mode,
+                "podlab_hollow_nodes": cl.hollow_nodes,
                 "podlab_ipvs_scheduler": cp.label("podlab.ipvs-scheduler", "rr"),
                 "podlab_etcd_endpoints": [f"http://{cp_ip}:{ETCD_CLIENT_PORT}"],
                 "podlab_etcd_client_endpoint": f"http://{cp.mgmt.ip}:{ETCD_CLIENT_PORT}",
@@ -82,7 +83,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
 
 def _export_endpoint(plan: LabPlan, cluster: str) -> str:
     cp = plan.nodes[plan.clusters[cluster].control_plane]
-    ip = cp.underlay.address.ip if cp.underlay else cp.mgmt.ip
+    ip = cp.underlay.address.ip if cp.underlay and cp.underlay.address else cp.mgmt.ip
     return f"https://{ip}:{MESH_EXPORT_PORT}"
 
 
@@ -112,7 +113,7 @@ def host_vars(node: NodePlan) -> dict[str, Any]:
         "podlab_mgmt_address": str(node.mgmt.ip),
         "podlab_route_reflector": node.route_reflector,
     }
-    if node.underlay:
+    if node.underlay and node.underlay.address:
         out.update(
             podlab_underlay_interface=node.underlay.name,
             podlab_underlay_address=str(node.underlay.address.ip),

@@ -40,7 +40,10 @@ CLUSTER_LABELS = (
     "podlab.node-prefix",
     "podlab.ipvs-scheduler",
     "podlab.mesh",
+    "podlab.hollow-nodes",  # hollow nodes of the cluster (docs/hollow.md)
 )
+HOLLOW_MODES = ("vxlan", "host-gw")  # the modes whose peer data a hollow node publishes
+MAX_HOLLOW = 65535
 KNOWN_LABELS = NODE_LABELS + CLUSTER_LABELS
 CLUSTER_ROLES = ("control-plane", "worker")
 
@@ -52,23 +55,26 @@ def node_role(node: NodeSpec, topo: Topology, c: Collector) -> str:
             near = difflib.get_close_matches(key, KNOWN_LABELS, n=1)
             hint = f"did you mean {near[0]}?" if near else f"known: {', '.join(KNOWN_LABELS)}"
             c.add(
-                f"node {node.name} label {key}", "unknown podlab label", hint, node.label_line(key)
+                f"node {node.shown} label {key}", "unknown podlab label", hint, node.label_line(key)
             )
     role = node.labels.get("podlab.role")
     cluster = node.labels.get("podlab.cluster")
+    if topo.plain:
+        return "host"  # a plain containerlab file: every node a plain host
     if role is None:
         if cluster is None:
             c.add(
-                f"node {node.name}",
+                f"node {node.shown}",
                 "is in no cluster and has no role",
-                "set label podlab.cluster (usually on its group), or podlab.role: router|host",
+                "set label podlab.cluster (usually on its group), or podlab.role: router|host "
+                "(a file without any podlab.* label is a plain containerlab lab)",
                 node.line,
             )
             return "host"
         return "worker"
     if role not in ROLES:
         c.add(
-            f"node {node.name} label podlab.role",
+            f"node {node.shown} label podlab.role",
             f"unknown role {role!r}",
             f"use one of {', '.join(ROLES)}",
             node.label_line("podlab.role"),
@@ -76,7 +82,7 @@ def node_role(node: NodeSpec, topo: Topology, c: Collector) -> str:
         return "host"
     if role in CLUSTER_ROLES and cluster is None:
         c.add(
-            f"node {node.name}",
+            f"node {node.shown}",
             f"role {role} needs a cluster",
             "set label podlab.cluster on the node or its group",
             node.line,
@@ -154,6 +160,9 @@ def build_clusters(
                 at("podlab.pod-cidr"),
             )
         mode = _choice(settings, "podlab.mode", "vxlan", MODES, cname, c, at("podlab.mode"))
+        hollow = _hollow(
+            settings, cname, len(nodes), pod, prefix, mode, c, at("podlab.hollow-nodes")
+        )
         enc = _choice(
             settings, "podlab.encryption", "none", ENCRYPTIONS, cname, c, at("podlab.encryption")
         )
@@ -178,7 +187,7 @@ def build_clusters(
         for n in nodes:
             if not any(n.name in (m[0] for m in s.members) for s in segments.values()):
                 c.add(
-                    f"node {n.name}",
+                    f"node {n.shown}",
                     "has no underlay link",
                     "link it to a bridge or another node (eth1)",
                     n.line,
@@ -197,10 +206,48 @@ def build_clusters(
             cps[0],
             prefix,
             settings.get("podlab.mesh"),
+            hollow,
         )
         lines[cname] = {key: at(key) for key in CLUSTER_LABELS}
     check_meshes(clusters, lines, c)
     return clusters
+
+
+def _hollow(
+    settings: dict[str, str],
+    cname: str,
+    real: int,
+    pod: IPv4Network | None,
+    prefix: int,
+    mode: str,
+    c: Collector,
+    line: int | None,
+) -> int:
+    """``podlab.hollow-nodes``: a count that fits the pod CIDR beside the real nodes
+    (the flannel way: the CIDR's first subnet is never leased), in a mode hollow
+    nodes can publish peer data for."""
+    if "podlab.hollow-nodes" not in settings:
+        return 0
+    where = f"cluster {cname} label podlab.hollow-nodes"
+    n = _int(settings["podlab.hollow-nodes"], where, 0, MAX_HOLLOW, c, line)
+    if n and mode not in HOLLOW_MODES:
+        c.add(
+            where,
+            f"hollow nodes in mode {mode}",
+            f"use podlab.mode {' or '.join(HOLLOW_MODES)}",
+            line,
+        )
+    if n and pod is not None and pod.prefixlen <= prefix:
+        have = 2 ** (prefix - pod.prefixlen) - 1 - real
+        if n > have:
+            c.add(
+                where,
+                f"{n} hollow nodes do not fit: pod CIDR {pod} leaves {max(have, 0)} /{prefix} "
+                f"subnets beside the {real} real nodes",
+                "ask for fewer hollow nodes, or a larger podlab.pod-cidr",
+                line,
+            )
+    return n
 
 
 def _agree(cname: str, nodes: list[NodeSpec], c: Collector) -> dict[str, str]:
@@ -212,7 +259,7 @@ def _agree(cname: str, nodes: list[NodeSpec], c: Collector) -> dict[str, str]:
                 continue
             if key in settings and settings[key] != n.labels[key]:
                 c.add(
-                    f"node {n.name} label {key}",
+                    f"node {n.shown} label {key}",
                     f"{n.labels[key]!r} differs from {settings[key]!r} on {origin[key]} "
                     f"in the same cluster {cname}",
                     "set cluster-wide labels once, on the cluster's group",

@@ -27,7 +27,15 @@ import logging
 from typing import Any, ClassVar
 
 from harness.agent import bird
-from harness.agent.datapath.base import BaseDatapath, Peer, PeerObjects, PodInterface
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import (
+    BaseDatapath,
+    Daemon,
+    Owned,
+    Peer,
+    PeerObjects,
+    PodInterface,
+)
 
 log = logging.getLogger("podlab.bgp")
 
@@ -44,6 +52,15 @@ class Bgp(BaseDatapath):
         self.bird = bird.Bird(self.cfg.run_dir, sock=self.cfg.bird_socket)
         self.subnet: ipaddress.IPv4Network | None = None
         self.export_to_kernel = self.cfg.encryption != "wireguard"
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        b = bird.Bird(cfg.run_dir, sock=cfg.bird_socket)
+        return Owned(
+            daemons=frozenset({Daemon(b.pidfile, "bird")}),
+            route_protos=frozenset({bird.RTPROT_BIRD}),  # left behind only by a killed BIRD
+            files=frozenset({b.conf, b.sock}),
+        )
 
     def backend_data(self) -> dict[str, Any]:
         return {"RouteReflector": self.cfg.route_reflector}

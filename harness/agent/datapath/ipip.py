@@ -24,8 +24,10 @@ from typing import Any, ClassVar
 
 from harness.agent import ipip_tun
 from harness.agent import netlink as nl
+from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import (
     BaseDatapath,
+    Owned,
     Peer,
     PeerObjects,
     PodInterface,
@@ -49,6 +51,13 @@ class Ipip(BaseDatapath):
         self.impl = "kernel" if self.kernel else "userspace"
         self.device = KERNEL_DEVICE if self.kernel else ipip_tun.DEVICE
         self.tunnel: ipip_tun.IpipTunnel | None = None
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        # Both implementations: a node may have switched kernels (or modules) between
+        # runs. The kernel's own tunl0 (made when the module loads) cannot be deleted;
+        # retiring it strips our address and sets it down.
+        return Owned(links=frozenset({KERNEL_DEVICE, ipip_tun.DEVICE}))
 
     def backend_data(self) -> dict[str, Any]:
         return {"IPIPImpl": self.impl}

@@ -22,8 +22,10 @@ from typing import ClassVar
 
 from harness.agent import netlink as nl
 from harness.agent import tunloop
+from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import (
     BaseDatapath,
+    Owned,
     Peer,
     PeerObjects,
     PodInterface,
@@ -53,6 +55,10 @@ class Udp(BaseDatapath):
         self._tun = -1
         self._sock: socket.socket | None = None
         self.stats = {"tx": 0, "rx": 0, "no_peer": 0, "errors": 0}
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        return Owned(links=frozenset({cls.device}))
 
     def backend_data(self) -> dict[str, object]:
         return {"Port": self.port}

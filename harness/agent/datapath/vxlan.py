@@ -21,10 +21,12 @@ import ipaddress
 from typing import Any, ClassVar
 
 from harness.agent import netlink as nl
+from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import (
     BaseDatapath,
     FdbSpec,
     NeighSpec,
+    Owned,
     Peer,
     PeerObjects,
     PodInterface,
@@ -40,11 +42,12 @@ class Vxlan(BaseDatapath):
     vni: ClassVar[int] = 1
     port: ClassVar[int] = 8472
 
+    device: ClassVar[str] = "flannel.1"  # flannel.<VNI>
     mac_seed: ClassVar[str] = "vxlan"
 
-    @property
-    def device(self) -> str:
-        return f"flannel.{self.vni}"
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        return Owned(links=frozenset({cls.device}))
 
     @property
     def mac(self) -> str:
