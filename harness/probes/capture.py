@@ -26,8 +26,11 @@ def command(
     traffic stops waiting for a fixed window, so what follows it (a retry timed
     against the agent's resync) is not pushed back by seconds of idle capture.
     """
-    argv = ["timeout", f"{duration_s:g}", "tcpdump", "-i", iface, "-n", "-l", "-tt", "-A",
-            "-s", str(snaplen), bpf]  # fmt: skip
+    # --immediate-mode: libpcap otherwise hands packets over in blocks retired by a
+    # timer, and the packets of a block not yet retired when tcpdump is stopped are
+    # never counted or printed (a leak check would miss the last ones it saw)
+    argv = ["timeout", f"{duration_s:g}", "tcpdump", "--immediate-mode", "-i", iface, "-n",
+            "-l", "-tt", "-A", "-s", str(snaplen), bpf]  # fmt: skip
     if not stop_file:
         return argv
     stop = shlex.quote(stop_file)
