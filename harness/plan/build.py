@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.errors import Collector
 from harness.plan.addressing import assign_segments, mgmt_plan
+from harness.plan.bgp import check_native_routers
 from harness.plan.clusters import CLUSTER_ROLES, build_clusters, node_role
 from harness.plan.mesh import pod_overlap_hint
 from harness.plan.model import ClusterPlan, Interface, LabPlan, NodePlan, Segment
@@ -60,9 +61,12 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
         )
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]
-    return LabPlan(
+    plan = LabPlan(
         topo.name, topo.path, digest, mgmt_subnet, gateway, nodes, segments, clusters, bridges
     )
+    check_native_routers(plan, c, {n: s.line for n, s in topo.nodes.items()})
+    c.raise_if_any()
+    return plan
 
 
 def _iface_order(name: str) -> tuple[str, int]:
