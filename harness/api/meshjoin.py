@@ -161,12 +161,12 @@ def problems(a: Side, b: Side) -> list[str]:
                 f"cluster {y.name} of lab {b.lab} trusts another mesh CA than lab {a.lab}'s "
                 f"mesh {x.mesh} (fix: podlab deploy {b.lab} --mesh-ca {ca})"
             )
-            continue
         others = {m.name: m.info for m in a.members.values() if m.mesh == x.mesh and m is not x}
         others.update(
             {m.name: m.info for m in b.members.values() if m.mesh == y.mesh and m is not y}
         )
-        why = refusal(x.info, y.name, y.info, {k: v for k, v in others.items() if v})
+        same_ca = {**y.info, "caFingerprint": x.info.get("caFingerprint")}  # said above
+        why = refusal(x.info, y.name, same_ca, {k: v for k, v in others.items() if v})
         if why:
             out.append(f"lab {b.lab} cannot join lab {a.lab}: {why}")
     if a.backend != b.backend and "netns" in (a.backend, b.backend):

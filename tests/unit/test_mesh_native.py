@@ -216,3 +216,28 @@ def test_native_layer_sends_remote_peers_to_bird_and_says_when_no_router() -> No
     assert len(problems) == 1 and "no lab router" in problems[0]
     _, problems = lone.refuse([LOCAL])  # nobody remote yet: nothing to say
     assert problems == []
+
+
+def test_rounds_rotate_and_compare_by_medians() -> None:
+    from harness.conformance import meshtput
+
+    order: list[str] = []
+
+    def f(name: str, value: float) -> Any:
+        def run() -> float:
+            order.append(name)
+            return value
+
+        return run
+
+    got = meshtput.interleave([("a", f("a", 1.0)), ("b", f("b", 2.0))], 3)
+    assert order == ["a", "b", "b", "a", "a", "b"]  # rotated: nobody always first
+    assert got == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
+    cmp = meshtput.Comparison(
+        meshtput.Series("a", (1.0, 3.0, 2.0)), meshtput.Series("b", (2.0,) * 3)
+    )
+    assert cmp.ratio == 1.0 and cmp.rounds_below == 1
+    assert meshtput.Series("x", (5.0,)).cv == 0.0
+    assert round(meshtput.Series("x", (1.0, 3.0)).cv, 3) == 0.5
+    with pytest.raises(ValueError):
+        meshtput.interleave([], 0)
