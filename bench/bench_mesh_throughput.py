@@ -22,7 +22,10 @@ an order rotated round by round (harness/conformance/meshtput.py):
 
 Prints each series' median and CV and each path's ratio to node-node (ratio of
 medians, and the median of the per-round ratios, which a slow drift of the
-machine does not move), with the load average before and after.
+machine does not move), and its **cost**: CPU cores of both iperf3 ends per
+Gbit/s (on a veth path the kernel's forwarding, encapsulation and netfilter work
+runs in their contexts) ÷ node-node's, which varies far less than throughput on
+a busy machine. The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 from harness.conformance import labctl, meshtput, remote
 from harness.conformance.pods import PodFactory
 from harness.conformance.suites.test_mesh import mesh_pair
+from harness.probes import iperf3
 
 NOTRACK = (
     "table inet podlab-bench {\n"
@@ -117,16 +121,16 @@ def main() -> int:
                 )
         meshtput.start_servers(list(targets.values()), args.rounds * len(targets) * 15 + 60)
 
-        def measure(t: meshtput.Target) -> Callable[[], float]:
-            def one() -> float:
+        def measure(t: meshtput.Target) -> Callable[[], iperf3.IperfResult]:
+            def one() -> iperf3.IperfResult:
                 what = t.name.partition("+")[2]
                 if not what:
-                    return meshtput.iperf_once(t, args.seconds)
+                    return meshtput.iperf_run(t, args.seconds)
                 on, off = ABLATIONS[what]
                 for n in (na, nb):
                     n.check([x.replace("{dev}", n.underlay_if) for x in on])
                 try:
-                    return meshtput.iperf_once(t, args.seconds)
+                    return meshtput.iperf_run(t, args.seconds)
                 finally:
                     for n in (na, nb):
                         n.run([x.replace("{dev}", n.underlay_if) for x in off])
@@ -147,14 +151,24 @@ def main() -> int:
     print(f"lab {lab.name}: mode {spec}, {routing} mesh {ca}↔{cb}; {args.rounds} rounds x "
           f"{len(got)} paths x {args.seconds} s in {took:.0f} s; load {before} → {after}; "
           f"pid {os.getpid()}")  # fmt: skip
-    base = meshtput.Series("node-node", tuple(got["node-node"]))
-    print(f"{'path':18} {'median Gbit/s':>13} {'CV':>5} {'ratio':>6} {'per-round':>9} below")
-    for name, values in got.items():
-        s = meshtput.Series(name, tuple(values))
+    bps = {n: tuple(r.received_bps for r in rs) for n, rs in got.items()}
+    cpu = {n: tuple(meshtput.cpu_per_gbit(r) for r in rs) for n, rs in got.items()}
+    base = meshtput.Series("node-node", bps["node-node"])
+    base_cpu = meshtput.Series("node-node", cpu["node-node"])
+    print(f"{'path':18} {'median Gbit/s':>13} {'CV':>5} {'ratio':>6} {'per-round':>9} below "
+          f"{'cores/Gbit':>10} {'CV':>5} {'cost':>5}")  # fmt: skip
+    for name, values in bps.items():
+        s = meshtput.Series(name, values)
+        c = meshtput.Series(name, cpu[name])
         cmp = meshtput.Comparison(s, base)
         per = statistics.median(x / y for x, y in zip(values, base.values, strict=True) if y)
         print(f"{name:18} {s.median / 1e9:13.2f} {s.cv:5.0%} {cmp.ratio:6.3f} {per:9.3f} "
-              f"{cmp.rounds_below}/{len(values)}")  # fmt: skip
+              f"{cmp.rounds_below:2}/{len(values):<2} {c.median:10.3f} {c.cv:5.0%} "
+              f"{c.median / base_cpu.median:5.2f}")  # fmt: skip
+    print(
+        "ratio: median ÷ node-node's; per-round: median of the rounds' ratios; cost: CPU per "
+        "bit ÷ node-node's (1.00 = the path costs what the node path costs)"
+    )
     return 0
 
 

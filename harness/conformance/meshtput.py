@@ -102,11 +102,23 @@ def start_servers(targets: Sequence[Target], lifetime_s: float) -> None:
 
 def iperf_once(t: Target, seconds: int, tries: int = 3) -> float:
     """One TCP single-stream run's goodput (bit/s); a server still busy is retried."""
+    return iperf_run(t, seconds, tries).received_bps
+
+
+def cpu_per_gbit(r: iperf3.IperfResult) -> float:
+    """CPU cores both iperf3 ends used per Gbit/s: on a veth path the kernel's
+    forwarding, netfilter and encapsulation work runs in their contexts, so this is
+    the path's cost per bit, and it varies far less than throughput on a busy machine."""
+    return (r.sender_cpu_cores + r.receiver_cpu_cores) / (r.received_bps / 1e9)
+
+
+def iperf_run(t: Target, seconds: int, tries: int = 3) -> iperf3.IperfResult:
+    """One TCP single-stream run (``iperf3 -J``); a server still busy is retried."""
     err: Exception | None = None
     for _ in range(tries):
         res = t.client.run(iperf3.client_command(t.ip, t.port, seconds, 1), seconds + 20)
         try:
-            return iperf3.parse(res.stdout or output(res)).received_bps
+            return iperf3.parse(res.stdout or output(res))
         except iperf3.IperfError as exc:
             err = exc
             time.sleep(0.5)
