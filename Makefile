@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-TOPO   ?= topologies/single-cluster.clab.yml
+BACKEND ?= netns
+TOPO   ?= $(if $(filter vm,$(BACKEND)),topologies/vm-lab.clab.yml,topologies/single-cluster.clab.yml)
 LAB    ?= $(shell sed -n 's/^name: *//p' $(TOPO) | head -n1)
 MODES  ?=
 KEEP   ?= 0
@@ -14,7 +15,7 @@ RUFF   := $(VENV)/bin/ruff
 .PHONY: help setup lab-up lab-down deploy conformance report test unit integration lint clean
 
 help:
-	@echo "make conformance [TOPO=… MODES=… KEEP=1]  set up, bring up, deploy, test, report"
+	@echo "make conformance [TOPO=… MODES=… KEEP=1 BACKEND=vm]  set up, bring up, deploy, test, report"
 	@echo "make test                                  podlab's own tests (lint, unit, real labs)"
 	@echo "make setup | lab-up [TOPO=…] | lab-down | deploy | report | lint | unit | integration"
 
@@ -32,7 +33,7 @@ deploy: setup
 	$(PODLAB) deploy $(LAB)
 
 conformance: setup
-	@bash scripts/conformance.sh "$(TOPO)" "$(MODES)" "$(KEEP)"
+	@bash scripts/conformance.sh "$(TOPO)" "$(MODES)" "$(KEEP)" "$(BACKEND)"
 
 report: setup
 	$(PODLAB) report $$(ls -d reports/results/*/ | tail -n1)*.json -o reports/latest.html

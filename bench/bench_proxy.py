@@ -1,6 +1,8 @@
-"""Service proxy scale: nftables vs iptables, side by side (prints figures and ratios).
+"""Service proxy scale: nftables vs iptables (vs ipvs), side by side (figures and ratios).
 
 ``sudo .venv/bin/python bench/bench_proxy.py [--sizes 1000,10000] [--endpoints 5]``
+(``--modes ipvs,nftables,iptables`` where the kernel has IPVS: inside a VM guest,
+``bench/bench_vm.py proxy --lab LAB`` runs it there)
 
 In a throwaway one-node namespace lab (harness/testlab/svclab.py, 5 real backends):
 
@@ -23,6 +25,8 @@ import json
 import statistics
 import sys
 import time
+
+from pyroute2 import config as pyroute2_config
 
 from harness.agent.proxy.model import Endpoint, ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
@@ -104,6 +108,7 @@ def main() -> int:
     ap.add_argument("--endpoints", type=int, default=5)
     ap.add_argument("--modes", default="nftables,iptables")
     args = ap.parse_args()
+    pyroute2_config.default_communicate_timeout = 60  # slow (emulated) guests: see agent main
     sizes = [100, *(int(s) for s in args.sizes.split(","))]
     modes = args.modes.split(",")
     lab = SvcLab.create(backends=5)
@@ -121,10 +126,10 @@ def main() -> int:
                 )
     finally:
         lab.close()
-    if {"nftables", "iptables"} <= set(modes):
-        print("\nratios iptables / nftables:")
+    for other in [m for m in modes if m != "nftables"] if "nftables" in modes else []:
+        print(f"\nratios {other} / nftables:")
         for n in sizes:
-            a, b = results["iptables"][n], results["nftables"][n]
+            a, b = results[other][n], results["nftables"][n]
             print(
                 f"  {n:6d} svc: full sync {a['full_sync_s'] / b['full_sync_s']:.1f}x, "
                 f"update {a['update_one_s'] / b['update_one_s']:.1f}x, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.errors import ToolError
 
@@ -30,16 +31,30 @@ def run(
     netns: str | None = None,
     check: bool = True,
     input: str | None = None,
+    cgroup_procs: Path | None = None,
 ) -> Result:
     """Run ``argv`` (inside named netns ``netns`` if given) and return its output.
 
     Raises ToolError when the command is missing, times out, or (with ``check``)
     exits non-zero, so callers never have to remember to look at a return code.
+    ``cgroup_procs``: the child joins that cgroup before it executes, so whatever
+    it leaves running (a daemonized qemu) is fenced with the lab from its start.
     """
     full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+
+    def join_cgroup() -> None:  # runs in the child between fork and exec
+        if cgroup_procs is not None:
+            cgroup_procs.write_text("0")
+
     try:
         proc = subprocess.run(
-            full, capture_output=True, text=True, timeout=timeout, input=input, check=False
+            full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            check=False,
+            preexec_fn=join_cgroup if cgroup_procs is not None else None,
         )
     except FileNotFoundError as exc:
         raise ToolError(full, 127, f"{full[0]}: not found") from exc

@@ -3,7 +3,13 @@
 # mode matrix, tear the lab down (unless KEEP=1) and check nothing was left
 # behind, then write the report — whatever happens in between.
 #
-#   scripts/conformance.sh [TOPO] [MODES] [KEEP]
+#   scripts/conformance.sh [TOPO] [MODES] [KEEP] [BACKEND]
+#
+# BACKEND=vm boots every node as a qemu guest (podlab up --backend vm): the
+# default topology is then topologies/vm-lab.clab.yml (two guests, proxy ipvs)
+# and the default modes are what only a real kernel can show: kernel IPIP,
+# kernel WireGuard over host-gw and over BGP, with the ipvs proxy throughout.
+# Under emulation (no usable KVM) the results and the report say so.
 #
 # MODES is a space-separated list (MODE or MODE+wireguard); empty means every
 # mode this podlab's agent implements, plus host-gw+wireguard and vxlan+wireguard.
@@ -13,8 +19,14 @@
 # the first mode only; THOROUGH=1 (`--thorough`) runs them for every mode.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TOPO=${1:-topologies/single-cluster.clab.yml}
-MODES=${2:-}
+BACKEND=${4:-netns}
+if [ "$BACKEND" = vm ]; then
+  TOPO=${1:-topologies/vm-lab.clab.yml}
+  MODES=${2:-"ipip host-gw+wireguard bgp+wireguard"}
+else
+  TOPO=${1:-topologies/single-cluster.clab.yml}
+  MODES=${2:-}
+fi
 KEEP=${3:-0}
 PODLAB=.venv/bin/podlab
 PYTHON=.venv/bin/python
@@ -57,8 +69,8 @@ teardown() {
 }
 
 rc=0
-step "bringing up $LAB from $TOPO"
-if ! $PODLAB up "$TOPO"; then
+step "bringing up $LAB from $TOPO ($BACKEND backend)"
+if ! $PODLAB up "$TOPO" --backend "$BACKEND"; then
   # a failed up rolls back what it built; a refused one (the lab is someone
   # else's, or up from another file) must not be taken down by us
   exit 1

@@ -9,7 +9,8 @@ PACKAGES=(
   iproute2 nftables iptables ipset iperf3 tcpdump procps util-linux
   bird2 wireguard-tools wireguard-go etcd-server etcd-client
   openssh-server openssh-client supervisor python3-venv python3-pip
-  socat chromium iputils-ping
+  socat chromium iputils-ping ipvsadm
+  qemu-system-x86 qemu-utils debootstrap e2fsprogs
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -55,6 +55,11 @@ class AgentConfig(BaseModel):
     mode: Mode = "vxlan"
     encryption: Literal["none", "wireguard"] = "none"
     proxy_mode: str = "nftables"
+    # "userspace" / "wireguard-go": use the fallback even where the kernel has the
+    # module — benchmarks compare kernel and fallback on the same VMs this way.
+    ipip_impl: Literal["auto", "userspace"] = "auto"
+    wireguard_impl: Literal["auto", "wireguard-go"] = "auto"
+    ipvs_scheduler: str = "rr"  # proxy mode ipvs: rr, wrr, lc, wlc, sh, mh … (kube-proxy's)
     underlay_interface: str
     underlay_address: ipaddress.IPv4Address
     underlay_mtu: int = Field(1500, ge=576, le=65535)

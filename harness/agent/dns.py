@@ -8,6 +8,9 @@ swapped in one assignment) whenever services, pods or pod statuses change:
 - ``_<port>._<proto>.<svc>.<ns>.svc.cluster.local`` SRV for named ports
   (headless: one per ready pod, target ``<a-b-c-d>.<svc>.<ns>.svc.cluster.local``);
 - ``<a-b-c-d>.<ns>.pod.cluster.local`` A;
+- ``<svc>.<ns>.svc.clusterset.local`` (the Multi-Cluster Services zone, KEP-1645):
+  A → the ServiceImport's ClusterSetIP, headless → the ready backends of every
+  exporting cluster; SRV for named ports (``add_clusterset``);
 - a name in the zone with no record of the asked type → NOERROR, no answer
   (NODATA: resolvers ask A and AAAA together); no such name → NXDOMAIN; names
   outside the zone → REFUSED (the lab has no upstream resolver by design).
@@ -36,6 +39,7 @@ from pyroute2.netns import setns
 
 log = logging.getLogger("podlab.dns")
 DOMAIN = "cluster.local"
+CLUSTERSET = "clusterset.local"  # KEP-1645's zone: one name across the clusters of a mesh
 TTL_S = 5
 
 
@@ -63,6 +67,7 @@ class Zone:
 
     domain: str = DOMAIN
     records: dict[str, list[RR]] = field(default_factory=dict)
+    also: tuple[str, ...] = (CLUSTERSET,)  # further zones answered (NXDOMAIN, not REFUSED)
 
     def _add(self, name: str, rtype: str, rdata: Any) -> None:
         name = name.lower().rstrip(".") + "."
@@ -130,11 +135,43 @@ class Zone:
                 port = target if isinstance(target, int) else p["port"]
                 self._add(srv, "SRV", SRV(0, 100, port, host + "."))
 
+    def add_clusterset(
+        self,
+        namespace: str,
+        name: str,
+        ip: str | None,
+        ports: list[tuple[str, str, int, list[tuple[str, int]]]],
+    ) -> None:
+        """A ServiceImport's records: ``ip`` (its ClusterSetIP; None = headless: the
+        backends' addresses) and, per named port ``(name, protocol, port, backends
+        as (ip, port))``, SRV records."""
+        fqdn = f"{name}.{namespace}.svc.{CLUSTERSET}"
+        if ip:
+            self._add(fqdn, "A", A(ip))
+        else:
+            for addr in sorted({b for *_, eps in ports for b, _ in eps}):
+                self._add(fqdn, "A", A(addr))
+                self._add(f"{addr.replace('.', '-')}.{fqdn}", "A", A(addr))
+        for pname, proto, port, eps in ports:
+            if not pname:
+                continue
+            srv = f"_{pname}._{proto.lower()}.{fqdn}"
+            if ip:
+                self._add(srv, "SRV", SRV(0, 100, port, fqdn + "."))
+                continue
+            for addr, target in sorted(set(eps)):
+                host = f"{addr.replace('.', '-')}.{fqdn}."
+                self._add(srv, "SRV", SRV(0, 100, target, host))
+
+    def _ours(self, qname: str) -> bool:
+        return any(qname == d + "." or qname.endswith("." + d + ".")
+                   for d in (self.domain, *self.also))  # fmt: skip
+
     def answer(self, query: DNSRecord) -> DNSRecord:
-        """The reply to one query (authoritative for the zone)."""
+        """The reply to one query (authoritative for the zones)."""
         reply = query.reply()
         qname = str(query.q.qname).lower()
-        if not (qname == self.domain + "." or qname.endswith("." + self.domain + ".")):
+        if not self._ours(qname):
             reply.header.rcode = RCODE.REFUSED
             reply.header.aa = 0
             return reply

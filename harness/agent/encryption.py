@@ -39,7 +39,10 @@ class WireGuardLayer:
         self.inner, self.cfg = inner, cfg
         self.name = inner.name
         self.pod_interface = inner.pod_interface
-        self.wg = wireguard.WireGuard(ipr, cfg.node, cfg.state_dir, cfg.run_dir)
+        self.wg = wireguard.WireGuard(
+            ipr, cfg.node, cfg.state_dir, cfg.run_dir,
+            force_userspace=cfg.wireguard_impl == "wireguard-go",
+        )  # fmt: skip
         self._public: str | None = None
 
     @property

@@ -29,7 +29,6 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -53,11 +52,12 @@ def kernel_ipip_available(ipr: IPRoute) -> bool:
     ipip link is created and deleted in the namespace ``ipr`` is bound to (which
     also lets the kernel autoload the module where it can).
     """
-    if Path("/sys/module/ipip").exists():
+    if nl.load_module("ipip"):
         return True
     try:
         ipr.link("add", ifname=PROBE_LINK, kind="ipip")
-    except NetlinkError:
+    except NetlinkError as exc:
+        log.info("no kernel ipip: %s", exc)
         return False
     nl.ignore_missing(lambda: ipr.link("del", ifname=PROBE_LINK))
     return True

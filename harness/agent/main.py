@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness import __version__
@@ -217,6 +218,8 @@ class Agent:
                 str(cfg.pod_cidr),
                 cfg.proxy_mode,
                 node_grace_s=cfg.node_grace_s,
+                mcs_writer=cfg.role == "control-plane",
+                ipvs_scheduler=cfg.ipvs_scheduler,
             ),
         )
         self.services.start(self.stop)
@@ -440,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
             "node namespace, or set allow_root_netns: true on a dedicated machine"
         )
         return 2
+    # pyroute2 gives the helper process that creates a netns (or a socket in one)
+    # 2 s to answer; an emulated VM under load can take longer, and a killed helper
+    # leaves a netns placeholder behind. Slow is fine; failing a pod is not.
+    pyroute2_config.default_communicate_timeout = 60
     try:
         agent = Agent(cfg)
     except registry.UnknownMode as exc:

@@ -142,3 +142,21 @@ def in_root_netns() -> bool:
     container's namespace, which is a node, not the host.
     """
     return os.stat("/proc/self/ns/net").st_ino == INIT_NET_INO
+
+
+def load_module(name: str) -> bool:
+    """Ask for kernel module ``name`` (``modprobe``, patient: an emulated guest may
+    take many seconds); True if it is loaded afterwards. Where the kernel has no
+    such module (this host), modprobe simply fails and the caller falls back."""
+    from pathlib import Path
+
+    from harness.errors import ToolError
+    from harness.exec import run
+
+    if Path(f"/sys/module/{name}").exists():
+        return True
+    try:
+        run(["modprobe", "-q", name], timeout=120, check=False)
+    except ToolError:
+        return False
+    return Path(f"/sys/module/{name}").exists()

@@ -239,6 +239,12 @@ class PodManager:
 
     def _ensure(self, spec: PodSpec, st: PodState) -> None:
         path = str(self.cfg.netns_dir / st.netns)
+        if os.path.exists(path) and not _is_netns(path):
+            # a placeholder whose mount never happened (the creating helper was
+            # killed): not a namespace, so start this pod's netns over
+            log.warning("pod %s/%s: %s is not a mounted netns; recreating", st.namespace,
+                        st.name, path)  # fmt: skip
+            os.unlink(path)
         fresh = not os.path.exists(path)
         if fresh:
             netns.create(path)
@@ -490,3 +496,11 @@ def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str
         ],
         "message": st.message,
     }
+
+
+def _is_netns(path: str) -> bool:
+    """True if ``path`` is a bind-mounted network namespace (nsfs), not a plain file."""
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False

@@ -14,13 +14,26 @@ whose record is deleted or silent for ``node_grace_s`` is dead, and its pods are
 treated as NotReady — Kubernetes' node lifecycle controller — so they leave the
 service endpoints and headless DNS answers until the node is heard from again.
 
-Reads (written by ``podlab apply`` and the agents)::
+Cluster mesh (harness/agent/mesh/): remote clusters' objects arrive mirrored
+under ``mesh/<remote>/`` of our own etcd. Global services (Cilium's
+annotations) get remote backends by ``globalsvc.merge``; ServiceImports
+(``mcs``) get a ClusterSetIP each and a ``clusterset.local`` name; remote
+nodes hosting backends we may use are pinged (``reach``), and those that do not
+answer lose their backends here until they do. On the control-plane node the
+controller also stores the cluster's ServiceImports and export conditions
+(``mcswriter``).
+
+Reads (written by ``podlab apply``, the agents and the mesh syncer)::
 
     /podlab/v1/<cluster>/services/<ns>/<name>
     /podlab/v1/<cluster>/pods/<ns>/<name>
     /podlab/v1/<cluster>/podstatus/<ns>/<name>
     /podlab/v1/<cluster>/policies/<ns>/<name>
     /podlab/v1/<cluster>/namespaces/<name>
+    /podlab/v1/<cluster>/serviceexports/<ns>/<name>
+    /podlab/v1/<cluster>/serviceimports/<ns>/<name>
+    /podlab/v1/<cluster>/serviceexportstatus/<ns>/<name>
+    /podlab/v1/<cluster>/mesh/<remote>/{services,pods,podstatus,nodes,serviceexports}/…
     /podlab/v1/<cluster>/nodes/<name>          (liveness only)
 """
 
@@ -36,19 +49,26 @@ from typing import Any
 
 from harness.agent import policy
 from harness.agent.dns import DnsServer, Zone, dns_ip
+from harness.agent.mesh import desired as mesh
+from harness.agent.mesh import mcswriter
+from harness.agent.mesh.globalsvc import GlobalPort
+from harness.agent.mesh.reach import Reachability
+from harness.agent.mesh.views import MESH, VIEW_KINDS
 from harness.agent.proxy import conntrack
 from harness.agent.proxy.base import ServiceProxy, local_service_route
-from harness.agent.proxy.model import ServicePort, endpoints_for
+from harness.agent.proxy.model import ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
 from harness.store import KV, Event, Store
 from harness.store.keys import cluster_prefix
 
 log = logging.getLogger("podlab.services")
-KINDS = ("services", "pods", "podstatus", "policies", "namespaces")
-# Pods of the mesh's other clusters (mirrored by the syncer): policy peers only.
-MESH_KINDS = ("mesh-pods", "mesh-podstatus")
+KINDS = (
+    "services", "pods", "podstatus", "policies", "namespaces",
+    "serviceexports", "serviceimports", "serviceexportstatus", MESH,
+)  # fmt: skip
 DEBOUNCE_S = 0.02  # gathers a burst of events into one programming pass
 SWEEP_S = 5.0  # how long after an endpoint's removal its stuck flows are swept
+SLOW_PASS_S = 0.5  # a programming pass longer than this is logged with its parts
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,9 @@ class ServicesConfig:
     resync_s: float = 60.0
     netns: str | None = None  # None: the namespace the agent runs in
     node_grace_s: float = 40.0  # a silent node's pods stop being endpoints (node-monitor-grace)
+    mcs_writer: bool = False  # store ServiceImports and export conditions (control plane)
+    reach_interval_s: float = 0.3  # data-path probes of remote nodes (mesh/reach.py)
+    ipvs_scheduler: str = "rr"  # proxy mode ipvs: the IPVS scheduler of every virtual server
 
 
 class NodeLiveness:
@@ -181,19 +204,6 @@ def _not_ready(status: dict[str, Any]) -> dict[str, Any]:
     return {**status, "conditions": [*conds, ready]}
 
 
-def _remote_pod_infos(
-    pods: list[tuple[str, dict[str, Any]]], statuses: list[tuple[str, dict[str, Any]]]
-) -> list[policy.PodInfo]:
-    """Policy peers from the mirror (keys ``…/mesh/<cluster>/pods|podstatus/<ns>/<name>``)."""
-    by: dict[str, tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]] = {}
-    for key, obj in pods:
-        by.setdefault(key.split("/")[-4], ([], {}))[0].append(obj)
-    for key, obj in statuses:
-        cluster, _kind, ns, name = key.split("/")[-4:]
-        by.setdefault(cluster, ([], {}))[1][(ns, name)] = obj
-    return [i for c, (ps, sts) in sorted(by.items()) for i in policy.remote_pods(c, ps, sts)]
-
-
 def _nodes_of(pods: list[dict[str, Any]]) -> set[str]:
     return {n for p in pods if (n := p.get("spec", {}).get("nodeName"))}
 
@@ -208,26 +218,52 @@ class ServicesController:
         self.lock = threading.Lock()
         self.dirty = threading.Event()
         self.synced = threading.Event()  # set after the first programming pass
+        self.listed = threading.Event()  # set once the watch delivered its first listing
         self.passes = 0
         self._targets: set[conntrack.Target] = set()  # endpoints programmed last pass
         self._gone: dict[conntrack.Target, float] = {}  # endpoints removed, and when
+        self._gone_lock = threading.Lock()  # shared with the sweeper thread
+        self._sweep_due = threading.Event()  # the worker wakes the sweeper
         self.liveness = NodeLiveness(cfg.node_grace_s)
         self.clock: Callable[[], float] = time.monotonic  # tests substitute theirs
-        opts = ProxyOptions(cfg.service_cidr, cfg.cluster_cidr, cfg.netns)
+        opts = ProxyOptions(cfg.service_cidr, cfg.cluster_cidr, cfg.netns, cfg.ipvs_scheduler)
         self.proxy: ServiceProxy = make_proxy(cfg.proxy_mode, opts)
         self.policy = policy.PolicyEnforcer(cfg.netns)
         self.dns: DnsServer | None = None
         self._threads: list[threading.Thread] = []
+        self.reach = Reachability(cfg.netns, cfg.reach_interval_s, on_change=self.dirty.set)
+        self.mesh = mesh.MeshDesired()
+        self._states: dict[str, str] = {}  # global service port → how it picks backends
+        self.writer = (
+            mcswriter.McsWriter(store, cfg.cluster, cfg.service_cidr) if cfg.mcs_writer else None
+        )
 
     # --- recording -------------------------------------------------------------------
     def _kind(self, key: str) -> str | None:
         rest = key[len(self.prefix) :]
-        kind = rest.split("/", 1)[0]
-        if kind == "mesh":  # mesh/<cluster>/<kind>/<ns>/<name>
-            parts = rest.split("/")
-            mk = f"mesh-{parts[2]}" if len(parts) == 5 else ""
-            return mk if mk in MESH_KINDS else None
-        return kind if kind in KINDS else None
+        parts = rest.split("/")
+        if parts[0] == MESH:  # mirrored: only what views need, and the syncer's record
+            if len(parts) >= 3 and (parts[2] in VIEW_KINDS or parts[2:] == ["status"]):
+                return MESH
+            return None
+        return parts[0] if parts[0] in KINDS else None
+
+    def _news(self, key: str, value: bytes | None) -> bool:
+        """Whether a mirrored write matters to programming: a remote heartbeat (its
+        node record rewritten) or the syncer's status record does not."""
+        parts = key[len(self.prefix) :].split("/")
+        if parts[0] != MESH or len(parts) < 3:
+            return True
+        if parts[2:] == ["status"]:
+            return False
+        if parts[2] != "nodes" or value is None:
+            return True
+        old = self.cache.get(key)
+        try:
+            new = json.loads(value)
+        except ValueError:
+            return True
+        return old is None or old.get("underlayIP") != new.get("underlayIP")
 
     def _node(self, key: str) -> str | None:
         """The node named by a ``nodes/<name>`` key, else None."""
@@ -248,6 +284,7 @@ class ServicesController:
                 if self._kind(kv.key):
                     self._put(kv)
             self.liveness.reset(nodes, self.clock())
+        self.listed.set()
         self.dirty.set()
 
     def on_events(self, events: list[Event]) -> None:
@@ -260,18 +297,19 @@ class ServicesController:
                     live = self.liveness
                     dirty |= live.gone(node) if e.type == "DELETE" else live.seen(node, now)
                 elif self._kind(e.kv.key):
+                    news = self._news(e.kv.key, None if e.type == "DELETE" else e.kv.value)
                     if e.type == "DELETE":
                         self.cache.pop(e.kv.key, None)
                     else:
                         self._put(e.kv)
-                    dirty = True
+                    dirty |= news
         if dirty:
             self.dirty.set()
 
     # --- deriving --------------------------------------------------------------------
     def snapshot(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         with self.lock:
-            out: dict[str, list[tuple[str, dict[str, Any]]]] = {k: [] for k in KINDS + MESH_KINDS}
+            out: dict[str, list[tuple[str, dict[str, Any]]]] = {k: [] for k in KINDS}
             for key, obj in self.cache.items():
                 kind = self._kind(key)
                 if kind:
@@ -298,10 +336,17 @@ class ServicesController:
                 if p.get("spec", {}).get("nodeName") in dead and ref in served:
                     served[ref] = _not_ready(served[ref])
         services = [o for _, o in snap["services"]]
-        ports = [p for svc in services for p in endpoints_for(svc, pods, served)]
+        inputs = ("services", "pods", "podstatus", "serviceexports", "serviceimports", MESH)
+        items = [(k[len(self.prefix) :], o) for kind in inputs for k, o in snap[kind]]
+        self.mesh = mesh.compute(self.cfg.cluster, items, served, self.reach.down())
+        self.reach.set_targets(self.mesh.targets)
+        self._log_states(self.mesh.ports)
+        ports = [g.port for g in self.mesh.ports]
         if self.cfg.dns:  # the node's own DNS server answers on kube-dns' address
             ports = [p for p in ports if p.cluster_ip != dns_ip(self.cfg.service_cidr)]
         zone = Zone.build(services, pods, served) if self.cfg.dns else Zone()
+        for record in self.mesh.clusterset:
+            zone.add_clusterset(*record)
         ns_labels = {
             k.rsplit("/", 1)[-1]: o.get("metadata", {}).get("labels", {})
             for k, o in snap["namespaces"]
@@ -312,39 +357,90 @@ class ServicesController:
             if p.get("spec", {}).get("nodeName") == self.cfg.node
         }
         infos = policy.pods_from_store(pods, statuses, self.cfg.cluster)
-        infos += _remote_pod_infos(snap["mesh-pods"], snap["mesh-podstatus"])
+        for view in self.mesh.remotes:  # remote pods are policy peers (mirrored)
+            infos += policy.remote_pods(view.name, view.pods, view.statuses)
         table = policy.ruleset([o for _, o in snap["policies"]], infos, ns_labels, local)
         return ports, zone, table
 
+    def _log_states(self, ports: list[GlobalPort]) -> None:
+        """One INFO line when a global service port changes how it picks backends
+        (failover to the other cluster, spill-over while coming back, flip-back)."""
+        states = {g.port.ident: g.state for g in ports if g.state != "local"}
+        for ident, state in sorted(states.items()):
+            if self._states.get(ident, state) != state:
+                log.info("global service %s: %s → %s", ident, self._states[ident], state)
+        self._states = states
+
     def program(self, full: bool = False) -> None:
+        t0 = time.monotonic()
         ports, zone, table = self.desired()
+        t1 = time.monotonic()
         if full:
             self.proxy.full_sync(ports)
         else:
             self.proxy.update(ports)
+        t2 = time.monotonic()
         now, at = conntrack.targets(ports), time.monotonic()
-        self._gone = {t: since for t, since in self._gone.items() if t not in now}
-        self._gone.update({t: at for t in self._targets - now})
+        with self._gone_lock:
+            self._gone = {t: since for t, since in self._gone.items() if t not in now}
+            self._gone.update({t: at for t in self._targets - now})
+            if self._gone:
+                self._sweep_due.set()
         self._targets = now
         if self.dns is not None:
             self.dns.update(zone)
         self.policy.apply(table, force=full)
         self.passes += 1
         self.synced.set()
-        self._sweep()  # after everything is programmed: it only tidies up
+        t3 = time.monotonic()
+        if self.writer is not None and self.listed.is_set():  # the control plane's part
+            self.writer.sync(
+                self.mesh, self._stored("serviceimports"), self._stored("serviceexportstatus")
+            )
+        if (t4 := time.monotonic()) - t0 > SLOW_PASS_S:  # a slow pass delays every change
+            log.info(
+                "services pass took %.2f s (compute %.2f, proxy %.2f, dns+policy %.2f, "
+                "mcs %.2f)", t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3,
+            )  # fmt: skip
+
+    def _stored(self, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """What the cache holds of a namespaced kind, by (namespace, name)."""
+        with self.lock:
+            return {
+                (parts[-2], parts[-1]): obj
+                for key, obj in self.cache.items()
+                if (parts := key[len(self.prefix) :].split("/"))[0] == kind and len(parts) == 3
+            }
 
     def _sweep(self) -> None:
         """Forget conntrack entries stuck on endpoints removed in the last SWEEP_S
         (conntrack.py: a SYN must go unanswered a while before its entry counts as
         stuck, so one sweep at removal time is not enough)."""
         cutoff = time.monotonic() - SWEEP_S
-        self._gone = {t: since for t, since in self._gone.items() if since >= cutoff}
-        if not self._gone:
-            return
+        with self._gone_lock:
+            self._gone = {t: since for t, since in self._gone.items() if since >= cutoff}
+            gone = set(self._gone)
+            if not gone:
+                self._sweep_due.clear()
+                return
+        start = time.monotonic()
         try:
-            conntrack.forget(set(self._gone), self.cfg.netns)
+            forgotten = conntrack.forget_niced(gone, self.cfg.netns)
         except Exception as exc:  # best effort: the datapath is programmed either way
             log.warning("could not sweep conntrack for removed endpoints: %s", exc)
+            return
+        if (took := time.monotonic() - start) > SLOW_PASS_S:
+            log.info("conntrack sweep took %.2f s (%d entries forgotten)", took, forgotten)
+
+    def _sweeper(self, stop: threading.Event) -> None:
+        """Sweeps in a thread of their own, each in a niced child process: dumping a
+        busy conntrack table takes seconds (measured 19-30 s for a node whose client
+        opened 50 connections/s on a loaded machine), and a programming pass must
+        never wait for tidying up, nor share the interpreter with it."""
+        while not stop.is_set():
+            if self._sweep_due.wait(timeout=1.0):
+                self._sweep()
+                stop.wait(1.0)  # a SYN needs a while unanswered before it counts as stuck
 
     # --- running ---------------------------------------------------------------------
     def start(self, stop: threading.Event) -> None:
@@ -359,9 +455,11 @@ class ServicesController:
             name="services-watch",
         )
         work = threading.Thread(target=self._work, args=(stop,), daemon=True, name="services")
-        self._threads = [watch, work]
+        sweep = threading.Thread(target=self._sweeper, args=(stop,), daemon=True, name="sweep")
+        self._threads = [watch, work, sweep]
         for t in self._threads:
             t.start()
+        self._threads.append(self.reach.start(stop))
 
     def _work(self, stop: threading.Event) -> None:
         full_due = 0.0  # the first pass is a full sync
@@ -376,7 +474,6 @@ class ServicesController:
                 if self.liveness.changed(self.clock()):
                     self.dirty.set()
             if not self.dirty.is_set() and now < full_due:
-                self._sweep()
                 continue
             time.sleep(DEBOUNCE_S)
             self.dirty.clear()

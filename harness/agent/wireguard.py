@@ -66,11 +66,12 @@ def mtu_for(underlay_mtu: int, mode_overhead: int = 0, flannel: bool = False) ->
 
 def kernel_wireguard_available(ipr: IPRoute) -> bool:
     """True when the kernel can make ``wireguard`` links (module loaded or loadable)."""
-    if Path("/sys/module/wireguard").exists():
+    if nl.load_module("wireguard"):
         return True
     try:
         ipr.link("add", ifname=PROBE_LINK, kind="wireguard")
-    except NetlinkError:
+    except NetlinkError as exc:
+        log.info("no kernel wireguard: %s", exc)
         return False
     nl.ignore_missing(lambda: ipr.link("del", ifname=PROBE_LINK))
     return True
@@ -206,8 +207,10 @@ class WireGuard:
         run_dir: Path,
         port: int = DEFAULT_PORT,
         netns: str | None = None,
+        force_userspace: bool = False,
     ) -> None:
         self.ipr, self.node, self.port, self.netns = ipr, node, port, netns
+        self.force_userspace = force_userspace
         self.name = iface_name(node)
         self.state_dir, self.run_dir = Path(state_dir), Path(run_dir)
         self.pidfile = self.run_dir / "wireguard-go.pid"
@@ -217,8 +220,12 @@ class WireGuard:
     def up(self, mtu: int, address: ipaddress.IPv4Interface | None = None) -> str:
         """Ensure the interface, key, port, MTU and address; returns the public key."""
         key = ensure_private_key(self.state_dir)
+        want_go = self.force_userspace or not kernel_wireguard_available(self.ipr)
+        exists = nl.ifindex(self.ipr, self.name) is not None
+        if exists and not self.kind and (self.userspace_pid() is not None) != want_go:
+            self.down()  # made by an earlier agent with the other implementation: recreate
         if nl.ifindex(self.ipr, self.name) is None:
-            if kernel_wireguard_available(self.ipr):
+            if not want_go:
                 self.ipr.link("add", ifname=self.name, kind="wireguard")
                 self.kind = "kernel"
             else:

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.api import output
+from harness.api import meshcli, output
 from harness.api.alloc import DEFAULT_SERVICE_CIDR as DEFAULT_CIDR
 from harness.api.client import ApiClient, NotFoundError
 from harness.api.exec import exec_in_pod, parse_pod_ref
-from harness.api.objects import DEFAULT_NAMESPACE, KINDS, KindInfo, kind_for_alias
+from harness.api.objects import DEFAULT_NAMESPACE, DERIVED, KINDS, KindInfo, kind_for_alias
 from harness.api.target import Target, resolve_target
 from harness.api.validate import Located, load_documents, validate_documents
 from harness.errors import LabError, UserError
@@ -40,6 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="manifest (multi-document YAML); '-' reads stdin; repeatable",
     )
     _target_args(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--clusters",
+        metavar="C1,C2",
+        help="apply to each of these clusters of the lab, or to none (federation)",
+    )
+    where.add_argument(
+        "--mesh", metavar="NAME", help="apply to every cluster of mesh NAME, or to none"
+    )
+    p.add_argument(
+        "--allow-conflict",
+        action="store_true",
+        help="export a Service even where it conflicts with another cluster's export "
+        "(KEP-1645: the oldest export wins, every export is marked in conflict)",
+    )
     p.set_defaults(func=hinted(cmd_apply))
 
     p = sub.add_parser("get", help="list pods or nodes of a cluster")
@@ -48,6 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-o", "--output", choices=("wide", "yaml", "json", "name"))
     _namespace_args(p, all_namespaces=True)
     _target_args(p)
+    p.add_argument(
+        "--all-clusters",
+        action="store_true",
+        help="services of every cluster of the lab, with each backend's cluster",
+    )
     p.set_defaults(func=hinted(cmd_get))
 
     p = sub.add_parser("delete", help="delete objects by name or by manifest")
@@ -134,8 +154,15 @@ def read_manifests(files: list[str]) -> list[Located]:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     objects = read_manifests(args.filename)
+    if args.clusters or args.mesh:
+        if args.cluster or args.etcd:
+            raise UserError("--clusters/--mesh name the clusters: drop --cluster and --etcd")
+        clusters = meshcli.clusters_of(args.lab, args.clusters, args.mesh)
+        for cluster, result in meshcli.apply_many(args.lab, clusters, objects, args.allow_conflict):
+            print(f"{result.ref} {result.action} (cluster {cluster})")
+        return 0
     client, _ = connect(args)
-    for result in client.apply(objects):
+    for result in client.apply(objects, args.allow_conflict):
         print(f"{result.ref} {result.action}")
     return 0
 
@@ -143,6 +170,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     word, names = _split_ref(args.resource, args.names)
     now = time.time()
+    if args.all_clusters:
+        return _get_all_clusters(args, word, names)
     if word.lower() in NODE_WORDS:
         return _get_nodes(connect(args)[0], names, args.output, now)
     info = _kind(word)
@@ -163,6 +192,27 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(f"No resources found{where}.", file=sys.stderr)
     else:
         print(output.TABLES[info.kind](items, now, args.output == "wide", ns is None))
+    return 0
+
+
+def _get_all_clusters(args: argparse.Namespace, word: str, names: list[str]) -> int:
+    if _kind(word).kind != "Service":
+        raise UserError("--all-clusters lists services (fix: podlab get services --all-clusters)")
+    if args.cluster or args.etcd:
+        raise UserError("--all-clusters reads every cluster: drop --cluster and --etcd")
+    rows = []
+    for cluster, kv in meshcli.all_clusters(args.lab):
+        rows += meshcli.service_rows(cluster, kv)
+    if not args.all_namespaces:
+        rows = [r for r in rows if r["namespace"] == args.namespace]
+    if names:
+        rows = [r for r in rows if r["name"] in names]
+    if args.output in ("json", "yaml"):
+        print(output.dump({"apiVersion": "v1", "kind": "List", "items": rows}, args.output))
+    elif not rows:
+        print("No resources found.", file=sys.stderr)
+    else:
+        print(meshcli.services_table(rows))
     return 0
 
 
@@ -201,6 +251,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
             raise UserError(f"name the {word} to delete (fix: podlab delete {word} NAME)")
         info = _kind(word)
         targets = [(info, args.namespace, n) for n in names]
+    for info, _, name in targets:
+        if info.kind in DERIVED:
+            raise UserError(
+                f"{info.kind.lower()}/{name} is derived by the cluster mesh and cannot be "
+                "deleted (fix: delete the ServiceExports it comes from)"
+            )
     if args.grace_period is not None and args.grace_period < 0:
         raise UserError(f"--grace-period {args.grace_period} is negative (fix: 0 or more seconds)")
     client, _ = connect(args)

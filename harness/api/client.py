@@ -26,9 +26,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness.api import alloc
+from harness.api import alloc, mcsapply
 from harness.api.netobjects import Service
 from harness.api.objects import (
+    API_PREFIX,
     DEFAULT_GRACE_S,
     KINDS,
     KindInfo,
@@ -111,11 +112,16 @@ class ApiClient:
         return sorted(out, key=lambda n: n.name)
 
     # --- apply -----------------------------------------------------------------------
-    def apply(self, objects: list[Located]) -> list[Applied]:
-        """Write ``objects`` atomically; raise UserError (nothing written) on any problem."""
+    def apply(self, objects: list[Located], allow_conflict: bool = False) -> list[Applied]:
+        """Write ``objects`` atomically; raise UserError (nothing written) on any problem.
+
+        ``allow_conflict``: let a ServiceExport conflict with another cluster's
+        (KEP-1645: the oldest export wins, the others are marked in conflict);
+        refused by default, naming the difference.
+        """
         nodes = self.nodes()
         for _ in range(APPLY_ATTEMPTS):
-            writes, results = self._plan_apply(objects, nodes)
+            writes, results = self.plan_apply(objects, nodes, allow_conflict)
             if len(writes) > MAX_TXN_OPS:  # splitting would give up all-or-nothing
                 raise LabError(
                     f"{len(writes)} objects in one apply exceed etcd's limit of {MAX_TXN_OPS} "
@@ -124,6 +130,17 @@ class ApiClient:
             if self.store.commit(writes):
                 return results
         raise LabError(f"objects in cluster {self.cluster} kept changing while applying; try again")
+
+    def plan_apply(
+        self, objects: list[Located], nodes: list[NodeRecord], allow_conflict: bool = False
+    ) -> tuple[list[Write], list[Applied]]:
+        """Every write an apply would make (guarded by what was read), or UserError."""
+        writes, results = self._plan_apply(objects, nodes)
+        if any(loc.info.kind in ("Service", "ServiceExport") for loc in objects):
+            problems = mcsapply.problems(self.store, self.cluster, objects, writes, allow_conflict)
+            if problems:
+                raise UserError(problems)
+        return writes, results
 
     def _plan_apply(
         self, objects: list[Located], nodes: list[NodeRecord]
@@ -270,6 +287,9 @@ class ApiClient:
         if info.kind == "Pod":
             for e in self.store.get_prefix(status_prefix(self.cluster, namespace))[0]:
                 statuses[_tail(e.key)] = e
+        elif info.kind == "ServiceExport":
+            for e in self.store.get_prefix(export_status_key(self.cluster, namespace or "", ""))[0]:
+                statuses[_tail(e.key)] = e
         items = []
         for e in self.store.get_prefix(kind_prefix(self.cluster, info, namespace))[0]:
             items.append(self._present(e, statuses.get(_tail(e.key)), info))
@@ -283,11 +303,15 @@ class ApiClient:
         status = None
         if info.kind == "Pod":
             status = self.store.get(status_key(self.cluster, namespace, name))
+        elif info.kind == "ServiceExport":
+            status = self.store.get(export_status_key(self.cluster, namespace, name))
         return self._present(entry, status, info)
 
     def _present(self, entry: KV, status: KV | None, info: KindInfo) -> dict[str, Any]:
         obj = _load(entry.value)
         obj.setdefault("metadata", {})["resourceVersion"] = str(entry.mod_revision)
+        if info.kind == "ServiceExport":  # conditions stored by the cluster's mesh writer
+            obj["status"] = _load(status.value) if status else {"conditions": []}
         if info.kind == "Pod":
             obj["status"] = _status(status.value if status else None)
             uid = obj["status"].pop("uid", None)
@@ -349,6 +373,13 @@ class ApiClient:
                 break
             time.sleep(0.2)
         return [f"{ns}/{name}" for ns, name in left]
+
+
+def export_status_key(cluster: str, namespace: str, name: str) -> str:
+    """Where the cluster's mesh writer stores a ServiceExport's conditions (a prefix
+    when ``name`` is empty: one namespace, or every namespace too)."""
+    base = f"{API_PREFIX}/{cluster}/serviceexportstatus/"
+    return f"{base}{namespace}/{name}" if namespace else base
 
 
 def _status(raw: bytes | None) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
+from harness.agent.mesh.globalsvc import annotation_problems
+from harness.api.meshobjects import ServiceImport
 from harness.api.netobjects import NODE_PORT_RANGE, NetworkPolicy, Service
 
 Finding = tuple[tuple[str | int, ...], str, str]
@@ -22,10 +24,16 @@ def checks(obj: Any) -> list[Finding]:
         return list(_service(obj))
     if isinstance(obj, NetworkPolicy):
         return list(_policy(obj))
+    if isinstance(obj, ServiceImport):
+        message = "ServiceImports are derived by the cluster mesh and cannot be applied"
+        hint = "apply a ServiceExport with the Service's name in each exporting cluster"
+        return [((), message, hint)]
     return []
 
 
 def _service(svc: Service) -> Iterator[Finding]:
+    for key, message, hint in annotation_problems(svc.metadata.annotations):
+        yield ("metadata", "annotations", key), message, hint
     spec = svc.spec
     if spec.type == "ExternalName":
         if not spec.externalName:

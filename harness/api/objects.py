@@ -42,6 +42,7 @@ from harness.api.fields import (  # noqa: F401  (re-exported: the kinds' shared 
     check_port_name,
     check_port_ref,
 )
+from harness.api.meshobjects import MCS_API_VERSION, ServiceExport, ServiceImport
 from harness.api.netobjects import Namespace, NetworkPolicy, Service
 from harness.store import keys
 
@@ -184,7 +185,23 @@ KINDS: dict[str, KindInfo] = {
     "Namespace": KindInfo(
         "Namespace", "v1", Namespace, "namespaces", ("namespace", "namespaces", "ns"), False
     ),
+    "ServiceExport": KindInfo(
+        "ServiceExport",
+        MCS_API_VERSION,
+        ServiceExport,
+        "serviceexports",
+        ("serviceexport", "serviceexports", "svcex"),
+    ),
+    "ServiceImport": KindInfo(
+        "ServiceImport",
+        MCS_API_VERSION,
+        ServiceImport,
+        "serviceimports",
+        ("serviceimport", "serviceimports", "svcim"),
+    ),
 }
+#: kinds the mesh derives: listed by ``get``, refused by ``apply`` and ``delete``
+DERIVED = ("ServiceImport",)
 
 
 def kind_for_alias(name: str) -> KindInfo | None:

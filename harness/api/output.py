@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from harness.api import meshobjects
 from harness.api.objects import NodeRecord
 from harness.api.schedule import heartbeat_age_s, is_ready
 
@@ -224,9 +225,23 @@ def namespaces_table(items: list[dict[str, Any]], now: float, wide: bool, all_ns
     return table(["NAME", "STATUS", "AGE", *(["LABELS"] if wide else [])], rows)
 
 
+def exports_table(items: list[dict[str, Any]], now: float, wide: bool, all_ns: bool) -> str:
+    """NAME VALID CONFLICT AGE (the conditions the cluster's mesh writer stored)."""
+    header, rows = meshobjects.exports_rows(items, all_ns)
+    ages = [age(o["metadata"].get("creationTimestamp"), now) for o in items]
+    return table([*header, "AGE"], [[*r, a] for r, a in zip(rows, ages, strict=True)])
+
+
+def imports_table(items: list[dict[str, Any]], now: float, wide: bool, all_ns: bool) -> str:
+    """NAME TYPE IP PORTS CLUSTERS."""
+    return table(*meshobjects.imports_rows(items, all_ns))
+
+
 TABLES = {
     "Pod": pods_table,
     "Service": services_table,
     "NetworkPolicy": policies_table,
     "Namespace": namespaces_table,
+    "ServiceExport": exports_table,
+    "ServiceImport": imports_table,
 }

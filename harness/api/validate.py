@@ -230,10 +230,16 @@ def _problem(
 
 
 def format_path(path: YamlPath) -> str:
-    """``('spec', 'containers', 0, 'name')`` → ``spec.containers[0].name``."""
+    """``('spec', 'containers', 0, 'name')`` → ``spec.containers[0].name``; a key with
+    dots or slashes in brackets: ``metadata.annotations["service.cilium.io/global"]``."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "." in part or "/" in part:  # an annotation or label key: keep it whole
+            out += f'["{part}"]'
+        else:
+            out += f".{part}" if out else str(part)
     return out
 
 

@@ -107,15 +107,14 @@ def attach(name: str) -> Lab:
     return _lab(plan, paths.root, built=False)
 
 
-def bring_up(topology: Path) -> Lab:
+def bring_up(topology: Path, backend: str = "netns") -> Lab:
     """Build the topology's lab; an identical lab already up is reused (and left up)."""
-    from harness.lab.backend import UpRequest
-    from harness.lab.netns import NetnsBackend
+    from harness.lab.backend import UpRequest, backends
     from harness.lab.state import find
 
     plan = load_plan(topology)
     already = find(plan.name).state.exists()
-    result = NetnsBackend().up(UpRequest(file=topology, plan=plan))
+    result = backends()[backend]().up(UpRequest(file=topology, plan=plan))
     bad = [r.node for r in result.rows if r.state != "up"]
     if bad:
         raise LabError(f"lab {plan.name}: nodes not up after `up`: {', '.join(bad)}")

@@ -126,6 +126,7 @@ def _default_mode(run: Run) -> str:
 MODULE_ORDER = {
     "test_connectivity": 0, "test_mtu": 1, "test_latency": 2, "test_throughput": 3,
     "test_slo": 4, "test_hygiene": 8, "test_faults": 9, "test_bgp": 9, "test_modeswitch": 10,
+    "test_mesh_failover": 9,  # cuts links and stops an etcd: after hygiene
 }  # fmt: skip
 # The expensive checks (the 50-pod SLO, node leave/join, faults, the mode switch,
 # 4-stream throughput) say little more per mode than once: in a matrix of several
@@ -133,6 +134,7 @@ MODULE_ORDER = {
 FIRST_MODE_ONLY = {  # suite module -> part of the test id that marks it ("" = every test)
     "test_slo": "", "test_faults": "", "test_modeswitch": "", "test_throughput": "tcp-4",
     "test_services": "", "test_dns": "",  # kube-proxy and DNS do not depend on the datapath
+    "test_mesh_services": "", "test_mesh_failover": "",  # nor do global services and failover
 }  # fmt: skip
 # Policy is enforced at the pod interface, whose style (bridged cni0 or routed cali*)
 # belongs to the mode family: it runs for the first mode of each family.

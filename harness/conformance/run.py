@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,7 +67,7 @@ class Run:
                 run_id=self.run_id,
                 topology=self.topology_name,
                 modes=tuple(self.options.modes) or ((str(self.current),) if self.current else ()),
-                environment=env.capture(),
+                environment=env.capture(lab=self.options.lab or self.topology_name),
                 started_at=self.started,
             )
             self.writer = ResultsWriter(self.results_path(), meta)
@@ -133,10 +133,11 @@ class Recorder:
         samples: Sequence[tuple[float, float]] = (),
         sample_name: str = "",
         sample_unit: str = "",
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.run.get_writer().timeline(
             name, mode=self.mode, events=events, samples=samples, sample_name=sample_name,
-            sample_unit=sample_unit, scenario=self.scenario,
+            sample_unit=sample_unit, scenario=self.scenario, labels=labels,
         )  # fmt: skip
 
     def fallback(self, name: str) -> None:

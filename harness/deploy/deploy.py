@@ -66,7 +66,39 @@ def request_for(
         raise UserError(f"no inventory for lab {lab!r} at {inv} (fix: {hint})")
     lab_dir = find(lab).root  # a registered netns lab's, else .podlab/<lab>/
     chosen = {k: v for k, v in overrides.items() if v is not None}
+    _refuse_ipvs_on_host_kernel(inv, chosen)
     return DeployRequest(lab, inv, lab_dir, chosen, limit)
+
+
+def _refuse_ipvs_on_host_kernel(inventory: Path, chosen: Mapping[str, str]) -> None:
+    """Proxy mode ipvs on netns nodes needs the host kernel's IPVS: refuse up front."""
+    try:
+        data = yaml.safe_load(inventory.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return
+    top = (data.get("all") or {}) if isinstance(data, dict) else {}
+    if (top.get("vars") or {}).get("podlab_backend") != "netns":
+        return
+    groups = (top.get("children") or {}).values()
+    proxies = {str((g or {}).get("vars", {}).get("podlab_proxy_mode")) for g in groups}
+    if chosen.get("podlab_proxy_mode", "ipvs" if "ipvs" in proxies else "") != "ipvs":
+        return
+    from harness.lab import preflight
+
+    check = preflight.ipvs_available()
+    if not check.ok:
+        raise UserError([preflight.ipvs_refusal(check.detail)])
+
+
+def _timeout_s(inventory: Path) -> int:
+    """The whole playbook's time limit: 30 min, 2 h for VM guests (emulated ones
+    on a busy machine run every Ansible task 10–30x slower)."""
+    try:
+        data = yaml.safe_load(inventory.read_text()) or {}
+        backend = ((data.get("all") or {}).get("vars") or {}).get("podlab_backend")
+    except (OSError, yaml.YAMLError, AttributeError):
+        backend = None
+    return 7200 if backend == "vm" else 1800
 
 
 def count_hosts(inventory: Path) -> int:
@@ -145,4 +177,5 @@ def deploy(
             "ANSIBLE_ROLES_PATH": str(playbooks / "roles"),
         },
         on_event=on_event,
+        timeout_s=_timeout_s(req.inventory),
     )

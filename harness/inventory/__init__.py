@@ -18,6 +18,9 @@ from harness.plan import bgp
 from harness.plan.model import LabPlan, NodePlan
 
 ETCD_CLIENT_PORT = 2379
+# VM guests may be emulated (TCG: every Python start takes seconds): the deploy
+# waits longer for services there before it calls them failed.
+SLOW_GUEST_VARS = {"agent_check_retries": 400, "kvstore_health_retries": 600, "supervise_wait": 180}
 MESH_EXPORT_PORT = 32379  # each meshed cluster's export etcd (playbooks/roles/mesh)
 # Role groups are plural so a node called ``router`` never shares a group's name.
 ROLE_GROUPS = {
@@ -45,6 +48,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_mode": cl.mode,
                 "podlab_encryption": cl.encryption,
                 "podlab_proxy_mode": cl.proxy_mode,
+                "podlab_ipvs_scheduler": cp.label("podlab.ipvs-scheduler", "rr"),
                 "podlab_etcd_endpoints": [f"http://{cp_ip}:{ETCD_CLIENT_PORT}"],
                 "podlab_etcd_client_endpoint": f"http://{cp.mgmt.ip}:{ETCD_CLIENT_PORT}",
                 "podlab_bgp_as": bgp.cluster_asn(cl),
@@ -63,6 +67,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
         if node.is_router and meshed:
             roles[group]["hosts"][node.name]["podlab_bgp"] = bgp.router_bgp(plan, node.name)
     children.update(roles)
+    slow = SLOW_GUEST_VARS if backend == "vm" else {}
     return {
         "all": {
             "vars": {
@@ -73,6 +78,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_lab": plan.name,
                 "podlab_backend": backend,
                 "podlab_lab_dir": str(lab_dir),
+                **slow,
             },
             "children": children,
         }

@@ -69,12 +69,14 @@ def backends() -> dict[str, Callable[[], Backend]]:
     from harness.lab.containerlab import ContainerlabBackend
     from harness.lab.netns import NetnsBackend
     from harness.lab.ssh import SshBackend
+    from harness.lab.vm import VmBackend
 
     return {
         "netns": NetnsBackend,
+        "vm": VmBackend,
         "ssh": SshBackend,
         "containerlab": ContainerlabBackend,
     }
 
 
-BACKEND_NAMES = ("netns", "ssh", "containerlab")
+BACKEND_NAMES = ("netns", "vm", "ssh", "containerlab")

@@ -57,6 +57,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_preflight)
 
+    p = sub.add_parser("image", help="the VM guest image: build it, list the cache")
+    p.add_argument(
+        "action",
+        choices=("build", "list", "prune"),
+        help="build (if not cached) | list | prune (images no recipe or lab uses)",
+    )
+    p.add_argument(
+        "--extra-package",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="a further Debian package in the image (changes its key)",
+    )
+    p.set_defaults(func=_image)
+
     p = sub.add_parser("graph", help="Mermaid picture of a lab's nodes, segments, clusters")
     p.add_argument("lab", help="topology file, or the name of a lab that is up")
     p.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
@@ -106,7 +121,7 @@ def _show_up(result: UpResult) -> int:
         out.print(table)
     if result.inventory:
         out.print(f"inventory: {result.inventory}")
-    if result.backend == "netns":
+    if result.backend in ("netns", "vm"):
         from harness.lab import state
 
         cfg = state.find(result.lab).ssh_config
@@ -156,11 +171,17 @@ def _status(args: argparse.Namespace) -> int:
         out.print("no labs")
         return 0
     for lab in data["labs"]:
-        table = Table(title=f"lab {lab['lab']}: {lab['state']} ({lab['lab_dir']})")
-        for col in ("node", "role", "cluster", "mgmt IP", "underlay IP", "state"):
+        vm = lab["backend"] == "vm"
+        title = f"lab {lab['lab']}: {lab['state']}, {lab['backend']} ({lab['lab_dir']})"
+        table = Table(title=title)
+        cols = ["node", "role", "cluster", "mgmt IP", "underlay IP", "state"]
+        for col in cols + (["accel", "kernel", "MiB"] if vm else []):
             table.add_column(col)
         for n in lab["nodes"]:
-            row = (n["node"], n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"])
+            row = [n["node"], n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"]]
+            if vm:
+                accel = "TCG (emulated)" if n["emulated"] else str(n["accel"]).upper()
+                row += [accel, n["kernel"], str(n["memory_mb"])]
             table.add_row(*(v or "-" for v in row))
         out.print(table)
     return 0
@@ -188,6 +209,12 @@ def _exec(args: argparse.Namespace) -> int:
 
     cmd = _command(args) or [os.environ.get("SHELL", "/bin/bash")]
     ref = status.find_node(args.node, args.lab)
+    if ref.ledger.nodes[ref.node].is_vm:  # a guest has its own kernel: go in over ssh
+        ssh = shutil.which("ssh")
+        if ssh is None:
+            raise UserError("ssh client not found (install openssh-client)")
+        tty = ["-t"] if sys.stdin.isatty() else []
+        os.execv(ssh, ["ssh", *tty, "-F", str(ref.paths.ssh_config), ref.node, "--", *cmd])
     pid = ref.pid
     sys.stdout.flush()
     nodeinit.enter_node(pid, cgroup.node_procs(ref.lab, ref.node))
@@ -237,6 +264,43 @@ def _preflight(args: argparse.Namespace) -> int:
             table.add_row(c.name, c.kind, mark, c.detail)
         out.print(table)
     return 0 if all(c.ok for c in report.checks if c.required) else 1
+
+
+def _image(args: argparse.Namespace) -> int:
+    from harness.lab.image import build, recipe
+
+    if args.action == "list":
+        table = Table(title=f"podlab guest images ({recipe.cache_root()})")
+        for col in ("key", "current", "kernel", "built", "build s", "disk MB"):
+            table.add_column(col)
+        current = recipe.key()
+        for image in build.cached_images():
+            info = image.info()
+            size = int(str(info.get("disk_bytes", 0))) // 2**20
+            table.add_row(image.key, "yes" if image.key == current else "",
+                          str(info.get("kernel_release")), str(info.get("built_at")),
+                          str(info.get("build_s")), str(size))  # fmt: skip
+        out.print(table)
+        return 0
+    if args.action == "prune":
+        from harness.lab import state
+        from harness.lab.state import Ledger
+
+        in_use = {recipe.key()}
+        for paths in state.known_labs().values():
+            try:
+                in_use.add(Ledger.load(paths).image or "")
+            except UserError:
+                continue
+        removed = build.prune(keep=in_use)
+        out.print(f"removed {len(removed)} cached images: {', '.join(removed) or '-'}")
+        return 0
+    packages = recipe.PACKAGES + tuple(args.extra_package)
+    image, built = build.ensure(log=lambda msg: err.print(msg), packages=packages)
+    info = image.info()
+    what = f"built in {info['build_s']} s" if built else "cached"
+    out.print(f"image {image.key} ({what}): {image.root}")
+    return 0
 
 
 def _graph(args: argparse.Namespace) -> int:

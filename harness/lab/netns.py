@@ -99,6 +99,7 @@ def _up(plan: LabPlan, request: UpRequest) -> UpResult:
     missing = [c for c in checks.checks if c.required and not c.ok]
     if missing:
         raise UserError([preflight.as_problem(c) for c in missing])
+    preflight.refuse_ipvs(checks, {c.proxy_mode for c in plan.clusters.values()})
     modes = {c.mode for c in plan.clusters.values()}
     result.notes += preflight.plan_notes(
         checks, modes, {c.encryption for c in plan.clusters.values()}
@@ -302,7 +303,8 @@ def _inventory(plan: LabPlan, paths: LabPaths) -> Path:
 def is_alive(ledger: Ledger) -> bool:
     """True if every node holder and sshd recorded in the ledger still runs."""
     return all(
-        sysns.alive(n.pid, n.start) and n.sshd_pid and sysns.alive(n.sshd_pid, n.sshd_start)
+        sysns.alive(n.pid, n.start)
+        and (n.is_vm or (n.sshd_pid and sysns.alive(n.sshd_pid, n.sshd_start)))
         for n in ledger.nodes.values()
         if n.pid
     ) and bool(ledger.nodes)

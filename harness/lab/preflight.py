@@ -18,7 +18,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from harness.errors import Problem, ToolError
+from harness.errors import Problem, ToolError, UserError
 from harness.exec import run
 from harness.lab import cgroup, links, sysns
 
@@ -51,6 +51,10 @@ TOOLS: dict[str, tuple[str, bool]] = {
     "wireguard-go": ("WireGuard without the kernel module", False),
     "tcpdump": ("captures", False),
     "ping": ("reachability probes", False),
+    "ipvsadm": ("proxy mode ipvs", False),
+    "qemu-system-x86_64": ("VM labs (podlab up --backend vm)", False),
+    "qemu-img": ("VM labs: guest disk overlays", False),
+    "debootstrap": ("VM labs: building the guest image", False),
 }
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 PROBE_PREFIX = "podlab-preflight"  # + "-<pid>": the throwaway probe namespace
@@ -85,6 +89,7 @@ class PreflightReport:
             else ("wireguard-go" if self.ok("wireguard-go") and self.ok("tun") else "none")
         )
         feats["ipip_impl"] = "kernel" if self.ok("ipip") else "userspace"
+        feats["vm_accel"] = "kvm" if self.ok("kvm") else "tcg"
         return feats
 
     def as_dict(self) -> dict[str, Any]:
@@ -136,6 +141,7 @@ def kernel_links() -> list[Check]:
                 except (NetlinkError, OSError, IndexError) as exc:
                     checks.append(Check(kind, "kernel", False, _why(exc), required))
         checks.append(_nft_check(name))
+        checks.append(_ipvs_check(name))
     finally:
         sysns.remove_netns(name)
     return checks
@@ -168,6 +174,57 @@ def _nft_check(netns: str) -> Check:
     return Check("nftables", "kernel", True, "table created in a throwaway netns")
 
 
+def _ipvs_check(netns: str) -> Check:
+    """IPVS answers in a namespace (``ipvsadm -Ln`` loads ip_vs where it exists)."""
+    tool = which("ipvsadm")
+    if tool is None:
+        return Check("ipvs", "kernel", False, "ipvsadm missing (cannot probe)")
+    try:
+        run([tool, "-Ln"], netns=netns, timeout=10)
+    except ToolError as exc:
+        tail = (exc.output.strip().splitlines() or ["no IPVS"])[-1]
+        return Check("ipvs", "kernel", False, f"no kernel IPVS: {tail[:70]}")
+    return Check("ipvs", "kernel", True, "IPVS answered in a throwaway netns")
+
+
+def ipvs_available() -> Check:
+    """Only the IPVS probe (for ``deploy --proxy-mode ipvs`` on a netns lab)."""
+    name = f"{PROBE_PREFIX}-{os.getpid()}"
+    sysns.create_netns(name)
+    try:
+        return _ipvs_check(name)
+    finally:
+        sysns.remove_netns(name)
+
+
+def ipvs_refusal(detail: str, where: str = "proxy mode ipvs") -> Problem:
+    """Why a netns lab cannot use proxy mode ipvs: its nodes run the host's kernel."""
+    return Problem(
+        "",
+        where,
+        f"needs kernel IPVS, which the host kernel lacks ({detail}); netns nodes share it",
+        "use --proxy-mode nftables or iptables, or a VM lab: podlab up FILE --backend vm",
+    )
+
+
+def vm_checks() -> list[Check]:
+    """How VM labs would run here: KVM or emulation (with the consequence)."""
+    from harness.lab import vmspec
+
+    why_not = vmspec.kvm_status()
+    if why_not is None:
+        return [Check("kvm", "system", True, "VM labs run guests under KVM")]
+    return [
+        Check(
+            "kvm",
+            "system",
+            False,
+            f"{why_not}; VM labs run guests EMULATED (TCG): functional checks only, figures "
+            "marked emulated and never compared with native ones",
+        )
+    ]
+
+
 def system_checks() -> list[Check]:
     tun = Path("/dev/net/tun")
     try:
@@ -181,6 +238,7 @@ def system_checks() -> list[Check]:
         Check("tun", "kernel", tun_ok, tun_detail),
         Check("cgroup2", "system", cg is not None, str(cg or "not mounted: down scans /proc")),
         Check("root", "system", os.geteuid() == 0, "namespaces need root", True),
+        *vm_checks(),
     ]
 
 
@@ -196,6 +254,13 @@ MODE_NEEDS: dict[str, list[tuple[str, str]]] = {
     "bgp": [("bird", "bgp mode needs BIRD 2 (bird)")],
     "ipip": [("bird", "ipip mode needs BIRD 2 (bird)")],
 }
+
+
+def refuse_ipvs(report: PreflightReport, proxies: set[str]) -> None:
+    """A netns lab asking for proxy mode ipvs on a host kernel without IPVS: refused."""
+    check = next((c for c in report.checks if c.name == "ipvs"), None)
+    if "ipvs" in proxies and check is not None and not check.ok:
+        raise UserError([ipvs_refusal(check.detail, "podlab.proxy-mode ipvs")])
 
 
 def plan_notes(report: PreflightReport, modes: set[str], encryptions: set[str]) -> list[str]:

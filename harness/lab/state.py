@@ -96,6 +96,15 @@ class NodeState:
     mnt_inode: int | None = None
     sshd_pid: int | None = None
     sshd_start: int | None = None
+    # vm backend: ``pid`` is the node's qemu; these say how it runs.
+    vm_accel: str = ""  # kvm | tcg ("" for a netns node)
+    vm_memory_mb: int = 0
+    vm_cpus: int = 0
+    vm_kernel: str = ""  # the guest kernel release (from the image manifest)
+
+    @property
+    def is_vm(self) -> bool:
+        return bool(self.vm_accel)
 
 
 @dataclass
@@ -118,6 +127,8 @@ class Ledger:
     owner_pid: int | None = None  # the `podlab up` that is building the lab
     owner_start: int | None = None
     inventory: str | None = None  # inventories/<lab>.yml written by up; down removes it
+    backend: str = "netns"  # netns | vm
+    image: str | None = None  # vm backend: the cached image key the overlays are backed by
 
     def save(self, paths: LabPaths) -> None:
         """Atomically replace state.json."""

@@ -17,9 +17,11 @@ STATUS_VERSION = 1
 
 
 def node_state(node: state.NodeState) -> str:
-    """``up`` (holder and sshd run), ``degraded`` (holder only) or ``down``."""
+    """``up`` (holder and sshd run; a VM's qemu runs), ``degraded`` (holder only) or ``down``."""
     if not node.pid or not sysns.alive(node.pid, node.start):
         return "down"
+    if node.is_vm:
+        return "up"
     if node.sshd_pid and sysns.alive(node.sshd_pid, node.sshd_start):
         return "up"
     return "degraded"
@@ -38,8 +40,8 @@ def lab_state(ledger: Ledger) -> str:
 
 def lab_status(only: str | None = None) -> dict[str, Any]:
     """``{"version": 1, "labs": [{lab, state, source, digest, lab_dir, mgmt_subnet,
-    mgmt_bridge, backend, nodes: [{node, role, cluster, mgmt, underlay, netns, pid,
-    sshd_pid, state}]}]}``."""
+    mgmt_bridge, backend, image, nodes: [{node, role, cluster, mgmt, underlay, netns, pid,
+    sshd_pid, state, accel, emulated, kernel, memory_mb, cpus}]}]}``."""
     labs = []
     for name, paths in state.known_labs().items():
         if only and name != only:
@@ -56,7 +58,8 @@ def _one(ledger: Ledger, paths: LabPaths) -> dict[str, Any]:
     return {
         "lab": ledger.lab,
         "state": lab_state(ledger),
-        "backend": "netns",
+        "backend": ledger.backend,
+        "image": ledger.image,
         "source": ledger.source,
         "digest": ledger.digest,
         "lab_dir": str(paths.root),
@@ -73,6 +76,13 @@ def _one(ledger: Ledger, paths: LabPaths) -> dict[str, Any]:
                 "pid": n.pid,
                 "sshd_pid": n.sshd_pid,
                 "state": node_state(n),
+                # vm backend: how the guest runs; "emulated" figures are never
+                # comparable with native ones (see docs/vm-backend.md).
+                "accel": n.vm_accel or None,
+                "emulated": n.vm_accel == "tcg" if n.is_vm else None,
+                "kernel": n.vm_kernel or None,
+                "memory_mb": n.vm_memory_mb or None,
+                "cpus": n.vm_cpus or None,
             }
             for name, n in ledger.nodes.items()
         ],

@@ -99,7 +99,7 @@ def kill_processes(ledger: Ledger) -> list[int]:
 def down(ledger: Ledger, paths: LabPaths, keep_dir: bool = False) -> DownReport:
     """Remove everything the ledger says the lab made."""
     report = DownReport(ledger.lab)
-    report.processes = kill_processes(ledger)
+    report.processes = _ssh_masters(paths) + kill_processes(ledger)
     for name in ledger.netns_names:
         if sysns.remove_netns(name):
             report.netns.append(name)
@@ -114,6 +114,27 @@ def down(ledger: Ledger, paths: LabPaths, keep_dir: bool = False) -> DownReport:
         _remove_inventory(ledger.inventory)
     state.unregister(ledger.lab, paths)
     return report
+
+
+def _ssh_masters(paths: LabPaths) -> list[int]:
+    """ssh clients of this lab (Ansible's and testinfra's ControlPersist masters,
+    whose control sockets live in the lab directory): they run in the root
+    namespace, outside the lab's cgroup, and a VM that vanishes does not close
+    their connections, so they would linger until their persist time runs out.
+    Chosen by their command line naming the lab directory, killed by pid."""
+    marker = str(paths.root.resolve()) if paths.root.exists() else str(paths.root)
+    killed = []
+    for pid in sysns.pids():
+        if pid == os.getpid():
+            continue
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if comm == "ssh" and marker in argv and sysns.kill_pid(pid, sysns.start_time(pid)):
+            killed.append(pid)
+    return killed
 
 
 def _remove_inventory(path: str | None) -> None:

@@ -22,7 +22,14 @@ from harness.plan.model import (
 )
 from harness.topology import NodeSpec, Topology
 
-NODE_LABELS = ("podlab.cluster", "podlab.role", "podlab.route-reflector")
+NODE_LABELS = (
+    "podlab.cluster",
+    "podlab.role",
+    "podlab.route-reflector",
+    "podlab.vm-memory",  # vm backend: guest RAM in MiB (256)
+    "podlab.vm-cpus",  # vm backend: guest vCPUs (1)
+    "podlab.vm-accel",  # vm backend: auto | kvm | tcg (auto)
+)
 CLUSTER_LABELS = (
     "podlab.cluster-id",
     "podlab.pod-cidr",
@@ -31,6 +38,7 @@ CLUSTER_LABELS = (
     "podlab.encryption",
     "podlab.proxy-mode",
     "podlab.node-prefix",
+    "podlab.ipvs-scheduler",
     "podlab.mesh",
 )
 KNOWN_LABELS = NODE_LABELS + CLUSTER_LABELS

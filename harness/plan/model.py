@@ -14,7 +14,7 @@ FLANNEL_MODES = ("host-gw", "vxlan", "udp")
 CALICO_MODES = ("bgp", "ipip", "calico-vxlan", "cross-subnet")
 MODES = FLANNEL_MODES + CALICO_MODES
 ENCRYPTIONS = ("none", "wireguard")
-PROXY_MODES = ("nftables", "iptables", "userspace")
+PROXY_MODES = ("nftables", "iptables", "userspace", "ipvs")  # ipvs: kernel IPVS (VM labs)
 ROLES = ("control-plane", "worker", "router", "host")
 
 DEFAULT_MTU = 1500

@@ -45,3 +45,22 @@ def link_peer_tmp(lab: str, index: int, end: int) -> str:
 def altname(lab: str) -> str:
     """The marker altname prefix every interface of a lab carries."""
     return f"{ALTNAME_MARK}-{lab_tag(lab)}"
+
+
+def vm_netns(lab: str) -> str:
+    """The one namespace holding a VM lab's taps, bridges and qemu processes.
+
+    ``--`` cannot end a node's namespace name (node names never end in ``-``
+    followed by ``-vm``… and a lab would need a node literally named ``-vm``).
+    """
+    return f"{PREFIX}-{lab}--vm"
+
+
+def vm_tap(index: int, nic: int) -> str:
+    """Tap of node ``index``'s NIC ``nic`` (0 = management) inside the VM namespace."""
+    return f"t{index}n{nic}"
+
+
+def vm_segment_bridge(index: int) -> str:
+    """Bridge of underlay segment ``index`` inside the VM namespace (``brm``: management)."""
+    return f"bs{index}"

@@ -214,6 +214,13 @@ def parse_reach(output: str) -> dict[str, float | None]:
     return {k: (float(v) if v is not None else None) for k, v in data["first_success"].items()}
 
 
+def reach_started(output: str) -> float | None:
+    """When a ``reach`` began polling (epoch s): a first success only measures a change
+    made after this, so callers check the poller was already running."""
+    started = _load(output).get("started")
+    return float(started) if started is not None else None
+
+
 @dataclass(frozen=True)
 class FlowSamples:
     """A request stream: per bucket (offset s, sent, answered), started at ``start`` (epoch)."""

@@ -165,6 +165,7 @@ def reach(a: argparse.Namespace) -> dict[str, Any]:
     """Poll targets until each accepts (or refuses, with --refused-ok); epoch of first success."""
     left = {t: _split(t) for t in a.targets.split(",") if t}
     first: dict[str, float | None] = dict.fromkeys(left)
+    started = time.time()  # a first success says nothing about what came before this
     deadline = time.monotonic() + a.deadline
     while left and time.monotonic() < deadline:
         for target, (host, port) in list(left.items()):
@@ -179,7 +180,7 @@ def reach(a: argparse.Namespace) -> dict[str, Any]:
             first[target] = time.time()
             del left[target]
         time.sleep(a.interval)
-    return {"first_success": first}
+    return {"first_success": first, "started": started}
 
 
 def _split(target: str) -> tuple[str, int]:

@@ -264,6 +264,14 @@ def environment_rows(run: RunResults) -> tuple[tuple[str, str], ...]:
         ("Git commit", env.git_commit + dirty),
         ("Host", env.hostname),
         ("Fallbacks in use", ", ".join(env.fallbacks) or "none"),
+        ("Lab backend", env.backend),
+    ]
+    if env.emulated:
+        rows.append(("EMULATED", "VM guests ran under TCG emulation: every figure of this run "
+                     "is an emulated one, not comparable with native figures"))  # fmt: skip
+    rows += [
+        (f"Node {n.node}", f"{n.backend}, kernel {n.kernel}" + (f", {n.accel}" if n.accel else ""))
+        for n in env.nodes
     ]
     rows += [(f"{tool}", version) for tool, version in sorted(env.tools.items())]
     return tuple((k, v) for k, v in rows if v)

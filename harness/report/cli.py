@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.errors import Problem, UserError
-from harness.report import analysis, render
+from harness.report import analysis, compare, render
 from harness.results import store
 
 
@@ -45,7 +45,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = [store.load(p) for p in args.results]
     baseline = store.load(args.baseline) if args.baseline else None
     sources = render.Sources(tuple(args.results), args.baseline)
-    html = render.render(runs, sources, baseline)
+    try:
+        html = render.render(runs, sources, baseline)
+    except compare.IncomparableRuns as exc:
+        raise UserError(
+            [
+                Problem(
+                    str(args.baseline),
+                    "--baseline",
+                    str(exc),
+                    "compare emulated runs with emulated ones only",
+                )
+            ]
+        ) from exc
     written = render.write(html, out)
     run = store.merge(runs)
     s = analysis.summarize(run)

@@ -155,8 +155,23 @@ def _fold(outcomes: list[str]) -> str:
     return "failed" if "failed" in outcomes else ("passed" if "passed" in outcomes else "skipped")
 
 
+class IncomparableRuns(ValueError):
+    """Emulated figures against native ones: the comparison would say nothing."""
+
+
 def compare(run: RunResults, baseline: RunResults) -> Comparison:
-    """Deltas of every measurement and check between ``baseline`` and ``run``."""
+    """Deltas of every measurement and check between ``baseline`` and ``run``.
+
+    Refuses (``IncomparableRuns``) when one run is emulated (VM guests under TCG)
+    and the other is not: a 30x slower CPU would show as regressions everywhere.
+    """
+    if run.environment.emulated != baseline.environment.emulated:
+        which = {True: "emulated (TCG)", False: "native"}
+        raise IncomparableRuns(
+            f"cannot compare {which[run.environment.emulated]} run {run.run_id} with "
+            f"{which[baseline.environment.emulated]} baseline {baseline.run_id}: "
+            "emulated figures are never compared with native ones"
+        )
     new, old = _group(run), _group(baseline)
     keys = list(dict.fromkeys([*new, *old]))
     deltas = [_delta(k, old.get(k, []), new.get(k, [])) for k in keys]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from harness.report import analysis, charts, compare, fmt, perf
+from harness.report import analysis, charts, compare, fmt, mesh, perf
 from harness.results.model import RunResults
 from harness.results.store import merge
 
@@ -92,8 +92,11 @@ def context(
         "slos": analysis.slo_table(run),
         "evidence": analysis.evidence_rows(run),
         "timelines": [
-            (tl, charts.timeline_chart(tl, f"tl-{i}")) for i, tl in enumerate(run.timelines)
+            (tl, charts.timeline_chart(tl, f"tl-{i}"))
+            for i, tl in enumerate(run.timelines)
+            if not mesh.grouped(tl)  # one series of a mesh chart: drawn in that section
         ],
+        "mesh": mesh.section(run),
         "environment": analysis.environment_rows(run),
         "comparison": compare.compare(run, baseline) if baseline else None,
         "regression_tolerance": compare.REGRESSION_TOLERANCE,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness.errors import ToolError
 from harness.exec import run
-from harness.results.model import Environment
+from harness.results.model import Environment, NodeEnvironment
 
 # tool → (argv, parser of its combined stdout+stderr)
 _VERSION_RE: dict[str, tuple[list[str], str]] = {
@@ -87,14 +87,46 @@ def podlab_version() -> str:
         return __version__
 
 
-def capture(fallbacks: Iterable[str] = (), tools: Iterable[str] = TOOLS) -> Environment:
-    """Describe this machine: kernel, CPUs, tool versions, git commit, fallbacks."""
+def lab_nodes(lab: str | None) -> tuple[str, tuple[NodeEnvironment, ...]]:
+    """(backend, nodes) of a lab that is up, from its ledger; ("", ()) if unknown.
+
+    A netns node runs the host's kernel; a VM runs the image's, under KVM or TCG.
+    """
+    if not lab:
+        return "", ()
+    from harness.lab import status
+
+    labs = status.lab_status(lab)["labs"]
+    if not labs:
+        return "", ()
+    entry = labs[0]
+    nodes = tuple(
+        NodeEnvironment(
+            node=n["node"],
+            backend=entry["backend"],
+            kernel=n.get("kernel") or platform.release(),
+            accel=n.get("accel") or "",
+        )
+        for n in entry["nodes"]
+    )
+    return str(entry["backend"]), nodes
+
+
+def capture(
+    fallbacks: Iterable[str] = (), tools: Iterable[str] = TOOLS, lab: str | None = None
+) -> Environment:
+    """Describe this machine: kernel, CPUs, tool versions, git commit, fallbacks,
+    and (given ``lab``) the lab's backend and each node's kernel."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         cpuinfo = ""
     commit, dirty = git_state()
+    backend, nodes = lab_nodes(lab)
     return Environment(
+        backend=backend or "netns",
+        emulated=any(n.accel == "tcg" for n in nodes),
+        nodes=nodes,
         kernel=platform.release(),
         cpu_count=os.cpu_count() or 0,
         cpu_model=parse_cpu_model(cpuinfo),

@@ -83,6 +83,15 @@ def judge(value: float, threshold: float, comparison: Comparison) -> bool:
     return value <= threshold if comparison == "<=" else value >= threshold
 
 
+class NodeEnvironment(_Frozen):
+    """One lab node as the run saw it: a namespace on the host, or a VM and its kernel."""
+
+    node: str
+    backend: str = "netns"  # netns | vm | ssh
+    kernel: str = ""
+    accel: str = ""  # vm: kvm | tcg ("" elsewhere)
+
+
 class Environment(_Frozen):
     """Where a run happened: absolute numbers mean nothing without it."""
 
@@ -97,6 +106,12 @@ class Environment(_Frozen):
     tools: dict[str, str] = Field(default_factory=dict)
     # Fallbacks the run reported using, e.g. "userspace-ipip", "wireguard-go".
     fallbacks: tuple[str, ...] = ()
+    # The lab's backend and its nodes. ``emulated``: some node was a VM under
+    # TCG, so every figure of this run is an emulated one, never to be compared
+    # with native figures (the report refuses such a comparison).
+    backend: str = "netns"
+    emulated: bool = False
+    nodes: tuple[NodeEnvironment, ...] = ()
 
 
 class Measurement(_Frozen):

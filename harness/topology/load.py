@@ -86,7 +86,8 @@ def parse_topology(
         c.raise_if_any()
         raise AssertionError("unreachable")
     nodes = _nodes(topo, c, lines)
-    links = _links(topo.get("links"), nodes, c, lines)
+    raw_nodes = (topo.get("nodes") or {}) if isinstance(topo.get("nodes"), dict) else {}
+    links = _links(topo.get("links"), nodes, c, lines, set(raw_nodes))
     if not keep:
         c.raise_if_any()
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -193,8 +194,8 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
         if kind not in SUPPORTED_KINDS:
             c.add(
                 where,
-                f"kind {kind!r} is not supported by podlab",
-                "use kind: linux for lab nodes or kind: bridge for L2 segments",
+                f"kind {kind!r} is not supported by podlab (a node is a namespace or a VM)",
+                "use kind: linux for lab nodes (netns or VM) or kind: bridge for L2 segments",
                 line,
             )
             continue
@@ -224,7 +225,11 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
     return out
 
 
-def _links(raw: Any, nodes: dict[str, NodeSpec], c: Collector, lines: dict) -> list[LinkSpec]:
+def _links(
+    raw: Any, nodes: dict[str, NodeSpec], c: Collector, lines: dict, declared: set[str]
+) -> list[LinkSpec]:
+    """Links between known nodes; a node refused for its own reason (its kind, say)
+    is not reported again as unknown on every link it has."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -248,6 +253,9 @@ def _links(raw: Any, nodes: dict[str, NodeSpec], c: Collector, lines: dict) -> l
             continue
         ok = True
         for ep in eps:
+            if ep.node not in nodes and ep.node in declared:
+                ok = False
+                continue
             if ep.node not in nodes:
                 c.add(
                     where,

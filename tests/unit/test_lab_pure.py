@@ -73,8 +73,9 @@ def test_status_of_a_lab_whose_processes_are_gone_is_stale(home: Path) -> None:
     (lab,) = data["labs"]
     assert set(lab) == {
         "lab", "state", "backend", "source", "digest", "lab_dir", "mgmt_subnet", "mgmt_bridge",
-        "nodes",
+        "nodes", "image",
     }  # fmt: skip
+    assert lab["backend"] == "netns" and lab["nodes"][0]["accel"] is None
     assert lab["nodes"][0]["mgmt"] == "172.31.208.2" and lab["nodes"][0]["state"] == "down"
     assert status.find_node("n1").lab == "t-lab-u"
     with pytest.raises(UserError, match="no node n9"):

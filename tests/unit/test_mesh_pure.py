@@ -145,12 +145,15 @@ def test_remote_pods_are_policy_peers_only_when_the_selector_names_a_cluster() -
 
 
 def test_services_controller_reads_mirrored_pods_as_mesh_kinds() -> None:
+    """One mirror cache (kind "mesh") feeds policy peers and global services alike;
+    what neither needs (subnet leases, clusterinfo) is not cached."""
     ctl = ServicesController.__new__(ServicesController)
     ctl.prefix = "/podlab/v1/c1/"
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/pods/default/web") == "mesh-pods"
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/podstatus/default/web") == "mesh-podstatus"
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/services/default/web") is None
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/status") is None
+    assert ctl._kind("/podlab/v1/c1/mesh/c2/pods/default/web") == "mesh"
+    assert ctl._kind("/podlab/v1/c1/mesh/c2/podstatus/default/web") == "mesh"
+    assert ctl._kind("/podlab/v1/c1/mesh/c2/services/default/web") == "mesh"
+    assert ctl._kind("/podlab/v1/c1/mesh/c2/subnets/10.245.1.0-24") is None
+    assert ctl._kind("/podlab/v1/c1/mesh/c2/clusterinfo") is None
     assert ServicesConfig  # the controller's config type is unchanged
 
 

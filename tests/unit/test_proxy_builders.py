@@ -132,6 +132,7 @@ def test_endpoints_are_ready_running_selected_pods_with_named_ports() -> None:
 
 
 def test_registry_lists_modes_and_refuses_unknown() -> None:
-    assert set(PROXIES) == {"nftables", "iptables", "userspace"} and DEFAULT_MODE in PROXIES
-    with pytest.raises(ValueError, match=r"unknown proxy mode 'ipvs'.*nftables, iptables"):
-        make_proxy("ipvs", ProxyOptions("10.96.0.0/16"))
+    assert set(PROXIES) == {"nftables", "iptables", "userspace", "ipvs"}
+    assert DEFAULT_MODE in PROXIES
+    with pytest.raises(ValueError, match=r"unknown proxy mode 'ebpf'.*nftables, iptables"):
+        make_proxy("ebpf", ProxyOptions("10.96.0.0/16"))

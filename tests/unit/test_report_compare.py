@@ -106,3 +106,23 @@ def test_new_and_gone(tmp_path: Path) -> None:
 def test_better_direction(name: str, unit: str, expected: str | None) -> None:
     m = Measurement(name=name, value=1, unit=unit, mode="m", topology="t")
     assert compare.better_direction(m) == expected
+
+
+def test_emulated_runs_are_never_compared_with_native_ones(tmp_path: Path) -> None:
+    from harness.report import analysis
+    from harness.results.model import NodeEnvironment
+
+    native = _run(tmp_path, "native", 10e9, 1e-4, "passed", 1.0)
+    vm = NodeEnvironment(node="c1-cp", backend="vm", kernel="6.1.0-50-amd64", accel="tcg")
+    env = Environment(kernel="6.18", cpu_count=2, backend="vm", emulated=True, nodes=(vm,))
+    w = ResultsWriter(tmp_path / "emu.json", RunMeta("emu", "t", ("ipip",), env))
+    w.record("throughput_bps", 3e8, "bps", mode="ipip", labels={"proto": "tcp"})
+    emulated = w.results()
+    with pytest.raises(compare.IncomparableRuns, match=r"emulated .* never compared"):
+        compare.compare(emulated, native)
+    with pytest.raises(compare.IncomparableRuns):
+        compare.compare(native, emulated)
+    assert compare.compare(emulated, emulated).baseline_id == "emu"  # control: like with like
+    rows = dict(analysis.environment_rows(emulated))
+    assert rows["Lab backend"] == "vm" and "TCG" in rows["EMULATED"]
+    assert rows["Node c1-cp"] == "vm, kernel 6.1.0-50-amd64, tcg"

@@ -38,7 +38,7 @@ class Ipip(BaseDatapath):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.kernel = ipip_tun.kernel_ipip_available(self.ipr)
+        self.kernel = self.cfg.ipip_impl != "userspace" and ipip_tun.kernel_ipip_available(self.ipr)
         self.impl = "kernel" if self.kernel else "userspace"
         self.device = KERNEL_DEVICE if self.kernel else ipip_tun.DEVICE
         self.tunnel: ipip_tun.IpipTunnel | None = None
@@ -58,6 +58,10 @@ class Ipip(BaseDatapath):
             nl.ensure_up(self.ipr, idx, self.mtu())
             log.info("ipip: kernel tunl0 (IP protocol 4), mtu %d", self.mtu())
             return
+        old = nl.ifindex(self.ipr, KERNEL_DEVICE)
+        if old is not None:  # the kernel path ran before (ipip_impl changed): retire tunl0
+            self.ipr.flush_addr(index=old)
+            self.ipr.link("set", index=old, state="down")
         if self.tunnel is None:
             self.tunnel = ipip_tun.IpipTunnel(
                 self.ipr, self.cfg.underlay_address, address, self.cfg.underlay_mtu

@@ -57,7 +57,7 @@ def chains_of(s: ServicePort) -> list[str]:
     """The per-service chains ``s`` needs (none when it has no endpoints)."""
     if not s.endpoints:
         return []
-    out = [_svc(s), *(_sep(s, ep) for ep in s.endpoints)]
+    out = [_svc(s), *(_sep(s, ep) for ep in s.unique)]
     return out + ([_ext(s)] if s.node_port else [])
 
 
@@ -74,16 +74,17 @@ def service_rules(s: ServicePort, cluster_cidr: str | None) -> list[str]:
     if s.node_port:
         lines += [f"-A {_ext(s)} -j KUBE-MARK-MASQ", f"-A {_ext(s)} -j {svc}"]
     recent = "-m recent --mask 255.255.255.255 --rsource"
-    for ep in s.endpoints if s.affinity_s else ():
+    for ep in s.unique if s.affinity_s else ():
         sep = _sep(s, ep)
         lines.append(
             f"-A {svc} {recent} --name {sep} --rcheck --seconds {s.affinity_s} --reap -j {sep}"
         )
-    for i, ep in enumerate(s.endpoints):
-        sep = _sep(s, ep)
+    for i, ep in enumerate(s.endpoints):  # a repeated endpoint: one jump per share
         left = n - i
         stat = f"-m statistic --mode random --probability {1 / left:.11f} " if left > 1 else ""
-        lines.append(f"-A {svc} {stat}-j {sep}")
+        lines.append(f"-A {svc} {stat}-j {_sep(s, ep)}")
+    for ep in s.unique:
+        sep = _sep(s, ep)
         lines.append(f"-A {sep} -s {ep.ip}/32 -j KUBE-MARK-MASQ")
         if s.affinity_s:
             lines.append(f"-A {sep} {recent} --name {sep} --set")

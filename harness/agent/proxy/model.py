@@ -28,7 +28,13 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class ServicePort:
-    """One proxied port of a Service: ClusterIP:port/proto → endpoints."""
+    """One proxied port of a Service: ClusterIP:port/proto → endpoints.
+
+    ``endpoints`` may name an endpoint more than once: each entry is one equal
+    share of new connections, so a repeated endpoint carries a weight (the
+    mesh's spread flip-back, harness/agent/mesh/globalsvc.py). Every proxy mode
+    balances over the entries as given; ``unique`` is each endpoint once.
+    """
 
     namespace: str
     name: str
@@ -39,6 +45,11 @@ class ServicePort:
     node_port: int | None = None
     affinity_s: int | None = None  # ClientIP affinity timeout, None = no affinity
     endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def unique(self) -> tuple[Endpoint, ...]:
+        """Each endpoint once, in order (the targets of per-endpoint chains and sets)."""
+        return tuple(dict.fromkeys(self.endpoints))
 
     @property
     def ident(self) -> str:
@@ -75,49 +86,98 @@ def _target(port: dict[str, Any], pod: dict[str, Any]) -> int | None:
     return None  # this pod does not serve the named port: not an endpoint
 
 
-def endpoints_for(
-    service: dict[str, Any], pods: list[dict[str, Any]], statuses: dict[tuple[str, str], Any]
-) -> list[ServicePort]:
-    """The ServicePorts of one stored Service given stored pods and their statuses."""
+@dataclass(frozen=True)
+class PortBackends:
+    """One service port's backends in one cluster: the ready endpoints, and how many
+    pods would serve it at full strength (``known``: selected, not terminating,
+    serving the port — ready or not). The mesh's spread flip-back weighs the
+    first by the second (harness/agent/mesh/globalsvc.py)."""
+
+    ready: tuple[Endpoint, ...] = ()
+    known: int = 0
+
+
+def selected_pods(service: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pods of the service's namespace matching its selector, not terminating."""
     meta, spec = service["metadata"], service.get("spec", {})
     ns = meta.get("namespace", "default")
-    ip = spec.get("clusterIP")
-    if spec.get("type") == "ExternalName" or not ip or ip == "None":
-        return []
     selector = spec.get("selector") or {}
-    backends = [
+    return [
         p
         for p in pods
         if selector
         and p["metadata"].get("namespace", "default") == ns
         and _labels_match(selector, p["metadata"].get("labels", {}))
         and not p["metadata"].get("deletionTimestamp")  # terminating: out at once
-        and _ready(statuses.get((ns, p["metadata"]["name"])) or {})
     ]
+
+
+def proxied_ports(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ports a proxy programs for a stored Service (none: headless, ExternalName;
+    SCTP is accepted by the API but not proxied — a documented limit)."""
+    spec = service.get("spec", {})
+    ip = spec.get("clusterIP")
+    if spec.get("type") == "ExternalName" or not ip or ip == "None":
+        return []
+    return [p for p in spec.get("ports", []) if p.get("protocol", "TCP") in ("TCP", "UDP")]
+
+
+def port_backends(
+    service: dict[str, Any],
+    pods: list[dict[str, Any]],
+    statuses: dict[tuple[str, str], Any],
+    ports: list[dict[str, Any]] | None = None,
+) -> dict[tuple[str, str], PortBackends]:
+    """Per (port name, lower-case protocol) of ``service``: its backends among ``pods``.
+
+    ``ports`` defaults to every port of the service (headless ones included:
+    the DNS and the mesh need their pods too).
+    """
+    ns = service["metadata"].get("namespace", "default")
+    selected = selected_pods(service, pods)
+    out = {}
+    for port in service.get("spec", {}).get("ports", []) if ports is None else ports:
+        eps, known = set(), 0
+        for pod in selected:
+            target = _target(port, pod)
+            if target is None:
+                continue
+            known += 1
+            status = statuses.get((ns, pod["metadata"]["name"])) or {}
+            if _ready(status):
+                eps.add(Endpoint(status["podIP"], target))
+        key = (port.get("name", ""), port.get("protocol", "TCP").lower())
+        out[key] = PortBackends(tuple(sorted(eps)), known)
+    return out
+
+
+def endpoints_for(
+    service: dict[str, Any], pods: list[dict[str, Any]], statuses: dict[tuple[str, str], Any]
+) -> list[ServicePort]:
+    """The ServicePorts of one stored Service given stored pods and their statuses."""
+    meta, spec = service["metadata"], service.get("spec", {})
+    ports = proxied_ports(service)
+    if not ports:
+        return []
+    backends = port_backends(service, pods, statuses, ports)
     affinity = None
     if spec.get("sessionAffinity") == "ClientIP":
         cfg = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
         affinity = int(cfg.get("timeoutSeconds", 10800))
     out = []
-    for port in spec.get("ports", []):
-        if port.get("protocol", "TCP") not in ("TCP", "UDP"):
-            continue  # SCTP is accepted by the API but not proxied (documented limit)
-        eps = set()
-        for pod in backends:
-            target = _target(port, pod)
-            if target is not None:
-                eps.add(Endpoint(statuses[(ns, pod["metadata"]["name"])]["podIP"], target))
+    for port in ports:
+        proto = port.get("protocol", "TCP").lower()
         out.append(
             ServicePort(
-                ns,
+                meta.get("namespace", "default"),
                 meta["name"],
                 port.get("name", ""),
-                port.get("protocol", "TCP").lower(),
-                ip,
+                proto,
+                spec["clusterIP"],
                 port["port"],
                 port.get("nodePort"),
                 affinity,
-                tuple(sorted(eps)),
+                backends[(port.get("name", ""), proto)].ready,
             )
         )
     return out

@@ -133,7 +133,7 @@ def _chains(svc: ServicePort) -> list[str]:
     if not _affinity(svc):
         return []
     cid = svc.chain_id()
-    out = [f"svc-{cid}", *(_sep(svc, ep) for ep in svc.endpoints)]
+    out = [f"svc-{cid}", *(_sep(svc, ep) for ep in svc.unique)]
     return out + ([f"ext-{cid}"] if svc.node_port else [])
 
 
@@ -142,7 +142,7 @@ def _sets(svc: ServicePort) -> list[str]:
     if not _affinity(svc):
         return []
     spec = f"{{ type ipv4_addr ; flags dynamic,timeout ; timeout {svc.affinity_s}s ; }}"
-    return [f"aff-{_sep(svc, ep)[4:]} {spec}" for ep in svc.endpoints]
+    return [f"aff-{_sep(svc, ep)[4:]} {spec}" for ep in svc.unique]
 
 
 def _affinity_rules(svc: ServicePort) -> list[str]:
@@ -155,11 +155,11 @@ def _affinity_rules(svc: ServicePort) -> list[str]:
             f"add rule {T} ext-{cid} jump mark-for-masq",
             f"add rule {T} ext-{cid} goto {chain}",
         ]
-    for ep in svc.endpoints:
+    for ep in svc.unique:
         lines.append(f"add rule {T} {chain} ip saddr @aff-{_sep(svc, ep)[4:]} goto {_sep(svc, ep)}")
     arms = ", ".join(f"{i} : goto {_sep(svc, ep)}" for i, ep in enumerate(svc.endpoints))
     lines.append(f"add rule {T} {chain} numgen random mod {len(svc.endpoints)} vmap {{ {arms} }}")
-    for ep in svc.endpoints:
+    for ep in svc.unique:
         sep = _sep(svc, ep)
         lines.append(f"add rule {T} {sep} update @aff-{sep[4:]} {{ ip saddr }}")
         lines.append(f"add rule {T} {sep} meta l4proto {svc.protocol} dnat to {ep.ip}:{ep.port}")

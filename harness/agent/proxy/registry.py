@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from harness.agent.proxy.base import ServiceProxy
 from harness.agent.proxy.iptables import IptablesProxy
+from harness.agent.proxy.ipvs import IpvsProxy
 from harness.agent.proxy.nftables import NftablesProxy, NftConfig
 from harness.agent.proxy.userspace import UserspaceProxy
 
@@ -23,12 +24,14 @@ class ProxyOptions:
     service_cidr: str
     cluster_cidr: str | None = None
     netns: str | None = None  # None: the namespace the agent runs in (its node)
+    ipvs_scheduler: str = "rr"  # ipvs mode only: rr, wrr, lc, wlc, sh, mh …
 
 
 PROXIES: dict[str, Callable[[ProxyOptions], ServiceProxy]] = {
     "nftables": lambda o: NftablesProxy(NftConfig(o.service_cidr, o.cluster_cidr), o.netns),
     "iptables": lambda o: IptablesProxy(o.service_cidr, o.cluster_cidr, o.netns),
     "userspace": lambda o: UserspaceProxy(o.service_cidr, o.netns),
+    "ipvs": lambda o: IpvsProxy(o.service_cidr, o.cluster_cidr, o.netns, o.ipvs_scheduler),
 }
 
 

@@ -1,0 +1,698 @@
+"""Cluster mesh: failover, flip-back, stale remote backends, control-plane outage, programming.
+
+``sudo .venv/bin/python bench/bench_mesh.py [--reps 20] [--only graceful,kill,cut,etcd,prog]
+[--rate 50] [--etcd-outage 30] [--backends 1,1000]``
+
+Two clusters of real agents (tests/agent/meshsvclab.py: t1 = n1 with the
+client pod, n2 with 3 local backends; t2 = n11 with 3 remote backends; host-gw,
+nftables, each cluster its own etcd, the fabric namespace routing between
+them). The client opens ``--rate`` new TCP connections per second to t1's
+ClusterIP of the global service ``web`` (``netcheck stream``, open loop, 1 s
+timeout), every reply naming its backend. Side by side in one run:
+
+- graceful: every local backend deleted gracefully (preStop 2 s) with
+  ``affinity: local`` → failed requests (goal 0) and the first remote answer
+  after the last local backend left (goal p99 ≤ 1 s);
+- flip-back: the local backends come back (all created at once, Ready one every
+  4 s); per second and per
+  backend, its share of requests ÷ the share each local backend carries at
+  full strength (1/3); the peak over the 10 s after the first one returns
+  (goal ≤ 2) — for ``flip-back: spread`` (ours) and ``immediate`` (Cilium's),
+  alternating reps;
+- kill: every local backend SIGKILLed → failed requests and how long failures
+  last (bound: readiness detection, 3 probes × 0.2 s, + 1 s);
+- cut: the link between the clusters cut for 6 s (affinity none) → how long
+  t2's backends still get new connections (goal ≤ 5 s) and how soon they
+  return after the link does (goal ≤ 5 s);
+- etcd: t2's etcd down ``--etcd-outage`` s (affinity remote) → established
+  cross-cluster flows broken (goal 0), new connections failed, mirrored keys
+  removed (goal 0);
+- prog: N hollow backends in t1 (addresses of a free /22 on n2's
+  loopback, statuses written as a hollow node's agent would) turn Ready
+  at t0; first success through t1's ClusterIP from t1 (in-cluster) and
+  through t2's from t2 (cross-cluster), at N = 1 and 1,000 (goal
+  cross-cluster p99 ≤ 1 s).
+
+Latencies print as p50/p99 over ``--reps``. The mesh syncer is played by the
+lab's ``Mirror`` (the syncer's key contract, plain etcd watches), so the
+cross-cluster figures include one watch + one write of propagation, not the
+syncer's TLS hop. Print ``cat /proc/loadavg`` beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from harness.agent.mesh import globalsvc
+from harness.agent.procs import pids_in_netns
+from harness.api.client import ApiClient
+from harness.api.objects import KINDS
+from harness.conformance import meshsvc
+from harness.probes import echo
+from harness.testlab.meshsvclab import MeshSvcLab
+from harness.testlab.wait import wait_for
+
+ECHO = ["python", "-m", "harness.workloads.echo", "--tcp", "8080"]
+NETCHECK = (sys.executable, "-m", "harness.probes.netcheck")
+VIP = {"t1": "10.96.0.40", "t2": "10.96.0.41"}
+PROG_VIP = {"t1": "10.96.0.50", "t2": "10.96.0.51"}
+LOCAL = [f"web-t1-{i}" for i in range(3)]
+REMOTE = [f"web-t2-{i}" for i in range(3)]
+G = {globalsvc.ANN_GLOBAL: "true"}
+STAGGER_S = 4.0  # the local backends turn Ready one every STAGGER_S when they return
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] if s else float("nan")
+
+
+def quantiles(values: list[float], unit: str = "s") -> str:
+    return f"p50 {pct(values, 50):.3f} {unit}, p99 {pct(values, 99):.3f} {unit} (n={len(values)})"
+
+
+class Mesh:
+    """The lab, its pods and services, and the client's stream."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.lab = MeshSvcLab(2, 1)
+        self.lab.start_mesh()
+        self.n1, self.n2 = self.lab.nodes_of("t1")
+        self.n11 = self.lab.nodes_of("t2")[0]
+        self.api = ApiClient(self.lab.stores["t1"], "t1")
+        self.lab.pod("t1", "client", self.n1, ["sleep", "infinity"])
+        self.lab.pod("t2", "client", self.n11, ["sleep", "infinity"])
+        for name in LOCAL:
+            self.backend("t1", name)
+        for name in REMOTE:
+            self.backend("t2", name)
+        self.clients = {
+            c: self.netns_of(c, "client", n) for c, n in (("t1", self.n1), ("t2", self.n11))
+        }
+        self.wait_ready(LOCAL, REMOTE)
+        self.service(affinity="local")
+
+    def netns_of(self, cluster: str, pod: str, node: Any) -> str:
+        st = wait_for(
+            f"{pod} in {cluster}",
+            lambda: (self.lab.status(cluster, pod) or {}).get("netns"),
+            timeout=90,
+        )
+        return str(node.pod_netns(st))
+
+    def backend(self, cluster: str, name: str, start_after_s: float = 0.0) -> None:
+        """An echo backend; ``start_after_s``: its server listens (and it turns Ready)
+        only that long after the pod starts — replicas coming up at different speeds."""
+        node = self.n2 if cluster == "t1" else self.n11
+        container = {
+            "ports": [{"name": "echo", "containerPort": 8080}],
+            "readinessProbe": {"tcpSocket": {"port": "echo"}, "periodSeconds": 1},
+            "lifecycle": {"preStop": {"sleep": {"seconds": 2}}},
+        }
+        command = [*ECHO, "--name", name]
+        if start_after_s:
+            command = ["sh", "-c", f"sleep {start_after_s:g}; exec {' '.join(command)}"]
+        self.lab.pod(cluster, name, node, command, labels={"app": "web"}, container=container)
+
+    def wait_ready(self, local: list[str], remote: list[str] | None = None) -> None:
+        for c, names in (("t1", local), ("t2", remote or [])):
+            for name in names:
+                wait_for(f"{name} Ready", lambda c=c, name=name: self.lab.ready(c, name), 120)
+
+    def service(self, affinity: str = "none", flipback: str = "spread") -> None:
+        ann = {**G, globalsvc.ANN_AFFINITY: affinity, globalsvc.ANN_FLIPBACK: flipback}
+        for c, a in (("t1", ann), ("t2", G)):
+            self.lab.put(
+                c,
+                "services/default/web",
+                {
+                    "metadata": {"name": "web", "namespace": "default", "annotations": a},
+                    "spec": {
+                        "clusterIP": VIP[c],
+                        "selector": {"app": "web"},
+                        "ports": [{"port": 80, "targetPort": 8080}],
+                    },
+                },
+            )
+
+    def stream(
+        self, seconds: float, cluster: str = "t1", vip: str | None = None
+    ) -> subprocess.Popen[str]:
+        argv = echo.stream_command(
+            vip or VIP[cluster], 80, seconds, 1 / self.rate, timeout_s=1.0, runner=NETCHECK
+        )
+        return subprocess.Popen(
+            ["nsenter", f"--net={self.clients[cluster]}", "--", *argv],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def answers(self) -> set[str]:
+        out = self.stream(1.0).communicate(timeout=60)[0]
+        return {w for _, w in echo.parse_stream(out).samples}
+
+    def settle(self, want: set[str]) -> None:
+        wait_for(f"the client reaches {sorted(want)}", lambda: self.answers() == want, 60)
+
+    def close(self) -> None:
+        self.lab.close()
+
+
+def per_second(samples: tuple[tuple[float, str], ...], t0: float) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {}
+    for t, w in samples:
+        sec = int(t - t0) if t >= t0 else -1 - int(t0 - t)
+        out.setdefault(sec, {})
+        out[sec][w] = out[sec].get(w, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def timeline(samples: tuple[tuple[float, str], ...], t0: float, title: str) -> str:
+    """Per second: requests per backend and per cluster, failures marked (!)."""
+    lines = [f"  {title} (s from the event: requests per backend | per cluster | failed)"]
+    for sec, counts in per_second(samples, t0).items():
+        by_c = {"t1": 0, "t2": 0}
+        failed = 0
+        for w, n in counts.items():
+            if w.startswith("web-t1"):
+                by_c["t1"] += n
+            elif w.startswith("web-t2"):
+                by_c["t2"] += n
+            else:
+                failed += n
+        backs = " ".join(f"{w[4:]}={n}" for w, n in sorted(counts.items()) if w.startswith("web"))
+        mark = f" !{failed} failed" if failed else ""
+        lines.append(f"  {sec:+4d}  {backs:46s} | t1 {by_c['t1']:3d} t2 {by_c['t2']:3d}{mark}")
+    return "\n".join(lines)
+
+
+def graceful_flipback(m: Mesh, flipback: str) -> dict[str, Any]:
+    """Delete every local backend gracefully, then recreate them all at once (as a
+    Deployment does), Ready one every STAGGER_S."""
+    m.service(affinity="local", flipback=flipback)
+    m.settle(set(LOCAL))
+    proc = m.stream(34.0)
+    time.sleep(2.0)
+    for name in LOCAL:
+        m.api.delete(KINDS["Pod"], "default", name)
+    t_left = time.time()
+    for name in LOCAL:
+        wait_for(f"{name} gone", lambda name=name: m.lab.status("t1", name) is None, 60)
+    time.sleep(1.0)
+    for i, name in enumerate(LOCAL):
+        m.backend("t1", name, start_after_s=i * STAGGER_S)
+    samples = echo.parse_stream(proc.communicate(timeout=90)[0]).samples
+    m.wait_ready(LOCAL)
+    failed = [s for s in samples if not s[1].startswith("web-")]
+    first_remote = min((t for t, w in samples if t >= t_left and w in REMOTE), default=None)
+    t_ret = min((t for t, w in samples if t > t_left + 2 and w in LOCAL), default=None)
+    out: dict[str, Any] = {
+        "requests": len(samples),
+        "failed": len(failed),
+        "first_remote_s": (first_remote - t_left) if first_remote else None,
+    }
+    if t_ret is not None:
+        out.update(spread(samples, t_ret))
+        out["timeline"] = timeline(samples, t_ret, f"flip-back ({flipback}), t=0 first local back")
+    out["failover_timeline"] = timeline(samples, t_left, "graceful failover, t=0 last delete")
+    return out
+
+
+def spread(samples: tuple[tuple[float, str], ...], t_ret: float) -> dict[str, float]:
+    """Peak per-second and whole-window share of one backend ÷ 1/3 (a local backend's
+    share at full strength), over the 10 s after the first local backend returned
+    (the suite's definition: harness/conformance/meshsvc.py)."""
+    peak, whole = meshsvc.flipback_spread(samples, t_ret, len(LOCAL), {*LOCAL, *REMOTE})
+    return {"peak_ratio": peak, "window_ratio": whole}
+
+
+KILLED = [f"fk-t1-{i}" for i in range(3)]
+KILL_VIP = "10.96.0.42"
+
+
+def not_ready_times(m: Mesh, names: list[str], stop: threading.Event) -> dict[str, float]:
+    """When each pod's status in etcd first says not Ready (polled every 20 ms)."""
+    seen: dict[str, float] = {}
+
+    def poll() -> None:
+        while not stop.is_set() and len(seen) < len(names):
+            for name in names:
+                if name not in seen and not m.lab.ready("t1", name):
+                    seen[name] = time.time()
+            time.sleep(0.02)
+
+    threading.Thread(target=poll, daemon=True).start()
+    return seen
+
+
+def hard_kill(m: Mesh) -> dict[str, Any]:
+    """Three local backends (restartPolicy Never: they stay dead) of the global service
+    ``fk`` (affinity local; t2's copy selects t2's web pods) SIGKILLed under the stream.
+    Readiness detection = until the last one's status says not Ready in etcd."""
+    container = {
+        "ports": [{"name": "echo", "containerPort": 8080}],
+        "readinessProbe": {"tcpSocket": {"port": "echo"}, "periodSeconds": 1},
+    }
+    for name in KILLED:
+        m.lab.pod(
+            "t1",
+            name,
+            m.n2,
+            [*ECHO, "--name", name],
+            labels={"app": "fk"},
+            container=container,
+            restartPolicy="Never",
+        )
+    m.wait_ready(KILLED)
+    ann = {**G, globalsvc.ANN_AFFINITY: "local"}
+    for c, sel, ip, a in (("t1", "fk", KILL_VIP, ann), ("t2", "web", "10.96.0.43", G)):
+        m.lab.put(
+            c,
+            "services/default/fk",
+            {
+                "metadata": {"name": "fk", "namespace": "default", "annotations": a},
+                "spec": {
+                    "clusterIP": ip,
+                    "selector": {"app": sel},
+                    "ports": [{"port": 80, "targetPort": 8080}],
+                },
+            },
+        )
+    wait_for(
+        "fk reaches its local backends",
+        lambda: (
+            {
+                w
+                for _, w in echo.parse_stream(
+                    m.stream(1.0, vip=KILL_VIP).communicate(timeout=60)[0]
+                ).samples
+            }
+            == set(KILLED)
+        ),
+        60,
+    )
+    proc = m.stream(16.0, vip=KILL_VIP)
+    time.sleep(2.0)
+    stop = threading.Event()
+    t_kill = time.time()
+    for name in KILLED:
+        st = m.lab.status("t1", name) or {}
+        for pid in pids_in_netns(str(m.n2.pod_netns(st["netns"]))):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    detected = not_ready_times(m, KILLED, stop)
+    samples = echo.parse_stream(proc.communicate(timeout=60)[0]).samples
+    stop.set()
+    for name in KILLED:
+        m.lab.delete("t1", f"pods/default/{name}")
+    for name in KILLED:
+        wait_for(f"{name} gone", lambda name=name: m.lab.status("t1", name) is None, 60)
+    failed = [t for t, w in samples if not w.startswith(("web-", "fk-"))]
+    detect = max(detected.values()) - t_kill if len(detected) == len(KILLED) else float("nan")
+    window = (max(failed) - t_kill) if failed else 0.0
+    return {
+        "requests": len(samples),
+        "failed": len(failed),
+        "detection_s": detect,
+        "failure_window_s": window,
+        "beyond_detection_s": window - detect,
+        # a stray failure long after (a slow remote answer on a loaded machine) would
+        # stretch the window: count what failed later than detection + 1 s, too
+        "failed_after_detection_1s": sum(1 for t in failed if t - t_kill > detect + 1.0),
+        "timeline": timeline(samples, t_kill, "hard kill, t=0 SIGKILL"),
+    }
+
+
+def cut(m: Mesh) -> dict[str, Any]:
+    m.service(affinity="none")
+    m.settle(set(LOCAL) | set(REMOTE))
+    proc = m.stream(16.0)
+    time.sleep(2.0)
+    m.lab.cut()
+    t_cut = time.time()
+    try:
+        time.sleep(6.0)
+    finally:
+        m.lab.heal()
+    t_heal = time.time()
+    samples = echo.parse_stream(proc.communicate(timeout=60)[0]).samples
+    for line in m.n1.log.read_text().splitlines()[-400:]:
+        if "over the data path" in line or "reachable again" in line:
+            print("   n1:", line[:160])
+    dead = set(REMOTE) | {echo.CONNECT_TIMEOUT, "timeout", "unreachable"}
+    stale = [t - t_cut for t, w in samples if t_cut <= t < t_heal and w in dead]
+    back = [t - t_heal for t, w in samples if t >= t_heal and w in REMOTE]
+    return {
+        "stale_s": max(stale, default=0.0),
+        "return_s": min(back) if back else None,
+        "failed": sum(1 for _, w in samples if not w.startswith("web-")),
+        "timeline": timeline(samples, t_cut, "network cut, t=0 cut (healed at +6 s)"),
+    }
+
+
+def etcd_outage(m: Mesh, outage_s: float) -> dict[str, Any]:
+    m.service(affinity="remote")
+    m.settle(set(REMOTE))
+    c = m.clients["t1"]
+    flows = [
+        subprocess.Popen(
+            [
+                "nsenter",
+                f"--net={c}",
+                "--",
+                *NETCHECK,
+                "flow",
+                "--target",
+                VIP["t1"],
+                "--port",
+                "80",
+                "--proto",
+                "tcp",
+                "--duration",
+                str(outage_s + 6),
+                "--interval",
+                "0.2",
+                "--timeout",
+                "1",
+                "--bucket",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(10)
+    ]
+    news = m.stream(outage_s + 4)
+    mirrored = len(m.lab.stores["t1"].get_prefix("/podlab/v1/t1/mesh/t2/")[0])
+    time.sleep(2.0)
+    m.lab.stop_etcd("t2")
+    try:
+        time.sleep(outage_s)
+        kept = len(m.lab.stores["t1"].get_prefix("/podlab/v1/t1/mesh/t2/")[0])
+    finally:
+        m.lab.start_etcd("t2")
+    results = [echo.parse_flow(f.communicate(timeout=120)[0]) for f in flows]
+    samples = echo.parse_stream(news.communicate(timeout=120)[0]).samples
+    m.lab.wait_records("t2", 60)
+    return {
+        "flows": len(results),
+        "flows_broken": sum(1 for r in results if any(ok < s for _, s, ok in r.samples)),
+        "requests": len(samples),
+        "failed": sum(1 for _, w in samples if w not in REMOTE),
+        "mirrored_keys_removed": mirrored - kept,
+    }
+
+
+class Hollow:
+    """N backends of t1 on a hollow node: addresses on n2's loopback answered by
+    one echo server in n2's namespace; pod objects and statuses written as a hollow
+    node's agent would, its node record kept fresh."""
+
+    def __init__(self, m: Mesh, n: int) -> None:
+        self.m, self.n = m, n
+        self.stop = threading.Event()
+        lab = m.lab
+        self.base = self._free_block()
+        self.addrs = [f"10.244.{self.base + k // 250}.{k % 250 + 1}" for k in range(n)]
+        with IPRoute(netns=m.n2.ns) as ipr:  # local addresses of n2 (on lo: no dummy here)
+            lo = ipr.link_lookup(ifname="lo")[0]
+            for a in self.addrs:
+                ipr.addr("replace", index=lo, address=a, prefixlen=32)
+        for ns, gw in ((lab.fab, m.n2.ip), (m.n1.ns, m.n2.ip)):
+            with IPRoute(netns=ns) as ipr:
+                ipr.route("replace", dst=f"10.244.{self.base}.0", dst_len=22, gateway=gw)
+        self.server = lab.ns_run_bg(
+            m.n2,
+            [sys.executable, "-m", "harness.workloads.echo", "--tcp", "8080", "--name", "hollow"],
+        )
+        self._record()  # before any pod: a pod on a node without a record is not served
+        threading.Thread(target=self._beat, daemon=True).start()
+        for i in range(n):
+            meta = {"name": f"prog-{i}", "namespace": "default", "labels": {"app": "prog"}}
+            spec = {"nodeName": "t1-hollow", "containers": [{"name": "c"}]}
+            lab.stores["t1"].put_json(
+                f"/podlab/v1/t1/pods/default/prog-{i}", {"metadata": meta, "spec": spec}
+            )
+        for c in ("t1", "t2"):
+            lab.put(
+                c,
+                "services/default/prog",
+                {
+                    "metadata": {"name": "prog", "namespace": "default", "annotations": G},
+                    "spec": {
+                        "clusterIP": PROG_VIP[c],
+                        "selector": {"app": "prog"},
+                        "ports": [{"port": 80, "targetPort": 8080}],
+                    },
+                },
+            )
+
+    def _free_block(self) -> int:
+        """A /22 of t1's pod CIDR that no node leased (the third octet it starts at)."""
+        kvs, _ = self.m.lab.stores["t1"].get_prefix("/podlab/v1/t1/nodes/")
+        used = {int(kv.json()["podCIDR"].split(".")[2]) for kv in kvs if kv.json().get("podCIDR")}
+        return next(b for b in range(200, 252, 4) if not used & set(range(b, b + 4)))
+
+    def _record(self) -> None:
+        rec = {"name": "t1-hollow", "underlayIP": self.m.n2.ip, "heartbeat": time.time()}
+        self.m.lab.stores["t1"].put_json("/podlab/v1/t1/nodes/t1-hollow", rec)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(2.0):
+            self._record()
+
+    def statuses(self, ready: bool) -> None:
+        cond = [{"type": "Ready", "status": "True" if ready else "False"}]
+        items: list[tuple[str, str | bytes]] = [
+            (
+                f"/podlab/v1/t1/podstatus/default/prog-{i}",
+                json.dumps({"phase": "Running", "podIP": a, "conditions": cond}),
+            )
+            for i, a in enumerate(self.addrs)
+        ]
+        self.m.lab.stores["t1"].put_many(items)
+
+    def refused(self, cluster: str) -> bool:
+        argv = [
+            *NETCHECK,
+            "probe",
+            "--proto",
+            "tcp",
+            "--target",
+            PROG_VIP[cluster],
+            "--port",
+            "80",
+            "--count",
+            "1",
+            "--timeout",
+            "1",
+        ]
+        out = subprocess.run(
+            ["nsenter", f"--net={self.m.clients[cluster]}", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        return echo.parse_probe(out).outcomes().get("refused", 0) > 0
+
+    def one(self) -> dict[str, float]:
+        """Not Ready (both ClusterIPs refuse), then Ready at t0: first success per cluster."""
+        self.statuses(False)
+        for c in ("t1", "t2"):
+            wait_for(f"prog refused in {c}", lambda c=c: self.refused(c), 60, every=0.2)
+        pollers = {}
+        for c in ("t1", "t2"):
+            argv = [
+                *echo.reach_command([(PROG_VIP[c], 80)], deadline_s=30, runner=NETCHECK),
+                "--interval",
+                "0.01",
+            ]
+            pollers[c] = subprocess.Popen(
+                ["nsenter", f"--net={self.m.clients[c]}", "--", *argv],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        time.sleep(1.5)
+        t0 = time.time()
+        self.statuses(True)
+        out = {}
+        for c, p in pollers.items():
+            text = p.communicate(timeout=60)[0]
+            started = echo.reach_started(text)
+            if started is None or started > t0:  # began after the change: no figure
+                return self.one()
+            first = echo.parse_reach(text).get(f"{PROG_VIP[c]}:80")
+            out[c] = (first - t0) if first else float("nan")
+        return out
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.terminate()
+        lab = self.m.lab
+        lab.stores["t1"].delete_prefix("/podlab/v1/t1/pods/default/prog-")
+        lab.stores["t1"].delete_prefix("/podlab/v1/t1/podstatus/default/prog-")
+        lab.stores["t1"].delete("/podlab/v1/t1/nodes/t1-hollow")
+        with IPRoute(netns=self.m.n2.ns) as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            for a in self.addrs:
+                ipr.addr("del", index=lo, address=a, prefixlen=32)
+        for ns in (lab.fab, self.m.n1.ns):
+            with IPRoute(netns=ns) as ipr:
+                ipr.route("del", dst=f"10.244.{self.base}.0", dst_len=22)
+
+
+def programming(m: Mesh, sizes: list[int], reps: int) -> dict[int, dict[str, list[float]]]:
+    out = {}
+    for n in sizes:
+        h = Hollow(m, n)
+        try:
+            h.one()  # warm-up, not counted: the first pass also learns the hollow node
+            runs = [h.one() for _ in range(reps)]
+        finally:
+            h.close()
+        out[n] = {c: [r[c] for r in runs] for c in ("t1", "t2")}
+        print(
+            f"prog {n:5d} backends: in-cluster (t1→t1) {quantiles(out[n]['t1'])}; "
+            f"cross-cluster (t1 Ready → t2) {quantiles(out[n]['t2'])}",
+            flush=True,
+        )
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--only", default="graceful,kill,cut,etcd,prog")
+    ap.add_argument("--rate", type=float, default=50.0, help="new connections per second")
+    ap.add_argument("--etcd-outage", type=float, default=30.0)
+    ap.add_argument("--etcd-reps", type=int, default=3)
+    ap.add_argument("--backends", default="1,1000")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
+    m = Mesh(args.rate)
+    results: dict[str, Any] = {"rate": args.rate, "reps": args.reps}
+    try:
+        if "graceful" in only:
+            results["graceful"] = run_graceful(m, args.reps)
+        if "kill" in only:
+            results["kill"] = run_reps("kill", args.reps, lambda: hard_kill(m))
+        if "cut" in only:
+            results["cut"] = run_reps("cut", args.reps, lambda: cut(m))
+        if "etcd" in only:
+            results["etcd"] = run_reps(
+                "etcd", args.etcd_reps, lambda: etcd_outage(m, args.etcd_outage)
+            )
+        if "prog" in only:
+            sizes = [int(x) for x in args.backends.split(",")]
+            results["prog"] = programming(m, sizes, args.reps)
+    finally:
+        m.close()
+    summary(results)
+    print(f"load average at end: {Path('/proc/loadavg').read_text().strip()}")
+    print(json.dumps(strip(results)))
+    return 0
+
+
+def run_reps(name: str, reps: int, fn: Any) -> list[dict[str, Any]]:
+    out = []
+    for i in range(reps):
+        r = fn()
+        out.append(r)
+        shown = {
+            k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "timeline"
+        }
+        print(f"{name} {i + 1}/{reps}: {shown}", flush=True)
+        if i == 0 and "timeline" in r:
+            print(r["timeline"], flush=True)
+    return out
+
+
+def run_graceful(m: Mesh, reps: int) -> dict[str, list[dict[str, Any]]]:
+    """Alternate spread and immediate flip-back; both give graceful-failover samples."""
+    out: dict[str, list[dict[str, Any]]] = {"spread": [], "immediate": []}
+    for i in range(reps):
+        how = "spread" if i % 2 == 0 else "immediate"
+        r = graceful_flipback(m, how)
+        out[how].append(r)
+        shown = {
+            k: (round(v, 3) if isinstance(v, float) else v)
+            for k, v in r.items()
+            if "timeline" not in k
+        }
+        print(f"graceful+flip-back {i + 1}/{reps} ({how}): {shown}", flush=True)
+        if len(out[how]) == 1:
+            print(r["failover_timeline"] if how == "spread" else "", flush=True)
+            print(r.get("timeline", ""), flush=True)
+    return out
+
+
+def summary(r: dict[str, Any]) -> None:
+    print("\n=== summary ===")
+    if "graceful" in r:
+        every = r["graceful"]["spread"] + r["graceful"]["immediate"]
+        firsts = [x["first_remote_s"] for x in every if x["first_remote_s"] is not None]
+        print(
+            f"graceful delete of every local backend at {r['rate']:g} conn/s: failed "
+            f"{sum(x['failed'] for x in every)} of {sum(x['requests'] for x in every)} "
+            f"requests; first remote answer after the last local left: {quantiles(firsts)}"
+        )
+        for how in ("spread", "immediate"):
+            peaks = [x["peak_ratio"] for x in r["graceful"][how] if "peak_ratio" in x]
+            wins = [x["window_ratio"] for x in r["graceful"][how] if "window_ratio" in x]
+            print(
+                f"flip-back {how:9s}: peak per-second backend share ÷ full-strength share "
+                f"{quantiles(peaks, 'x')}; 10 s window {quantiles(wins, 'x')}"
+            )
+    if "kill" in r:
+        k = r["kill"]
+        print(
+            f"hard kill: failed requests {quantiles([x['failed'] for x in k], 'req')}; "
+            f"readiness detection (kill → last NotReady in etcd) "
+            f"{quantiles([x['detection_s'] for x in k])}; failures lasted "
+            f"{quantiles([x['failure_window_s'] for x in k])}, beyond detection "
+            f"{quantiles([x['beyond_detection_s'] for x in k])} (goal ≤ 1 s); requests "
+            f"failing later than detection + 1 s: "
+            f"{sum(x['failed_after_detection_1s'] for x in k)} of {sum(x['failed'] for x in k)}"
+        )
+    if "cut" in r:
+        c = r["cut"]
+        print(
+            f"network cut: new connections to t2 for {quantiles([x['stale_s'] for x in c])} "
+            f"after the cut; back {quantiles([x['return_s'] for x in c if x['return_s']])} "
+            "after the heal (goals 5 s, 5 s)"
+        )
+    if "etcd" in r:
+        e = r["etcd"]
+        print(
+            f"t2 etcd down: flows broken {sum(x['flows_broken'] for x in e)} of "
+            f"{sum(x['flows'] for x in e)}; new connections failed "
+            f"{sum(x['failed'] for x in e)} of {sum(x['requests'] for x in e)}; mirrored keys "
+            f"removed {sum(x['mirrored_keys_removed'] for x in e)}"
+        )
+
+
+def strip(value: Any) -> Any:
+    """The results without the printed timelines (the JSON line stays one line)."""
+    if isinstance(value, dict):
+        return {k: strip(v) for k, v in value.items() if "timeline" not in str(k)}
+    if isinstance(value, list):
+        return [strip(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

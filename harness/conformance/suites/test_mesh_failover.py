@@ -1,0 +1,448 @@
+"""Scenario 26: failover of a global service between two clusters, under a steady load.
+
+Cluster A (the mesh's first) has a backend on each node, cluster B too; a
+client pod in A opens 50 new TCP connections per second, open loop
+(``netcheck stream``, 1 s timeout), to A's ClusterIP of the global service
+``mesh-fo``. Each reply names its backend, so every request is counted per
+backend and per cluster (a per-second timeline goes to the report's mesh
+section, failures marked). Checks, each with its control:
+
+- every local backend deleted gracefully (affinity local): 0 failed, first
+  remote answer after the last local one left;
+- the local backends come back one every 2 s: flip-back spread (largest
+  per-second share of one backend ÷ its share at full strength) — podlab's
+  ``spread`` against Cilium's ``immediate`` flip-back, which must show the herd;
+- every local backend killed hard: failures end ≤ 1 s after readiness detection;
+- the router link of B's segment down: B's backends get no new connection
+  ≤ 5 s after the cut, and get them again ≤ 5 s after the link returns;
+- B's etcd down 30 s: no established cross-cluster flow breaks, no new
+  connection fails, nothing mirrored is removed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import pytest
+
+from harness.api.objects import KINDS
+from harness.conformance import meshsvc as ms
+from harness.conformance import services as svc
+from harness.conformance.labctl import Lab
+from harness.conformance.pods import NAMESPACE, Pod
+from harness.conformance.remote import SUPERVISORCTL, Node, output
+from harness.probes import echo
+
+FO = {"app": "mesh-fo"}
+RATE = 50.0  # new connections per second from the client
+PRE_STOP_S = 2
+STAGGER_S = 4.0  # the local backends come back one every STAGGER_S (pod start-up varies)
+OUTAGE_S = 30.0
+FIRST_REMOTE_GOAL_S = 1.0
+SPREAD_GOAL = 2.0
+CUT_GOAL_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def fo(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[dict[str, Any]]:
+    clusters = ms.mesh_clusters(lab)
+    if len(clusters) < 2:
+        pytest.skip(f"lab {lab.name} has no two clusters in one mesh (label podlab.mesh)")
+    a, b = clusters[:2]
+    objs = {c: svc.Objects(lab.client(c), nodes) for c in (a, b)}
+    try:
+        specs = {
+            c: [(f"fo-{c}-{i}", n.name, FO) for i, n in enumerate(lab.cluster_nodes(c))]
+            for c in (a, b)
+        }
+        pods = {c: objs[c].echo_pods(specs[c], pre_stop_s=PRE_STOP_S) for c in (a, b)}
+        first = lab.cluster_nodes(a)[0].name
+        client = objs[a].echo_pods([(f"fo-client-{a}", first, {"role": "fo-client"})])
+        where = {n: c for c in (a, b) for n in pods[c]}
+        yield {
+            "clusters": (a, b),
+            "objs": objs,
+            "specs": specs,
+            "pods": pods,
+            "client": client[f"fo-client-{a}"],
+            "where": where,
+            "nodes": nodes,
+        }
+    finally:
+        for o in objs.values():
+            left = o.delete_all()
+            assert not left, f"pods not removed by the agent within 60 s: {', '.join(left)}"
+
+
+def service(fo: dict[str, Any], affinity: str, flipback: str = "spread") -> str:
+    """``mesh-fo`` global in both clusters (A's with ``affinity``); A's ClusterIP."""
+    a, b = fo["clusters"]
+    for c, ann in (
+        (a, ms.global_annotations(affinity, **{"service.podlab.io/flip-back": flipback})),
+        (b, ms.global_annotations()),
+    ):
+        manifest = svc.service("mesh-fo", FO, [svc.port("tcp", 80, "tcp")])
+        fo["objs"][c].apply([ms.with_annotations(manifest, ann)])
+    return str(fo["objs"][a].service("mesh-fo")["spec"]["clusterIP"])
+
+
+def settle(fo: dict[str, Any], vip: str, want: set[str]) -> None:
+    client: Pod = fo["client"]
+    svc.until(
+        f"{client} → mesh-fo {vip} reaches {sorted(want)}",
+        lambda: set(svc.tally(client.run, vip, 80, 40)[0]) == want,
+        90.0,
+    )
+
+
+def stream(
+    fo: dict[str, Any], vip: str, seconds: float, event: Callable[[], Any], after_s: float = 3.0
+) -> tuple[float, Any, echo.Stream]:
+    """Run ``event`` ``after_s`` into a ``seconds`` stream; (t_event, its result, the stream)."""
+    client: Pod = fo["client"]
+    argv = echo.stream_command(vip, 80, seconds, 1 / RATE, timeout_s=1.0)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(client.run, argv, seconds + 60)
+        time.sleep(after_s)
+        t_event = time.time()
+        result = event()
+        return t_event, result, echo.parse_stream(output(future.result()))
+
+
+def names(fo: dict[str, Any], cluster: str) -> set[str]:
+    return set(fo["pods"][cluster])
+
+
+def slow_starting(name: str, node: str, labels: dict[str, str], delay_s: float) -> dict[str, Any]:
+    """An echo pod whose server listens only ``delay_s`` after its start (Ready then):
+    replicas of one Deployment coming up at different speeds."""
+    manifest = svc.pod_manifest(name, node, labels, NAMESPACE, PRE_STOP_S)
+    container = manifest["spec"]["containers"][0]
+    command = " ".join(container["command"])
+    container["command"] = ["sh", "-c", f"sleep {delay_s:g}; exec {command}"]
+    return manifest
+
+
+def cycle(fo: dict[str, Any], flipback: str) -> dict[str, Any]:
+    """Affinity local: delete every local backend gracefully; then recreate them all at
+    once (as a Deployment does), Ready one every STAGGER_S. The stream covers both."""
+    a, _ = fo["clusters"]
+    vip = service(fo, "local", flipback)
+    settle(fo, vip, names(fo, a))
+    objs = fo["objs"][a]
+
+    def delete_and_return() -> float:
+        for name in sorted(names(fo, a)):
+            objs.client.delete(KINDS["Pod"], NAMESPACE, name)
+        t_left = time.time()
+        objs.client.wait_gone([(NAMESPACE, n) for n in names(fo, a)], 60.0)
+        time.sleep(1.0)
+        objs.apply(
+            [
+                slow_starting(name, node, labels, i * STAGGER_S)
+                for i, (name, node, labels) in enumerate(fo["specs"][a])
+            ]
+        )
+        return t_left
+
+    _, t_left, s = stream(fo, vip, 40.0, delete_and_return)
+    for name in names(fo, a):
+        fo["pods"][a][name] = objs.wait_ready(NAMESPACE, name, 60.0)
+    remote = names(fo, fo["clusters"][1])
+    first_remote = min((t for t, w in s.samples if t >= t_left and w in remote), default=None)
+    t_ret = min((t for t, w in s.samples if t > t_left + 1 and w in names(fo, a)), default=None)
+    return {"samples": s.samples, "t_left": t_left, "t_ret": t_ret, "first_remote": first_remote}
+
+
+@pytest.fixture(scope="module")
+def cycles(fo: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {how: cycle(fo, how) for how in ("spread", "immediate")}
+
+
+@pytest.mark.scenario(26)
+def test_graceful_delete_of_every_local_backend_loses_no_request(
+    fo: dict[str, Any], cycles: dict[str, dict[str, Any]], record
+) -> None:  # type: ignore[no-untyped-def]
+    every = set(fo["where"])
+    failed = [
+        (round(t - c["t_left"], 2), w)
+        for c in cycles.values()
+        for t, w in c["samples"]
+        if w not in every
+    ]
+    firsts = {
+        how: c["first_remote"] - c["t_left"]
+        for how, c in cycles.items()
+        if c["first_remote"] is not None
+    }
+    c = cycles["spread"]
+    ms.record_timelines(
+        record,
+        "mesh: graceful failover and spread flip-back",
+        c["samples"],
+        c["t_left"],
+        [(0.0, "every local backend deleted")],
+        fo["where"],
+    )
+    record("mesh_graceful_failover_failed_requests_count", len(failed), "count", threshold=0)
+    for how, v in firsts.items():
+        record(
+            "mesh_failover_first_remote_answer_s",
+            v,
+            "s",
+            threshold=FIRST_REMOTE_GOAL_S,
+            labels={"flip_back": how},
+        )
+    a = fo["clusters"][0]
+    assert all(
+        any(w in names(fo, a) for t, w in c["samples"] if t < c["t_left"]) for c in cycles.values()
+    ), "control: the local backends served before the delete"
+    assert not failed, f"requests failed while every local backend left gracefully: {failed[:5]}"
+    assert len(firsts) == len(cycles), "no remote backend ever answered after the local ones left"
+    assert max(firsts.values()) <= FIRST_REMOTE_GOAL_S, (
+        f"first remote answer after the last local backend left: {firsts} "
+        f"(goal ≤ {FIRST_REMOTE_GOAL_S} s)"
+    )
+
+
+@pytest.mark.scenario(26)
+def test_flip_back_spreads_the_return(
+    fo: dict[str, Any], cycles: dict[str, dict[str, Any]], record
+) -> None:  # type: ignore[no-untyped-def]
+    a = fo["clusters"][0]
+    n = len(names(fo, a))
+    got = {}
+    for how, c in cycles.items():
+        assert c["t_ret"] is not None, f"{how}: no local backend answered again"
+        got[how] = ms.flipback_spread(c["samples"], c["t_ret"], n, set(fo["where"]))
+        record(
+            "mesh_flipback_peak_share_ratio",
+            got[how][0],
+            "ratio",
+            threshold=SPREAD_GOAL if how == "spread" else None,
+            labels={"flip_back": how},
+        )
+        record("mesh_flipback_window_share_ratio", got[how][1], "ratio", labels={"flip_back": how})
+    c = cycles["immediate"]
+    ms.record_timelines(
+        record,
+        "mesh: Cilium's immediate flip-back (control)",
+        c["samples"],
+        c["t_ret"],
+        [(0.0, "first local backend back")],
+        fo["where"],
+    )
+    assert got["immediate"][0] >= 0.8 * n, (
+        f"control: Cilium's immediate flip-back should put all traffic on the first local "
+        f"backend back (peak ≈ {n}), measured {got['immediate'][0]:.2f}: "
+        "the check cannot see a herd"
+    )
+    assert got["spread"][0] <= SPREAD_GOAL, (
+        f"spread flip-back: a backend took {got['spread'][0]:.2f}× its full-strength share in "
+        f"one second (goal ≤ {SPREAD_GOAL}; immediate: {got['immediate'][0]:.2f})"
+    )
+
+
+def not_ready_times(fo: dict[str, Any], pods: dict[str, Pod]) -> dict[str, float]:
+    """When each pod's status first says not Ready (or not Running), polled every 50 ms."""
+    client = fo["objs"][fo["clusters"][0]].client
+    seen: dict[str, float] = {}
+
+    def poll() -> None:
+        deadline = time.monotonic() + 40
+        while len(seen) < len(pods) and time.monotonic() < deadline:
+            for name in pods:
+                st = client.get(KINDS["Pod"], NAMESPACE, name).get("status", {})
+                conds = {c.get("type"): c.get("status") for c in st.get("conditions", [])}
+                ready = st.get("phase") == "Running" and conds.get("Ready") == "True"
+                if name not in seen and not ready:
+                    seen[name] = time.time()
+            time.sleep(0.05)
+
+    threading.Thread(target=poll, daemon=True).start()
+    return seen
+
+
+def kill(fo: dict[str, Any], pods: dict[str, Pod]) -> dict[str, float]:
+    for pod in pods.values():
+        pod.node.run(["sh", "-c", f"ip netns pids {pod.netns} | xargs -r kill -9"], 15)
+    return not_ready_times(fo, pods)
+
+
+@pytest.mark.scenario(26)
+def test_hard_kill_fails_only_until_readiness_detection(
+    lab: Lab, fo: dict[str, Any], record
+) -> None:  # type: ignore[no-untyped-def]
+    """Local backends (restartPolicy Never: they stay dead) SIGKILLed under the stream:
+    requests fail until their agent reports them not Ready, then ≤ 1 s more."""
+    a, b = fo["clusters"]
+    kill_labels = {"app": "mesh-fk"}
+    specs = [(f"fk-{a}-{i}", n.name, kill_labels) for i, n in enumerate(lab.cluster_nodes(a))]
+    manifests = [svc.pod_manifest(n, node, labels, NAMESPACE) for n, node, labels in specs]
+    for m in manifests:
+        m["spec"]["restartPolicy"] = "Never"
+    objs = fo["objs"][a]
+    objs.apply(manifests)
+    local = {n: objs.wait_ready(NAMESPACE, n, 60.0) for n, _, _ in specs}
+    ann = ms.global_annotations("local")
+    objs.apply(
+        [
+            ms.with_annotations(
+                svc.service("mesh-fk", kill_labels, [svc.port("tcp", 80, "tcp")]), ann
+            )
+        ]
+    )
+    remote = svc.service("mesh-fk", FO, [svc.port("tcp", 80, "tcp")])
+    fo["objs"][b].apply([ms.with_annotations(remote, ms.global_annotations())])
+    vip = str(objs.service("mesh-fk")["spec"]["clusterIP"])
+    settle(fo, vip, set(local))
+    try:
+        t_kill, seen, s = stream(fo, vip, 20.0, partial(kill, fo, local))
+    finally:
+        for name in local:
+            objs.client.delete(KINDS["Pod"], NAMESPACE, name, 0)
+    where = {**fo["where"], **{n: a for n in local}}
+    failed = [t for t, w in s.samples if w not in where]
+    assert len(seen) == len(local), f"not every killed backend turned not Ready: {seen}"
+    detect = max(seen.values()) - t_kill
+    window = (max(failed) - t_kill) if failed else 0.0
+    ms.record_timelines(
+        record,
+        "mesh: local backends killed hard",
+        s.samples,
+        t_kill,
+        [(0.0, "SIGKILL"), (round(detect, 2), "last NotReady")],
+        where,
+    )
+    record("mesh_kill_readiness_detection_s", detect, "s")
+    record("mesh_kill_failed_requests_count", len(failed), "count")
+    record("mesh_kill_failures_after_detection_s", window - detect, "s", threshold=1.0)
+    assert any(w in names(fo, b) for _, w in s.samples), "no remote backend took over"
+    assert window - detect <= 1.0, (
+        f"requests kept failing {window - detect:.2f} s after the last local backend was "
+        f"detected not Ready (goal ≤ 1 s; failures {len(failed)})"
+    )
+
+
+def segment_link(lab: Lab, cluster: str) -> tuple[str, str]:
+    """(router, interface) leading to ``cluster``'s segment."""
+    segments = {i.segment for n in lab.plan.cluster_nodes(cluster) for i in n.interfaces}
+    for node in lab.plan.nodes.values():
+        if node.role == "router":
+            for iface in node.interfaces:
+                if iface.segment in segments:
+                    return node.name, iface.name
+    pytest.skip(f"lab {lab.name}: no router link leads to cluster {cluster}'s segment")
+    raise AssertionError  # unreachable (skip raises)
+
+
+@pytest.mark.scenario(26)
+def test_remote_network_cut_removes_and_returns_its_backends(
+    lab: Lab, fo: dict[str, Any], record
+) -> None:  # type: ignore[no-untyped-def]
+    b = fo["clusters"][1]
+    router, iface = segment_link(lab, b)
+    r: Node = fo["nodes"][router]
+    vip = service(fo, "none")
+    settle(fo, vip, set(fo["where"]))
+    cut_s = 8.0
+    at: dict[str, float] = {}
+
+    def link(state: str) -> float:
+        """Set the router's link and return when it happened, by the router's clock
+        (an ssh round trip on a busy machine takes a second: no guessing from here)."""
+        res = r.check(["sh", "-c", f'ip link set "$0" {state} && date +%s.%N', iface], 15)
+        return float(output(res).split()[-1])
+
+    def cut() -> None:
+        at["down"] = link("down")
+        try:
+            time.sleep(cut_s)
+        finally:
+            at["up"] = link("up")
+
+    _, _, s = stream(fo, vip, 22.0, cut)
+    t_cut, t_heal = at["down"], at["up"]
+    dead = names(fo, b) | {echo.CONNECT_TIMEOUT, "timeout", "unreachable"}
+    stale = max((t - t_cut for t, w in s.samples if t_cut <= t < t_heal and w in dead), default=0.0)
+    back = min(
+        (t - t_heal for t, w in s.samples if t >= t_heal and w in names(fo, b)), default=None
+    )
+    ms.record_timelines(
+        record,
+        "mesh: remote network cut",
+        s.samples,
+        t_cut,
+        [(0.0, f"{router} {iface} down"), (round(t_heal - t_cut, 1), "up")],
+        fo["where"],
+    )
+    record("mesh_cut_stale_backend_window_s", stale, "s", threshold=CUT_GOAL_S)
+    if back is not None:
+        record("mesh_cut_return_s", back, "s", threshold=CUT_GOAL_S)
+    assert any(w in names(fo, b) for t, w in s.samples if t < t_cut), f"control: {b} served first"
+    assert stale <= CUT_GOAL_S, (
+        f"{b}'s backends still got new connections {stale:.1f} s after the cut"
+    )
+    assert back is not None and back <= CUT_GOAL_S, (
+        f"{b}'s backends did not return within {CUT_GOAL_S} s of the link (first: {back})"
+    )
+
+
+@pytest.mark.scenario(26)
+def test_remote_etcd_outage_breaks_no_flow_and_removes_nothing(
+    lab: Lab, fo: dict[str, Any], record
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = fo["clusters"]
+    cp: Node = fo["nodes"][lab.plan.clusters[b].control_plane]
+    vip = service(fo, "remote")
+    settle(fo, vip, names(fo, b))
+    client: Pod = fo["client"]
+    mirror = f"/podlab/v1/{a}/mesh/{b}/"
+    store = fo["objs"][a].client.store
+    flow = [
+        *echo.NODE_NETCHECK,
+        "flow",
+        "--proto",
+        "tcp",
+        "--target",
+        vip,
+        "--port",
+        "80",
+        "--duration",
+        f"{OUTAGE_S + 12:g}",
+        "--interval",
+        "0.2",
+        "--timeout",
+        "1",
+        "--bucket",
+        "1",
+    ]
+    argv = echo.stream_command(vip, 80, OUTAGE_S + 8, 1 / 10, timeout_s=1.0)
+    with ThreadPoolExecutor(6) as pool:
+        flows = [pool.submit(client.run, flow, OUTAGE_S + 60) for _ in range(5)]
+        news = pool.submit(client.run, argv, OUTAGE_S + 60)
+        time.sleep(3.0)
+        before = len(store.get_prefix(mirror)[0])
+        cp.check([*SUPERVISORCTL, "stop", "etcd"], 30)
+        try:
+            time.sleep(OUTAGE_S)
+            during = len(store.get_prefix(mirror)[0])
+        finally:
+            cp.check([*SUPERVISORCTL, "start", "etcd"], 30)
+        results = [echo.parse_flow(output(f.result())) for f in flows]
+        samples = echo.parse_stream(output(news.result())).samples
+    broken = sum(1 for r in results if any(ok < sent for _, sent, ok in r.samples))
+    failed = [w for _, w in samples if w not in names(fo, b)]
+    record("mesh_etcd_outage_flows_broken_count", broken, "count", threshold=0)
+    record("mesh_etcd_outage_failed_requests_count", len(failed), "count", threshold=0)
+    record("mesh_etcd_outage_mirrored_keys_removed_count", before - during, "count", threshold=0)
+    assert all(r.samples for r in results) and samples, "control: the flows and the stream ran"
+    assert before > 0, f"control: {a} holds no mirrored keys of {b}"
+    assert broken == 0, f"{broken} of {len(results)} established flows to {b} broke"
+    assert not failed, f"new connections failed while {b}'s etcd was down: {failed[:5]}"
+    assert during >= before, f"{before - during} mirrored keys of {b} were removed"

@@ -1,0 +1,296 @@
+"""Two clusters of real agents, each with its own etcd, for global-service tests and benches.
+
+Built on agentlab's fabric namespace, which routes between two L2 segments:
+
+    cluster t1: nodes n1, n2 … on "fabric" (br0, 10.199.0.0/24), pod CIDR
+                10.244.0.0/16, etcd 10.199.0.254:2379
+    cluster t2: nodes n11, n12 … on "edge" (br1, 10.198.0.0/24), pod CIDR
+                10.245.0.0/16, etcd 10.198.0.254:2379 (its own process)
+
+The fabric namespace is the lab's router: it carries a route to every node's
+pod subnet (native routing, as BGP would teach a top-of-rack router), and
+every node routes the other cluster's pod CIDR through it. ``cut()`` drops
+what the router forwards between the two segments (a cut link: pod traffic
+and the data-path probes die; both etcds, local to the router namespace, stay
+reachable), ``heal()`` undoes it; ``stop_etcd("t2")`` / ``start_etcd("t2")``
+take a cluster's control plane away and back.
+
+The mesh syncer's part — each cluster's keys mirrored into the other's etcd
+under ``/podlab/v1/<local>/mesh/<remote>/`` — is played by ``Mirror``, a
+plain copier over the same watch the agents use, written to the syncer's
+key contract (docs/etcd-layout.md, "Cluster mesh"); the syncer itself, with
+TLS, RBAC and its heartbeat, is tested in its own suite. Like the syncer, it
+keeps every mirrored key while the source is unreachable and, on a re-list,
+deletes the keys the source no longer has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+import yaml
+from pyroute2 import IPRoute, netns
+
+from harness.exec import run
+from harness.store import KV, Event, Store
+from harness.store.keys import cluster_prefix, pod_key, podstatus_key
+from harness.testlab.agentlab import EDGE, EDGE_GW, ETCD_IP, NET, AgentLab, Node
+from harness.testlab.wait import wait_for
+
+CLUSTERS = {"t1": "10.244.0.0/16", "t2": "10.245.0.0/16"}
+EXPORTED = ("nodes", "subnets", "pods", "podstatus", "namespaces", "services", "serviceexports")
+CUT_TABLE = "meshsvc-cut"
+
+
+class Mirror:
+    """Copies cluster ``src``'s exported keys into ``dst``'s etcd under mesh/<src>/."""
+
+    def __init__(self, src: str, src_store: Store, dst: str, dst_store: Store) -> None:
+        self.src, self.dst = src, dst
+        self.src_store, self.dst_store = src_store, dst_store
+        self.base = cluster_prefix(src)
+        self.into = f"{cluster_prefix(dst)}mesh/{src}/"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"mirror-{src}")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _rel(self, key: str) -> str | None:
+        rel = key[len(self.base) :]
+        return rel if rel.split("/", 1)[0] in EXPORTED else None
+
+    def _run(self) -> None:
+        self.src_store.watch_prefix(self.base, self._events, self._reset, self.stop)
+
+    def _reset(self, kvs: list[KV]) -> None:
+        want = {rel: kv.value for kv in kvs if (rel := self._rel(kv.key))}
+        have, _ = self.dst_store.get_prefix(self.into)
+        for kv in have:
+            rel = kv.key[len(self.into) :]
+            if rel != "status" and rel not in want:
+                self.dst_store.delete(kv.key)
+        self.dst_store.put_many([(self.into + rel, v) for rel, v in want.items()])
+        self._status()
+
+    def _events(self, events: list[Event]) -> None:
+        """One batch of the source's events → puts in transactions of up to 100 (one value
+        per key: etcd refuses a key twice in one transaction), deletes in order."""
+        puts: dict[str, bytes] = {}
+        for e in events:
+            rel = self._rel(e.kv.key)
+            if rel is None:
+                continue
+            if e.type == "DELETE":
+                self._flush(puts)
+                self.dst_store.delete(self.into + rel)
+            else:
+                puts.pop(self.into + rel, None)
+                puts[self.into + rel] = e.kv.value
+        self._flush(puts)
+
+    def _flush(self, puts: dict[str, bytes]) -> None:
+        self.dst_store.put_many(list(puts.items()))
+        puts.clear()
+
+    def _status(self) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rec = {"cluster": self.src, "state": "connected", "connected": True, "lastSync": now}
+        self.dst_store.put_json(self.into + "status", rec)
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+def _forward(target_ns: str, ip: str, port: int) -> tuple[socket.socket, int]:
+    """127.0.0.1:<free> here → ip:port inside ``target_ns`` (as agentlab's forwarder)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            try:
+                up = netns.create_socket(f"/run/netns/{target_ns}")
+                up.connect((ip, port))
+            except OSError:
+                c.close()
+                continue
+            threading.Thread(target=pump, args=(c, up), daemon=True).start()
+            threading.Thread(target=pump, args=(up, c), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return lsock, int(lsock.getsockname()[1])
+
+
+class MeshSvcLab(AgentLab):
+    """``MeshSvcLab(t1_nodes, t2_nodes)``; always ``close()``. Agents run host-gw."""
+
+    def __init__(self, t1_nodes: int = 2, t2_nodes: int = 1, **cfg: Any) -> None:
+        self.t2_etcd: subprocess.Popen[bytes] | None = None
+        self.mirrors: list[Mirror] = []
+        self._socks: list[socket.socket] = []
+        super().__init__(t1_nodes, "host-gw", **cfg)
+        try:
+            for i in range(11, 11 + t2_nodes):
+                self.add_node(
+                    i, segment="edge", cluster="t2", cluster_id=2, pod_cidr=CLUSTERS["t2"],
+                    etcd_endpoints=[f"http://{EDGE_GW}:2379"], **cfg,
+                )  # fmt: skip
+            for cluster in CLUSTERS:  # each cluster's first node is its control plane
+                self.set_cfg(self.nodes_of(cluster)[0], role="control-plane")
+            self.start_etcd("t2")
+            sock, port = _forward(self.fab, EDGE_GW, 2379)
+            self._socks.append(sock)
+            self.stores = {"t1": self.store, "t2": Store([f"http://127.0.0.1:{port}"])}
+            wait_for("t2 etcd", lambda: self.stores["t2"].get_prefix("/") is not None, 60)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- clusters ----------------------------------------------------------------------
+    def cluster(self, node: Node) -> str:
+        return str(node.cfg["cluster"])
+
+    def nodes_of(self, cluster: str) -> list[Node]:
+        return [n for n in self.nodes if self.cluster(n) == cluster]
+
+    def set_cfg(self, node: Node, **cfg: Any) -> None:
+        """Change a node's agent.yaml (before its agent starts, or restart it)."""
+        node.cfg.update(cfg)
+        (node.dir / "agent.yaml").write_text(yaml.safe_dump(node.cfg))
+
+    def start_etcd(self, cluster: str) -> None:
+        """(Re)start t2's etcd on its data directory (t1's is agentlab's own)."""
+        assert cluster == "t2", "only t2's etcd is stopped and started here"
+        url, peer = f"http://{EDGE_GW}:2379", "http://127.0.0.1:2382"
+        log = open(self.tmp / "etcd-t2.log", "ab")  # noqa: SIM115 (kept open for the child)
+        argv = ["nsenter", f"--net=/run/netns/{self.fab}", "etcd", "--name", "t2",
+                "--data-dir", str(self.tmp / "etcd-t2"), "--listen-client-urls", url,
+                "--advertise-client-urls", url, "--listen-peer-urls", peer,
+                "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"t2={peer}"]  # fmt: skip
+        self.t2_etcd = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop_etcd(self, cluster: str) -> None:
+        assert cluster == "t2"
+        if self.t2_etcd is not None and self.t2_etcd.poll() is None:
+            self.t2_etcd.kill()
+            self.t2_etcd.wait(timeout=60)
+        self.t2_etcd = None
+
+    def start_mesh(self) -> None:
+        """Agents of both clusters, their pod routes through the router, the mirrors."""
+        for n in self.nodes:
+            self.start_agent(n)
+        records = {c: self.wait_records(c) for c in CLUSTERS}
+        self._routes(records)
+        for a, b in (("t1", "t2"), ("t2", "t1")):
+            m = Mirror(a, self.stores[a], b, self.stores[b])
+            m.start()
+            self.mirrors.append(m)
+        for a, b in (("t1", "t2"), ("t2", "t1")):
+            self._wait_key(b, f"{cluster_prefix(b)}mesh/{a}/status", f"{a} mirrored into {b}")
+
+    def _wait_key(self, cluster: str, key: str, what: str) -> None:
+        wait_for(what, lambda: self.stores[cluster].get(key) is not None)
+
+    def wait_records(self, cluster: str, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+        names = {n.name for n in self.nodes_of(cluster)}
+
+        def all_there() -> dict[str, dict[str, Any]] | None:
+            kvs, _ = self.stores[cluster].get_prefix(f"{cluster_prefix(cluster)}nodes/")
+            got = {kv.key.rsplit("/", 1)[-1]: kv.json() for kv in kvs}
+            return got if names <= set(got) else None
+
+        return dict(wait_for(f"node records of {cluster}", all_there, timeout))
+
+    def _routes(self, records: dict[str, dict[str, dict[str, Any]]]) -> None:
+        with IPRoute(netns=self.fab) as fab:
+            for recs in records.values():
+                for rec in recs.values():
+                    net, plen = rec["podCIDR"].split("/")
+                    fab.route("replace", dst=net, dst_len=int(plen), gateway=rec["underlayIP"])
+        for n in self.nodes:
+            other = "t2" if self.cluster(n) == "t1" else "t1"
+            net, plen = CLUSTERS[other].split("/")
+            gw = ETCD_IP if self.cluster(n) == "t1" else EDGE_GW
+            with IPRoute(netns=n.ns) as ipr:
+                ipr.route("replace", dst=net, dst_len=int(plen), gateway=gw)
+
+    # -- faults ------------------------------------------------------------------------
+    def cut(self) -> None:
+        """The link between the clusters goes down: nothing is forwarded between them
+        (t1's side of the router is ``fab-e``, t2's ``br1``)."""
+        doc = (
+            f"add table inet {CUT_TABLE}\n"
+            f"add chain inet {CUT_TABLE} cut {{ type filter hook forward priority -300 ; }}\n"
+            f'add rule inet {CUT_TABLE} cut iifname "fab-e" oifname "br1" drop\n'
+            f'add rule inet {CUT_TABLE} cut iifname "br1" oifname "fab-e" drop\n'
+        )
+        run(["nft", "-f", "-"], netns=self.fab, input=doc)
+
+    def heal(self) -> None:
+        run(["nft", "delete", "table", "inet", CUT_TABLE], netns=self.fab, check=False)
+
+    # -- objects -----------------------------------------------------------------------
+    def put(self, cluster: str, rel: str, obj: dict[str, Any]) -> None:
+        self.stores[cluster].put(cluster_prefix(cluster) + rel, json.dumps(obj))
+
+    def delete(self, cluster: str, rel: str) -> None:
+        self.stores[cluster].delete(cluster_prefix(cluster) + rel)
+
+    def pod(self, cluster: str, name: str, node: Node, command: list[str], **extra: Any) -> None:
+        """A pod object exactly as ``podlab apply`` stores it."""
+        container: dict[str, Any] = {"name": "c", "command": command, **extra.pop("container", {})}
+        obj = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}-{time.time()}",
+                         "labels": extra.pop("labels", {})},
+            "spec": {"nodeName": node.name, "containers": [container], **extra},
+        }  # fmt: skip
+        self.stores[cluster].put(pod_key(cluster, "default", name), json.dumps(obj))
+
+    def status(self, cluster: str, name: str) -> dict[str, Any] | None:
+        kv = self.stores[cluster].get(podstatus_key(cluster, "default", name))
+        return dict(kv.json()) if kv else None
+
+    def ready(self, cluster: str, name: str) -> bool:
+        st = self.status(cluster, name) or {}
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in st.get("conditions", []))  # fmt: skip
+
+    def close(self) -> None:
+        for m in self.mirrors:
+            m.close()
+        with contextlib.suppress(Exception):
+            self.heal()
+        for s in self._socks:
+            s.close()
+        with contextlib.suppress(Exception):
+            self.stop_etcd("t2")
+        super().close()
+
+
+__all__ = ["EDGE", "NET", "MeshSvcLab", "Mirror"]
