@@ -89,10 +89,13 @@ def _refused(lines: list[str]) -> UserError:
 
 def load_side(lab: str, home: Path) -> Side:
     """What ``podlab up`` and ``podlab deploy`` left of ``lab``; UserError if it is not up."""
-    inv = home / "inventories" / f"{lab}.yml"
     paths = find(lab)
-    if not inv.is_file() or not paths.state.is_file():
+    if not paths.state.is_file():
         raise UserError(f"lab {lab}: not up here (fix: podlab up it, then podlab deploy)")
+    ledger = Ledger.load(paths)
+    inv = Path(ledger.inventory) if ledger.inventory else home / "inventories" / f"{lab}.yml"
+    if not inv.is_file():
+        raise UserError(f"lab {lab}: no inventory at {inv} (fix: podlab up it again)")
     data = yaml.safe_load(inv.read_text()) or {}
     top = data.get("all", {})
     members: dict[str, Member] = {}
@@ -114,7 +117,7 @@ def load_side(lab: str, home: Path) -> Side:
     side = Side(lab, paths, str((top.get("vars") or {}).get("podlab_backend") or "ssh"),
                 members, routers, sorted(set(nodes) | set(routers)))  # fmt: skip
     if side.backend == "netns":
-        side.netns = {n: s.netns for n, s in Ledger.load(paths).nodes.items()}
+        side.netns = {n: s.netns for n, s in ledger.nodes.items()}
     return side
 
 
