@@ -84,6 +84,9 @@ fi
 step "running the conformance suites on $LAB (modes: ${modes[*]})"
 extra=()
 [ "${THOROUGH:-0}" = "1" ] && extra+=(--thorough)
+# the interleaved mode / hand-built / underlay throughput rounds (docs/throughput.md)
+[ -n "${TPUT_ROUNDS:-}" ] && extra+=(--tput-rounds "$TPUT_ROUNDS")
+[ -n "${TPUT_SECONDS:-}" ] && extra+=(--tput-seconds "$TPUT_SECONDS")
 $PODLAB test --lab "$LAB" "${mode_args[@]}" "${extra[@]}" --results "$RESULTS" || rc=$?
 teardown
 step "writing the report"

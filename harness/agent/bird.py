@@ -1,7 +1,9 @@
 """BIRD 2 for the Calico-style ``bgp`` mode: config, process, ``birdc`` and its parser.
 
-Each node runs one BIRD whose control socket and pid file live in the node's
-private run dir. The agent renders ``bird.conf`` from the cluster's nodes
+Each node runs one BIRD whose config and pid file live in the node's private
+run dir and whose control socket is BIRD's own default, ``/run/bird/bird.ctl``
+(the agent's ``bird_socket``), so ``birdc show protocols`` typed on a node works
+without ``-s``. The agent renders ``bird.conf`` from the cluster's nodes
 (``render``), starts BIRD (``Bird.start``: ``bird -c CONF -s SOCK -P PIDFILE``, which
 daemonises), reloads it after a peer change (``birdc -s SOCK configure``) and reads
 session state back (``birdc show protocols`` → ``parse_protocols``).
@@ -42,6 +44,7 @@ from harness.exec import run
 log = logging.getLogger("podlab.bird")
 
 ASN = 64512
+RTPROT_BIRD = 12  # rtm_protocol of the routes BIRD exports to the kernel ("proto bird")
 #: keepalive / hold / connect-retry seconds: short enough that a test sees a session
 #: come up or a stopped peer disappear within a few seconds.
 KEEPALIVE_S, HOLD_S, CONNECT_RETRY_S = 1, 3, 1
@@ -312,16 +315,17 @@ class BirdError(Exception):
 
 
 class Bird:
-    """One node's BIRD: ``conf``, ``sock`` and ``pidfile`` under ``run_dir``.
+    """One node's BIRD: ``conf`` and ``pidfile`` under ``run_dir``, its control socket
+    ``sock`` (the agent passes ``bird_socket``; default ``run_dir/bird.ctl``).
 
     ``netns`` runs bird/birdc inside a named namespace (tests); the agent already
     runs inside its node's namespace and leaves it None.
     """
 
-    def __init__(self, run_dir: Path, netns: str | None = None) -> None:
+    def __init__(self, run_dir: Path, netns: str | None = None, sock: Path | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.conf = self.run_dir / "bird.conf"
-        self.sock = self.run_dir / "bird.ctl"
+        self.sock = Path(sock) if sock else self.run_dir / "bird.ctl"
         self.pidfile = self.run_dir / "bird.pid"
         self.netns = netns
 
@@ -346,11 +350,19 @@ class Bird:
         return pid
 
     def start(self) -> int:
-        """Start BIRD unless it already runs; returns its pid once the socket answers."""
+        """Start BIRD unless it already runs; returns its pid once the socket answers.
+
+        A running BIRD without our socket (started by an agent that used another
+        path) is restarted, since the agent could neither reload nor read it.
+        """
         pid = self.pid()
-        if pid is not None:
+        if pid is not None and self.sock.exists():
             return pid
+        if pid is not None:
+            log.info("bird pid %d has no socket at %s; restarting it", pid, self.sock)
+            self.stop()
         self.pidfile.unlink(missing_ok=True)
+        self.sock.parent.mkdir(parents=True, exist_ok=True)
         argv = ["bird", "-c", str(self.conf), "-s", str(self.sock), "-P", str(self.pidfile)]
         run(argv, timeout=START_TIMEOUT_S, netns=self.netns)  # forks into the background
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -74,10 +74,16 @@ class AgentConfig(BaseModel):
     log_dir: Path = Path("/var/log/podlab")
     # Optional knobs (not rendered by Ansible today; defaults suit a lab):
     netns_dir: Path = Path("/run/netns")  # where pod netns are bind-mounted (ip netns' dir)
+    # WireGuard interface name; default wg-<8 hex of sha256(node)>. Test labs whose nodes
+    # share the host's /var/run/wireguard (wireguard-go's sockets) set a unique one.
+    wireguard_interface: str = Field("", max_length=15, pattern=r"^$|^[A-Za-z0-9_.-]+$")
     lease_ttl_s: int = Field(60, ge=3)  # etcd lease TTL for the node record + subnet lease
     resync_s: float = Field(10.0, gt=0)  # periodic full reconcile (re-adds deleted objects)
     node_grace_s: float = Field(40.0, gt=0)  # a silent node's pods leave service endpoints
     allow_root_netns: bool = False  # refuse to program the host's own namespace unless set
+    # BIRD's control socket: BIRD's own default, so `birdc` works on a node with no
+    # flags (/run is node-private on netns nodes); tests sharing /run give each agent one
+    bird_socket: Path = Path("/run/bird/bird.ctl")
 
     @field_validator("mesh", mode="before")
     @classmethod

@@ -10,11 +10,18 @@ the kernel); pod MTU = underlay − 60 whatever the mode.
 
 Keys are made on the node (``wireguard.ensure_private_key``: 0600 file under the
 state dir, never in argv, logs or etcd); the lease and the node record carry only
-``backend.WireguardPublicKey`` and ``backend.WireguardPort``. A peer that publishes
+``backend.WireguardPublicKey``, ``backend.WireguardPort`` and
+``backend.WireguardInterface`` (its name, for tools on the node). A peer that publishes
 no key (encryption off there) gets no route at all: its pods are unreachable rather
 than reached in clear, and the problem is reported in the node record.
 Interface: kernel ``wireguard`` where the module exists, else ``wireguard-go``
 (per-node interface names, because its sockets share /var/run/wireguard).
+
+Node-wide objects (``WireGuardLayer.owned``): the interface ``wg-<hash>``, the
+wireguard-go process (pid file, log, control socket). A node that turns
+encryption off removes them at its next start; the private key file stays, so
+turning it on again keeps the node's public key. ``LAYERS`` is the table of
+encryption layers by ``encryption`` setting (one today).
 """
 
 from __future__ import annotations
@@ -27,9 +34,24 @@ from pyroute2 import IPRoute
 
 from harness.agent import wireguard
 from harness.agent.config import AgentConfig
-from harness.agent.datapath.base import Datapath, Peer, PeerObjects, PodInterface, RouteSpec
+from harness.agent.datapath.base import (
+    Daemon,
+    Datapath,
+    Owned,
+    Peer,
+    PeerObjects,
+    PodInterface,
+    RouteSpec,
+    Tunnel,
+)
 
 log = logging.getLogger("podlab.encryption")
+
+
+def interface(cfg: AgentConfig) -> str:
+    """This node's WireGuard interface: agent.yaml's ``wireguard_interface`` or the
+    default per-node name (``wireguard.iface_name``)."""
+    return cfg.wireguard_interface or wireguard.iface_name(cfg.node)
 
 
 class WireGuardLayer:
@@ -41,9 +63,21 @@ class WireGuardLayer:
         self.pod_interface = inner.pod_interface
         self.wg = wireguard.WireGuard(
             ipr, cfg.node, cfg.state_dir, cfg.run_dir,
-            force_userspace=cfg.wireguard_impl == "wireguard-go",
+            force_userspace=cfg.wireguard_impl == "wireguard-go", name=interface(cfg),
         )  # fmt: skip
         self._public: str | None = None
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        """The interface and, for wireguard-go, its process, log and control socket."""
+        name = interface(cfg)
+        return Owned(
+            links=frozenset({name}),
+            daemons=frozenset({Daemon(cfg.run_dir / wireguard.PIDFILE, "wireguard-go")}),
+            files=frozenset(
+                {wireguard.SOCKET_DIR / f"{name}.sock", cfg.run_dir / wireguard.LOGFILE}
+            ),
+        )
 
     @property
     def public_key(self) -> str:
@@ -62,6 +96,7 @@ class WireGuardLayer:
             "Encryption": "wireguard",
             "WireguardPublicKey": self.public_key,
             "WireguardPort": self.wg.port,
+            "WireguardInterface": self.wg.name,
             # kernel or wireguard-go, known once up: the conformance results name the fallback
             **({"WireguardImpl": self.wg.kind} if self.wg.kind else {}),
         }
@@ -111,12 +146,21 @@ class WireGuardLayer:
         ]
         self.wg.set_peers(specs)
 
+    def tunnels(self) -> list[Tunnel]:
+        # the mode's own encapsulation is not applied underneath: only WireGuard's UDP
+        return [Tunnel("udp", self.wg.port)]
+
     def close(self) -> None:
         self.inner.close()  # the wg interface (and wireguard-go) stay, like other devices
 
 
+#: Encryption layers by the ``encryption`` setting ("none" has no entry).
+LAYERS: dict[str, type[WireGuardLayer]] = {"wireguard": WireGuardLayer}
+
+
 def layer(dp: Datapath, cfg: AgentConfig, ipr: IPRoute) -> Datapath:
     """The datapath the agent runs: ``dp``, with WireGuard on top when configured."""
-    if cfg.encryption == "wireguard":
-        return WireGuardLayer(dp, cfg, ipr)  # type: ignore[return-value]
+    cls = LAYERS.get(cfg.encryption)
+    if cls is not None:
+        return cls(dp, cfg, ipr)  # type: ignore[return-value]
     return dp

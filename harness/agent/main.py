@@ -1,6 +1,7 @@
 """``podlab-agent``: one node's flanneld + CNI bridge plugin, driven by etcd.
 
-Start-up: load agent.yaml, lease the node's subnet, set up the mode's devices,
+Start-up: load agent.yaml, lease the node's subnet, remove what another mode made
+here (``retire.py``: the node may have been switched), set up the mode's devices,
 write subnet.env, load the masquerade ruleset, register the node record, then
 watch ``subnets/`` (peers) and ``pods/`` and reconcile on every change and every
 ``resync_s`` seconds (which re-adds anything someone deleted). SIGTERM exits
@@ -29,9 +30,8 @@ from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness import __version__
-from harness.agent import leases, nft
+from harness.agent import leases, nft, retire
 from harness.agent import netlink as nl
-from harness.agent.bird import Bird
 from harness.agent.config import DEFAULT_PATH, AgentConfig, ConfigError, load
 from harness.agent.datapath import registry
 from harness.agent.datapath.base import Peer
@@ -185,13 +185,18 @@ class Agent:
             log.info("encryption %s between nodes for pod traffic", cfg.encryption)
         wait_ready(self.store, timeout=60)
         self.lease = leases.acquire(self.store, cfg, self.dp.backend_data())
-        if cfg.mode != "bgp":  # a BIRD left by an earlier bgp deploy still announces routes
-            Bird(cfg.run_dir).stop()
+        # what an earlier mode or encryption setting made here and this one does not own
+        # (a flannel.1 under bgp, a BIRD still announcing, a wireguard-go, cni0 ...)
+        retire.retire(
+            self.ipr,
+            retire.leftovers(cfg),
+            f"not owned by mode {cfg.mode} with encryption {cfg.encryption}",
+        )
         self.dp.setup(self.lease.subnet)
         env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
         log.info("subnet %s, wrote %s", self.lease.subnet, env)
         nl.set_sysctl("net/ipv4/ip_forward", "1")  # this node's namespace only
-        nft.apply(nft.masquerade_ruleset(cfg.pod_cidr))
+        nft.apply(self._node_ruleset())
         self.podmgr = PodManager(
             cfg, self.ipr, self.lease.subnet, self.dp.mtu(), self.dp.pod_interface
         )
@@ -286,12 +291,18 @@ class Agent:
             self.problems = report.problems
             self.heartbeat()
 
+    def _node_ruleset(self) -> dict[str, Any]:
+        """Table ``ip podlab``: masquerade (less the mesh's pod CIDRs), untracked tunnels."""
+        cfg = self.cfg
+        return nft.masquerade_ruleset(cfg.pod_cidr, self.no_nat, self.dp.tunnels(),
+                                      cfg.underlay_address, cfg.service_cidr)  # fmt: skip
+
     def _sync_no_nat(self, cidrs: list[ipaddress.IPv4Network]) -> None:
         """Pods of other clusters of the mesh are reached by pod IP: no masquerade."""
         if cidrs != self.no_nat:
-            nft.apply(nft.masquerade_ruleset(self.cfg.pod_cidr, cidrs))
-            log.info("masquerade: pod traffic to %s keeps pod addresses", cidrs or "no mesh peer")
             self.no_nat = cidrs
+            nft.apply(self._node_ruleset())
+            log.info("masquerade: pod traffic to %s keeps pod addresses", cidrs or "no mesh peer")
 
     def _desired_pods(self) -> dict[tuple[str, str], PodSpec]:
         desired: dict[tuple[str, str], PodSpec] = {}

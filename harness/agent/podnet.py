@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import socket
+import struct
+from functools import partial
 from typing import Any, Protocol
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, netns
 
 from harness.agent import netlink as nl
-from harness.agent.datapath.base import PodInterface
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import Owned, PodInterface
 from harness.agent.routed import RoutedPodNetwork
 
 BRIDGE = "cni0"
@@ -55,12 +59,18 @@ class PodNetwork(Protocol):
         """Undo node-side state that does not vanish with the veth (before it is deleted)."""
         ...
 
+    def announce(self, netns_path: str, ip: str) -> None:
+        """After a pod is (re-)plumbed and attached: make neighbours forget a MAC its
+        address had before (a deleted pod's), where the style keeps such entries."""
+        ...
+
     def ports(self) -> list[str]:
         """Node-side pod interfaces that exist now (to find orphans)."""
         ...
 
-    def retire(self) -> None:
-        """Remove this style's node-wide objects: the node now uses another style."""
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        """This style's node-wide objects (not the per-pod veths)."""
         ...
 
 
@@ -74,7 +84,13 @@ class BridgedInterface:
         return "veth" + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
 
     def prepare(self, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
-        idx = nl.ensure_link(self.ipr, BRIDGE, {"kind": "bridge"}, _not_bridge)
+        # A bridge without a MAC of its own takes its ports' lowest one and changes it
+        # as pods come and go; the pods' cached gateway MAC then leads nowhere once the
+        # pod whose veth lent it is gone. A fixed MAC (per gateway address) never moves.
+        mac = nl.stable_mac(f"{BRIDGE}/{gateway}")
+        idx = nl.ensure_link(self.ipr, BRIDGE, {"kind": "bridge", "address": mac}, _not_bridge)
+        if str(nl.attr(self.ipr.get_links(idx)[0], "IFLA_ADDRESS")) != mac:
+            self.ipr.link("set", index=idx, address=mac)
         nl.ensure_addr(self.ipr, idx, gateway)
         nl.ensure_up(self.ipr, idx, mtu)
 
@@ -106,11 +122,25 @@ class BridgedInterface:
     def detach(self, host_if: str, ip: str) -> None:
         return None  # a bridge port leaves the bridge with its veth
 
-    def retire(self) -> None:
-        # its gateway address and connected route would outlive the mode otherwise
-        idx = nl.ifindex(self.ipr, BRIDGE)
-        if idx is not None and _not_bridge(self.ipr.get_links(idx)[0]) is None:
-            self.ipr.link("del", index=idx)
+    def announce(self, netns_path: str, ip: str) -> None:
+        """A new pod often gets the address of a pod just deleted (the lowest free one),
+        and neighbour entries on ``cni0`` outlive that pod's veth: the node's entry
+        for the address still names the old MAC, REACHABLE for up to ~45 s, then a
+        few seconds of failing unicast probes (measured: 22 s before the node reached
+        a new pod). Everything routed to the pod through the node, readiness probes
+        included, is lost meanwhile. So the node's entry is deleted, and the pod sends
+        one gratuitous ARP, which also corrects the other pods on the bridge (the CNI
+        bridge plugin announces new addresses the same way)."""
+        bridge = nl.ifindex(self.ipr, BRIDGE)
+        if bridge is not None:
+            nl.ignore_missing(partial(self.ipr.neigh, "del", dst=ip, ifindex=bridge))
+        gratuitous_arp(netns_path, "eth0", ip)
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        # with it go its gateway address and connected route, which a routed mode
+        # must not keep (they would answer for the pod subnet on the node)
+        return Owned(links=frozenset({BRIDGE}))
 
     def ports(self) -> list[str]:
         bridge = nl.ifindex(self.ipr, BRIDGE)
@@ -122,6 +152,30 @@ class BridgedInterface:
             if nl.attr(m, "IFLA_MASTER") == bridge
             and str(nl.attr(m, "IFLA_IFNAME", "")).startswith("veth")
         ]
+
+
+ETH_P_ARP = 0x0806
+
+
+def garp_frame(mac: str, ip: str) -> bytes:
+    """A broadcast gratuitous ARP request: who-has ``ip`` tell ``ip`` at ``mac`` (pure)."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    addr = ipaddress.IPv4Address(ip).packed
+    eth = b"\xff" * 6 + hw + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + addr + b"\x00" * 6 + addr
+    return eth + arp
+
+
+def gratuitous_arp(netns_path: str, ifname: str, ip: str) -> None:
+    """Send one gratuitous ARP from ``ifname`` inside the pod's network namespace."""
+    with IPRoute(netns=netns_path) as pod:
+        mac = str(nl.attr(pod.get_links(pod.link_lookup(ifname=ifname)[0])[0], "IFLA_ADDRESS"))
+    sock = netns.create_socket(
+        netns_path, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP), flags=0
+    )
+    with sock:
+        sock.bind((ifname, ETH_P_ARP))
+        sock.send(garp_frame(mac, ip))
 
 
 def _not_bridge(msg: Any) -> str | None:

@@ -154,9 +154,8 @@ class PodManager:
         self._ok: dict[tuple[str, str], str] = {}  # pods verified since the last full pass
 
     def prepare(self) -> None:
-        for style in POD_INTERFACES.values():  # left by a mode of the other family
-            if not isinstance(self.iface, style):
-                style(self.ipr).retire()  # type: ignore[call-arg]
+        # The other style's node-wide objects (cni0) went at start-up (retire.py);
+        # each pod is re-plumbed in this style by _ensure.
         self.iface.prepare(self.gateway, self.mtu)
         for d in (self.state_dir, self.log_dir, self.cfg.netns_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -260,6 +259,7 @@ class PodManager:
             )  # fmt: skip
             nl.ignore_missing(partial(self.ipr.link, "del", ifname=st.host_if))
             st.host_if = wanted
+        plumbed = False
         if fresh or restyle or nl.ifindex(self.ipr, st.host_if) is None:
             if not (fresh or restyle):
                 log.warning(
@@ -268,9 +268,13 @@ class PodManager:
             self._plumb(path, st)
             st.network_ready_time = now_rfc3339()
             self.save(st)
+            plumbed = True
         elif st.mtu != self.mtu:  # same family, new overhead (e.g. host-gw -> vxlan)
             self._set_mtu(path, st)
         self.iface.attach(st.host_if, st.ip)
+        if plumbed:
+            # its address may be one a deleted pod had: tell the neighbours its MAC
+            self.iface.announce(path, st.ip)
         self._process(spec, st, path)
 
     def _set_mtu(self, path: str, st: PodState) -> None:

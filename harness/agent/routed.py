@@ -28,6 +28,8 @@ import logging
 from pyroute2 import IPRoute
 
 from harness.agent import netlink as nl
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import NOTHING, Owned
 
 log = logging.getLogger("podlab.routed")
 
@@ -128,9 +130,16 @@ class RoutedPodNetwork:
     def detach(self, host_if: str, ip: str) -> None:
         self.node_side.detach(ipaddress.IPv4Address(ip))
 
+    def announce(self, netns_path: str, ip: str) -> None:
+        # Nothing outlives a routed pod: the node reaches it through its own cali*
+        # veth (neighbour entries die with the old one) and other pods through the
+        # node (their 169.254.1.1 neighbour is permanent).
+        return None
+
     def ports(self) -> list[str]:
         names = (str(nl.attr(m, "IFLA_IFNAME", "")) for m in self.ipr.get_links())
         return [n for n in names if n.startswith("cali")]
 
-    def retire(self) -> None:
-        return None  # nothing node-wide; each cali* veth is re-plumbed with its pod
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        return NOTHING  # nothing node-wide; each cali* veth is re-plumbed with its pod

@@ -50,6 +50,8 @@ DEFAULT_PORT = 51820
 OVERHEAD = 60
 FLANNEL_OVERHEAD = 80
 SOCKET_DIR = Path("/var/run/wireguard")
+PIDFILE = "wireguard-go.pid"  # under the agent's run dir, as its log
+LOGFILE = "wireguard-go.log"
 PROBE_LINK = "pl-wg-probe"
 START_TIMEOUT_S = 10.0
 
@@ -208,12 +210,13 @@ class WireGuard:
         port: int = DEFAULT_PORT,
         netns: str | None = None,
         force_userspace: bool = False,
+        name: str = "",
     ) -> None:
         self.ipr, self.node, self.port, self.netns = ipr, node, port, netns
         self.force_userspace = force_userspace
-        self.name = iface_name(node)
+        self.name = name or iface_name(node)
         self.state_dir, self.run_dir = Path(state_dir), Path(run_dir)
-        self.pidfile = self.run_dir / "wireguard-go.pid"
+        self.pidfile = self.run_dir / PIDFILE
         self.kind = ""  # "kernel" or "wireguard-go", set by up()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -256,7 +259,7 @@ class WireGuard:
             return  # adopted after an agent restart; the interface is on its way
         self.run_dir.mkdir(parents=True, exist_ok=True)
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        with open(self.run_dir / "wireguard-go.log", "ab") as out:
+        with open(self.run_dir / LOGFILE, "ab") as out:
             self._proc = subprocess.Popen(
                 [*prefix, "wireguard-go", "-f", self.name],
                 stdout=out,
@@ -274,7 +277,7 @@ class WireGuard:
             if self._proc.poll() is not None:
                 break
             time.sleep(0.05)
-        log_text = (self.run_dir / "wireguard-go.log").read_text(errors="replace")[-500:]
+        log_text = (self.run_dir / LOGFILE).read_text(errors="replace")[-500:]
         self.down()
         raise RuntimeError(f"wireguard-go {self.name} did not come up: {log_text.strip()}")
 

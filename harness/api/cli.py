@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from pathlib import Path
 from harness.api import meshcli, output
 from harness.api.alloc import DEFAULT_SERVICE_CIDR as DEFAULT_CIDR
 from harness.api.client import ApiClient, NotFoundError
-from harness.api.exec import exec_in_pod, parse_pod_ref
+from harness.api.exec import find_pod, parse_pod_ref, pod_exec_argv
 from harness.api.objects import DEFAULT_NAMESPACE, DERIVED, KINDS, KindInfo, kind_for_alias
 from harness.api.target import Target, resolve_target
 from harness.api.validate import Located, load_documents, validate_documents
@@ -284,7 +286,7 @@ def exec_pod(args: argparse.Namespace) -> int:
     Routed here by the ``exec`` verb. Reads the pod from ``args.target`` (or
     ``args.node``) and the rest from ``args.command`` (or ``args.cmd``): options
     before ``--`` (``-n/--namespace``, ``--cluster``, ``--etcd``, ``--lab``,
-    ``-i/--stdin``, ``--timeout``) are parsed here, so the routing parser needs
+    ``-i/--stdin``, ``-t/--tty``) are parsed here, so the routing parser needs
     no pod-specific flags; attributes of ``args`` with those names are defaults.
     """
     return hinted(_exec_pod)(args)
@@ -294,12 +296,18 @@ def _exec_pod(args: argparse.Namespace) -> int:
     name = parse_pod_ref(getattr(args, "target", None) or args.node)
     raw = list(getattr(args, "command", None) or getattr(args, "cmd", None) or [])
     opts, command = exec_options(raw, args)
+    if not command:
+        raise UserError("no command given (fix: podlab exec pod/NAME -- CMD ARGS…)")
     client, target = connect(opts)
-    stdin = sys.stdin.read() if opts.stdin else None
-    result = exec_in_pod(client, target.lab_dir, opts.namespace, name, command, opts.timeout, stdin)
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
-    return result.returncode
+    pod = find_pod(client, target.lab_dir, opts.namespace, name)
+    argv = pod_exec_argv(pod, command, stdin=opts.stdin, tty=opts.tty)
+    ssh = shutil.which(argv[0])
+    if ssh is None:
+        raise UserError("ssh client not found (install openssh-client)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(ssh, argv)  # streams, terminal and exit status are the command's
+    return 127  # not reached
 
 
 def exec_options(
@@ -315,7 +323,7 @@ def exec_options(
     p.add_argument("--etcd", default=getattr(defaults, "etcd", None))
     p.add_argument("--lab", default=getattr(defaults, "lab", None))
     p.add_argument("-i", "--stdin", action="store_true", default=getattr(defaults, "stdin", False))
-    p.add_argument("--timeout", type=float, default=getattr(defaults, "timeout", None) or 300.0)
+    p.add_argument("-t", "--tty", action="store_true", default=getattr(defaults, "tty", False))
     try:
         opts, unknown = p.parse_known_args(before)
     except argparse.ArgumentError as exc:

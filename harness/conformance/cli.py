@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="where results JSON and JUnit XML go (default: %(default)s)")  # fmt: skip
     p.add_argument("--keep-lab", action="store_true", help="leave a --topology lab up")
     p.add_argument("--thorough", action="store_true", help="more pods, streams and seconds")
+    p.add_argument("--tput-rounds", type=int, metavar="N",
+                   help="rounds of the interleaved throughput comparison (default 5)")  # fmt: skip
+    p.add_argument("--tput-seconds", type=int, metavar="S",
+                   help="seconds per iperf3 run in those rounds (default 1)")  # fmt: skip
     p.add_argument("-k", metavar="EXPR", help="only tests matching EXPR (pytest -k)")
     p.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failure")
     p.add_argument("-q", "--quiet", action="store_true", help="less output")
@@ -71,6 +75,10 @@ def pytest_argv(args: argparse.Namespace, stamp: str | None = None) -> list[str]
         argv.append("--keep-lab")
     if args.thorough:
         argv.append("--thorough")
+    if getattr(args, "tput_rounds", None):
+        argv.append(f"--tput-rounds={args.tput_rounds}")
+    if getattr(args, "tput_seconds", None):
+        argv.append(f"--tput-seconds={args.tput_seconds}")
     if args.k:
         argv += ["-k", args.k]
     if args.exitfirst:

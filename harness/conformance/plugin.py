@@ -3,10 +3,11 @@
 Options: ``--lab NAME`` (test a lab that is up), ``--topology FILE`` (build,
 deploy, test and remove one), ``--mode MODE`` (repeatable: the matrix; default
 the lab's own mode; ``MODE+wireguard`` adds encryption), ``--results DIR``,
-``--keep-lab``, ``--thorough``. Every test marked ``@pytest.mark.scenario(N)``
-becomes a check in the results file (scenario, mode, outcome, the assertion's
-message); ``record`` adds measurements. The plugin is inert in sessions that
-collect no such test, so podlab's own test run is unaffected by it.
+``--keep-lab``, ``--thorough``, ``--tput-rounds``, ``--tput-seconds``. Every
+test marked ``@pytest.mark.scenario(N)`` becomes a check in the results file
+(scenario, mode, outcome, the assertion's message); ``record`` adds
+measurements. The plugin is inert in sessions that collect no such test, so
+podlab's own test run is unaffected by it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--keep-lab", action="store_true", help="leave a lab built by --topology up")
     g.addoption("--thorough", action="store_true",
                 help="more pods, streams and seconds (slower, steadier figures)")  # fmt: skip
+    g.addoption("--tput-rounds", type=int, default=5, metavar="N",
+                help="interleaved rounds of the mode / hand-built / underlay throughput "
+                "comparison (default: 5)")  # fmt: skip
+    g.addoption("--tput-seconds", type=int, default=0, metavar="S",
+                help="seconds of each iperf3 run in those rounds (default: 1, 3 with "
+                "--thorough)")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:

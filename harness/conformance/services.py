@@ -20,8 +20,10 @@ from typing import Any
 import yaml
 
 from harness.api.client import ApiClient
+from harness.api.exec import exec_in_pod
 from harness.api.objects import KINDS
 from harness.api.validate import load_documents, validate_documents
+from harness.conformance.labctl import Lab
 from harness.conformance.pods import HTTP_PORT, NAMESPACE, TCP_PORT, UDP_PORT, Pod, echo_command
 from harness.conformance.remote import Node, output
 from harness.errors import LabError, UserError
@@ -98,20 +100,21 @@ def ask(pod: Pod, server: str, name: str, qtype: str = "A") -> dict[str, Any]:
     return {"rcode": "NO-ANSWER", "answers": [], "error": " ".join(text)[-200:]}
 
 
-def resolve_like_the_pod(pod: Pod, namespace: str, name: str) -> list[str]:
-    """``getent ahostsv4 name`` through the resolv.conf the agent wrote for the pod.
+def resolve_in_pod(lab: Lab, pod: Pod, namespace: str, name: str) -> list[str]:
+    """``podlab exec pod/NAME -- getent ahostsv4 NAME``: glibc in the pod, as a user runs it.
 
-    The agent bind-mounts ``/run/podlab/pods/<ns>_<name>/resolv.conf`` over
-    /etc in the pod's private mount namespace; this runs glibc the same way, so
-    search domains and ndots are the pod's own, not the test's.
+    The same path as the CLI (``exec_in_pod``: the pod's node from etcd, ssh,
+    the pod's own mount namespace with the resolv.conf the agent wrote for it),
+    so search domains and ndots are the pod's own. getent exits 2 for a name
+    that does not resolve; any other failure (ssh, the pod gone) is raised.
     """
-    files = f"/run/podlab/pods/{namespace}_{pod.name}"
-    script = (
-        'mount --bind "$0/resolv.conf" /etc/resolv.conf && '
-        'mount --bind "$0/nsswitch.conf" /etc/nsswitch.conf && exec getent ahostsv4 "$1"'
-    )
-    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, files, name]
-    res = pod.run(argv, timeout_s=20)
+    argv = ["getent", "ahostsv4", name]
+    res = exec_in_pod(lab.client(), lab.lab_dir, namespace, pod.name, argv, timeout_s=20)
+    if res.returncode not in (0, 2):
+        raise LabError(
+            f"podlab exec pod/{pod.name} -n {namespace} -- {' '.join(argv)} failed "
+            f"({res.returncode}): {(res.stderr or res.stdout).strip()[:300]}"
+        )
     return sorted({ln.split()[0] for ln in res.stdout.splitlines() if ln.strip()})
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -37,9 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("exec", help="run a command inside a node's namespaces")
-    p.add_argument("node")
+    p = sub.add_parser("exec", help="run a command inside a node's namespaces, or a pod's")
+    p.add_argument("node", help="a node name, or pod/NAME (as kubectl exec)")
     p.add_argument("--lab", help="lab of the node (needed only if several labs have it)")
+    # kubectl's stream flags, also before the pod (`exec -it pod/x -- sh`); a node
+    # command always has the caller's stdin and terminal
+    p.add_argument("-i", "--stdin", action="store_true", help="pod: pass stdin to the command")
+    p.add_argument("-t", "--tty", action="store_true", help="pod: give the command a terminal")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- command and arguments")
     p.set_defaults(func=_exec)
 
@@ -217,12 +222,32 @@ def _exec(args: argparse.Namespace) -> int:
         os.execv(ssh, ["ssh", *tty, "-F", str(ref.paths.ssh_config), ref.node, "--", *cmd])
     pid = ref.pid
     sys.stdout.flush()
+    sys.stderr.flush()
     nodeinit.enter_node(pid, cgroup.node_procs(ref.lab, ref.node))
-    try:
-        os.execvp(cmd[0], cmd)
-    except OSError as exc:
-        raise UserError(f"{cmd[0]}: {exc.strerror}") from exc
-    return 127  # not reached
+    return run_in_node(cmd)
+
+
+def run_in_node(cmd: list[str]) -> int:
+    """Fork into the node's PID namespace (entered by ``enter_node``), run ``cmd`` there
+    and return its exit status (128 + N when signal N ended it, as a shell reports).
+
+    The child keeps the terminal and stdin; this process only waits, ignoring the
+    terminal's SIGINT/SIGQUIT (the command gets them) and passing SIGTERM/SIGHUP on.
+    """
+    child = os.fork()
+    if child == 0:  # pragma: no cover - forked child, in the node's pid namespace
+        try:
+            os.execvp(cmd[0], cmd)
+        except OSError as exc:
+            os.write(2, f"podlab exec: {cmd[0]}: {exc.strerror}\n".encode())
+            os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
 
 
 def _ssh(args: argparse.Namespace) -> int:

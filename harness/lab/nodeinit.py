@@ -1,14 +1,21 @@
 """Node holders: the long-lived process whose namespaces *are* a netns node.
 
-``spawn_node`` forks; the child joins the lab's cgroup, unshares net, mount and
-uts namespaces, makes its mounts private, drops every namespace handle and
-``/run`` sub-mount it inherited (so a node never pins another lab's netns),
+``spawn_node`` forks; the child joins the lab's cgroup, unshares net, mount,
+uts and PID namespaces, makes its mounts private, drops every namespace handle
+and ``/run`` sub-mount it inherited (so a node never pins another lab's netns),
 sets the hostname, mounts a private tmpfs on ``/run`` and bind-mounts the
 node's own ``/etc/podlab``, ``/var/lib/podlab``, ``/var/log/podlab``,
 ``/opt/podlab`` and ``/etc/hostname`` from the lab directory (in the node's
-mount namespace only: the host's files are never written). It then forks the holder (``sleep
-infinity`` renamed ``podlab-init <lab>/<node>``) and exits, so the holder is
-re-parented to pid 1 and never waits on the short-lived ``podlab`` process.
+mount namespace only: the host's files are never written). It then forks the
+holder, PID 1 of the node's PID namespace, which mounts the node's own
+``/proc`` and becomes ``podlab-init`` (``pid1.py``: it reaps the node's
+orphans, as init does), and exits, so the holder is re-parented to the host's
+pid 1 and never waits on the short-lived ``podlab`` process.
+
+Pids: the ledger, ``down``, ``cleanup`` and ``status`` keep host pids (the
+holder's is what ``fork`` returned here; a pid a node writes into a pid file is
+translated with ``sysns.host_pid``). Inside a node, ``ps``, ``kill``, pid files
+and the agent see only the node's own processes, with the node's pids.
 
 ``enter_node`` is the other direction: put the calling process into a node's
 namespaces (used by ``podlab exec`` and to start sshd).
@@ -17,6 +24,7 @@ namespaces (used by ``podlab exec`` and to start sshd).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +39,11 @@ PRIVATE_DIRS = {
     "/opt/podlab": "opt",
 }
 RUN_DIRS = ("/run/sshd", "/run/podlab", "/run/lock")
+# What a node holder unshares. CLONE_NEWPID applies to the holder's children: the
+# holder forked next is PID 1 of the node and every later process of the node is
+# its descendant or enters through ``enter_node``.
+NODE_NAMESPACES = sysns.CLONE_NEWNET | sysns.CLONE_NEWNS | sysns.CLONE_NEWUTS | sysns.CLONE_NEWPID
+PID1 = Path(__file__).with_name("pid1.py")
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,7 @@ def _child(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> in
     os.setsid()
     if cgroup_procs is not None:
         cgroup_procs.write_text("0")
-    sysns.unshare(sysns.CLONE_NEWNET | sysns.CLONE_NEWNS | sysns.CLONE_NEWUTS)
+    sysns.unshare(NODE_NAMESPACES)
     sysns.mount("none", "/", None, sysns.MS_REC | sysns.MS_PRIVATE)
     _drop_inherited_mounts()
     sysns.sethostname(node)
@@ -122,15 +135,40 @@ def _child(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> in
         hostname = node_dir / "hostname"
         hostname.write_text(f"{node}\n")
         sysns.mount(str(hostname), "/etc/hostname", None, sysns.MS_BIND)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     holder = os.fork()
-    if holder == 0:
+    if holder == 0:  # PID 1 of the node's new PID namespace
+        os.close(ready_r)
+        _become_init(lab, node, ready_w)
+    os.close(ready_w)
+    with os.fdopen(ready_r, "rb") as ready:
+        answer = ready.read().decode(errors="replace")  # "M" then EOF at the exec
+    if answer != "M":
+        raise OSError(f"init of {node} failed: {answer[1:] or 'it died before mounting /proc'}")
+    return holder
+
+
+def _become_init(lab: str, node: str, ready: int) -> None:  # pragma: no cover - forked child
+    """Mount the node's own /proc (only PID 1 of the namespace can), then exec pid1.py.
+
+    ``ready`` (close-on-exec) gets "M" once /proc is mounted; a successful exec closes
+    it, a failed one writes the reason after the "M".
+    """
+    try:
+        sysns.mount("proc", "/proc", "proc", sysns.MS_NOSUID | sysns.MS_NODEV | sysns.MS_NOEXEC)
+        os.write(ready, b"M")
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        os.closerange(3, 65536)
+        os.closerange(3, ready)
+        os.closerange(ready + 1, 65536)
         os.chdir("/")
-        os.execv("/bin/sleep", [f"podlab-init {lab}/{node}", "infinity"])
-    return holder
+        argv = ["podlab-init", "-I", "-S", str(PID1), f"{lab}/{node}"]
+        os.execv(sys.executable, argv)
+    except BaseException as exc:
+        os.write(ready, f"E{exc}".encode())
+    finally:
+        os._exit(127)
 
 
 def _drop_inherited_mounts() -> None:
@@ -157,6 +195,9 @@ def _drop_inherited_mounts() -> None:
 def enter_node(pid: int, cgroup_procs: Path | None = None) -> None:
     """Move the calling (single-threaded) process into node ``pid``'s namespaces.
 
+    Net, uts and mount at once; the PID namespace only for the children this
+    process forks afterwards (setns(2) never moves the caller itself): fork, and
+    let the child exec, for a process that sees the node's /proc and pids.
     Joining the node's cgroup first means ``down`` kills whatever this process
     becomes, even if it daemonizes and leaves the namespaces' process tree.
     """
@@ -168,6 +209,7 @@ def enter_node(pid: int, cgroup_procs: Path | None = None) -> None:
             (sysns.CLONE_NEWNET, "net"),
             (sysns.CLONE_NEWUTS, "uts"),
             (sysns.CLONE_NEWNS, "mnt"),
+            (sysns.CLONE_NEWPID, "pid"),
         )
     }
     try:

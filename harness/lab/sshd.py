@@ -79,10 +79,20 @@ def start_all(
         _, status = os.waitpid(child, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise LabError(f"node {name}: sshd failed to start: {_tail(paths, name)}")
-    return {name: _await_pid(paths, name, nodes[name][0], timeout) for name in nodes}
+    return {
+        name: _await_pid(paths, name, nodes[name][0], nodes[name][2], timeout) for name in nodes
+    }
 
 
 def _spawn(holder: int, procs: Path | None, argv: list[str]) -> int:
+    """Fork a child that enters the node and runs ``argv`` as a process OF the node.
+
+    setns(2) puts only later children in the node's PID namespace, so the child
+    forks once more and waits: sshd then starts inside the node, and the daemon it
+    forks is re-parented to the node's PID 1 (which reaps it), not to the host's
+    init. A process whose parent is outside would leave the node's PID namespace
+    waiting on the host's init at ``down`` (seconds here).
+    """
     child = os.fork()
     if child == 0:  # pragma: no cover - forked child
         try:
@@ -92,25 +102,45 @@ def _spawn(holder: int, procs: Path | None, argv: list[str]) -> int:
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
             os.closerange(3, 65536)
-            os.execv(argv[0], argv)
+            inner = os.fork()
+            if inner == 0:
+                os.execv(argv[0], argv)
+            _, status = os.waitpid(inner, 0)
+            os._exit(os.waitstatus_to_exitcode(status))
         finally:
             os._exit(127)
     return child
 
 
-def _await_pid(paths: LabPaths, name: str, holder: int, timeout: float) -> tuple[int, int]:
+def _await_pid(
+    paths: LabPaths, name: str, holder: int, procs: Path | None, timeout: float
+) -> tuple[int, int]:
+    """sshd's host pid and start time, once its pid file (in the node's pid space) is there."""
     pidfile = Path(f"/proc/{holder}/root{PIDFILE}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            pid = int(pidfile.read_text().strip())
+            node_pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             time.sleep(0.005)
             continue
-        start = sysns.start_time(pid)
-        if start is not None:
+        members = _members(procs)
+        pid = sysns.host_pid(holder, node_pid, members)
+        start = sysns.start_time(pid) if pid else None
+        if pid and start is not None:
             return pid, start
+        time.sleep(0.005)
     raise LabError(f"node {name}: sshd did not come up: {_tail(paths, name)}")
+
+
+def _members(procs: Path | None) -> list[int] | None:
+    """Host pids in a node's cgroup (None: no cgroup, search every process)."""
+    if procs is None:
+        return None
+    try:
+        return [int(p) for p in procs.read_text().split()]
+    except (OSError, ValueError):
+        return None
 
 
 def _tail(paths: LabPaths, name: str) -> str:

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +144,23 @@ class Ledger:
             raise UserError(f"no lab state at {paths.state}") from exc
         except (OSError, ValueError) as exc:
             raise UserError(f"unreadable lab state {paths.state}: {exc}") from exc
-        nodes = {name: NodeState(**data) for name, data in raw.pop("nodes", {}).items()}
-        return cls(nodes=nodes, **raw)
+        # Keys this version does not know (a ledger written by a newer podlab, e.g.
+        # another backend's fields) are left out, so status, exec, down and cleanup
+        # still work on every lab of the machine instead of failing on one of them.
+        nodes = {
+            name: NodeState(**_known(NodeState, data))
+            for name, data in raw.pop("nodes", {}).items()
+        }
+        return cls(nodes=nodes, **_known(cls, raw))
 
     @property
     def netns_names(self) -> list[str]:
         return [n.netns for n in self.nodes.values()] + list(self.bridge_netns)
+
+
+def _known(kind: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 @contextmanager

@@ -21,6 +21,10 @@ from pathlib import Path
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -182,6 +186,33 @@ def ns_links(pid: int) -> tuple[int | None, int | None]:
 
 def pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def ns_pids(pid: int) -> list[int]:
+    """``pid`` as each PID namespace from ours down to its own sees it (``NSpid``)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return [int(v) for v in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+def host_pid(holder: int, node_pid: int, candidates: list[int] | None = None) -> int | None:
+    """The host pid of the process a node knows as ``node_pid`` (from a pid file, ``ps``).
+
+    ``holder`` is the node's PID 1 (its host pid); ``candidates`` narrow the search
+    (the node cgroup's members), else every process is looked at.
+    """
+    if node_pid == 1:
+        return holder
+    pidns = ns_inode(f"/proc/{holder}/ns/pid")
+    for pid in candidates if candidates is not None else pids():
+        levels = ns_pids(pid)
+        if levels and levels[-1] == node_pid and ns_inode(f"/proc/{pid}/ns/pid") == pidns:
+            return pid
+    return None
 
 
 def kill_where(

@@ -9,16 +9,34 @@ the capture prints headers with epoch timestamps (``-tt``) and payloads as ASCII
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 _HEADER = re.compile(r"^\d{9,}\.\d{6} (IP|ARP|IP6)\b", re.MULTILINE)
 _CAPTURED = re.compile(r"(\d+) packets? captured")
 
 
-def command(iface: str, bpf: str, duration_s: float, snaplen: int = 0) -> list[str]:
-    """Capture on ``iface`` for ``duration_s`` seconds (bounded by ``timeout``), no DNS."""
-    return ["timeout", f"{duration_s:g}", "tcpdump", "-i", iface, "-n", "-l", "-tt", "-A",
+def command(
+    iface: str, bpf: str, duration_s: float, snaplen: int = 0, stop_file: str = ""
+) -> list[str]:
+    """Capture on ``iface`` for ``duration_s`` seconds (bounded by ``timeout``), no DNS.
+
+    With ``stop_file`` the capture ends as soon as that file exists on the node
+    (``duration_s`` is then only the upper bound): a check that has sent its
+    traffic stops waiting for a fixed window, so what follows it (a retry timed
+    against the agent's resync) is not pushed back by seconds of idle capture.
+    """
+    argv = ["timeout", f"{duration_s:g}", "tcpdump", "-i", iface, "-n", "-l", "-tt", "-A",
             "-s", str(snaplen), bpf]  # fmt: skip
+    if not stop_file:
+        return argv
+    stop = shlex.quote(stop_file)
+    script = (
+        f"{shlex.join(argv)} & p=$!; "
+        f"while kill -0 $p 2>/dev/null && [ ! -e {stop} ]; do sleep 0.05; done; "
+        f"kill $p 2>/dev/null; wait $p; rm -f {stop}"
+    )  # SIGTERM (a background job ignores SIGINT): timeout passes it on, tcpdump flushes
+    return ["sh", "-c", script]
 
 
 @dataclass(frozen=True)

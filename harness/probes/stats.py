@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 
@@ -24,3 +25,17 @@ def percentile(samples: Sequence[float], pct: float) -> float:
 def percentiles(samples: Sequence[float], pcts: Sequence[int] = (50, 90, 99)) -> dict[int, float]:
     """Several percentiles of one sample at once."""
     return {p: percentile(samples, p) for p in pcts}
+
+
+def coefficient_of_variation(samples: Sequence[float]) -> float | None:
+    """Sample standard deviation over the mean (0.05 = 5 %); None below two samples.
+
+    The spread of repeated throughput rounds: a ratio of two medians is only as
+    good as the CVs of the series it divides.
+    """
+    if len(samples) < 2:
+        return None
+    mean = statistics.fmean(samples)
+    if mean == 0:
+        return None
+    return statistics.stdev(samples) / abs(mean)

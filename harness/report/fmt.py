@@ -86,3 +86,8 @@ def median(values: Iterable[float]) -> float | None:
 def median_of(measurements: Iterable[Measurement]) -> float | None:
     """Median value of some measurements."""
     return median(m.value for m in measurements)
+
+
+def fmt_cv(cv: float | None) -> str:
+    """A coefficient of variation as ``3.1 %``, or ``—`` below two samples."""
+    return "—" if cv is None else f"{cv * 100:.1f} %"

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
-from harness.report import analysis, charts, compare, fmt, mesh, perf
+from harness.report import analysis, charts, compare, fmt, handbuilt, mesh, perf
 from harness.results.model import RunResults
 from harness.results.store import merge
 
@@ -47,8 +48,18 @@ def _env() -> jinja2.Environment:
         labels=lambda items: ", ".join(f"{k}={v}" for k, v in items),
         mode_title=perf.mode_title,
         test_title=perf.describe_test,
+        series=_series,
     )
     return env
+
+
+def _series(s: handbuilt.Series | None) -> Markup:
+    """A series of rounds as its median over ``± CV`` (two short lines), ``—`` for none."""
+    if s is None:
+        return Markup("—")
+    return Markup('<span class="nowrap">{}</span><br><span class="muted small">± {}</span>').format(
+        fmt.fmt_bps(s.median_bps), fmt.fmt_cv(s.cv)
+    )
 
 
 def _throughput_charts(rows: tuple[perf.ThroughputRow, ...]) -> list[charts.Chart]:
@@ -81,6 +92,9 @@ def context(
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "summary": analysis.summarize(run),
         "matrix": analysis.matrix(run),
+        "handbuilt": handbuilt.rows(run),
+        "handbuilt_goal": handbuilt.GOAL,
+        "handbuilt_max_cv": handbuilt.MAX_CV,
         "throughput": perf.throughput_table(tput),
         "throughput_charts": _throughput_charts(tput),
         "ordering": order,

@@ -12,14 +12,16 @@ and other engineers' labs never collide):
 Agents run as ``nsenter --net=/run/netns/<node> python -m harness.agent.main``
 (root mount namespace, so pod netns bind mounts under the node's private
 ``netns_dir`` stay visible across agent restarts, as a node's own /run would).
-Everything is removed by ``close()``: agents and pod processes by pid, pod netns
-mounts, node and fabric namespaces, temp dirs.
+Everything is removed by ``close()``: agents, the daemons they leave running
+(BIRD, wireguard-go) and pod processes by pid, pod netns mounts, node and fabric
+namespaces, temp dirs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import signal
@@ -39,6 +41,9 @@ from pyroute2 import IPRoute, netns
 
 import harness
 from harness.agent.pods import pids_in_netns, stop_pids
+from harness.agent.wireguard import PIDFILE as WG_PIDFILE
+from harness.agent.wireguard import SOCKET_DIR as WG_SOCKETS
+from harness.agent.wireguard import iface_name as wg_iface_name
 from harness.exec import run
 from harness.store import Store
 from harness.store.keys import node_key, pod_key, podstatus_key
@@ -49,6 +54,7 @@ ETCD_IP = f"{NET}.254"  # the fabric namespace: etcd, and the router between seg
 EDGE = "10.198.0"
 EDGE_GW = f"{EDGE}.254"
 PYTHON = sys.executable
+DAEMON_PIDFILES = ("bird.pid", WG_PIDFILE)  # helpers agents leave running, in each run dir
 # where ``python -m harness…`` finds the package (the project root of this install)
 PROJECT = Path(harness.__file__).resolve().parents[1]
 
@@ -124,6 +130,11 @@ class AgentLab:
             ipr.link("set", index=br1, state="up")
         run(["nsenter", f"--net=/run/netns/{self.fab}", "sysctl", "-qw", "net.ipv4.ip_forward=1"])
 
+    @staticmethod
+    def _port(i: int) -> str:
+        """Node ``n<i>``'s veth end in the fabric namespace."""
+        return f"p{i}-{os.getpid() % 100000}"
+
     def add_node(self, i: int, segment: str = "fabric", **cfg: Any) -> Node:
         """Node ``n<i>`` on segment "fabric" (br0, 10.199.0.i) or "edge" (br1,
         10.198.0.i, reaching the fabric through the router namespace)."""
@@ -131,7 +142,7 @@ class AgentLab:
         name, ns = f"n{i}", f"{self.tag}-n{i}"
         ip = f"{EDGE}.{i}" if edge else f"{NET}.{i}"
         self._netns(ns)
-        port = f"p{i}-{os.getpid() % 100000}"
+        port = self._port(i)
         with IPRoute(netns=self.fab) as fab:
             fab.link("add", ifname=port, kind="veth", peer={"ifname": "eth1", "net_ns_fd": ns})
             idx = fab.link_lookup(ifname=port)[0]
@@ -160,8 +171,12 @@ class AgentLab:
             "run_dir": str(d / "run"),
             "log_dir": str(d / "log"),
             "netns_dir": str(d / "netns"),
+            "bird_socket": str(d / "run" / "bird.ctl"),  # nodes here share the host's /run
             "lease_ttl_s": 10,
             "resync_s": 2.0,
+            # wireguard-go's sockets live in the host's /var/run/wireguard, shared by
+            # every lab on the machine: a per-lab name, or two labs' n1 collide
+            "wireguard_interface": "wg-" + hashlib.sha256(str(d).encode()).hexdigest()[:8],
             **cfg,
         }
         d.mkdir(parents=True)
@@ -262,6 +277,51 @@ class AgentLab:
             node.proc.wait(timeout=60)
         node.proc = None
 
+    def stop_daemons(self, node: Node) -> None:
+        """Stop the helpers an agent leaves running by design (BIRD, wireguard-go) by the
+        pid files in the node's run dir: SIGTERM (wireguard-go removes its socket and
+        interface), SIGKILL after 3 s (then its socket, named after the node, goes too)."""
+        for name in DAEMON_PIDFILES:
+            pidfile = node.dir / "run" / name
+            try:
+                pid = int(pidfile.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                    time.sleep(0.05)
+                os.kill(pid, signal.SIGKILL)
+                if name == WG_PIDFILE:
+                    iface = node.cfg.get("wireguard_interface") or wg_iface_name(node.name)
+                    (WG_SOCKETS / f"{iface}.sock").unlink(missing_ok=True)
+            pidfile.unlink(missing_ok=True)
+
+    def replace_node(self, node: Node, **cfg: Any) -> Node:
+        """Swap ``node`` for a brand-new one of the same name, address, segment and
+        agent.yaml (``cfg`` over its settings): a new namespace and empty state, run and
+        log dirs, as a node is when first deployed. Its agent is not started."""
+        self.stop_agent(node, signal.SIGKILL)
+        self.stop_daemons(node)
+        self._remove_pods(node)
+        # a removed namespace is torn down later by the kernel (and its veth with it):
+        # delete the pair now, or the new node's port name is still taken
+        with IPRoute(netns=self.fab) as fab:
+            for idx in fab.link_lookup(ifname=self._port(int(node.name[1:]))):
+                fab.link("del", index=idx)
+        netns.remove(node.ns)
+        self._made_ns.remove(node.ns)
+        run(["umount", "-R", "-l", str(node.dir)], check=False)
+        run(["rm", "-rf", "--one-file-system", str(node.dir)])
+        at = self.nodes.index(node)
+        self.nodes.remove(node)
+        settings = {k: v for k, v in node.cfg.items() if k != "segment"}  # same agent.yaml
+        new = self.add_node(int(node.name[1:]), node.cfg["segment"], **{**settings, **cfg})
+        self.nodes.remove(new)
+        self.nodes.insert(at, new)
+        return new
+
     def wait_node(self, node: Node, timeout: float = 60.0) -> dict[str, Any]:
         key = node_key("t1", node.name)
         kv = wait_for(f"node record of {node.name}", lambda: self.store.get(key), timeout)
@@ -338,6 +398,7 @@ class AgentLab:
         steps: list[Callable[[], Any]] = []
         for node in self.nodes:
             steps.append(functools.partial(self.stop_agent, node, signal.SIGKILL))
+            steps.append(functools.partial(self.stop_daemons, node))
             steps.append(functools.partial(self._remove_pods, node))
         if getattr(self, "_lsock", None) is not None:
             steps.append(self._lsock.close)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,8 +27,10 @@ REPO = Path(harness.__file__).resolve().parents[1]
 PODLAB = [sys.executable, "-m", "harness.cli"]
 
 
-def podlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the real ``podlab`` CLI from the repository root."""
+def podlab(
+    *args: str, timeout: float = 600, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``podlab`` CLI from the repository root (stdin: ``input``, else none)."""
     return subprocess.run(
         [*PODLAB, *args],
         cwd=REPO,
@@ -36,6 +39,8 @@ def podlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
         timeout=timeout,
         env={**os.environ, "COLUMNS": "200"},
         check=False,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
     )
 
 
@@ -138,14 +143,19 @@ def _descendants(pid: int) -> list[int]:
 
 def node_ssh(lab: str, node: str, *argv: str) -> str:
     """Run a command on a node over ssh with the lab's ssh_config; return its stdout."""
+    proc = node_run(lab, node, *argv)
+    assert proc.returncode == 0, f"ssh {node} {argv}: {proc.stderr}"
+    return proc.stdout
+
+
+def node_run(lab: str, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Like ``node_ssh`` but the caller judges the exit status."""
     from harness.lab.state import find
 
-    proc = subprocess.run(
-        ["ssh", "-F", str(find(lab).ssh_config), node, *argv],
+    return subprocess.run(
+        ["ssh", "-F", str(find(lab).ssh_config), "-n", node, shlex.join(argv)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    assert proc.returncode == 0, f"ssh {node} {argv}: {proc.stderr}"
-    return proc.stdout

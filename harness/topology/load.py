@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import Collector
+from harness.topology import clab
 from harness.topology.model import Endpoint, LinkSpec, NodeSpec, Topology
 from harness.topology.yamlpos import YamlProblem, load_with_lines
 
@@ -65,6 +66,7 @@ def parse_topology(
             lines.get(()),
         )
         c.raise_if_any()
+    clab.check(data, c, lines)  # what containerlab's schema refuses, refused here too
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
         c.add(

@@ -117,6 +117,31 @@ def test_egress_is_masqueraded_pod_to_pod_is_not(agent_lab) -> None:
         srv.wait()
     table = lab.ns_run(n1, ["nft", "-j", "list", "table", nft.FAMILY, nft.TABLE]).stdout
     assert "masquerade" in table
+    _vxlan_outer_packets_are_not_tracked(lab, pods)
+
+
+def _conntrack(lab: AgentLab, node) -> str:  # type: ignore[no-untyped-def]
+    return lab.ns_run(node, ["cat", "/proc/net/nf_conntrack"]).stdout
+
+
+def _vxlan_outer_packets_are_not_tracked(lab: AgentLab, pods: dict[str, dict]) -> None:
+    """The tunnel's UDP 8472 skips conntrack on both ends; pod flows inside are tracked.
+
+    Negative control: without the agent's raw chains the same traffic leaves
+    UDP 8472 entries behind, so the check can see them when they are there.
+    """
+    n1, n2 = lab.nodes
+    a, b = pods["a"], pods["b"]
+    lab.pod_run(n1, a["netns"], tcp_hello(b["podIP"], 8080))
+    for node in (n1, n2):
+        table = _conntrack(lab, node)
+        assert "dport=8472" not in table, f"{node.name} tracks VXLAN packets:\n{table}"
+    assert f"dst={b['podIP']}" in _conntrack(lab, n1), "the pod flow itself is not tracked"
+    for node in (n1, n2):
+        for chain in ("raw-prerouting", "raw-output"):
+            lab.ns_run(node, ["nft", "delete", "chain", nft.FAMILY, nft.TABLE, chain])
+    lab.pod_run(n1, a["netns"], udp_echo(b["podIP"], 8081))
+    assert "dport=8472" in _conntrack(lab, n1), "control: VXLAN untracked without the rules"
 
 
 def test_host_gw_refuses_peer_on_other_segment(agent_lab) -> None:

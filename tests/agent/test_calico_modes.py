@@ -10,20 +10,19 @@ pid files the agent keeps in each node's run dir.
 
 from __future__ import annotations
 
-import contextlib
-import os
+import ipaddress
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from pyroute2 import IPRoute
 
-from harness.agent import bird, routed, wireguard
+from harness.agent import bird, routed
+from harness.agent.podnet import BridgedInterface
 from harness.testlab.agentlab import AgentLab, Node
 from harness.testlab.calnet import ip_packets
 from harness.testlab.wait import wait_for
@@ -36,20 +35,6 @@ MTU = {"bgp": 1500, "ipip": 1480, "calico-vxlan": 1450, "cross-subnet": 1450}
 WG_MTU = {"host-gw": 1420, "vxlan": 1420, "bgp": 1440}  # Flannel −80, Calico −60
 MARKER = "c0ffee5ec7e7"  # hex pattern ping puts in every echo payload
 MARKER_BYTES = bytes.fromhex(MARKER)
-
-
-def _stop_pidfile(pidfile: Path) -> None:
-    """SIGTERM the daemon a pid file names (so wireguard-go removes its socket), then KILL."""
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -68,11 +53,7 @@ def calico_lab(agent_lab) -> Iterator[Callable[..., AgentLab]]:
         for lab in labs:
             for node in lab.nodes:
                 lab.stop_agent(node, signal.SIGKILL)
-                for f in ("bird.pid", "wireguard-go.pid"):
-                    _stop_pidfile(node.dir / "run" / f)
-                if (node.dir / "run" / "wireguard-go.pid").exists():
-                    sock = wireguard.SOCKET_DIR / f"{wireguard.iface_name(node.name)}.sock"
-                    sock.unlink(missing_ok=True)
+                lab.stop_daemons(node)
 
 
 def _set_cfg(node: Node, **cfg: Any) -> None:
@@ -347,40 +328,91 @@ def test_wireguard_hides_pod_traffic(calico_lab, mode: str, encryption: str) -> 
 
 # -- a mode switch across families --------------------------------------------------------
 
+#: per mode: how a node routes a peer's pod subnet (device, rtm_protocol) once it is set up
+PEER_ROUTE = {
+    "bgp": ("eth1", bird.RTPROT_BIRD),
+    "vxlan": ("flannel.1", 77),
+    "host-gw": ("eth1", 77),
+}
+
+
+def _replumbed(node: Node, name: str, pod: dict[str, Any], routed_style: bool, mtu: int) -> bool:
+    """Pod ``name``'s veth is the style's (the other style's gone), both ends at ``mtu``;
+    raises naming what is not there yet (``wait_for`` reports the last reason)."""
+    want = routed.host_if_name("default", name)
+    other = BridgedInterface(None).host_if_name("default", name)  # type: ignore[arg-type]
+    if not routed_style:
+        want, other = other, want
+    with IPRoute(netns=node.ns) as ipr:
+        found = ipr.link_lookup(ifname=want)
+        assert found and not ipr.link_lookup(ifname=other), f"{name}: {want} not (alone) there"
+        host_mtu = ipr.get_links(found[0])[0].get_attr("IFLA_MTU")
+        assert host_mtu == mtu, f"{name}: {want} MTU {host_mtu}"
+    with IPRoute(netns=node.pod_netns(pod["netns"])) as ipr:
+        eth0 = ipr.link_lookup(ifname="eth0")
+        pod_mtu = ipr.get_links(eth0[0])[0].get_attr("IFLA_MTU") if eth0 else None
+        assert pod_mtu == mtu, f"{name}: eth0 MTU {pod_mtu}"
+    return True
+
+
+def _peer_route(node: Node, subnet: str) -> tuple[str | None, int] | None:
+    """(device, protocol) of the node's main-table route to ``subnet``, if any."""
+    net = ipaddress.IPv4Network(subnet)
+    with IPRoute(netns=node.ns) as ipr:
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+        for r in ipr.get_routes(family=2, table=254):
+            if r.get_attr("RTA_DST") == str(net.network_address) and r["dst_len"] == net.prefixlen:
+                return names.get(r.get_attr("RTA_OIF")), r["proto"]
+    return None
+
 
 def test_running_pods_follow_a_switch_of_pod_interface_family(calico_lab) -> None:
-    """vxlan (bridged cni0) → bgp (routed cali*) → host-gw: the same pods, same
-    processes and addresses, re-plumbed in the new style with the new MTU."""
+    """vxlan (bridged cni0) → bgp (routed cali*) → vxlan → host-gw: the same pods, same
+    processes and addresses, re-plumbed in the new style with the new MTU, and nothing
+    of the previous mode left on the node.
+
+    After each switch the test first waits for the state it then asserts — both pods
+    re-plumbed (veth style, MTU at both ends) and each node routing the other's pod
+    subnet the new mode's way — and only then checks traffic, once: pods that answer
+    over a path that is still the old one prove nothing about the new one.
+    """
     lab = calico_lab(2, "vxlan")
     pods = _up(lab)
-    n1 = lab.nodes[0]
+    n1, n2 = lab.nodes
     a, b = pods["a"], pods["b"]
     veth = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
     assert "cni0" in veth and routed.host_if_name("default", "a") not in veth
+    subnets = {n.name: lab.wait_node(n)["podCIDR"] for n in lab.nodes}
     for mode, mtu in (("bgp", 1500), ("vxlan", 1450), ("host-gw", 1500)):
         for n in lab.nodes:
             lab.stop_agent(n)
             _set_cfg(n, mode=mode)
             lab.start_agent(n)
-        hello = wait_for(
-            f"a → b after the switch to {mode}",
-            lambda: lab.pod_run(
-                n1, a["netns"], tcp_hello(b["podIP"], 8080), check=False
-            ).stdout.split(),
-        )
-        assert hello[0] == "b" and hello[1].split(":")[0] == a["podIP"], hello
-        links = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
         routed_style = mode == "bgp"
-        assert (routed.host_if_name("default", "a") in links) == routed_style, links
-        assert ("cni0" in links) != routed_style, links
-        with IPRoute(netns=n1.pod_netns(a["netns"])) as ipr:
-            eth0 = ipr.get_links(ipr.link_lookup(ifname="eth0")[0])[0]
-            assert eth0.get_attr("IFLA_MTU") == mtu, f"{mode}: pod MTU"
-        df_ping = ping(b["podIP"], 1, mtu - 28, df=True)
-        wait_for(  # b's agent sets b's MTU on its own restart, maybe a moment later
-            f"{mode}: DF ping of {mtu} bytes after the switch",
-            lambda p=df_ping: lab.pod_run(n1, a["netns"], p, check=False).returncode == 0,
+        wait_for(
+            f"a and b re-plumbed for {mode} (veth style, MTU {mtu} at both ends)",
+            lambda rs=routed_style, m=mtu: (
+                _replumbed(n1, "a", a, rs, m) and _replumbed(n2, "b", b, rs, m)
+            ),
         )
+        for node, peer in ((n1, "n2"), (n2, "n1")):
+            wait_for(
+                f"{node.name} routes {peer}'s pods the {mode} way {PEER_ROUTE[mode]}",
+                lambda node=node, peer=peer, m=mode: (
+                    _peer_route(node, subnets[peer]) == PEER_ROUTE[m]
+                ),
+            )
+        links = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
+        assert ("cni0" in links) != routed_style, links
+        assert ("flannel.1" in links) == (mode == "vxlan"), f"{mode}: flannel.1 {links}"
+        assert (bird.Bird(n1.dir / "run").pid() is not None) == (mode == "bgp"), "BIRD"
+        hello = lab.pod_run(n1, a["netns"], tcp_hello(b["podIP"], 8080), check=False)
+        words = hello.stdout.split()
+        assert words[:1] == ["b"] and words[1].split(":")[0] == a["podIP"], (mode, hello)
+        df = lab.pod_run(n1, a["netns"], ping(b["podIP"], 2, mtu - 28, df=True), check=False)
+        assert df.returncode == 0, f"{mode}: DF ping of {mtu} bytes a → b failed"
+        big = lab.pod_run(n1, a["netns"], ping(b["podIP"], 1, mtu - 27, df=True), check=False)
+        assert big.returncode != 0, f"{mode}: DF ping of {mtu + 1} bytes passed"
         now = lab.pod_status("a")
         assert now is not None and now["podIP"] == a["podIP"]
         assert now["containerStatuses"][0]["restartCount"] == 0, "the pod was restarted"

@@ -177,9 +177,15 @@ def test_mcs_import_dns_and_remote_reachability(mesh_cp: Mesh) -> None:
     assert ip == "10.96.255.254", f"ClusterSetIPs are taken from the top of the CIDR, got {ip}"
     owner = m.store.get(f"{P}serviceips/{ip}")
     assert owner is not None and owner.value == b"serviceimport:default/web"
-    st = m.store.get(f"{P}serviceexportstatus/default/web")
-    assert st is not None
-    assert {c["type"]: c["status"] for c in st.json()["conditions"]} == {
+
+    def conditions() -> dict[str, str] | None:
+        # the import can appear in the pass that saw the remote Service before the
+        # local one: the local export is Valid=False (NoService) until the next pass
+        st = m.store.get(f"{P}serviceexportstatus/default/web")
+        conds = {c["type"]: c["status"] for c in st.json()["conditions"]} if st else {}
+        return conds if conds.get("Valid") == "True" else None
+
+    assert wait_for("the export's Valid condition", conditions) == {
         "Valid": "True", "Conflict": "False"}  # fmt: skip
     wait_for("ClusterSetIP over both clusters", lambda: m.reaches({"b0", "b1", "b2", "b3"}, ip))
     wait_for("clusterset.local", lambda: m.ask("web.default.svc.clusterset.local") == ip)

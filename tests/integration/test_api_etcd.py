@@ -252,7 +252,7 @@ def test_guarded_commit_refuses_stale_revisions(kv) -> None:
     assert entry is not None and entry.value == b"2"
 
 
-def test_exec_refuses_pods_without_a_network_namespace(kv, etcd_url, tmp_path, capsys) -> None:
+def test_exec_refuses_pods_that_are_not_running(kv, etcd_url, tmp_path, capsys) -> None:
     from harness.api.client import ApiClient, NotFoundError
     from harness.api.exec import exec_in_pod
 
@@ -268,7 +268,7 @@ def test_exec_refuses_pods_without_a_network_namespace(kv, etcd_url, tmp_path, c
         podlab(capsys, etcd_url, "apply", "-f", manifest(tmp_path, pod_doc("web", node="n")))[0]
         == 0
     )
-    with pytest.raises(LabError, match="has no network namespace yet \\(phase Pending\\)"):
+    with pytest.raises(LabError, match="is not running \\(phase Pending\\)"):
         exec_in_pod(client, lab_dir, "default", "web", ["true"], 5)
 
 

@@ -3,6 +3,7 @@ checks, a host with its sshd killed, and the VM path (plain SSH inventory)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -18,11 +19,13 @@ from harness.lab.state import find
 from harness.testlab.deploylab import (
     REPO,
     lab_up,
+    node_run,
     node_ssh,
     plain_ssh_inventory,
     podlab,
     stop_sshd,
 )
+from harness.testlab.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -90,16 +93,97 @@ def test_testinfra_checks_pass_on_the_deployed_lab(inventory: Path) -> None:
 
 def test_mode_override_reaches_agent_config(inventory: Path, wheelhouse: Wheelhouse) -> None:
     # --mode becomes an extra var: the agent's config changes (and the agent
-    # restarts) on every cluster node, then changes back.
-    over, events = run_deploy(LAB, inventory, wheelhouse, podlab_mode="host-gw")
+    # restarts) on every cluster node, then changes back. In bgp, `birdc` typed on
+    # a node with no flags talks to that node's BIRD (its socket is BIRD's default,
+    # in the node's private /run).
+    over, events = run_deploy(LAB, inventory, wheelhouse, podlab_mode="bgp")
     assert over.ok, describe(over)
     changed = {e.host for e in events if e.changed and e.task.startswith("Run podlab-agent under")}
     assert changed == {"c1-cp", "c1-w1", "c1-w2"}, changed
     text = node_ssh(LAB, "c1-w1", "cat", "/etc/podlab/agent.yaml")
-    assert "mode: host-gw" in text, text
+    assert "mode: bgp" in text, text
+    for node, peers in (("c1-cp", 2), ("c1-w1", 2), ("c1-w2", 2)):
+        wait_for(
+            f"birdc on {node} shows {peers} Established sessions",
+            lambda node=node, peers=peers: (
+                node_ssh(LAB, node, "birdc", "show", "protocols").count("Established") == peers
+            ),
+            timeout=60,
+        )
+    # control: /run is node-private, so a node without BIRD reaches no one's socket
+    assert node_run(LAB, "router", "birdc", "show", "protocols").returncode != 0
     back, _ = run_deploy(LAB, inventory, wheelhouse)
     assert back.ok, describe(back)
     assert "mode: vxlan" in node_ssh(LAB, "c1-w1", "cat", "/etc/podlab/agent.yaml")
+
+
+def test_supervisorctl_needs_no_flags_on_a_node(inventory: Path) -> None:
+    out = node_ssh(LAB, "c1-w1", "supervisorctl", "status")
+    assert "podlab-agent" in out and "RUNNING" in out, out
+    assert "etcd" not in out, f"c1-w1 shows another node's programs: {out}"  # etcd is c1-cp's
+
+
+PODS = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  nodeName: c1-w1
+  containers: [{name: web, command: [python, -m, harness.workloads.echo, --tcp, "8080"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: c1-w2
+  containers: [{name: c, command: [sleep, infinity]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def test_exec_in_a_pod_sees_what_the_pod_sees(inventory: Path, tmp_path: Path) -> None:
+    """`podlab exec pod/…` as kubectl exec: the pod's resolver, environment, working
+    directory and exit status, stdin only with -i."""
+    manifest = tmp_path / "pods.yaml"
+    manifest.write_text(PODS)
+    applied = podlab("apply", "-f", str(manifest), "--lab", LAB)
+    assert applied.returncode == 0, applied.stderr
+    try:
+
+        def running() -> bool:
+            got = podlab("get", "pods", "--lab", LAB, "-o", "json")
+            items = json.loads(got.stdout or "{}").get("items", [])
+            return sorted(i["status"].get("phase") for i in items) == ["Running", "Running"]
+
+        wait_for("web and client Running", running, timeout=60, every=1.0)
+        svc = json.loads(podlab("get", "svc", "web", "--lab", LAB, "-o", "json").stdout)
+        fqdn = "web.default.svc.cluster.local"
+        res = podlab("exec", "pod/client", "--lab", LAB, "--", "getent", "hosts", fqdn)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split()[:2] == [svc["spec"]["clusterIP"], fqdn], res.stdout
+        # control: the pod's network namespace alone reads the node's resolv.conf
+        bare = node_run(LAB, "c1-w2", "ip", "netns", "exec", "pod-default-client",
+                        "getent", "hosts", fqdn)  # fmt: skip
+        assert bare.returncode == 2, f"resolved without the pod's resolv.conf: {bare.stdout}"
+        script = 'echo "$POD_NAME $POD_NAMESPACE $NODE_NAME $(pwd)"; exit 7'
+        env = podlab("exec", "pod/client", "--lab", LAB, "--", "sh", "-c", script)
+        assert (env.returncode, env.stdout) == (7, "client default c1-w2 /\n"), env
+        fed = podlab("exec", "-i", "pod/client", "--lab", LAB, "--", "cat", input="hello\n")
+        assert (fed.returncode, fed.stdout) == (0, "hello\n"), fed
+        unfed = podlab("exec", "pod/client", "--lab", LAB, "--", "cat", input="hello\n")
+        assert (unfed.returncode, unfed.stdout) == (0, ""), "stdin passed without -i"
+        missing = podlab("exec", "pod/client", "--lab", LAB, "--", "no-such-command")
+        assert missing.returncode == 127, missing
+    finally:
+        gone = podlab("delete", "-f", str(manifest), "--lab", LAB, "--grace-period", "0",
+                      "--ignore-not-found", "--wait")  # fmt: skip
+        assert gone.returncode == 0, gone.stderr
 
 
 def test_broken_host_is_named_with_its_task(inventory: Path) -> None:

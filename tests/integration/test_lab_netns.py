@@ -121,6 +121,40 @@ def test_star_lab_nodes_hostnames_ssh(labs: list[str]) -> None:
     assert "1 received" in in_node(plan.name, "c1-cp", "ping", "-c1", "-W2", w2)
 
 
+def test_each_node_has_its_own_pid_namespace(labs: list[str]) -> None:
+    """`ps` on a node lists that node's processes only, PID 1 is podlab-init and reaps
+    orphans; the ledger keeps host pids (holder and sshd), so down stays exact."""
+    plan = synth.star_plan("t-lab-pid", "172.31.212.0/24", count=2)
+    paths = build(plan, labs)
+    quiet = "</dev/null >/dev/null 2>&1"
+    run(["ssh", "-F", str(paths.ssh_config), "c1-w1", f"setsid -f sleep 10017 {quiet}"], 20)
+
+    def processes(node: str) -> list[tuple[int, str]]:
+        out = in_node(plan.name, node, "ps", "-e", "-o", "pid=,args=")
+        return [
+            (int(pid), cmd)
+            for pid, _, cmd in (ln.strip().partition(" ") for ln in out.splitlines())
+        ]
+
+    w1, cp = processes("c1-w1"), processes("c1-cp")
+    assert any(cmd == "sleep 10017" for _, cmd in w1), f"control: c1-w1 runs the marker: {w1}"
+    assert not any("10017" in cmd for _, cmd in cp), f"c1-cp sees c1-w1's process: {cp}"
+    assert cp[0][0] == 1 and cp[0][1].startswith("podlab-init"), cp
+    assert all(c.startswith(("podlab-init", "sshd", "ps")) for _, c in cp), cp
+    # an orphan is re-parented to the node's PID 1, which reaps it: no zombie stays
+    states = in_node(plan.name, "c1-cp", "sh", "-c", "(sleep 0.2 &); sleep 1; ps -e -o stat=")
+    assert "Z" not in states, f"zombies on c1-cp: {states!r}"
+    ledger = Ledger.load(paths)
+    for name, node in ledger.nodes.items():  # host pids, as seen from the host
+        assert sysns.ns_pids(node.pid or 0)[-1] == 1, f"{name}: holder is not its node's PID 1"
+        assert Path(f"/proc/{node.sshd_pid}/comm").read_text().strip() == "sshd"
+        node_pid = int(in_node(plan.name, name, "cat", "/run/podlab/sshd.pid"))
+        assert sysns.ns_pids(node.sshd_pid or 0)[-1] == node_pid != node.sshd_pid
+        # sshd is the node's own child: PID 1 reaps it, the host's init never waits on it
+        ppid = in_node(plan.name, name, "ps", "-o", "ppid=", "-p", str(node_pid)).strip()
+        assert ppid == "1", f"{name}: sshd's parent is {ppid}, not the node's PID 1"
+
+
 def test_routed_lab_forwarding_routes_mtu(labs: list[str]) -> None:
     plan = synth.routed_plan("t-lab-routed", "172.31.201.0/24")
     host_forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text()

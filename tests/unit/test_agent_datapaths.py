@@ -97,6 +97,43 @@ def test_masquerade_ruleset_is_one_atomic_document() -> None:
     assert rules[1]["expr"][1]["match"]["op"] == "!="
 
 
+def test_tunnel_packets_skip_conntrack_only_for_encapsulating_modes() -> None:
+    from ipaddress import IPv4Address
+
+    from harness.agent.datapath.base import Tunnel
+
+    me = IPv4Address("10.100.0.2")
+    plain = nft.masquerade_ruleset(N("10.244.0.0/16"), tunnels=[], underlay=me)["nftables"]
+    assert not [
+        c for c in plain if "chain" in c.get("add", {}) and "raw" in c["add"]["chain"]["name"]
+    ]
+    doc = nft.masquerade_ruleset(
+        N("10.244.0.0/16"),
+        tunnels=[Tunnel("udp", 8472), Tunnel("ipip")],
+        underlay=me,
+        service_cidr=N("10.96.0.0/16"),
+    )["nftables"]
+    chains = {
+        c["add"]["chain"]["name"]: c["add"]["chain"] for c in doc if "chain" in c.get("add", {})
+    }
+    assert chains["raw-prerouting"]["prio"] == chains["raw-output"]["prio"] == -300
+    rules = [c["add"]["rule"] for c in doc if "rule" in c.get("add", {})]
+
+    def shape(rule: dict) -> list[tuple[str, str, object]]:  # type: ignore[type-arg]
+        return [(e["match"]["left"]["payload"]["field"], e["match"]["op"],
+                 e["match"]["right"] if not isinstance(e["match"]["right"], dict) else "net")
+                for e in rule["expr"] if "match" in e]  # fmt: skip
+
+    pre = [shape(r) for r in rules if r["chain"] == "raw-prerouting"]
+    out = [shape(r) for r in rules if r["chain"] == "raw-output"]
+    assert pre == [[("daddr", "==", "10.100.0.2"), ("dport", "==", 8472)],
+                   [("daddr", "==", "10.100.0.2"), ("protocol", "==", 4)]]  # fmt: skip
+    # out: from us, never to a Service address (DNAT needs conntrack), to or from the port
+    assert out[0] == [("saddr", "==", "10.100.0.2"), ("daddr", "!=", "net"), ("dport", "==", 8472)]
+    assert out[1][-1] == ("sport", "==", 8472) and out[2][-1] == ("protocol", "==", 4)
+    assert all("notrack" in r["expr"][-1] for r in rules if r["chain"].startswith("raw"))
+
+
 def test_pod_spec_and_status() -> None:
     obj = {
         "metadata": {"name": "web", "namespace": "prod", "uid": "u1"},

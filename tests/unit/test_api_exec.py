@@ -8,17 +8,37 @@ from pathlib import Path
 import pytest
 
 from harness.api.cli import _split_ref, exec_options, is_pod_ref
-from harness.api.exec import parse_pod_ref, pod_exec_argv
+from harness.api.exec import PodTarget, parse_pod_ref, pod_exec_argv
 from harness.errors import UserError
+from harness.probes.echo import NODE_PYTHON
+
+TARGET = PodTarget("default", "web", "c1-w1", Path("/lab/ssh_config"))
 
 
 def test_remote_command_keeps_argument_boundaries() -> None:
     cmd = ["sh", "-c", "echo 'a b' && hostname; exit 3"]
-    argv = pod_exec_argv(Path("/lab/ssh_config"), "c1-w1", "podlab-default-web", cmd)
-    assert argv[:6] == ["ssh", "-F", "/lab/ssh_config", "-o", "BatchMode=yes", "c1-w1"]
-    assert len(argv) == 7
+    argv = pod_exec_argv(TARGET, cmd)
+    assert argv[:7] == ["ssh", "-F", "/lab/ssh_config", "-o", "BatchMode=yes", "-n", "c1-w1"]
+    assert len(argv) == 8
     # The remote shell splits the one string back into exactly our argv.
-    assert shlex.split(argv[6]) == ["ip", "netns", "exec", "podlab-default-web", *cmd]
+    assert shlex.split(argv[7]) == [
+        NODE_PYTHON,
+        "-m",
+        "harness.agent.podexec",
+        "default",
+        "web",
+        "--",
+        *cmd,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stdin", "tty", "flags"), [(False, False, ["-n"]), (True, False, []), (True, True, ["-tt"])]
+)
+def test_stdin_and_tty_as_kubectl(stdin: bool, tty: bool, flags: list[str]) -> None:
+    """No -i: the command reads nothing (ssh -n); -i: stdin flows; -t: a remote pty."""
+    argv = pod_exec_argv(TARGET, ["cat"], stdin=stdin, tty=tty)
+    assert argv[5:-2] == flags
 
 
 @pytest.mark.parametrize("ref", ["pod/web", "po/web", "pods/web", "Pod/web"])
@@ -49,6 +69,7 @@ def test_split_ref() -> None:
          ["sh", "-c", "a b"]),
         (["exec", "pod/web", "--namespace", "ns", "--", "ip", "-n", "x"], "ns", None,
          ["ip", "-n", "x"]),
+        (["exec", "-it", "pod/web", "--", "sh"], "default", None, ["sh"]),
     ],
 )  # fmt: skip
 def test_exec_options_through_the_real_exec_verb(

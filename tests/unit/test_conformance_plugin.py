@@ -135,6 +135,17 @@ def test_podlab_test_runs_the_shipped_suites_with_junit(tmp_path: Path) -> None:
     assert args.func is cli.cmd_test
 
 
+def test_podlab_test_passes_the_throughput_rounds_on(tmp_path: Path) -> None:
+    parser = cli.argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["test", "--lab", "t-x", "--tput-rounds", "3",
+                              "--tput-seconds", "2", "--results", str(tmp_path)])  # fmt: skip
+    argv = cli.pytest_argv(args, stamp="20260101T000000Z")
+    assert {"--tput-rounds=3", "--tput-seconds=2"} <= set(argv)
+    plain = cli.pytest_argv(parser.parse_args(["test", "--lab", "t-x"]), stamp="x")
+    assert not [a for a in plain if a.startswith("--tput")]
+
+
 def test_podlab_test_needs_a_lab_or_a_topology() -> None:
     parser = cli.argparse.ArgumentParser()
     cli.register(parser.add_subparsers())

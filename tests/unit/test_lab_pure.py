@@ -31,6 +31,19 @@ def ledger(lab: str = "t-lab-u", pid: int | None = None, start: int | None = Non
     return led
 
 
+def test_ledger_of_a_newer_podlab_still_loads(home: Path) -> None:
+    """Unknown keys (a newer version's, e.g. another backend's) are left out, not fatal."""
+    paths = LabPaths.of("t-lab-u")
+    paths.root.mkdir(parents=True)
+    written = ledger(pid=7, start=9)
+    written.save(paths)
+    raw = json.loads(paths.state.read_text())
+    raw["future_field"] = 1
+    raw["nodes"]["n1"]["future_node_field"] = "x"
+    paths.state.write_text(json.dumps(raw))
+    assert Ledger.load(paths) == written
+
+
 def test_ledger_round_trip_and_registry(home: Path) -> None:
     paths = LabPaths.of("t-lab-u")
     paths.root.mkdir(parents=True)

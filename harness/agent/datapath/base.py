@@ -2,7 +2,10 @@
 
 As in flannel's ``pkg/backend``, a mode only says which kernel objects one remote
 peer needs (``peer_objects``), which devices it owns (``setup``) and what it
-publishes about itself in its subnet lease (``backend_data``). The shared
+publishes about itself in its subnet lease (``backend_data``). It also declares
+what it creates node-wide (``owned``: devices, helper daemons, their routes and
+files), so that when the node switches to another mode the agent removes exactly
+what the old mode made and the new one does not (``harness.agent.retire``). The shared
 reconciler (``harness.agent.reconcile``) diffs those desired objects against the
 kernel, applies them with ``replace``, removes stale ones and re-adds what someone
 deleted. How pods attach to the node (``pod_interface``) is a property of the
@@ -10,9 +13,10 @@ mode's family: Flannel modes bridge pods into ``cni0``; Calico modes give
 each pod a routed ``cali*`` veth with a /32 and proxy-ARP.
 
 How to add a mode: write ``datapath/<mode>.py`` with a class satisfying
-``Datapath``, add it to ``DATAPATHS`` in ``registry.py``, document its options,
-kernel objects and MTU overhead in docs/datapaths.md, and add a kernel test under
-tests/agent/.
+``Datapath`` (its ``owned`` naming every node-wide object it creates), add it to
+``DATAPATHS`` in ``registry.py``, document its options, kernel objects and MTU
+overhead in docs/datapaths.md, add a kernel test under tests/agent/, and add it
+to the switch chain of tests/agent/test_mode_switch.py.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from pyroute2 import IPRoute
@@ -89,6 +94,71 @@ class FdbSpec:
     dst: ipaddress.IPv4Address
 
 
+@dataclass(frozen=True)
+class Tunnel:
+    """Outer packets a mode exchanges between nodes: UDP to ``port``, or IPIP (protocol 4).
+
+    The node's ruleset exempts them from conntrack (``nft.masquerade_ruleset``):
+    they are never NATed or policed, and tracking them costs every tunnelled
+    packet a second conntrack lookup on each node.
+    """
+
+    proto: str  # "udp" | "ipip"
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A helper process a mode keeps running beside the agent (BIRD, wireguard-go).
+
+    Found by its pid file and stopped only if the pid still names a process called
+    ``comm`` in this node's network namespace: a stale pid file never kills a
+    stranger that reused the pid.
+    """
+
+    pidfile: Path
+    comm: str
+
+
+@dataclass(frozen=True)
+class Owned:
+    """What one part of the datapath creates node-wide (declared, never discovered).
+
+    Modes, the encryption layer and the pod interface styles each name theirs;
+    at start the agent removes what the parts it does not run declare and the
+    parts it runs do not (``harness.agent.retire``). Per-peer routes, neighbours
+    and FDB entries are not listed: they live on these devices, or are stamped
+    proto 77 and belong to the reconciler.
+    """
+
+    links: frozenset[str] = frozenset()  # device names
+    daemons: frozenset[Daemon] = frozenset()
+    route_protos: frozenset[int] = frozenset()  # main-table routes a daemon installs
+    files: frozenset[Path] = frozenset()  # configs, sockets, logs of those daemons
+
+    def __or__(self, other: Owned) -> Owned:
+        return Owned(
+            self.links | other.links,
+            self.daemons | other.daemons,
+            self.route_protos | other.route_protos,
+            self.files | other.files,
+        )
+
+    def __sub__(self, other: Owned) -> Owned:
+        return Owned(
+            self.links - other.links,
+            self.daemons - other.daemons,
+            self.route_protos - other.route_protos,
+            self.files - other.files,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.links or self.daemons or self.route_protos or self.files)
+
+
+NOTHING = Owned()
+
+
 @dataclass
 class PeerObjects:
     """Everything one peer needs in this node's kernel."""
@@ -103,6 +173,12 @@ class Datapath(Protocol):
 
     name: ClassVar[str]
     pod_interface: ClassVar[PodInterface]
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        """Every node-wide object this mode may create on a node configured by ``cfg``
+        (whatever implementation it picks there: kernel or userspace)."""
+        ...
 
     def mtu(self) -> int:
         """The pod MTU: underlay MTU minus this mode's encapsulation overhead."""
@@ -132,6 +208,10 @@ class Datapath(Protocol):
         """Hook for modes with userspace state (udp's peer table); usually a no-op."""
         ...
 
+    def tunnels(self) -> list[Tunnel]:
+        """The outer packets this mode sends between nodes (none for plain routing)."""
+        ...
+
     def close(self) -> None:
         """Stop userspace helpers WITHOUT removing kernel state (pods keep working)."""
         ...
@@ -147,6 +227,10 @@ class BaseDatapath:
     def __init__(self, cfg: AgentConfig, ipr: IPRoute) -> None:
         self.cfg = cfg
         self.ipr = ipr
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        return NOTHING
 
     def mtu(self) -> int:
         return self.cfg.underlay_mtu - self.overhead
@@ -165,6 +249,9 @@ class BaseDatapath:
 
     def peers_changed(self, peers: list[Peer]) -> None:
         return None
+
+    def tunnels(self) -> list[Tunnel]:
+        return []
 
     def close(self) -> None:
         return None

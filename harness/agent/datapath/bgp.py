@@ -31,7 +31,15 @@ import logging
 from typing import Any, ClassVar
 
 from harness.agent import bird
-from harness.agent.datapath.base import BaseDatapath, Peer, PeerObjects, PodInterface
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import (
+    BaseDatapath,
+    Daemon,
+    Owned,
+    Peer,
+    PeerObjects,
+    PodInterface,
+)
 
 log = logging.getLogger("podlab.bgp")
 
@@ -45,9 +53,18 @@ class Bgp(BaseDatapath):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.bird = bird.Bird(self.cfg.run_dir)
+        self.bird = bird.Bird(self.cfg.run_dir, sock=self.cfg.bird_socket)
         self.subnet: ipaddress.IPv4Network | None = None
         self.export_to_kernel = self.cfg.encryption != "wireguard"
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        b = bird.Bird(cfg.run_dir, sock=cfg.bird_socket)
+        return Owned(
+            daemons=frozenset({Daemon(b.pidfile, "bird")}),
+            route_protos=frozenset({bird.RTPROT_BIRD}),  # left behind only by a killed BIRD
+            files=frozenset({b.conf, b.sock}),
+        )
 
     def backend_data(self) -> dict[str, Any]:
         return {"RouteReflector": self.cfg.route_reflector}
@@ -85,7 +102,7 @@ class Bgp(BaseDatapath):
 
     def setup(self, subnet: ipaddress.IPv4Network) -> None:
         self.subnet = subnet
-        if self.bird.pid() is not None:
+        if self.bird.pid() is not None and self.bird.sock.exists():
             # An agent restart: BIRD kept its sessions and routes. Rewriting the config
             # now (no peers known yet) would drop every session; the first reconcile
             # rewrites it from the full lease listing instead.

@@ -25,8 +25,5 @@ class CalicoVxlan(Vxlan):
     overhead: ClassVar[int] = 50
     vni: ClassVar[int] = 4096
     port: ClassVar[int] = 4789
+    device: ClassVar[str] = "vxlan.calico"
     mac_seed: ClassVar[str] = "vxlan.calico"
-
-    @property
-    def device(self) -> str:
-        return "vxlan.calico"

@@ -24,7 +24,16 @@ from typing import Any, ClassVar
 
 from harness.agent import ipip_tun
 from harness.agent import netlink as nl
-from harness.agent.datapath.base import BaseDatapath, Peer, PeerObjects, PodInterface, RouteSpec
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import (
+    BaseDatapath,
+    Owned,
+    Peer,
+    PeerObjects,
+    PodInterface,
+    RouteSpec,
+    Tunnel,
+)
 
 log = logging.getLogger("podlab.ipip")
 
@@ -42,6 +51,13 @@ class Ipip(BaseDatapath):
         self.impl = "kernel" if self.kernel else "userspace"
         self.device = KERNEL_DEVICE if self.kernel else ipip_tun.DEVICE
         self.tunnel: ipip_tun.IpipTunnel | None = None
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        # Both implementations: a node may have switched kernels (or modules) between
+        # runs. The kernel's own tunl0 (made when the module loads) cannot be deleted;
+        # retiring it strips our address and sets it down.
+        return Owned(links=frozenset({KERNEL_DEVICE, ipip_tun.DEVICE}))
 
     def backend_data(self) -> dict[str, Any]:
         return {"IPIPImpl": self.impl}
@@ -79,6 +95,9 @@ class Ipip(BaseDatapath):
         else:
             route = RouteSpec(peer.subnet, None, ipip_tun.DEVICE)
         return PeerObjects(routes=[route])
+
+    def tunnels(self) -> list[Tunnel]:
+        return [Tunnel("ipip")]  # kernel tunl0 and the userspace raw socket alike
 
     def peers_changed(self, peers: list[Peer]) -> None:
         if self.tunnel is not None:

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from pyroute2 import IPRoute
 
 from harness.agent.config import AgentConfig
-from harness.agent.datapath.base import Datapath, Peer, PeerObjects
+from harness.agent.datapath.base import Datapath, Owned, Peer, PeerObjects, Tunnel
 from harness.agent.datapath.vxlan import Vxlan
 
 MESH_DEVICE = "vxlan.mesh"
@@ -48,11 +48,8 @@ class MeshTunnel(Vxlan):
 
     vni: ClassVar[int] = MESH_VNI
     port: ClassVar[int] = MESH_PORT
+    device: ClassVar[str] = MESH_DEVICE
     mac_seed: ClassVar[str] = "mesh"
-
-    @property
-    def device(self) -> str:
-        return MESH_DEVICE
 
     def backend_data(self) -> dict[str, Any]:
         return {"MeshVtepMAC": self.mac, "MeshVNI": self.vni, "MeshPort": self.port}
@@ -73,6 +70,11 @@ class MeshTunnel(Vxlan):
         )
 
 
+def uses_tunnel(cfg: AgentConfig) -> bool:
+    """Whether a node configured by ``cfg`` carries mesh traffic on ``vxlan.mesh``."""
+    return bool(cfg.mesh) and cfg.mode != "bgp" and cfg.encryption == "none"
+
+
 class MeshLayer:
     """A ``Datapath`` that adds the other clusters of the mesh to the node's mode."""
 
@@ -82,9 +84,12 @@ class MeshLayer:
         self.pod_interface = inner.pod_interface
         self.routing = "native" if cfg.mode == "bgp" else "tunnel"
         self.encrypted = cfg.encryption != "none"
-        self.tunnel = (
-            MeshTunnel(cfg, ipr) if self.routing == "tunnel" and not self.encrypted else None
-        )
+        self.tunnel = MeshTunnel(cfg, ipr) if uses_tunnel(cfg) else None
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        """What the mesh may create node-wide: its tunnel device (``uses_tunnel``)."""
+        return MeshTunnel.owned(cfg)
 
     def _remote(self, p: Peer) -> bool:
         return bool(p.cluster) and p.cluster != self.cfg.cluster
@@ -137,6 +142,10 @@ class MeshLayer:
         self.inner.peers_changed(
             peers if self.encrypted else [p for p in peers if not self._remote(p)]
         )
+
+    def tunnels(self) -> list[Tunnel]:
+        mesh = self.tunnel.tunnels() if self.tunnel is not None else []
+        return self.inner.tunnels() + mesh  # vxlan.mesh: UDP 8473
 
     def close(self) -> None:
         self.inner.close()

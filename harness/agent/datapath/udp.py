@@ -22,7 +22,16 @@ from typing import ClassVar
 
 from harness.agent import netlink as nl
 from harness.agent import tunloop
-from harness.agent.datapath.base import BaseDatapath, Peer, PeerObjects, PodInterface, RouteSpec
+from harness.agent.config import AgentConfig
+from harness.agent.datapath.base import (
+    BaseDatapath,
+    Owned,
+    Peer,
+    PeerObjects,
+    PodInterface,
+    RouteSpec,
+    Tunnel,
+)
 
 log = logging.getLogger("podlab.udp")
 
@@ -46,6 +55,10 @@ class Udp(BaseDatapath):
         self._tun = -1
         self._sock: socket.socket | None = None
         self.stats = {"tx": 0, "rx": 0, "no_peer": 0, "errors": 0}
+
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        return Owned(links=frozenset({cls.device}))
 
     def backend_data(self) -> dict[str, object]:
         return {"Port": self.port}
@@ -75,6 +88,9 @@ class Udp(BaseDatapath):
 
     def peer_objects(self, peer: Peer) -> PeerObjects:
         return PeerObjects(routes=[RouteSpec(peer.subnet, None, self.device)])
+
+    def tunnels(self) -> list[Tunnel]:
+        return [Tunnel("udp", self.port)]
 
     def peers_changed(self, peers: list[Peer]) -> None:
         # Swapped whole, never mutated: the forwarding thread reads without a lock.

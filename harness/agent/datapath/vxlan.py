@@ -21,14 +21,17 @@ import ipaddress
 from typing import Any, ClassVar
 
 from harness.agent import netlink as nl
+from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import (
     BaseDatapath,
     FdbSpec,
     NeighSpec,
+    Owned,
     Peer,
     PeerObjects,
     PodInterface,
     RouteSpec,
+    Tunnel,
 )
 
 
@@ -39,11 +42,12 @@ class Vxlan(BaseDatapath):
     vni: ClassVar[int] = 1
     port: ClassVar[int] = 8472
 
+    device: ClassVar[str] = "flannel.1"  # flannel.<VNI>
     mac_seed: ClassVar[str] = "vxlan"
 
-    @property
-    def device(self) -> str:
-        return f"flannel.{self.vni}"
+    @classmethod
+    def owned(cls, cfg: AgentConfig) -> Owned:
+        return Owned(links=frozenset({cls.device}))
 
     @property
     def mac(self) -> str:
@@ -54,6 +58,9 @@ class Vxlan(BaseDatapath):
 
     def devices(self) -> list[str]:
         return [self.device]
+
+    def tunnels(self) -> list[Tunnel]:
+        return [Tunnel("udp", self.port)]
 
     def setup(self, subnet: ipaddress.IPv4Network) -> None:
         under = nl.ifindex(self.ipr, self.cfg.underlay_interface)

@@ -1,8 +1,9 @@
 """Scenario 21: the BGP control plane of mode ``bgp`` (BIRD on every node).
 
-- Every planned session is Established per ``birdc show protocols`` on every
-  node: a full mesh has n(n−1)/2 sessions (each node sees n−1); with route
-  reflectors, clients peer only with reflectors (``bird.plan_peers`` decides).
+- Every planned session is Established per ``birdc show protocols`` (typed
+  with no flags, as on any router) on every node: a full mesh has n(n−1)/2
+  sessions (each node sees n−1); with route reflectors, clients peer only with
+  reflectors (``bird.plan_peers`` decides).
 - Each peer's pod subnet is in every node's kernel table with ``proto bird``
   (not in ``MODE+wireguard``, where BIRD exports nothing and the agent routes
   peers through the WireGuard device).
@@ -28,7 +29,7 @@ from harness.conformance.remote import SUPERVISORCTL, Node
 from harness.conformance.run import Recorder
 
 RUN_DIR = "/run/podlab"
-BIRDC = ["birdc", "-s", f"{RUN_DIR}/bird.ctl"]
+BIRDC = ["birdc"]  # no -s: as an engineer types it on a node (BIRD's default socket)
 HOLD_S = 3.0  # bird.render: hold time 3 s
 RECOVERY_S = 60.0
 

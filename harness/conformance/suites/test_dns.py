@@ -4,8 +4,9 @@ Two echo backends (``app: dns-web``) behind a ClusterIP service and a headless
 one, an ExternalName service, and a client pod in the backends' namespace and
 one in another namespace. Questions go from inside the client pods to the
 kube-dns address (the service CIDR's .10); short names are resolved by glibc
-through the resolv.conf the agent wrote for the pod, so the search domains
-under test are the pod's own.
+in the pod through ``podlab exec pod/NAME -- getent ahostsv4 NAME``, as a user
+would check them: the exec sees the pod's own resolv.conf, so the search
+domains under test are the pod's own.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def test_service_fqdn_resolves_from_pods_in_every_namespace(dns: dict) -> None: 
 
 
 @pytest.mark.scenario(15)
-def test_short_names_resolve_through_the_pods_search_domains(dns: dict) -> None:  # type: ignore[type-arg]
-    """glibc in the pod: ``dns-web`` in its own namespace, ``dns-web.<ns>`` from elsewhere."""
+def test_short_names_resolve_through_the_pods_search_domains(lab: Lab, dns: dict) -> None:  # type: ignore[type-arg]
+    """glibc in the pod, through ``podlab exec`` as a user types it: ``dns-web`` in its own
+    namespace, ``dns-web.<ns>`` from elsewhere."""
     vip = dns["vip"]
     own: Pod = dns["clients"][NAMESPACE]
     other: Pod = dns["clients"][OTHER_NS]
@@ -84,9 +86,10 @@ def test_short_names_resolve_through_the_pods_search_domains(dns: dict) -> None:
         (other, OTHER_NS, "dns-web", []),  # control: the search list is per namespace
     ]
     for pod, ns, name, want in cases:
-        got = svc.resolve_like_the_pod(pod, ns, name)
+        got = svc.resolve_in_pod(lab, pod, ns, name)
         assert got == want, (
-            f"{pod} in namespace {ns}: `getent ahostsv4 {name}` through its resolv.conf "
+            f"{pod} in namespace {ns}: `podlab exec pod/{pod.name} -n {ns} -- getent ahostsv4 "
+            f"{name}` "
             f"should give {want or 'nothing'}, got {got or 'nothing'}"
         )
 

@@ -11,23 +11,30 @@ Strict mode: the server node's peer is removed from the client node's
 WireGuard device (``wg set IFACE peer PUB remove``, on the client node). Pod
 traffic to the server's pods must then be dropped — never sent in clear — and
 the agent's periodic resync must put the peer back; the time until pods talk
-again is recorded.
+again is recorded. The agent may put the peer back at any moment (its resync),
+so the check never trusts timing: it looks at the device before and after the
+probe and judges only a probe that ran while the removal was seen in effect
+(``StrictWindow``); recovery is timed from the restore it observed. It first
+removes the peer once and waits for the restore, so the judged try starts a
+whole resync period before the next one (a voided try is repeated).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
 from harness.conformance import paths
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import UDP_PORT, Pod, PodFactory
+from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod, PodFactory
 from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
 from harness.probes import capture, echo
@@ -35,6 +42,12 @@ from harness.probes import capture, echo
 CAPTURE_S = 6.0
 WG_PORT = 51820
 RESTORE_S = 60.0  # the agent resyncs every 10 s by default; generous on a loaded machine
+RECOVER_S = 20.0  # from the observed restore to the pods' first answer
+STRICT_ATTEMPTS = 3  # canary attempts per strict-mode try (1 s each)
+STRICT_TRIES = 3  # a try the agent's resync voids is repeated, at most this often
+STRICT_CAPTURE_S = 12.0  # remove + look + 3 attempts + look, on a loaded machine
+NOT_DELIVERED = {"timeout", "unreachable"}
+T = TypeVar("T")
 # "1700000000.123456 IP 10.100.0.2.51820 > 10.100.0.3.51820: UDP, length 148"
 _IP_LINE = re.compile(
     r"^\d{9,}\.\d{6} IP (\d+\.\d+\.\d+\.\d+)(?:\.(\d+))? > (\d+\.\d+\.\d+\.\d+)(?:\.(\d+))?: (.*)$"
@@ -109,27 +122,42 @@ def capture_both(
     client: Pod,
     server: Pod,
     canary: str,
-    during: Callable[[], None] | None = None,
+    traffic: Callable[[], T],
     control_ports: frozenset[str] = frozenset(),
-) -> tuple[list[Wire], echo.ProbeReport]:
-    """Capture both nodes' underlays while ``during()`` runs (if given), then send the canary."""
+    seconds: float = CAPTURE_S,
+) -> tuple[list[Wire], T]:
+    """Capture both nodes' underlays while ``traffic()`` runs; stop once it is done.
+
+    ``seconds`` bounds the capture; traffic that outlasts it would go unjudged,
+    so that fails the check instead of passing it.
+    """
     ends: list[Node] = [client.node, server.node]
     node_ips = {n.underlay_ip for n in ends}
+    stop = f"/run/podlab-capture-{uuid.uuid4().hex[:12]}.stop"
     with ThreadPoolExecutor(max_workers=2) as pool:
         futs = [
-            pool.submit(n.run, capture.command(n.underlay_if, "not arp", CAPTURE_S), CAPTURE_S + 15)
+            pool.submit(
+                n.run, capture.command(n.underlay_if, "not arp", seconds, stop_file=stop),
+                seconds + 15,
+            )
             for n in ends
-        ]
+        ]  # fmt: skip
+        started = time.monotonic()
         time.sleep(1.5)  # tcpdump attaches
-        if during is not None:
-            during()
-        report = _send_canary(client, server, canary)
-        texts = [output(f.result()) for f in futs]
+        try:
+            result = traffic()
+        finally:
+            took = time.monotonic() - started
+            for n in ends:
+                n.run(["touch", stop], timeout_s=10)
+            texts = [output(f.result()) for f in futs]
+    if took > seconds - 0.5:
+        pytest.fail(f"the traffic took {took:.1f} s, longer than the {seconds:g} s capture")
     wires = [
         classify(n.name, t, canary, node_ips, {client.ip, server.ip}, control_ports)
         for n, t in zip(ends, texts, strict=True)
     ]
-    return wires, report
+    return wires, result
 
 
 @pytest.mark.scenario(19)
@@ -140,7 +168,9 @@ def test_no_plaintext_on_the_underlay_when_encrypted(
     encrypted = ModeSpec.parse(mode).encryption != "none"
     canary = f"podlab-canary-{uuid.uuid4().hex[:12]}"
     control = frozenset({"179"}) if ModeSpec.parse(mode).mode == "bgp" else frozenset()
-    wires, report = capture_both(client, server, canary, control_ports=control)
+    wires, report = capture_both(
+        client, server, canary, lambda: _send_canary(client, server, canary), control
+    )
     for wire in wires:
         labels = {"capture": wire.node, "encryption": "on" if encrypted else "off",
                   "control": "no" if encrypted else "yes"}  # fmt: skip
@@ -166,17 +196,118 @@ def test_no_plaintext_on_the_underlay_when_encrypted(
         )
 
 
-def _peer_key(lab: Lab, node: str) -> str:
+def _wireguard(lab: Lab, node: str) -> tuple[str, str]:
+    """(interface name, public key) a node publishes in its node record."""
+    from harness.agent.wireguard import iface_name  # agents before WireguardInterface
+
     for rec in lab.client().nodes():
         backend = (rec.model_extra or {}).get("backend") or {}
         if rec.name == node and isinstance(backend, dict) and backend.get("WireguardPublicKey"):
-            return str(backend["WireguardPublicKey"])
+            iface = str(backend.get("WireguardInterface") or iface_name(node))
+            return iface, str(backend["WireguardPublicKey"])
     pytest.fail(f"node {node} publishes no WireguardPublicKey in its node record")
 
 
-def _has_peer(node: Node, iface: str, pub: str) -> bool:
-    res = node.run(["wg", "show", iface, "peers"], timeout_s=10)
-    return res.returncode == 0 and pub in res.stdout.split()
+def _peers_now(node: Node, iface: str) -> set[str]:
+    """The public keys configured on ``iface`` now."""
+    return set(node.check(["wg", "show", iface, "peers"], timeout_s=10).stdout.split())
+
+
+@dataclass(frozen=True)
+class StrictWindow:
+    """One try of the strict-mode check: the peer removed, probed, looked at again.
+
+    Only the agent ever adds a peer back (the check only removes), so a peer
+    absent when the probe starts and still absent after it ends was absent for
+    the whole probe: every attempt ran while the removal was in effect. If the
+    agent put the peer back in between, the try proves nothing either way
+    (``void``) and the check removes it again — at once, so the agent's next
+    resync is a whole period away.
+    """
+
+    removed_at: float  # node clock (epoch s) when the removal was made
+    absent_before: bool
+    absent_after: bool
+    held_s: float  # from removed_at to the look after the probe (node clock)
+    report: echo.ProbeReport | None  # None: not probed (the peer was back already)
+
+    @property
+    def void(self) -> bool:
+        return self.report is None or not (self.absent_before and self.absent_after)
+
+    def dropped(self) -> int:
+        """Attempts that never left the node: wireguard-go drops them silently
+        (``timeout``), kernel WireGuard answers ICMP host unreachable
+        (``unreachable``). Anything else (an answer, a refusal) got through."""
+        outcomes = self.report.outcomes() if self.report is not None else {}
+        return sum(n for kind, n in outcomes.items() if kind in NOT_DELIVERED)
+
+
+def strict_script(iface: str, pub: str, netns: str, probe: list[str]) -> str:
+    """Node-side: remove the peer, look, probe from the pod, look again — one shell, so no
+    round trip to the node widens the window the agent could restore the peer in.
+
+    Prints ``removed <epoch>``, ``before absent|present``, the probe's JSON line and
+    ``after <0|1 present> <epoch>``."""
+    i, k = shlex.quote(iface), shlex.quote(pub)
+    has = f"wg show {i} peers | grep -cxF {k}"
+    return (
+        f"wg set {i} peer {k} remove && echo removed $(date +%s.%N) && "
+        f'if [ "$({has})" != 0 ]; then echo before present; exit 0; fi; echo before absent; '
+        f"{shlex.join(['ip', 'netns', 'exec', netns, *probe])}; "
+        f'echo after "$({has})" $(date +%s.%N)'
+    )
+
+
+def parse_strict(text: str) -> StrictWindow:
+    """The ``StrictWindow`` a ``strict_script`` run printed (pure)."""
+    fields = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if ln.strip()}
+    if "removed" not in fields:
+        raise AssertionError(f"could not remove the peer: {text.strip()[-300:]}")
+    removed = float(fields["removed"][0])
+    if fields.get("before") != ["absent"]:
+        return StrictWindow(removed, False, False, 0.0, None)
+    present, at = fields.get("after", ["1", str(removed)])
+    report = echo.parse_probe(text)
+    return StrictWindow(removed, True, present == "0", float(at) - removed, report)
+
+
+def wait_restore_script(iface: str, pub: str, deadline_s: float, then: list[str]) -> str:
+    """Node-side: poll (every 50 ms) until the peer is back, print ``restored <epoch>``,
+    then run ``then`` (the pods' first answer), so neither is timed across ssh."""
+    i, k = shlex.quote(iface), shlex.quote(pub)
+    polls = int(deadline_s / 0.05)
+    return (
+        f"n=0; until wg show {i} peers | grep -qxF {k}; do "
+        f"n=$((n+1)); [ $n -gt {polls} ] && echo restored never && exit 0; sleep 0.05; done; "
+        f"echo restored $(date +%s.%N); {shlex.join(then)}"
+    )
+
+
+def _restore_after(client: Pod, iface: str, pub: str, then: list[str]) -> tuple[float, str]:
+    """Wait on the node for the agent to put the peer back; (restored at, ``then``'s output)."""
+    script = wait_restore_script(iface, pub, RESTORE_S, then)
+    text = output(client.node.run(["sh", "-c", script], timeout_s=RESTORE_S + RECOVER_S + 30))
+    restored = next((ln.split()[1] for ln in text.splitlines() if ln.startswith("restored ")), "")
+    if restored in ("", "never"):
+        pytest.fail(
+            f"{client.node.name}: the agent did not put the peer back within {RESTORE_S:.0f} s"
+        )
+    return float(restored), text
+
+
+def _strict_try(
+    client: Pod, server: Pod, iface: str, pub: str, canary: str
+) -> tuple[list[Wire], StrictWindow]:
+    """One judged try, captured on both underlays."""
+    probe = echo.probe_command("udp", server.ip, UDP_PORT, count=STRICT_ATTEMPTS, payload=canary,
+                               connect_timeout_s=1.0, budget_s=6.0, wait_s=1.0)  # fmt: skip
+    script = strict_script(iface, pub, client.netns, probe)
+
+    def traffic() -> StrictWindow:
+        return parse_strict(output(client.node.run(["sh", "-c", script], timeout_s=30)))
+
+    return capture_both(client, server, canary, traffic, seconds=STRICT_CAPTURE_S)
 
 
 @pytest.mark.scenario(20)
@@ -185,47 +316,52 @@ def test_traffic_to_a_removed_peer_is_dropped_not_sent_in_clear(
 ) -> None:
     if ModeSpec.parse(mode).encryption == "none":
         pytest.skip(f"{mode}: no encryption, so no peer keys to remove (runs in MODE+wireguard)")
-    from harness.agent.wireguard import iface_name
-
     client, server = leak_pods
-    iface, pub = iface_name(client.node.name), _peer_key(lab, server.node.name)
-    assert _has_peer(client.node, iface, pub), (
-        f"{client.node.name} {iface} has no peer {pub[:8]}… for {server.node.name} before the test"
+    iface, pub = _wireguard(lab, client.node.name)[0], _wireguard(lab, server.node.name)[1]
+    peer = f"{server.node.name}'s peer {pub[:8]}… on {client.node.name} {iface}"
+    assert pub in _peers_now(client.node, iface), f"no {peer} before the test"
+    before = _send_canary(client, server, "podlab-strict-before", count=1)
+    assert before.all_ok, (
+        f"negative control: {client} → {server} must be answered before the peer is removed "
+        f"({before.describe()}); a drop afterwards would prove nothing"
     )
-    canary = f"podlab-strict-{uuid.uuid4().hex[:12]}"
-    removed_at = 0.0
-
-    def remove() -> None:
-        nonlocal removed_at
-        client.node.check(["wg", "set", iface, "peer", pub, "remove"], timeout_s=10)
-        removed_at = time.monotonic()
-
-    wires, report = capture_both(client, server, canary, during=remove)
-    sent_for = time.monotonic() - removed_at
-    restored, answered = None, None
-    while time.monotonic() - removed_at < RESTORE_S:
-        if restored is None and _has_peer(client.node, iface, pub):
-            restored = time.monotonic() - removed_at
-        if restored is not None and _send_canary(client, server, "podlab-after", count=1).all_ok:
-            answered = time.monotonic() - removed_at
+    # Find the agent's resync phase: remove once and see the peer come back. The
+    # judged try starts right after, a whole resync period away from the next one.
+    client.node.check(["wg", "set", iface, "peer", pub, "remove"], timeout_s=10)
+    _restore_after(client, iface, pub, ["true"])
+    tries: list[StrictWindow] = []
+    for _ in range(STRICT_TRIES):
+        canary = f"podlab-strict-{uuid.uuid4().hex[:12]}"
+        wires, window = _strict_try(client, server, iface, pub, canary)
+        tries.append(window)
+        seen = "; ".join(w.describe() for w in wires)
+        assert not any(w.raw.canary_seen or w.pod_addressed for w in wires), (
+            f"{mode}: with {peer} removed, pod traffic went out in clear: {seen}"
+        )
+        if not window.void:
             break
-        time.sleep(0.25)
-    seen = "; ".join(w.describe() for w in wires)
-    record("strict_dropped_attempts_count", float(report.outcomes().get("timeout", 0)), "count")
-    record("strict_leaked_packets_count", float(sum(w.pod_addressed for w in wires)), "count")
-    if restored is not None:
-        record("strict_peer_restored_s", restored, "s")
-    if answered is not None:
-        record("strict_pods_talk_again_s", answered, "s")
-    assert not any(w.raw.canary_seen or w.pod_addressed for w in wires), (
-        f"{mode}: with {server.node.name}'s key removed on {client.node.name}, pod traffic "
-        f"went out in clear: {seen}"
+    record("strict_void_tries_count", float(sum(t.void for t in tries)), "count")
+    if window.void:
+        pytest.fail(
+            f"{mode}: the agent put back {peer} during each of {STRICT_TRIES} probes; the "
+            "removal could not be held in effect for one probe (does it resync continuously?)"
+        )
+    assert window.report is not None
+    attempts = len(window.report.attempts)
+    record("strict_dropped_attempts_count", float(window.dropped()), "count",
+           threshold=float(attempts), comparison=">=")  # fmt: skip
+    record("strict_removal_held_s", window.held_s, "s")
+    assert attempts == STRICT_ATTEMPTS and window.dropped() == attempts, (
+        f"{mode}: {client} → {server} while {peer} was known removed (absent before and after "
+        f"the probe, {window.held_s:.1f} s): {window.report.describe()}; strict mode must drop "
+        "every attempt"
     )
-    assert report.outcomes().get("timeout", 0) > 0, (
-        f"{mode}: no attempt was dropped in the {sent_for:.1f} s after the peer was removed "
-        f"({report.describe()}); the removal was not in effect"
+    reach = ["ip", "netns", "exec", client.netns,
+             *echo.reach_command([(server.ip, TCP_PORT)], deadline_s=RECOVER_S)]  # fmt: skip
+    restored, text = _restore_after(client, iface, pub, reach)
+    record("strict_peer_restored_s", restored - window.removed_at, "s")
+    first = next(iter(echo.parse_reach(text).values()))
+    assert first is not None, (
+        f"{peer} restored, but {client} still cannot reach {server} {RECOVER_S:.0f} s later"
     )
-    assert restored is not None, f"the agent did not restore the peer within {RESTORE_S:.0f} s"
-    assert answered is not None, (
-        f"peer restored after {restored:.1f} s but {client} still cannot reach {server}"
-    )
+    record("strict_pods_talk_again_s", max(0.0, first - restored), "s")

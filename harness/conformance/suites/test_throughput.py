@@ -1,27 +1,38 @@
-"""Scenario 28: iperf3 pod→pod across nodes against node→node on the underlay, same run.
+"""Scenario 28: pod→pod throughput against the same path built by hand, and the underlay.
 
-For each test (TCP with 1 and 4 streams, UDP unlimited) the underlay between
-the same two nodes is measured before and after the pods on them; all go to the
-results with ``labels.path`` node-node / pod-pod, plus the ratio, retransmits,
-UDP loss and the CPU cores iperf3 used on each side. Nothing here asserts a
-figure: a run passes when both measurements were taken.
+TCP with one stream is the headline: in ``--tput-rounds`` interleaved rounds
+(default 5, each ``--tput-seconds`` long, default 1; the order rotates every
+round) iperf3 runs pod→pod across nodes in the mode, pod→pod on the mode's
+hand-built path (``harness.refpath``: the same pod interface style and
+encapsulation made with iproute2 alone, in throwaway namespaces inside the
+client node) and node→node on the underlay. Every round is recorded
+(``labels.path`` pod-pod / hand-built / node-node, ``labels.repeat``), and
+the ratios of the medians, ``throughput_ratio_to_handbuilt`` and
+``throughput_ratio_to_underlay``. A mode without an iproute2 equivalent (udp,
+userspace IPIP) gets no hand-built figure; its pod-pod records name why in
+``labels.reference_note``. TCP with 4 streams and UDP are measured once each
+against the underlay before and after. Nothing here asserts a figure: the
+0.95 goal is judged by ``bench/bench_handbuilt.py`` and shown in the report.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import statistics
 import time
 
 import pytest
 
-from harness.conformance import paths
-from harness.conformance.labctl import Lab
+from harness.conformance import fallbacks, paths
+from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import Pod, PodFactory
-from harness.conformance.remote import Node
+from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
-from harness.probes import iperf3
+from harness.probes import echo, iperf3
+from harness.refpath import build, spec
 
-TESTS = (("tcp", 1), ("tcp", 4), ("udp", 1))
+TESTS = (("tcp", 4), ("udp", 1))
 _ports = itertools.count(5301)
 
 
@@ -104,3 +115,114 @@ def test_pod_to_pod_throughput_against_underlay(
     assert pod.received_bps > 0, (
         f"{client} → {server} {server.ip}: iperf3 {proto} x{streams} moved no data"
     )
+
+
+# ---------------------------------------------------------------- the hand-built reference
+
+
+@pytest.fixture
+def tput_rounds(request: pytest.FixtureRequest, thorough: bool) -> tuple[int, int]:
+    """(rounds, seconds per iperf3 run) from ``--tput-rounds`` / ``--tput-seconds``."""
+    n = request.config.getoption("--tput-rounds")
+    secs = request.config.getoption("--tput-seconds") or (3 if thorough else 1)
+    return int(n), int(secs)
+
+
+def reference_of(lab: Lab, mode: str, client: Pod, server: Pod) -> spec.RefSpec | spec.NoReference:
+    """The mode's hand-built path, with the implementations the agents chose for this run."""
+    ms = ModeSpec.parse(mode)
+    under_a, under_b = client.node.plan.underlay, server.node.plan.underlay
+    assert under_a is not None and under_b is not None
+    records = {r.name: (r.model_extra or {}).get("backend") or {} for r in lab.client().nodes()}
+    backend = records.get(client.node.name, {})
+    return spec.reference_for(
+        ms.mode,
+        ms.encryption,
+        underlay_mtu=under_a.mtu,
+        same_segment=under_a.segment == under_b.segment,
+        wireguard_impl=fallbacks.wireguard_impl(lab, client.node.name, backend) or "",
+        ipip_impl=str(backend.get("IPIPImpl", "kernel")),
+    )
+
+
+def _serve(node: Node, netns: str | None, port: int, lifetime_s: float) -> str:
+    """A persistent ``iperf3 -s`` (in ``netns`` if given); returns its pid file on the node."""
+    pidfile = f"/run/podlab-iperf3-{port}.pid"
+    argv = ["iperf3", "-s", "-p", str(port), "-I", pidfile]
+    node.start(["ip", "netns", "exec", netns, *argv] if netns else argv, lifetime_s)
+    return pidfile
+
+
+def _stop(node: Node, pidfile: str) -> None:
+    res = node.run(["cat", pidfile], timeout_s=10)
+    if res.returncode == 0 and res.stdout.strip().isdigit():
+        node.run(["kill", res.stdout.strip()], timeout_s=10)
+    node.run(["rm", "-f", pidfile], timeout_s=10)
+
+
+def _refpath(node: Node, *args: str, timeout_s: float = 60) -> str:
+    res = node.run([echo.NODE_PYTHON, "-m", "harness.refpath", *args], timeout_s=timeout_s)
+    assert res.returncode == 0, f"{node.name}: refpath {args[0]} failed: {output(res).strip()}"
+    return res.stdout
+
+
+@pytest.mark.scenario(28)
+def test_tcp_throughput_against_hand_built_path(
+    lab: Lab,
+    mode: str,
+    perf_pods: tuple[Pod, Pod],
+    tput_rounds: tuple[int, int],
+    record: Recorder,
+) -> None:
+    client, server = perf_pods
+    n_rounds, secs = tput_rounds
+    ref = reference_of(lab, mode, client, server)
+    budget = n_rounds * 3 * (secs + 5) + 60
+    ports = {name: next(_ports) for name in ("pod-pod", "node-node", "hand-built")}
+    pidfiles = [
+        (server.node, _serve(server.node, server.netns, ports["pod-pod"], budget)),
+        (server.node, _serve(server.node, None, ports["node-node"], budget)),
+    ]
+    targets = [f"pod-pod={client.netns}@{server.ip}:{ports['pod-pod']}",
+               f"node-node=@{server.node.underlay_ip}:{ports['node-node']}"]  # fmt: skip
+    tag = build.new_tag()
+    try:
+        if isinstance(ref, spec.RefSpec):
+            built = build.RefPath.from_json(_refpath(
+                client.node, "up", "--spec", ref.to_json(), "--tag", tag,
+                "--server-port", str(ports["hand-built"]), "--lifetime", str(budget)))  # fmt: skip
+            targets.insert(1, f"hand-built={built.client_netns}@{built.server_ip}:{built.port}")
+        time.sleep(0.5)  # the servers listen
+        argv = ["rounds", "--rounds", str(n_rounds), "--seconds", str(secs)]
+        argv += [a for t in targets for a in ("--target", t)]
+        got = json.loads(_refpath(client.node, *argv, timeout_s=budget))
+    finally:
+        if isinstance(ref, spec.RefSpec):
+            _refpath(client.node, "down", "--tag", tag)
+        for node, pidfile in pidfiles:
+            _stop(node, pidfile)
+    _record_rounds(record, got, ref)
+    moved = [r["received_bps"] for r in got["pod-pod"]]
+    assert all(v > 0 for v in moved), (
+        f"{client} → {server} {server.ip}: a round of iperf3 TCP moved no data: {moved}"
+    )
+
+
+def _record_rounds(record: Recorder, got: dict[str, list[dict]], ref) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Each round as its own measurement, then the ratios of the medians."""
+    labels = {"proto": "tcp", "streams": "1"}
+    if isinstance(ref, spec.RefSpec):
+        labels["reference"] = ref.name
+    for path, results in got.items():
+        for i, raw in enumerate(results):
+            extra = {"repeat": str(i + 1)}
+            if path == "pod-pod" and isinstance(ref, spec.NoReference):
+                extra["reference_note"] = ref.reason
+            _record(record, iperf3.IperfResult(**raw), path, {**labels, **extra})
+    med = {p: statistics.median(r["received_bps"] for r in rs) for p, rs in got.items()}
+    if med.get("hand-built"):
+        record("throughput_ratio_to_handbuilt", med["pod-pod"] / med["hand-built"], "ratio",
+               labels=labels)  # fmt: skip
+    if med.get("node-node"):
+        record("throughput_ratio_to_underlay", med["pod-pod"] / med["node-node"], "ratio",
+               labels=labels)  # fmt: skip

@@ -1,0 +1,234 @@
+"""Each mode against the same pod path built by hand, interleaved rounds, medians and CVs.
+
+``sudo .venv/bin/python bench/bench_handbuilt.py [--modes host-gw,vxlan,bgp,calico-vxlan]
+[--wireguard host-gw] [--rounds 5] [--seconds 2] [--ablate nft,brnf,...]``
+
+Per mode: a throwaway lab (``harness.testlab.agentlab``) runs the real agent on
+two node namespaces with an iperf3 server pod on n2 and a client pod on n1;
+beside it ``harness.refpath`` builds the mode's hand-built path (iproute2
+through pyroute2, no agent, no nftables) in its own namespaces. Then
+``--rounds`` rounds (``harness.refpath.rounds``, the runner the conformance
+suite uses), each running iperf3 TCP (one stream, ``--seconds``) pod→pod in the
+mode, pod→pod on the hand-built path and node→node on the lab's underlay, in an
+order rotated every round. Printed per mode: the three medians with their
+coefficients of variation, mode ÷ hand-built (ratio of medians, and in how many
+rounds the mode was below), mode ÷ underlay, and the CPU the two iperf3 ends
+used per Gbit/s, hand-built ÷ mode (1.00 = the mode costs what the hand-built
+path costs; on a veth path the kernel's forwarding work runs in the sender's
+context, so this follows the datapath's cost and is steadier than throughput
+on a busy machine). Modes without an iproute2 equivalent (udp, userspace ipip)
+are measured against the underlay only, with the reason. Figures on a shared
+machine are indicative: the load average is printed with them.
+
+``--ablate`` finds what costs: after the rounds above, each named part of what
+the agent adds is taken away on both nodes (agents paused with SIGSTOP, the
+ruleset saved), the mode is measured against its hand-built path again in the
+same kind of rounds, and everything is put back. Parts: ``policy``, ``proxy``,
+``masq`` (the agent's three nftables tables), ``nft`` (all of them, and with
+them conntrack), ``brnf`` (bridge-nf-call-iptables=0), ``notrack`` (the agent's
+raw chains that keep the tunnel's outer packets out of conntrack: the state
+before that change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from harness.exec import run
+from harness.probes import iperf3
+from harness.refpath import build, rounds, spec
+from harness.report.fmt import fmt_cv
+from harness.testlab.agentlab import AgentLab
+from harness.testlab.wait import wait_for
+
+MODES = "host-gw,vxlan,bgp,calico-vxlan,cross-subnet,ipip,udp"
+WIREGUARD = "host-gw,bgp"
+PORT = 5201
+Results = dict[str, list[iperf3.IperfResult]]
+
+# what each ablation does in a node's namespace: (argv, stdin) steps
+ABLATIONS: dict[str, list[tuple[list[str], str | None]]] = {
+    "policy": [(["nft", "delete", "table", "inet", "podlab-policy"], None)],
+    "proxy": [(["nft", "delete", "table", "ip", "podlab-proxy"], None)],
+    "masq": [(["nft", "delete", "table", "ip", "podlab"], None)],
+    "nft": [(["nft", "flush", "ruleset"], None)],
+    "brnf": [(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"], None)],
+    "notrack": [(["nft", "delete", "chain", "ip", "podlab", chain], None)
+                for chain in ("raw-prerouting", "raw-output")],
+}  # fmt: skip
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _stop_daemons(lab: AgentLab) -> None:
+    """Agents, and what outlives them by design (BIRD, wireguard-go), by their pid files."""
+    for node in lab.nodes:
+        lab.stop_agent(node)
+        for name in ("bird.pid", "wireguard-go.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((node.dir / "run" / name).read_text().strip())
+                os.kill(pid, signal.SIGTERM)
+                time.sleep(0.5)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _mode_lab(mode: str, encryption: str) -> tuple[AgentLab, list[rounds.Target], dict[str, str]]:
+    """The agent lab with its server pod, and the pod-pod and node-node targets."""
+    lab = AgentLab(2, mode, tmp_root="/dev/shm", resync_s=10.0, encryption=encryption)
+    n1, n2 = lab.nodes
+    for n in lab.nodes:
+        lab.start_agent(n)
+    records = {n.name: lab.wait_node(n) for n in lab.nodes}
+    lab.apply_pod("srv", n2, ["python", "-m", "harness.workloads.iperf", "--port", str(PORT)])
+    lab.apply_pod("cli", n1, ["sleep", "infinity"])
+    srv, cli = lab.wait_running("srv"), lab.wait_running("cli")
+    ping = ["ping", "-c1", "-W1", srv["podIP"]]
+    wait_for("server pod reachable",
+             lambda: lab.pod_run(n1, cli["netns"], ping, check=False).returncode == 0)  # fmt: skip
+    backend = records["n1"].get("backend", {})
+    impls = {"ipip": str(backend.get("IPIPImpl", "kernel")),
+             "wireguard": str(backend.get("WireguardImpl", ""))}  # fmt: skip
+    targets = [
+        rounds.Target("pod-pod", n1.pod_netns(cli["netns"]), srv["podIP"], PORT),
+        rounds.Target("node-node", f"/run/netns/{n1.ns}", n2.ip, PORT),
+    ]
+    return lab, targets, impls
+
+
+def _save(ns: str) -> tuple[str, str]:
+    """A node's ruleset and bridge-nf setting, to put back after an ablation."""
+    ruleset = run(["nft", "list", "ruleset"], netns=ns).stdout
+    key = ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]
+    return ruleset, run(key, netns=ns, check=False).stdout.strip()
+
+
+def ablate(
+    lab: AgentLab, parts: list[str], targets: list[rounds.Target], n_rounds: int, secs: int
+) -> dict[str, Results]:
+    """Measure the targets with each part taken away in turn; restore after each."""
+    out = {}
+    pids = [n.proc.pid for n in lab.nodes if n.proc is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for part in parts:
+            saved = {n.ns: _save(n.ns) for n in lab.nodes}
+            try:
+                for n in lab.nodes:
+                    for argv, stdin in ABLATIONS[part]:
+                        run(argv, netns=n.ns, input=stdin, check=False)
+                out[part] = rounds.iperf_rounds(targets, n_rounds, secs)
+            finally:
+                for ns, (ruleset, brnf) in saved.items():
+                    run(["nft", "-f", "-"], netns=ns, input="flush ruleset\n" + ruleset)
+                    if brnf:
+                        run(["sysctl", "-qw", f"net.bridge.bridge-nf-call-iptables={brnf}"],
+                            netns=ns, check=False)  # fmt: skip
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    return out
+
+
+def measure_mode(
+    mode: str, encryption: str, n_rounds: int, secs: int, parts: list[str]
+) -> list[str]:
+    """One mode: build its lab and its reference, run the rounds, return the printed rows."""
+    lab, targets, impls = _mode_lab(mode, encryption)
+    ref_path = None
+    under = lab.ns_run_bg(lab.nodes[1], ["iperf3", "-s", "-p", str(PORT)])
+    try:
+        ref = spec.reference_for(mode, encryption, wireguard_impl=impls["wireguard"],
+                                 ipip_impl=impls["ipip"])  # fmt: skip
+        if isinstance(ref, spec.RefSpec):
+            ref_path = build.build(ref, build.new_tag(), PORT, lifetime_s=3600)
+            hb = rounds.Target("hand-built", ref_path.client_netns, ref_path.server_ip, PORT)
+            targets.insert(1, hb)
+        time.sleep(0.5)
+        got = rounds.iperf_rounds(targets, n_rounds, secs)
+        pair = [t for t in targets if t.name != "node-node"]
+        ablated = ablate(lab, parts, pair, n_rounds, secs) if parts and ref_path else {}
+    finally:
+        under.kill()
+        under.wait()
+        if ref_path is not None:
+            build.teardown(ref_path.tag)
+        _stop_daemons(lab)
+        lab.close()
+    name = mode + ("+" + encryption if encryption != "none" else "")
+    lines = [_row(name, ref, got)]
+    for part, res in ablated.items():
+        lines.append(_row(f"  without {part}", ref, res))
+    return lines
+
+
+def _series(results: list[iperf3.IperfResult]) -> rounds.Series:
+    return rounds.Series("", tuple(r.received_bps for r in results))
+
+
+def _cpu_per_gbit(results: list[iperf3.IperfResult]) -> float:
+    """Median CPU (both iperf3 ends, cores) per Gbit/s received."""
+    return statistics.median(
+        (r.sender_cpu_cores + r.receiver_cpu_cores) / (r.received_bps / 1e9)
+        for r in results
+        if r.received_bps
+    )
+
+
+def _row(name: str, ref: spec.RefSpec | spec.NoReference, got: Results) -> str:
+    s = {k: _series(v) for k, v in got.items()}
+
+    def cell(k: str) -> str:
+        return f"{s[k].median / 1e9:6.2f} ±{fmt_cv(s[k].cv):>7}" if k in s else f"{'—':>15}"
+
+    vs_under = f"{rounds.Comparison(s['pod-pod'], s['node-node']).ratio:5.2f}" if (
+        "node-node" in s) else "    —"  # fmt: skip
+    if "hand-built" in s:
+        c = rounds.Comparison(s["pod-pod"], s["hand-built"])
+        vs_ref = f"{c.ratio:5.2f} ({c.rounds_below}/{len(c.a.values)} below)"
+        cpu = f"{_cpu_per_gbit(got['hand-built']) / _cpu_per_gbit(got['pod-pod']):5.2f}"
+        what = ref.name if isinstance(ref, spec.RefSpec) else ""
+    else:
+        vs_ref, cpu = "—", "    —"
+        what = f"none: {ref.reason}" if isinstance(ref, spec.NoReference) else ""
+    return (f"{name:22} {cell('pod-pod')} {cell('hand-built')} {cell('node-node')} "
+            f"{vs_ref:18} {vs_under:>9} {cpu:>9}  {what}")  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modes", default=MODES)
+    ap.add_argument("--wireguard", default=WIREGUARD, help="modes also measured with WireGuard")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=2)
+    ap.add_argument("--ablate", default="", help=f"parts to take away: {','.join(ABLATIONS)}")
+    args = ap.parse_args()
+    parts = [p for p in args.ablate.split(",") if p]
+    unknown = [p for p in parts if p not in ABLATIONS]
+    if unknown:
+        ap.error(f"--ablate {','.join(unknown)}: unknown (parts: {', '.join(ABLATIONS)})")
+    runs = [(m, "none") for m in args.modes.split(",") if m]
+    runs += [(m, "wireguard") for m in args.wireguard.split(",") if m]
+    print(f"iperf3 TCP, 1 stream, {args.rounds} interleaved rounds of {args.seconds} s; "
+          f"Gbit/s median ± CV; load average before: {loadavg()}")  # fmt: skip
+    print(f"{'mode':22} {'pod-pod Gbit/s':>15} {'hand-built':>15} {'underlay':>15} "
+          f"{'mode/hand-built':18} {'/underlay':>9} {'CPU/bit':>9}  reference")  # fmt: skip
+    for mode, enc in runs:
+        for line in measure_mode(mode, enc, args.rounds, args.seconds, parts):
+            print(line, flush=True)
+    print(f"load average after: {loadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
