@@ -6,6 +6,8 @@ BACKEND ?= netns
 TOPO   ?= $(if $(filter vm,$(BACKEND)),topologies/vm-lab.clab.yml,topologies/single-cluster.clab.yml)
 LAB    ?= $(shell sed -n 's/^name: *//p' $(TOPO) | head -n1)
 MODES  ?=
+MATRIX ?= default
+PARALLEL ?= auto
 KEEP   ?= 0
 VENV   := .venv
 PODLAB := $(VENV)/bin/podlab
@@ -15,7 +17,7 @@ RUFF   := $(VENV)/bin/ruff
 .PHONY: help setup lab-up lab-down deploy conformance report test unit integration lint clean
 
 help:
-	@echo "make conformance [TOPO=… MODES=… KEEP=1 BACKEND=vm]  set up, bring up, deploy, test, report"
+	@echo "make conformance [TOPO=… MATRIX=default|full MODES=… KEEP=1 BACKEND=vm]  set up, bring up, deploy, test, report"
 	@echo "make test                                  podlab's own tests (lint, unit, real labs)"
 	@echo "make setup | lab-up [TOPO=…] | lab-down | deploy | report | lint | unit | integration"
 
@@ -33,7 +35,7 @@ deploy: setup
 	$(PODLAB) deploy $(LAB)
 
 conformance: setup
-	@bash scripts/conformance.sh "$(TOPO)" "$(MODES)" "$(KEEP)" "$(BACKEND)"
+	@bash scripts/conformance.sh "$(TOPO)" "$(MODES)" "$(KEEP)" "$(MATRIX)" "$(PARALLEL)" "$(BACKEND)"
 
 report: setup
 	$(PODLAB) report $$(ls -d reports/results/*/ | tail -n1)*.json -o reports/latest.html

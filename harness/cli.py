@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "harness.api.mesh",
     "harness.report.cli",
     "harness.conformance.cli",
+    "harness.conformance.cni.cli",
 )
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)

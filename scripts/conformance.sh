@@ -3,7 +3,7 @@
 # mode matrix, tear the lab down (unless KEEP=1) and check nothing was left
 # behind, then write the report — whatever happens in between.
 #
-#   scripts/conformance.sh [TOPO] [MODES] [KEEP] [BACKEND]
+#   scripts/conformance.sh [TOPO] [MODES] [KEEP] [MATRIX] [PARALLEL] [BACKEND]
 #
 # BACKEND=vm boots every node as a qemu guest (podlab up --backend vm): the
 # default topology is then topologies/vm-lab.clab.yml (two guests, proxy ipvs)
@@ -11,15 +11,20 @@
 # kernel WireGuard over host-gw and over BGP, with the ipvs proxy throughout.
 # Under emulation (no usable KVM) the results and the report say so.
 #
-# MODES is a space-separated list (MODE or MODE+wireguard); empty means every
-# mode this podlab's agent implements, plus host-gw+wireguard and vxlan+wireguard.
-# The lab is deployed with the first mode and re-deployed by `podlab test` for
-# each next one (that switch is itself measured: scenario 23). The heavy checks
-# (50-pod SLO, node leave/join, faults, mode switch, 4-stream throughput) run for
-# the first mode only; THOROUGH=1 (`--thorough`) runs them for every mode.
+# MATRIX: "default" (every mode the agent implements plus WireGuard once per pod
+# interface family; light checks in every entry, heavy ones once per mode family)
+# or "full" (every mode with and without WireGuard, every check in every entry).
+# MODES (space-separated, MODE or MODE+wireguard) replaces the matrix's entries,
+# keeping its selection policy. The plan — entries, their families, where the
+# heavy checks run — is printed before anything starts (docs/conformance.md).
+#
+# PARALLEL: "auto" (default) runs one `podlab test` per cluster at once in a
+# lab of several clusters, each on its share of the matrix, taking turns on a
+# lock for the quiet checks (docs/adr/0010-per-cluster-conformance-runs.md); "0" runs the
+# whole matrix in one run on the lab's first cluster.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BACKEND=${4:-netns}
+BACKEND=${6:-netns}
 if [ "$BACKEND" = vm ]; then
   TOPO=${1:-topologies/vm-lab.clab.yml}
   MODES=${2:-"ipip host-gw+wireguard bgp+wireguard"}
@@ -28,6 +33,8 @@ else
   MODES=${2:-}
 fi
 KEEP=${3:-0}
+MATRIX=${4:-default}
+PARALLEL=${5:-auto}
 PODLAB=.venv/bin/podlab
 PYTHON=.venv/bin/python
 LAB=$(sed -n 's/^name: *//p' "$TOPO" | head -n1)
@@ -38,56 +45,81 @@ mkdir -p "$RESULTS"
 T0=$SECONDS
 
 step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - T0))" "$*"; }
+now() { date +%s.%N; }
+since() { $PYTHON -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
 
-if [ -z "$MODES" ]; then
-  # The agent's own table of datapaths: what this podlab can test on any kernel
-  # (modes needing a missing kernel module use their userspace fallback).
-  MODES=$($PYTHON -c 'from harness.agent.datapath.registry import DATAPATHS; print(*DATAPATHS)' \
-    2>/dev/null || echo vxlan)
-  # WireGuard layered on one Flannel-style and one routed mode (wireguard-go where
-  # the kernel has no module): the leak and strict-mode checks need it on.
-  MODES="$MODES host-gw+wireguard vxlan+wireguard"
-fi
-read -r -a modes <<<"$MODES"
-LAST_MODE=${modes[$((${#modes[@]} - 1))]}
 mode_args=()
-for m in "${modes[@]}"; do mode_args+=(--mode "$m"); done
-first=${modes[0]%%+*}
-enc=none; [[ ${modes[0]} == *+* ]] && enc=${modes[0]#*+}
+for m in $MODES; do mode_args+=(--mode "$m"); done
+# The plan first: a bad MATRIX or MODES stops here, before anything is built.
+if ! $PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}"; then
+  exit 2
+fi
+read -r -a entries <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries)"
+LAST_MODE=${entries[$((${#entries[@]} - 1))]}
+first=${entries[0]%%+*}
+enc=none; [[ ${entries[0]} == *+* ]] && enc=${entries[0]#*+}
+read -r -a clusters <<<"$($PYTHON -c '
+import sys
+from harness.plan.build import load_plan
+print(*load_plan(sys.argv[1]).clusters)' "$TOPO" 2>/dev/null)"
 
 LAB_DIR=""
+timings=()
 teardown() {
   if [ "$KEEP" = "1" ]; then
     echo "conformance: KEEP=1, lab $LAB left up (podlab down $LAB removes it)"
     return
   fi
   step "tearing down $LAB"
+  local t; t=$(now)
   $PODLAB down "$LAB" || true
+  timings+=("tear down=$(since "$t")")
   if [ -n "$LAB_DIR" ]; then
-    $PYTHON -m harness.conformance.hygiene "$LAB" "$LAB_DIR" "$RESULTS" "$LAST_MODE" || rc=1
+    $PYTHON -m harness.conformance.hygiene "$LAB" "$LAB_DIR" "$RESULTS" "$LAST_MODE" \
+      "${timings[@]}" || rc=1
   fi
 }
 
 rc=0
 step "bringing up $LAB from $TOPO ($BACKEND backend)"
+t=$(now)
 if ! $PODLAB up "$TOPO" --backend "$BACKEND"; then
   # a failed up rolls back what it built; a refused one (the lab is someone
   # else's, or up from another file) must not be taken down by us
   exit 1
 fi
+timings+=("lab up=$(since "$t")")
 LAB_DIR=$($PYTHON -c "from harness.lab.state import find; print(find('$LAB').root)")
-step "deploying $LAB (mode ${modes[0]})"
+step "deploying $LAB (mode ${entries[0]})"
+t=$(now)
 if ! $PODLAB deploy "$LAB" --mode "$first" --encryption "$enc"; then
   teardown
   exit 1
 fi
-step "running the conformance suites on $LAB (modes: ${modes[*]})"
-extra=()
-[ "${THOROUGH:-0}" = "1" ] && extra+=(--thorough)
+timings+=("first deploy=$(since "$t")")
+common=(--lab "$LAB" --matrix "$MATRIX" "${mode_args[@]}" --results "$RESULTS")
+[ "${THOROUGH:-0}" = "1" ] && common+=(--thorough)
 # the interleaved mode / hand-built / underlay throughput rounds (docs/throughput.md)
-[ -n "${TPUT_ROUNDS:-}" ] && extra+=(--tput-rounds "$TPUT_ROUNDS")
-[ -n "${TPUT_SECONDS:-}" ] && extra+=(--tput-seconds "$TPUT_SECONDS")
-$PODLAB test --lab "$LAB" "${mode_args[@]}" "${extra[@]}" --results "$RESULTS" || rc=$?
+[ -n "${TPUT_ROUNDS:-}" ] && common+=(--tput-rounds "$TPUT_ROUNDS")
+[ -n "${TPUT_SECONDS:-}" ] && common+=(--tput-seconds "$TPUT_SECONDS")
+if [ "$PARALLEL" != "0" ] && [ "${#clusters[@]}" -ge 2 ]; then
+  n=${#clusters[@]}
+  step "running the conformance suites on $LAB: one run per cluster (${clusters[*]}), at once"
+  pids=()
+  for k in $(seq 1 "$n"); do
+    c=${clusters[$((k - 1))]}
+    # each line prefixed with its cluster; $! is podlab's own pid (its status counts)
+    $PODLAB test "${common[@]}" --scope cluster --cluster "$c" --part "$k/$n" \
+      --quiet-lock "$LAB_DIR/quiet.lock" -q > >(sed -u "s/^/[$c] /") 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  step "running the scenarios that need the whole lab (the mesh) on $LAB"
+  $PODLAB test "${common[@]}" --scope lab || { r=$?; [ "$r" -eq 5 ] || rc=$r; }
+else
+  step "running the conformance suites on $LAB (matrix $MATRIX: ${entries[*]})"
+  $PODLAB test "${common[@]}" || rc=$?
+fi
 teardown
 step "writing the report"
 $PODLAB report "$RESULTS"/*.json -o "$REPORT" || rc=1

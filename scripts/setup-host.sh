@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Install what podlab needs on this Debian machine: Debian packages (only the
 # missing ones), a venv in .venv, and podlab itself (editable, with dev extras).
+# podman, runc, busybox-static, containernetworking-plugins and gcc serve the CNI
+# work (docs/cni.md): a third-party runtime on lab nodes, the reference plugins
+# the CNI spec suite uses as its control, podlab-cni's native front (built by
+# the agent where a compiler exists). Nothing here configures the host's
+# own podman or CNI: lab nodes have private /etc/containers and /etc/cni.
 # Idempotent: a second run installs nothing and takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +16,7 @@ PACKAGES=(
   openssh-server openssh-client supervisor python3-venv python3-pip
   socat chromium iputils-ping ipvsadm
   qemu-system-x86 qemu-utils debootstrap e2fsprogs
+  podman containernetworking-plugins busybox-static runc gcc libc6-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then

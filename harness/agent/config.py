@@ -84,6 +84,14 @@ class AgentConfig(BaseModel):
     # BIRD's control socket: BIRD's own default, so `birdc` works on a node with no
     # flags (/run is node-private on netns nodes); tests sharing /run give each agent one
     bird_socket: Path = Path("/run/bird/bird.ctl")
+    # CNI (docs/cni.md): where plugins are found (the agent links podlab-cni into the
+    # first), where it writes the conflist other runtimes read, libcni's result cache
+    cni_bin_dirs: list[Path] = Field(
+        default_factory=lambda: [Path("/opt/cni/bin"), Path("/usr/lib/cni")], min_length=1
+    )
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    cni_cache_dir: Path = Path("/var/lib/cni")
+    pod_workers: int = Field(16, ge=1, le=256)  # pods set up (or removed) at once
 
     @field_validator("mesh", mode="before")
     @classmethod

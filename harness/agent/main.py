@@ -165,6 +165,8 @@ class Agent:
         self.problems: list[str] = []
         self._written: dict[str, str] = {}
         self.pod_states: dict[tuple[str, str], PodState] = {}
+        self._desired: dict[tuple[str, str], PodSpec] = {}
+        self._status_lock = threading.Lock()  # statuses are written by pod workers too
         self.unready = False
         self.terminating = False  # pods in a graceful stop: the loop polls them
         self.exit_code = 0
@@ -198,9 +200,14 @@ class Agent:
         nl.set_sysctl("net/ipv4/ip_forward", "1")  # this node's namespace only
         nft.apply(self._node_ruleset())
         self.podmgr = PodManager(
-            cfg, self.ipr, self.lease.subnet, self.dp.mtu(), self.dp.pod_interface
+            cfg,
+            self.ipr,
+            self.lease.subnet,
+            self.dp.mtu(),
+            self.dp.pod_interface,
+            on_ready=self._publish,
         )
-        self.podmgr.prepare()
+        self.podmgr.prepare()  # also the CNI plugin, its conflists and its server
         self.heartbeat()
         prefix = cluster_prefix(cfg.cluster)
         watched: list[tuple[str, Cache]] = [("subnets/", self.subnets), ("pods/", self.pods)]
@@ -254,7 +261,14 @@ class Agent:
             "heartbeat": now_rfc3339(),
             "problems": self.problems,
         }
-        self.store.put_json(node_key(self.cfg.cluster, self.cfg.node), record, self.lease.lease_id)
+        try:
+            self.store.put_json(
+                node_key(self.cfg.cluster, self.cfg.node), record, self.lease.lease_id
+            )
+        except StoreError as exc:
+            self.podmgr.cni.write_health(etcd_ok=False, error=str(exc))
+            raise
+        self.podmgr.cni.write_health(etcd_ok=True)
 
     def reconcile(self, datapath: bool = True, pods: bool = True, full: bool = True) -> None:
         """One pass over the datapath peers and/or the pods and their status records."""
@@ -318,7 +332,7 @@ class Agent:
         return desired
 
     def _sync_pods(self, full: bool) -> None:
-        desired = self._desired_pods()
+        desired = self._desired = self._desired_pods()
         self.pod_states = self.podmgr.sync(desired, full)
         terminating = {k: s for k, s in desired.items() if s.terminating}
         for ref, spec in terminating.items():
@@ -358,8 +372,16 @@ class Agent:
                 self.podmgr.check_ready(spec, st)
             # not Ready yet, or failing probes: look again soon (the loop's 0.2 s)
             self.unready |= st.phase == "Running" and (not st.ready or st.probe_failures > 0)
-            skey = podstatus_key(self.cfg.cluster, *key)
-            value = _dumps(status_json(st, str(self.cfg.underlay_address), spec.container))
+            self._publish(key, st)
+
+    def _publish(self, key: tuple[str, str], st: PodState) -> None:
+        """Write a pod's status if it changed (pod workers call this the moment a pod is
+        up, so the first pods of a burst are not held back by the last)."""
+        spec = self._desired.get(key)
+        container = spec.container if spec is not None else "main"
+        skey = podstatus_key(self.cfg.cluster, *key)
+        value = _dumps(status_json(st, str(self.cfg.underlay_address), container))
+        with self._status_lock:
             if self._written.get(skey) != value:
                 self.store.put(skey, value)
                 self._written[skey] = value
@@ -399,6 +421,7 @@ class Agent:
                 next_resync = 0.0
                 self.stop.wait(1.0)
         self.dp.close()
+        self.podmgr.close()
         log.info("stopped; pods, routes and devices left in place")
 
 

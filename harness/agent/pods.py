@@ -1,16 +1,26 @@
-"""Pods on this node: a named netns, a veth to the node, an address, a process.
+"""Pods on this node: a named netns, attached through the CNI plugin, and a process.
 
-For every pod whose ``spec.nodeName`` is this node the agent keeps: a network
-namespace bind-mounted at ``<netns_dir>/<netns>`` (the node's private
-``/run/netns`` by default, so ``ip netns exec`` works on the node), a veth whose
-node end attaches as the mode family's pod interface style says (podnet.py), an
-address from the node subnet (the allocation lives in ``state_dir/pods/`` so a
-restart never reassigns it), and the pod's command
-(``containers[0].command + args``; ``sleep infinity`` if empty) started detached
-with its output in ``log_dir/pods/<ns>_<name>.log`` (procs.py) — so killing the
-agent leaves the pod running. ``restartPolicy`` (Always, the default; OnFailure;
-Never) decides whether an exited command is started again (on the next full
-pass, which doubles as a back-off) or reported as Succeeded/Failed.
+For every pod whose ``spec.nodeName`` is this node the agent, as a container
+runtime would: creates a network namespace bind-mounted at ``<netns_dir>/<netns>``
+(the node's private ``/run/netns`` by default, so ``ip netns exec`` works),
+attaches it to the pod network by running ``podlab-cni`` (``podcni.py``: ADD,
+DEL, CHECK and GC through ``harness/cni/runtime.py``, results cached as libcni
+does), and starts the pod's command (``containers[0].command + args``; ``sleep
+infinity`` if empty) detached, with its output in ``log_dir/pods/<ns>_<name>.log``
+(procs.py), so killing the agent leaves the pod running. ``restartPolicy``
+(Always, the default; OnFailure; Never) decides whether an exited command is
+started again (on the next full pass, which doubles as a back-off) or reported
+as Succeeded/Failed.
+
+Concurrency: new pods are set up, and gone pods removed, by a pool of
+``pod_workers`` threads; each pod's status is handed to ``on_ready`` the moment
+it is attached and running, not when the whole batch is. Bookkeeping stays
+exactly-once: one worker per pod per pass; the pod's state file (with its CNI
+container ID) is written before its namespace exists, and ``attaching`` marks an
+ADD in flight, so a crash at any point is followed by a DEL and a fresh ADD (or
+by GC, for a pod that is gone by then). Addresses come from the plugin's IPAM;
+a re-attached pod (a mode switch changes its interface style or MTU) asks for
+the address it had.
 """
 
 from __future__ import annotations
@@ -22,21 +32,26 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
-from harness.agent import dns, procs
+from harness.agent import dns, podcni, procs
 from harness.agent import netlink as nl
 from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import PodInterface
 from harness.agent.leases import atomic_write
-from harness.agent.podnet import POD_INTERFACES
+from harness.agent.podstate import PodSpec, PodState, netns_name, now_rfc3339, status_json
+from harness.cni import ipam, links, nsutil
+from harness.cni.runtime import PluginError
+
+__all__ = ["PodManager", "PodSpec", "PodState", "netns_name", "now_rfc3339", "status_json"]
 
 log = logging.getLogger("podlab.pods")
 
@@ -44,92 +59,8 @@ log = logging.getLogger("podlab.pods")
 pids_in_netns = procs.pids_in_netns
 stop_pids = procs.stop_pids
 
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class PodSpec:
-    """The part of a Pod object the agent acts on."""
-
-    namespace: str
-    name: str
-    uid: str
-    command: tuple[str, ...]
-    restart_policy: str = "Always"
-    readiness: procs.Probe | None = None
-    container: str = "main"
-    grace_s: int | None = None  # set once the pod is being deleted (graceful delete)
-    pre_stop_s: int = 0  # lifecycle.preStop.sleep.seconds
-
-    @property
-    def terminating(self) -> bool:
-        return self.grace_s is not None
-
-    @staticmethod
-    def from_object(obj: dict[str, Any]) -> PodSpec:
-        meta, spec = obj.get("metadata", {}), obj.get("spec", {})
-        c = (spec.get("containers") or [{}])[0]
-        argv = [*(c.get("command") or []), *(c.get("args") or [])]
-        grace = meta.get("deletionGracePeriodSeconds") if meta.get("deletionTimestamp") else None
-        pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
-        return PodSpec(
-            namespace=str(meta.get("namespace") or "default"),
-            name=str(meta["name"]),
-            uid=str(meta.get("uid") or ""),
-            command=tuple(str(a) for a in argv) or ("sleep", "infinity"),
-            restart_policy=str(spec.get("restartPolicy") or "Always"),
-            readiness=_probe(c),
-            container=str(c.get("name") or "main"),
-            grace_s=None if grace is None else int(grace),
-            pre_stop_s=int(pre_stop.get("seconds") or 0),
-        )
-
-
-def _probe(container: dict[str, Any]) -> procs.Probe | None:
-    """readinessProbe → Probe; a named port is looked up in the container's ports."""
-    rp = container.get("readinessProbe") or {}
-    kind, body = ("tcp", rp.get("tcpSocket")) if "tcpSocket" in rp else ("http", rp.get("httpGet"))
-    if not body:
-        return None
-    port = body.get("port")
-    if isinstance(port, str):
-        named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
-        port = named.get(port)
-    if not isinstance(port, int):
-        return None
-    threshold = int(rp.get("failureThreshold") or 3)
-    return procs.Probe(kind, port, str(body.get("path") or "/"), threshold)
-
-
-@dataclass
-class PodState:
-    """What the agent made for one pod; persisted so restarts reuse it."""
-
-    namespace: str
-    name: str
-    uid: str
-    ip: str
-    netns: str
-    host_if: str
-    pid: int = 0
-    start_time: str = ""
-    network_ready_time: str = ""
-    phase: str = "Pending"
-    message: str = ""
-    exit_code: int | None = None
-    restart_count: int = 0
-    ready: bool = False
-    probe_failures: int = 0  # consecutive failed probes of a Ready pod
-    terminating_since: float = 0.0  # wall clock (survives an agent restart)
-    sigterm_sent: bool = False
-    mtu: int = 0  # of the pod's veth, as last set (0: written before MTU was kept)
-
-
-def netns_name(namespace: str, name: str) -> str:
-    """The pod's netns name on its node (``ip netns exec <it>``), deterministic."""
-    return f"pod-{namespace}-{name}"
+Key = tuple[str, str]
+BRIDGE = "cni0"
 
 
 class PodManager:
@@ -142,30 +73,41 @@ class PodManager:
         subnet: ipaddress.IPv4Network,
         mtu: int,
         style: PodInterface,
+        on_ready: Callable[[Key, PodState], None] | None = None,
     ) -> None:
-        if style not in POD_INTERFACES:
-            raise NotImplementedError(f"pod interface style {style.value} not implemented yet")
-        self.cfg, self.ipr, self.subnet, self.mtu = cfg, ipr, subnet, mtu
-        self.gateway = ipaddress.IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
-        self.iface = POD_INTERFACES[style](ipr)  # type: ignore[call-arg]
+        self.cfg, self.ipr, self.subnet, self.mtu, self.style = cfg, ipr, subnet, mtu, style
+        self.cni = podcni.PodNetworking(cfg, style, mtu)
+        self.on_ready = on_ready
         self.state_dir = cfg.state_dir / "pods"
         self.log_dir = cfg.log_dir / "pods"
         self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._ok: dict[tuple[str, str], str] = {}  # pods verified since the last full pass
+        self._ok: dict[Key, str] = {}  # pods verified since the last full pass
+        self._lock = threading.Lock()  # _children and _ok, shared with the workers
+        self._pool = ThreadPoolExecutor(cfg.pod_workers, thread_name_prefix="pod")
+        self.resolvers = dns.ResolverMounts(cfg.run_dir)
 
     def prepare(self) -> None:
-        # The other style's node-wide objects (cni0) went at start-up (retire.py);
-        # each pod is re-plumbed in this style by _ensure.
-        self.iface.prepare(self.gateway, self.mtu)
+        if self.style != PodInterface.BRIDGED:  # left by a Flannel-family mode
+            idx = nl.ifindex(self.ipr, BRIDGE)
+            if idx is not None and _is_bridge(self.ipr, idx):
+                log.info("removing %s: the pod interface style is now %s", BRIDGE, self.style.value)
+                self.ipr.link("del", index=idx)
         for d in (self.state_dir, self.log_dir, self.cfg.netns_dir):
             d.mkdir(parents=True, exist_ok=True)
+        nsutil.share_dir(self.cfg.netns_dir)
+        self.resolvers.prepare()
+        self.cni.install()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.cni.close()
 
     # -- persisted state ---------------------------------------------------------
     def _path(self, namespace: str, name: str) -> Path:
         return self.state_dir / f"{namespace}_{name}.json"
 
-    def load_all(self) -> dict[tuple[str, str], PodState]:
-        out: dict[tuple[str, str], PodState] = {}
+    def load_all(self) -> dict[Key, PodState]:
+        out: dict[Key, PodState] = {}
         for p in sorted(self.state_dir.glob("*.json")):
             try:
                 st = PodState(**json.loads(p.read_text()))
@@ -178,133 +120,148 @@ class PodManager:
     def save(self, st: PodState) -> None:
         atomic_write(self._path(st.namespace, st.name), json.dumps(asdict(st), indent=1))
 
-    def _allocate(self, used: set[str]) -> str:
-        for host in self.subnet.hosts():
-            if host != self.gateway.ip and str(host) not in used:
-                return str(host)
-        raise RuntimeError(f"subnet {self.subnet} has no free pod address")
-
     # -- reconcile -------------------------------------------------------------------
-    def sync(
-        self, desired: dict[tuple[str, str], PodSpec], full: bool = True
-    ) -> dict[tuple[str, str], PodState]:
+    def sync(self, desired: dict[Key, PodSpec], full: bool = True) -> dict[Key, PodState]:
         """Make this node's pods exactly ``desired``; returns every pod's state.
 
-        A ``full`` pass re-checks every pod (netns, veth, bridge port, process); a
-        quick pass (on a watch event) only handles pods that are new or changed,
-        so applying the 100th pod does not re-inspect the other 99.
+        A ``full`` pass re-checks every pod (netns, attachment, process) and
+        collects garbage; a quick pass (on a watch event) only handles pods that
+        are new or changed, so applying the 100th pod does not re-inspect the
+        other 99.
         """
         exited = self._reap()
         if full:
-            self._ok.clear()
+            with self._lock:
+                self._ok.clear()
         states = self.load_all()
-        for key, st in list(states.items()):
-            spec = desired.get(key)
-            if spec is None or (spec.uid and st.uid and spec.uid != st.uid):
-                self.remove(st)
-                del states[key]
-                self._ok.pop(key, None)
+        stale = [
+            st
+            for key, st in states.items()
+            if (spec := desired.get(key)) is None or (spec.uid and st.uid and spec.uid != st.uid)
+        ]
+        self._each(self.remove, stale)
+        for st in stale:
+            del states[(st.namespace, st.name)]
+            with self._lock:
+                self._ok.pop((st.namespace, st.name), None)
         if full:
             self._remove_orphans(states)
-        used = {st.ip for st in states.values()}
         # processes by netns, read once for all the pods being stopped in this pass
         stopping = procs.pids_by_netns() if any(s.terminating for s in desired.values()) else {}
+        todo: list[tuple[Key, PodSpec, PodState]] = []
         for key, spec in desired.items():
             known = states.get(key)
             if spec.terminating:
                 if known is not None and self._terminate(spec, known, stopping):
                     del states[key]
-                self._ok.pop(key, None)
+                with self._lock:
+                    self._ok.pop(key, None)
                 continue
-            if known is not None:
-                st = known
+            if known is None:
+                ns, name = key
+                cid = podcni.container_id(ns, name, spec.uid)
+                st = PodState(ns, name, spec.uid, "", netns_name(*key), "", container_id=cid)
+                self.save(st)  # ours before its namespace exists: a crash leaves a trace
             else:
-                ns, host_if = netns_name(*key), self.iface.host_if_name(*key)
-                ip = self._allocate(used)
-                st = PodState(spec.namespace, spec.name, spec.uid, ip, ns, host_if)
-                used.add(st.ip)
-                self.save(st)  # the address is ours before any interface exists
+                st = known
             states[key] = st
-            if self._ok.get(key) == spec.uid and st.pid not in exited:
-                continue
-            try:
-                self._ensure(spec, st)
-                self._ok[key] = spec.uid
-            except Exception as exc:  # one broken pod must not stop the others
-                log.exception("pod %s/%s: setup failed", spec.namespace, spec.name)
-                st.phase, st.message = "Failed", f"network setup failed: {exc}"
-                self.save(st)
+            with self._lock:
+                ok = self._ok.get(key) == spec.uid
+            if not ok or st.pid in exited:
+                todo.append((key, spec, st))
+        links_now = self._host_links() if full and todo else None
+        # pods that had an address first: a re-attach frees and re-takes it (DEL, ADD)
+        for batch in ([t for t in todo if t[2].ip], [t for t in todo if not t[2].ip]):
+            self._each(lambda t: self._start(t[0], t[1], t[2], links_now), batch)
         return states
 
-    def _ensure(self, spec: PodSpec, st: PodState) -> None:
-        path = str(self.cfg.netns_dir / st.netns)
-        if os.path.exists(path) and not _is_netns(path):
-            # a placeholder whose mount never happened (the creating helper was
-            # killed): not a namespace, so start this pod's netns over
-            log.warning("pod %s/%s: %s is not a mounted netns; recreating", st.namespace,
-                        st.name, path)  # fmt: skip
-            os.unlink(path)
-        fresh = not os.path.exists(path)
-        if fresh:
-            netns.create(path)
-        wanted = self.iface.host_if_name(st.namespace, st.name)
-        restyle = st.host_if != wanted
-        if restyle:
-            # The mode changed family under a running pod (bridged cni0 <-> routed
-            # cali*): give it the new style's veth; its netns, address and process
-            # stay, so its connections resume once the new path is up.
-            log.warning(
-                "pod %s/%s: pod interface style changed; re-plumbing %s as %s",
-                st.namespace, st.name, st.host_if, wanted,
-            )  # fmt: skip
-            nl.ignore_missing(partial(self.ipr.link, "del", ifname=st.host_if))
-            st.host_if = wanted
-        plumbed = False
-        if fresh or restyle or nl.ifindex(self.ipr, st.host_if) is None:
-            if not (fresh or restyle):
-                log.warning(
-                    "pod %s/%s: veth %s missing; re-plumbing", st.namespace, st.name, st.host_if
-                )
-            self._plumb(path, st)
-            st.network_ready_time = now_rfc3339()
+    def _each(self, fn: Callable[..., object], items: list) -> None:  # type: ignore[type-arg]
+        """Run ``fn`` on every item in the pool and wait for all (one item: inline)."""
+        if len(items) == 1:
+            fn(items[0])
+            return
+        for fut in wait([self._pool.submit(fn, it) for it in items]).done:
+            fut.result()
+
+    def _host_links(self) -> set[str]:
+        return {str(nl.attr(m, "IFLA_IFNAME", "")) for m in self.ipr.get_links()}
+
+    def _start(self, key: Key, spec: PodSpec, st: PodState, links_now: set[str] | None) -> None:
+        """One pod's set-up (a worker thread); its status goes out as soon as it is done."""
+        try:
+            self._ensure(spec, st, links_now)
+            with self._lock:
+                self._ok[key] = spec.uid
+        except Exception as exc:  # one broken pod must not stop the others
+            log.exception("pod %s/%s: setup failed", spec.namespace, spec.name)
+            st.phase, st.message = "Failed", f"network setup failed: {exc}"
             self.save(st)
-            plumbed = True
-        elif st.mtu != self.mtu:  # same family, new overhead (e.g. host-gw -> vxlan)
-            self._set_mtu(path, st)
-        self.iface.attach(st.host_if, st.ip)
-        if plumbed:
-            # its address may be one a deleted pod had: tell the neighbours its MAC
-            self.iface.announce(path, st.ip)
+        if self.on_ready is not None:
+            try:
+                self.on_ready(key, st)
+            except Exception:
+                log.exception("pod %s/%s: publishing its status failed", *key)
+
+    def _ensure(self, spec: PodSpec, st: PodState, links_now: set[str] | None) -> None:
+        path = str(self.cfg.netns_dir / st.netns)
+        fresh = not nsutil.is_netns(path)
+        if fresh:
+            if os.path.exists(path):  # a handle file whose bind mount a crash cut short
+                log.warning(
+                    "pod %s/%s: %s is no namespace; recreating it", spec.namespace, spec.name, path
+                )
+                nsutil.remove(path)
+            nsutil.create(path, lo_up=True)  # loopback is the runtime's job, as in podman
+        if not st.container_id:  # state written before the CNI runtime existed
+            st.container_id = podcni.container_id(st.namespace, st.name, st.uid)
+        cached = self.cni.cached(st.container_id)
+        why = ""
+        if cached is None:
+            why = "" if fresh and not st.ip and not st.attaching else "not attached"
+            first = not why
+            why = why or "new"
+        elif fresh:
+            why, first = "its namespace was gone", False
+        elif not self.cni.current(cached):
+            why, first = "the interface style or MTU changed", False
+        elif links_now is not None and st.host_if and st.host_if not in links_now:
+            why, first = f"veth {st.host_if} missing", False
+        elif st.attaching or not st.ip:
+            # the ADD finished (the runtime cached it) but a crash cut our own
+            # bookkeeping short: the cache is the record of a completed attachment
+            log.warning("pod %s/%s: adopting its cached attachment", st.namespace, st.name)
+            self._attached(st, cached.result)
+        if why:
+            self._attach(st, path, first, why)
         self._process(spec, st, path)
 
-    def _set_mtu(self, path: str, st: PodState) -> None:
-        """Both ends of the pod's veth to the mode's MTU (the pod's routes stay)."""
-        log.info("pod %s/%s: MTU %d -> %d", st.namespace, st.name, st.mtu, self.mtu)
-        self.ipr.link("set", ifname=st.host_if, mtu=self.mtu)
-        with IPRoute(netns=path) as pod:
-            pod.link("set", index=pod.link_lookup(ifname="eth0")[0], mtu=self.mtu)
-        st.mtu = self.mtu
+    def _attach(self, st: PodState, path: str, first: bool, why: str) -> None:
+        """ADD (after a DEL of whatever an earlier attachment left, unless ``first``)."""
+        want = st.ip if st.ip and ipaddress.IPv4Address(st.ip) in self.subnet else ""
+        att = self.cni.attachment(st.container_id, path, st.namespace, st.name, want)
+        if not first:
+            log.warning("pod %s/%s: re-attaching (%s)", st.namespace, st.name, why)
+            self.cni.delete(att)
+        st.attaching = True
         self.save(st)
+        self._attached(st, self.cni.add(att))
 
-    def _plumb(self, path: str, st: PodState) -> None:
-        """veth pair (the pod end created directly in the pod netns), then the pod side."""
-        with IPRoute(netns=path) as pod:
-            for idx in pod.link_lookup(ifname="eth0"):
-                pod.link("del", index=idx)
-        nl.ignore_missing(lambda: self.ipr.link("del", ifname=st.host_if))
-        peer = {"ifname": "eth0", "net_ns_fd": path, "mtu": self.mtu}
-        self.ipr.link("add", ifname=st.host_if, kind="veth", mtu=self.mtu, peer=peer)
-        host_mac = str(nl.attr(nl.link(self.ipr, st.host_if), "IFLA_ADDRESS"))
-        with IPRoute(netns=path) as pod:
-            pod.link("set", index=pod.link_lookup(ifname="lo")[0], state="up")
-            eth0 = pod.link_lookup(ifname="eth0")[0]
-            self.iface.plumb_pod(pod, eth0, st.ip, self.gateway, self.mtu, host_mac)
-        st.mtu = self.mtu
+    def _attached(self, st: PodState, result: dict[str, object]) -> None:
+        """Record an ADD's result: the pod's address, its veth, network-ready now."""
+        st.ip, st.host_if = podcni.result_address(result), podcni.result_host_if(result)
+        st.mtu, st.attaching = self.mtu, False
+        st.network_ready_time = now_rfc3339()
+        if st.phase == "Failed" and st.message.startswith("network setup failed"):
+            st.phase, st.message = "Pending", ""
+        self.save(st)
+        log.info("pod %s/%s: attached %s on %s, MTU %d", st.namespace, st.name, st.ip,
+                 st.host_if, st.mtu)  # fmt: skip
 
     def _running(self, pid: int, path: str) -> bool:
         """Our own child: ask waitpid (a child that has not entered the pod netns yet is
         still running). Started by an earlier agent run: alive in the pod's netns."""
-        child = self._children.get(pid)
+        with self._lock:
+            child = self._children.get(pid)
         if child is not None:
             return child.poll() is None
         return procs.alive_in(pid, path)
@@ -336,22 +293,24 @@ class PodManager:
             "NODE_NAME": self.cfg.node,
         }
         logf = self.log_dir / f"{st.namespace}_{st.name}.log"
-        # cluster DNS for the pod: its own resolv.conf, bind-mounted by the wrapper
-        files = self.cfg.run_dir / "pods" / f"{st.namespace}_{st.name}"
-        dns.write_pod_files(files, st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
-        proc = procs.start(dns.wrap_command(files, list(spec.command)), path, env, logf)
-        self._children[proc.pid] = proc
+        # cluster DNS for the pod: its namespace's resolv.conf, in a mount ns it enters
+        mntns = self.resolvers.handle(st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
+        proc = procs.start(list(spec.command), path, env, logf, mount_ns=str(mntns))
+        with self._lock:
+            self._children[proc.pid] = proc
         st.pid, st.phase, st.start_time = proc.pid, "Running", st.start_time or now_rfc3339()
         self.save(st)
         log.info("pod %s/%s: %s on %s, pid %d", st.namespace, st.name, st.ip, st.host_if, proc.pid)
 
     def _exit_code(self, pid: int) -> int | None:
-        proc = self._children.pop(pid, None)
+        with self._lock:
+            proc = self._children.pop(pid, None)
         return proc.poll() if proc is not None else None
 
     def _reap(self) -> set[int]:
         """Collect exit statuses of pod commands we started; returns pids that exited."""
-        return {pid for pid, proc in self._children.items() if proc.poll() is not None}
+        with self._lock:
+            return {pid for pid, proc in self._children.items() if proc.poll() is not None}
 
     def check_ready(self, spec: PodSpec, st: PodState) -> bool:
         """Run the pod's readiness probe (no probe: ready while Running); True if changed.
@@ -406,7 +365,9 @@ class PodManager:
             if os.path.exists(path)
             else []
         )
-        if st.pid in self._children and self._children[st.pid].poll() is None:
+        with self._lock:
+            child = self._children.get(st.pid)
+        if child is not None and child.poll() is None:
             alive.append(st.pid)  # not yet inside the pod netns
         over = now >= st.terminating_since + grace
         if alive and not over:
@@ -423,88 +384,86 @@ class PodManager:
         return True
 
     # -- removal ----------------------------------------------------------------------
-    def _remove_orphans(self, states: dict[tuple[str, str], PodState]) -> None:
-        """Pod netns and cni0 ports that no state file accounts for (state_dir wiped,
-        a crash between creating and recording): stop, unplug, remove."""
+    def _remove_orphans(self, states: dict[Key, PodState]) -> None:
+        """What no state file accounts for (state_dir wiped, a crash between steps).
+
+        Pod namespaces: processes stopped, namespace removed. Attachments: the
+        CNI runtime's GC (DEL for every cached attachment of a pod not in
+        ``states``, then the plugin's GC, which frees addresses and veths no
+        valid attachment holds). Veths without an owner alias (made before the
+        CNI plugin, or by an ADD cut short) that no pod and no reservation
+        names: deleted (an ADD in flight has reserved its address first).
+        """
         netns_names = {st.netns for st in states.values()}
         for f in sorted(self.cfg.netns_dir.glob("pod-*")):
             if f.name not in netns_names:
                 log.warning("removing orphaned pod netns %s", f)
                 procs.stop_pids(procs.pids_in_netns(str(f)))
                 with contextlib.suppress(OSError):
-                    netns.remove(str(f))
+                    nsutil.remove(str(f))
+        valid = [
+            self.cni.attachment(st.container_id, str(self.cfg.netns_dir / st.netns), *key)
+            for key, st in states.items()
+            if st.container_id
+        ]
+        for problem in self.cni.gc(valid):
+            log.error("CNI GC: %s", problem)
         host_ifs = {st.host_if for st in states.values()}
-        ports = {n for style in POD_INTERFACES.values() for n in style(self.ipr).ports()}  # type: ignore[call-arg]
-        for name in sorted(ports):
-            if name not in host_ifs:
+        bridge = nl.ifindex(self.ipr, BRIDGE)
+        found = self.ipr.get_links()
+        # a veth an ADD (of any runtime on the node) is making has no alias yet, but
+        # its address is reserved first, naming it: read after listing, so it is seen
+        data = self.cfg.state_dir / "cni"
+        host_ifs |= {
+            r.host_if for d in ipam.pools(data) for r in ipam.pool_from_dir(data, d).reservations()
+        }
+        for msg in found:
+            name = str(nl.attr(msg, "IFLA_IFNAME", ""))
+            ours = name.startswith("cali") or (
+                name.startswith("veth")
+                and bridge is not None
+                and nl.attr(msg, "IFLA_MASTER") == bridge
+            )
+            alias = links.parse_alias(str(nl.attr(msg, "IFLA_IFALIAS", "")))
+            if ours and name not in host_ifs and alias is None:
                 log.warning("removing orphaned pod veth %s", name)
-                nl.ignore_missing(partial(self.ipr.link, "del", ifname=name))
+                nl.ignore_missing(partial(self.ipr.link, "del", index=msg["index"]))
 
     def remove(self, st: PodState, grace_s: float = procs.STOP_GRACE_S) -> None:
-        """Stop the pod's processes (by pid; SIGKILL after ``grace_s``), remove its
-        interfaces, netns and address."""
+        """Stop the pod's processes (by pid; SIGKILL after ``grace_s``), DEL its
+        attachment (which frees its address), remove its netns and state."""
         path = str(self.cfg.netns_dir / st.netns)
         pids = set(procs.pids_in_netns(path)) if os.path.exists(path) else set()
-        if st.pid in self._children:  # our unreaped child: its pid cannot be recycled,
+        with self._lock:
+            child = self._children.get(st.pid)
+        if child is not None:  # our unreaped child: its pid cannot be recycled,
             pids.add(st.pid)  # and it may not have entered the pod netns yet
         procs.stop_pids(sorted(pids), grace_s)
-        for pid in pids & set(self._children):
+        with self._lock:
+            mine = {pid: self._children[pid] for pid in pids if pid in self._children}
+        for proc in mine.values():
             # a killed multi-threaded child shows as a zombie a moment before waitpid
             # can collect it: wait for it, so no zombie outlives the pod
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._children[pid].wait(timeout=procs.STOP_GRACE_S)
+                proc.wait(timeout=procs.STOP_GRACE_S)
         for pid in self._reap():
-            self._children.pop(pid, None)
-        self.iface.detach(st.host_if, st.ip)
-        nl.ignore_missing(lambda: self.ipr.link("del", ifname=st.host_if))
-        if os.path.exists(path):
+            with self._lock:
+                self._children.pop(pid, None)
+        cid = st.container_id or podcni.container_id(st.namespace, st.name, st.uid)
+        netns_now = path if os.path.exists(path) else ""
+        try:
+            self.cni.delete(self.cni.attachment(cid, netns_now, st.namespace, st.name))
+        except (PluginError, OSError) as exc:  # GC frees it later; the pod goes anyway
+            log.error("pod %s/%s: CNI DEL failed: %s", st.namespace, st.name, exc)
+        if netns_now:
             try:
-                netns.remove(path)
+                nsutil.remove(path)
             except OSError as exc:
                 log.error("pod %s/%s: cannot remove netns %s: %s", st.namespace, st.name, path, exc)
         self._path(st.namespace, st.name).unlink(missing_ok=True)
         log.info("pod %s/%s removed (address %s released)", st.namespace, st.name, st.ip)
 
 
-def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str, Any]:
-    """The ``podstatus/<ns>/<name>`` record (Kubernetes PodStatus field names)."""
-    ready = "True" if st.phase == "Running" and st.ready else "False"
-    net = "True" if st.network_ready_time else "False"
-    return {
-        "uid": st.uid,
-        "phase": st.phase,
-        "podIP": st.ip,
-        "podIPs": [{"ip": st.ip}],
-        "hostIP": host_ip,
-        "netns": st.netns,
-        "startTime": st.start_time or None,
-        "networkReadyTime": st.network_ready_time or None,
-        "conditions": [
-            {"type": "PodScheduled", "status": "True"},
-            {
-                "type": "NetworkReady",
-                "status": net,
-                "lastTransitionTime": st.network_ready_time or None,
-            },
-            {"type": "ContainersReady", "status": ready},
-            {"type": "Ready", "status": ready},
-        ],
-        "containerStatuses": [
-            {
-                "name": container,
-                "ready": ready == "True",
-                "restartCount": st.restart_count,
-                "started": st.phase == "Running",
-                "lastExitCode": st.exit_code,
-            }
-        ],
-        "message": st.message,
-    }
-
-
-def _is_netns(path: str) -> bool:
-    """True if ``path`` is a bind-mounted network namespace (nsfs), not a plain file."""
-    try:
-        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
-    except OSError:
-        return False
+def _is_bridge(ipr: IPRoute, idx: int) -> bool:
+    info = nl.attr(ipr.get_links(idx)[0], "IFLA_LINKINFO")
+    return info is not None and info.get_attr("IFLA_INFO_KIND") == "bridge"

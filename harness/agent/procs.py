@@ -1,6 +1,7 @@
 """Pod processes: start detached in a pod netns, find by netns, stop by pid, probe.
 
-A pod's command runs as ``nsenter --net=<pod netns> -- CMD`` in a NEW SESSION, so
+A pod's command runs as ``nsenter --net=<pod netns> --mount=<its namespace's
+resolver mount ns> -- CMD`` (dns.ResolverMounts) in a NEW SESSION, so
 it is not in the agent's process group and outlives an agent that is killed.
 Processes are found by their network namespace (every pid whose
 ``/proc/<pid>/ns/net`` is the pod's) and stopped by pid: SIGTERM, a grace period,
@@ -28,9 +29,10 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def start(
-    argv: list[str], netns_path: str, env: dict[str, str], log: Path
+    argv: list[str], netns_path: str, env: dict[str, str], log: Path, mount_ns: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` inside the pod netns, detached from the agent's session."""
+    """Start ``argv`` inside the pod netns (and ``mount_ns``, if given), detached from the
+    agent's session."""
     full_env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
         "PYTHONUNBUFFERED": "1",
@@ -38,7 +40,13 @@ def start(
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            ["nsenter", f"--net={netns_path}", "--", *argv],
+            [
+                "nsenter",
+                f"--net={netns_path}",
+                *([f"--mount={mount_ns}"] if mount_ns else []),
+                "--",
+                *argv,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -44,12 +44,20 @@ from harness.agent import netlink as nl
 from harness.agent import procs
 from harness.agent.config import AgentConfig
 from harness.agent.datapath import mesh
-from harness.agent.datapath.base import NOTHING, Daemon, Owned
+from harness.agent.datapath.base import NOTHING, Daemon, Owned, PodInterface
 from harness.agent.datapath.registry import DATAPATHS
 from harness.agent.encryption import LAYERS
-from harness.agent.podnet import POD_INTERFACES
 
 log = logging.getLogger("podlab.retire")
+
+#: What each pod interface style makes node-wide (podlab-cni makes them: harness/cni):
+#: the bridged style's ``cni0``, whose gateway address and connected route would
+#: answer for the pod subnet under a routed mode; the routed style nothing (each
+#: ``cali*`` veth is re-plumbed with its pod).
+POD_STYLES: dict[PodInterface, Owned] = {
+    PodInterface.BRIDGED: Owned(links=frozenset({"cni0"})),
+    PodInterface.ROUTED: NOTHING,
+}
 
 STOP_S = 5.0  # a daemon's time to exit on SIGTERM (BIRD withdraws its routes meanwhile)
 
@@ -64,7 +72,7 @@ def owned_by(cfg: AgentConfig) -> Owned:
     layer = LAYERS.get(cfg.encryption)
     return (
         mode.owned(cfg)
-        | POD_INTERFACES[mode.pod_interface].owned(cfg)
+        | POD_STYLES[mode.pod_interface]
         | (layer.owned(cfg) if layer is not None else NOTHING)
         | (mesh.MeshLayer.owned(cfg) if mesh.uses_tunnel(cfg) else NOTHING)
     )
@@ -76,7 +84,7 @@ def owned_by_any(cfg: AgentConfig) -> Owned:
         [m.owned(cfg) for m in DATAPATHS.values()]
         + [layer.owned(cfg) for layer in LAYERS.values()]
         + [mesh.MeshLayer.owned(cfg)]
-        + [style.owned(cfg) for style in POD_INTERFACES.values()]
+        + list(POD_STYLES.values())
     )
 
 

@@ -39,6 +39,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--mode", action="append", default=[], metavar="MODE",
                    help="datapath mode (repeatable; MODE+wireguard to encrypt); the lab is "
                    "re-deployed with each in turn. Default: the lab's own mode")  # fmt: skip
+    p.add_argument("--matrix", choices=("default", "full"),
+                   help="default: every mode, light checks in each, heavy ones once per mode "
+                   "family (the cover); full: every mode with and without WireGuard, every "
+                   "check in each. With --mode: that policy over the modes given")  # fmt: skip
+    p.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="test only this cluster of the lab (runs per cluster can share a lab)",
+    )
+    p.add_argument(
+        "--part", metavar="K/N", help="run the K-th of N parts of the matrix (one per cluster, say)"
+    )
+    p.add_argument(
+        "--scope",
+        choices=("cluster", "lab"),
+        help="only per-cluster scenarios, or only those needing the whole lab",
+    )
+    p.add_argument(
+        "--quiet-lock",
+        metavar="FILE",
+        help="take turns with other runs: quiet checks hold this lock alone",
+    )
     p.add_argument("--results", metavar="DIR", default="reports/results",
                    help="where results JSON and JUnit XML go (default: %(default)s)")  # fmt: skip
     p.add_argument("--keep-lab", action="store_true", help="leave a --topology lab up")
@@ -59,6 +81,8 @@ def pytest_argv(args: argparse.Namespace, stamp: str | None = None) -> list[str]
     """The pytest command line ``podlab test`` runs (pure, for tests)."""
     results = Path(args.results)
     stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.cluster:
+        stamp = f"{stamp}-{args.cluster}"
     # Options as --opt=VALUE: pytest takes a lone path-like argument for its rootdir.
     argv = ["--pyargs", SUITES, "-rfEs", "-p", "no:cacheprovider", f"--results={results}",
             f"--junitxml={results / f'junit-{stamp}.xml'}"]  # fmt: skip
@@ -71,6 +95,16 @@ def pytest_argv(args: argparse.Namespace, stamp: str | None = None) -> list[str]
             raise UserError(f"--topology {args.topology}: no such file")
         argv.append(f"--topology={args.topology}")
     argv += [f"--mode={mode}" for mode in args.mode]
+    if args.matrix:
+        argv.append(f"--matrix={args.matrix}")
+    if args.cluster:
+        argv.append(f"--cluster={args.cluster}")
+    if args.part:
+        argv.append(f"--part={args.part}")
+    if args.scope:
+        argv.append(f"--scope={args.scope}")
+    if args.quiet_lock:
+        argv.append(f"--quiet-lock={args.quiet_lock}")
     if args.keep_lab:
         argv.append("--keep-lab")
     if args.thorough:

@@ -54,7 +54,7 @@ def wireguard_impl(lab: Lab, node: str, backend: dict[str, Any]) -> str | None:
 def from_records(lab: Lab) -> list[str]:
     """Fallback names found in the cluster's node records (each once)."""
     found: list[str] = []
-    for cluster in lab.plan.clusters:
+    for cluster in lab.clusters:
         for rec in lab.client(cluster).nodes():
             backend = (rec.model_extra or {}).get("backend")
             if not isinstance(backend, dict):

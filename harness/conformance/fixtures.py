@@ -6,6 +6,7 @@
 - ``mode`` (session, parametrized over ``--mode``): re-deploys the lab with the
   mode once, when the matrix moves to it, and waits for every agent to report it.
 - ``nodes``: every lab node as a ``remote.Node`` (testinfra over ssh).
+- ``echo_pods``: one set of echo pods per matrix entry, shared by the suites.
 - ``pod_factory``: echo pods on chosen nodes, deleted after the test.
 - ``record``: measurements tagged with the test's mode and scenario.
 """
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from harness.conformance import fallbacks, labctl, remote
+from harness.conformance import fallbacks, labctl, paths, remote
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import PodFactory
+from harness.conformance.pods import Pod, PodFactory
 from harness.conformance.run import Recorder, Run
 
 RUN_KEY = pytest.StashKey[Run]()
@@ -58,21 +61,27 @@ def thorough(podlab_run: Run) -> bool:
 def lab(request: pytest.FixtureRequest, podlab_run: Run) -> Iterator[Lab]:
     opts = podlab_run.options
     built: Lab | None = None
+    entered = time.monotonic()
     try:
         if opts.lab:
             the_lab = labctl.attach(opts.lab)
         else:
             assert opts.topology is not None  # the plugin refuses to start without one
             say(request.config, f"bringing up {opts.topology}")
+            started = time.monotonic()
             the_lab = labctl.bring_up(opts.topology)
+            podlab_run.get_writer().timing("lab up", time.monotonic() - started)
             built = the_lab if the_lab.built else None
             first = ModeSpec.parse(opts.modes[0]) if opts.modes else None
             say(request.config, f"deploying lab {the_lab.name}" + (f" ({first})" if first else ""))
             seconds = labctl.deploy(the_lab, first)
+            podlab_run.get_writer().timing("deploy", seconds, str(first or ""))
             say(request.config, f"lab {the_lab.name} deployed in {seconds:.0f} s")
         if not the_lab.endpoints:
             pytest.fail(f"lab {the_lab.name} has no deployed cluster (run `podlab deploy`)")
+        the_lab.set_focus(opts.cluster)  # after the first deploy, which is the whole lab's
         podlab_run.lab = the_lab
+        podlab_run.unbilled_s += time.monotonic() - entered
         yield the_lab
     finally:
         if built is not None and not opts.keep_lab:
@@ -84,7 +93,9 @@ def _tear_down_and_check(run: Run, the_lab: Lab) -> None:
     """Take the lab we built down, then record whether anything of it is left (scenario 30)."""
     from harness.conformance import hygiene
 
+    started = time.monotonic()
     labctl.tear_down(the_lab)
+    run.get_writer().timing("tear down", time.monotonic() - started)
     time.sleep(1.0)  # ssh masters and sessions notice their sshd is gone
     left = hygiene.leftovers(the_lab.name, the_lab.lab_dir)
     mode = str(run.current) if run.current else "none"
@@ -98,23 +109,34 @@ def mode(
 ) -> Iterator[str]:
     """The matrix entry under test; the lab is re-deployed when the matrix moves to it."""
     spec = ModeSpec.parse(request.param)
-    if lab.deployed.get(lab.first_cluster) != spec and labctl.current_mode(lab) != spec:
+    entered = time.monotonic()
+    writer = podlab_run.get_writer()
+    if labctl.needs_deploy(lab, spec):
         say(request.config, f"re-deploying lab {lab.name} with mode {spec}")
         seconds = labctl.deploy(lab, spec)
+        writer.timing("deploy", seconds, str(spec))
         say(request.config, f"lab {lab.name} runs {spec} (deploy {seconds:.0f} s)")
+    started = time.monotonic()
     labctl.wait_nodes_ready(lab, spec)
     labctl.wait_pod_routes(lab, nodes)
-    podlab_run.mode_started(spec)
+    writer.timing("ready", time.monotonic() - started, str(spec))  # agents Ready, routes in
     for name in dict.fromkeys(labctl.fallbacks(lab) + fallbacks.from_records(lab)):
         podlab_run.get_writer().note_fallback(name)
         say(request.config, f"{spec}: the agents use the {name} fallback")
+    podlab_run.unbilled_s += time.monotonic() - entered
+    podlab_run.mode_started(spec)
     yield str(spec)
     podlab_run.mode_finished()
+    writer.timing("mode", podlab_run.mode_seconds.get(str(spec), 0.0), str(spec))
+    if podlab_run.options.quiet_lock is not None:
+        writer.timing("quiet wait", podlab_run.waited_s, str(spec))
+        podlab_run.waited_s = 0.0
 
 
 @pytest.fixture(scope="session")
-def nodes(lab: Lab) -> Iterator[dict[str, remote.Node]]:
+def nodes(lab: Lab, podlab_run: Run) -> Iterator[dict[str, remote.Node]]:
     """Every lab node (cluster members, routers, outside hosts) by name."""
+    entered = time.monotonic()
     control = _control_dir(lab.lab_dir)
     out = {
         name: remote.connect(plan, lab.ssh_config, control)
@@ -124,6 +146,7 @@ def nodes(lab: Lab) -> Iterator[dict[str, remote.Node]]:
     for node in out.values():
         remote.wait_ssh(node)
         node.ensure_netcheck()
+    podlab_run.unbilled_s += time.monotonic() - entered
     yield out
     for node in out.values():
         node.close()
@@ -139,6 +162,43 @@ def pod_factory(lab: Lab, mode: str, nodes: dict[str, remote.Node]) -> Iterator[
     yield factory
     left = factory.delete_all()
     assert not left, f"pods not removed by the agent within 60 s: {', '.join(left)}"
+
+
+@dataclass(frozen=True)
+class EchoPods:
+    """The echo pods a mode's suites share: two on the first node, one on every other.
+
+    Made once per matrix entry (not once per suite): creating and waiting for
+    pods was a large share of every mode's time. Suites that change pods (label
+    them, delete them) make their own with ``pod_factory``.
+    """
+
+    lab: Lab
+    first: Pod
+    second: Pod  # on the first node too: the same-node peer
+    on: dict[str, Pod]  # node name -> the pod there (the first node: ``first``)
+
+    def pair(self, path: str) -> tuple[Pod, Pod]:
+        """(client, server) on a "same-node", "cross-node" or "cross-segment" path (or n/a)."""
+        if path == "same-node":
+            return self.first, self.second
+        pair = paths.node_pair(self.lab, path)
+        if pair is None:
+            not_applicable(paths.why_missing(self.lab, path))
+        return self.on[pair[0]], self.on[pair[1]]
+
+
+@pytest.fixture(scope="session")
+def echo_pods(lab: Lab, mode: str, nodes: dict[str, remote.Node]) -> Iterator[EchoPods]:
+    """One set of echo pods per matrix entry, shared by every suite that only talks to pods."""
+    factory = PodFactory(lab.client(), nodes)
+    names = [n.name for n in lab.cluster_nodes()]
+    try:
+        pods = factory.create([names[0], *names], prefix="echo")
+        yield EchoPods(lab, pods[0], pods[1], {p.node.name: p for p in [pods[0], *pods[2:]]})
+    finally:
+        left = factory.delete_all()
+        assert not left, f"pods not removed by the agent within 60 s: {', '.join(left)}"
 
 
 @pytest.fixture(scope="module")

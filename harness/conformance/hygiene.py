@@ -9,6 +9,7 @@ Read-only: it reports, it never removes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -28,11 +29,15 @@ def leftovers(name: str, lab_dir: Path) -> list[str]:
     return found
 
 
-def record_after_down(name: str, lab_dir: Path, results_dir: Path, mode: str) -> list[str]:
+def record_after_down(
+    name: str, lab_dir: Path, results_dir: Path, mode: str,
+    timings: Sequence[tuple[str, float]] = (),
+) -> list[str]:  # fmt: skip
     """Check a lab that was just taken down and write the outcome as its own results file.
 
     For runs where ``down`` happens outside pytest (``make conformance``): the
-    report merges this file with the suites' results.
+    report merges this file with the suites' results. ``timings`` are the
+    steps around the suites that the script timed (lab up, first deploy, down).
     """
     from datetime import UTC, datetime
 
@@ -46,16 +51,24 @@ def record_after_down(name: str, lab_dir: Path, results_dir: Path, mode: str) ->
     message = "; ".join(left) if left else "no namespace, link, process or lab directory left"
     writer.check(30, "nothing_left_after_down", mode=mode,
                  outcome="failed" if left else "passed", message=message)  # fmt: skip
+    for what, seconds in timings:
+        writer.timing(what, seconds)
     writer.finish()
     return left
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m harness.conformance.hygiene LAB LAB_DIR RESULTS_DIR MODE``; 1 if dirty."""
+    """``python -m harness.conformance.hygiene LAB LAB_DIR RESULTS_DIR MODE [WHAT=SECONDS …]``.
+
+    Exit 1 if the lab left something behind. ``WHAT=SECONDS``: timings to record
+    with it ("lab up=12.3").
+    """
     import sys
 
-    lab, lab_dir, results, mode = (argv if argv is not None else sys.argv[1:])[:4]
-    left = record_after_down(lab, Path(lab_dir), Path(results), mode)
+    args = list(argv if argv is not None else sys.argv[1:])
+    lab, lab_dir, results, mode = args[:4]
+    timings = [(w, float(s)) for w, _, s in (a.rpartition("=") for a in args[4:])]
+    left = record_after_down(lab, Path(lab_dir), Path(results), mode, timings)
     for item in left:
         print(f"left behind by lab {lab}: {item}")
     print(

@@ -18,33 +18,14 @@ from typing import Any
 from harness.api.client import ApiClient
 from harness.api.schedule import is_ready
 from harness.api.target import cluster_endpoints
+from harness.conformance.modes import ModeSpec
 from harness.errors import LabError, UserError
 from harness.inventory import inventory_path, project_home
 from harness.plan.build import load_plan
-from harness.plan.model import ENCRYPTIONS, MODES, LabPlan, NodePlan
+from harness.plan.model import LabPlan, NodePlan
 from harness.store import Store
 
 NODE_WAIT_S = 120.0
-
-
-@dataclass(frozen=True)
-class ModeSpec:
-    """A matrix entry: a datapath mode, optionally with encryption ("vxlan+wireguard")."""
-
-    mode: str
-    encryption: str = "none"
-
-    @classmethod
-    def parse(cls, text: str) -> ModeSpec:
-        mode, _, enc = text.partition("+")
-        if mode not in MODES:
-            raise UserError(f"--mode {text!r}: unknown mode {mode!r} (modes: {', '.join(MODES)})")
-        if enc and enc not in ENCRYPTIONS:
-            raise UserError(f"--mode {text!r}: unknown encryption {enc!r} (use MODE+wireguard)")
-        return cls(mode, enc or "none")
-
-    def __str__(self) -> str:
-        return self.mode if self.encryption == "none" else f"{self.mode}+{self.encryption}"
 
 
 @dataclass
@@ -58,6 +39,9 @@ class Lab:
     built: bool = False
     endpoints: dict[str, str] = field(default_factory=dict)
     deployed: dict[str, ModeSpec] = field(default_factory=dict)  # cluster -> current mode
+    # The cluster a run is about (``--cluster``): its suites, deploys and waits touch only
+    # it, so that two runs can share a lab, one per cluster. None: every cluster.
+    focus: str | None = None
 
     @property
     def ssh_config(self) -> Path:
@@ -69,14 +53,37 @@ class Lab:
 
     @property
     def first_cluster(self) -> str:
-        return next(iter(self.plan.clusters))
+        """The cluster suites test when they name none: the focus, else the first."""
+        return self.focus or next(iter(self.plan.clusters))
+
+    @property
+    def clusters(self) -> tuple[str, ...]:
+        """The clusters this run deploys and waits for: the focus, else all."""
+        return (self.focus,) if self.focus else tuple(self.plan.clusters)
+
+    def port(self, base: int) -> int:
+        """``base`` moved per focused cluster, for servers on nodes runs share (the outside)."""
+        if not self.focus:
+            return base
+        return base + 10 * list(self.plan.clusters).index(self.focus)
+
+    def set_focus(self, cluster: str | None) -> None:
+        """Test only ``cluster`` (refused with the lab's clusters named if it has none such)."""
+        if cluster is not None and cluster not in self.plan.clusters:
+            names = ", ".join(self.plan.clusters) or "none"
+            raise UserError(f"--cluster {cluster}: lab {self.name} has no such cluster ({names})")
+        self.focus = cluster
 
     def client(self, cluster: str | None = None) -> ApiClient:
         cluster = cluster or self.first_cluster
         url = self.endpoints.get(cluster)
         if not url:
             raise LabError(f"lab {self.name}: no etcd endpoint for cluster {cluster} in inventory")
-        return ApiClient(Store([url]), cluster)
+        # ClusterIPs come from the cluster's own service CIDR: the API's default
+        # (10.96.0.0/16) is only the first cluster's, and an address outside the
+        # CIDR the agents make local gets no reject when a service has no endpoints
+        cidr = ipaddress.IPv4Network(str(self.plan.clusters[cluster].service_cidr))
+        return ApiClient(Store([url]), cluster, service_cidr=cidr)
 
     def cluster_nodes(self, cluster: str | None = None) -> list[NodePlan]:
         """The cluster's nodes that run pods: workers first, then the control plane."""
@@ -143,7 +150,7 @@ def deploy(lab: Lab, spec: ModeSpec | None = None, attempts: int = 2) -> float:
     start = time.monotonic()
     errors = []
     for _ in range(attempts):
-        result = run_deploy(request_for(lab.name, None, overrides))
+        result = run_deploy(request_for(lab.name, None, overrides, limit=lab.focus))
         if result.ok:
             break
         failures = "; ".join(str(f) for f in result.failures[:3]) or result.status
@@ -151,7 +158,7 @@ def deploy(lab: Lab, spec: ModeSpec | None = None, attempts: int = 2) -> float:
     else:
         raise LabError(f"deploy of lab {lab.name} failed {attempts}x: " + " | ".join(errors))
     lab.endpoints = cluster_endpoints(lab.inventory)
-    for cluster in lab.plan.clusters:
+    for cluster in lab.clusters:
         lab.deployed[cluster] = spec or lab.mode(cluster)
     return time.monotonic() - start
 
@@ -162,7 +169,7 @@ def wait_nodes_ready(lab: Lab, spec: ModeSpec | None, timeout_s: float = NODE_WA
     missing: list[str] = []
     while time.monotonic() < deadline:
         missing = []
-        for cluster in lab.plan.clusters:
+        for cluster in lab.clusters:
             client = lab.client(cluster)
             records = {n.name: n for n in client.nodes()}
             now = client.clock()
@@ -198,7 +205,7 @@ def wait_pod_routes(lab: Lab, nodes: Mapping[str, Any], timeout_s: float = ROUTE
     missing: list[str] = []
     while time.monotonic() < deadline:
         missing = []
-        for cluster in lab.plan.clusters:
+        for cluster in lab.clusters:
             cidrs = {n.name: n.podCIDR for n in lab.client(cluster).nodes() if n.podCIDR}
             for node in lab.plan.cluster_nodes(cluster):
                 want = [str(ipaddress.ip_network(c)[1]) for n, c in cidrs.items() if n != node.name]
@@ -214,16 +221,33 @@ def wait_pod_routes(lab: Lab, nodes: Mapping[str, Any], timeout_s: float = ROUTE
 
 
 def current_mode(lab: Lab, cluster: str | None = None) -> ModeSpec:
-    """The mode the cluster's agents report (node records), else the plan's."""
+    """The mode the cluster's agents report (node records: mode, and the backend's
+    ``Encryption``), else the plan's."""
     cluster = cluster or lab.first_cluster
     try:
-        modes = {n.mode for n in lab.client(cluster).nodes() if n.mode}
+        records = lab.client(cluster).nodes()
     except (LabError, UserError):
-        modes = set()
+        records = []
+    modes = {n.mode for n in records if n.mode}
+    encs = set()
+    for n in records:
+        backend = (n.model_extra or {}).get("backend")
+        if isinstance(backend, dict):
+            encs.add(str(backend.get("Encryption") or "none"))
     plan_spec = lab.mode(cluster)
     if len(modes) == 1:
-        return ModeSpec(modes.pop(), plan_spec.encryption)
+        enc = encs.pop() if len(encs) == 1 else plan_spec.encryption
+        return ModeSpec(modes.pop(), enc)
     return plan_spec
+
+
+def needs_deploy(lab: Lab, spec: ModeSpec) -> list[str]:
+    """The clusters of the run (``lab.clusters``) not known to run ``spec`` yet.
+
+    What the run deployed itself is known; a cluster it has not deployed is
+    asked (its agents' records), since another run may have left it in any mode.
+    """
+    return [c for c in lab.clusters if (lab.deployed.get(c) or current_mode(lab, c)) != spec]
 
 
 def fallbacks(lab: Lab) -> list[str]:
@@ -233,7 +257,7 @@ def fallbacks(lab: Lab) -> list[str]:
     the agent is the only one who knows which implementation it picked.
     """
     found: list[str] = []
-    for cluster in lab.plan.clusters:
+    for cluster in lab.clusters:
         for rec in lab.client(cluster).nodes():
             extra = rec.model_extra or {}
             names = list(extra.get("fallbacks") or [])

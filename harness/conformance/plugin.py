@@ -1,27 +1,32 @@
 """podlab's pytest plugin (entry point ``pytest11: podlab``): options, mode matrix, results.
 
 Options: ``--lab NAME`` (test a lab that is up), ``--topology FILE`` (build,
-deploy, test and remove one), ``--mode MODE`` (repeatable: the matrix; default
-the lab's own mode; ``MODE+wireguard`` adds encryption), ``--results DIR``,
-``--keep-lab``, ``--thorough``, ``--tput-rounds``, ``--tput-seconds``. Every
-test marked ``@pytest.mark.scenario(N)`` becomes a check in the results file
-(scenario, mode, outcome, the assertion's message); ``record`` adds
-measurements. The plugin is inert in sessions that collect no such test, so
-podlab's own test run is unaffected by it.
+deploy, test and remove one), ``--matrix default|full`` and ``--mode MODE``
+(repeatable: the matrix's entries; without either, the lab's own mode;
+``MODE+wireguard`` adds encryption), ``--results DIR``, ``--keep-lab``,
+``--thorough``, ``--tput-rounds``, ``--tput-seconds``. Every test marked
+``@pytest.mark.scenario(N)`` becomes a check in the results file (scenario,
+mode, outcome, the assertion's message, the time it took); ``record`` adds
+measurements. Before anything runs, each such test is
+decided per matrix entry from the catalogue (catalogue.py, matrix.py): run, or
+recorded as "not applicable" or "not selected" with the reason and not run at all.
+The plugin is inert in sessions that collect no such test, so podlab's own test
+run is unaffected by it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.conformance import fixtures
+from harness.conformance import coverage, fixtures
+from harness.conformance.catalogue import NOT_APPLICABLE, Declared, LabShape
 from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin provides)
     RUN_KEY,
+    echo_pods,
     get_run,
     lab,
     mode,
@@ -32,13 +37,15 @@ from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin 
     record,
     thorough,
 )
-from harness.conformance.labctl import ModeSpec
+from harness.conformance.matrix import POLICIES, Matrix, preset, split
+from harness.conformance.modes import ModeSpec
 from harness.conformance.run import Options, Run
 from harness.errors import PodlabError
-from harness.plan.model import CALICO_MODES
 from harness.results.model import Outcome
 
-_DURATION = pytest.StashKey[float]()
+_SPENT = pytest.StashKey[float]()  # seconds a test took so far (setup, call)
+_QUIET = pytest.StashKey[bool]()  # the test's scenario is a quiet one (catalogue)
+_OUTCOME = pytest.StashKey[tuple[Outcome, str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,6 +56,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--mode", action="append", default=[], metavar="MODE", dest="podlab_modes",
                 help="datapath mode to test (repeatable: the matrix; MODE+wireguard "
                 "encrypts); the lab is re-deployed per mode")  # fmt: skip
+    g.addoption("--matrix", choices=POLICIES, default=None,
+                help="default: every mode, light checks everywhere and heavy ones once per "
+                "mode family; full: every mode with and without WireGuard, every check in "
+                "every mode (with --mode: that policy over the modes given)")  # fmt: skip
+    g.addoption("--cluster", metavar="NAME",
+                help="test only this cluster of the lab (deploys, waits and suites touch "
+                "no other), so that runs for different clusters can share a lab")  # fmt: skip
+    g.addoption("--scope", choices=("cluster", "lab"), default=None,
+                help="only scenarios of this scope (catalogue): per cluster, or those "
+                "that need the whole lab (the mesh); default both")  # fmt: skip
+    g.addoption("--part", metavar="K/N",
+                help="run the K-th of N parts of the matrix (entries dealt by cost); "
+                "decisions stay the whole matrix's")  # fmt: skip
+    g.addoption("--quiet-lock", metavar="FILE", type=Path,
+                help="take turns with other runs on this lock: quiet checks (throughput, "
+                "latency, SLOs) hold it alone, the others shared")  # fmt: skip
     g.addoption("--results", metavar="DIR", type=Path, help="write results JSON here")
     g.addoption("--keep-lab", action="store_true", help="leave a lab built by --topology up")
     g.addoption("--thorough", action="store_true",
@@ -69,16 +92,35 @@ def pytest_configure(config: pytest.Config) -> None:
         lab=config.getoption("--lab"),
         topology=config.getoption("--topology"),
         modes=tuple(config.getoption("podlab_modes") or ()),
+        matrix=config.getoption("--matrix"),
+        cluster=config.getoption("--cluster"),
+        part=_part(config.getoption("--part")),
+        scope=config.getoption("--scope"),
+        quiet_lock=config.getoption("--quiet-lock"),
         results=config.getoption("--results"),
         keep_lab=bool(config.getoption("--keep-lab")),
         thorough=bool(config.getoption("--thorough")),
     )
-    for text in opts.modes:
-        try:
+    run = Run(opts)
+    try:
+        for text in opts.modes:
             ModeSpec.parse(text)
-        except PodlabError as exc:
-            raise pytest.UsageError(str(exc)) from exc
-    config.stash[RUN_KEY] = Run(opts)
+        if opts.matrix or len(opts.modes) > 1:
+            run.matrix = preset(opts.matrix or "default", opts.modes)
+            run.options.modes = run.matrix.modes
+    except PodlabError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[RUN_KEY] = run
+
+
+def _part(text: str | None) -> tuple[int, int] | None:
+    """ "2/3" → (2, 3); a bad value is a usage error naming the fix."""
+    if text is None:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise pytest.UsageError(f"--part {text!r}: write K/N with 1 <= K <= N, e.g. --part 1/2")
+    return int(k), int(n)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -95,8 +137,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if "mode" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
             return
     run = get_run(metafunc.config)
-    modes = list(run.options.modes) or [_default_mode(run)]
-    metafunc.parametrize("mode", modes, indirect=True, scope="session")
+    if run.matrix is None:
+        modes = list(run.options.modes) or [_default_mode(run)]
+        if modes == [NO_LAB]:  # refused with a usage error once collection is done
+            metafunc.parametrize("mode", modes, indirect=True, scope="session")
+            return
+        run.matrix = Matrix("custom", "default", tuple(ModeSpec.parse(m) for m in modes))
+    metafunc.parametrize("mode", list(run.matrix.modes), indirect=True, scope="session")
 
 
 def _ours(holder: Any, name: str) -> bool:
@@ -125,7 +172,10 @@ def _default_mode(run: Run) -> str:
             return str(ModeSpec(cluster.mode, cluster.encryption))
     except PodlabError as exc:
         raise pytest.UsageError(f"podlab: {exc}") from exc
-    return "lab-default"
+    return NO_LAB
+
+
+NO_LAB = "lab-default"
 
 
 # Suites run in this order within each mode: traffic first, then SLOs, then hygiene
@@ -135,48 +185,6 @@ MODULE_ORDER = {
     "test_slo": 4, "test_hygiene": 8, "test_faults": 9, "test_bgp": 9, "test_modeswitch": 10,
     "test_mesh_failover": 9,  # cuts links and stops an etcd: after hygiene
 }  # fmt: skip
-# The expensive checks (the 50-pod SLO, node leave/join, faults, the mode switch,
-# 4-stream throughput) say little more per mode than once: in a matrix of several
-# modes they run for the first mode only unless --thorough (see docs/conformance.md).
-FIRST_MODE_ONLY = {  # suite module -> part of the test id that marks it ("" = every test)
-    "test_slo": "", "test_faults": "", "test_modeswitch": "", "test_throughput": "tcp-4",
-    "test_services": "", "test_dns": "",  # kube-proxy and DNS do not depend on the datapath
-    "test_mesh_services": "", "test_mesh_failover": "",  # nor do global services and failover
-}  # fmt: skip
-# Policy is enforced at the pod interface, whose style (bridged cni0 or routed cali*)
-# belongs to the mode family: it runs for the first mode of each family.
-FIRST_OF_FAMILY = {"test_policy": ""}
-
-
-def _family(matrix_mode: str) -> str:
-    return "calico" if matrix_mode.split("+", 1)[0] in CALICO_MODES else "flannel"
-
-
-def _first_mode_only(run: Run, items: list[pytest.Item]) -> None:
-    """Skip the FIRST_MODE_ONLY tests for every mode but the matrix's first (not --thorough)."""
-    modes = list(run.options.modes)
-    if run.options.thorough or len(modes) < 2:
-        return
-    reason = (f"heavy check: runs for the matrix's first mode ({modes[0]}) only; "
-              "--thorough runs it for every mode")  # fmt: skip
-    family_first = {_family(m): m for m in reversed(modes)}
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        this = callspec.params.get("mode") if callspec is not None else None
-        if callspec is None or this in (None, modes[0]):
-            continue
-        module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
-        part = FIRST_MODE_ONLY.get(module)
-        if part is not None and part in callspec.id:
-            item.add_marker(pytest.mark.skip(reason=reason))
-        part = FIRST_OF_FAMILY.get(module)
-        first = family_first[_family(this)]
-        if part is not None and part in callspec.id and first != this:
-            item.add_marker(
-                pytest.mark.skip(
-                    reason=f"runs for {first}, the first mode of its pod interface family"
-                )
-            )
 
 
 @pytest.hookimpl(trylast=True)
@@ -201,29 +209,156 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return mode_rank, MODULE_ORDER.get(module, 5)
 
     items.sort(key=key)
-    _first_mode_only(run, items)
+    _select(config, run, items)
+
+
+def _module(item: pytest.Item) -> str:
+    return getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
+
+
+def _lab_shape(run: Run) -> LabShape | None:
+    """The lab's shape for the catalogue's lab rules (None when no lab is named)."""
+    from harness.conformance import labctl
+    from harness.plan.build import load_plan
+
+    try:
+        if run.options.lab:
+            plan = labctl.attach(run.options.lab).plan
+        elif run.options.topology:
+            plan = load_plan(run.options.topology)
+        else:
+            return None
+    except PodlabError as exc:
+        raise pytest.UsageError(f"podlab: {exc}") from exc
+    cluster = run.options.cluster
+    if cluster is not None and cluster not in plan.clusters:
+        names = ", ".join(plan.clusters) or "none"
+        raise pytest.UsageError(f"--cluster {cluster}: lab {plan.name} has no such cluster "
+                                f"({names})")  # fmt: skip
+    return LabShape.of(plan)
+
+
+def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
+    """Decide every scenario test per matrix entry; record and deselect what does not run.
+
+    What is not applicable or not selected never reaches a fixture: it becomes
+    a check with that outcome and its reason, and pytest reports it deselected.
+    """
+    marked = []
+    for item in items:
+        marker = item.get_closest_marker("scenario")
+        callspec = getattr(item, "callspec", None)
+        if marker is None:
+            continue
+        if callspec is None or "mode" not in callspec.params:
+            if "lab" in getattr(item, "fixturenames", ()):
+                raise pytest.UsageError(
+                    f"{item.nodeid}: a scenario test on a lab must take the `mode` fixture "
+                    "(add `mode: str` to its arguments), or it runs outside the matrix"
+                )
+            continue
+        try:
+            dec = coverage.declared(marker.args, marker.kwargs)
+        except (KeyError, ValueError) as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from exc
+        marked.append((item, dec))
+        item.stash[_QUIET] = dec.scenario.quiet
+    if not marked or run.matrix is None:
+        return
+    shape = _lab_shape(run)
+    planned = coverage.plan_items(
+        [(_check_name(i), str(i.callspec.params["mode"]), d) for i, d in marked],  # type: ignore[attr-defined]
+        run.matrix, shape,
+    )  # fmt: skip
+    per_test = {_check_name(i): d for i, d in marked}  # one declaration per test, not per entry
+    mine = _my_part(run, list(per_test.values()), shape)
+    run.get_writer().set_plan(
+        coverage.results_plan(run.matrix, planned, mine, run.options.cluster or "")
+    )
+    dropped, elsewhere = [], []
+    scope = run.options.scope
+    for (item, _), p in zip(marked, planned, strict=True):
+        if p.entry not in mine or (scope and p.declared.scenario.scope != scope):
+            elsewhere.append(item)  # another run (part, or scope) decides and records it
+            continue
+        if p.decision.state == "run":
+            continue
+        dropped.append(item)
+        run.check(p.declared.scenario.number, p.test, str(p.entry), p.decision.state,
+                  p.decision.reason, 0.0)  # fmt: skip
+    if dropped or elsewhere:
+        gone = set(map(id, dropped + elsewhere))
+        items[:] = [i for i in items if id(i) not in gone]
+        config.hook.pytest_deselected(items=dropped + elsewhere)
+    from harness.conformance.matrix import describe
+
+    lines = describe(run.matrix, coverage.heavy_cover(run.matrix))
+    if run.options.part:
+        k, n = run.options.part
+        where = f" on cluster {run.options.cluster}" if run.options.cluster else ""
+        lines.append(f"part {k}/{n}{where}: {', '.join(map(str, mine))}")
+    fixtures.say(config, "\n".join(lines + coverage.summary_lines(planned)))
+
+
+def _my_part(run: Run, tests: list[Declared], shape: LabShape | None) -> tuple[ModeSpec, ...]:
+    """This run's entries: its part of the matrix (``--part``), else all of them."""
+    assert run.matrix is not None
+    if run.options.part is None:
+        return run.matrix.entries
+    k, n = run.options.part
+    mine = split(run.matrix, tests, shape, n)[k - 1]
+    run.options.modes = tuple(str(e) for e in mine)  # the switch test's "next mode" is ours
+    return mine
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Generator[None, Any, None]:
+    """With ``--quiet-lock``: a scenario test runs holding the lock, alone if it is quiet."""
+    run = get_run(item.config)
+    lock = run.options.quiet_lock
+    if lock is None or item.get_closest_marker("scenario") is None:
+        yield
+        return
+    from harness.conformance import quiet
+
+    with quiet.hold(lock, exclusive=item.stash.get(_QUIET, False)) as waited:
+        run.waited_s += waited
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[Any]
 ) -> Generator[None, Any, None]:
+    """Record a scenario test's check once its teardown is done, with the time of all three
+    phases (the setup of a shared fixture is billed to the first test that needs it)."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     marker = item.get_closest_marker("scenario")
     if marker is None:
         return
-    if call.when == "setup":
-        item.stash[_DURATION] = time.monotonic()
-    done = (call.when == "call") or (call.when == "setup" and not report.passed)
-    if not done:
-        return
-    started = item.stash.get(_DURATION, time.monotonic())
-    state: Outcome = "skipped" if report.skipped else ("passed" if report.passed else "failed")
-    get_run(item.config).check(
-        int(marker.args[0]), _check_name(item), _item_mode(item), state,
-        _message(report), time.monotonic() - started,
-    )  # fmt: skip
+    run = get_run(item.config)
+    spent = call.duration - (run.take_unbilled() if call.when != "call" else 0.0)
+    item.stash[_SPENT] = item.stash.get(_SPENT, 0.0) + max(0.0, spent)
+    state = _state(report)
+    if call.when == "call" or (call.when == "setup" and state != "passed"):
+        item.stash[_OUTCOME] = (state, _message(report).removeprefix(NOT_APPLICABLE))
+    if call.when == "teardown":
+        state, message = item.stash.get(_OUTCOME, ("failed", "the test did not run"))
+        if report.failed and state != "failed":
+            state, message = "failed", f"teardown: {_message(report)}"
+        run.check(
+            int(marker.args[0]), _check_name(item), _item_mode(item), state, message,
+            item.stash[_SPENT],
+        )  # fmt: skip
+
+
+def _state(report: pytest.TestReport) -> Outcome:
+    if report.passed:
+        return "passed"
+    if report.skipped:
+        return "not-applicable" if _message(report).startswith(NOT_APPLICABLE) else "skipped"
+    return "failed"
 
 
 def _check_name(item: pytest.Item) -> str:

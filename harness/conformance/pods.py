@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,8 +92,8 @@ class PodFactory:
         self.created += names
         apply_pods(self.client, manifests)
         pods = self.wait_running(names, wait_s)
-        for pod in pods:
-            self.wait_listening(pod, wait_s)
+        with ThreadPoolExecutor(max_workers=max(1, len(pods))) as pool:
+            list(pool.map(lambda pod: self.wait_listening(pod, wait_s), pods))
         return pods
 
     def wait_running(self, names: list[str], wait_s: float) -> list[Pod]:

@@ -51,8 +51,8 @@ class Node:
 
     @property
     def underlay_ip(self) -> str:
-        if not self.plan.underlay:
-            raise LabError(f"node {self.name} has no underlay interface")
+        if not self.plan.underlay or not self.plan.underlay.address:
+            raise LabError(f"node {self.name} has no underlay address")
         return str(self.plan.underlay.address.ip)
 
     @property

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.conformance.labctl import Lab, ModeSpec
+from harness.conformance.labctl import Lab
+from harness.conformance.matrix import Matrix
+from harness.conformance.modes import ModeSpec
 from harness.results.model import Comparison, Outcome
 from harness.results.store import ResultsWriter, RunMeta
 
@@ -25,6 +27,11 @@ class Options:
     lab: str | None = None
     topology: Path | None = None
     modes: tuple[str, ...] = ()
+    matrix: str | None = None  # "default" | "full"; None: the modes given (or the lab's own)
+    cluster: str | None = None  # test this cluster only (--cluster)
+    part: tuple[int, int] | None = None  # (K, N): the K-th of N parts of the matrix (--part)
+    scope: str | None = None  # "cluster" or "lab": only scenarios of that scope (--scope)
+    quiet_lock: Path | None = None  # take turns with other runs (--quiet-lock)
     results: Path | None = None
     keep_lab: bool = False
     thorough: bool = False
@@ -37,11 +44,20 @@ class Run:
     options: Options
     lab: Lab | None = None
     current: ModeSpec | None = None
+    matrix: Matrix | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     writer: ResultsWriter | None = None
     mode_seconds: dict[str, float] = field(default_factory=dict)
     mode_started_at: float = 0.0  # wall clock (epoch) when the current mode's tests began
     _mode_started: float = 0.0
+    # Seconds spent in session fixtures (lab, deploy, waits) since a test last took them:
+    # recorded as timings of their own, so not billed to the test whose setup ran them.
+    unbilled_s: float = 0.0
+    waited_s: float = 0.0  # for the quiet lock, in the current mode
+
+    def take_unbilled(self) -> float:
+        spent, self.unbilled_s = self.unbilled_s, 0.0
+        return spent
 
     @property
     def topology_name(self) -> str:
@@ -53,7 +69,8 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return f"{self.started:%Y%m%dT%H%M%SZ}-{self.topology_name}"
+        cluster = f"-{self.options.cluster}" if self.options.cluster else ""
+        return f"{self.started:%Y%m%dT%H%M%SZ}-{self.topology_name}{cluster}"
 
     def results_path(self) -> Path:
         base = self.options.results or Path(tempfile.gettempdir()) / "podlab-results"
@@ -87,9 +104,10 @@ class Run:
     def check(
         self, scenario: int, name: str, mode: str, outcome: Outcome, message: str, duration: float
     ) -> None:
+        labels = {"cluster": self.options.cluster} if self.options.cluster else {}
         self.get_writer().check(
             scenario, name, mode=mode, outcome=outcome, message=message[:2000],
-            duration_s=max(0.0, duration),
+            duration_s=max(0.0, duration), labels=labels,
         )  # fmt: skip
 
     def finish(self) -> Path | None:

@@ -9,6 +9,7 @@ vars, which beat every inventory variable.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,10 @@ def _timeout_s(inventory: Path) -> int:
     return 7200 if backend == "vm" else 1800
 
 
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
 def count_hosts(inventory: Path) -> int:
     """Hosts in a YAML inventory (for forks = number of hosts); 0 if it cannot tell."""
     try:
@@ -156,7 +161,10 @@ def deploy(
     wheelhouse = wheelhouse or ensure_wheelhouse(root, wheelhouse_cache())
     if not wheelhouse.archive.is_file():
         raise LabError(f"wheelhouse archive {wheelhouse.archive} is gone (pruned?): deploy again")
-    deploy_dir = req.lab_dir / "deploy"
+    # ansible-runner's env and artifacts: one directory per --limit, so that deploys of
+    # one lab limited to different clusters may run at the same time (a conformance
+    # run per cluster)
+    deploy_dir = req.lab_dir / ("deploy" if not req.limit else f"deploy-{_safe(req.limit)}")
     control_dir = req.lab_dir / "cp"  # ssh ControlPath sockets: per lab, short paths
     control_dir.mkdir(parents=True, exist_ok=True)
     nhosts = count_hosts(req.inventory)

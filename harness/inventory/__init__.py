@@ -37,7 +37,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
     children: dict[str, Any] = {}
     for cl in plan.clusters.values():
         cp = plan.nodes[cl.control_plane]
-        cp_ip = cp.underlay.address.ip if cp.underlay else cp.mgmt.ip
+        cp_ip = cp.underlay.address.ip if cp.underlay and cp.underlay.address else cp.mgmt.ip
         children[cl.name] = {
             "vars": {
                 "podlab_cluster": cl.name,
@@ -87,7 +87,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
 
 def _export_endpoint(plan: LabPlan, cluster: str) -> str:
     cp = plan.nodes[plan.clusters[cluster].control_plane]
-    ip = cp.underlay.address.ip if cp.underlay else cp.mgmt.ip
+    ip = cp.underlay.address.ip if cp.underlay and cp.underlay.address else cp.mgmt.ip
     return f"https://{ip}:{MESH_EXPORT_PORT}"
 
 
@@ -127,7 +127,7 @@ def host_vars(node: NodePlan) -> dict[str, Any]:
         "podlab_mgmt_address": str(node.mgmt.ip),
         "podlab_route_reflector": node.route_reflector,
     }
-    if node.underlay:
+    if node.underlay and node.underlay.address:
         out.update(
             podlab_underlay_interface=node.underlay.name,
             podlab_underlay_address=str(node.underlay.address.ip),

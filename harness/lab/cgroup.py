@@ -55,27 +55,53 @@ def node_procs(lab: str, node: str) -> Path | None:
 
 
 def kill_lab(lab: str, timeout: float = 5.0) -> list[int]:
-    """Kill every process of the lab's cgroup tree, remove the cgroups; return the pids."""
+    """Kill every process of the lab's cgroup tree, remove the cgroups; return the pids.
+
+    The tree may be nested (a container runtime on a node makes children of the
+    node's cgroup), so it is walked to the bottom, and on a hybrid host the same
+    ``podlab/<lab>`` paths in the v1 hierarchies (where runc mirrors them) go too.
+    """
     base = lab_cgroup(lab)
     if base is None or not base.exists():
         return []
-    members = [int(p) for procs in base.glob("*/cgroup.procs") for p in _read(procs).split()]
+    members = [int(p) for procs in base.rglob("cgroup.procs") for p in _read(procs).split()]
     try:
         (base / "cgroup.kill").write_text("1")
     except OSError:
-        for procs in base.glob("*/cgroup.procs"):
+        for procs in base.rglob("cgroup.procs"):
             _kill_listed(procs)
     deadline = time.monotonic() + timeout
     while _populated(base) and time.monotonic() < deadline:
         time.sleep(0.01)
-    for child in sorted(base.iterdir(), reverse=True):
-        if child.is_dir():
-            _rmdir(child)
-    _rmdir(base)
+    _rmtree(base)
     parent = base.parent
     if parent.name == ROOT_NAME and not any(p.is_dir() for p in parent.iterdir()):
         _rmdir(parent)
+    for v1 in v1_roots():
+        tree = v1 / ROOT_NAME / lab
+        if tree.is_dir():
+            for procs in tree.rglob("cgroup.procs"):
+                _kill_listed(procs)
+            _rmtree(tree)
+            if not any(p.is_dir() for p in tree.parent.iterdir()):
+                _rmdir(tree.parent)
     return members
+
+
+def v1_roots() -> list[Path]:
+    """Mount points of cgroup v1 hierarchies (a hybrid layout has them beside v2)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    return [Path(p[1]) for line in mounts if len(p := line.split()) > 2 and p[2] == "cgroup"]
+
+
+def _rmtree(top: Path) -> None:
+    """rmdir a cgroup directory and every cgroup below it, deepest first."""
+    dirs = sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts))
+    for d in [*dirs, top]:
+        _rmdir(d)
 
 
 def _read(path: Path) -> str:

@@ -135,7 +135,9 @@ def _show_up(result: UpResult) -> int:
 
 
 def _lab_name(arg: str | None) -> str:
+    """The lab podlab knows: a containerlab name (``K8s_Lab``) maps to its derived one."""
     from harness.lab import status
+    from harness.topology.load import derived_name
 
     if arg is None:
         return status.only_lab()
@@ -147,10 +149,10 @@ def _lab_name(arg: str | None) -> str:
             name = (yaml.safe_load(path.read_text()) or {}).get("name")
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not YAML: {exc}") from exc
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str | int) or isinstance(name, bool) or name == "":
             raise UserError(f"{path}: no lab `name:` in this file")
-        return name
-    return arg
+        return derived_name(str(name))
+    return derived_name(arg)
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -167,8 +169,9 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from harness.lab import status
+    from harness.topology.load import derived_name
 
-    data = status.lab_status(args.lab)
+    data = status.lab_status(derived_name(args.lab) if args.lab else None)
     if args.format == "json":
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
@@ -183,7 +186,8 @@ def _status(args: argparse.Namespace) -> int:
         for col in cols + (["accel", "kernel", "MiB"] if vm else []):
             table.add_column(col)
         for n in lab["nodes"]:
-            row = [n["node"], n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"]]
+            node = f"{n['node']} ({n['clab_name']})" if n.get("clab_name") else n["node"]
+            row = [node, n["role"], n["cluster"], n["mgmt"], n["underlay"], n["state"]]
             if vm:
                 accel = "TCG (emulated)" if n["emulated"] else str(n["accel"]).upper()
                 row += [accel, n["kernel"], str(n["memory_mb"])]

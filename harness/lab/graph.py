@@ -62,6 +62,6 @@ def mermaid(plan: LabPlan) -> str:
 
 def _node(plan: LabPlan, name: str) -> str:
     n = plan.nodes[name]
-    under = f"<br/>{n.underlay.address}" if n.underlay else ""
+    under = f"<br/>{n.underlay.address}" if n.underlay and n.underlay.address else ""
     shape = ('{{"', '"}}') if n.is_router else ('["', '"]')
     return f"{_id(name)}{shape[0]}{name}<br/>{n.role}<br/>mgmt {n.mgmt.ip}{under}{shape[1]}"

@@ -170,7 +170,7 @@ def configure_node(netns: str, lab: str, node: NodePlan) -> None:
         ipr.link("set", index=1, state="up")
         _addr_up(ipr, lab, "eth0", node.mgmt)
         for iface in node.interfaces:
-            _addr_up(ipr, lab, iface.name, iface.address)
+            _addr_up(ipr, lab, iface.name, iface.address)  # None: up, unaddressed
         for route in node.routes:
             ipr.route(
                 "replace",
@@ -180,10 +180,11 @@ def configure_node(netns: str, lab: str, node: NodePlan) -> None:
             )
 
 
-def _addr_up(ipr: IPRoute, lab: str, ifname: str, address: ipaddress.IPv4Interface) -> None:
+def _addr_up(ipr: IPRoute, lab: str, ifname: str, address: ipaddress.IPv4Interface | None) -> None:
     index = _index(ipr, ifname)
     mark(ipr, index, lab, ifname)
-    ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+    if address is not None:
+        ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
     ipr.link("set", index=index, state="up")
 
 

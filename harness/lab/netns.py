@@ -19,18 +19,29 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
 from harness.errors import LabError, UserError
-from harness.lab import cgroup, links, nodeinit, preflight, sshd, state, sysns, teardown
+from harness.lab import (
+    cgroup,
+    links,
+    nodeexec,
+    nodeinit,
+    preflight,
+    sshd,
+    state,
+    sysns,
+    teardown,
+)
 from harness.lab.backend import NodeRow, UpRequest, UpResult
 from harness.lab.state import LabPaths, Ledger, NodeState
 from harness.plan import naming
 from harness.plan.model import LabPlan, NodePlan
 
-PHASES = ("keys", "nodes", "bridges", "mgmt", "segments", "addresses", "sshd", "files")
+PHASES = ("keys", "nodes", "bridges", "mgmt", "segments", "addresses", "sshd", "files", "exec")
 
 
 class NetnsBackend:
@@ -51,16 +62,26 @@ def rows(plan: LabPlan, state: str = "up") -> list[NodeRow]:
     """Summary-table rows of a plan."""
     return [
         NodeRow(
-            node=n.name,
+            node=n.shown,
             role=n.role,
             cluster=n.cluster or "-",
             mgmt=str(n.mgmt.ip),
-            underlay=str(n.underlay.address) if n.underlay else "-",
+            underlay=underlay_text(n) or "-",
             state=state,
         )
         for n in plan.nodes.values()
         if n.name not in plan.bridges
     ]
+
+
+def underlay_text(node: NodePlan) -> str:
+    """The underlay column: its address, or the interface alone when unaddressed."""
+    u = node.underlay
+    if u is None:
+        return ""
+    if u.address:
+        return str(u.address)
+    return f"{u.name} (exec: sets it)" if node.exec else f"{u.name} (no address)"
 
 
 def up(plan: LabPlan, request: UpRequest) -> UpResult:
@@ -218,6 +239,14 @@ def _build(plan: LabPlan, paths: LabPaths, ledger: Ledger, request: UpRequest) -
     step("sshd")
     sshd.write_client_files(paths, {n.name: str(n.mgmt.ip) for n in nodes})
     step("files")
+    nodeexec.run_all(plan, paths.root / "exec", lambda node: _enter(plan, ledger, node))
+    step("exec")
+
+
+def _enter(plan: LabPlan, ledger: Ledger, node: NodePlan) -> Callable[[list[str]], list[str]]:
+    """How an exec command gets into the node: its namespaces and cgroup."""
+    pid = ledger.nodes[node.name].pid or 0
+    return nodeexec.in_netns_node(pid, cgroup.node_procs(plan.name, node.name))
 
 
 def _spawn_nodes(plan: LabPlan, nodes: list[NodePlan], paths: LabPaths, ledger: Ledger) -> None:
@@ -229,14 +258,17 @@ def _spawn_nodes(plan: LabPlan, nodes: list[NodePlan], paths: LabPaths, ledger: 
             host_veth=naming.mgmt_host_veth(plan.name, index),
             role=node.role,
             cluster=node.cluster or "",
-            underlay=str(node.underlay.address) if node.underlay else "",
+            underlay=underlay_text(node),
+            clab_name=node.clab_name or "",
         )
     ledger.cgroup = str(cgroup.lab_cgroup(plan.name) or "") or None
     ledger.save(paths)
     pending = []
     for node in nodes:  # children join the lab cgroup first: down finds them even now
         procs = cgroup.create_node_cgroup(plan.name, node.name)
-        pending.append(nodeinit.start_node(plan.name, node.name, paths.node_dir(node.name), procs))
+        pending.append(
+            nodeinit.start_node(plan.name, node.name, paths.node_dir(node.name), procs, node.binds)
+        )
     failures = []
     for job in pending:
         try:

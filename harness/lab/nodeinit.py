@@ -5,7 +5,9 @@ uts and PID namespaces, makes its mounts private, drops every namespace handle
 and ``/run`` sub-mount it inherited (so a node never pins another lab's netns),
 sets the hostname, mounts a private tmpfs on ``/run`` and bind-mounts the
 node's own ``/etc/podlab``, ``/var/lib/podlab``, ``/var/log/podlab``,
-``/opt/podlab`` and ``/etc/hostname`` from the lab directory (in the node's
+``/opt/podlab``, the CNI directories (``/opt/cni``, ``/etc/cni``,
+``/var/lib/cni``), podman's (``/etc/containers``, ``/var/lib/containers``) and
+``/etc/hostname`` from the lab directory (in the node's
 mount namespace only: the host's files are never written). It then forks the
 holder, PID 1 of the node's PID namespace, which mounts the node's own
 ``/proc`` and becomes ``podlab-init`` (``pid1.py``: it reaps the node's
@@ -37,6 +39,13 @@ PRIVATE_DIRS = {
     "/var/lib/podlab": "lib",
     "/var/log/podlab": "log",
     "/opt/podlab": "opt",
+    # CNI: plugins, network configs and libcni's result cache are per node (docs/cni.md)
+    "/opt/cni": "opt-cni",
+    "/etc/cni": "etc-cni",
+    "/var/lib/cni": "lib-cni",
+    # podman's configuration and storage, for a container runtime on the node
+    "/etc/containers": "etc-containers",
+    "/var/lib/containers": "lib-containers",
 }
 RUN_DIRS = ("/run/sshd", "/run/podlab", "/run/lock")
 # What a node holder unshares. CLONE_NEWPID applies to the holder's children: the
@@ -76,7 +85,13 @@ def spawn_node(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -
     return finish_node(start_node(lab, node, node_dir, cgroup_procs))
 
 
-def start_node(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> Pending:
+def start_node(
+    lab: str,
+    node: str,
+    node_dir: Path,
+    cgroup_procs: Path | None,
+    binds: tuple[tuple[str, str, bool], ...] = (),
+) -> Pending:
     """Fork the set-up child of one node and return at once.
 
     Starting every node before waiting for any lets the kernel overlap their
@@ -91,7 +106,7 @@ def start_node(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -
     if child == 0:  # pragma: no cover - runs in the forked child
         os.close(rfd)
         try:
-            holder = _child(lab, node, node_dir, cgroup_procs)
+            holder = _child(lab, node, node_dir, cgroup_procs, binds)
             os.write(wfd, f"OK {holder}".encode())
             os._exit(0)
         except BaseException as exc:
@@ -117,7 +132,13 @@ def finish_node(pending: Pending) -> Holder:
     return Holder(pid, start, net, mnt)
 
 
-def _child(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> int:
+def _child(
+    lab: str,
+    node: str,
+    node_dir: Path,
+    cgroup_procs: Path | None,
+    binds: tuple[tuple[str, str, bool], ...] = (),
+) -> int:
     """Namespace set-up inside the forked child; returns the holder's pid."""
     os.setsid()
     if cgroup_procs is not None:
@@ -135,6 +156,8 @@ def _child(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> in
         hostname = node_dir / "hostname"
         hostname.write_text(f"{node}\n")
         sysns.mount(str(hostname), "/etc/hostname", None, sysns.MS_BIND)
+    for src, dst, read_only in binds:  # containerlab's binds: below private dirs only
+        _bind(src, dst, read_only)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     holder = os.fork()
     if holder == 0:  # PID 1 of the node's new PID namespace
@@ -146,6 +169,23 @@ def _child(lab: str, node: str, node_dir: Path, cgroup_procs: Path | None) -> in
     if answer != "M":
         raise OSError(f"init of {node} failed: {answer[1:] or 'it died before mounting /proc'}")
     return holder
+
+
+def _bind(src: str, dst: str, read_only: bool) -> None:
+    """Bind ``src`` onto ``dst`` in this (the node's) mount namespace.
+
+    ``dst`` lies below a private directory or the private /run (checked by the
+    loader), so the mountpoint created here is in the lab directory or a tmpfs.
+    """
+    if os.path.isdir(src):
+        os.makedirs(dst, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        Path(dst).touch(exist_ok=True)
+    sysns.mount(src, dst, None, sysns.MS_BIND)
+    if read_only:
+        flags = sysns.MS_BIND | sysns.MS_REMOUNT | sysns.MS_RDONLY
+        sysns.mount("none", dst, None, flags)
 
 
 def _become_init(lab: str, node: str, ready: int) -> None:  # pragma: no cover - forked child

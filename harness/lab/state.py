@@ -101,6 +101,7 @@ class NodeState:
     vm_memory_mb: int = 0
     vm_cpus: int = 0
     vm_kernel: str = ""  # the guest kernel release (from the image manifest)
+    clab_name: str = ""  # the file's node name when podlab derived another (PC1 -> pc1)
 
     @property
     def is_vm(self) -> bool:

@@ -68,6 +68,7 @@ def _one(ledger: Ledger, paths: LabPaths) -> dict[str, Any]:
         "nodes": [
             {
                 "node": name,
+                "clab_name": n.clab_name or None,  # the file's name, when "node" is derived
                 "role": n.role,
                 "cluster": n.cluster,
                 "mgmt": n.mgmt.split("/")[0],
@@ -107,7 +108,12 @@ class NodeRef:
 
 
 def find_node(node: str, lab: str | None = None) -> NodeRef:
-    """Locate ``node``; ``lab`` may be omitted when exactly one lab has such a node."""
+    """Locate ``node``; ``lab`` may be omitted when exactly one lab has such a node.
+
+    Both may be given as the file writes them (``PC1``, ``K8s_Lab``)."""
+    from harness.topology.load import derived_name
+
+    lab = derived_name(lab) if lab else None
     matches = []
     for name, paths in state.known_labs().items():
         if lab and name != lab:
@@ -118,6 +124,10 @@ def find_node(node: str, lab: str | None = None) -> NodeRef:
             continue
         if node in ledger.nodes:
             matches.append(NodeRef(name, node, paths, ledger))
+            continue
+        derived = [k for k, n in ledger.nodes.items() if n.clab_name == node]
+        if derived:  # the file's name (PC1) finds the node podlab calls pc1
+            matches.append(NodeRef(name, derived[0], paths, ledger))
     if not matches:
         where = f"lab {lab}" if lab else "any lab"
         raise UserError(f"no node {node} in {where} (see `podlab status`)")

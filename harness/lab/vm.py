@@ -32,7 +32,7 @@ from pyroute2 import IPRoute
 
 from harness.errors import LabError, ToolError, UserError
 from harness.exec import run
-from harness.lab import cgroup, links, netns, sshd, state, sysns, teardown, vmspec
+from harness.lab import cgroup, links, netns, nodeexec, sshd, state, sysns, teardown, vmspec
 from harness.lab.backend import UpRequest, UpResult
 from harness.lab.image import build as image_build
 from harness.lab.state import LabPaths, Ledger, NodeState
@@ -40,7 +40,7 @@ from harness.lab.vmspec import Accel, VmSpec
 from harness.plan import naming
 from harness.plan.model import LabPlan, NodePlan
 
-PHASES = ("image", "network", "disks", "boot", "ssh", "files")
+PHASES = ("image", "network", "disks", "boot", "ssh", "files", "exec")
 MGMT_BRIDGE = "brm"
 MGMT_PEER = "mgmt"
 # A boot is judged by the CPU time its qemu used, not by the wall clock: on a
@@ -108,6 +108,13 @@ def _up(plan: LabPlan, request: UpRequest) -> UpResult:
 
 def _checks(plan: LabPlan) -> tuple[dict[str, VmSpec], Accel]:
     """Everything that can refuse the lab, before anything exists."""
+    with_binds = [n.clab_name or n.name for n in plan.nodes.values() if n.binds]
+    if with_binds:
+        raise UserError(
+            f"{plan.source}: nodes {', '.join(with_binds)}: binds are not supported on the "
+            "vm backend (a guest has its own filesystem) (fix: remove binds, or use "
+            "--backend netns)"
+        )
     vmspec.check_tools()
     vms = vmspec.specs(plan)
     accel = vmspec.choose_accel(plan)
@@ -182,7 +189,8 @@ def _build(
             host_veth=naming.vm_tap(spec.index, 0),
             role=node.role,
             cluster=node.cluster or "",
-            underlay=str(node.underlay.address) if node.underlay else "",
+            underlay=netns.underlay_text(node),
+            clab_name=node.clab_name or "",
             vm_accel=accel.name,
             vm_memory_mb=spec.memory_mb,
             vm_cpus=spec.cpus,
@@ -202,6 +210,10 @@ def _build(
     _wait_ssh(plan, paths, ledger, accel)
     step("ssh")
     step("files")
+    nodeexec.run_all(  # containerlab's exec:, as on netns nodes, over ssh
+        plan, paths.root / "exec", lambda node: nodeexec.over_ssh(paths.ssh_config, node.name)
+    )
+    step("exec")
 
 
 def _network(plan: LabPlan, ledger: Ledger, paths: LabPaths, vms: dict[str, VmSpec]) -> None:
@@ -299,7 +311,13 @@ def identity(plan: LabPlan, node: NodePlan, login_pub: str, host_key: str, host_
             {"dest": str(r.dest), "via": str(r.via)} for r in node.routes if r.dev == iface.name
         ]
         ifaces.append(
-            {"name": iface.name, "address": str(iface.address), "mtu": iface.mtu, "routes": routes}
+            {
+                "name": iface.name,
+                # "": networkd's empty Address= (no address): a plain containerlab link
+                "address": str(iface.address) if iface.address else "",
+                "mtu": iface.mtu,
+                "routes": routes,
+            }
         )
     return {
         "lab": plan.name,

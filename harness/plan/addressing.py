@@ -17,19 +17,27 @@ from harness.topology import Topology
 UNDERLAY_POOL = IPv4Network("10.100.0.0/16")  # /24 per bridge segment
 P2P_POOL = IPv4Network("10.101.0.0/16")  # /30 per point-to-point link
 MGMT_POOL = IPv4Network("172.29.0.0/16")  # /24 per lab unless mgmt.ipv4-subnet is given
+CLAB_DEFAULT_MTU = 9500  # containerlab's default veth MTU (plain containerlab files)
 
 
 def assign_segments(
     topo: Topology, c: Collector
-) -> tuple[dict[str, Segment], dict[tuple[str, str], IPv4Interface]]:
-    """Group link endpoints into L2 segments and give every endpoint an address."""
+) -> tuple[dict[str, Segment], dict[tuple[str, str], IPv4Interface | None]]:
+    """Group link endpoints into L2 segments and give every endpoint an address.
+
+    A plain containerlab file (``topo.plain``) gets only the addresses its links'
+    ``ipv4:`` ask for, as containerlab itself assigns none: an endpoint without
+    one stays unaddressed (its ``exec:`` usually adds one), a segment nobody
+    addressed has no subnet.
+    """
     members: dict[str, list[tuple[str, str, IPv4Interface | None, int, int | None]]] = {}
     mtus: dict[str, list[int]] = {}
     kinds: dict[str, str] = {}
     for link in topo.links:
         a, b = link.endpoints
         ka, kb = topo.nodes[a.node].kind, topo.nodes[b.node].kind
-        mtu = link.mtu or DEFAULT_MTU
+        # containerlab's own default link MTU is 9500; podlab's cluster labs keep 1500
+        mtu = link.mtu or (CLAB_DEFAULT_MTU if topo.plain else DEFAULT_MTU)
         if ka == "bridge" and kb == "bridge":
             c.add(
                 f"topology.links[{link.index}]",
@@ -55,7 +63,7 @@ def assign_segments(
         mtus.setdefault(seg, []).append(mtu)
     taken = [ep[2].network for eps in members.values() for ep in eps if ep[2] is not None]
     segments: dict[str, Segment] = {}
-    addresses: dict[tuple[str, str], IPv4Interface] = {}
+    addresses: dict[tuple[str, str], IPv4Interface | None] = {}
     pools = {"bridge": _subnets(UNDERLAY_POOL, 24, taken), "p2p": _subnets(P2P_POOL, 30, taken)}
     for name, eps in members.items():
         explicit = {ep[2].network for ep in eps if ep[2] is not None}
@@ -68,10 +76,20 @@ def assign_segments(
                 eps[0][4],
             )
             continue
+        if topo.plain and not explicit:
+            for node, iface, *_ in eps:
+                addresses[(node, iface)] = None
+            segments[name] = Segment(
+                name, kinds[name], None, min(mtus[name]), tuple((ep[0], ep[1]) for ep in eps)
+            )
+            continue
         subnet = explicit.pop() if explicit else next(pools[kinds[name]])
         used = {ep[2].ip for ep in eps if ep[2] is not None}
         hosts = (h for h in subnet.hosts() if h not in used)
         for node, iface, ip, index, line in _ordered(eps, topo):
+            if ip is None and topo.plain:
+                addresses[(node, iface)] = None  # the file addressed the other end only
+                continue
             if ip is None:
                 host = next(hosts, None)
                 if host is None:
@@ -122,27 +140,62 @@ def mgmt_plan(
     """The lab's management subnet, the host's gateway address on it, and node addresses."""
     subnet = topo.mgmt_subnet or _default_mgmt(topo.name)
     gw = IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
+    if topo.mgmt_gateway:  # containerlab's mgmt.ipv4-gw: the host's address on it
+        try:
+            given: IPv4Address | None = IPv4Address(topo.mgmt_gateway)
+        except ValueError:
+            given = None
+        ends = (subnet.network_address, subnet.broadcast_address)
+        if given is None or given not in subnet or given in ends:
+            c.add(
+                "mgmt.ipv4-gw",
+                f"{topo.mgmt_gateway!r} is not a host address of the management subnet {subnet}",
+                f"use an address in {subnet} (default {gw.ip}), or set mgmt.ipv4-subnet",
+                topo.line("mgmt", "ipv4-gw"),
+            )
+        else:
+            gw = IPv4Interface(f"{given}/{subnet.prefixlen}")
     hosts = [h for h in subnet.hosts() if h != gw.ip]
     linux = [n for n in topo.nodes.values() if n.kind == "linux"]
     fixed: dict[str, IPv4Address] = {}
     for n in linux:
         if n.mgmt_ipv4:
+            where = f"node {n.clab_name or n.name}"
+            line = topo.line("topology", "nodes", n.clab_name or n.name, "mgmt-ipv4")
             try:
                 ip = IPv4Address(n.mgmt_ipv4)
             except ValueError:
                 c.add(
-                    f"node {n.name}",
+                    where,
                     f"mgmt-ipv4 {n.mgmt_ipv4!r} is not an IPv4 address",
                     "write it like 172.20.20.11",
-                    n.line,
+                    line,
                 )
                 continue
-            if ip not in subnet or ip == gw.ip:
+            origin = "mgmt.ipv4-subnet" if topo.mgmt_subnet else "the lab's default"
+            if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
                 c.add(
-                    f"node {n.name}",
-                    f"mgmt-ipv4 {ip} is not a free host of {subnet}",
-                    f"use an address in {subnet} other than {gw.ip}",
-                    n.line,
+                    where,
+                    f"mgmt-ipv4 {ip} is outside the management subnet {subnet} ({origin})",
+                    f"use a host address in {subnet}, or set mgmt.ipv4-subnet to a "
+                    "subnet that holds it",
+                    line,
+                )
+            elif ip == gw.ip:
+                c.add(
+                    where,
+                    f"mgmt-ipv4 {ip} is the management gateway (the host's address)",
+                    f"use another host address in {subnet}",
+                    line,
+                )
+            other = next((k for k, v in fixed.items() if v == ip), None)
+            if other is not None:
+                shown = topo.nodes[other].clab_name or other
+                c.add(
+                    where,
+                    f"mgmt-ipv4 {ip} is also node {shown}'s",
+                    "give every node its own management address",
+                    line,
                 )
             fixed[n.name] = ip
     free = iter(h for h in hosts if h not in fixed.values())

@@ -54,8 +54,17 @@ def router_asns(plan: LabPlan) -> dict[str, int]:
     return {name: ROUTER_ASN_BASE + i for i, name in enumerate(routers)}
 
 
+def _underlay_ip(node: NodePlan) -> str:
+    # a cluster node always has an addressed underlay (only plain hosts may have none)
+    assert node.underlay is not None and node.underlay.address is not None, node.name
+    return str(node.underlay.address.ip)
+
+
 def _address_on(node: NodePlan, segment: str) -> str | None:
-    return next((str(i.address.ip) for i in node.interfaces if i.segment == segment), None)
+    return next(
+        (str(i.address.ip) for i in node.interfaces if i.segment == segment and i.address),
+        None,
+    )
 
 
 def node_routers(plan: LabPlan, node: str) -> list[dict[str, Any]]:
@@ -86,7 +95,7 @@ def router_bgp(plan: LabPlan, router: str) -> dict[str, Any]:
     """
     r = plan.nodes[router]
     asns = router_asns(plan)
-    mine = {i.segment: str(i.address.ip) for i in r.interfaces}
+    mine = {i.segment: str(i.address.ip) for i in r.interfaces if i.address}
     nodes = []
     for n in sorted(plan.nodes.values(), key=lambda n: n.name):
         cl = plan.clusters.get(n.cluster or "")
@@ -97,7 +106,7 @@ def router_bgp(plan: LabPlan, router: str) -> dict[str, Any]:
                 "name": n.name,
                 "cluster": cl.name,
                 "mesh": cl.mesh,
-                "address": str(n.underlay.address.ip),
+                "address": _underlay_ip(n),
                 "as": cluster_asn(cl),
                 "pod_cidr": str(cl.pod_cidr),
                 "node_prefix": cl.node_prefix,
@@ -117,7 +126,8 @@ def router_bgp(plan: LabPlan, router: str) -> dict[str, Any]:
                     "as": asns[name],
                 }
             )
-    first = r.interfaces[0].address.ip if r.interfaces else r.mgmt.ip
+    addressed = [i.address for i in r.interfaces if i.address]
+    first = addressed[0].ip if addressed else r.mgmt.ip
     return {
         "as": asns.get(router, ROUTER_ASN_BASE),
         "router_id": str(first),

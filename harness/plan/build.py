@@ -34,6 +34,7 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
     segments, addresses = assign_segments(topo, c)
     roles = {n.name: node_role(n, topo, c) for n in topo.nodes.values() if n.kind == "linux"}
     clusters = build_clusters(topo, roles, segments, c)
+    order = exec_order(topo, c)
     mgmt_subnet, gateway, mgmt = mgmt_plan(topo, c)
     _check_overlaps(topo, segments, clusters, mgmt_subnet, c)
     c.raise_if_any()
@@ -43,7 +44,9 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
             ifaces[node].append(Interface(iface, seg.name, addresses[(node, iface)], seg.mtu))
     for node in ifaces:
         ifaces[node].sort(key=lambda i: _iface_order(i.name))
-    routes = static_routes(segments, ifaces, {n for n, r in roles.items() if r == "router"}, c)
+    routers = {n for n, r in roles.items() if r == "router"}
+    # a plain containerlab lab gets no routes either: containerlab adds none
+    routes = {} if topo.plain else static_routes(segments, ifaces, routers, c)
     c.raise_if_any()
     nodes = {}
     for name, spec in topo.nodes.items():
@@ -58,15 +61,80 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
             routes=tuple(routes.get(name, ())),
             labels=tuple(sorted(spec.labels.items())),
             route_reflector=spec.labels.get("podlab.route-reflector", "false").lower() == "true",
+            clab_name=spec.clab_name,
+            exec=spec.exec,
+            env=tuple(sorted((spec.env or {}).items())),
+            exec_lines=spec.exec_lines,
+            binds=spec.binds,
         )
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]
     plan = LabPlan(
-        topo.name, topo.path, digest, mgmt_subnet, gateway, nodes, segments, clusters, bridges
+        topo.name,
+        topo.path,
+        digest,
+        mgmt_subnet,
+        gateway,
+        nodes,
+        segments,
+        clusters,
+        bridges,
+        topo.regime,
+        topo.clab_name,
+        order,
     )
     check_native_routers(plan, c, {n: s.line for n, s in topo.nodes.items()})
     c.raise_if_any()
     return plan
+
+
+def exec_order(topo: Topology, c: Collector) -> tuple[str, ...]:
+    """Nodes in file order, each after the nodes its stages' ``wait-for`` names.
+
+    Refuses a wait-for naming no node of the file, and a cycle (naming its nodes).
+    """
+    alias = {n.shown: n.name for n in topo.nodes.values()} | {n: n for n in topo.nodes}
+    deps: dict[str, list[str]] = {}
+    for n in topo.nodes.values():
+        if n.kind != "linux":
+            continue
+        deps[n.name] = []
+        for other in n.wait_for:
+            if alias.get(other) not in topo.nodes or topo.nodes[alias[other]].kind != "linux":
+                c.add(
+                    f"node {n.shown} stages",
+                    f"wait-for names {other!r}, not a linux node of this file",
+                    "name a node under topology.nodes",
+                    topo.line("topology", "nodes", n.shown, "stages"),
+                )
+                continue
+            deps[n.name].append(alias[other])
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: visiting, 2: placed
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = [*path[path.index(name) :], name]
+            shown = " -> ".join(topo.nodes[x].shown for x in cycle)
+            c.add(
+                f"node {topo.nodes[name].shown} stages",
+                f"wait-for forms a cycle: {shown}",
+                "remove one of these wait-for entries",
+                topo.line("topology", "nodes", topo.nodes[name].shown, "stages"),
+            )
+            state[name] = 2
+            return
+        state[name] = 1
+        for dep in deps[name]:
+            visit(dep, [*path, name])
+        state[name] = 2
+        order.append(name)
+
+    for name in deps:
+        visit(name, [])
+    return tuple(order)
 
 
 def _iface_order(name: str) -> tuple[str, int]:
@@ -92,7 +160,8 @@ def _check_overlaps(
             line = first.label_line(f"podlab.{kind}-cidr")
             ranges.append((f"cluster {cl.name} {kind} CIDR", net, line, cl, kind))
     for seg in segments.values():
-        ranges.append((f"segment {seg.name} subnet", seg.subnet, None, None, "segment"))
+        if seg.subnet is not None:
+            ranges.append((f"segment {seg.name} subnet", seg.subnet, None, None, "segment"))
     if mgmt is not None:
         ranges.append(("management subnet", mgmt, topo.line("mgmt"), None, "mgmt"))
     for i, (a_name, a, _, a_cl, a_kind) in enumerate(ranges):
@@ -110,4 +179,4 @@ def _check_overlaps(
 def underlay_of(plan: LabPlan, node: str) -> IPv4Interface | None:
     """The underlay address of ``node`` (its first underlay interface)."""
     u = plan.nodes[node].underlay
-    return u.address if u else None
+    return u.address if u else None  # None too for an unaddressed plain containerlab link

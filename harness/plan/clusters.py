@@ -52,23 +52,26 @@ def node_role(node: NodeSpec, topo: Topology, c: Collector) -> str:
             near = difflib.get_close_matches(key, KNOWN_LABELS, n=1)
             hint = f"did you mean {near[0]}?" if near else f"known: {', '.join(KNOWN_LABELS)}"
             c.add(
-                f"node {node.name} label {key}", "unknown podlab label", hint, node.label_line(key)
+                f"node {node.shown} label {key}", "unknown podlab label", hint, node.label_line(key)
             )
     role = node.labels.get("podlab.role")
     cluster = node.labels.get("podlab.cluster")
+    if topo.plain:
+        return "host"  # a plain containerlab file: every node a plain host
     if role is None:
         if cluster is None:
             c.add(
-                f"node {node.name}",
+                f"node {node.shown}",
                 "is in no cluster and has no role",
-                "set label podlab.cluster (usually on its group), or podlab.role: router|host",
+                "set label podlab.cluster (usually on its group), or podlab.role: router|host "
+                "(a file without any podlab.* label is a plain containerlab lab)",
                 node.line,
             )
             return "host"
         return "worker"
     if role not in ROLES:
         c.add(
-            f"node {node.name} label podlab.role",
+            f"node {node.shown} label podlab.role",
             f"unknown role {role!r}",
             f"use one of {', '.join(ROLES)}",
             node.label_line("podlab.role"),
@@ -76,7 +79,7 @@ def node_role(node: NodeSpec, topo: Topology, c: Collector) -> str:
         return "host"
     if role in CLUSTER_ROLES and cluster is None:
         c.add(
-            f"node {node.name}",
+            f"node {node.shown}",
             f"role {role} needs a cluster",
             "set label podlab.cluster on the node or its group",
             node.line,
@@ -178,7 +181,7 @@ def build_clusters(
         for n in nodes:
             if not any(n.name in (m[0] for m in s.members) for s in segments.values()):
                 c.add(
-                    f"node {n.name}",
+                    f"node {n.shown}",
                     "has no underlay link",
                     "link it to a bridge or another node (eth1)",
                     n.line,
@@ -212,7 +215,7 @@ def _agree(cname: str, nodes: list[NodeSpec], c: Collector) -> dict[str, str]:
                 continue
             if key in settings and settings[key] != n.labels[key]:
                 c.add(
-                    f"node {n.name} label {key}",
+                    f"node {n.shown} label {key}",
                     f"{n.labels[key]!r} differs from {settings[key]!r} on {origin[key]} "
                     f"in the same cluster {cname}",
                     "set cluster-wide labels once, on the cluster's group",

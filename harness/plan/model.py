@@ -27,7 +27,7 @@ class Interface:
 
     name: str
     segment: str
-    address: IPv4Interface
+    address: IPv4Interface | None  # None: a plain containerlab link without ipv4:
     mtu: int
 
 
@@ -52,6 +52,16 @@ class NodePlan:
     routes: tuple[Route, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     route_reflector: bool = False
+    clab_name: str | None = None  # the file's name (PC1) when ``name`` is derived (pc1)
+    exec: tuple[str, ...] = ()  # containerlab's exec: commands, run in order after up
+    env: tuple[tuple[str, str], ...] = ()  # containerlab's env: for those commands
+    exec_lines: tuple[int | None, ...] = ()  # each command's line (for a failing one)
+    binds: tuple[tuple[str, str, bool], ...] = ()  # containerlab's binds: (host, node, ro)
+
+    @property
+    def shown(self) -> str:
+        """``pc1 (PC1)`` for a derived name, else the name: what tables print."""
+        return f"{self.name} ({self.clab_name})" if self.clab_name else self.name
 
     @property
     def underlay(self) -> Interface | None:
@@ -72,7 +82,7 @@ class Segment:
 
     name: str
     kind: str  # "bridge" | "p2p"
-    subnet: IPv4Network
+    subnet: IPv4Network | None  # None: a plain containerlab segment nobody addressed
     mtu: int
     members: tuple[tuple[str, str], ...]  # (node, interface)
 
@@ -113,6 +123,9 @@ class LabPlan:
     segments: dict[str, Segment]
     clusters: dict[str, ClusterPlan]
     bridges: tuple[str, ...] = field(default=())
+    regime: str = "podlab"  # "containerlab": a plain file (no podlab.* label), no address plan
+    clab_name: str | None = None  # the file's lab name (K8s_Lab) when ``name`` is derived
+    exec_order: tuple[str, ...] = ()  # nodes in the order their exec: runs (wait-for)
 
     def cluster_nodes(self, cluster: str) -> list[NodePlan]:
         return [n for n in self.nodes.values() if n.cluster == cluster]

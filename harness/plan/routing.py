@@ -38,8 +38,11 @@ def static_routes(
                 unreachable.add((node, seg))
                 continue
             router, local_seg = hop
-            via = next(i.address.ip for i in ifaces[router] if i.segment == local_seg)
-            routes.append(Route(segments[seg].subnet, via, mine[local_seg].name))
+            via = next(i.address for i in ifaces[router] if i.segment == local_seg)
+            dest = segments[seg].subnet
+            if via is None or dest is None:  # only plain labs leave these out; no routes
+                continue
+            routes.append(Route(dest, via.ip, mine[local_seg].name))
         out[node] = routes
     for node, seg in sorted(unreachable):
         if ifaces[node]:

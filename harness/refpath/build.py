@@ -10,7 +10,7 @@ marker ``down`` goes by): ``f`` holds the underlay bridge ``br0`` (as a lab's
   veth a port of it, the pod's default route via ``.1`` (flannel's recipe);
 - routed pods: a ``cali`` veth with proxy-ARP and a /32 ``scope link`` route on
   the node; in the pod a /32, a permanent neighbour and a default route for
-  169.254.1.1 (Calico's recipe, as ``agent/routed.py`` builds it);
+  169.254.1.1 (Calico's recipe, as ``cni/routed.py`` builds it);
 - encap ``none``: ``<peer subnet> via <peer eth1> dev eth1``;
 - ``vxlan``: device ``vxref`` (VNI, port, local, dev eth1, learning off, MTU
   underlay − 50), ``<subnet>.0/32`` on it, per peer an onlink route, a permanent

@@ -1,4 +1,4 @@
-"""What a report says about one run: summary, conformance matrix, SLOs, encryption.
+"""What a report says about one run: summary, SLOs, encryption (coverage: coverage.py).
 
 Pure functions from RunResults to small frozen rows the templates print; they
 decide nothing about HTML and are unit-tested directly.
@@ -7,10 +7,10 @@ decide nothing about HTML and are unit-tested directly.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from harness.report.fmt import fmt_labels, fmt_threshold, fmt_value
-from harness.results.model import SCENARIOS, Check, Measurement, RunResults
+from harness.results.model import Measurement, RunResults
 
 ENCRYPTION_SCENARIOS = (19, 20)
 
@@ -22,12 +22,14 @@ class Summary:
     checks: int
     passed: int
     failed: int
-    skipped: int
+    skipped: int  # did not run, for a reason found at run time
     slos: int
     slos_met: int
     measurements: int
     modes: tuple[str, ...]
     failures: tuple[str, ...]
+    not_applicable: int = 0
+    not_selected: int = 0
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,8 @@ def summarize(run: RunResults) -> Summary:
         measurements=len(run.measurements),
         modes=run_modes(run),
         failures=tuple(failures),
+        not_applicable=outcomes["not-applicable"],
+        not_selected=outcomes["not-selected"],
     )
 
 
@@ -76,72 +80,15 @@ def any_failed(run: RunResults) -> bool:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One scenario × mode cell: the worst outcome of its checks, and why."""
-
-    outcome: str  # "passed" | "failed" | "skipped" | "none"
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    details: tuple[str, ...] = ()
-
-    @property
-    def text(self) -> str:
-        if self.outcome == "none":
-            return "—"
-        total = self.passed + self.failed + self.skipped
-        if self.outcome == "failed":
-            return f"fail {self.failed}/{total}"
-        if self.outcome == "skipped":
-            return "skip"
-        return f"pass {self.passed}/{self.passed + self.failed}"
-
-
-@dataclass(frozen=True)
-class MatrixRow:
-    scenario: int
-    title: str
-    cells: tuple[Cell, ...]
-
-
-@dataclass(frozen=True)
-class Matrix:
-    modes: tuple[str, ...]
-    rows: tuple[MatrixRow, ...] = field(default_factory=tuple)
-
-
-def cell_of(checks: list[Check]) -> Cell:
-    """Fold a cell's checks: any failure fails it; all skipped skips it."""
-    if not checks:
-        return Cell("none")
-    n = Counter(c.outcome for c in checks)
-    outcome = "failed" if n["failed"] else ("passed" if n["passed"] else "skipped")
-    details = tuple(
-        f"{c.outcome}: {c.name}" + (f" — {c.message}" if c.message else "")
-        for c in sorted(checks, key=lambda c: ("failed", "skipped", "passed").index(c.outcome))
-    )
-    return Cell(outcome, n["passed"], n["failed"], n["skipped"], details)
-
-
-def matrix(run: RunResults) -> Matrix:
-    """The conformance matrix: one row per scenario with checks, one column per mode."""
-    modes = tuple(m for m in run_modes(run) if any(c.mode == m for c in run.checks))
-    rows = []
-    for scenario in sorted({c.scenario for c in run.checks}):
-        cells = tuple(
-            cell_of([c for c in run.checks if c.scenario == scenario and c.mode == mode])
-            for mode in modes
-        )
-        rows.append(MatrixRow(scenario, SCENARIOS.get(scenario, "?"), cells))
-    return Matrix(modes, tuple(rows))
-
-
-@dataclass(frozen=True)
 class SloCell:
     """One mode's figure(s) for one SLO; ``passed`` is False if any of them missed."""
 
-    value: str
+    values: tuple[str, ...]
     passed: bool | None
+
+    @property
+    def value(self) -> str:
+        return ", ".join(self.values)
 
 
 @dataclass(frozen=True)
@@ -189,8 +136,7 @@ def slo_table(run: RunResults) -> SloTable:
 def _slo_cell(ms: list[Measurement]) -> SloCell | None:
     if not ms:
         return None
-    value = ", ".join(fmt_value(m.value, m.unit) for m in ms)
-    return SloCell(value, all(m.passed for m in ms))
+    return SloCell(tuple(fmt_value(m.value, m.unit) for m in ms), all(m.passed for m in ms))
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,8 @@ class CheckDelta:
     mode: str
     old: str | None
     new: str | None
-    status: str  # "regression" | "fixed" | "new failure" | "unchanged" | "new" | "gone"
+    # "regression" | "fixed" | "new failure" | "not run now" | "unchanged" | "new" | "gone"
+    status: str
 
 
 @dataclass(frozen=True)
@@ -148,11 +149,17 @@ def _check_status(old: str | None, new: str | None) -> str:
         return "regression"
     if old == "failed" and new == "passed":
         return "fixed"
+    if old in ("passed", "failed") and new not in ("passed", "failed"):
+        return "not run now"
     return "unchanged"
 
 
 def _fold(outcomes: list[str]) -> str:
-    return "failed" if "failed" in outcomes else ("passed" if "passed" in outcomes else "skipped")
+    """A test's outcome over its repeats: a failure wins, then a pass, else why it did not run."""
+    for outcome in ("failed", "passed"):
+        if outcome in outcomes:
+            return outcome
+    return outcomes[0] if outcomes else "skipped"
 
 
 class IncomparableRuns(ValueError):
@@ -191,6 +198,7 @@ def compare(run: RunResults, baseline: RunResults) -> Comparison:
         )
         for k in dict.fromkeys([*now, *then])
     ]
-    crank = {"regression": 0, "new failure": 1, "fixed": 2, "gone": 3, "new": 4, "unchanged": 5}
+    crank = {"regression": 0, "new failure": 1, "fixed": 2, "not run now": 3, "gone": 4, "new": 5,
+             "unchanged": 6}  # fmt: skip
     checks.sort(key=lambda c: (crank[c.status], c.scenario, c.mode, c.name))
     return Comparison(baseline.run_id, tuple(deltas), tuple(checks))

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from harness.report import analysis, charts, compare, fmt, handbuilt, mesh, perf
+from harness.report import analysis, charts, compare, coverage, fmt, handbuilt, mesh, perf
 from harness.results.model import RunResults
 from harness.results.store import merge
 
@@ -83,6 +83,7 @@ def context(
 ) -> dict[str, object]:
     """Everything the template prints, computed from the results alone."""
     run = merge(runs)
+    cover = coverage.coverage(run)
     tput = perf.throughput(run)
     lat = perf.latency(run)
     order = perf.ordering(run)
@@ -91,7 +92,8 @@ def context(
         "sources": sources,
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "summary": analysis.summarize(run),
-        "matrix": analysis.matrix(run),
+        "coverage": cover,
+        "times": coverage.times(run, {r.number: r.title for r in cover.rows}),
         "handbuilt": handbuilt.rows(run),
         "handbuilt_goal": handbuilt.GOAL,
         "handbuilt_max_cv": handbuilt.MAX_CV,

@@ -16,7 +16,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this podlab reads: version 2 only added optional parts (the run's plan,
+# its timings, the outcomes "not-applicable" and "not-selected"), so a version 1
+# file is read as it is.
+READABLE_VERSIONS = (1, 2)
 
 # Units a measurement may carry, with what each means. The last "_" token of a
 # measurement's name must be its unit (``latency_p99_s`` → "s"), except ratios,
@@ -34,9 +38,14 @@ UNITS: dict[str, str] = {
 }
 
 Comparison = Literal["<=", ">="]
-Outcome = Literal["passed", "failed", "skipped"]
+# "skipped": did not run, for a reason found at run time; "not-applicable": the mode
+# or lab cannot have it (the reason says why); "not-selected": the run's matrix chose
+# other modes for it. None of the three counts as checked.
+Outcome = Literal["passed", "failed", "skipped", "not-applicable", "not-selected"]
+NOT_RUN: tuple[str, ...] = ("skipped", "not-applicable", "not-selected")
 
-# Scenario numbers and short titles from CONFORMANCE.md (the report's matrix rows).
+# Scenario numbers and short titles from CONFORMANCE.md, for files without a plan
+# (version 1); a run's plan carries the titles of its own catalogue.
 SCENARIOS: dict[int, str] = {
     1: "Pod→pod (same node, across nodes)",
     2: "Node→pod and pod→node",
@@ -69,6 +78,7 @@ SCENARIOS: dict[int, str] = {
     29: "Latency and connection rate",
     30: "Hygiene after the run",
 }
+MAX_SCENARIO = 99
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]*$")
@@ -125,7 +135,7 @@ class Measurement(_Frozen):
     passed: bool | None = None
     mode: str
     topology: str
-    scenario: int | None = Field(default=None, ge=1, le=30)
+    scenario: int | None = Field(default=None, ge=1, le=MAX_SCENARIO)
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -175,7 +185,7 @@ class Measurement(_Frozen):
 class Check(_Frozen):
     """The outcome of one conformance test for one scenario and mode."""
 
-    scenario: int = Field(ge=1, le=30)
+    scenario: int = Field(ge=1, le=MAX_SCENARIO)
     name: str
     mode: str
     outcome: Outcome
@@ -205,11 +215,49 @@ class Timeline(_Frozen):
     name: str
     mode: str
     topology: str = ""
-    scenario: int | None = Field(default=None, ge=1, le=30)
+    scenario: int | None = Field(default=None, ge=1, le=MAX_SCENARIO)
     events: tuple[TimelineEvent, ...] = ()
     samples: tuple[TimelineSample, ...] = ()
     sample_name: str = ""
     sample_unit: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class PlannedMode(_Frozen):
+    """A matrix entry and its mode families (bridged/routed, encapsulated/direct, …)."""
+
+    mode: str
+    families: tuple[str, ...] = ()
+    cluster: str = ""  # the cluster it ran on, when runs were split per cluster
+
+
+class PlannedScenario(_Frozen):
+    """A catalogue scenario as the run saw it: cost class, and how many tests it has."""
+
+    number: int = Field(ge=1, le=MAX_SCENARIO)
+    title: str
+    cost: str = "light"
+    scope: str = "cluster"
+    tests: int = Field(default=0, ge=0)  # 0: no shipped suite checks it
+    elsewhere: str = ""  # where it is measured instead (a bench), if anywhere
+
+
+class Plan(_Frozen):
+    """What a run set out to do: its matrix, the cover of its heavy checks, its catalogue."""
+
+    matrix: str
+    policy: str = "default"
+    modes: tuple[PlannedMode, ...] = ()
+    heavy_cover: tuple[str, ...] = ()
+    scenarios: tuple[PlannedScenario, ...] = ()
+
+
+class Timing(_Frozen):
+    """Where a run's time went: lab bring-up, each deploy, each mode, the tear-down."""
+
+    what: str  # "lab up", "deploy", "mode", "tear down", …
+    seconds: float = Field(ge=0)
+    mode: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -227,12 +275,14 @@ class RunResults(_Frozen):
     measurements: tuple[Measurement, ...] = ()
     checks: tuple[Check, ...] = ()
     timelines: tuple[Timeline, ...] = ()
+    plan: Plan | None = None
+    timings: tuple[Timing, ...] = ()
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, version: int) -> int:
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {version} is not {SCHEMA_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"schema_version {version} is not one of {READABLE_VERSIONS}")
         return version
 
 

@@ -20,16 +20,21 @@ from pydantic import ValidationError
 
 from harness.errors import Problem, UserError
 from harness.results.model import (
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     Check,
     Comparison,
     Environment,
     Measurement,
     Outcome,
+    Plan,
+    PlannedMode,
+    PlannedScenario,
     RunResults,
     Timeline,
     TimelineEvent,
     TimelineSample,
+    Timing,
     judge,
 )
 
@@ -73,11 +78,12 @@ def load(path: str | Path) -> RunResults:
             "missing: this is not a podlab results file",
             "pass a file written by a conformance run (podlab test)",
         )
-    if data["schema_version"] != SCHEMA_VERSION:
+    if data["schema_version"] not in READABLE_VERSIONS:
+        readable = " or ".join(str(v) for v in READABLE_VERSIONS)
         raise _bad(
             name,
             "schema_version",
-            f"is {data['schema_version']!r}, this podlab reads {SCHEMA_VERSION}",
+            f"is {data['schema_version']!r}, this podlab reads {readable}",
             "regenerate the results with this podlab version",
         )
     try:
@@ -128,6 +134,32 @@ def merge(runs: Sequence[RunResults]) -> RunResults:
         measurements=tuple(m for r in runs for m in r.measurements),
         checks=tuple(c for r in runs for c in r.checks),
         timelines=tuple(t for r in runs for t in r.timelines),
+        plan=merge_plans([r.plan for r in runs if r.plan is not None]),
+        timings=tuple(t for r in runs for t in r.timings),
+    )
+
+
+def merge_plans(plans: Sequence[Plan]) -> Plan | None:
+    """One plan for several runs (e.g. one per cluster): the union of modes, covers, scenarios."""
+    if not plans:
+        return None
+    modes: dict[str, PlannedMode] = {}
+    cover: list[str] = []
+    scenarios: dict[int, PlannedScenario] = {}
+    for plan in plans:
+        for m in plan.modes:  # an entry's own run knows its cluster
+            if m.mode not in modes or (m.cluster and not modes[m.mode].cluster):
+                modes[m.mode] = m
+        cover += [m for m in plan.heavy_cover if m not in cover]
+        for s in plan.scenarios:
+            if s.number not in scenarios or s.tests > scenarios[s.number].tests:
+                scenarios[s.number] = s
+    return Plan(
+        matrix=" + ".join(dict.fromkeys(p.matrix for p in plans)),
+        policy=" + ".join(dict.fromkeys(p.policy for p in plans)),
+        modes=tuple(modes.values()),
+        heavy_cover=tuple(cover),
+        scenarios=tuple(sorted(scenarios.values(), key=lambda s: s.number)),
     )
 
 
@@ -159,7 +191,23 @@ class ResultsWriter:
         self._timelines: list[Timeline] = []
         self._fallbacks: list[str] = list(run_meta.environment.fallbacks)
         self._finished_at: datetime | None = None
+        self._plan: Plan | None = None
+        self._timings: list[Timing] = []
         self._flush()
+
+    def set_plan(self, plan: Plan) -> None:
+        """What the run set out to do (its matrix, cover and catalogue), for the report."""
+        self._plan = plan
+        self._flush()
+
+    def timing(
+        self, what: str, seconds: float, mode: str = "", labels: Mapping[str, str] | None = None
+    ) -> Timing:
+        """Where time went: ``what`` ("lab up", "deploy", "mode" …) took ``seconds``."""
+        t = Timing(what=what, seconds=max(0.0, seconds), mode=mode, labels=dict(labels or {}))
+        self._timings.append(t)
+        self._flush()
+        return t
 
     def record(
         self,
@@ -258,6 +306,8 @@ class ResultsWriter:
             measurements=tuple(self._measurements),
             checks=tuple(self._checks),
             timelines=tuple(self._timelines),
+            plan=self._plan,
+            timings=tuple(self._timings),
         )
 
     def _flush(self) -> RunResults:

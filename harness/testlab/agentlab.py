@@ -92,6 +92,8 @@ class AgentLab:
         self.fab = f"{self.tag}-fab"
         self.nodes: list[Node] = []
         self.etcd: subprocess.Popen[bytes] | None = None
+        self.agent_src: Path | None = None  # run agents from another source tree (benches)
+        self.agent_env: dict[str, str] = {}  # extra environment for agents (benches)
         self._made_ns: list[str] = []
         try:
             self._fabric()
@@ -172,6 +174,10 @@ class AgentLab:
             "log_dir": str(d / "log"),
             "netns_dir": str(d / "netns"),
             "bird_socket": str(d / "run" / "bird.ctl"),  # nodes here share the host's /run
+            # nodes share the host's filesystem here: CNI paths go to the node's dir
+            "cni_bin_dirs": [str(d / "cni-bin"), "/usr/lib/cni"],
+            "cni_conf_dir": str(d / "cni-conf"),
+            "cni_cache_dir": str(d / "cni-cache"),
             "lease_ttl_s": 10,
             "resync_s": 2.0,
             # wireguard-go's sockets live in the host's /var/run/wireguard, shared by
@@ -256,6 +262,10 @@ class AgentLab:
     # -- agents ----------------------------------------------------------------------
     def start_agent(self, node: Node) -> None:
         out = open(node.log, "ab")  # noqa: SIM115
+        src = self.agent_src or PROJECT
+        env = {**os.environ, "PYTHONPATH": str(src)} if self.agent_src else None
+        if self.agent_env:
+            env = {**(env or os.environ), **self.agent_env}
         node.proc = subprocess.Popen(
             [
                 "nsenter",
@@ -268,7 +278,8 @@ class AgentLab:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=str(PROJECT),
+            cwd=str(src),
+            env=env,
         )
 
     def stop_agent(self, node: Node, sig: int = signal.SIGTERM) -> None:

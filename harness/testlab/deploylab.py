@@ -94,6 +94,7 @@ def plain_ssh_inventory(lab_inventory: Path, dest: Path) -> Path:
         "podlab_lab": top["podlab_lab"],
         "podlab_backend": "ssh",
         "common_persist_sysctls": False,
+        "agent_cni_link_system": False,  # their /usr/lib/cni is the host's
     }
     data["all"]["vars"] = top
     path = dest / "vms.yml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +19,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("file", help="containerlab topology file")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_validate)
+    p = sub.add_parser("export", help="write the lab as a file for another tool")
+    p.add_argument("target", choices=("clab",), help="clab: a containerlab topology")
+    p.add_argument("file", help="containerlab topology file (podlab's)")
+    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    p.add_argument("--image", default=None, help="container image of every node")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import yaml
+
+    from harness.topology.export import DEFAULT_IMAGE, export_clab
+
+    plan = load_plan(args.file)
+    text = yaml.safe_dump(
+        export_clab(plan, args.image or DEFAULT_IMAGE), sort_keys=False, width=100
+    )
+    header = f"# containerlab topology of podlab lab {plan.name} (podlab export clab)\n"
+    if args.output:
+        Path(args.output).write_text(header + text)
+    else:
+        print(header + text, end="")
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -33,6 +57,13 @@ def plan_summary(plan: LabPlan) -> dict:
     """A JSON-friendly view of the plan with stable keys."""
     return {
         "lab": plan.name,
+        **({"clab_name": plan.clab_name} if plan.clab_name else {}),
+        "regime": plan.regime,
+        **(
+            {"exec_order": list(plan.exec_order)}
+            if list(plan.exec_order) != [n for n in plan.nodes if n not in plan.bridges]
+            else {}
+        ),
         "mgmt_subnet": str(plan.mgmt_subnet),
         "clusters": {
             c.name: {
@@ -51,7 +82,7 @@ def plan_summary(plan: LabPlan) -> dict:
         "segments": {
             s.name: {
                 "kind": s.kind,
-                "subnet": str(s.subnet),
+                "subnet": str(s.subnet) if s.subnet else None,
                 "mtu": s.mtu,
                 "members": [f"{n}:{i}" for n, i in s.members],
             }
@@ -59,18 +90,37 @@ def plan_summary(plan: LabPlan) -> dict:
         },
         "nodes": {
             n.name: {
+                **({"clab_name": n.clab_name} if n.clab_name else {}),
                 "role": n.role,
                 "cluster": n.cluster,
                 "mgmt": str(n.mgmt),
                 "interfaces": {
-                    i.name: {"segment": i.segment, "address": str(i.address), "mtu": i.mtu}
+                    i.name: {
+                        "segment": i.segment,
+                        "address": str(i.address) if i.address else None,
+                        "mtu": i.mtu,
+                    }
                     for i in n.interfaces
                 },
                 "routes": [f"{r.dest} via {r.via} dev {r.dev}" for r in n.routes],
+                **({"exec": list(n.exec)} if n.exec else {}),
+                **({"env": dict(n.env)} if n.env else {}),
+                **(
+                    {"binds": [f"{s}:{d}{':ro' if ro else ''}" for s, d, ro in n.binds]}
+                    if n.binds
+                    else {}
+                ),
             }
             for n in plan.nodes.values()
         },
     }
+
+
+REGIME_LINES = {
+    "containerlab": "plain containerlab file (no podlab.* label): plain hosts, only the "
+    "addresses its links' ipv4: and exec: give",
+    "podlab": "podlab lab (podlab.* labels): roles, clusters and podlab's address plan",
+}
 
 
 def print_plan(plan: LabPlan, console: Console) -> None:
@@ -80,6 +130,18 @@ def print_plan(plan: LabPlan, console: Console) -> None:
         f"{len(plan.segments)} segments, {len(plan.clusters)} clusters; "
         f"management {plan.mgmt_subnet}"
     )
+    console.print(f"regime: {REGIME_LINES[plan.regime]}", highlight=False)
+    if plan.clab_name:
+        console.print(
+            f"lab name {plan.clab_name} runs as {plan.name} (namespaces, status, down)",
+            highlight=False,
+        )
+    if plan.clusters:
+        _clusters_table(plan, console)
+    _segments_and_nodes(plan, console)
+
+
+def _clusters_table(plan: LabPlan, console: Console) -> None:
     t = Table(
         "cluster",
         "id",
@@ -106,10 +168,17 @@ def print_plan(plan: LabPlan, console: Console) -> None:
             f"{c.mesh} ({c.mesh_routing})" if c.mesh else "-",
         )
     console.print(t)
+
+
+def _segments_and_nodes(plan: LabPlan, console: Console) -> None:
     t = Table("segment", "kind", "subnet", "MTU", "members", title="segments", title_justify="left")
     for s in plan.segments.values():
         t.add_row(
-            s.name, s.kind, str(s.subnet), str(s.mtu), ", ".join(f"{n}:{i}" for n, i in s.members)
+            s.name,
+            s.kind,
+            str(s.subnet or "-"),
+            str(s.mtu),
+            ", ".join(f"{n}:{i}" for n, i in s.members),
         )
     console.print(t)
     t = Table(
@@ -117,11 +186,11 @@ def print_plan(plan: LabPlan, console: Console) -> None:
     )
     for n in plan.nodes.values():
         t.add_row(
-            n.name,
+            n.shown,
             n.role,
             n.cluster or "-",
             str(n.mgmt.ip),
-            ", ".join(f"{i.name} {i.address}" for i in n.interfaces) or "-",
+            ", ".join(f"{i.name} {i.address or '(no address)'}" for i in n.interfaces) or "-",
             "; ".join(f"{r.dest} via {r.via}" for r in n.routes) or "-",
         )
     console.print(t)

@@ -18,9 +18,27 @@ from harness.topology.model import Endpoint, LinkSpec, NodeSpec, Topology
 from harness.topology.yamlpos import YamlProblem, load_with_lines
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+# containerlab's node-name pattern (schema topology.nodes patternProperties)
+CLAB_NODE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-._|]*$")
+CLAB_LAB_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-._]*$")  # schema: name
 IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 SUPPORTED_KINDS = ("linux", "bridge")
 INHERITED = ("kind", "labels")
+# containerlab node settings that would change what the lab is, which podlab cannot
+# honour: refused rather than quietly building another lab (docs/containerlab.md).
+# Every other containerlab setting without a meaning for a namespace node or a VM
+# (image, license, cpu-set, ports, …) is accepted silently.
+REFUSED_SETTINGS = {
+    "network-mode": "a node always has its own network namespace (or VM)",
+}
+# where containerlab's binds: may mount into a netns node: its private directories
+# (harness.lab.nodeinit.PRIVATE_DIRS) and its private /run; anywhere else the
+# mountpoint would be the host's own path (tests/unit/test_topology_clab_style.py)
+BIND_TARGETS = (
+    "/etc/podlab", "/var/lib/podlab", "/var/log/podlab", "/opt/podlab", "/opt/cni",
+    "/etc/cni", "/var/lib/cni", "/etc/containers", "/var/lib/containers", "/run",
+)  # fmt: skip
+Layers = tuple[tuple[Any, tuple[Any, ...]], ...]  # (node-config, its YAML path), node first
 
 
 def load_topology(path: str | Path, c: Collector | None = None) -> Topology:
@@ -68,14 +86,19 @@ def parse_topology(
         c.raise_if_any()
     clab.check(data, c, lines)  # what containerlab's schema refuses, refused here too
     name = data.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    clab_name = None
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)  # containerlab's name: 01 is a YAML number, still a name
+    if not isinstance(name, str) or not CLAB_LAB_RE.match(name):
         c.add(
             "name",
             f"lab name {name!r} is missing or invalid",
-            "use 1-32 lowercase letters, digits and dashes",
+            "start with a letter or digit, then letters, digits, - . _ (containerlab's lab names)",
             lines.get(("name",)),
         )
         name = "invalid"
+    elif not NAME_RE.match(name):  # containerlab's name: podlab's is derived, as for nodes
+        clab_name, name = name, derived_name(name)
     mgmt_subnet = _mgmt(data.get("mgmt"), c, lines)
     topo = data.get("topology")
     if not isinstance(topo, dict):
@@ -87,13 +110,44 @@ def parse_topology(
         )
         c.raise_if_any()
         raise AssertionError("unreachable")
-    nodes = _nodes(topo, c, lines)
+    nodes = _nodes(topo, c, lines, Path(filename).resolve().parent)
     raw_nodes = (topo.get("nodes") or {}) if isinstance(topo.get("nodes"), dict) else {}
-    links = _links(topo.get("links"), nodes, c, lines, set(raw_nodes))
+    alias = {n.clab_name: n.name for n in nodes.values() if n.clab_name}
+    links = _links(topo.get("links"), nodes, c, lines, set(raw_nodes), alias)
     if not keep:
         c.raise_if_any()
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return Topology(name, filename, digest, mgmt_subnet, nodes, tuple(links), lines)
+    raw_mgmt = data.get("mgmt")
+    gw = raw_mgmt.get("ipv4-gw") if isinstance(raw_mgmt, dict) else None
+    return Topology(
+        name,
+        filename,
+        digest,
+        mgmt_subnet,
+        nodes,
+        tuple(links),
+        lines,
+        clab_name,
+        str(gw) if gw not in (None, "") else None,
+    )
+
+
+def derived_name(name: str) -> str:
+    """podlab's name for containerlab node ``name``: a valid hostname (``NAME_RE``).
+
+    Names podlab already accepts stay as they are. Otherwise: lowercase, every
+    ``.``, ``_`` and ``|`` becomes ``-``, dashes at the ends go; a result longer
+    than 32 characters (or empty) is cut to 25 and given ``-`` and 6 hex digits of
+    the name's sha256, so it stays deterministic and distinct. The hostname, the
+    namespace ``podlab-<lab>-<name>``, the cgroup and the lab directory use it.
+    """
+    if NAME_RE.match(name):
+        return name
+    slug = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")
+    if not NAME_RE.match(slug):
+        tag = hashlib.sha256(name.encode()).hexdigest()[:6]
+        slug = f"{slug[:25].strip('-')}-{tag}".strip("-")
+    return slug
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:
@@ -154,7 +208,7 @@ def _labels(value: Any, where: str, c: Collector, line: int | None) -> dict[str,
     }
 
 
-def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
+def _nodes(topo: dict, c: Collector, lines: dict, base: Path) -> dict[str, NodeSpec]:
     defaults = topo.get("defaults") or {}
     kinds = _section(topo, "kinds", c, lines)
     groups = _section(topo, "groups", c, lines)
@@ -168,6 +222,7 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
         )
         return {}
     out: dict[str, NodeSpec] = {}
+    taken: dict[str, str] = {}  # derived name -> the containerlab name that has it
     for index, (name, spec) in enumerate(raw.items()):
         where = f"node {name}"
         line = lines.get(("topology", "nodes", name))
@@ -175,14 +230,27 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
         if not isinstance(spec, dict):
             c.add(where, "node settings must be a mapping", "write name: {kind: linux}", line)
             continue
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not CLAB_NODE_RE.match(name):
             c.add(
                 where,
                 "invalid node name",
-                "use 1-32 lowercase letters, digits and dashes (it becomes a hostname)",
+                "start with a letter or digit, then letters, digits, - . _ | "
+                "(containerlab's node names)",
                 line,
             )
             continue
+        clab_name = name
+        name = derived_name(clab_name)
+        if name in taken:
+            c.add(
+                where,
+                f"node {taken[name]} and node {clab_name} both become hostname {name!r}",
+                f"rename {taken[name]} or {clab_name} (hostnames, namespaces and interface "
+                "names take lowercase letters, digits and -: both map to the same name)",
+                line,
+            )
+            continue
+        taken[name] = clab_name
         group_name = spec.get("group")
         group = groups.get(group_name, {}) if group_name else {}
         if group_name and group_name not in groups:
@@ -193,12 +261,25 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
                 lines.get(("topology", "nodes", name, "group")),
             )
         kind = spec.get("kind") or group.get("kind") or defaults.get("kind") or "linux"
+        kind_line = lines.get(("topology", "nodes", clab_name, "kind")) or line
+        if kind == "host":
+            c.add(
+                where,
+                "kind 'host' is containerlab's host itself: podlab never runs a lab's "
+                "commands or links in the host's own namespaces (lab traffic stays in "
+                "the namespaces and VMs the lab creates)",
+                "make it a kind: linux node; what exec: would do on the host, do there",
+                kind_line,
+            )
+            continue
         if kind not in SUPPORTED_KINDS:
             c.add(
                 where,
-                f"kind {kind!r} is not supported by podlab (a node is a namespace or a VM)",
-                "use kind: linux for lab nodes (netns or VM) or kind: bridge for L2 segments",
-                line,
+                f"kind {kind!r} is not run by podlab: it runs kind: linux (a namespace or "
+                "a VM) and kind: bridge (an L2 segment)",
+                "use kind: linux (a router: install its software, e.g. FRR, and start it "
+                "in exec:) or kind: bridge",
+                kind_line,
             )
             continue
         labels: dict[str, str] = {}
@@ -220,18 +301,203 @@ def _nodes(topo: dict, c: Collector, lines: dict) -> dict[str, NodeSpec]:
             layer_labels = _labels(layer.get("labels"), lwhere, c, lines.get(lpath))
             labels.update(layer_labels)
             label_lines.update({k: lines.get((*lpath, k)) for k in layer_labels})
+        layers: Layers = (
+            (spec, ("topology", "nodes", clab_name)),
+            (group, ("topology", "groups", group_name)),
+            (kinds.get(kind, {}), ("topology", "kinds", kind)),
+            (defaults, ("topology", "defaults")),
+        )
+        for key, why in REFUSED_SETTINGS.items():
+            if any(isinstance(lay, dict) and key in lay for lay, _ in layers):
+                c.add(
+                    where,
+                    f"{key} is not supported by podlab: {why}",
+                    f"remove {key} (see docs/containerlab.md)",
+                    lines.get(("topology", "nodes", clab_name, key)) or line,
+                )
+        commands, exec_lines = _exec(layers, where, c, lines)
+        env = _env(layers, where, c, lines)
+        binds = _binds(layers, where, c, lines, base)
+        wait_for = _stages(layers, where, c, lines)
         mgmt = spec.get("mgmt-ipv4")
         out[name] = NodeSpec(
-            name, kind, labels, str(mgmt) if mgmt else None, line, index, label_lines
+            name,
+            kind,
+            labels,
+            str(mgmt) if mgmt else None,
+            line,
+            index,
+            label_lines,
+            clab_name if clab_name != name else None,
+            commands,
+            env,
+            exec_lines,
+            binds,
+            wait_for,
         )
     return out
 
 
+def _exec(
+    layers: Layers, where: str, c: Collector, lines: dict
+) -> tuple[tuple[str, ...], tuple[int | None, ...]]:
+    """containerlab's ``exec:``: the first layer (node, group, kind, defaults) that sets
+    it wins, as containerlab's inheritance does; a list of shell command strings."""
+    for layer, path in layers:
+        if not isinstance(layer, dict) or "exec" not in layer:
+            continue
+        value, line = layer["exec"], lines.get((*path, "exec"))
+        if value is None:
+            return (), ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            c.add(
+                f"{where} exec",
+                "exec must be a list of commands",
+                "write exec: [ip addr add 192.168.1.1/24 dev eth1, …]",
+                line,
+            )
+            return (), ()
+        return tuple(value), tuple(lines.get((*path, "exec", i), line) for i in range(len(value)))
+    return (), ()
+
+
+def _binds(
+    layers: Layers, where: str, c: Collector, lines: dict, base: Path
+) -> tuple[tuple[str, str, bool], ...]:
+    """containerlab's ``binds:`` (``host:node[:ro|rw]``) of every layer, node's last.
+
+    A relative host path is relative to the topology file and ``~`` is expanded, as
+    containerlab does; the host path must exist; the node path must lie in one of
+    the node's private directories (``BIND_TARGETS``).
+    """
+    out: dict[str, tuple[str, str, bool]] = {}
+    for layer, path in reversed(layers):
+        value = layer.get("binds") if isinstance(layer, dict) else None
+        if value is None:
+            continue
+        line = lines.get((*path, "binds"))
+        if not isinstance(value, list):
+            c.add(f"{where} binds", "binds must be a list", "write binds: [src:dst]", line)
+            continue
+        for i, bind in enumerate(value):
+            at = lines.get((*path, "binds", i), line)
+            parts = str(bind).split(":")
+            if (
+                len(parts) not in (2, 3)
+                or not all(parts[:2])
+                or parts[2:] not in ([], ["ro"], ["rw"])
+            ):
+                c.add(
+                    f"{where} binds",
+                    f"{bind!r} is not host-path:node-path[:ro]",
+                    "write it like ./configs/frr:/etc/podlab/frr:ro",
+                    at,
+                )
+                continue
+            src = Path(parts[0]).expanduser()
+            src = src if src.is_absolute() else base / src
+            dst = parts[1].rstrip("/") or "/"
+            if not src.exists():
+                c.add(
+                    f"{where} binds",
+                    f"host path {parts[0]} does not exist",
+                    "create it, or fix the path (relative paths start at the topology file)",
+                    at,
+                )
+                continue
+            inside = [t for t in BIND_TARGETS if dst.startswith(t + "/")]
+            if not dst.startswith("/") or not inside or ".." in dst.split("/"):
+                c.add(
+                    f"{where} binds",
+                    f"node path {dst!r} is outside the node's private directories: there "
+                    "it would be the host's own path",
+                    f"mount below one of {', '.join(BIND_TARGETS)}",
+                    at,
+                )
+                continue
+            out[dst] = (str(src.resolve()), dst, parts[2:] == ["ro"])
+    return tuple(out.values())
+
+
+STAGES = ("create", "create-links", "configure", "healthy", "exit")
+
+
+def _stages(layers: Layers, where: str, c: Collector, lines: dict) -> tuple[str, ...]:
+    """containerlab's ``stages``: the nodes named in any stage's ``wait-for``.
+
+    All nodes are created and linked together here, so waiting only orders
+    ``exec:`` (a node runs its commands after those it waits for). A stage's own
+    ``exec`` (on-enter/on-exit, host targets) is refused: it is not implemented.
+    """
+    for layer, path in layers:
+        value = layer.get("stages") if isinstance(layer, dict) else None
+        if value is None:
+            continue
+        line = lines.get((*path, "stages"))
+        if not isinstance(value, dict):
+            c.add(f"{where} stages", "stages must be a mapping", "write stages: {…}", line)
+            return ()
+        out: list[str] = []
+        for stage, conf in value.items():
+            at = lines.get((*path, "stages", stage), line)
+            if stage not in STAGES or not isinstance(conf, dict):
+                c.add(f"{where} stages", f"unknown stage {stage!r}", f"use {', '.join(STAGES)}", at)
+                continue
+            if conf.get("exec") is not None:
+                c.add(
+                    f"{where} stages.{stage}",
+                    "a stage's own exec is not supported by podlab",
+                    "move the commands to the node's exec:, ordered by wait-for",
+                    lines.get((*path, "stages", stage, "exec"), at),
+                )
+            for dep in conf.get("wait-for") or []:
+                node = dep.get("node") if isinstance(dep, dict) else None
+                if not isinstance(node, str):
+                    c.add(
+                        f"{where} stages.{stage}",
+                        f"wait-for entry {dep!r} names no node",
+                        "write wait-for: [{node: other, stage: healthy}]",
+                        at,
+                    )
+                    continue
+                out.append(node)
+        return tuple(out)
+    return ()
+
+
+def _env(layers: Layers, where: str, c: Collector, lines: dict) -> dict[str, str]:
+    """containerlab's ``env:``, merged defaults → kind → group → node (node wins)."""
+    env: dict[str, str] = {}
+    for layer, path in reversed(layers):
+        value = layer.get("env") if isinstance(layer, dict) else None
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in value.values()
+        ):
+            c.add(
+                f"{where} env",
+                "env must map names to strings or numbers",
+                "write env: {NAME: value}",
+                lines.get((*path, "env")),
+            )
+            continue
+        for k, v in value.items():
+            env[str(k)] = "true" if v is True else "false" if v is False else str(v)
+    return env
+
+
 def _links(
-    raw: Any, nodes: dict[str, NodeSpec], c: Collector, lines: dict, declared: set[str]
+    raw: Any,
+    nodes: dict[str, NodeSpec],
+    c: Collector,
+    lines: dict,
+    declared: set[str],
+    alias: dict[str, str],
 ) -> list[LinkSpec]:
     """Links between known nodes; a node refused for its own reason (its kind, say)
-    is not reported again as unknown on every link it has."""
+    is not reported again as unknown on every link it has. Endpoints name nodes as
+    the file does (``PC1``); the links carry podlab's derived names (``pc1``)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -250,9 +516,20 @@ def _links(
         if not isinstance(link, dict):
             c.add(where, "a link must be a mapping", "write {endpoints: [a:eth1, b:eth1]}", line)
             continue
+        kind = link.get("type", "veth")
+        if kind != "veth":
+            c.add(
+                where,
+                f"link type {kind!r} is not supported by podlab: it builds veth links "
+                "between lab nodes (and bridge ports)",
+                "use a veth link (endpoints: [a:eth1, b:eth1]) or a kind: bridge node",
+                lines.get(("topology", "links", i, "type")) or line,
+            )
+            continue
         eps = _endpoints(link, where, c, line)
         if eps is None:
             continue
+        eps = [Endpoint(alias.get(ep.node, ep.node), ep.interface, ep.ipv4) for ep in eps]
         ok = True
         for ep in eps:
             if ep.node not in nodes and ep.node in declared:
@@ -306,6 +583,14 @@ def _endpoints(link: dict, where: str, c: Collector, line: int | None) -> list[E
     if not isinstance(raw, list) or len(raw) != 2:
         c.add(
             where, "a link needs exactly two endpoints", "write endpoints: [a:eth1, b:eth1]", line
+        )
+        return None
+    if link.get("ipv6") or any(isinstance(ep, dict) and ep.get("ipv6") for ep in raw):
+        c.add(
+            where,
+            "ipv6 addresses on links are not supported by podlab (its labs are IPv4)",
+            "remove ipv6:, or add the addresses in the nodes' exec:",
+            line,
         )
         return None
     addrs = link.get("ipv4") or []

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from pyroute2 import IPRoute
 
-from harness.agent import bird, routed
-from harness.agent.podnet import BridgedInterface
+from harness.agent import bird
+from harness.cni import bridged, routed
 from harness.testlab.agentlab import AgentLab, Node
 from harness.testlab.calnet import ip_packets
 from harness.testlab.wait import wait_for
@@ -135,7 +135,7 @@ def test_pods_connect_with_mode_mtu(calico_lab, mode: str, encryption: str) -> N
     assert rec["mtu"] == mtu and not rec["problems"], rec
     if mode != "host-gw" and mode != "vxlan":  # Calico family: routed cali* veths
         links = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
-        assert routed.host_if_name("default", "a") in links and "cni0" not in links
+        assert routed.host_if_name("default/a") in links and "cni0" not in links
     if encryption == "wireguard":
         assert rec["backend"]["WireguardPublicKey"] and rec["backend"]["WireguardPort"] == 51820
         rec = wait_for(
@@ -339,8 +339,8 @@ PEER_ROUTE = {
 def _replumbed(node: Node, name: str, pod: dict[str, Any], routed_style: bool, mtu: int) -> bool:
     """Pod ``name``'s veth is the style's (the other style's gone), both ends at ``mtu``;
     raises naming what is not there yet (``wait_for`` reports the last reason)."""
-    want = routed.host_if_name("default", name)
-    other = BridgedInterface(None).host_if_name("default", name)  # type: ignore[arg-type]
+    want = routed.host_if_name(f"default/{name}")
+    other = bridged.host_if_name(f"default/{name}")
     if not routed_style:
         want, other = other, want
     with IPRoute(netns=node.ns) as ipr:
@@ -381,7 +381,7 @@ def test_running_pods_follow_a_switch_of_pod_interface_family(calico_lab) -> Non
     n1, n2 = lab.nodes
     a, b = pods["a"], pods["b"]
     veth = lab.ns_run(n1, ["ip", "-o", "link", "show"]).stdout
-    assert "cni0" in veth and routed.host_if_name("default", "a") not in veth
+    assert "cni0" in veth and routed.host_if_name("default/a") not in veth
     subnets = {n.name: lab.wait_node(n)["podCIDR"] for n in lab.nodes}
     for mode, mtu in (("bgp", 1500), ("vxlan", 1450), ("host-gw", 1500)):
         for n in lab.nodes:

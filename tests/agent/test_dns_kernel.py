@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.agent.dns import DnsServer, Zone, wrap_command, write_pod_files
+from harness.agent.dns import DnsServer, ResolverMounts, Zone, wrap_command, write_pod_files
 from harness.agent.proxy.base import local_service_route
 from harness.exec import run
 from harness.testlab.svclab import SvcLab
@@ -100,10 +100,19 @@ def test_glibc_short_names_through_search_domains(dnslab: tuple[SvcLab, DnsServe
         for name in ("web", "web.default", "web.default.svc.cluster.local"):
             out = run(wrap_command(files, ["getent", "ahostsv4", name]), netns=pod).stdout
             assert out.split()[0] == "10.96.0.20", f"{name}: {out!r}"
-        # as the agent starts pod commands: nsenter (network only), no ip-netns mount ns
-        agent_style = ["nsenter", f"--net=/run/netns/{pod}", "--"]
-        out = run([*agent_style, *wrap_command(files, ["getent", "ahostsv4", "web"])]).stdout
-        assert out.split()[0] == "10.96.0.20", f"via nsenter: {out!r}"
+        # as the agent starts pod commands: nsenter into the pod's netns and its
+        # namespace's resolver mount namespace (made once per namespace)
+        mounts = ResolverMounts(files / "run")
+        try:
+            mounts.prepare()
+            handle = mounts.handle("default", DNS)
+            assert mounts.handle("default", DNS) == handle, "made twice"
+            agent_style = ["nsenter", f"--net=/run/netns/{pod}", f"--mount={handle}", "--"]
+            out = run([*agent_style, "getent", "ahostsv4", "web"]).stdout
+            assert out.split()[0] == "10.96.0.20", f"via the agent's mount namespace: {out!r}"
+        finally:
+            for point in sorted(files.rglob("*"), reverse=True):
+                run(["umount", "-l", str(point)], check=False)
         missing = run(wrap_command(files, ["getent", "ahostsv4", "nope"]), netns=pod, check=False)
         assert missing.returncode == 2 and not missing.stdout  # control: unknown names fail
     assert Path("/etc/resolv.conf").read_text() == host_before, "the host resolver changed"

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import pytest
 from pyroute2 import IPRoute
 
-from harness.agent import routed
-from harness.agent.podnet import BridgedInterface
+from harness.cni import bridged, routed
 from harness.testlab.agentlab import AgentLab, Node
 from harness.testlab.wait import wait_for
 from tests.agent import kernelstate
@@ -113,8 +112,8 @@ def _plumbed(sl: SwitchLab, mode: str) -> bool:
         if not st or st.get("phase") != "Running":
             return False
         mtu = sl.lab.wait_node(node)["mtu"]
-        want = routed.host_if_name("default", pod)
-        other = BridgedInterface(None).host_if_name("default", pod)  # type: ignore[arg-type]
+        want = routed.host_if_name(f"default/{pod}")
+        other = bridged.host_if_name(f"default/{pod}")
         if mode not in ROUTED:
             want, other = other, want
         with IPRoute(netns=node.ns) as ipr:

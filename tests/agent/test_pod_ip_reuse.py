@@ -17,7 +17,7 @@ import time
 import pytest
 from pyroute2 import IPRoute
 
-from harness.agent.podnet import BridgedInterface
+from harness.cni import bridged
 from harness.store.keys import pod_key
 from harness.testlab.agentlab import AgentLab, Node
 from harness.testlab.wait import wait_for
@@ -42,7 +42,7 @@ def test_a_pod_reusing_a_deleted_pods_address_is_reachable_at_once(agent_lab) ->
     lab.apply_pod("keep", n1, [*ECHO, "--name", "keep"])
     keep = lab.wait_running("keep")
     # a port with a MAC below the bridge's: a bridge without its own MAC would take it
-    veth = BridgedInterface(None).host_if_name("default", "keep")  # type: ignore[arg-type]
+    veth = bridged.host_if_name("default/keep")
     lab.ns_run(n1, ["ip", "link", "set", veth, "address", "02:00:00:00:00:01"])
     bridge_mac = _mac(n1, "cni0")
     assert bridge_mac != "02:00:00:00:00:01", "cni0 took a port's MAC: it has none of its own"

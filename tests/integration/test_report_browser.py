@@ -4,6 +4,9 @@ Debian's chromium is driven over the DevTools protocol (plain CDP over
 websocket-client): a report built from the stored synthetic results is opened
 as a file:// URL, and the test records every request the page makes, every
 console error and uncaught exception, then checks that plotly drew each chart.
+In a 1280-pixel-wide window every table and every chart must fit inside its
+card (nothing cut off or scrolled out of sight), also for a full 14-entry matrix
+with long messages, which the test adds to the stored results.
 A full-page screenshot is kept next to the report (and its path printed) so a
 person can look at it.
 """
@@ -24,10 +27,13 @@ import pytest
 
 from harness.report import render
 from harness.results import store
+from harness.results.model import RunResults
+from harness.results.store import ResultsWriter, RunMeta
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
+WIDTH = 1280  # the narrowest window the report is made for
 GOLDEN = Path(__file__).parent.parent / "golden" / "results"
 FLAGS = [
     "--headless",
@@ -40,7 +46,7 @@ FLAGS = [
     "--disable-sync",
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
-    "--window-size=1400,1000",
+    f"--window-size={WIDTH},1000",
 ]
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
@@ -125,11 +131,59 @@ def chromium(tmp_path: Path):
             proc.wait(timeout=10)
 
 
+def _wide_run(path: Path) -> RunResults:
+    """A synthetic full matrix (14 entries) with long names and messages everywhere."""
+    from harness.conformance import coverage as plan
+    from harness.conformance.matrix import preset
+
+    full = preset("full")
+    meta = RunMeta("synthetic-wide", "synthetic", full.modes,
+                   store.load(GOLDEN / "synthetic-baseline.json").environment,
+                   notes="Synthetic fixture: every number is invented.")  # fmt: skip
+    w = ResultsWriter(path, meta)
+    w.set_plan(plan.results_plan(full, []))
+    long = "c1-w1 (pod leak-7-0) → c1-w2 10.244.2.17:8081/udp: " + "very-long-token-" * 12
+    for i, mode in enumerate(full.modes):
+        for scenario in (1, 3, 10, 19, 20, 23):
+            outcome = ("passed", "not-applicable", "not-selected", "failed")[(i + scenario) % 4]
+            w.check(scenario, f"test_{'long_name_' * 4}{scenario}", mode=mode, outcome=outcome,
+                    message=long, duration_s=1.0 + i)  # fmt: skip
+        for what in ("leak_non_wireguard_node_packets_count", "strict_leaked_packets_count"):
+            w.record(what, 0.0, "count", mode=mode, scenario=19, threshold=0.0,
+                     labels={"capture": "c1-control-plane-node:eth1", "encryption": "on",
+                             "control": "no", "note": long})  # fmt: skip
+        w.timing("deploy", 12.0 + i, mode)
+        w.timing("mode", 30.0 + i, mode)
+    w.check(20, "test_traffic_to_a_removed_peer_is_dropped_not_sent_in_clear", mode="vxlan",
+            outcome="failed", message=long * 3, duration_s=9.0)  # fmt: skip
+    return w.finish()
+
+
 def _render_report(out: Path) -> Path:
-    runs = [store.load(GOLDEN / "synthetic-one-failed.json")]
+    runs = [store.load(GOLDEN / "synthetic-one-failed.json"), _wide_run(out.with_suffix(".json"))]
     baseline = store.load(GOLDEN / "synthetic-baseline.json")
     html = render.render(runs, render.Sources(("synthetic-one-failed.json",), "baseline"), baseline)
     return render.write(html, out)
+
+
+# Every table and chart of the page whose right edge lies beyond its card's content box,
+# or that is wider than the box it scrolls in (then a part is out of sight).
+OVERFLOWS = """
+[...document.querySelectorAll('table, .js-plotly-plot')].flatMap(el => {
+  const card = el.closest('section');
+  const box = card.getBoundingClientRect();
+  const pad = parseFloat(getComputedStyle(card).paddingRight);
+  const r = el.getBoundingClientRect();
+  const where = (card.id || '?') + ' ' + el.tagName.toLowerCase() + '.' + el.className;
+  const out = [];
+  if (r.right > box.right - pad + 1)
+    out.push(where + ' ends at ' + r.right + ' > ' + (box.right - pad));
+  const scroller = el.closest('.scroll');
+  if (scroller && scroller.scrollWidth > scroller.clientWidth + 1)
+    out.push(where + ' scrolls: ' + scroller.scrollWidth + ' > ' + scroller.clientWidth);
+  return out;
+})
+"""
 
 
 def _open(cdp: Cdp, url: str) -> None:
@@ -176,6 +230,17 @@ def test_report_renders_offline_without_errors(chromium: Cdp, tmp_path: Path) ->
         'document.querySelector(\'td.cell[data-scenario="3"][data-mode="vxlan"]\').className'
     )
     assert "failed" in failed_cell
+    width = chromium.evaluate("window.innerWidth")
+    assert width == WIDTH, f"the window is {width} px wide, not {WIDTH}"
+    tables = chromium.evaluate("document.querySelectorAll('table').length")
+    assert tables >= 10, f"only {tables} tables: the page is not the whole report"
+    assert chromium.evaluate(OVERFLOWS) == [], "a table or chart does not fit at 1280 px"
+    verdicts = chromium.evaluate(
+        "[...document.querySelectorAll('table.evidence tbody tr')].map(tr => "
+        "tr.lastElementChild.getBoundingClientRect().right <= "
+        "tr.closest('section').getBoundingClientRect().right)"
+    )
+    assert verdicts and all(verdicts), "an encryption verdict is cut off"
 
     requests = [
         e["params"]["request"]["url"]
@@ -189,7 +254,7 @@ def test_report_renders_offline_without_errors(chromium: Cdp, tmp_path: Path) ->
     metrics = chromium.send("Page.getLayoutMetrics")["cssContentSize"]
     chromium.send(
         "Emulation.setDeviceMetricsOverride",
-        width=1400, height=int(metrics["height"]), deviceScaleFactor=1, mobile=False,
+        width=WIDTH, height=int(metrics["height"]), deviceScaleFactor=1, mobile=False,
     )  # fmt: skip
     shot = chromium.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
     png = tmp_path / "report.png"

@@ -11,9 +11,9 @@ from harness.agent.datapath.base import FdbSpec, NeighSpec, Peer, PodInterface, 
 from harness.agent.datapath.hostgw import HostGw
 from harness.agent.datapath.udp import Udp
 from harness.agent.datapath.vxlan import Vxlan
-from harness.agent.podnet import BridgedInterface
 from harness.agent.pods import PodSpec, PodState, netns_name, status_json
 from harness.agent.procs import Probe
+from harness.cni import bridged
 
 N = ipaddress.IPv4Network
 A = ipaddress.IPv4Address
@@ -149,7 +149,7 @@ def test_pod_spec_and_status() -> None:
     bare = PodSpec.from_object({"metadata": {"name": "p"}, "spec": {"containers": [{}]}})
     assert bare.command == ("sleep", "infinity") and bare.namespace == "default"
     netns = netns_name("prod", "web")
-    veth = BridgedInterface(None).host_if_name("prod", "web")  # type: ignore[arg-type]
+    veth = bridged.host_if_name("prod/web")
     assert netns == "pod-prod-web" and veth.startswith("veth") and len(veth) <= 15
     st = PodState(
         "prod",

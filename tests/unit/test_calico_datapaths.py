@@ -11,8 +11,8 @@ from harness.agent.datapath.calicovxlan import CalicoVxlan
 from harness.agent.datapath.crosssubnet import CrossSubnet
 from harness.agent.datapath.hostgw import HostGw
 from harness.agent.datapath.vxlan import Vxlan
-from harness.agent.podnet import POD_INTERFACES
-from harness.agent.routed import RoutedPodNetwork
+from harness.agent.podcni import MODES
+from harness.cni import routed
 from tests.unit.test_agent_datapaths import FAR, PEER, A, N, cfg
 
 
@@ -81,7 +81,7 @@ def test_wireguard_layer_replaces_peer_routes_and_refuses_keyless_peers() -> Non
     assert isinstance(encryption.layer(HostGw(plain, None), plain, None), HostGw)  # type: ignore[arg-type]
 
 
-def test_routed_pod_interface_is_registered() -> None:
-    assert POD_INTERFACES[PodInterface.ROUTED] is RoutedPodNetwork
-    assert RoutedPodNetwork(None).host_if_name("default", "a").startswith("cali")  # type: ignore[arg-type]
-    assert len(RoutedPodNetwork(None).host_if_name("default", "a")) == 15  # type: ignore[arg-type]
+def test_routed_pod_interface_maps_to_the_plugins_routed_mode() -> None:
+    assert MODES[PodInterface.ROUTED] == "routed" and MODES[PodInterface.BRIDGED] == "bridge"
+    assert routed.host_if_name("default/a").startswith("cali")
+    assert len(routed.host_if_name("default/a")) == 15

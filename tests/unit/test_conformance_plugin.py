@@ -133,6 +133,14 @@ def test_podlab_test_runs_the_shipped_suites_with_junit(tmp_path: Path) -> None:
     assert f"--junitxml={tmp_path / 'junit-20260101T000000Z.xml'}" in argv
     assert {f"--results={tmp_path}", "--lab=t-x", "--mode=bgp", "--mode=vxlan"} <= set(argv)
     assert args.func is cli.cmd_test
+    args = parser.parse_args(
+        ["test", "--lab", "t-x", "--matrix", "full", "--cluster", "c2", "--part", "2/2",
+         "--scope", "cluster", "--quiet-lock", "/tmp/q", "--results", str(tmp_path)]
+    )  # fmt: skip
+    argv = cli.pytest_argv(args, stamp="20260101T000000Z")
+    assert {"--matrix=full", "--cluster=c2", "--part=2/2", "--quiet-lock=/tmp/q",
+            "--scope=cluster",
+            f"--junitxml={tmp_path / 'junit-20260101T000000Z-c2.xml'}"} <= set(argv)  # fmt: skip
 
 
 def test_podlab_test_passes_the_throughput_rounds_on(tmp_path: Path) -> None:
@@ -184,3 +192,151 @@ def test_tests_with_their_own_mode_are_left_alone(pytester: pytest.Pytester) -> 
     )
     result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--mode=vxlan")
     result.assert_outcomes(passed=3)
+
+
+MATRIX_SUITE = """
+import pytest
+
+@pytest.mark.scenario(1)
+def test_light(mode):
+    pass
+
+@pytest.mark.scenario(10)
+def test_heavy(mode):
+    pass
+
+@pytest.mark.scenario(20)
+def test_strict(mode):
+    pass
+"""
+
+
+def test_the_matrix_decides_before_anything_runs_and_records_why(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_m=MATRIX_SUITE)
+    out = pytester.path / "out"
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=default", f"--results={out}",
+        "--collect-only", "-q",
+    )  # fmt: skip
+    ids = {line.split("::")[1] for line in result.outlines if "::" in line}
+    assert "test_light[bgp]" in ids and "test_heavy[host-gw]" in ids
+    assert "test_heavy[bgp]" not in ids and "test_strict[vxlan]" not in ids
+    assert {"test_strict[host-gw+wireguard]", "test_heavy[calico-vxlan+wireguard]"} <= ids
+    result.stdout.fnmatch_lines(["*matrix default (default selection), 9 entries:*",
+                                 "*heavy checks in host-gw, calico-vxlan+wireguard*"])  # fmt: skip
+    data = _results(out)
+    checks = {(c["name"], c["mode"]): c for c in data["checks"]}
+    assert checks[("test_strict", "vxlan")]["outcome"] == "not-applicable"
+    assert checks[("test_strict", "vxlan")]["message"].endswith(
+        "no encryption (runs in MODE+wireguard)"
+    )
+    assert checks[("test_heavy", "bgp")]["outcome"] == "not-selected"
+    assert "in host-gw, calico-vxlan+wireguard" in checks[("test_heavy", "bgp")]["message"]
+    assert ("test_light", "bgp") not in checks  # selected: recorded when it runs
+    plan = data["plan"]
+    assert plan["matrix"] == "default" and plan["heavy_cover"] == [
+        "host-gw", "calico-vxlan+wireguard"]  # fmt: skip
+    by_number = {s["number"]: s for s in plan["scenarios"]}
+    assert by_number[10]["tests"] == 1 and by_number[2]["tests"] == 0
+    assert by_number[37]["title"] == "Kernel-only features (VM labs)"
+
+
+def test_full_matrix_selects_everything_that_applies(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_m=MATRIX_SUITE)
+    out = pytester.path / "out"
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=full", f"--results={out}",
+        "--collect-only", "-q",
+    )  # fmt: skip
+    ids = [line for line in result.outlines if "::" in line]
+    assert len(ids) == 14 + 14 + 7  # strict mode only where WireGuard is on
+    outcomes = {c["outcome"] for c in _results(out)["checks"]}
+    assert outcomes == {"not-applicable"}
+
+
+def test_not_applicable_at_run_time_is_told_apart_and_time_includes_setup(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import time
+        import pytest
+        from harness.conformance.catalogue import not_applicable
+
+        @pytest.fixture
+        def slow():
+            time.sleep(0.3)
+
+        @pytest.mark.scenario(1)
+        def test_na():
+            not_applicable("lab t: the cluster has a single node that runs pods")
+
+        @pytest.mark.scenario(1)
+        def test_timed(slow):
+            pass
+        """
+    )
+    out = pytester.path / "out"
+    pytester.runpytest_inprocess(*PLUGIN, f"--results={out}").assert_outcomes(passed=1, skipped=1)
+    checks = {c["name"]: c for c in _results(out)["checks"]}
+    assert checks["test_na"]["outcome"] == "not-applicable"
+    assert checks["test_na"]["message"] == "lab t: the cluster has a single node that runs pods"
+    assert checks["test_timed"]["duration_s"] >= 0.3
+
+
+def test_an_unknown_scenario_number_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.scenario(98)\ndef test_x(mode):\n    pass\n")
+    result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*scenario 98 is not in the catalogue*"])
+
+
+def test_a_part_runs_its_entries_and_records_only_their_decisions(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_m=MATRIX_SUITE)
+    out = pytester.path / "out"
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=default", "--part=2/2", "--cluster=c1",
+        f"--results={out}", "--collect-only", "-q",
+    )  # fmt: skip
+    ids = {line.split("::")[1] for line in result.outlines if "::" in line}
+    heavy = {"test_heavy[host-gw]", "test_heavy[calico-vxlan+wireguard]"}
+    assert len(heavy & ids) == 1  # the two entries of the cover go to different parts
+    result.stdout.fnmatch_lines(["*part 2/2 on cluster c1: *"])
+    data = _results(out)
+    mine = {m["mode"] for m in data["plan"]["modes"] if m["cluster"] == "c1"}
+    assert {i.partition("[")[2].rstrip("]") for i in ids} == mine
+    assert 0 < len(mine) < 9
+    assert {c["mode"] for c in data["checks"]} <= mine
+    assert all(c["labels"] == {"cluster": "c1"} for c in data["checks"])
+    bad = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--part=3/2")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    none = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TOPOLOGY}", "--matrix=default", "--cluster=c9", "--collect-only"
+    )
+    none.stderr.fnmatch_lines(["*--cluster c9: lab single-cluster has no such cluster (c1)*"])
+
+
+def test_a_lab_test_outside_the_matrix_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.scenario(1)\ndef test_x(lab):\n    pass\n")
+    result = pytester.runpytest_inprocess(*PLUGIN, f"--topology={TOPOLOGY}", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*must take the `mode` fixture*"])
+
+
+def test_a_scope_keeps_only_its_scenarios(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.scenario(1)\ndef test_c(mode):\n    pass\n"
+        "@pytest.mark.scenario(24)\ndef test_l(mode):\n    pass\n"
+    )
+    two = REPO / "topologies" / "two-clusters.clab.yml"
+    for scope, kept in (("lab", "test_l"), ("cluster", "test_c")):
+        result = pytester.runpytest_inprocess(
+            *PLUGIN, f"--topology={two}", "--mode=vxlan", f"--scope={scope}", "--collect-only",
+            "-q",
+        )  # fmt: skip
+        assert [line.split("::")[1] for line in result.outlines if "::" in line] == [
+            f"{kept}[vxlan]"]  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scapy.layers.l2 import ARP, Ether
 
-from harness.agent.podnet import garp_frame
+from harness.cni.links import garp_frame
 
 
 def test_a_gratuitous_arp_asks_for_its_own_address_to_everyone() -> None:

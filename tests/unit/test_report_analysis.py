@@ -1,4 +1,4 @@
-"""Summary, conformance matrix, SLO table and encryption evidence from results."""
+"""Summary, SLO table and encryption evidence from results."""
 
 from __future__ import annotations
 
@@ -41,34 +41,6 @@ def test_summary_counts(tmp_path: Path) -> None:
     assert not s.ok
     assert "#3 test_path_mtu [vxlan]" in s.failures
     assert any(f.startswith("pod_ready_p99_s [bgp] = 6.50 s") for f in s.failures)
-
-
-def test_matrix_cells(tmp_path: Path) -> None:
-    m = analysis.matrix(_run(tmp_path))
-    assert m.modes == ("vxlan", "bgp")
-    assert [r.scenario for r in m.rows] == [1, 3, 21]
-    cells = {
-        (r.scenario, mode): c for r in m.rows for mode, c in zip(m.modes, r.cells, strict=True)
-    }
-    assert cells[(1, "vxlan")].outcome == "passed" and cells[(1, "vxlan")].text == "pass 2/2"
-    assert cells[(3, "vxlan")].outcome == "failed"
-    assert "1451 bytes passed" in cells[(3, "vxlan")].details[0]
-    assert cells[(3, "bgp")].outcome == "passed"
-    assert cells[(21, "vxlan")].outcome == "skipped"
-
-
-def test_a_cell_with_one_failure_fails() -> None:
-    from harness.results.model import Check
-
-    checks = [
-        Check(scenario=1, name="a", mode="m", outcome="passed"),
-        Check(scenario=1, name="b", mode="m", outcome="failed"),
-        Check(scenario=1, name="c", mode="m", outcome="skipped"),
-    ]
-    cell = analysis.cell_of(checks)
-    assert cell.outcome == "failed" and cell.text == "fail 1/3"
-    assert cell.details[0].startswith("failed: b")
-    assert analysis.cell_of([]).outcome == "none"
 
 
 def test_slo_table_puts_misses_first(tmp_path: Path) -> None:

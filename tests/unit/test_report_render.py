@@ -108,7 +108,8 @@ def test_missed_threshold_shows_in_the_slo_table(tmp_path: Path) -> None:
     out = render.render(
         [run.model_copy(update={"measurements": tuple(slow)})], render.Sources(("x",))
     )
-    assert '<td class="num slo-cell failed" data-mode="udp" title="MISSED">7.00 s ✗</td>' in out
+    want = '<td class="num slo-cell failed" data-mode="udp" title="MISSED"><span class="v">7.00 s'
+    assert f"{want}</span> ✗</td>" in out
 
 
 # --- the `podlab report` verb -------------------------------------------------------------

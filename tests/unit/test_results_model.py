@@ -69,10 +69,13 @@ def test_judge_both_directions() -> None:
     assert judge(0.6, 0.5, ">=") and not judge(0.4, 0.5, ">=")
 
 
-def test_scenario_numbers_are_the_catalogue() -> None:
-    assert sorted(SCENARIOS) == list(range(1, 31))
+def test_scenario_numbers_and_outcomes_are_bounded() -> None:
+    assert sorted(SCENARIOS) == list(range(1, 31))  # the titles of version 1 files
+    assert Check(scenario=37, name="x", mode="vm", outcome="not-applicable").scenario == 37
     with pytest.raises(ValidationError):
-        Check(scenario=31, name="x", mode="vxlan", outcome="passed")
+        Check(scenario=0, name="x", mode="vxlan", outcome="passed")
+    with pytest.raises(ValidationError):
+        Check(scenario=100, name="x", mode="vxlan", outcome="passed")
     with pytest.raises(ValidationError):
         Check(scenario=1, name="x", mode="vxlan", outcome="flaky")  # type: ignore[arg-type]
 
@@ -85,9 +88,10 @@ def test_unknown_keys_and_versions_are_refused() -> None:
         "topology": "t",
         "environment": ENV,
     }
-    assert RunResults.model_validate(doc).run_id == "r"
-    with pytest.raises(ValidationError, match="schema_version 2"):
-        RunResults.model_validate({**doc, "schema_version": 2})
+    assert RunResults.model_validate(doc).run_id == "r"  # version 1 is read as it is
+    assert RunResults.model_validate({**doc, "schema_version": 2}).plan is None
+    with pytest.raises(ValidationError, match="schema_version 3"):
+        RunResults.model_validate({**doc, "schema_version": 3})
     with pytest.raises(ValidationError, match="Extra inputs"):
         RunResults.model_validate({**doc, "surprise": 1})
 

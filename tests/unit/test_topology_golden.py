@@ -21,6 +21,7 @@ from tests.conftest import REPO
 GOLDEN = REPO / "tests" / "golden" / "topology"
 BAD = sorted((GOLDEN / "bad").glob("*.clab.yml"))
 EXAMPLES = sorted((REPO / "topologies").glob("*.clab.yml"))
+CLAB = sorted((GOLDEN / "clab").glob("*.clab.yml"))  # containerlab-style files (issue 17)
 UPDATE = os.environ.get("PODLAB_UPDATE_GOLDEN") == "1"
 
 
@@ -55,3 +56,23 @@ def test_example_plan_golden(path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     if UPDATE:
         expected.write_text(got)
     assert got == expected.read_text()
+
+
+@pytest.mark.parametrize("path", CLAB, ids=lambda p: p.stem)
+def test_containerlab_style_plan_golden(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written as containerlab users write them, and the plan podlab makes of them."""
+    monkeypatch.chdir(REPO)
+    got = json.dumps(plan_summary(load_plan(path.relative_to(REPO))), indent=1) + "\n"
+    expected = path.with_suffix("").with_suffix(".json")
+    if UPDATE:
+        expected.write_text(got)
+    assert got == expected.read_text()
+
+
+def test_validate_names_the_regime(capsys: pytest.CaptureFixture[str]) -> None:
+    """One line says which regime a file is in: plain containerlab, or podlab's."""
+    assert main(["validate", str(CLAB[0])]) == 0
+    out = capsys.readouterr().out
+    assert "regime: plain containerlab file" in out
+    assert main(["validate", str(EXAMPLES[0])]) == 0
+    assert "regime: podlab lab" in capsys.readouterr().out

@@ -88,7 +88,7 @@ def test_identity_document_and_qemu_command_line(tmp_path: Path) -> None:
 
 
 def test_a_netns_placeholder_is_not_taken_for_a_namespace(tmp_path: Path) -> None:
-    from harness.agent.pods import _is_netns
+    from harness.cni.nsutil import is_netns as _is_netns
 
     placeholder = tmp_path / "pod-default-x"
     placeholder.write_text("")  # what a killed pyroute2 helper leaves behind

@@ -1,6 +1,7 @@
 """Scenarios 1, 2 and 4: pods reach pods, nodes and the outside, and are answered by name.
 
-One echo pod per cluster node plus a second on the first node; every path the
+The mode's shared echo pods (``echo_pods``: one per cluster node plus a second
+on the first node); every path the
 lab offers (same node, across nodes, across segments) is probed with ICMP, TCP,
 UDP and HTTP. The TCP echo's greeting names the server pod and the client
 address it saw, so pod→pod also proves that pod addresses survive the trip
@@ -9,27 +10,22 @@ address it saw, so pod→pod also proves that pod addresses survive the trip
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from harness.conformance import asserts, paths
+from harness.conformance.catalogue import not_applicable
+from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab
-from harness.conformance.pods import HTTP_PORT, TCP_PORT, UDP_PORT, Pod, PodFactory
+from harness.conformance.pods import HTTP_PORT, TCP_PORT, UDP_PORT, Pod
 from harness.conformance.remote import Node
 from harness.probes import echo, ping
 
 PORTS = {"tcp": TCP_PORT, "udp": UDP_PORT, "http": HTTP_PORT}
 PROTOS = ("icmp", "tcp", "udp", "http")
 NODE_PORTS = {"tcp": 18080, "udp": 18082, "egress": 18084}
-
-
-@pytest.fixture(scope="module")
-def echo_pods(lab: Lab, module_pod_factory: PodFactory) -> dict[str, Pod]:
-    """``first`` and ``second`` on the first node, then one pod per other node (by node name)."""
-    nodes = [n.name for n in lab.cluster_nodes()]
-    pods = module_pod_factory.create([nodes[0], *nodes], prefix="conn")
-    out = {"first": pods[0], "second": pods[1]}
-    out.update({p.node.name: p for p in pods[2:]})
-    return out
+PARALLEL_PROBES = 6  # probes in flight at once (each an ssh session and a process)
 
 
 def probe(src_run, proto: str, ip: str, name: str) -> str | None:  # type: ignore[no-untyped-def]
@@ -45,24 +41,17 @@ def _out(res) -> str:  # type: ignore[no-untyped-def]
     return f"{res.stdout}\n{res.stderr}"
 
 
-def _server_pod(echo_pods: dict[str, Pod], lab: Lab, mode: str, path: str) -> tuple[Pod, Pod]:
-    pair = paths.node_pair(lab, path)
-    if pair is None:
-        pytest.skip(paths.why_missing(lab, path))
+def _server_pod(echo_pods: EchoPods, lab: Lab, mode: str, path: str) -> tuple[Pod, Pod]:
     excluded = paths.mode_excludes(mode, path)
     if excluded:
-        pytest.skip(excluded)
-    client = echo_pods["first"]
-    server = echo_pods["second"] if path == "same-node" else echo_pods[pair[1]]
-    return client, server
+        not_applicable(excluded)
+    return echo_pods.pair(path)
 
 
 @pytest.mark.scenario(1)
 @pytest.mark.parametrize("proto", PROTOS)
 @pytest.mark.parametrize("path", paths.PATHS)
-def test_pod_reaches_pod(
-    lab: Lab, mode: str, echo_pods: dict[str, Pod], path: str, proto: str
-) -> None:
+def test_pod_reaches_pod(lab: Lab, mode: str, echo_pods: EchoPods, path: str, proto: str) -> None:
     client, server = _server_pod(echo_pods, lab, mode, path)
     failure = probe(client.run, proto, server.ip, server.name)
     where = f"{server.ip}" + (f":{PORTS[proto]}" if proto in PORTS else "") + f"/{proto}"
@@ -72,7 +61,7 @@ def test_pod_reaches_pod(
 @pytest.mark.scenario(1)
 @pytest.mark.parametrize("path", ("same-node", "cross-node", "cross-segment"))
 def test_pod_address_is_kept_between_pods(
-    lab: Lab, mode: str, echo_pods: dict[str, Pod], path: str
+    lab: Lab, mode: str, echo_pods: EchoPods, path: str
 ) -> None:
     """The server sees the client pod's own address: pod-to-pod traffic is never NATed."""
     client, server = _server_pod(echo_pods, lab, mode, path)
@@ -87,38 +76,49 @@ def test_pod_address_is_kept_between_pods(
 @pytest.mark.scenario(2)
 @pytest.mark.parametrize("proto", PROTOS)
 def test_node_reaches_pods(
-    lab: Lab, mode: str, nodes: dict[str, Node], echo_pods: dict[str, Pod], proto: str
+    lab: Lab, mode: str, nodes: dict[str, Node], echo_pods: EchoPods, proto: str
 ) -> None:
-    """Every cluster node reaches a pod on itself and on every other node (the mode allows)."""
-    failures = []
-    targets = [p for key, p in echo_pods.items() if key != "second"]
-    for node in lab.cluster_nodes():
-        for pod in targets:
-            if not paths.applies(lab, mode, node.name, pod.node.name):
-                continue
-            failure = probe(nodes[node.name].run, proto, pod.ip, pod.name)
-            if failure:
-                failures.append(f"node {node.name} cannot reach {pod} {pod.ip}/{proto}: {failure}")
+    """Every cluster node reaches a pod on itself and on every other node (the mode allows).
+
+    The probes run in parallel: each is an ssh round trip and an interpreter
+    start, which is what this test's time went to when they ran one by one.
+    """
+    targets = list(echo_pods.on.values())
+    pairs = [
+        (node.name, pod)
+        for node in lab.cluster_nodes()
+        for pod in targets
+        if paths.applies(lab, mode, node.name, pod.node.name)
+    ]
+
+    def one(pair: tuple[str, Pod]) -> str | None:
+        node, pod = pair
+        failure = probe(nodes[node].run, proto, pod.ip, pod.name)
+        return f"node {node} cannot reach {pod} {pod.ip}/{proto}: {failure}" if failure else None
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
+        failures = [f for f in pool.map(one, pairs) if f]
     asserts.assert_matrix(failures, len(targets) * len(lab.cluster_nodes()), "node → pod")
 
 
 @pytest.mark.scenario(2)
 @pytest.mark.parametrize("proto", ("icmp", "tcp", "udp"))
 def test_pod_reaches_nodes(
-    lab: Lab, mode: str, nodes: dict[str, Node], echo_pods: dict[str, Pod], proto: str
+    lab: Lab, mode: str, nodes: dict[str, Node], echo_pods: EchoPods, proto: str
 ) -> None:
     """A pod reaches its own node and every other node at their underlay addresses."""
-    client = echo_pods["first"]
-    failures = []
+    client = echo_pods.first
+    failures: list[str] = []
     cluster = [
         nodes[n.name]
         for n in lab.cluster_nodes()
         if paths.applies(lab, mode, client.node.name, n.name)
     ]
     if proto != "icmp":
-        for node in cluster:
-            node.start_echo(NODE_PORTS[proto], lifetime_s=30)
-    for node in cluster:
+        with ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
+            list(pool.map(lambda n: n.start_echo(NODE_PORTS[proto], lifetime_s=30), cluster))
+
+    def one(node: Node) -> str | None:
         if proto == "icmp":
             res = ping.parse(_out(client.run(ping.command(node.underlay_ip), 15)))
             fail = None if res.ok else res.describe()
@@ -126,21 +126,23 @@ def test_pod_reaches_nodes(
             argv = echo.probe_command(proto, node.underlay_ip, NODE_PORTS[proto])
             report = echo.parse_probe(_out(client.run(argv, 30)))
             fail = asserts.probe_problem(report, want_name=node.name)
-        if fail:
-            failures.append(f"{client} cannot reach node {node.name} {node.underlay_ip}: {fail}")
+        return (
+            f"{client} cannot reach node {node.name} {node.underlay_ip}: {fail}" if fail else None
+        )
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
+        failures += [f for f in pool.map(one, cluster) if f]
     asserts.assert_matrix(failures, len(cluster), f"pod → node ({proto})")
 
 
 @pytest.mark.scenario(4)
-def test_egress_is_masqueraded(lab: Lab, nodes: dict[str, Node], echo_pods: dict[str, Pod]) -> None:
+def test_egress_is_masqueraded(lab: Lab, nodes: dict[str, Node], echo_pods: EchoPods) -> None:
     """A pod reaches the lab's outside host, which sees the pod's node address, not the pod's."""
-    outside = lab.outside_nodes()
-    if not outside:
-        pytest.skip(f"lab {lab.name} has no outside host (a node with podlab.role: host)")
-    host = nodes[outside[0].name]
-    client = echo_pods["first"]
-    host.start_echo(NODE_PORTS["egress"], lifetime_s=30)
-    argv = echo.probe_command("tcp", host.underlay_ip, NODE_PORTS["egress"])
+    host = nodes[lab.outside_nodes()[0].name]  # the catalogue: scenario 4 needs an outside host
+    client = echo_pods.first
+    port = lab.port(NODE_PORTS["egress"])  # the outside host serves every cluster's run
+    host.start_echo(port, lifetime_s=30)
+    argv = echo.probe_command("tcp", host.underlay_ip, port)
     report = echo.parse_probe(_out(client.run(argv)))
     asserts.assert_reaches(str(client), f"outside host {host.name}", report, want_name=host.name)
     seen = {r.split()[1].rpartition(":")[0] for r in report.replies() if len(r.split()) > 1}

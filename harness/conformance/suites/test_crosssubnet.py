@@ -14,8 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness.conformance import paths
-from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import UDP_PORT, Pod, PodFactory
+from harness.conformance.catalogue import not_applicable
+from harness.conformance.fixtures import EchoPods
+from harness.conformance.labctl import Lab
+from harness.conformance.pods import UDP_PORT, Pod
 from harness.conformance.remote import output
 from harness.conformance.run import Recorder
 from harness.probes import capture, echo
@@ -25,14 +27,11 @@ ENCAPSULATED = "ip proto 4 or udp port 4789"
 
 
 @pytest.fixture(scope="module")
-def subnet_pods(lab: Lab, mode: str, module_pod_factory: PodFactory) -> dict[str, Pod]:
-    if ModeSpec.parse(mode).mode != "cross-subnet":
-        pytest.skip(f"mode {mode} is not cross-subnet")
+def subnet_pods(lab: Lab, echo_pods: EchoPods) -> dict[str, Pod]:
     near, far = paths.node_pair(lab, "cross-node"), paths.node_pair(lab, "cross-segment")
     if near is None or far is None or near[1] == far[1]:
-        pytest.skip(paths.why_missing(lab, "cross-segment"))
-    pods = module_pod_factory.create([near[0], near[1], far[1]], prefix="xsub")
-    return {"client": pods[0], "near": pods[1], "far": pods[2]}
+        not_applicable(paths.why_missing(lab, "cross-segment"))
+    return {"client": echo_pods.first, "near": echo_pods.on[near[1]], "far": echo_pods.on[far[1]]}
 
 
 def _count(client: Pod, server: Pod, bpf: str) -> int:

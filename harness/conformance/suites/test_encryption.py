@@ -32,9 +32,9 @@ from typing import TypeVar
 
 import pytest
 
-from harness.conformance import paths
+from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod, PodFactory
+from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod
 from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
 from harness.probes import capture, echo
@@ -104,12 +104,9 @@ def classify(
 
 
 @pytest.fixture(scope="module")
-def leak_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
-    pair = paths.node_pair(lab, "cross-node")
-    if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
-    client, server = module_pod_factory.create(list(pair), prefix="leak")
-    return client, server
+def leak_pods(echo_pods: EchoPods) -> tuple[Pod, Pod]:
+    """The mode's shared echo pods on two nodes (the cross-node path)."""
+    return echo_pods.pair("cross-node")
 
 
 def _send_canary(client: Pod, server: Pod, canary: str, count: int = 5) -> echo.ProbeReport:
@@ -314,8 +311,6 @@ def _strict_try(
 def test_traffic_to_a_removed_peer_is_dropped_not_sent_in_clear(
     lab: Lab, mode: str, leak_pods: tuple[Pod, Pod], record: Recorder
 ) -> None:
-    if ModeSpec.parse(mode).encryption == "none":
-        pytest.skip(f"{mode}: no encryption, so no peer keys to remove (runs in MODE+wireguard)")
     client, server = leak_pods
     iface, pub = _wireguard(lab, client.node.name)[0], _wireguard(lab, server.node.name)[1]
     peer = f"{server.node.name}'s peer {pub[:8]}… on {client.node.name} {iface}"

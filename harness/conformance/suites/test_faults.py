@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness.api.schedule import is_ready
-from harness.conformance import paths
+from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import UDP_PORT, Pod, PodFactory
+from harness.conformance.pods import UDP_PORT, Pod
 from harness.conformance.remote import SUPERVISORCTL, Node, output
 from harness.conformance.run import Recorder
 from harness.probes import echo
@@ -34,12 +34,9 @@ MAX_KERNEL_OUTAGE_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def flow_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
-    pair = paths.node_pair(lab, "cross-node")
-    if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
-    client, server = module_pod_factory.create(list(pair), prefix="flow")
-    return client, server
+def flow_pods(echo_pods: EchoPods) -> tuple[Pod, Pod]:
+    """The mode's shared echo pods on two nodes (the cross-node path)."""
+    return echo_pods.pair("cross-node")
 
 
 def _during_flow(

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.conformance import paths
-from harness.conformance.labctl import Lab
-from harness.conformance.pods import TCP_PORT, Pod, PodFactory
+from harness.conformance.fixtures import EchoPods
+from harness.conformance.pods import TCP_PORT, Pod
 from harness.conformance.remote import Node
 from harness.conformance.run import Recorder
 from harness.probes import echo
@@ -21,12 +20,9 @@ NODE_PORT = 18081
 
 
 @pytest.fixture(scope="module")
-def rr_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
-    pair = paths.node_pair(lab, "cross-node")
-    if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
-    client, server = module_pod_factory.create(list(pair), prefix="rr")
-    return client, server
+def rr_pods(echo_pods: EchoPods) -> tuple[Pod, Pod]:
+    """The mode's shared echo pods on two nodes (the cross-node path)."""
+    return echo_pods.pair("cross-node")
 
 
 def _round_trips(run, ip: str, port: int, count: int) -> tuple[float, ...]:  # type: ignore[no-untyped-def]

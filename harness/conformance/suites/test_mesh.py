@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from harness.conformance import asserts, meshtput
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import (
     HTTP_PORT,
@@ -60,8 +61,8 @@ def mesh_pair(lab: Lab) -> tuple[str, str]:
         if c.mesh:
             by_mesh.setdefault(c.mesh, []).append(c.name)
     pairs = [m for m in by_mesh.values() if len(m) >= 2]
-    if not pairs:
-        pytest.skip(f"lab {lab.name} has no two clusters in one mesh (label podlab.mesh)")
+    if not pairs:  # the catalogue's lab rule for 24-27 says so before the test runs
+        not_applicable(f"lab {lab.name} has no two clusters in one mesh (label podlab.mesh)")
     return pairs[0][0], pairs[0][1]
 
 
@@ -171,8 +172,8 @@ def test_path_mtu_across_clusters(
         )
 
 
-@pytest.mark.scenario(24)
-def test_membership_is_refused_before_any_route(lab: Lab) -> None:
+@pytest.mark.scenario(24, cost="once")  # the plan's rules: no datapath involved
+def test_membership_is_refused_before_any_route(lab: Lab, mode: str) -> None:
     """The lab's own topology with a bad member is refused (one located line per problem)
     by the plan, before anything is built; a shared service CIDR is allowed (control)."""
     a, b = mesh_pair(lab)
@@ -298,9 +299,9 @@ def _native_or_not_applicable(lab: Lab, mode: str) -> None:
     """Skip, marked not applicable (the matrix's wording), unless the mesh routes natively."""
     spec = ModeSpec.parse(mode)
     if spec.mode != "bgp":
-        pytest.skip(f"not applicable: mesh routing is tunnel in {mode} (native needs bgp)")
+        not_applicable(f"mesh routing is tunnel in {mode} (native needs bgp)")
     if not any(n.is_router for n in lab.plan.nodes.values()):
-        pytest.skip(f"not applicable: lab {lab.name} has no router to carry pod routes")
+        not_applicable(f"lab {lab.name} has no router to carry pod routes")
 
 
 def _routers_between(lab: Lab, nodes: dict[str, Node], a: Pod, b: Pod) -> list[tuple[Node, str]]:
@@ -330,7 +331,7 @@ def test_native_routes_come_from_the_routers_over_bgp(
         assert want <= up, f"{router.name}: sessions not Established: {sorted(want - up)}"
     for pod, other in ((a, b), (b, a)):
         via = {i.segment: str(i.address.ip) for n, _ in _routers_between(lab, nodes, a, b)
-               for i in n.plan.interfaces}[pod.node.plan.underlay.segment]  # type: ignore[union-attr]  # fmt: skip
+               for i in n.plan.interfaces if i.address}[pod.node.plan.underlay.segment]  # type: ignore[union-attr]  # fmt: skip
         got = pod.node.check(["ip", "-o", "route", "get", other.ip]).stdout
         assert f"via {via} " in got, f"{pod.node.name} routes {other.ip} as {got.strip()!r}"
         table = pod.node.check(["ip", "-o", "route", "show", "proto", "bird"]).stdout
@@ -395,7 +396,7 @@ def test_native_node_loss_withdraws_its_routes_within_the_hold_time(
     _native_or_not_applicable(lab, mode)
     a, a2, b = mesh_pods["a"], mesh_pods["a2"], mesh_pods["b"]
     if a2.node.name == a.node.name:
-        pytest.skip(f"lab {lab.name}: needs two nodes in cluster {a.node.plan.cluster}")
+        not_applicable(f"lab {lab.name}: needs two nodes in cluster {a.node.plan.cluster}")
     victim = a2.node
     subnet = a2.ip.rsplit(".", 1)[0] + ".0/24"
     watchers = [a.node, b.node]

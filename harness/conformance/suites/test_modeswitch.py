@@ -16,9 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.conformance import labctl, paths
+from harness.conformance import labctl
+from harness.conformance.catalogue import not_applicable
+from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod, PodFactory
+from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod
 from harness.conformance.remote import output
 from harness.conformance.run import Recorder, Run
 from harness.probes import echo
@@ -28,12 +30,9 @@ FLOW_MAX_S = 240.0
 
 
 @pytest.fixture(scope="module")
-def switch_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
-    pair = paths.node_pair(lab, "cross-node")
-    if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
-    client, server = module_pod_factory.create(list(pair), prefix="switch")
-    return client, server
+def switch_pods(echo_pods: EchoPods) -> tuple[Pod, Pod]:
+    """The mode's shared echo pods on two nodes (the cross-node path)."""
+    return echo_pods.pair("cross-node")
 
 
 def _next_mode(run: Run, mode: str) -> str | None:
@@ -49,7 +48,7 @@ def test_flows_survive_a_mode_switch(
 ) -> None:
     target = _next_mode(podlab_run, mode)
     if target is None:
-        pytest.skip(f"{mode} is the last mode of the matrix: no switch to measure")
+        not_applicable(f"{mode} is the last mode of the matrix: no switch to measure")  # full
     client, server = switch_pods
     spec = ModeSpec.parse(target)
     stop = f"/run/podlab-flow-{uuid.uuid4().hex[:8]}.stop"  # node-private /run

@@ -11,22 +11,22 @@ from __future__ import annotations
 import pytest
 
 from harness.conformance import paths
+from harness.conformance.catalogue import not_applicable
+from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import Pod, PodFactory
+from harness.conformance.pods import Pod
 from harness.conformance.run import Recorder
 from harness.probes import mtu, ping
 
 
 @pytest.fixture(scope="module")
-def mtu_pods(lab: Lab, module_pod_factory: PodFactory) -> dict[str, Pod]:
+def mtu_pods(lab: Lab, echo_pods: EchoPods) -> dict[str, Pod]:
     """A client pod on the first node and a server pod per path the lab offers."""
-    pairs = {p: paths.node_pair(lab, p) for p in ("cross-node", "cross-segment")}
-    offered = {p: pair for p, pair in pairs.items() if pair}
-    if not offered:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
-    first = next(iter(offered.values()))[0]
-    pods = module_pod_factory.create([first, *(pair[1] for pair in offered.values())], "mtu")
-    return {"client": pods[0], **dict(zip(offered, pods[1:], strict=True))}
+    offered = {p: paths.node_pair(lab, p) for p in ("cross-node", "cross-segment")}
+    if not any(offered.values()):
+        not_applicable(paths.why_missing(lab, "cross-node"))
+    servers = {p: echo_pods.pair(p)[1] for p, pair in offered.items() if pair}
+    return {"client": echo_pods.first, **servers}
 
 
 def _pod_mtu(pod: Pod) -> int:
@@ -69,9 +69,9 @@ def test_df_ping_of_exactly_the_mtu_passes_and_one_more_fails(
     lab: Lab, mode: str, mtu_pods: dict[str, Pod], path: str, thorough: bool, record: Recorder
 ) -> None:
     if path not in mtu_pods:
-        pytest.skip(paths.why_missing(lab, path))
+        not_applicable(paths.why_missing(lab, path))
     if excluded := paths.mode_excludes(mode, path):
-        pytest.skip(excluded)
+        not_applicable(excluded)
     client, server = mtu_pods["client"], mtu_pods[path]
     size = _pod_mtu(client)
     fits = _df_ping(client, server.ip, size)

@@ -22,6 +22,7 @@ from harness.agent.config import DEFAULT_PATH, AgentConfig
 from harness.api.objects import KINDS
 from harness.conformance import asserts
 from harness.conformance import services as svc
+from harness.conformance.catalogue import not_applicable, outside_host
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import HTTP_PORT, NAMESPACE, Pod
 from harness.conformance.remote import SUPERVISORCTL, Node, output
@@ -137,12 +138,9 @@ def test_node_port_answers_on_every_node(lab: Lab, web: dict, nodes: dict[str, N
                            "refused")  # fmt: skip
 
 
-@pytest.mark.scenario(10)
+@pytest.mark.scenario(10, needs=outside_host)
 def test_node_port_answers_from_outside(lab: Lab, web: dict, nodes: dict[str, Node]) -> None:  # type: ignore[type-arg]
-    outside = lab.outside_nodes()
-    if not outside:
-        pytest.skip(f"lab {lab.name} has no outside host (a node with podlab.role: host)")
-    host = nodes[outside[0].name]
+    host = nodes[lab.outside_nodes()[0].name]
     failures = []
     for n in lab.cluster_nodes():
         dst = nodes[n.name]
@@ -402,7 +400,7 @@ def test_stopped_node_leaves_every_service(
     after which no request fails; then it comes back and serves again."""
     workers = [n for n in lab.cluster_nodes() if n.role == "worker"]
     if len(lab.cluster_nodes()) < 2 or not workers:
-        pytest.skip(f"lab {lab.name}: needs a worker and another node")
+        not_applicable(f"lab {lab.name}: needs a worker and another node")
     victim = nodes[workers[0].name]
     dead = {p.name for p in web["backends"].values() if p.node.name == victim.name}
     clients = [p for p in web["backends"].values() if p.node.name != victim.name]

@@ -22,6 +22,7 @@ import pytest
 
 from harness.api.objects import KINDS
 from harness.conformance import paths
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import NAMESPACE, PodFactory, apply_pods, pod_manifest
 from harness.conformance.remote import SUPERVISORCTL, Node, output
@@ -41,7 +42,7 @@ def test_pod_network_ready_latency_meets_slo(
 ) -> None:
     cluster = [nodes[n.name] for n in lab.cluster_nodes()]
     if len(cluster) < 2:
-        pytest.skip(f"lab {lab.name}: needs two nodes to probe pods from another node")
+        not_applicable(f"lab {lab.name}: needs two nodes to probe pods from another node")
     count = 100 if thorough else 50
     names = [f"slo-{next(_serial)}-{i}" for i in range(count)]
     pod_factory.created += names
@@ -136,7 +137,7 @@ def test_datapath_converges_when_a_node_leaves_and_joins(
 ) -> None:
     members = [n for n in lab.cluster_nodes() if n.role == "worker"]
     if len(lab.cluster_nodes()) < 3 or not members:
-        pytest.skip(f"lab {lab.name}: needs a worker and two peers to watch it leave and join")
+        not_applicable(f"lab {lab.name}: needs a worker and two peers to watch it leave and join")
     leaver = nodes[members[-1].name]
     peers = [
         nodes[n.name]
@@ -144,7 +145,7 @@ def test_datapath_converges_when_a_node_leaves_and_joins(
         if n.name != leaver.name and paths.applies(lab, mode, n.name, leaver.name)
     ]
     if not peers:
-        pytest.skip(f"{mode}: no peer of {leaver.name} that the mode connects to it")
+        not_applicable(f"{mode}: no peer of {leaver.name} that the mode connects to it")
     client = lab.client()
     subnet = next((n.podCIDR for n in client.nodes() if n.name == leaver.name), None)
     assert subnet, f"node {leaver.name} has no podCIDR in its node record"

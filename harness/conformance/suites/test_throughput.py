@@ -24,25 +24,28 @@ import time
 
 import pytest
 
-from harness.conformance import fallbacks, paths
+from harness.conformance import fallbacks
+from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.pods import Pod, PodFactory
+from harness.conformance.pods import Pod
 from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
 from harness.probes import echo, iperf3
 from harness.refpath import build, spec
 
-TESTS = (("tcp", 4), ("udp", 1))
+# 4 streams on 2 cores is the heavy one: once per mode family in the default matrix.
+TESTS = [
+    pytest.param(proto, streams, id=f"{proto}-{streams}",
+                 marks=pytest.mark.scenario(28, cost="heavy" if streams > 1 else None))
+    for proto, streams in (("tcp", 4), ("udp", 1))
+]  # fmt: skip
 _ports = itertools.count(5301)
 
 
 @pytest.fixture(scope="module")
-def perf_pods(lab: Lab, module_pod_factory: PodFactory) -> tuple[Pod, Pod]:
-    pair = paths.node_pair(lab, "cross-node")
-    if pair is None:
-        pytest.skip(paths.why_missing(lab, "cross-node"))
-    client, server = module_pod_factory.create(list(pair), prefix="perf")
-    return client, server
+def perf_pods(echo_pods: EchoPods) -> tuple[Pod, Pod]:
+    """The mode's shared echo pods on two nodes (the cross-node path)."""
+    return echo_pods.pair("cross-node")
 
 
 def measure(
@@ -90,8 +93,7 @@ def _underlay(
     return result
 
 
-@pytest.mark.scenario(28)
-@pytest.mark.parametrize(("proto", "streams"), TESTS, ids=[f"{p}-{s}" for p, s in TESTS])
+@pytest.mark.parametrize(("proto", "streams"), TESTS)
 def test_pod_to_pod_throughput_against_underlay(
     nodes: dict[str, Node],
     perf_pods: tuple[Pod, Pod],

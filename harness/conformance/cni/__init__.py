@@ -1,0 +1,1 @@
+"""Scenario 35: a black-box CNI spec suite (``podlab cni-test``); see docs/cni.md."""

@@ -1,0 +1,194 @@
+"""The mode matrix of a run and which test runs in which of its modes (the cover).
+
+A matrix is a list of entries (``host-gw``, ``calico-vxlan+wireguard`` …) and a
+selection policy:
+
+- ``default`` (``make conformance``): every mode the agent implements plus
+  WireGuard once per pod-interface family. Light tests run in every entry;
+  heavy ones in the *cover*, the fewest entries that put every heavy test at
+  least once into each mode family (bridged and routed pods, encapsulated and
+  direct, encrypted and clear) where it applies; "once" tests in the first entry
+  where they apply.
+- ``full`` (``MATRIX=full``): every mode with and without WireGuard, and every
+  test in every entry where it applies.
+- an explicit list (``MODES=…``, ``--mode``) keeps the default policy over
+  those entries, or the full one with ``--matrix full``.
+
+Decisions are made before anything runs, from the catalogue (catalogue.py) and
+the lab's shape; pure, so the plan printed at the start is the plan executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Literal
+
+from harness.conformance.catalogue import Declared, LabShape
+from harness.conformance.modes import ModeSpec, families
+from harness.errors import UserError
+from harness.plan.model import MODES
+
+Policy = Literal["default", "full"]
+State = Literal["run", "not-applicable", "not-selected"]
+POLICIES: tuple[Policy, ...] = ("default", "full")
+# WireGuard in the default matrix: once per pod-interface family, each on a
+# different encapsulation, so "encrypted" meets bridged, routed, direct and
+# encapsulated paths (docs/adr/0009-conformance-matrix-cover.md).
+DEFAULT_ENCRYPTED = ("host-gw+wireguard", "calico-vxlan+wireguard")
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """The entries of a run, in order, and how tests are selected over them."""
+
+    name: str  # "default", "full", or "custom" for an explicit list
+    policy: Policy
+    entries: tuple[ModeSpec, ...]
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(str(e) for e in self.entries)
+
+
+def preset(name: str, modes: Sequence[str] = ()) -> Matrix:
+    """The matrix called ``name`` ("default" or "full"), or ``modes`` under its policy."""
+    if name not in POLICIES:
+        raise UserError(f"--matrix {name!r}: unknown matrix (use one of: {', '.join(POLICIES)})")
+    policy: Policy = "full" if name == "full" else "default"
+    if modes:
+        entries = tuple(dict.fromkeys(ModeSpec.parse(m) for m in modes))
+        return Matrix("custom" if policy == "default" else "full", policy, entries)
+    if policy == "full":
+        texts = [m for m in MODES] + [f"{m}+wireguard" for m in MODES]
+    else:
+        texts = [*MODES, *DEFAULT_ENCRYPTED]
+    return Matrix(name, policy, tuple(ModeSpec.parse(t) for t in texts))
+
+
+def cover(
+    candidates: Sequence[ModeSpec], extra: Callable[[ModeSpec], str] | None = None
+) -> tuple[ModeSpec, ...]:
+    """The fewest entries meeting every family present; among those, the earliest in order.
+
+    Families are the values of the three axes (modes.AXES); a family no
+    candidate belongs to cannot be covered and is not asked for. ``extra``: an
+    axis of the scenario's own (the mesh's native or tunnel routing). Exact, not
+    greedy: a matrix has at most a few dozen entries and six families, so the
+    search stops at a cover of two or three.
+    """
+
+    def fams(c: ModeSpec) -> set[str]:
+        return set(families(c)) | ({extra(c)} if extra else set())
+
+    need = {f for c in candidates for f in fams(c)}
+    for size in range(1, len(candidates) + 1):
+        for combo in combinations(candidates, size):
+            if need <= {f for c in combo for f in fams(c)}:
+                return combo
+    return ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether one test runs in one entry, and if not, why (a sentence for the report)."""
+
+    state: State
+    reason: str = ""
+
+
+def decide(test: Declared, entry: ModeSpec, matrix: Matrix, lab: LabShape | None) -> Decision:
+    """Run, not applicable (the catalogue's reason) or not selected (where it runs instead)."""
+    reason = test.not_applicable(entry, lab)
+    if reason:
+        return Decision("not-applicable", reason)
+    if matrix.policy == "full" or test.cost == "light":
+        return Decision("run")
+    where = selected_entries(test, matrix, lab)
+    if entry in where:
+        return Decision("run")
+    what = "once per mode family" if test.cost == "heavy" else "once per run"
+    hint = "MATRIX=full (--matrix full) runs it in every mode"
+    return Decision("not-selected", f"{test.cost} check, run {what}: in {_join(where)}; {hint}")
+
+
+def selected_entries(test: Declared, matrix: Matrix, lab: LabShape | None) -> tuple[ModeSpec, ...]:
+    """The entries of ``matrix`` a test runs in under the matrix's policy."""
+    applicable = [e for e in matrix.entries if test.not_applicable(e, lab) is None]
+    if matrix.policy == "full" or test.cost == "light":
+        return tuple(applicable)
+    if test.cost == "once":
+        return tuple(applicable[:1])
+    return cover(applicable, test.scenario.extra_axis)
+
+
+COST_UNITS = {"light": 1, "heavy": 6, "once": 6}  # rough seconds ratios, from measured runs
+
+
+def split(matrix: Matrix, tests: Sequence[Declared], lab: LabShape | None, parts: int
+          ) -> tuple[tuple[ModeSpec, ...], ...]:  # fmt: skip
+    """The matrix's entries dealt into ``parts`` lists of about equal cost, each in matrix order.
+
+    Decisions stay the whole matrix's (the cover is computed over every entry);
+    each part is what one run, e.g. one per cluster, deploys and tests. The
+    costliest entries are dealt first, each to the part with the least so far.
+    """
+    cost = {e: 0 for e in matrix.entries}
+    for test in tests:
+        for e in matrix.entries:
+            if decide(test, e, matrix, lab).state == "run":
+                cost[e] += COST_UNITS[test.cost]
+    load = [0] * parts
+    dealt: list[list[ModeSpec]] = [[] for _ in range(parts)]
+    for e in sorted(matrix.entries, key=lambda e: -cost[e]):
+        k = load.index(min(load))
+        dealt[k].append(e)
+        load[k] += cost[e]
+    order = {e: i for i, e in enumerate(matrix.entries)}
+    return tuple(tuple(sorted(d, key=order.__getitem__)) for d in dealt)
+
+
+def _join(entries: Sequence[ModeSpec]) -> str:
+    return ", ".join(str(e) for e in entries) or "no mode of this matrix"
+
+
+def describe(matrix: Matrix, heavy: Sequence[ModeSpec]) -> list[str]:
+    """The lines printed at the start of a run: entries with their families, and the cover."""
+    lines = [f"matrix {matrix.name} ({matrix.policy} selection), {len(matrix.entries)} entries:"]
+    for e in matrix.entries:
+        mark = " [heavy checks]" if e in heavy and matrix.policy == "default" else ""
+        lines.append(f"  {e!s:<24} {' · '.join(families(e))}{mark}")
+    if matrix.policy == "default":
+        lines.append(
+            "cover: light checks run in every entry; heavy checks in "
+            f"{_join(heavy)} (every mode family at least once); once-per-run checks in the "
+            "first entry where they apply; MATRIX=full runs everything everywhere"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harness.conformance.matrix [--matrix M] [--mode X …] [--entries]``.
+
+    Prints the matrix and its cover (what ``make conformance`` shows before it
+    starts), or with ``--entries`` only the entries, one line, for scripts.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m harness.conformance.matrix")
+    p.add_argument("--matrix", default="default", choices=POLICIES)
+    p.add_argument("--mode", action="append", default=[])
+    p.add_argument("--entries", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        m = preset(args.matrix, args.mode)
+    except UserError as exc:
+        print(f"podlab: {exc}")
+        return 2
+    print(" ".join(m.modes) if args.entries else "\n".join(describe(m, cover(m.entries))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
