@@ -110,7 +110,7 @@ def _mesh_vars(plan: LabPlan, cluster: str) -> dict[str, Any]:
 
 def _cluster_host_vars(plan: LabPlan, node: str) -> dict[str, Any]:
     """A cluster node's vars; in a mesh also the routers it peers with when the mesh
-    routes natively (bgp): ``podlab_bgp_routers`` (docs/mesh.md, ADR 0008)."""
+    routes natively (bgp): ``podlab_bgp_routers`` (docs/mesh.md, ADR 0013)."""
     out = host_vars(plan.nodes[node])
     routers = bgp.node_routers(plan, node)
     if routers:
