@@ -1,7 +1,7 @@
 """Cluster mesh: failover, flip-back, stale remote backends, control-plane outage, programming.
 
 ``sudo .venv/bin/python bench/bench_mesh.py [--reps 20] [--only graceful,kill,cut,etcd,prog]
-[--rate 50] [--etcd-outage 30] [--backends 1,1000]``
+[--rate 50] [--etcd-outage 30] [--backends 1,1000] [--kill-baseline]``
 
 Two clusters of real agents (tests/agent/meshsvclab.py: t1 = n1 with the
 client pod, n2 with 3 local backends; t2 = n11 with 3 remote backends; host-gw,
@@ -20,7 +20,11 @@ timeout), every reply naming its backend. Side by side in one run:
   (goal ≤ 2) — for ``flip-back: spread`` (ours) and ``immediate`` (Cilium's),
   alternating reps;
 - kill: every local backend SIGKILLed → failed requests and how long failures
-  last (bound: readiness detection, 3 probes × 0.2 s, + 1 s);
+  last (bound: readiness detection + 1 s); the agent learns of the exit from a
+  pidfd (harness/agent/supervise.py). ``--kill-baseline`` alternates each rep
+  with one where the backends' agent runs ``pod_exit_watch: false`` (a dead
+  process noticed at its full pass, ``resync_s`` 2 s in these labs; 10 s
+  deployed) and prints the per-round ratio of their detection times;
 - cut: the link between the clusters cut for 6 s (affinity none) → how long
   t2's backends still get new connections (goal ≤ 5 s) and how soon they
   return after the link does (goal ≤ 5 s);
@@ -187,13 +191,17 @@ def timeline(samples: tuple[tuple[float, str], ...], t0: float, title: str) -> s
         by_c = {"t1": 0, "t2": 0}
         failed = 0
         for w, n in counts.items():
-            if w.startswith("web-t1"):
+            if w.startswith(("web-t1", "fk-t1")):  # fk-*: the hard-kill scenario's backends
                 by_c["t1"] += n
-            elif w.startswith("web-t2"):
+            elif w.startswith(("web-t2", "fk-t2")):
                 by_c["t2"] += n
             else:
                 failed += n
-        backs = " ".join(f"{w[4:]}={n}" for w, n in sorted(counts.items()) if w.startswith("web"))
+        backs = " ".join(
+            f"{w[4:] if w.startswith('web-') else w}={n}"
+            for w, n in sorted(counts.items())
+            if w.startswith(("web-", "fk-"))
+        )
         mark = f" !{failed} failed" if failed else ""
         lines.append(f"  {sec:+4d}  {backs:46s} | t1 {by_c['t1']:3d} t2 {by_c['t2']:3d}{mark}")
     return "\n".join(lines)
@@ -580,6 +588,11 @@ def main() -> int:
     ap.add_argument("--etcd-outage", type=float, default=30.0)
     ap.add_argument("--etcd-reps", type=int, default=3)
     ap.add_argument("--backends", default="1,1000")
+    ap.add_argument(
+        "--kill-baseline",
+        action="store_true",
+        help="kill: alternate reps with the backends' agent on pod_exit_watch: false",
+    )
     args = ap.parse_args()
     only = set(args.only.split(","))
     print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
@@ -588,7 +601,9 @@ def main() -> int:
     try:
         if "graceful" in only:
             results["graceful"] = run_graceful(m, args.reps)
-        if "kill" in only:
+        if "kill" in only and args.kill_baseline:
+            results["kill"], results["kill_off"] = kill_side_by_side(m, args.reps)
+        elif "kill" in only:
             results["kill"] = run_reps("kill", args.reps, lambda: hard_kill(m))
         if "cut" in only:
             results["cut"] = run_reps("cut", args.reps, lambda: cut(m))
@@ -619,6 +634,28 @@ def run_reps(name: str, reps: int, fn: Any) -> list[dict[str, Any]]:
         if i == 0 and "timeline" in r:
             print(r["timeline"], flush=True)
     return out
+
+
+def kill_side_by_side(m: Mesh, reps: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Hard kill with the backends' agent (n2) watching pod exits, and with it restarted
+    on ``pod_exit_watch: false`` (a dead process noticed at its full pass, the behaviour
+    before supervise.py), alternating rep by rep in the same lab so both see the same
+    load. The agent restart leaves pods and rules in place; the killed pods are created
+    after it, so they turn Ready only once the restarted agent runs."""
+    on_runs: list[dict[str, Any]] = []
+    off_runs: list[dict[str, Any]] = []
+    try:
+        for i in range(reps):
+            for label, watch, runs in (("kill", True, on_runs), ("kill-off", False, off_runs)):
+                m.lab.set_cfg(m.n2, pod_exit_watch=watch)
+                m.lab.stop_agent(m.n2)
+                m.lab.start_agent(m.n2)
+                runs.extend(run_reps(f"{label} {i + 1}/{reps}", 1, lambda: hard_kill(m)))
+    finally:
+        m.lab.set_cfg(m.n2, pod_exit_watch=True)
+        m.lab.stop_agent(m.n2)
+        m.lab.start_agent(m.n2)
+    return on_runs, off_runs
 
 
 def run_graceful(m: Mesh, reps: int) -> dict[str, list[dict[str, Any]]]:
@@ -657,16 +694,28 @@ def summary(r: dict[str, Any]) -> None:
                 f"flip-back {how:9s}: peak per-second backend share ÷ full-strength share "
                 f"{quantiles(peaks, 'x')}; 10 s window {quantiles(wins, 'x')}"
             )
-    if "kill" in r:
-        k = r["kill"]
+    for key, what in (("kill", "exits watched"), ("kill_off", "pod_exit_watch: false")):
+        if key not in r:
+            continue
+        k = r[key]
         print(
-            f"hard kill: failed requests {quantiles([x['failed'] for x in k], 'req')}; "
+            f"hard kill ({what}): failed requests {quantiles([x['failed'] for x in k], 'req')}; "
             f"readiness detection (kill → last NotReady in etcd) "
             f"{quantiles([x['detection_s'] for x in k])}; failures lasted "
             f"{quantiles([x['failure_window_s'] for x in k])}, beyond detection "
             f"{quantiles([x['beyond_detection_s'] for x in k])} (goal ≤ 1 s); requests "
             f"failing later than detection + 1 s: "
             f"{sum(x['failed_after_detection_1s'] for x in k)} of {sum(x['failed'] for x in k)}"
+        )
+    if "kill_off" in r:
+        ratios = [
+            off["detection_s"] / on["detection_s"]
+            for on, off in zip(r["kill"], r["kill_off"], strict=True)
+            if on["detection_s"] > 0
+        ]
+        print(
+            "hard kill: detection without ÷ with the exit watcher, per round "
+            f"{quantiles(ratios, 'x')}"
         )
     if "cut" in r:
         c = r["cut"]

@@ -23,10 +23,12 @@ COMMAND_MODULES = (
     "harness.inventory.cli",
     "harness.deploy.cli",
     "harness.api.cli",
+    "harness.api.workloads",
     "harness.api.mesh",
     "harness.report.cli",
     "harness.conformance.cli",
     "harness.conformance.cni.cli",
+    "harness.hollow.cli",
 )
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -81,6 +81,9 @@ class AgentConfig(BaseModel):
     resync_s: float = Field(10.0, gt=0)  # periodic full reconcile (re-adds deleted objects)
     node_grace_s: float = Field(40.0, gt=0)  # a silent node's pods leave service endpoints
     allow_root_netns: bool = False  # refuse to program the host's own namespace unless set
+    # the node's capacity for the scheduler (cpu, memory, pods); default: what the host has
+    capacity: dict[str, str] = Field(default_factory=dict)
+    metrics_interval_s: float = Field(2.0, gt=0)  # pods' CPU/memory → nodemetrics/<node>
     # BIRD's control socket: BIRD's own default, so `birdc` works on a node with no
     # flags (/run is node-private on netns nodes); tests sharing /run give each agent one
     bird_socket: Path = Path("/run/bird/bird.ctl")
@@ -92,6 +95,9 @@ class AgentConfig(BaseModel):
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     cni_cache_dir: Path = Path("/var/lib/cni")
     pod_workers: int = Field(16, ge=1, le=256)  # pods set up (or removed) at once
+    # False: a pod process's exit is noticed at the next full pass only (the behaviour
+    # before supervise.py) — the negative control of its test and a benchmark baseline
+    pod_exit_watch: bool = True
 
     @field_validator("mesh", mode="before")
     @classmethod

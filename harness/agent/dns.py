@@ -104,7 +104,10 @@ class Zone:
         svc: dict[str, Any],
         pods: list[dict[str, Any]],
         statuses: dict[tuple[str, str], dict[str, Any]],
+        remote: Iterable[str] = (),
     ) -> None:
+        """One Service's records; ``remote``: a headless global Service's Ready pods in
+        other clusters of the mesh (globalsvc.headless_remote), answered like its own."""
         meta, spec = svc["metadata"], svc.get("spec", {})
         ns = meta.get("namespace", "default")
         fqdn = f"{meta['name']}.{ns}.svc.{self.domain}"
@@ -119,6 +122,7 @@ class Zone:
                 self._add(srv, "SRV", SRV(0, 100, p["port"], fqdn + "."))
             return
         selector = spec.get("selector") or {}
+        ips = []
         for pod in pods:
             pm = pod["metadata"]
             labels = pm.get("labels", {})
@@ -127,8 +131,9 @@ class Zone:
             if any(labels.get(k) != v for k, v in selector.items()):
                 continue
             ip = _ready_ip(statuses.get((ns, pm["name"])))
-            if ip is None:
-                continue
+            if ip is not None:
+                ips.append(ip)
+        for ip in [*ips, *(r for r in remote if r not in ips)]:
             self._add(fqdn, "A", A(ip))
             host = f"{ip.replace('.', '-')}.{fqdn}"
             self._add(host, "A", A(ip))
@@ -137,6 +142,41 @@ class Zone:
                 target = p.get("targetPort", p["port"])
                 port = target if isinstance(target, int) else p["port"]
                 self._add(srv, "SRV", SRV(0, 100, port, host + "."))
+
+    @classmethod
+    def service(
+        cls,
+        svc: dict[str, Any],
+        pods: list[dict[str, Any]],
+        statuses: dict[tuple[str, str], dict[str, Any]],
+        remote: Iterable[str] = (),
+        domain: str = DOMAIN,
+    ) -> Zone:
+        """One Service's records as a zone of their own (a part for ``merged``)."""
+        zone = cls(domain)
+        zone._service(svc, pods, statuses, remote)
+        return zone
+
+    @classmethod
+    def pod(cls, namespace: str, ip: str | None, domain: str = DOMAIN) -> Zone:
+        """A pod's ``<a-b-c-d>.<ns>.pod.<domain>`` record (none without an address)."""
+        zone = cls(domain)
+        if ip:
+            zone._add(f"{ip.replace('.', '-')}.{namespace}.pod.{domain}", "A", A(ip))
+        return zone
+
+    @classmethod
+    def merged(cls, parts: Iterable[Zone], domain: str = DOMAIN) -> Zone:
+        """One zone answering for every part (the services controller keeps a part per
+        Service and per pod, and rebuilds only the parts that changed). Parts are
+        never modified."""
+        zone = cls(domain)
+        records = zone.records
+        for part in parts:
+            for name, rrs in part.records.items():
+                have = records.get(name)
+                records[name] = list(rrs) if have is None else have + rrs
+        return zone
 
     def add_clusterset(
         self,

@@ -30,7 +30,7 @@ from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness import __version__
-from harness.agent import leases, nft, retire
+from harness.agent import leases, metrics, nft, retire
 from harness.agent import netlink as nl
 from harness.agent.config import DEFAULT_PATH, AgentConfig, ConfigError, load
 from harness.agent.datapath import registry
@@ -80,6 +80,12 @@ class Cache:
                     self.items.pop(ev.kv.key, None)
                 else:
                     self.items[ev.kv.key] = obj
+            self.changed = True
+        self.dirty.set()
+
+    def poke(self) -> None:
+        """Reconcile this domain although nothing in etcd changed (a pod process exited)."""
+        with self.lock:
             self.changed = True
         self.dirty.set()
 
@@ -208,6 +214,8 @@ class Agent:
             on_ready=self._publish,
         )
         self.podmgr.prepare()  # also the CNI plugin, its conflists and its server
+        self.capacity = metrics.capacity(cfg.capacity)
+        self.podmgr.exits.on_exit = self.pods.poke  # a pod process exited: a quick pass now
         self.heartbeat()
         prefix = cluster_prefix(cfg.cluster)
         watched: list[tuple[str, Cache]] = [("subnets/", self.subnets), ("pods/", self.pods)]
@@ -235,6 +243,19 @@ class Agent:
             ),
         )
         self.services.start(self.stop)
+        # pods' CPU and memory for the autoscaler and `podlab top` (harness/agent/metrics.py)
+        publisher = metrics.Publisher(
+            self.store,
+            cfg.cluster,
+            cfg.node,
+            self.podmgr.cgroups,
+            lambda: list(self.pod_states),
+            lambda: self.lease.lease_id,
+            cfg.metrics_interval_s,
+        )
+        threading.Thread(
+            target=publisher.run, args=(self.stop,), name="metrics", daemon=True
+        ).start()
 
     def heartbeat(self) -> None:
         """Renew the lease and refresh the node record (its heartbeat is --check's proof)."""
@@ -258,6 +279,9 @@ class Agent:
             "mtu": self.dp.mtu(),
             "backend": self.dp.backend_data(),
             "agentVersion": __version__,
+            "capacity": self.capacity,  # the scheduler fits pods' requests into these
+            "allocatable": self.capacity,
+            "cgroups": self.podmgr.cgroups.driver,
             "heartbeat": now_rfc3339(),
             "problems": self.problems,
         }

@@ -7,10 +7,11 @@ attaches it to the pod network by running ``podlab-cni`` (``podcni.py``: ADD,
 DEL, CHECK and GC through ``harness/cni/runtime.py``, results cached as libcni
 does), and starts the pod's command (``containers[0].command + args``; ``sleep
 infinity`` if empty) detached, with its output in ``log_dir/pods/<ns>_<name>.log``
-(procs.py), so killing the agent leaves the pod running. ``restartPolicy``
-(Always, the default; OnFailure; Never) decides whether an exited command is
-started again (on the next full pass, which doubles as a back-off) or reported
-as Succeeded/Failed.
+(procs.py), so killing the agent leaves the pod running. The agent learns of
+the command's exit at once (supervise.py: a pidfd per pod process, adopted ones
+too) and ``restartPolicy`` (Always, the default; OnFailure; Never) decides
+whether it is started again — with the kubelet's CrashLoopBackOff — or
+reported as Succeeded/Failed.
 
 Concurrency: new pods are set up, and gone pods removed, by a pool of
 ``pod_workers`` threads; each pod's status is handed to ``on_ready`` the moment
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from harness.agent import dns, podcni, procs
+from harness.agent import cgroups, dns, podcni, procs, supervise
 from harness.agent import netlink as nl
 from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import PodInterface
@@ -80,13 +81,17 @@ class PodManager:
         self.on_ready = on_ready
         self.state_dir = cfg.state_dir / "pods"
         self.log_dir = cfg.log_dir / "pods"
+        self.cgroups = cgroups.Cgroups(cgroups.node_tag(cfg.cluster, cfg.node))
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._ok: dict[Key, str] = {}  # pods verified since the last full pass
         self._lock = threading.Lock()  # _children and _ok, shared with the workers
         self._pool = ThreadPoolExecutor(cfg.pod_workers, thread_name_prefix="pod")
         self.resolvers = dns.ResolverMounts(cfg.run_dir)
+        self.exits = supervise.ExitWatcher()  # its on_exit wakes the agent's loop
+        self.backoff = supervise.CrashLoop()
 
     def prepare(self) -> None:
+        self.cgroups.prepare()
         if self.style != PodInterface.BRIDGED:  # left by a Flannel-family mode
             idx = nl.ifindex(self.ipr, BRIDGE)
             if idx is not None and _is_bridge(self.ipr, idx):
@@ -100,6 +105,7 @@ class PodManager:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.exits.close()
         self.cni.close()
 
     # -- persisted state ---------------------------------------------------------
@@ -129,7 +135,7 @@ class PodManager:
         are new or changed, so applying the 100th pod does not re-inspect the
         other 99.
         """
-        exited = self._reap()
+        exited = self._reap() | self.exits.take_exited()  # adopted ones too
         if full:
             with self._lock:
                 self._ok.clear()
@@ -167,7 +173,8 @@ class PodManager:
             states[key] = st
             with self._lock:
                 ok = self._ok.get(key) == spec.uid
-            if not ok or st.pid in exited:
+            settled = st.pid not in exited and not self.backoff.waiting(key)
+            if not ok or not settled:
                 todo.append((key, spec, st))
         links_now = self._host_links() if full and todo else None
         # pods that had an address first: a re-attach frees and re-takes it (DEL, ADD)
@@ -267,25 +274,28 @@ class PodManager:
         return procs.alive_in(pid, path)
 
     def _process(self, spec: PodSpec, st: PodState, path: str) -> None:
+        key = (st.namespace, st.name)
         if st.pid and self._running(st.pid, path):
+            self._watch(st.pid, path)  # ours or adopted: learn of its exit at once
             return
         if st.pid:  # it ran and is gone
-            code = self._exit_code(st.pid)
-            st.pid, st.exit_code, st.ready = 0, code, False
-            failed = code != 0  # unknown (exited while no agent watched) counts as failed
-            again = spec.restart_policy == "Always" or (
-                spec.restart_policy == "OnFailure" and failed
-            )
-            what = f"status {code}" if code is not None else "an unknown status (agent was down)"
-            if not again:
-                st.phase = "Failed" if failed else "Succeeded"
-                st.message = f"command exited with {what}"
-                self.save(st)
+            if not self._exited(spec, st, path):
                 return
-            st.restart_count += 1
-            st.message = f"restarted after the command exited with {what}"
-        elif st.phase != "Pending":
+        elif st.phase == "Running" and not self.backoff.waiting(key):
+            self.backoff.exited(key)  # it was waiting to restart when the agent restarted
+        elif st.phase != "Pending" and not self.backoff.waiting(key):
             return
+        if (delay := self.backoff.remaining(key)) > 0:
+            st.message = f"back-off {delay:.0f}s restarting failed container (CrashLoopBackOff)"
+            self.save(st)
+            self.exits.wake_in(delay)
+            return
+        if self.backoff.waiting(key):
+            self.backoff.restarted(key)
+            st.restart_count += 1
+            code = st.exit_code
+            what = f"status {code}" if code is not None else "an unknown status (agent was down)"
+            st.message = f"restarted after the command exited with {what}"
         env = {
             "POD_NAME": st.name,
             "POD_NAMESPACE": st.namespace,
@@ -295,12 +305,51 @@ class PodManager:
         logf = self.log_dir / f"{st.namespace}_{st.name}.log"
         # cluster DNS for the pod: its namespace's resolv.conf, in a mount ns it enters
         mntns = self.resolvers.handle(st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
-        proc = procs.start(list(spec.command), path, env, logf, mount_ns=str(mntns))
+        joins = self.cgroups.ensure(st.namespace, st.name, spec.limits)
+        argv = cgroups.wrap(joins, list(spec.command))
+        proc = procs.start(argv, path, env, logf, mount_ns=str(mntns))
         with self._lock:
             self._children[proc.pid] = proc
+        self._watch(proc.pid)
         st.pid, st.phase, st.start_time = proc.pid, "Running", st.start_time or now_rfc3339()
         self.save(st)
         log.info("pod %s/%s: %s on %s, pid %d", st.namespace, st.name, st.ip, st.host_if, proc.pid)
+
+    def _why_it_ended(self, st: PodState, code: int | None) -> None:
+        """OOMKilled when the pod's cgroup counted a new OOM kill, as the kubelet
+        reports it (exit code 137); else Completed or Error."""
+        usage = self.cgroups.usage(st.namespace, st.name)
+        if usage is not None and usage.oom_kills > st.oom_kills:
+            st.last_reason, st.oom_kills = "OOMKilled", usage.oom_kills
+            log.warning("pod %s/%s: OOMKilled (memory limit)", st.namespace, st.name)
+        else:
+            st.last_reason = "Completed" if code == 0 else "Error"
+        st.finished_at = now_rfc3339()
+
+    def _watch(self, pid: int, path: str | None = None) -> None:
+        if self.cfg.pod_exit_watch:  # off: the exit is found by the next full pass
+            self.exits.watch(pid, path)
+
+    def _exited(self, spec: PodSpec, st: PodState, path: str) -> bool:
+        """The pod's command is gone: not Ready at once; its other processes go too (a
+        container's do, with its pid namespace); True when it is to be restarted."""
+        code = self._exit_code(st.pid)
+        self._why_it_ended(st, code)
+        if st.ready:
+            st.ready_time = now_rfc3339()
+        st.pid, st.exit_code, st.ready = 0, code, False
+        failed = code != 0  # unknown (exited while no agent watched) counts as failed
+        again = spec.restart_policy == "Always" or (spec.restart_policy == "OnFailure" and failed)
+        what = f"status {code}" if code is not None else "an unknown status (agent was down)"
+        log.info("pod %s/%s: command exited with %s", st.namespace, st.name, what)
+        procs.stop_pids(procs.pids_in_netns(path), grace=0.0)
+        st.message = f"command exited with {what}"
+        if not again:
+            st.phase = "Failed" if failed else "Succeeded"
+            self.save(st)
+            return False
+        self.backoff.exited((st.namespace, st.name))
+        return True
 
     def _exit_code(self, pid: int) -> int | None:
         with self._lock:
@@ -320,7 +369,7 @@ class PodManager:
         second, not every ``periodSeconds``), so one probe lost on a loaded node
         does not take a serving pod out of its Services.
         """
-        live = st.phase == "Running" and not spec.terminating
+        live = st.phase == "Running" and st.pid != 0 and not spec.terminating  # 0: back-off
         ready = live and (spec.readiness is None or procs.probe(spec.readiness, st.ip))
         if live and st.ready and not ready and spec.readiness is not None:
             st.probe_failures += 1
@@ -333,7 +382,7 @@ class PodManager:
         if ready == st.ready:
             return False
         log.info("pod %s/%s: %s", st.namespace, st.name, "Ready" if ready else "not Ready")
-        st.ready, st.probe_failures = ready, 0
+        st.ready, st.probe_failures, st.ready_time = ready, 0, now_rfc3339()
         self.save(st)
         return True
 
@@ -352,6 +401,8 @@ class PodManager:
         grace = spec.grace_s or 0
         now = time.time()
         if not st.terminating_since:
+            if st.ready:
+                st.ready_time = now_rfc3339()
             st.terminating_since, st.ready = now, False
             st.message = f"terminating (grace period {grace}s)"
             self.save(st)
@@ -460,7 +511,9 @@ class PodManager:
                 nsutil.remove(path)
             except OSError as exc:
                 log.error("pod %s/%s: cannot remove netns %s: %s", st.namespace, st.name, path, exc)
+        self.cgroups.remove(st.namespace, st.name)
         self._path(st.namespace, st.name).unlink(missing_ok=True)
+        self.backoff.forget((st.namespace, st.name))
         log.info("pod %s/%s removed (address %s released)", st.namespace, st.name, st.ip)
 
 

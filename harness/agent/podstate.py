@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from harness.agent import procs
+from harness.agent import cgroups, procs
 
 
 def now_rfc3339() -> str:
@@ -32,6 +32,7 @@ class PodSpec:
     container: str = "main"
     grace_s: int | None = None  # set once the pod is being deleted (graceful delete)
     pre_stop_s: int = 0  # lifecycle.preStop.sleep.seconds
+    limits: cgroups.Limits = cgroups.NO_LIMITS  # from resources (cgroups.py)
 
     @property
     def terminating(self) -> bool:
@@ -54,6 +55,7 @@ class PodSpec:
             container=str(c.get("name") or "main"),
             grace_s=None if grace is None else int(grace),
             pre_stop_s=int(pre_stop.get("seconds") or 0),
+            limits=cgroups.Limits.of(obj),
         )
 
 
@@ -96,6 +98,10 @@ class PodState:
     sigterm_sent: bool = False
     mtu: int = 0  # of the pod's veth, as last set (0: written before MTU was kept)
     container_id: str = ""  # its CNI container ID (podcni.container_id)
+    ready_time: str = ""  # when Ready last changed (the condition's lastTransitionTime)
+    oom_kills: int = 0  # of the pod's cgroup, as last seen
+    last_reason: str = ""  # why the command last ended: OOMKilled, Error, Completed
+    finished_at: str = ""
     attaching: bool = False  # an ADD was started and not confirmed: DEL before the next
 
 
@@ -104,9 +110,23 @@ def netns_name(namespace: str, name: str) -> str:
     return f"pod-{namespace}-{name}"
 
 
+def _last_state(st: PodState) -> dict[str, Any]:
+    """``lastState.terminated`` as the kubelet reports it (signals as 128 + n)."""
+    if not st.last_reason:
+        return {}
+    code = st.exit_code
+    code = 128 - code if code is not None and code < 0 else code
+    if st.last_reason == "OOMKilled":
+        code = 137
+    done = {"exitCode": code, "reason": st.last_reason, "finishedAt": st.finished_at or None}
+    return {"lastState": {"terminated": done}}
+
+
 def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str, Any]:
     """The ``podstatus/<ns>/<name>`` record (Kubernetes PodStatus field names)."""
     ready = "True" if st.phase == "Running" and st.ready else "False"
+    # when Ready last changed: Deployments count a pod available minReadySeconds after it
+    changed = st.ready_time or st.start_time or None
     net = "True" if st.network_ready_time else "False"
     return {
         "uid": st.uid,
@@ -124,8 +144,8 @@ def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str
                 "status": net,
                 "lastTransitionTime": st.network_ready_time or None,
             },
-            {"type": "ContainersReady", "status": ready},
-            {"type": "Ready", "status": ready},
+            {"type": "ContainersReady", "status": ready, "lastTransitionTime": changed},
+            {"type": "Ready", "status": ready, "lastTransitionTime": changed},
         ],
         "containerStatuses": [
             {
@@ -134,6 +154,7 @@ def status_json(st: PodState, host_ip: str, container: str = "main") -> dict[str
                 "restartCount": st.restart_count,
                 "started": st.phase == "Running",
                 "lastExitCode": st.exit_code,
+                **_last_state(st),
             }
         ],
         "message": st.message,

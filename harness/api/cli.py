@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.api import meshcli, output
+from harness.api import meshcli, output, wloutput
 from harness.api.alloc import DEFAULT_SERVICE_CIDR as DEFAULT_CIDR
 from harness.api.client import ApiClient, NotFoundError
 from harness.api.exec import find_pod, parse_pod_ref, pod_exec_argv
@@ -28,6 +28,7 @@ from harness.errors import LabError, UserError
 from harness.store import Store, StoreError, StoreUnreachable
 
 NODE_WORDS = ("nodes", "node", "no")
+TABLES = {**output.TABLES, **wloutput.TABLES}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -176,6 +177,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         return _get_all_clusters(args, word, names)
     if word.lower() in NODE_WORDS:
         return _get_nodes(connect(args)[0], names, args.output, now)
+    if "," in word:
+        return _get_several(args, word.split(","), names, now)
     info = _kind(word)
     client, _ = connect(args)
     ns = None if args.all_namespaces or not info.namespaced else args.namespace
@@ -193,7 +196,34 @@ def cmd_get(args: argparse.Namespace) -> int:
         where = "" if ns is None else f" in {ns} namespace"
         print(f"No resources found{where}.", file=sys.stderr)
     else:
-        print(output.TABLES[info.kind](items, now, args.output == "wide", ns is None))
+        print(TABLES[info.kind](items, now, args.output == "wide", ns is None))
+    return 0
+
+
+def _get_several(args: argparse.Namespace, words: list[str], names: list[str], now: float) -> int:
+    """``get deployments,replicasets``: one table per kind, names as ``KIND.GROUP/NAME``."""
+    if names:
+        raise UserError("name objects of one kind at a time (fix: podlab get deploy/NAME)")
+    infos = [_kind(w) for w in words if w]
+    client, _ = connect(args)
+    tables, lists = [], []
+    for info in infos:
+        ns = None if args.all_namespaces or not info.namespaced else args.namespace
+        items = client.list_objects(info, ns)
+        lists += items
+        prefix = info.kind.lower() + (f".{info.group}" if info.group else "")
+        shown = [{**i, "metadata": {**i["metadata"], "name": f"{prefix}/{i['metadata']['name']}"}}
+                 for i in items]  # fmt: skip
+        if shown and args.output not in ("json", "yaml", "name"):
+            tables.append(TABLES[info.kind](shown, now, args.output == "wide", ns is None))
+        elif shown and args.output == "name":
+            tables.append("\n".join(i["metadata"]["name"] for i in shown))
+    if args.output in ("json", "yaml"):
+        print(output.dump(output.as_list(lists), args.output))
+    elif tables:
+        print(("\n" if args.output == "name" else "\n\n").join(tables))
+    else:
+        print(f"No resources found in {args.namespace} namespace.", file=sys.stderr)
     return 0
 
 

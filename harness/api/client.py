@@ -6,10 +6,12 @@ Layout (the agent reads what we write, we read what it writes)::
     /podlab/v1/<cluster>/podstatus/<ns>/<name>  status                (written by the agent)
     /podlab/v1/<cluster>/nodes/<node>           node record           (written by agents)
 
-``apply`` is all-or-nothing: it decides every object's fate first (schedule,
-compare with what is stored, refuse what cannot change) and then writes every
-changed object in one etcd transaction guarded by the revisions it read, so a
-concurrent writer makes it retry instead of being overwritten.
+``apply`` is all-or-nothing: it decides every object's fate first (admission:
+LimitRange defaults and ResourceQuota; compare with what is stored, refuse
+what cannot change) and then writes every changed object, and the quotas'
+new usage, in one etcd transaction guarded by the revisions it read, so a
+concurrent writer makes it retry instead of being overwritten. Pods are not
+placed here: the controller manager's scheduler binds them (as in Kubernetes).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import ipaddress
 import json
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness.api import alloc, mcsapply
+from harness.api import admit, alloc, mcsapply
 from harness.api.netobjects import Service
 from harness.api.objects import (
     API_PREFIX,
@@ -42,10 +43,11 @@ from harness.api.objects import (
     status_key,
     status_prefix,
 )
-from harness.api.schedule import schedulable, spread
 from harness.api.validate import Located, format_path
 from harness.errors import LabError, Problem, UserError
-from harness.store import KV, MAX_TXN_OPS, Store, Write
+from harness.kube import admission, autoscaling
+from harness.kube.apps import RESTARTED_AT
+from harness.store import KV, MAX_TXN_OPS, Store, Write, keys
 from harness.store.keys import nodeports_prefix, serviceips_prefix
 
 APPLY_ATTEMPTS = 3
@@ -153,14 +155,17 @@ class ApiClient:
             for e in self.store.get_prefix(kind_prefix(self.cluster, KINDS[kind]))[0]
         }
         problems: list[Problem] = []
-        placement = self._schedule(objects, stored, nodes, problems)
         allocator = self._allocator() if "Service" in kinds else None
+        admitter = admit.Admitter(self.store, self.cluster, self.clock)
+        applying = {(loc.info.kind, loc.obj.metadata.namespace, loc.obj.metadata.name)
+                    for loc in objects}  # fmt: skip
         writes: list[Write] = []
         results: list[Applied] = []
         for loc in objects:
             meta = loc.obj.metadata
             key = object_key(self.cluster, loc.info, meta.namespace, meta.name)
-            ref = f"{loc.info.kind.lower()}/{meta.name}"
+            group = f".{loc.info.group}" if loc.info.group else ""
+            ref = f"{loc.info.kind.lower()}{group}/{meta.name}"  # kubectl: deployment.apps/web
             node = getattr(getattr(loc.obj, "spec", None), "nodeName", None)
             if node and known and node not in known:
                 problems.append(
@@ -172,10 +177,12 @@ class ApiClient:
                     )
                 )
             new = to_stored(loc.obj)
-            if key in placement:
-                new["spec"]["nodeName"] = placement[key]
+            old = stored.get(key)
+            if loc.info.kind == "HorizontalPodAutoscaler":
+                problems.extend(self._hpa_target(loc, stored, applying))
+            if old is None:
+                new = self._admit(loc, new, admitter, problems)
             if isinstance(loc.obj, Service) and allocator is not None:
-                old = stored.get(key)
                 problem = allocator.assign(loc.obj, new, _load(old.value) if old else None)
                 if problem:
                     problems.append(_at(loc, ("spec",), problem, "see docs/api.md#services"))
@@ -183,17 +190,57 @@ class ApiClient:
                     gone = set(alloc.released(self.cluster, _load(old.value)))
                     gone -= set(alloc.released(self.cluster, new))
                     writes.extend(Write(k, None) for k in sorted(gone))
-            action, data = self._merge(loc, new, stored.get(key), problems)
+            action, data = self._merge(loc, new, old, problems)
             results.append(Applied(ref, action))
             if action != "unchanged":
-                old = stored.get(key)
                 value = json.dumps(data, sort_keys=True).encode()
                 writes.append(Write(key, value, old.mod_revision if old else 0))
         if problems:
             raise UserError(problems)
         if allocator is not None:
             writes.extend(allocator.writes)
+        writes.extend(admitter.writes())
         return writes, results
+
+    def _admit(
+        self, loc: Located, new: dict[str, Any], admitter: admit.Admitter, problems: list[Problem]
+    ) -> dict[str, Any]:
+        """Pod defaulting and LimitRanger (pods), then ResourceQuota (every kind)."""
+        name = loc.obj.metadata.name
+        try:
+            if loc.info.kind == "Pod":
+                new = admitter.pod(new, name)
+                for i, message in admission.request_problems(new):
+                    where = ("spec", "containers", i, "resources", "requests")
+                    hint = "a LimitRange default limit is below this request: state a limit"
+                    problems.append(_at(loc, where, message, hint))
+            admitter.quota(loc.info, new, name)
+        except admission.Forbidden as exc:
+            hint = f"see `podlab get quota,limits -n {loc.obj.metadata.namespace}`"
+            problems.append(_at(loc, ("metadata", "name"), str(exc), hint))
+        return new
+
+    def _hpa_target(
+        self, loc: Located, stored: dict[str, KV], applying: set[tuple[str, str, str]]
+    ) -> list[Problem]:
+        """An HPA's scale target must exist (or come in the same apply)."""
+        hpa = loc.obj
+        assert isinstance(hpa, autoscaling.HorizontalPodAutoscaler)
+        ref = hpa.spec.scaleTargetRef
+        ns = loc.obj.metadata.namespace
+        info = KINDS.get(ref.kind)
+        if info is None or (ref.kind, ns, ref.name) in applying:
+            return []
+        if self.store.get(object_key(self.cluster, info, ns, ref.name)) is not None:
+            return []
+        return [
+            _at(
+                loc,
+                ("spec", "scaleTargetRef", "name"),
+                f'{info.resource} "{ref.name}" not found',
+                f"apply the {ref.kind} first (or in the same file), or fix the name",
+            )
+        ]
 
     def _allocator(self) -> alloc.Allocator:
         """ClusterIPs and node ports in use, read from their index keys."""
@@ -203,40 +250,6 @@ class ApiClient:
         ]
         return alloc.Allocator.from_entries(self.cluster, self.service_cidr, index)
 
-    def _schedule(
-        self,
-        objects: list[Located],
-        stored: dict[str, KV],
-        nodes: list[NodeRecord],
-        problems: list[Problem],
-    ) -> dict[str, str]:
-        """Place new pods that name no node on the least-loaded Ready nodes."""
-        counts: Counter[str] = Counter()
-        for entry in stored.values():
-            counts[_load(entry.value).get("spec", {}).get("nodeName", "")] += 1
-        todo = []
-        for loc in objects:
-            meta = loc.obj.metadata
-            key = object_key(self.cluster, loc.info, meta.namespace, meta.name)
-            if not isinstance(loc.obj, Pod) or key in stored:
-                continue
-            if loc.obj.spec.nodeName:  # pinned pods of this batch count as load too
-                counts[loc.obj.spec.nodeName] += 1
-            else:
-                todo.append((key, loc))
-        placed = spread([k for k, _ in todo], schedulable(nodes, self.clock()), counts)
-        for key, loc in todo:
-            if key not in placed:
-                problems.append(
-                    _at(
-                        loc,
-                        ("spec", "nodeName"),
-                        f"no Ready node in cluster {self.cluster} to schedule on",
-                        "wait for the agents (`podlab get nodes`) or set spec.nodeName",
-                    )
-                )
-        return placed
-
     def _merge(
         self, loc: Located, new: dict[str, Any], old: KV | None, problems: list[Problem]
     ) -> tuple[str, dict[str, Any]]:
@@ -245,11 +258,15 @@ class ApiClient:
         if old is None:
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = rfc3339(self.clock())
+            if loc.info.status_plural:
+                _keep_scale_and_generation(loc.info, new, None)
             return "created", new
         prev = _load(old.value)
         pmeta = prev.get("metadata", {})
         meta["uid"] = pmeta.get("uid") or str(uuid.uuid4())
         meta["creationTimestamp"] = pmeta.get("creationTimestamp") or rfc3339(self.clock())
+        if loc.info.status_plural:
+            _keep_scale_and_generation(loc.info, new, prev)
         if isinstance(loc.obj, Pod):
             if pmeta.get("deletionTimestamp"):
                 problems.append(
@@ -290,6 +307,10 @@ class ApiClient:
         elif info.kind == "ServiceExport":
             for e in self.store.get_prefix(export_status_key(self.cluster, namespace or "", ""))[0]:
                 statuses[_tail(e.key)] = e
+        elif info.status_plural:
+            prefix = keys.kind_prefix(self.cluster, info.status_plural, namespace)
+            for e in self.store.get_prefix(prefix)[0]:
+                statuses[_tail(e.key)] = e
         items = []
         for e in self.store.get_prefix(kind_prefix(self.cluster, info, namespace))[0]:
             items.append(self._present(e, statuses.get(_tail(e.key)), info))
@@ -303,6 +324,8 @@ class ApiClient:
         status = None
         if info.kind == "Pod":
             status = self.store.get(status_key(self.cluster, namespace, name))
+        elif info.status_plural:
+            status = self.store.get(admit.status_key(self.cluster, info, namespace, name))
         elif info.kind == "ServiceExport":
             status = self.store.get(export_status_key(self.cluster, namespace, name))
         return self._present(entry, status, info)
@@ -310,6 +333,8 @@ class ApiClient:
     def _present(self, entry: KV, status: KV | None, info: KindInfo) -> dict[str, Any]:
         obj = _load(entry.value)
         obj.setdefault("metadata", {})["resourceVersion"] = str(entry.mod_revision)
+        if info.status_plural:  # written by the controller manager
+            obj["status"] = _load(status.value) if status else {}
         if info.kind == "ServiceExport":  # conditions stored by the cluster's mesh writer
             obj["status"] = _load(status.value) if status else {"conditions": []}
         if info.kind == "Pod":
@@ -361,6 +386,8 @@ class ApiClient:
         existed = self.store.delete(key)
         if not existed and info.kind == "Pod":
             self.store.delete(status_key(self.cluster, namespace, name))
+        if info.status_plural:
+            self.store.delete(admit.status_key(self.cluster, info, namespace, name))
         return existed
 
     def wait_gone(self, refs: list[tuple[str, str]], timeout_s: float) -> list[str]:
@@ -375,11 +402,40 @@ class ApiClient:
         return [f"{ns}/{name}" for ns, name in left]
 
 
+def _keep_scale_and_generation(
+    info: KindInfo, new: dict[str, Any], prev: dict[str, Any] | None
+) -> None:
+    """``metadata.generation`` counts spec changes (1 at creation), as the apiserver's
+    does; a Deployment or ReplicaSet applied without ``replicas`` keeps the stored
+    size (set by ``podlab scale`` or an HPA; 1 at creation), as ``kubectl apply``
+    leaves a field it never set."""
+    spec = new.setdefault("spec", {})
+    pspec = (prev or {}).get("spec", {})
+    if info.kind in ("Deployment", "ReplicaSet") and "replicas" not in spec:
+        spec["replicas"] = pspec.get("replicas", 1)
+    if info.kind == "Deployment":  # set by `podlab rollout pause|restart`, kept likewise
+        if pspec.get("paused") and "paused" not in spec:
+            spec["paused"] = True
+        restarted = _template_annotations(pspec).get(RESTARTED_AT)
+        if restarted and RESTARTED_AT not in _template_annotations(spec):
+            template = spec.setdefault("template", {}).setdefault("metadata", {})
+            template.setdefault("annotations", {})[RESTARTED_AT] = restarted
+    if prev is None:
+        new["metadata"]["generation"] = 1
+        return
+    generation = int(prev.get("metadata", {}).get("generation") or 1)
+    new["metadata"]["generation"] = generation + (spec != prev.get("spec"))
+
+
 def export_status_key(cluster: str, namespace: str, name: str) -> str:
     """Where the cluster's mesh writer stores a ServiceExport's conditions (a prefix
     when ``name`` is empty: one namespace, or every namespace too)."""
     base = f"{API_PREFIX}/{cluster}/serviceexportstatus/"
     return f"{base}{namespace}/{name}" if namespace else base
+
+
+def _template_annotations(spec: dict[str, Any]) -> dict[str, Any]:
+    return dict(((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {})
 
 
 def _status(raw: bytes | None) -> dict[str, Any]:

@@ -16,7 +16,6 @@ shared field types; Service, NetworkPolicy and Namespace live in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,85 +43,26 @@ from harness.api.fields import (  # noqa: F401  (re-exported: the kinds' shared 
 )
 from harness.api.meshobjects import MCS_API_VERSION, ServiceExport, ServiceImport
 from harness.api.netobjects import Namespace, NetworkPolicy, Service
+from harness.kube import autoscaling
+from harness.kube.apps import Deployment, ReplicaSet
+from harness.kube.pod import (  # noqa: F401  (re-exported: the Pod lives in harness.kube)
+    DEFAULT_GRACE_S,
+    MAX_CONTAINERS,
+    Container,
+    ContainerPort,
+    HTTPGetAction,
+    Lifecycle,
+    LifecycleHandler,
+    Pod,
+    PodSpec,
+    Probe,
+    SleepAction,
+    TCPSocketAction,
+)
+from harness.kube.policy import LimitRange, ResourceQuota
 from harness.store import keys
 
 API_PREFIX = keys.ROOT
-# The node agent runs one process per pod (containers[0]); refusing more is
-# better than silently not running them.
-MAX_CONTAINERS = 1
-
-
-class ContainerPort(Strict):
-    name: PortName | None = None
-    containerPort: PortNumber
-    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
-
-
-class TCPSocketAction(Strict):
-    port: PortRef
-    host: str | None = None
-
-
-class HTTPGetAction(Strict):
-    port: PortRef
-    path: str = "/"
-    host: str | None = None
-    scheme: Literal["HTTP"] = "HTTP"
-
-
-class Probe(Strict):
-    """A readiness probe the agent runs (exactly one handler; checked in validate)."""
-
-    tcpSocket: TCPSocketAction | None = None
-    httpGet: HTTPGetAction | None = None
-    initialDelaySeconds: NonNegativeInt = 0
-    periodSeconds: PositiveInt = 10
-    timeoutSeconds: PositiveInt = 1
-    successThreshold: PositiveInt = 1
-    failureThreshold: PositiveInt = 3
-
-
-class SleepAction(Strict):
-    seconds: NonNegativeInt
-
-
-class LifecycleHandler(Strict):
-    """Only Kubernetes' ``sleep`` action: the agent has no exec into a container image."""
-
-    sleep: SleepAction
-
-
-class Lifecycle(Strict):
-    preStop: LifecycleHandler | None = None
-
-
-class Container(Strict):
-    """A process in the pod's network namespace; ``image`` is accepted and ignored."""
-
-    name: DNSLabel
-    image: str | None = None
-    command: list[str] | None = None
-    args: list[str] | None = None
-    ports: list[ContainerPort] = Field(default_factory=list)
-    readinessProbe: Probe | None = None
-    lifecycle: Lifecycle | None = None
-
-
-#: Kubernetes' default for ``terminationGracePeriodSeconds``.
-DEFAULT_GRACE_S = 30
-
-
-class PodSpec(Strict):
-    nodeName: DNSSubdomain | None = None
-    containers: list[Container] = Field(min_length=1)
-    restartPolicy: Literal["Always", "OnFailure", "Never"] = "Always"
-    # None: DEFAULT_GRACE_S (kept out of the stored object, like every default)
-    terminationGracePeriodSeconds: NonNegativeInt | None = None
-
-
-class Pod(ApiObject):
-    kind: Literal["Pod"]
-    spec: PodSpec
 
 
 class PodCondition(BaseModel):
@@ -158,6 +98,7 @@ class NodeRecord(BaseModel):
     mode: str | None = None
     heartbeat: float | str | None = None
     creationTimestamp: str | None = None
+    hollow: bool = False  # a hollow node (harness/hollow/): etcd records only, no kernel
 
 
 @dataclass(frozen=True)
@@ -170,6 +111,28 @@ class KindInfo:
     plural: str
     aliases: tuple[str, ...]
     namespaced: bool = True
+    # other apiVersions accepted in manifests, each with its model; the object is
+    # stored in ``api_version`` (the model's ``storage_form()`` converts it)
+    other_versions: tuple[tuple[str, type[ApiObject]], ...] = ()
+    # where the kind's status lives (written by the controller manager), if apart
+    status_plural: str | None = None
+    group: str = ""  # API group: "apps" → quota's count/deployments.apps, kubectl's TYPE.GROUP
+
+    def model_for(self, api_version: object) -> type[ApiObject] | None:
+        """The model that reads ``api_version``, or None if the kind is not served there."""
+        if api_version == self.api_version:
+            return self.model
+        return next((m for v, m in self.other_versions if v == api_version), None)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        return (self.api_version, *(v for v, _ in self.other_versions))
+
+    @property
+    def resource(self) -> str:
+        """``deployments.apps``, ``pods``: the resource name quota and kubectl print."""
+        name = PLURAL_NAMES.get(self.kind, self.plural)
+        return f"{name}.{self.group}" if self.group else name
 
 
 KINDS: dict[str, KindInfo] = {
@@ -181,9 +144,50 @@ KINDS: dict[str, KindInfo] = {
         NetworkPolicy,
         "policies",
         ("networkpolicy", "networkpolicies", "netpol"),
+        group="networking.k8s.io",
     ),
     "Namespace": KindInfo(
         "Namespace", "v1", Namespace, "namespaces", ("namespace", "namespaces", "ns"), False
+    ),
+    # workloads (harness/kube, docs/workloads.md)
+    "Deployment": KindInfo(
+        "Deployment",
+        "apps/v1",
+        Deployment,
+        "deployments",
+        ("deployment", "deployments", "deploy"),
+        status_plural="deploymentstatus",
+        group="apps",
+    ),
+    "ReplicaSet": KindInfo(
+        "ReplicaSet",
+        "apps/v1",
+        ReplicaSet,
+        "replicasets",
+        ("replicaset", "replicasets", "rs"),
+        status_plural="replicasetstatus",
+        group="apps",
+    ),
+    "HorizontalPodAutoscaler": KindInfo(
+        "HorizontalPodAutoscaler",
+        autoscaling.API_V2,
+        autoscaling.HorizontalPodAutoscaler,
+        "horizontalpodautoscalers",
+        ("horizontalpodautoscaler", "horizontalpodautoscalers", "hpa"),
+        other_versions=((autoscaling.API_V1, autoscaling.HorizontalPodAutoscalerV1),),
+        status_plural="hpastatus",
+        group="autoscaling",
+    ),
+    "ResourceQuota": KindInfo(
+        "ResourceQuota",
+        "v1",
+        ResourceQuota,
+        "resourcequotas",
+        ("resourcequota", "resourcequotas", "quota"),
+        status_plural="resourcequotastatus",
+    ),
+    "LimitRange": KindInfo(
+        "LimitRange", "v1", LimitRange, "limitranges", ("limitrange", "limitranges", "limits")
     ),
     "ServiceExport": KindInfo(
         "ServiceExport",
@@ -202,6 +206,8 @@ KINDS: dict[str, KindInfo] = {
 }
 #: kinds the mesh derives: listed by ``get``, refused by ``apply`` and ``delete``
 DERIVED = ("ServiceImport",)
+#: resource names where podlab's etcd folder differs from Kubernetes' (quota, kubectl)
+PLURAL_NAMES = {"NetworkPolicy": "networkpolicies"}
 
 
 def kind_for_alias(name: str) -> KindInfo | None:

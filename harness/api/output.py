@@ -101,7 +101,7 @@ def pods_table(pods: list[dict[str, Any]], now: float, wide: bool, all_ns: bool)
 
 
 def nodes_table(nodes: list[NodeRecord], now: float, wide: bool) -> str:
-    header = ["NAME", "STATUS", "POD-CIDR", "INTERNAL-IP", "MODE", "AGE"]
+    header = ["NAME", "STATUS", "POD-CIDR", "INTERNAL-IP", "MODE", "HOLLOW", "AGE"]
     if wide:
         header += ["SEGMENT", "HEARTBEAT"]
     rows = []
@@ -112,6 +112,7 @@ def nodes_table(nodes: list[NodeRecord], now: float, wide: bool) -> str:
             n.podCIDR or NONE,
             n.underlayIP or NONE,
             n.mode or NONE,
+            "yes" if n.hollow else "no",
             age(n.creationTimestamp, now),
         ]
         if wide:
@@ -129,6 +130,7 @@ def node_object(n: NodeRecord, now: float) -> dict[str, Any]:
         f"podlab.io/{k}": v if isinstance(v, str) else json.dumps(v, sort_keys=True)
         for k, v in extra.items()
         if k not in ("name", "podCIDR", "underlayIP", "creationTimestamp", "heartbeat")
+        and not (k == "hollow" and v is False)  # only hollow nodes say so
     }
     meta: dict[str, Any] = {"name": n.name, "annotations": annotations}
     if n.creationTimestamp:

@@ -16,8 +16,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.api import netvalidate
-from harness.api.objects import KINDS, MAX_CONTAINERS, ApiObject, KindInfo, Pod
+from harness.api.objects import KINDS, MAX_CONTAINERS, ApiObject, KindInfo, Pod, PodSpec
 from harness.errors import Problem, UserError
+from harness.kube import apps, autoscaling, policy, resources
+from harness.kube.apps import Deployment, ReplicaSet
+from harness.kube.autoscaling import HorizontalPodAutoscaler, HorizontalPodAutoscalerV1
+from harness.kube.policy import LimitRange, ResourceQuota
 
 YamlPath = tuple[str | int, ...]
 
@@ -138,37 +142,63 @@ def _validate_one(doc: Document) -> tuple[Located | None, list[Problem]]:
         return None, [_problem(doc, None, ("kind",), msg, hint)]
     problems: list[Problem] = []
     version = data.get("apiVersion")
-    if version != info.api_version:
+    model = info.model_for(version)
+    if model is None:
+        model = info.model
         msg = "is required" if version is None else f"{version!r} does not serve kind {info.kind}"
-        hint = f"use 'apiVersion: {info.api_version}'"
+        hint = f"use 'apiVersion: {' or '.join(info.versions)}'"
         problems.append(_problem(doc, _label(data, info), ("apiVersion",), msg, hint))
     try:
-        obj = info.model.model_validate(data)
+        obj = model.model_validate(data)
     except ValidationError as exc:
         label = _label(data, info)
         for err in exc.errors():
-            path, message, hint = _explain(err, info.model)
+            path, message, hint = _explain(err, model)
             problems.append(_problem(doc, label, path, message, hint))
         return None, sorted(problems, key=lambda p: p.line or 0)
     located = Located(obj, info, doc)
     if isinstance(obj, Pod):
         problems.extend(_pod_checks(located))
     else:
-        for path, message, hint in netvalidate.checks(obj):
+        for path, message, hint in kind_checks(obj):
             problems.append(_problem(doc, located, path, message, hint))
-    return (None if problems else located), problems
+    if problems:
+        return None, problems
+    storage_form = getattr(obj, "storage_form", None)  # e.g. autoscaling/v1 → v2
+    return (Located(storage_form(), info, doc) if storage_form else located), problems
+
+
+def kind_checks(obj: ApiObject) -> list[tuple[YamlPath, str, str]]:
+    """Checks across fields of a kind other than Pod (Kubernetes' validation rules)."""
+    if isinstance(obj, Deployment | ReplicaSet):
+        template = obj.spec.template.spec
+        found = apps.checks(obj)
+        return found + pod_spec_checks(template, ("spec", "template", "spec"))
+    if isinstance(obj, HorizontalPodAutoscaler | HorizontalPodAutoscalerV1):
+        return autoscaling.checks(obj)
+    if isinstance(obj, ResourceQuota):
+        return policy.quota_checks(obj)
+    if isinstance(obj, LimitRange):
+        return policy.limitrange_checks(obj)
+    return list(netvalidate.checks(obj))
 
 
 def _pod_checks(loc: Located) -> list[Problem]:
     """Checks across fields that pydantic's per-field validation cannot do."""
     pod = loc.obj
     assert isinstance(pod, Pod)
-    out: list[Problem] = []
+    found = pod_spec_checks(pod.spec, ("spec",))
+    return [_problem(loc.doc, loc, path, message, hint) for path, message, hint in found]
+
+
+def pod_spec_checks(spec: PodSpec, at: YamlPath) -> list[tuple[YamlPath, str, str]]:
+    """A pod's (or pod template's) cross-field checks; paths start with ``at``."""
+    out: list[tuple[YamlPath, str, str]] = []
 
     def add(path: YamlPath, message: str, hint: str) -> None:
-        out.append(_problem(loc.doc, loc, path, message, hint))
+        out.append(((*at, *path[1:]), message, hint))
 
-    if len(pod.spec.containers) > MAX_CONTAINERS:
+    if len(spec.containers) > MAX_CONTAINERS:
         add(
             ("spec", "containers", MAX_CONTAINERS),
             f"podlab pods run {MAX_CONTAINERS} "
@@ -176,8 +206,10 @@ def _pod_checks(loc: Located) -> list[Problem]:
             "split the extra containers into pods of their own",
         )
     first: dict[str, int] = {}
-    for i, c in enumerate(pod.spec.containers):
+    for i, c in enumerate(spec.containers):
         where: YamlPath = ("spec", "containers", i)
+        for path, message, hint in resources.checks(c.resources, (*where, "resources")):
+            add(path, message, hint)
         if c.name in first:
             add(
                 (*where, "name"),

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``deploy``."""
     p = sub.add_parser(
         "deploy",
-        help="install etcd and the node agent on a lab's nodes (playbooks/site.yml)",
+        help="install etcd, the node agent and the controller manager on a lab's nodes "
+        "(playbooks/site.yml)",
         description="Build podlab's wheelhouse and run playbooks/site.yml with ansible-runner "
         "against the lab's inventory (inventories/LAB.yml) or --inventory FILE.",
     )

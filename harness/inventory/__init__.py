@@ -48,6 +48,7 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_mode": cl.mode,
                 "podlab_encryption": cl.encryption,
                 "podlab_proxy_mode": cl.proxy_mode,
+                "podlab_hollow_nodes": cl.hollow_nodes,
                 "podlab_ipvs_scheduler": cp.label("podlab.ipvs-scheduler", "rr"),
                 "podlab_etcd_endpoints": [f"http://{cp_ip}:{ETCD_CLIENT_PORT}"],
                 "podlab_etcd_client_endpoint": f"http://{cp.mgmt.ip}:{ETCD_CLIENT_PORT}",
@@ -110,7 +111,7 @@ def _mesh_vars(plan: LabPlan, cluster: str) -> dict[str, Any]:
 
 def _cluster_host_vars(plan: LabPlan, node: str) -> dict[str, Any]:
     """A cluster node's vars; in a mesh also the routers it peers with when the mesh
-    routes natively (bgp): ``podlab_bgp_routers`` (docs/mesh.md, ADR 0013)."""
+    routes natively (bgp): ``podlab_bgp_routers`` (docs/mesh.md, ADR 0015)."""
     out = host_vars(plan.nodes[node])
     routers = bgp.node_routers(plan, node)
     if routers:

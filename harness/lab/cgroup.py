@@ -73,7 +73,8 @@ def kill_lab(lab: str, timeout: float = 5.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while _populated(base) and time.monotonic() < deadline:
         time.sleep(0.01)
-    _rmtree(base)
+    _rmtree(base)  # deepest first: a node's pod cgroups (harness/agent/cgroups.py) too
+    remove_v1_pod_cgroups(lab)
     parent = base.parent
     if parent.name == ROOT_NAME and not any(p.is_dir() for p in parent.iterdir()):
         _rmdir(parent)
@@ -140,3 +141,46 @@ def stale_labs() -> list[str]:
     if base is None or not base.exists():
         return []
     return sorted(p.name for p in base.iterdir() if p.is_dir())
+
+
+V1_POD_DIR = (
+    "podlab.pods"  # the agent's v1 pod cgroups: <hierarchy>/<its cgroup>/podlab.pods/<lab>.<node>/
+)
+
+
+def remove_v1_pod_cgroups(lab: str) -> int:
+    """Remove the cgroup v1 directories a lab's agents made for pods (hosts whose cpu
+    and memory controllers are on v1 keep them outside the lab's v2 cgroup). Empty
+    once the lab's processes are gone; returns how many directories went."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return 0
+    removed = 0
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 4 or parts[2] != "cgroup":
+            continue
+        if not {"cpu", "cpuacct", "memory"} & set(parts[3].split(",")):
+            continue
+        root = Path(parts[1])
+        for top, dirs, _ in os.walk(root):
+            here = Path(top)
+            if here.name == V1_POD_DIR:
+                for tag in [d for d in dirs if d.startswith(f"{lab}.")]:
+                    node = here / tag
+                    for child in sorted((p for p in node.rglob("*") if p.is_dir()), reverse=True):
+                        removed += _rmdir_counted(child)
+                    removed += _rmdir_counted(node)
+                dirs.clear()
+            elif len(here.relative_to(root).parts) >= 4:
+                dirs.clear()
+    return removed
+
+
+def _rmdir_counted(path: Path) -> int:
+    try:
+        path.rmdir()
+    except OSError:
+        return 0
+    return 1

@@ -1,4 +1,4 @@
-"""A link between two netns labs, for ``podlab mesh join`` (docs/mesh.md, ADR 0013).
+"""A link between two netns labs, for ``podlab mesh join`` (docs/mesh.md, ADR 0015).
 
 Two netns labs are separate sets of namespaces: nothing carries a packet from
 one lab's underlay to the other's. ``podlab mesh join A B --link RA:RB`` adds one

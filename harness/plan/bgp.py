@@ -2,7 +2,7 @@
 
 In a mesh whose clusters all run ``bgp`` (native routing), pod routes cross the
 lab's routers unencapsulated, as Calico's nodes peer with a top-of-rack switch
-(ADR 0013): every node of a meshed cluster peers over eBGP with the routers on
+(ADR 0015): every node of a meshed cluster peers over eBGP with the routers on
 its underlay segment, each router re-advertises what it learnt to the other
 clusters' nodes and to the routers it shares a segment with.
 

@@ -40,7 +40,10 @@ CLUSTER_LABELS = (
     "podlab.node-prefix",
     "podlab.ipvs-scheduler",
     "podlab.mesh",
+    "podlab.hollow-nodes",  # hollow nodes of the cluster (docs/hollow.md)
 )
+HOLLOW_MODES = ("vxlan", "host-gw")  # the modes whose peer data a hollow node publishes
+MAX_HOLLOW = 65535
 KNOWN_LABELS = NODE_LABELS + CLUSTER_LABELS
 CLUSTER_ROLES = ("control-plane", "worker")
 
@@ -157,6 +160,9 @@ def build_clusters(
                 at("podlab.pod-cidr"),
             )
         mode = _choice(settings, "podlab.mode", "vxlan", MODES, cname, c, at("podlab.mode"))
+        hollow = _hollow(
+            settings, cname, len(nodes), pod, prefix, mode, c, at("podlab.hollow-nodes")
+        )
         enc = _choice(
             settings, "podlab.encryption", "none", ENCRYPTIONS, cname, c, at("podlab.encryption")
         )
@@ -200,10 +206,48 @@ def build_clusters(
             cps[0],
             prefix,
             settings.get("podlab.mesh"),
+            hollow,
         )
         lines[cname] = {key: at(key) for key in CLUSTER_LABELS}
     check_meshes(clusters, lines, c)
     return clusters
+
+
+def _hollow(
+    settings: dict[str, str],
+    cname: str,
+    real: int,
+    pod: IPv4Network | None,
+    prefix: int,
+    mode: str,
+    c: Collector,
+    line: int | None,
+) -> int:
+    """``podlab.hollow-nodes``: a count that fits the pod CIDR beside the real nodes
+    (the flannel way: the CIDR's first subnet is never leased), in a mode hollow
+    nodes can publish peer data for."""
+    if "podlab.hollow-nodes" not in settings:
+        return 0
+    where = f"cluster {cname} label podlab.hollow-nodes"
+    n = _int(settings["podlab.hollow-nodes"], where, 0, MAX_HOLLOW, c, line)
+    if n and mode not in HOLLOW_MODES:
+        c.add(
+            where,
+            f"hollow nodes in mode {mode}",
+            f"use podlab.mode {' or '.join(HOLLOW_MODES)}",
+            line,
+        )
+    if n and pod is not None and pod.prefixlen <= prefix:
+        have = 2 ** (prefix - pod.prefixlen) - 1 - real
+        if n > have:
+            c.add(
+                where,
+                f"{n} hollow nodes do not fit: pod CIDR {pod} leaves {max(have, 0)} /{prefix} "
+                f"subnets beside the {real} real nodes",
+                "ask for fewer hollow nodes, or a larger podlab.pod-cidr",
+                line,
+            )
+    return n
 
 
 def _agree(cname: str, nodes: list[NodeSpec], c: Collector) -> dict[str, str]:

@@ -102,6 +102,7 @@ class ClusterPlan:
     control_plane: str
     node_prefix: int = DEFAULT_NODE_PREFIX
     mesh: str | None = None  # podlab.mesh: the cluster mesh it joins (docs/mesh.md)
+    hollow_nodes: int = 0  # podlab.hollow-nodes (docs/hollow.md)
 
     @property
     def mesh_routing(self) -> str:

@@ -17,6 +17,9 @@ Subcommands, each printing one JSON object:
   report the wall-clock time of each first success (network-ready SLO).
 - ``flow``   a steady request/response stream for a while, success counted per
   bucket (faults, mode switches: the interruption window).
+- ``stream``  a new TCP connection every interval (open loop): who answered each.
+- ``hstream`` the same over HTTP (``GET --path``, e.g. the echo workload's
+  ``/burn?ms=N``): who answered each request and how long it took.
 - ``routewait`` wait until a route to a subnet appears (or goes) on the node.
 - ``serve``  a TCP + UDP echo server for a bounded time (pod→node checks),
   answering as ``harness.workloads.echo`` does.
@@ -251,6 +254,62 @@ def stream(a: argparse.Namespace) -> dict[str, Any]:
     return {"start": start, "samples": sorted(samples)}
 
 
+def hstream(a: argparse.Namespace) -> dict[str, Any]:
+    """``stream`` over HTTP: each sample is (offset s, who answered or why not, latency s).
+
+    Open loop like ``stream``: a slow (CPU-bound, throttled) backend makes
+    latency grow instead of the request rate fall, which is what drives an
+    autoscaler in the field.
+    """
+    start, t0 = time.time(), time.monotonic()
+    samples: list[list[Any]] = []
+    lock = threading.Lock()
+
+    def one(offset: float) -> None:
+        began = time.monotonic()
+        who = _http_once(a.target, a.port, a.path, a.timeout)
+        with lock:
+            samples.append([round(offset, 4), who, round(time.monotonic() - began, 4)])
+
+    threads = []
+    k = 0
+    while (due := k * a.interval) < a.duration:
+        if a.stop_file and os.path.exists(a.stop_file):
+            break
+        time.sleep(max(0.0, due - (time.monotonic() - t0)))
+        t = threading.Thread(target=one, args=(time.monotonic() - t0,), daemon=True)
+        t.start()
+        threads.append(t)
+        k += 1
+    for t in threads:
+        t.join(a.timeout * 2 + 1)
+    return {"start": start, "samples": sorted(samples)}
+
+
+def _http_once(host: str, port: int, path: str, timeout: float) -> str:
+    try:
+        conn = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        return CONNECT_TIMEOUT
+    except OSError as exc:
+        return classify(exc)
+    with conn:
+        try:
+            conn.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+                if len(data) > MAX_REPLY:
+                    break
+        except OSError as exc:
+            return classify(exc)
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\r\n", 1)[0]:
+        return APP_ERROR
+    words = body.decode(errors="replace").split()
+    return words[0] if words else APP_ERROR
+
+
 def _stream_once(host: str, port: int, timeout: float) -> str:
     try:
         conn = socket.create_connection((host, port), timeout=timeout)
@@ -399,6 +458,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=10.0)
     s.add_argument("--interval", type=float, default=0.05)
     s.add_argument("--stop-file", default="", help="end early once this file exists")
+    s = sub.add_parser("hstream")
+    _target(s)
+    s.add_argument("--path", default="/")
+    s.add_argument("--duration", type=float, default=10.0)
+    s.add_argument("--interval", type=float, default=0.05)
+    s.add_argument("--stop-file", default="", help="end early once this file exists")
     s = sub.add_parser("routewait")
     s.add_argument("--subnet", required=True)
     s.add_argument("--absent", dest="present", action="store_false")
@@ -419,7 +484,7 @@ def _target(s: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = {"probe": probe, "rr": rr, "reach": reach, "flow": flow, "stream": stream,
-            "routewait": routewait, "serve": serve}  # fmt: skip
+            "hstream": hstream, "routewait": routewait, "serve": serve}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

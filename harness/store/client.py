@@ -311,8 +311,14 @@ class Store:
         Raises StoreError when the batch exceeds etcd's per-transaction limit:
         splitting it would silently give up atomicity.
         """
+        return not writes or self.commit_revision(writes) is not None
+
+    def commit_revision(self, writes: list[Write]) -> int | None:
+        """``commit``, returning the revision the transaction wrote (the new
+        ``mod_revision`` of every key it put), or None when a check failed. A cache
+        that applies its own writes at once needs that revision to stay exact."""
         if not writes:
-            return True
+            return None
         if len(writes) > MAX_TXN_OPS:
             raise StoreError(
                 f"{len(writes)} writes exceed etcd's limit of {MAX_TXN_OPS} "
@@ -339,7 +345,10 @@ class Store:
                     put["lease"] = w.lease
                 success.append({"request_put": put})
         txn = {"compare": compare, "success": success, "failure": []}
-        return bool(self._post("/kv/txn", txn).get("succeeded", False))
+        reply = self._post("/kv/txn", txn)
+        if not reply.get("succeeded", False):
+            return None
+        return int(reply["header"]["revision"])
 
     # -- leases ---------------------------------------------------------------
     def grant(self, ttl: int) -> int:

@@ -88,3 +88,24 @@ def mesh_prefix(cluster: str) -> str:
     the cluster's mesh (``mesh/<peer>/<peer's relative key>``, ``mesh/<peer>/status``;
     harness/mesh/keys.py has the rest of that layout)."""
     return f"{ROOT}/{cluster}/mesh/"
+
+
+def kind_status_key(cluster: str, status_plural: str, namespace: str, name: str) -> str:
+    """The status of a Deployment, ReplicaSet, HPA or ResourceQuota
+    (``deploymentstatus/<ns>/<name>``…), written by the controller manager."""
+    return object_key(cluster, status_plural, namespace, name)
+
+
+def nodemetrics_prefix(cluster: str) -> str:
+    return kind_prefix(cluster, "nodemetrics")
+
+
+def nodemetrics_key(cluster: str, node: str) -> str:
+    """A node's CPU and memory use and its pods' (metrics-server's data), by its agent."""
+    return f"{nodemetrics_prefix(cluster)}{node}"
+
+
+def controllers_prefix(cluster: str) -> str:
+    """``/podlab/v1/<cluster>/controllers/``: the controller manager's own records
+    (``leader``, ``hpa/<ns>/<name>`` for the autoscaler's remembered recommendations)."""
+    return kind_prefix(cluster, "controllers")

@@ -323,7 +323,7 @@ class AgentLab:
                 fab.link("del", index=idx)
         netns.remove(node.ns)
         self._made_ns.remove(node.ns)
-        run(["umount", "-R", "-l", str(node.dir)], check=False)
+        _umount_under(node.dir)  # netns handles, the pods' resolver mount namespaces
         run(["rm", "-rf", "--one-file-system", str(node.dir)])
         at = self.nodes.index(node)
         self.nodes.remove(node)
@@ -437,12 +437,18 @@ class AgentLab:
         run(["umount", "-l", str(nsdir)], check=False)
 
     def _umount_all(self) -> None:
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-        for point in sorted((p for p in points if p.startswith(f"{self.tmp}/")), reverse=True):
-            run(["umount", "-l", point], check=False)
+        _umount_under(self.tmp)
 
     def _stop_etcd(self) -> None:
         if self.etcd is not None and self.etcd.poll() is None:
             self.etcd.kill()
             self.etcd.wait(timeout=60)  # SIGKILL waits for pending disk I/O to finish
+
+
+def _umount_under(top: Path) -> None:
+    """Lazily unmount every mount point at or below ``top``, deepest first."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    inside = (p for p in points if p == str(top) or p.startswith(f"{top}/"))
+    for point in sorted(set(inside), reverse=True):
+        run(["umount", "-l", point], check=False)

@@ -5,6 +5,11 @@ runs (in one process, one thread per server) a TCP server that sends
 ``<name> <client ip>:<port>\\n`` and then echoes what it receives, a UDP server
 that answers each datagram with ``<name> <datagram>``, and an HTTP server whose
 every GET returns ``<name>\\n``. The name defaults to $POD_NAME (the agent sets it).
+
+CPU work for autoscaling experiments: ``GET /burn?ms=N`` spends N ms of CPU time
+(the handler thread's own, measured with ``time.thread_time``, so a throttled
+pod takes longer in wall time, as a real service would) before it answers
+``<name> burned N ms``; ``--work-ms N`` makes every GET do that much work.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ import socket
 import socketserver
 import sys
 import threading
+import time
+import urllib.parse
+
+MAX_BURN_MS = 10_000
 
 
 class _TCP(socketserver.ThreadingTCPServer):
@@ -49,10 +58,32 @@ def udp_server(name: str, port: int, host: str = "0.0.0.0") -> socketserver.Base
     return _UDP((host, port), Handler)
 
 
-def http_server(name: str, port: int, host: str = "0.0.0.0") -> socketserver.BaseServer:
+def burn(ms: float) -> None:
+    """Spend ``ms`` milliseconds of this thread's CPU time."""
+    end = time.thread_time() + ms / 1000
+    x = 0
+    while time.thread_time() < end:
+        for i in range(2000):
+            x ^= i * i
+
+
+def http_server(
+    name: str, port: int, host: str = "0.0.0.0", work_ms: float = 0.0
+) -> socketserver.BaseServer:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = f"{name}\n".encode()
+            url = urllib.parse.urlsplit(self.path)
+            ms = work_ms
+            if url.path == "/burn":
+                try:
+                    ms = float(urllib.parse.parse_qs(url.query).get("ms", ["100"])[0])
+                except ValueError:
+                    ms = -1
+                if not 0 <= ms <= MAX_BURN_MS:
+                    self.send_error(400, f"ms must be between 0 and {MAX_BURN_MS}")
+                    return
+            burn(ms)
+            body = (f"{name} burned {ms:g} ms\n" if url.path == "/burn" else f"{name}\n").encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
@@ -71,11 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tcp", type=int, default=0, help="TCP echo port (0: off)")
     ap.add_argument("--udp", type=int, default=0, help="UDP echo port (0: off)")
     ap.add_argument("--http", type=int, default=0, help="HTTP port (0: off)")
+    ap.add_argument("--work-ms", type=float, default=0.0, help="CPU ms every GET spends (0)")
     args = ap.parse_args(argv)
     servers = []
-    for port, make in ((args.tcp, tcp_server), (args.udp, udp_server), (args.http, http_server)):
+    for port, make in ((args.tcp, tcp_server), (args.udp, udp_server)):
         if port:
             servers.append(make(args.name, port))
+    if args.http:
+        servers.append(http_server(args.name, args.http, work_ms=args.work_ms))
     if not servers:
         ap.error("give at least one of --tcp, --udp, --http")
     for srv in servers:

@@ -35,6 +35,8 @@ options:
   supervisor_conf: {description: supervisord.conf for supervisorctl, type: path}
   log: {description: the service's log file, quoted on failure, type: path}
   wait: {description: seconds to wait for RUNNING / active, type: float, default: 20}
+  state: {description: "present (converge and run) or absent (stop it, remove its definition)",
+          type: str, default: present, choices: [present, absent]}
 """
 
 RETURN = r"""
@@ -109,6 +111,17 @@ class Manager:
     def start(self) -> None:
         self.must("start", self.name if self.kind == "supervisord" else self.unit)
 
+    def remove(self, path: str) -> None:
+        """Stop the service (its stop signal, TERM) and forget it."""
+        if self.kind == "supervisord":
+            self.ctl("stop", self.name)
+            os.remove(path)
+            self.must("update", self.name)  # drops the removed program
+        else:
+            self.ctl("disable", "--now", self.unit)
+            os.remove(path)
+            self.must("daemon-reload")
+
     def must(self, *args: str) -> None:
         rc, out = self.ctl(*args)
         if rc != 0 and not (args[0] == "start" and "already started" in out):
@@ -137,10 +150,16 @@ def main() -> None:
             "supervisor_conf": {"type": "path"},
             "log": {"type": "path"},
             "wait": {"type": "float", "default": 20.0},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         },
         supports_check_mode=True,
     )
     p, check = module.params, module.check_mode
+    if p["state"] == "absent":
+        there = os.path.exists(p["definition_path"])
+        if there and not check:
+            Manager(module).remove(p["definition_path"])
+        module.exit_json(changed=there, written=[], action="removed" if there else "", state="")
     written = [path for path, text in p["files"].items() if write_if_different(path, text, check)]
     defined = write_if_different(p["definition_path"], p["definition"], check)
     if defined:

@@ -112,8 +112,8 @@ def test_apply_get_delete_round_trip(kv: Store, etcd_url: str, tmp_path: Path, c
         assert len(got["metadata"]["uid"]) == 36
         assert got["status"] == {"phase": "Pending"}
     assert by_name["db"]["spec"]["nodeName"] == "c1-w2"
-    # spread: db already sits on c1-w2, so the two unplaced pods go to c1-w1 first
-    assert Counter(by_name[n]["spec"]["nodeName"] for n in by_name) == {"c1-w1": 2, "c1-w2": 1}
+    # apply places nothing: the controller manager's scheduler binds unplaced pods
+    assert "nodeName" not in by_name["web"]["spec"] and "nodeName" not in by_name["cli"]["spec"]
 
     rc, out, _ = podlab(capsys, etcd_url, "get", "pod", "web", "-o", "yaml")
     single = yaml.safe_load(out)
@@ -165,22 +165,26 @@ def test_bad_multi_document_file_writes_nothing(kv, etcd_url, tmp_path, capsys) 
     assert keys(kv) == [f"{PREFIX}nodes/c1-w1"]
 
 
-def test_unknown_node_and_no_ready_node_are_refused(kv, etcd_url, tmp_path, capsys) -> None:
+def test_unknown_node_is_refused_and_no_ready_node_leaves_a_pod_pending(
+    kv, etcd_url, tmp_path, capsys
+) -> None:
     add_node(kv, "c1-w1", age_s=600)  # registered but stale: NotReady
-    rc, _, err = podlab(capsys, etcd_url, "apply", "-f", manifest(tmp_path, pod_doc("a")))
-    assert rc == 2 and "no Ready node in cluster c1 to schedule on" in err
     rc, _, err = podlab(
         capsys, etcd_url, "apply", "-f", manifest(tmp_path, pod_doc("b", node="c1-w9"))
     )
     assert rc == 2 and "node 'c1-w9' is not in cluster c1 (fix: use one of: c1-w1)" in err
     assert keys(kv) == [f"{PREFIX}nodes/c1-w1"]
+    # as in Kubernetes, a pod nothing can run yet is stored and waits (Pending)
+    rc, out, _ = podlab(capsys, etcd_url, "apply", "-f", manifest(tmp_path, pod_doc("a")))
+    assert (rc, out) == (0, "pod/a created\n")
+    assert keys(kv) == [f"{PREFIX}nodes/c1-w1", f"{PREFIX}pods/default/a"]
     rc, out, _ = podlab(capsys, etcd_url, "get", "nodes")
     assert rc == 0 and out.splitlines()[1].split()[:2] == ["c1-w1", "NotReady"]
 
 
 def test_status_merge_table_and_stdin(kv, etcd_url, tmp_path, capsys, monkeypatch) -> None:
     add_node(kv, "c1-w1")
-    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(pod_doc("web"))))
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(pod_doc("web", node="c1-w1"))))
     assert podlab(capsys, etcd_url, "apply", "-f", "-")[:2] == (0, "pod/web created\n")
     status = {
         "phase": "Running",

@@ -186,6 +186,40 @@ def test_exec_in_a_pod_sees_what_the_pod_sees(inventory: Path, tmp_path: Path) -
         assert gone.returncode == 0, gone.stderr
 
 
+def test_podlab_hollow_resizes_and_removes(inventory: Path) -> None:
+    """`podlab hollow` on the deployed lab: the runner runs supervised on c1-cp, the real
+    agents program its nodes as peers, a resize keeps the nodes it keeps, 0 removes
+    them (docs/hollow.md); a size that cannot fit is refused before anything runs."""
+
+    def nodes() -> dict[str, list[str]]:
+        out = podlab("get", "nodes", "--lab", LAB).stdout.splitlines()[1:]
+        return {row[0]: row for row in (line.split() for line in out)}
+
+    def hollow() -> dict[str, str]:  # name -> pod CIDR, the Ready hollow nodes
+        return {n: r[2] for n, r in nodes().items() if r[5] == "yes" and r[1] == "Ready"}
+
+    big = podlab("hollow", LAB, "--cluster", "c1", "--nodes", "300")
+    assert big.returncode == 2 and "leaves 252 /24 subnets" in big.stderr, big
+    assert hollow() == {}, "a refused size started something"
+    grown = podlab("hollow", LAB, "--cluster", "c1", "--nodes", "3")
+    assert grown.returncode == 0, grown.stderr
+    three = hollow()
+    assert len(three) == 3, nodes()
+    cp_ip = nodes()["c1-cp"][3]
+    fdb = lambda: node_ssh(LAB, "c1-w1", "bridge", "fdb", "show", "dev", "flannel.1")  # noqa: E731
+    wait_for("c1-w1 has an FDB entry per hollow peer", lambda: fdb().count(f"dst {cp_ip}") == 4)
+    assert "podlab-hollow" in node_ssh(LAB, "c1-cp", "supervisorctl", "status")
+    shrunk = podlab("hollow", LAB, "--cluster", "c1", "--nodes", "1")
+    assert shrunk.returncode == 0, shrunk.stderr
+    first = min(three)
+    assert hollow() == {first: three[first]}, "a shrink keeps the node it keeps"
+    gone = podlab("hollow", LAB, "--cluster", "c1", "--nodes", "0")
+    assert gone.returncode == 0, gone.stderr
+    assert hollow() == {} and all(r[5] == "no" for r in nodes().values()), nodes()
+    assert "podlab-hollow" not in node_ssh(LAB, "c1-cp", "supervisorctl", "status")
+    wait_for("hollow peers leave c1-w1", lambda: fdb().count(f"dst {cp_ip}") == 1)
+
+
 def test_broken_host_is_named_with_its_task(inventory: Path) -> None:
     stop_sshd(LAB, "c1-w2")
     proc = podlab("deploy", LAB, "--quiet")

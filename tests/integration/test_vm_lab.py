@@ -129,14 +129,15 @@ def test_guests_boot_with_their_identity_and_nothing_in_the_root_namespace(vmlab
     assert {"brm", "bs0", "t0n0", "t0n1", "t1n0", "t1n1"} <= names, names
 
 
-def test_deploy_installs_etcd_and_the_agent_as_systemd_units(vmlab: VmLab) -> None:
+def test_deploy_installs_etcd_the_agent_and_the_controllers_as_systemd_units(vmlab: VmLab) -> None:
     took = labctl.deploy(vmlab.lab, attempts=1)
     print(f"\nfirst deploy through systemd: {took:.0f} s")
     for name, node in vmlab.nodes.items():
         units = node.check(["systemctl", "list-units", "--no-legend", "podlab-*"]).stdout
         assert "podlab-podlab-agent.service" in units and "running" in units, f"{name}: {units}"
-    cp = vmlab.nodes["c1-cp"].check(["systemctl", "is-active", "podlab-etcd"]).stdout
-    assert cp.strip() == "active"
+    for unit in ("podlab-etcd", "podlab-podlab-controllers"):
+        cp = vmlab.nodes["c1-cp"].check(["systemctl", "is-active", unit]).stdout
+        assert cp.strip() == "active", f"c1-cp: {unit} is {cp.strip()}"
     labctl.wait_nodes_ready(vmlab.lab, None)
     client = vmlab.lab.client()
     vmlab.factory = pods.PodFactory(client, vmlab.nodes)

@@ -35,7 +35,7 @@ def test_ready_pod_needs_consecutive_failures(manager: _Manager, monkeypatch) ->
     results = iter([False, False, True, False, False, False])
     monkeypatch.setattr(procs, "probe", lambda p, ip: next(results))
     st = PodState("default", "web", "u1", "10.0.0.2", "pod-default-web", "veth1",
-                  phase="Running", ready=True)  # fmt: skip
+                  pid=4242, phase="Running", ready=True)  # fmt: skip
     spec = _spec()
     assert [manager.check_ready(spec, st) for _ in range(3)] == [False, False, False]
     assert st.ready and st.probe_failures == 0, "a success in between resets the count"
@@ -45,14 +45,15 @@ def test_ready_pod_needs_consecutive_failures(manager: _Manager, monkeypatch) ->
 
 def test_not_ready_pod_becomes_ready_on_one_success(manager: _Manager, monkeypatch) -> None:
     monkeypatch.setattr(procs, "probe", lambda p, ip: True)
-    st = PodState("default", "web", "u1", "10.0.0.2", "pod-default-web", "veth1", phase="Running")
+    st = PodState("default", "web", "u1", "10.0.0.2", "pod-default-web", "veth1", pid=4242,
+                  phase="Running")  # fmt: skip
     assert manager.check_ready(_spec(), st) and st.ready
 
 
 def test_terminating_pod_is_not_ready_at_once(manager: _Manager, monkeypatch) -> None:
     monkeypatch.setattr(procs, "probe", lambda p, ip: True)
     st = PodState("default", "web", "u1", "10.0.0.2", "pod-default-web", "veth1",
-                  phase="Running", ready=True)  # fmt: skip
+                  pid=4242, phase="Running", ready=True)  # fmt: skip
     spec = PodSpec("default", "web", "u1", ("sleep",), grace_s=30,
                    readiness=procs.Probe("tcp", 80))  # fmt: skip
     assert manager.check_ready(spec, st) and not st.ready

@@ -83,11 +83,13 @@ def test_nodes_table_ready_from_heartbeat() -> None:
             creationTimestamp="2027-01-15T07:00:00Z",
         ),
         NodeRecord(name="c1-w2", heartbeat=NOW - 600),
+        NodeRecord.model_validate({"name": "hollow-007", "hollow": True, "heartbeat": NOW - 1}),
     ]
     assert output.nodes_table(nodes, NOW, False).splitlines() == [
-        "NAME    STATUS     POD-CIDR        INTERNAL-IP   MODE     AGE",
-        "c1-w1   Ready      10.244.1.0/24   10.1.0.11     vxlan    60m",
-        "c1-w2   NotReady   <none>          <none>        <none>   <unknown>",
+        "NAME         STATUS     POD-CIDR        INTERNAL-IP   MODE     HOLLOW   AGE",
+        "c1-w1        Ready      10.244.1.0/24   10.1.0.11     vxlan    no       60m",
+        "c1-w2        NotReady   <none>          <none>        <none>   no       <unknown>",
+        "hollow-007   Ready      <none>          <none>        <none>   yes      <unknown>",
     ]
 
 

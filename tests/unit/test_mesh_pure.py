@@ -11,7 +11,7 @@ from harness.agent.config import AgentConfig
 from harness.agent.datapath.base import Peer, RouteSpec
 from harness.agent.datapath.mesh import MESH_DEVICE, MeshLayer
 from harness.agent.datapath.vxlan import Vxlan
-from harness.agent.services import ServicesConfig, ServicesController
+from harness.agent.svcindex import ServicesIndex
 from harness.inventory import build_inventory
 from harness.mesh import keys
 from harness.mesh.membership import refusal
@@ -144,17 +144,21 @@ def test_remote_pods_are_policy_peers_only_when_the_selector_names_a_cluster() -
     assert "10.245.1.7" in allowed(anywhere)
 
 
-def test_services_controller_reads_mirrored_pods_as_mesh_kinds() -> None:
-    """One mirror cache (kind "mesh") feeds policy peers and global services alike;
-    what neither needs (subnet leases, clusterinfo) is not cached."""
-    ctl = ServicesController.__new__(ServicesController)
-    ctl.prefix = "/podlab/v1/c1/"
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/pods/default/web") == "mesh"
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/podstatus/default/web") == "mesh"
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/services/default/web") == "mesh"
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/subnets/10.245.1.0-24") is None
-    assert ctl._kind("/podlab/v1/c1/mesh/c2/clusterinfo") is None
-    assert ServicesConfig  # the controller's config type is unchanged
+def test_services_index_records_mirrored_objects_and_ignores_what_it_does_not_need() -> None:
+    """Mirrored pods, statuses and services feed policy peers and global services alike;
+    what neither needs (subnet leases, clusterinfo, the syncer's record) costs no pass."""
+    idx = ServicesIndex("c1")
+    pod = {"metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}}}
+    assert idx.record("mesh/c2/pods/default/web", pod)
+    assert idx.record("mesh/c2/podstatus/default/web", {"podIP": "10.245.1.7"})
+    assert idx.record("mesh/c2/services/default/web", {"metadata": {"name": "web"}})
+    assert not idx.record("mesh/c2/subnets/10.245.1.0-24", {"subnet": "10.245.1.0/24"})
+    assert not idx.record("mesh/c2/clusterinfo", {"podCIDR": "10.245.0.0/16"})
+    assert not idx.record("mesh/c2/status", {"connected": True})
+    assert not idx.record("mesh/c1/pods/default/me", pod)  # ourselves, mirrored: ignored
+    c2 = idx.remotes["c2"]
+    assert c2.pod(("default", "web")) == pod and c2.status == {"connected": True}
+    assert set(idx.remotes) == {"c2"}
 
 
 def test_inventory_names_each_clusters_mesh_peers() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -58,6 +59,45 @@ def test_nft_update_touches_only_the_changed_service() -> None:
     assert "delete chain" not in doc and "hairpin" not in doc  # a still uses 10.244.1.4
     assert "add table" not in doc
     assert nftables.update_document({a.ident: a}, {a.ident: a}, CFG) is None
+
+
+def test_nft_endpoints_keep_their_slots_so_an_update_rewrites_only_what_changed() -> None:
+    """100 of 1,000 backends Ready, then 200: the first 100 stay in their slots, the
+    update adds 100 map elements and deletes none (not 100 deletes and 200 adds)."""
+    eps = [Endpoint(f"10.244.{200 + k // 250}.{k % 250 + 1}", 8080) for k in range(1000)]
+    base = sp("prog", "10.96.0.50", 0)
+    first = replace(base, endpoints=tuple(sorted(eps[:100])))
+    second = replace(base, endpoints=tuple(sorted(eps[:200])))
+    placed = nftables.slotted(first, second)
+    assert placed.endpoints[:100] == first.endpoints and sorted(placed.endpoints) == list(
+        second.endpoints
+    )
+    doc = nftables.update_document({base.ident: first}, {base.ident: placed}, CFG)
+    assert doc is not None
+    element_lines = [x for x in doc.splitlines() if " element " in x]
+    assert sum(x.count(" : 10.244.") for x in element_lines if x.startswith("add")) == 100
+    assert not [
+        x for x in element_lines if x.startswith("delete element ip podlab-proxy endpoints")
+    ]
+    assert "service-ips { 10.96.0.50 . tcp . 80 : goto lb-100 }" in doc  # re-pointed to lb-200
+    # one backend leaves: the last slot's endpoint moves into its hole, nothing else moves
+    gone = eps[5]
+    third = replace(base, endpoints=tuple(e for e in placed.endpoints if e != gone))
+    moved = nftables.slotted(placed, third)
+    assert sum(a != b for a, b in zip(placed.endpoints, moved.endpoints, strict=False)) == 1
+    # weights (repeated entries) keep their counts
+    w = replace(base, endpoints=(eps[0], eps[0], eps[1]))
+    assert sorted(
+        nftables.slotted(replace(base, endpoints=(eps[1], eps[2])), w).endpoints
+    ) == sorted(w.endpoints)
+
+
+def test_nft_applier_reprograms_nothing_for_an_unchanged_service() -> None:
+    proxy = nftables.NftablesProxy(CFG)
+    a = sp("a", "10.96.0.1", 3)
+    proxy.state, proxy._given = {a.ident: a}, {a.ident: a}
+    proxy.update([sp("a", "10.96.0.1", 3)])  # equal, not identical: no nft run (none here)
+    assert proxy.state[a.ident] is a
 
 
 def test_nft_update_service_losing_all_endpoints_moves_to_reject() -> None:

@@ -1,4 +1,4 @@
-"""Node liveness for the services controller (harness/agent/services.py), clock injected.
+"""Node liveness for the services controller (harness/agent/liveness.py), clock injected.
 
 A dead node's pods must leave the endpoints; a heartbeat must not cost a
 programming pass; our own deafness (no write from anyone) must not condemn
@@ -13,7 +13,8 @@ import logging
 import pytest
 
 from harness.agent.config import AgentConfig
-from harness.agent.services import NodeLiveness, ServicesConfig, ServicesController
+from harness.agent.liveness import NodeLiveness
+from harness.agent.services import ServicesConfig, ServicesController
 from harness.store import KV, Event
 
 G = 3.0  # grace; heartbeats every 1 s in these scenarios

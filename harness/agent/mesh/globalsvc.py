@@ -53,14 +53,19 @@ from harness.agent.proxy.model import (
     PortBackends,
     ServicePort,
     endpoints_for,
+    is_ready,
     port_backends,
     proxied_ports,
+    selected_pods,
 )
 
 ANN_GLOBAL = "service.cilium.io/global"
 ANN_SHARED = "service.cilium.io/shared"
 ANN_AFFINITY = "service.cilium.io/affinity"
 ANN_FLIPBACK = "service.podlab.io/flip-back"
+#: Cilium's: a headless global Service's remote endpoints are synced to this cluster
+#: (its DNS answers with them); on by default for headless global services
+ANN_SYNC = "service.cilium.io/global-sync-endpoint-slices"
 AFFINITIES = ("none", "local", "remote")
 FLIPBACKS = ("spread", "immediate")
 BOOLEANS = ("true", "false")
@@ -105,6 +110,7 @@ def annotation_problems(annotations: Mapping[str, str]) -> list[tuple[str, str, 
         ANN_SHARED: BOOLEANS,
         ANN_AFFINITY: AFFINITIES,
         ANN_FLIPBACK: FLIPBACKS,
+        ANN_SYNC: BOOLEANS,
     }
     out = []
     for key, values in allowed.items():
@@ -181,6 +187,38 @@ def remote_backends(
         down = {node for cluster, node in unreachable if cluster == view.name}
         out[view.name] = port_backends(theirs, view.pods, served_statuses(view, down))
     return out
+
+
+def headless_remote(
+    service: Mapping[str, Any],
+    remotes: Sequence[ClusterView],
+    unreachable: Set[tuple[str, str]] = frozenset(),
+) -> tuple[str, ...]:
+    """The Ready remote pod addresses a headless global Service's DNS name answers with
+    besides its local ones (Cilium's EndpointSlice sync, on by default for headless
+    global services; ``service.cilium.io/global-sync-endpoint-slices: "false"`` turns
+    it off). From every cluster whose own copy is global and shared; affinity does
+    not apply (DNS has no failover: the client picks)."""
+    spec = service.get("spec", {})
+    ann = service.get("metadata", {}).get("annotations") or {}
+    if spec.get("clusterIP") != "None" or not spec_of(service).is_global:
+        return ()
+    if str(ann.get(ANN_SYNC, "true")).lower() == "false":
+        return ()
+    meta = service["metadata"]
+    ref = (meta.get("namespace", "default"), meta["name"])
+    found: set[str] = set()
+    for view in remotes:
+        theirs = view.services.get(ref)
+        if theirs is None or not spec_of(theirs).exported:
+            continue
+        down = {node for cluster, node in unreachable if cluster == view.name}
+        statuses = served_statuses(view, down)
+        for pod in selected_pods(dict(theirs), view.pods):
+            status = statuses.get((ref[0], pod["metadata"]["name"])) or {}
+            if is_ready(status):
+                found.add(str(status["podIP"]))
+    return tuple(sorted(found))
 
 
 def merge(

@@ -14,14 +14,17 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 #: The mark that asks postrouting to masquerade (kube-proxy's 0x4000).
 MASQ_MARK = 0x4000
 
 
-@dataclass(frozen=True, order=True)
-class Endpoint:
+class Endpoint(NamedTuple):
+    """One backend address. A tuple, so sorting, hashing and comparing the thousands of a
+    big service happen in C (a dataclass compares in Python: the services controller
+    spent a third of a 1,000-backend pass in ``Endpoint.__lt__``)."""
+
     ip: str
     port: int
 
@@ -66,7 +69,8 @@ def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def _ready(status: dict[str, Any]) -> bool:
+def is_ready(status: dict[str, Any]) -> bool:
+    """Running with an address and condition Ready=True (what makes an endpoint)."""
     if status.get("phase") != "Running" or not status.get("podIP"):
         return False
     conds = {c.get("type"): c.get("status") for c in status.get("conditions", [])}
@@ -144,7 +148,7 @@ def port_backends(
                 continue
             known += 1
             status = statuses.get((ns, pod["metadata"]["name"])) or {}
-            if _ready(status):
+            if is_ready(status):
                 eps.add(Endpoint(status["podIP"], target))
         key = (port.get("name", ""), port.get("protocol", "TCP").lower())
         out[key] = PortBackends(tuple(sorted(eps)), known)

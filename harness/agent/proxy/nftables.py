@@ -32,8 +32,9 @@ text form is about 3x smaller than JSON at 10,000 services and parses faster.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from harness.agent.proxy.base import local_service_route, nft_script
 from harness.agent.proxy.model import MASQ_MARK, Endpoint, ServicePort
@@ -255,34 +256,77 @@ def _batched(element_lines: list[str]) -> list[str]:
     return [f"{head} {{ {', '.join(items)} }}" for head, items in by_map.items()]
 
 
+def slotted(old: ServicePort | None, new: ServicePort) -> ServicePort:
+    """``new`` with its endpoint entries in the slots they had in ``old`` where they are
+    still wanted, and the rest in the free slots: an endpoint change then rewrites
+    only the ``endpoints`` map elements whose slot changed, not every element of the
+    service (1,000 backends turning Ready 100 at a time: 100 adds per pass, not all).
+    Slots stay dense (``numgen random mod N`` picks 0..N-1); weights (repeated
+    entries) are kept as counts."""
+    if old is None or not old.endpoints or _affinity(new) or len(new.endpoints) < 2:
+        return new
+    want = Counter(new.endpoints)
+    slots: list[Endpoint | None] = [None] * len(new.endpoints)
+    for i, ep in enumerate(old.endpoints[: len(slots)]):
+        if want[ep] > 0:
+            slots[i] = ep
+            want[ep] -= 1
+    rest = iter(sorted(want.elements()))
+    return replace(new, endpoints=tuple(s if s is not None else next(rest) for s in slots))
+
+
+def _chain_lines(gone: list[ServicePort], came: list[ServicePort]) -> tuple[list[str], list[str]]:
+    """Affinity services' chains and sets: removed for ``gone``, made for ``came``."""
+    drop = [f"flush chain {T} {c}" for s in gone for c in _chains(s)]
+    drop += [f"delete chain {T} {c}" for s in gone for c in _chains(s)]
+    drop += [f"delete set {T} {st.split()[0]}" for s in gone for st in _sets(s)]
+    make = []
+    for s in came:
+        make += [f"add chain {T} {c}" for c in _chains(s)]
+        make += [f"add set {T} {st}" for st in _sets(s)]
+        if _affinity(s):
+            make += _affinity_rules(s)
+    return drop, make
+
+
 def update_document(
     old: dict[str, ServicePort], new: dict[str, ServicePort], cfg: NftConfig
 ) -> str | None:
     """The incremental transaction from ``old`` to ``new`` (both keyed by ident).
 
-    Only the changed service ports' map elements are deleted and re-added (and,
-    for affinity services, their chains rebuilt); nothing else in the table
-    moves. None when nothing changed.
+    Only the changed service ports move: for plain ones, exactly the map elements
+    that differ are deleted and added (``slotted`` keeps unchanged endpoints in
+    their slots); an affinity service (either side) is removed and re-added
+    whole, chains and sets included. Nothing else in the table moves. None when
+    nothing changed.
     """
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if not changed:
         return None
-    gone = [old[k] for k in changed if k in old]
-    came = [new[k] for k in changed if k in new]
-    lines = _batched([e for s in gone for e in _elements(s, "delete")])
-    lines += [f"flush chain {T} {c}" for s in gone for c in _chains(s)]
-    lines += [f"delete chain {T} {c}" for s in gone for c in _chains(s)]
-    lines += [f"delete set {T} {st.split()[0]}" for s in gone for st in _sets(s)]
-    for n in sorted(_sizes(came) - _sizes(old.values())):
-        lines += _lb_chains(n)
-    for s in came:
-        lines += [f"add chain {T} {c}" for c in _chains(s)]
-        lines += [f"add set {T} {st}" for st in _sets(s)]
-        if _affinity(s):
-            lines += _affinity_rules(s)
-    lines += _batched([e for s in came for e in _elements(s, "add")])
-    was, now = _hairpin(old.values()), _hairpin(new.values())
-    lines += _hairpin_elements(was - now, "delete") + _hairpin_elements(now - was, "add")
+    deletes: list[str] = []
+    adds: list[str] = []
+    gone, came = [], []
+    for k in changed:
+        o, n = old.get(k), new.get(k)
+        was = _elements(o, "add") if o is not None else []
+        now = _elements(n, "add") if n is not None else []
+        if any(s is not None and _affinity(s) for s in (o, n)):
+            keep: set[str] = set()  # chains are rebuilt: every element goes and comes back
+            gone += [o] if o is not None else []
+            came += [n] if n is not None else []
+        else:
+            keep = set(was) & set(now)
+        deletes += [e.replace("add", "delete", 1) for e in was if e not in keep]
+        adds += [e for e in now if e not in keep]
+    drop, make = _chain_lines(gone, came)
+    lines = _batched(deletes) + drop
+    fresh = [new[k] for k in changed if k in new]
+    for size in sorted(_sizes(fresh) - _sizes(old.values())):
+        lines += _lb_chains(size)
+    lines += make + _batched(adds)
+    was_ips, now_ips = _hairpin(old.values()), _hairpin(new.values())
+    lines += _hairpin_elements(was_ips - now_ips, "delete")
+    lines += _hairpin_elements(now_ips - was_ips, "add")
     return "\n".join(lines) + "\n"
 
 
@@ -294,29 +338,35 @@ class NftablesProxy:
     def __init__(self, cfg: NftConfig, netns: str | None = None) -> None:
         self.cfg = cfg
         self.netns = netns
-        self.state: dict[str, ServicePort] = {}
+        self.state: dict[str, ServicePort] = {}  # as programmed (endpoints in slot order)
+        self._given: dict[str, ServicePort] = {}  # as last given (the state's source)
 
     def full_sync(self, services: Iterable[ServicePort]) -> None:
         """Replace everything (start, periodic drift repair, after a failed update)."""
         local_service_route(self.cfg.service_cidr, self.netns)
         svcs = {s.ident: s for s in services}
         nft_script(full_ruleset(svcs.values(), self.cfg), self.netns)
-        self.state = svcs
+        self.state, self._given = svcs, dict(svcs)
 
     def update(self, services: Iterable[ServicePort]) -> None:
         """Program the difference from the last applied state; full sync if that fails."""
-        svcs = {s.ident: s for s in services}
+        given = {s.ident: s for s in services}
+        svcs = {
+            k: self.state[k] if self._given.get(k) == s else slotted(self.state.get(k), s)
+            for k, s in given.items()
+        }
         doc = update_document(self.state, svcs, self.cfg)
         if doc is None:
+            self._given = given
             return
         try:
             nft_script(doc, self.netns)
         except ToolError:
-            self.full_sync(svcs.values())  # someone changed our table: start over
+            self.full_sync(given.values())  # someone changed our table: start over
             return
-        self.state = svcs
+        self.state, self._given = svcs, given
 
     def close(self) -> None:
         nft_script(f"add table {T}\ndelete table {T}\n", self.netns)
         local_service_route(self.cfg.service_cidr, self.netns, remove=True)
-        self.state = {}
+        self.state, self._given = {}, {}

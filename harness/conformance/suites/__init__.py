@@ -14,4 +14,7 @@
   checked by the plugin or by scripts/conformance.sh)
 - test_faults: 6 (agent kill -9 and etcd restart under traffic)
 - test_modeswitch: 23 (switch to the matrix's next mode under live flows)
+- test_workloads: 31 (a Deployment's rolling update behind a ClusterIP and a NodePort
+  under open-loop load: 0 failed requests; rollout time, stale-endpoint window),
+  32 (the HPA adds serving replicas under a CPU load step, scales down after its window)
 """

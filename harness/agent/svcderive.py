@@ -1,0 +1,194 @@
+"""What one node programs for services, DNS and policy — recomputed only where dirty.
+
+The second half of Felix's pattern (``svcindex`` records and marks): once per
+pass, ``Derived.update`` takes the ``Dirt`` gathered since the last pass and
+
+1. re-resolves the MCS exports if any export or Service changed (cheap: one
+   entry per export), which dirties the names whose import changed;
+2. recomputes every dirty service name with ``mesh.desired.derive_ref`` over
+   *narrow* views (``ClusterIndex.narrow``: that name's Service in each
+   cluster and the pods it selects), caching the result per name; its DNS part
+   (``dns.Zone.service``) too;
+3. re-makes the ``pod.cluster.local`` record of each local pod whose address
+   moved;
+4. rebuilds the policy table only when policy inputs moved;
+5. assembles the service ports, probe targets, ClusterSet records and zone
+   from the per-name parts (``desired.assemble``, ``Zone.merged``).
+
+Everything dirty (a node died or came back, a remote node moved, data-path
+reachability changed, the periodic full sync) recomputes every name, which is
+exactly the old whole-snapshot computation. The result equals
+``desired.compute`` over the whole cache — tests/unit/test_svc_incremental.py
+checks that over random event sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.agent import policy
+from harness.agent.dns import Zone
+from harness.agent.liveness import not_ready
+from harness.agent.mesh import desired as mesh
+from harness.agent.mesh import mcs
+from harness.agent.mesh.views import ClusterView
+from harness.agent.proxy.model import ServicePort
+from harness.agent.svcindex import Dirt, Ref, ServicesIndex
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """One pass's result: what to program, and what it took."""
+
+    mesh: mesh.MeshDesired
+    ports: list[ServicePort]
+    zone: Zone
+    table: str
+    names: int = 0  # service names recomputed this pass
+    zone_changed: bool = False
+    policy_changed: bool = False
+
+
+@dataclass
+class Derived:
+    """The cached per-name results and the last assembled outputs of one node."""
+
+    cluster: str
+    node: str
+    dns: bool = True
+    results: dict[Ref, mesh.RefResult] = field(default_factory=dict)
+    zones: dict[Ref, Zone] = field(default_factory=dict)  # each local Service's records
+    pod_zones: dict[Ref, Zone] = field(default_factory=dict)  # each local pod's record
+    imports: dict[Ref, mcs.Import] = field(default_factory=dict)
+    conditions: dict[tuple[str, str, str], tuple[mcs.Condition, ...]] = field(default_factory=dict)
+    table: str = ""
+    unreachable: frozenset[tuple[str, str]] = frozenset()
+    _pods_zone: Zone | None = None
+    _zone: Zone = field(default_factory=Zone)
+
+    def update(
+        self,
+        index: ServicesIndex,
+        dirt: Dirt,
+        dead: Callable[[str], bool],
+        unreachable: Set[tuple[str, str]] = frozenset(),
+    ) -> Outcome:
+        """Recompute what ``dirt`` says moved; ``dead(node)``: a local node whose pods
+        count as NotReady (its lifecycle verdict, fixed for this pass)."""
+        if frozenset(unreachable) != self.unreachable:
+            self.unreachable = frozenset(unreachable)
+            dirt.everything = True
+        refs = set(dirt.refs)
+        if dirt.everything:
+            refs |= set(self.results) | set(index.local.services) | set(self.imports)
+            dirt.exports = dirt.policy = True
+            self.pod_zones.clear()
+            dirt.pod_dns = {(ns, n) for ns, by in index.local.pods.items() for n in by}
+        if dirt.exports:
+            refs |= self._resolve(index)
+        for ref in refs:
+            self._derive(index, ref, dead)
+        zone_changed = bool(refs or dirt.pod_dns)
+        if dirt.pod_dns:
+            self._pod_records(index, dirt.pod_dns)
+        if zone_changed:
+            self._assemble_zone(index)
+        policy_changed = False
+        if dirt.policy:
+            table = self._policy(index)
+            policy_changed, self.table = table != self.table, table
+        out = mesh.MeshDesired(imports=self.imports, conditions=self.conditions)
+        mesh.assemble(out, index.local.services, self.results)
+        ports = [g.port for g in out.ports]
+        return Outcome(out, ports, self._zone, self.table, len(refs), zone_changed, policy_changed)
+
+    def _resolve(self, index: ServicesIndex) -> set[Ref]:
+        """Re-resolve every export of the mesh; the names whose import changed."""
+        views = [
+            ClusterView(c.name, services=c.services, exports=c.exports)
+            for c in (index.local, *index.remote_list())
+        ]
+        imports, self.conditions = mcs.resolve(mcs.exports_of(views[0], views[1:]))
+        old = self.imports
+        moved = {r for r in imports.keys() | old.keys() if imports.get(r) != old.get(r)}
+        self.imports = imports
+        return moved
+
+    def _derive(self, index: ServicesIndex, ref: Ref, dead: Callable[[str], bool]) -> None:
+        local = index.local.narrow(ref)
+        imp = self.imports.get(ref)
+        if not local.services and imp is None:
+            self.results.pop(ref, None)
+            self.zones.pop(ref, None)
+            return
+        served = _served(local, dead)
+        remotes = [c.narrow(ref) for c in index.remote_list()]
+        ip = mesh.stored_ip(index.imports.get(ref))
+        r = mesh.derive_ref(ref, local, remotes, imp, ip, served, self.unreachable)
+        self.results[ref] = r
+        svc = local.services.get(ref)
+        if self.dns and svc is not None:
+            self.zones[ref] = Zone.service(svc, local.pods, served, r.remote_ready)
+        else:
+            self.zones.pop(ref, None)
+
+    def _pod_records(self, index: ServicesIndex, pods: set[Ref]) -> None:
+        for ref in pods:
+            ip = (index.local.statuses.get(ref) or {}).get("podIP")
+            if index.local.pod(ref) is None or not ip or not self.dns:
+                self.pod_zones.pop(ref, None)
+            else:
+                self.pod_zones[ref] = Zone.pod(ref[0], str(ip))
+        self._pods_zone = None
+
+    def _assemble_zone(self, index: ServicesIndex) -> None:
+        if not self.dns:
+            self._zone = Zone()
+            return
+        if self._pods_zone is None:
+            self._pods_zone = Zone.merged(self.pod_zones[r] for r in sorted(self.pod_zones))
+        parts = [self._pods_zone, *(self.zones[r] for r in sorted(self.zones))]
+        for ref in sorted(self.imports):
+            record = self.results[ref].clusterset if ref in self.results else None
+            if record is not None:
+                part = Zone()
+                part.add_clusterset(*record)
+                parts.append(part)
+        self._zone = Zone.merged(parts)
+
+    def _policy(self, index: ServicesIndex) -> str:
+        """This node's whole policy table (policies are few; pods only matter if any)."""
+        ns_labels = {
+            ns: (o.get("metadata") or {}).get("labels", {}) for ns, o in index.namespaces.items()
+        }
+        policies = list(index.policies.values())
+        local = index.local.view()
+        mine = {
+            (p["metadata"].get("namespace", "default"), p["metadata"]["name"])
+            for p in local.pods
+            if p.get("spec", {}).get("nodeName") == self.node
+        }
+        if not policies:
+            return policy.ruleset([], [], ns_labels, mine)
+        infos = policy.pods_from_store(local.pods, local.statuses, self.cluster)
+        for c in index.remote_list():  # remote pods are policy peers (mirrored)
+            view = c.view()
+            infos += policy.remote_pods(view.name, view.pods, view.statuses)
+        return policy.ruleset(policies, infos, ns_labels, mine)
+
+
+def _served(local: ClusterView, dead: Callable[[str], bool]) -> dict[Ref, Obj]:
+    """The local statuses with the pods of dead nodes NotReady (for endpoints and DNS)."""
+    served = local.statuses
+    for p in local.pods:
+        node = p.get("spec", {}).get("nodeName")
+        ref = (p["metadata"].get("namespace", "default"), p["metadata"]["name"])
+        if node and ref in served and dead(node):
+            if served is local.statuses:
+                served = dict(served)
+            served[ref] = not_ready(served[ref])
+    return served

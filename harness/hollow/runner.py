@@ -1,0 +1,372 @@
+"""The hollow-node runner: N hollow nodes in one asyncio process (one etcd client).
+
+Per node, one task: lease a subnet exactly as the agent does (an etcd lease with
+the agents' TTL; ``create`` of ``subnets/<a.b.c.d-len>`` only if absent, a
+subnet already naming the node reclaimed), then every ``heartbeat_s`` refresh
+the lease and rewrite the node record bound to it. Pods: one watch on ``pods/``
+(a thread, as the store client is blocking) feeds the loop; a pod whose
+``spec.nodeName`` is one of ours goes through kwok's stages: ``pending_s`` after
+it is seen its status says Pending with an IP from the node's subnet,
+``running_s`` later Running and Ready; ``deletionTimestamp`` → after
+``delete_s`` its status and object are removed (the kubelet's part).
+
+Stopping: SIGTERM/SIGINT revokes every lease (node records and subnets go at
+once, statuses are deleted): ``podlab hollow --nodes 0``. SIGKILL leaves the
+leases to expire: the real agents judge the nodes dead after their grace,
+exactly as for a crashed real node. A restarted runner reclaims its subnets and
+keeps its pods' IPs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+import random
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from harness.hollow.model import (
+    HollowConfig,
+    HollowError,
+    HollowNode,
+    node_record,
+    now_rfc3339,
+    pod_status,
+)
+from harness.hollow.model import subnet_record as make_subnet_record
+from harness.store import KV, Event, Store, StoreError
+from harness.store.keys import (
+    kind_prefix,
+    node_key,
+    pod_key,
+    podstatus_key,
+    podstatus_prefix,
+    subnet_key,
+    subnets_prefix,
+)
+
+log = logging.getLogger("podlab.hollow")
+PodKey = tuple[str, str]
+
+
+class Runner:
+    """``await Runner(cfg).run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self, cfg: HollowConfig, store: Store | None = None, nodes_file: Path | None = None
+    ) -> None:
+        cfg.check()
+        self.cfg = cfg
+        self.nodes_file = nodes_file  # the wanted count; re-read every second (resize)
+        self.lives: dict[str, asyncio.Task[None]] = {}
+        self.store = store or Store(cfg.etcd_endpoints)
+        self.nodes = {n: HollowNode(n) for n in cfg.names()}
+        self.pods: dict[PodKey, dict[str, Any]] = {}  # our nodes' pods as last seen
+        self.tasks: dict[PodKey, asyncio.Task[None]] = {}
+        self.ready = asyncio.Event()  # every node leased and registered
+        self.before: dict[str, ipaddress.IPv4Network] = {}  # subnets of a previous run
+        self.list_lock = asyncio.Lock()
+        self.listing: list[KV] | None = None  # subnets/ as last listed (see subnets())
+        self.list_gen = 0
+        self.picked: set[str] = set()  # subnet keys our nodes claimed or tried
+
+    def previous_subnets(self) -> dict[str, ipaddress.IPv4Network]:
+        """Each node's subnet in a previous run, read off its pods' statuses (the agent
+        keeps it in a state file): a restart after the leases expired takes the same
+        subnet back while it is free, so running pods keep their IPs."""
+        cl, out = self.cfg.cluster, {}
+        pods = {_pkey(kv.key): _obj(kv) for kv in self.store.get_prefix(pod_prefix(cl))[0]}
+        for kv in self.store.get_prefix(podstatus_prefix(cl))[0]:
+            st, pod = _obj(kv), pods.get(_pkey(kv.key), {})
+            node = pod.get("spec", {}).get("nodeName")
+            if st.get("hollow") and node in self.nodes and st.get("uid") == _uid(pod):
+                net = f"{st.get('podIP')}/{self.cfg.node_prefix}"
+                with contextlib.suppress(ValueError):
+                    out[node] = ipaddress.IPv4Network(net, strict=False)
+        return out
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    # -- nodes ----------------------------------------------------------------------
+    async def subnets(self, seen: int) -> tuple[int, list[KV]]:
+        """The subnet leases, listed once for all the nodes leasing together: a caller
+        that saw listing ``seen`` fail gets a fresh one, unless another already made it
+        (listing per node made starting N nodes quadratic)."""
+        async with self.list_lock:
+            if self.listing is None or self.list_gen == seen:
+                kvs, _ = await self.call(self.store.get_prefix, subnets_prefix(self.cfg.cluster))
+                self.listing, self.list_gen = kvs, self.list_gen + 1
+            return self.list_gen, self.listing
+
+    async def lease(self, node: HollowNode) -> None:
+        """Claim a subnet the agent's way: reclaim one naming us, else create a free one."""
+        cfg, st = self.cfg, self.store
+        node.lease_id = await self.call(st.grant, cfg.lease_ttl_s)
+        cands = list(ipaddress.IPv4Network(cfg.pod_cidr).subnets(new_prefix=cfg.node_prefix))[1:]
+        seen = -1
+        for _ in range(50):
+            seen, kvs = await self.subnets(seen)
+            recs = {kv.key: _obj(kv) for kv in kvs}
+            mine = [kv for kv in kvs if recs[kv.key].get("node") == node.name]
+            if mine:
+                node.subnet = ipaddress.IPv4Network(recs[mine[0].key]["subnet"])
+                rec = json.dumps(make_subnet_record(cfg, node.name, node.subnet))
+                if await self.call(
+                    st.replace_if, mine[0].key, rec, mine[0].mod_revision, node.lease_id
+                ):
+                    return
+                continue
+            # the node's own earlier subnet (an expired lease) stays a candidate
+            prev = node.subnet or self.before.get(node.name)
+            own = {subnet_key(cfg.cluster, str(prev))} if prev else set()
+            taken = recs.keys() | (self.picked - own)
+            free = [s for s in cands if subnet_key(cfg.cluster, str(s)) not in taken]
+            if not free:
+                raise StoreError(f"pod CIDR {cfg.pod_cidr} has no free /{cfg.node_prefix} left")
+            # the previous subnet if free, else a random free one (spreads contention)
+            want = prev if prev in free else random.choice(free)
+            key = subnet_key(cfg.cluster, str(want))
+            self.picked.add(key)  # before the await: our other nodes skip it
+            rec = json.dumps(make_subnet_record(cfg, node.name, want))
+            if await self.call(st.create, key, rec, node.lease_id):
+                node.subnet = want
+                return
+        raise StoreError(f"{node.name}: gave up leasing a subnet after 50 contended attempts")
+
+    async def beat(self, node: HollowNode) -> None:
+        """Refresh the lease (re-lease if it expired) and rewrite the node record."""
+        st = self.store
+        if await self.call(st.refresh, node.lease_id) <= 0:
+            log.warning("%s: etcd lease expired; re-claiming a subnet", node.name)
+            await self.lease(node)
+        key = node_key(self.cfg.cluster, node.name)
+        await self.call(st.put, key, json.dumps(node_record(self.cfg, node)), node.lease_id)
+
+    async def keep(self, node: HollowNode, started: asyncio.Queue[str]) -> None:
+        """One node's life: lease, register, heartbeat forever (errors retried)."""
+        await self.lease(node)
+        await self.beat(node)
+        started.put_nowait(node.name)
+        period = self.cfg.heartbeat_s
+        await asyncio.sleep(random.uniform(0, period))  # spread the beats over the period
+        while True:
+            try:
+                await self.beat(node)
+            except StoreError as exc:
+                log.warning("%s: heartbeat failed: %s", node.name, exc)
+            await asyncio.sleep(period)
+
+    # -- pods -----------------------------------------------------------------------
+    def on_pods(self, kvs: list[KV] | None, events: list[Event] | None) -> None:
+        """Watch callback (runs in the event loop): start or cancel pods' stages."""
+        seen: dict[PodKey, dict[str, Any] | None] = {}
+        if kvs is not None:  # a full listing: everything not in it is gone
+            seen = dict.fromkeys(self.pods)
+            for kv in kvs:
+                seen[_pkey(kv.key)] = _obj(kv)
+        for ev in events or []:
+            seen[_pkey(ev.kv.key)] = None if ev.type == "DELETE" else _obj(ev.kv)
+        for key, obj in seen.items():
+            node = (obj or {}).get("spec", {}).get("nodeName")
+            if obj is None or node not in self.nodes:
+                if self.pods.pop(key, None) is not None:
+                    self._restart(key, self.gone(key))
+                continue
+            old = self.pods.get(key)
+            self.pods[key] = obj
+            if old is None or _uid(old) != _uid(obj):
+                self._restart(key, self.stages(key, obj))
+            elif _deleting(obj) and not _deleting(old):
+                self._restart(key, self.delete(key, obj))
+
+    def _restart(self, key: PodKey, coro: Any) -> None:
+        if (task := self.tasks.pop(key, None)) is not None:
+            task.cancel()
+        self.tasks[key] = asyncio.get_running_loop().create_task(coro)
+
+    async def stages(self, key: PodKey, pod: dict[str, Any]) -> None:
+        """kwok's pod-ready stages: Pending (with its IP), then Running + Ready."""
+        if _deleting(pod):
+            return await self.delete(key, pod)
+        node = self.nodes[pod["spec"]["nodeName"]]
+        await self.ready.wait()
+        sk = podstatus_key(self.cfg.cluster, *key)
+        old = await self.call(self.store.get, sk)
+        prev = _obj(old) if old else {}
+        ip_ok = _within(prev.get("podIP"), node.subnet)
+        if prev.get("uid") == _uid(pod) and prev.get("phase") == "Running" and ip_ok:
+            node.pod_ips[key] = str(prev.get("podIP", ""))  # a restarted runner keeps IPs
+            return
+        await asyncio.sleep(self.cfg.pending_s)
+        ip = node.pod_ips.get(key) or node.next_ip()
+        node.pod_ips[key] = ip
+        t0 = now_rfc3339()
+        pending = pod_status(_uid(pod), "Pending", ip, self.cfg.underlay_ip, t0)
+        await self.call(self.store.put, sk, json.dumps(pending))
+        await asyncio.sleep(self.cfg.running_s)
+        running = pod_status(_uid(pod), "Running", ip, self.cfg.underlay_ip, t0)
+        await self.call(self.store.put, sk, json.dumps(running))
+
+    async def delete(self, key: PodKey, pod: dict[str, Any]) -> None:
+        """A graceful delete: after ``delete_s`` remove the status, then the object."""
+        await asyncio.sleep(self.cfg.delete_s)
+        await self.gone(key)
+        pk = pod_key(self.cfg.cluster, *key)
+        kv = await self.call(self.store.get, pk)
+        if kv is not None and _uid(_obj(kv)) == _uid(pod):
+            await self.call(self.store.delete_if, pk, kv.mod_revision)
+
+    async def gone(self, key: PodKey) -> None:
+        for node in self.nodes.values():
+            node.pod_ips.pop(key, None)
+        await self.call(self.store.delete, podstatus_key(self.cfg.cluster, *key))
+
+    # -- the process ----------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        wstop = threading.Event()
+        prefix = pod_prefix(self.cfg.cluster)
+
+        def events(evs: list[Event]) -> None:
+            loop.call_soon_threadsafe(self.on_pods, None, evs)
+
+        def reset(kvs: list[KV]) -> None:
+            loop.call_soon_threadsafe(self.on_pods, kvs, None)
+
+        watcher = threading.Thread(
+            target=self.store.watch_prefix, args=(prefix, events, reset, wstop), daemon=True
+        )
+        self.before = await self.call(self.previous_subnets)
+        try:
+            await self.start(list(self.nodes.values()))
+            self.ready.set()
+            watcher.start()
+            log.info("%d hollow nodes up (heartbeat %g s)", len(self.nodes), self.cfg.heartbeat_s)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                want = self.wanted()
+                if want is not None and want != len(self.nodes) and not stop.is_set():
+                    await self.resize(want)
+        finally:
+            wstop.set()
+            for t in [*self.lives.values(), *self.tasks.values()]:
+                t.cancel()
+            await self.release()
+
+    async def start(self, nodes: list[HollowNode]) -> None:
+        """Start ``nodes``' lives; return once all registered, failing fast on an error."""
+        started: asyncio.Queue[str] = asyncio.Queue()
+        lives = [asyncio.create_task(self.keep(n, started)) for n in nodes]
+        self.lives.update(zip((n.name for n in nodes), lives, strict=True))
+        for _ in lives:  # fail fast if a node cannot lease (e.g. CIDR exhausted)
+            done = asyncio.create_task(started.get())
+            await asyncio.wait([done, *lives], return_when=asyncio.FIRST_COMPLETED)
+            for t in lives:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    done.cancel()
+                    raise t.exception()  # type: ignore[misc]
+            await done
+
+    def wanted(self) -> int | None:
+        """The count in ``nodes_file`` (None: no file, or not a count: keep the size)."""
+        if self.nodes_file is None:
+            return None
+        try:
+            return int(self.nodes_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    async def resize(self, want: int) -> None:
+        """Grow (new nodes ``<prefix>-<k>`` …) or shrink (the highest first, leases
+        revoked, their pods' statuses deleted); the nodes kept are not touched."""
+        try:
+            dataclasses.replace(self.cfg, nodes=want).check()
+        except HollowError as exc:
+            log.error("resize refused: %s", exc)
+            return
+        have = len(self.nodes)
+        if want > have:
+            new = [HollowNode(n) for n in self.cfg.names(want)[have:]]
+            self.nodes.update((n.name, n) for n in new)
+            await self.start(new)
+            kvs, _ = await self.call(self.store.get_prefix, pod_prefix(self.cfg.cluster))
+            self.on_pods(kvs, None)  # pods already scheduled to the new names
+        for name in self.cfg.names(have)[want:]:
+            await self.drop(self.nodes.pop(name))
+        log.info("resized from %d to %d hollow nodes", have, want)
+
+    async def drop(self, node: HollowNode) -> None:
+        if (task := self.lives.pop(node.name, None)) is not None:
+            task.cancel()
+        with contextlib.suppress(StoreError):
+            await self.call(self.store.revoke, node.lease_id)
+        for key in list(node.pod_ips):
+            self.pods.pop(key, None)
+            if (t := self.tasks.pop(key, None)) is not None:
+                t.cancel()
+            with contextlib.suppress(StoreError):
+                await self.gone(key)
+
+    async def release(self) -> None:
+        """Revoke every lease (records and subnets vanish) and drop our pods' statuses."""
+        for node in self.nodes.values():
+            if node.lease_id:
+                with contextlib.suppress(StoreError):
+                    await self.call(self.store.revoke, node.lease_id)
+        for key in list(self.pods):
+            with contextlib.suppress(StoreError):
+                await self.gone(key)
+        log.info("released %d hollow nodes", len(self.nodes))
+
+
+def pod_prefix(cluster: str) -> str:
+    return kind_prefix(cluster, "pods")
+
+
+def _obj(kv: KV | None) -> dict[str, Any]:
+    try:
+        got = kv.json() if kv is not None else {}
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _within(ip: Any, subnet: ipaddress.IPv4Network | None) -> bool:
+    try:
+        return subnet is not None and ipaddress.IPv4Address(str(ip)) in subnet
+    except ValueError:
+        return False
+
+
+def _pkey(key: str) -> PodKey:
+    ns, name = key.rsplit("/", 2)[-2:]
+    return ns, name
+
+
+def _uid(pod: dict[str, Any]) -> str:
+    return str(pod.get("metadata", {}).get("uid", ""))
+
+
+def _deleting(pod: dict[str, Any]) -> bool:
+    return bool(pod.get("metadata", {}).get("deletionTimestamp"))
+
+
+def serve(cfg: HollowConfig, nodes_file: Path | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then release every node (the supervised process)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Runner(cfg, nodes_file=nodes_file).run(stop)
+
+    asyncio.run(main())
