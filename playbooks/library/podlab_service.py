@@ -66,6 +66,17 @@ def write_if_different(path: str, content: str, check: bool) -> bool:
     return True
 
 
+def unit_name(program: str) -> str:
+    """The systemd unit of a program: ``etcd`` → ``podlab-etcd.service``.
+
+    A program already named ``podlab-…`` keeps its name (``podlab-agent.service``,
+    never ``podlab-podlab-agent.service``); the supervise role's unit path follows
+    the same rule.
+    """
+    base = program if program.startswith("podlab-") else f"podlab-{program}"
+    return f"{base}.service"
+
+
 class Manager:
     """supervisorctl or systemctl, reduced to what converging one service needs."""
 
@@ -84,7 +95,7 @@ class Manager:
 
     @property
     def unit(self) -> str:
-        return f"podlab-{self.name}.service"
+        return unit_name(self.name)
 
     def state(self) -> str:
         if self.kind == "supervisord":

@@ -134,8 +134,9 @@ def test_deploy_installs_etcd_the_agent_and_the_controllers_as_systemd_units(vml
     print(f"\nfirst deploy through systemd: {took:.0f} s")
     for name, node in vmlab.nodes.items():
         units = node.check(["systemctl", "list-units", "--no-legend", "podlab-*"]).stdout
-        assert "podlab-podlab-agent.service" in units and "running" in units, f"{name}: {units}"
-    for unit in ("podlab-etcd", "podlab-podlab-controllers"):
+        assert "podlab-agent.service" in units and "running" in units, f"{name}: {units}"
+        assert "podlab-podlab" not in units, f"{name}: doubled unit name in {units}"
+    for unit in ("podlab-etcd", "podlab-controllers"):
         cp = vmlab.nodes["c1-cp"].check(["systemctl", "is-active", unit]).stdout
         assert cp.strip() == "active", f"c1-cp: {unit} is {cp.strip()}"
     labctl.wait_nodes_ready(vmlab.lab, None)

@@ -46,3 +46,10 @@ def test_log_tail_names_a_missing_log(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(30)))
     assert svc.tail(str(log), 2) == "line 28 | line 29"
     assert "no log" in svc.tail(os.fspath(tmp_path / "missing.log"))
+
+
+def test_unit_names_are_prefixed_once() -> None:
+    svc = load()
+    assert svc.unit_name("etcd") == "podlab-etcd.service"
+    assert svc.unit_name("podlab-agent") == "podlab-agent.service"
+    assert svc.unit_name("podlab-mesh") == "podlab-mesh.service"
