@@ -67,6 +67,21 @@ class BgpPeer:
 
 
 @dataclass(frozen=True)
+class RouterPeer:
+    """An eBGP session with a lab router (native cluster mesh, docs/mesh.md): the
+    router's name, its address on our segment and its AS."""
+
+    name: str
+    address: ipaddress.IPv4Address
+    asn: int
+
+    @property
+    def protocol(self) -> str:
+        """BIRD protocol name: ``router_<name>`` (never clashes with ``peer_<node>``)."""
+        return "router_" + re.sub(r"[^A-Za-z0-9_]", "_", self.name)
+
+
+@dataclass(frozen=True)
 class Session:
     """One line of ``birdc show protocols``."""
 
@@ -119,8 +134,18 @@ def render(
     underlay_interface: str,
     peers: Iterable[BgpPeer],
     cluster_id: ipaddress.IPv4Address | None = None,
+    asn: int = ASN,
+    routers: Iterable[RouterPeer] = (),
+    cluster_cidr: ipaddress.IPv4Network | None = None,
 ) -> str:
-    """The whole bird.conf for one node (pure; the same inputs give the same text)."""
+    """The whole bird.conf for one node (pure; the same inputs give the same text).
+
+    ``routers`` (a node of a native cluster mesh): one eBGP session per lab router
+    on the node's segment, our AS ``asn`` against the router's. The node announces
+    only its own pod subnet there and learns every other pod route the router
+    offers except its own cluster's (``cluster_cidr``); iBGP peers are not sent
+    what a router taught (each node hears it from the router itself)."""
+    routers = list(routers)
     lines = [
         "# Rendered by podlab-agent (harness.agent.bird); changes are overwritten.",
         f"router id {router_id};",
@@ -147,16 +172,22 @@ def render(
         "",
         "filter podlab_bgp_out {",
         '  if proto = "pods" then accept;',
-        "  if source = RTS_BGP then accept;",
+        *(
+            ["  if source = RTS_BGP then { if bgp_path.len = 0 then accept; }"]
+            if routers
+            else ["  if source = RTS_BGP then accept;"]
+        ),
         "  reject;",
         "}",
     ]
+    if routers:
+        lines += _fabric(router_id, asn, routers, cluster_cidr)
     for p in peers:
         lines += [
             "",
             f"protocol bgp {p.protocol} {{",
-            f"  local {router_id} as {ASN};",
-            f"  neighbor {p.address} as {ASN};",
+            f"  local {router_id} as {asn};",
+            f"  neighbor {p.address} as {asn};",
             f"  keepalive time {KEEPALIVE_S};",
             f"  hold time {HOLD_S};",
             f"  connect retry time {CONNECT_RETRY_S};",
@@ -175,6 +206,36 @@ def render(
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _fabric(
+    router_id: ipaddress.IPv4Address,
+    asn: int,
+    routers: list[RouterPeer],
+    cluster_cidr: ipaddress.IPv4Network | None,
+) -> list[str]:
+    """The eBGP sessions with the lab's routers (native mesh)."""
+    own = f"  if net ~ [ {cluster_cidr}+ ] then reject;" if cluster_cidr else "  # no own CIDR"
+    lines = ["", "filter podlab_fabric_in {", own, "  accept;", "}"]
+    for r in routers:
+        lines += [
+            "",
+            f"protocol bgp {r.protocol} {{",
+            f'  description "router {r.name}";',
+            f"  local {router_id} as {asn};",
+            f"  neighbor {r.address} as {r.asn};",
+            f"  keepalive time {KEEPALIVE_S};",
+            f"  hold time {HOLD_S};",
+            f"  connect retry time {CONNECT_RETRY_S};",
+            "  error wait time 1, 10;",
+            "  direct;",
+            "  ipv4 {",
+            "    import filter podlab_fabric_in;",
+            '    export where proto = "pods";',
+            "  };",
+            "}",
+        ]
+    return lines
 
 
 # -- pure parsers ---------------------------------------------------------------

@@ -30,6 +30,16 @@ class ConfigError(Exception):
     """agent.yaml is missing or invalid; the message names the file and the fields."""
 
 
+class BgpRouter(BaseModel):
+    """A lab router a node of a native mesh peers with (eBGP): name, address, AS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    address: ipaddress.IPv4Address
+    asn: int = Field(alias="as", ge=1, le=4294967294)
+
+
 class AgentConfig(BaseModel):
     """Everything one node's agent needs to know; see docs/etcd-layout.md."""
 
@@ -56,6 +66,8 @@ class AgentConfig(BaseModel):
     segment: str = "default"
     route_reflector: bool = False
     mesh: str | None = None  # the cluster mesh this cluster joined (docs/mesh.md)
+    bgp_as: int = Field(64512, ge=1, le=4294967294)  # bgp: the cluster's AS (harness/plan/bgp.py)
+    bgp_routers: list[BgpRouter] = []  # bgp in a mesh: routers on this node's segment
     role: Literal["worker", "control-plane"] = "worker"  # published in the node record
     state_dir: Path = Path("/var/lib/podlab")
     run_dir: Path = Path("/run/podlab")

@@ -1,4 +1,5 @@
-"""``podlab mesh status``: each cluster's view of the other clusters of its mesh.
+"""``podlab mesh status``: each cluster's view of the other clusters of its mesh
+(``mesh join``/``mesh leave`` of two labs: ``harness.api.meshjoin``).
 
 Reads, from every cluster's own etcd (as ``podlab get`` does), the records its
 syncer writes: ``clusterinfo`` and ``mesh/<peer>/status`` (docs/etcd-layout.md).
@@ -25,13 +26,47 @@ MESH_VAR = "podlab_mesh"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``mesh status``."""
+    """Add ``mesh status``, ``mesh join`` and ``mesh leave``."""
     p = sub.add_parser("mesh", help="the cluster mesh: each cluster's view of the others")
     verbs = p.add_subparsers(dest="mesh_verb", metavar="VERB", required=True)
     s = verbs.add_parser("status", help="connected or not, since when, what each cluster sees")
     s.add_argument("lab", nargs="?", help="lab name (default: the only lab up)")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.set_defaults(func=_status)
+    j = verbs.add_parser(
+        "join",
+        help="join the meshed clusters of two labs (each its own podlab up) into their mesh",
+    )
+    j.add_argument("lab", help="a lab that is up and deployed")
+    j.add_argument("peer", help="the other lab (deployed with --mesh-ca of the first)")
+    j.add_argument(
+        "--link",
+        metavar="ROUTER:PEER_ROUTER",
+        help="netns labs: the two routers to connect (default: each lab's only router)",
+    )
+    j.add_argument(
+        "--link-subnet", metavar="CIDR", help="the link's subnet (default: a free /30 of 100.64/16)"
+    )
+    j.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for connected")
+    j.set_defaults(func=_join)
+    lv = verbs.add_parser("leave", help="undo `mesh join LAB PEER`: mirrors, routes and link go")
+    lv.add_argument("lab")
+    lv.add_argument("peer")
+    lv.set_defaults(func=_leave)
+
+
+def _join(args: argparse.Namespace) -> int:
+    from harness.api import meshjoin
+
+    meshjoin.join(args.lab, args.peer, podlab_home(), args.link, args.link_subnet, args.timeout)
+    return 0
+
+
+def _leave(args: argparse.Namespace) -> int:
+    from harness.api import meshjoin
+
+    meshjoin.leave(args.lab, args.peer, podlab_home())
+    return 0
 
 
 def _age(ts: str | None, now: datetime) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from harness.plan import bgp
 from harness.plan.model import LabPlan, NodePlan
 
 ETCD_CLIENT_PORT = 2379
@@ -51,17 +52,21 @@ def build_inventory(plan: LabPlan, lab_dir: Path, backend: str = "netns") -> dic
                 "podlab_ipvs_scheduler": cp.label("podlab.ipvs-scheduler", "rr"),
                 "podlab_etcd_endpoints": [f"http://{cp_ip}:{ETCD_CLIENT_PORT}"],
                 "podlab_etcd_client_endpoint": f"http://{cp.mgmt.ip}:{ETCD_CLIENT_PORT}",
+                "podlab_bgp_as": bgp.cluster_asn(cl),
                 **_mesh_vars(plan, cl.name),
             },
-            "hosts": {n: host_vars(plan.nodes[n]) for n in cl.nodes},
+            "hosts": {n: _cluster_host_vars(plan, n) for n in cl.nodes},
         }
     roles: dict[str, dict[str, Any]] = {}
+    meshed = any(c.mesh for c in plan.clusters.values())
     for node in plan.nodes.values():
         group = ROLE_GROUPS[node.role]
         in_cluster = node.cluster is not None
         roles.setdefault(group, {"hosts": {}})["hosts"][node.name] = (
             {} if in_cluster else host_vars(node)
         )
+        if node.is_router and meshed:
+            roles[group]["hosts"][node.name]["podlab_bgp"] = bgp.router_bgp(plan, node.name)
     children.update(roles)
     slow = SLOW_GUEST_VARS if backend == "vm" else {}
     return {
@@ -102,6 +107,16 @@ def _mesh_vars(plan: LabPlan, cluster: str) -> dict[str, Any]:
         "podlab_mesh_export_endpoint": _export_endpoint(plan, cluster),
         "podlab_mesh_peers": peers,
     }
+
+
+def _cluster_host_vars(plan: LabPlan, node: str) -> dict[str, Any]:
+    """A cluster node's vars; in a mesh also the routers it peers with when the mesh
+    routes natively (bgp): ``podlab_bgp_routers`` (docs/mesh.md, ADR 0015)."""
+    out = host_vars(plan.nodes[node])
+    routers = bgp.node_routers(plan, node)
+    if routers:
+        out["podlab_bgp_routers"] = routers
+    return out
 
 
 def host_vars(node: NodePlan) -> dict[str, Any]:

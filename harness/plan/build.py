@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.errors import Collector
 from harness.plan.addressing import assign_segments, mgmt_plan
+from harness.plan.bgp import check_native_routers
 from harness.plan.clusters import CLUSTER_ROLES, build_clusters, node_role
 from harness.plan.mesh import pod_overlap_hint
 from harness.plan.model import ClusterPlan, Interface, LabPlan, NodePlan, Segment
@@ -68,7 +69,7 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
         )
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]
-    return LabPlan(
+    plan = LabPlan(
         topo.name,
         topo.path,
         digest,
@@ -82,6 +83,9 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
         topo.clab_name,
         order,
     )
+    check_native_routers(plan, c, {n: s.line for n, s in topo.nodes.items()})
+    c.raise_if_any()
+    return plan
 
 
 def exec_order(topo: Topology, c: Collector) -> tuple[str, ...]:

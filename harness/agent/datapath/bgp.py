@@ -3,11 +3,15 @@
 The agent runs one BIRD 2 per node (``harness.agent.bird``; config, control socket
 and pid file in ``run_dir``) and re-renders ``bird.conf`` on every peer change,
 reloading (``birdc configure``) only when the text changed; established sessions
-stay up. Sessions: full-mesh iBGP (AS 64512) by default; when any node publishes
+stay up. Sessions: full-mesh iBGP (AS ``bgp_as``, 64512 unless the cluster is in a
+mesh) by default; when any node publishes
 ``backend.RouteReflector: true`` (agent.yaml ``route_reflector``, Ansible from the
 node label ``podlab.route-reflector``), clients peer only with reflectors and
 reflectors peer with everyone (``bird.plan_peers``). Peers on another segment get
-``multihop`` sessions.
+``multihop`` sessions. In a native cluster mesh (agent.yaml ``mesh`` and
+``bgp_routers``) the node also peers over eBGP with the lab routers on its
+segment: it announces its pod subnet to them and learns the other clusters' pod
+subnets from them (``bird.render``'s ``routers``; docs/mesh.md).
 
 Kernel objects: none written by the agent for peers (``peer_objects`` is empty):
 BIRD exports learned pod subnets into the main table as ``<peer subnet> via
@@ -78,8 +82,19 @@ class Bgp(BaseDatapath):
             dataclasses.replace(s, multihop=segment.get(s.node) != self.cfg.segment)
             for s in bird.plan_peers(self.cfg.node, nodes, reflectors)
         ]
+        routers = (
+            [bird.RouterPeer(r.name, r.address, r.asn) for r in self.cfg.bgp_routers]
+            if self.cfg.mesh
+            else []
+        )
         text = bird.render(
-            self.cfg.underlay_address, self.subnet, self.cfg.underlay_interface, sessions
+            self.cfg.underlay_address,
+            self.subnet,
+            self.cfg.underlay_interface,
+            sessions,
+            asn=self.cfg.bgp_as,
+            routers=routers,
+            cluster_cidr=self.cfg.pod_cidr,
         )
         if not self.export_to_kernel:
             text = text.replace(KERNEL_EXPORT, "export none;  # WireGuard owns peer routes")

@@ -16,9 +16,11 @@ served by how the mesh routes (docs/mesh.md):
   in-cluster mode (host-gw, udp, ipip, vxlan…), the cross-cluster path is the
   same, so modes may mix in one tunnel mesh. Pod MTU = min(mode's, underlay −
   50), so a DF ping at the pod MTU fits every path.
-- **native** (bgp): nothing here; the node's BIRD learns remote pod routes
-  from the lab's router over eBGP and exports them to the kernel. Remote peers
-  are kept out of the iBGP mesh.
+- **native** (bgp): nothing here; the node's BIRD peers over eBGP with the lab
+  routers on its segment (agent.yaml ``bgp_routers``, ``datapath/bgp.py``),
+  announces its pod subnet and learns the other clusters' pod subnets, which it
+  exports to the kernel (``<remote subnet> via <router> proto bird``). Remote
+  peers are kept out of the iBGP mesh. Pod MTU = the mode's (no overhead).
 - **wireguard** (either routing): remote peers go to the WireGuard layer like
   local ones (keys learnt through the mesh): one encrypted path to every node of
   every cluster; no mesh VXLAN device.
@@ -115,8 +117,14 @@ class MeshLayer:
         local = [p for p in peers if not self._remote(p)]
         remote = [p for p in peers if self._remote(p)]
         accepted, problems = self.inner.refuse(local)
-        if self.tunnel is None:
-            return accepted + remote, problems  # native: BIRD routes them
+        if self.tunnel is None:  # native: BIRD learns their routes from the lab's routers
+            if remote and not self.cfg.bgp_routers:
+                problems = [
+                    *problems,
+                    "mesh: native routing but no lab router to peer with on this node's "
+                    "segment (agent.yaml bgp_routers): no route to the other clusters' pods",
+                ]
+            return accepted + remote, problems
         keyless = [p for p in remote if not p.backend.get("MeshVtepMAC")]
         if keyless:
             named = ", ".join(f"{p.cluster}/{p.node}" for p in keyless)

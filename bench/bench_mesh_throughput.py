@@ -1,0 +1,176 @@
+"""Cross-cluster TCP throughput of a cluster mesh against the node→node path across the
+same router, in interleaved rotated rounds, with the paths that tell what costs.
+
+``.venv/bin/python bench/bench_mesh_throughput.py --lab LAB [--rounds 10] [--seconds 3]
+[--no-ablations]``
+
+LAB is a deployed lab with two clusters in one mesh and a router between them
+(a renamed copy of topologies/two-clusters; `podlab deploy LAB --mode bgp` for
+native routing). One echo pod on a worker of each cluster; every round runs, in
+an order rotated round by round (harness/conformance/meshtput.py):
+
+- ``node-node``: node of A → node of B over the underlay (the goal's reference);
+- ``pod-pod``: pod of A → pod of B (the mesh path: vxlan.mesh, or BGP routes);
+- ``pod-node``: pod of A → node of B (the pod's veth and masquerade, no tunnel);
+- ``node-pod``: node of A → pod of B (the tunnel or route and B's pod veth, no
+  client veth);
+- tunnel meshes, unless ``--no-ablations``: a path again with one setting changed
+  on both nodes for that run only (``ABLATIONS``, ``ABLATED``): ``pod-pod+notrack``,
+  the mesh VXLAN's outer packets (UDP 8473) out of conntrack (an nftables table
+  ``podlab-bench``); ``pod-pod+veth-gro`` and ``node-node+veth-gro``, GRO on the
+  nodes' underlay veths (off by default on veth, on by default on NICs).
+
+Prints each series' median and CV and each path's ratio to node-node (ratio of
+medians, and the median of the per-round ratios, which a slow drift of the
+machine does not move), and its **cost**: CPU cores of both iperf3 ends per
+Gbit/s (on a veth path the kernel's forwarding, encapsulation and netfilter work
+runs in their contexts) ÷ node-node's, which varies far less than throughput on
+a busy machine. The load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.conformance import labctl, meshtput, remote
+from harness.conformance.pods import PodFactory
+from harness.conformance.suites.test_mesh import mesh_pair
+from harness.probes import iperf3
+
+NOTRACK = (
+    "table inet podlab-bench {\n"
+    "  chain pre { type filter hook prerouting priority raw; udp dport 8473 notrack; }\n"
+    "  chain out { type filter hook output priority raw; udp dport 8473 notrack; }\n"
+    "}\n"
+)
+VENV_PY = "/opt/podlab/venv/bin/python"  # the agent's venv (pyroute2's ethtool; no ethtool here)
+
+
+def _gro(on: bool) -> list[str]:
+    code = (
+        "from pyroute2.ethtool import Ethtool; import sys; e = Ethtool(); d = sys.argv[1]; "
+        "f = e.get_features(d); f.features['rx-gro'].enable = " + str(on) + "; "
+        "e.set_features(d, f)"
+    )
+    return [VENV_PY, "-c", code]
+
+
+#: pod-pod with one setting changed on both nodes around the run: (on, off) argv, where
+#: ``{dev}`` is the node's underlay interface.
+ABLATIONS: dict[str, tuple[list[str], list[str]]] = {
+    # the mesh VXLAN's outer packets out of conntrack (nft hooks on the path)
+    "notrack": (
+        ["sh", "-c", f"printf %s {shlex.quote(NOTRACK)} | nft -f -"],
+        ["nft", "delete", "table", "inet", "podlab-bench"],
+    ),
+    # GRO on the underlay veth (off by default): outer packets coalesced on receive
+    "veth-gro": ([*_gro(True), "{dev}"], [*_gro(False), "{dev}"]),
+}
+#: which paths run again with which setting (the baseline too where the setting is the wire's)
+ABLATED = (("pod-pod", "notrack"), ("pod-pod", "veth-gro"), ("node-node", "veth-gro"))
+
+
+def _load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lab", required=True)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--no-ablations", action="store_true")
+    args = ap.parse_args()
+    lab = labctl.attach(args.lab)
+    spec = labctl.current_mode(lab)
+    ca, cb = mesh_pair(lab)
+    nodes = {
+        n: remote.connect(p, lab.ssh_config, lab.lab_dir / "bench-tcm")
+        for n, p in lab.plan.nodes.items()
+        if n not in lab.plan.bridges
+    }
+    wa = [n.name for n in lab.cluster_nodes(ca) if n.role == "worker"]
+    wb = [n.name for n in lab.cluster_nodes(cb) if n.role == "worker"]
+    fa, fb = PodFactory(lab.client(ca), nodes), PodFactory(lab.client(cb), nodes)
+    try:
+        (a,) = fa.create([wa[0]], prefix="tput")
+        (b,) = fb.create([wb[0]], prefix="tput")
+        na, nb = a.node, b.node
+        port = 5600 + (os.getpid() % 40) * 10  # a fresh range per run (servers outlive a crash)
+        targets = {
+            "node-node": meshtput.Target("node-node", na, nb, None, nb.underlay_ip, port),
+            "pod-pod": meshtput.Target("pod-pod", a, nb, b.netns, b.ip, port + 1),
+            "pod-node": meshtput.Target("pod-node", a, nb, None, nb.underlay_ip, port + 2),
+            "node-pod": meshtput.Target("node-pod", na, nb, b.netns, b.ip, port + 3),
+        }
+        tunnel = spec.mode != "bgp" and spec.encryption == "none"
+        ablate = tunnel and not args.no_ablations
+        if ablate:
+            for i, (path, what) in enumerate(ABLATED, 4):
+                base_t = targets[path]
+                name = f"{path}+{what}"
+                targets[name] = meshtput.Target(
+                    name, base_t.client, nb, base_t.netns, base_t.ip, port + i
+                )
+        meshtput.start_servers(list(targets.values()), args.rounds * len(targets) * 15 + 60)
+
+        def measure(t: meshtput.Target) -> Callable[[], iperf3.IperfResult]:
+            def one() -> iperf3.IperfResult:
+                what = t.name.partition("+")[2]
+                if not what:
+                    return meshtput.iperf_run(t, args.seconds)
+                on, off = ABLATIONS[what]
+                for n in (na, nb):
+                    n.check([x.replace("{dev}", n.underlay_if) for x in on])
+                try:
+                    return meshtput.iperf_run(t, args.seconds)
+                finally:
+                    for n in (na, nb):
+                        n.run([x.replace("{dev}", n.underlay_if) for x in off])
+
+            return one
+
+        before = _load()
+        t0 = time.monotonic()
+        got = meshtput.interleave([(n, measure(t)) for n, t in targets.items()], args.rounds)
+        took = time.monotonic() - t0
+        after = _load()
+    finally:
+        fa.delete_all()
+        fb.delete_all()
+        for n in nodes.values():
+            n.close()
+    routing = "native" if spec.mode == "bgp" else "tunnel"
+    print(f"lab {lab.name}: mode {spec}, {routing} mesh {ca}↔{cb}; {args.rounds} rounds x "
+          f"{len(got)} paths x {args.seconds} s in {took:.0f} s; load {before} → {after}; "
+          f"pid {os.getpid()}")  # fmt: skip
+    bps = {n: tuple(r.received_bps for r in rs) for n, rs in got.items()}
+    cpu = {n: tuple(meshtput.cpu_per_gbit(r) for r in rs) for n, rs in got.items()}
+    base = meshtput.Series("node-node", bps["node-node"])
+    base_cpu = meshtput.Series("node-node", cpu["node-node"])
+    print(f"{'path':18} {'median Gbit/s':>13} {'CV':>5} {'ratio':>6} {'per-round':>9} below "
+          f"{'cores/Gbit':>10} {'CV':>5} {'cost':>5}")  # fmt: skip
+    for name, values in bps.items():
+        s = meshtput.Series(name, values)
+        c = meshtput.Series(name, cpu[name])
+        cmp = meshtput.Comparison(s, base)
+        per = statistics.median(x / y for x, y in zip(values, base.values, strict=True) if y)
+        print(f"{name:18} {s.median / 1e9:13.2f} {s.cv:5.0%} {cmp.ratio:6.3f} {per:9.3f} "
+              f"{cmp.rounds_below:2}/{len(values):<2} {c.median:10.3f} {c.cv:5.0%} "
+              f"{c.median / base_cpu.median:5.2f}")  # fmt: skip
+    print(
+        "ratio: median ÷ node-node's; per-round: median of the rounds' ratios; cost: CPU per "
+        "bit ÷ node-node's (1.00 = the path costs what the node path costs)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
