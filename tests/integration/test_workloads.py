@@ -185,7 +185,9 @@ def test_a_rolling_update_keeps_its_fenceposts_and_can_be_undone(wl, capsys, tmp
     watcher.join()
     assert "new replicas have been updated" in out
     assert max(total for total, _ in seen) <= 5  # replicas + maxSurge
-    assert min(avail for _, avail in seen[5:]) >= 3  # replicas − maxUnavailable
+    # replicas − maxUnavailable, over every sample (a quiet machine rolls 4 pods out
+    # in well under a second: there may be only a few)
+    assert seen and min(avail for _, avail in seen) >= 3, seen
     rc, out, _ = podlab(capsys, wl, "rollout", "history", "deployment/web")
     assert rc == 0 and out.splitlines()[1:4] == ["REVISION  CHANGE-CAUSE", "1         <none>",
                                                    "2         <none>"]  # fmt: skip
