@@ -38,6 +38,7 @@ from typing import Any
 from dnslib import CNAME, QTYPE, RCODE, RR, SRV, A, DNSRecord
 from pyroute2.netns import setns
 
+from harness.errors import ToolError
 from harness.exec import run
 
 log = logging.getLogger("podlab.dns")
@@ -357,6 +358,7 @@ class ResolverMounts:
         self.files = run_dir / "resolver"
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._fallback: set[str] = set()
 
     def prepare(self) -> None:
         """The handles' directory as a private mount of its own (a mount namespace can only
@@ -382,6 +384,28 @@ class ResolverMounts:
             run(["unshare", f"--mount={path}", "--propagation", "slave",
                  "sh", "-c", _MOUNT_SCRIPT, str(files)])  # fmt: skip
             return path
+
+    def command(
+        self, namespace: str, nameserver: str, argv: list[str]
+    ) -> tuple[list[str], Path | None]:
+        """``argv`` and the mount namespace to start it in, with the pod's resolver files.
+
+        Where a namespace handle cannot be bound (the kernel refuses the bind with
+        EINVAL in some node mount namespaces: seen on netns nodes with their own PID
+        namespace, not understood yet), the pod's command gets a private mount
+        namespace of its own instead (``wrap_command``): slower to start, same view.
+        """
+        try:
+            return argv, self.handle(namespace, nameserver)
+        except ToolError as exc:
+            text = resolv_conf(namespace, nameserver) + NSSWITCH
+            key = f"{namespace}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+            (self.dir / key).unlink(missing_ok=True)  # the unbound placeholder
+            if key not in self._fallback:
+                self._fallback.add(key)
+                log.warning("resolver mount namespace %s: %s; pods of %s get one each",
+                            key, str(exc).strip(), namespace)  # fmt: skip
+            return wrap_command(self.files / key, argv), None
 
 
 def _is_mountpoint(path: Path) -> bool:

@@ -304,10 +304,12 @@ class PodManager:
         }
         logf = self.log_dir / f"{st.namespace}_{st.name}.log"
         # cluster DNS for the pod: its namespace's resolv.conf, in a mount ns it enters
-        mntns = self.resolvers.handle(st.namespace, dns.dns_ip(str(self.cfg.service_cidr)))
         joins = self.cgroups.ensure(st.namespace, st.name, spec.limits)
-        argv = cgroups.wrap(joins, list(spec.command))
-        proc = procs.start(argv, path, env, logf, mount_ns=str(mntns))
+        argv, mntns = self.resolvers.command(
+            st.namespace, dns.dns_ip(str(self.cfg.service_cidr)),
+            cgroups.wrap(joins, list(spec.command)),
+        )  # fmt: skip
+        proc = procs.start(argv, path, env, logf, mount_ns=str(mntns) if mntns else None)
         with self._lock:
             self._children[proc.pid] = proc
         self._watch(proc.pid)
