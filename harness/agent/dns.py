@@ -368,10 +368,15 @@ class ResolverMounts:
             run(["mount", "--bind", str(self.dir), str(self.dir)])
             run(["mount", "--make-private", str(self.dir)])
 
+    @staticmethod
+    def _key(namespace: str, nameserver: str) -> str:
+        """The handle's name: the namespace and a digest of its files."""
+        text = resolv_conf(namespace, nameserver) + NSSWITCH
+        return f"{namespace}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
     def handle(self, namespace: str, nameserver: str) -> Path:
         """The mount namespace for pods of ``namespace`` (made on first use)."""
-        text = resolv_conf(namespace, nameserver) + NSSWITCH
-        key = f"{namespace}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+        key = self._key(namespace, nameserver)
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -395,17 +400,16 @@ class ResolverMounts:
         namespace, not understood yet), the pod's command gets a private mount
         namespace of its own instead (``wrap_command``): slower to start, same view.
         """
-        try:
-            return argv, self.handle(namespace, nameserver)
-        except ToolError as exc:
-            text = resolv_conf(namespace, nameserver) + NSSWITCH
-            key = f"{namespace}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-            (self.dir / key).unlink(missing_ok=True)  # the unbound placeholder
-            if key not in self._fallback:
+        key = self._key(namespace, nameserver)
+        if key not in self._fallback:  # a refused bind is not tried again for each pod
+            try:
+                return argv, self.handle(namespace, nameserver)
+            except ToolError as exc:
+                (self.dir / key).unlink(missing_ok=True)  # the unbound placeholder
                 self._fallback.add(key)
                 log.warning("resolver mount namespace %s: %s; pods of %s get one each",
                             key, str(exc).strip(), namespace)  # fmt: skip
-            return wrap_command(self.files / key, argv), None
+        return wrap_command(self.files / key, argv), None
 
 
 def _is_mountpoint(path: Path) -> bool:

@@ -14,7 +14,6 @@ deploy role's health check).
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import logging
@@ -29,7 +28,7 @@ from pyroute2 import IPRoute
 from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 
-from harness import __version__
+from harness import __version__, daemon
 from harness.agent import leases, metrics, nft, retire
 from harness.agent import netlink as nl
 from harness.agent.config import DEFAULT_PATH, AgentConfig, ConfigError, load
@@ -478,15 +477,13 @@ def check(cfg: AgentConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="podlab-agent", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=DEFAULT_PATH, help="agent.yaml (default %(default)s)")
-    ap.add_argument("--check", action="store_true", help="health check: exit 0 if fresh")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    args = daemon.parse_args(
+        "podlab-agent",
+        __doc__,
+        DEFAULT_PATH,
+        "agent.yaml (default %(default)s)",
+        "health check: exit 0 if fresh",
+        argv,
     )
     try:
         cfg = load(args.config)

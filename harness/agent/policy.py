@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.exec import run
+from harness.kube.labels import matches as selector_matches
 
 TABLE = "podlab-policy"
 T = f"inet {TABLE}"
@@ -61,25 +62,6 @@ def names_cluster(peer: dict[str, Any]) -> bool:
     if CLUSTER_LABEL in (sel.get("matchLabels") or {}):
         return True
     return any(r.get("key") == CLUSTER_LABEL for r in sel.get("matchExpressions") or [])
-
-
-def selector_matches(sel: dict[str, Any] | None, labels: dict[str, str]) -> bool:
-    """A LabelSelector as stored (matchLabels, matchExpressions); {} matches all."""
-    sel = sel or {}
-    if any(labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
-        return False
-    for req in sel.get("matchExpressions") or []:
-        key, op, values = req["key"], req["operator"], req.get("values", [])
-        present = key in labels
-        ok = {
-            "In": present and labels.get(key) in values,
-            "NotIn": not present or labels.get(key) not in values,
-            "Exists": present,
-            "DoesNotExist": not present,
-        }[op]
-        if not ok:
-            return False
-    return True
 
 
 def _types(spec: dict[str, Any]) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from harness.api.fields import ApiObject
+from harness.kube.fields import ApiObject
 
 MCS_API_VERSION = "multicluster.x-k8s.io/v1alpha1"
 

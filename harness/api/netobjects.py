@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PlainValidator
 
-from harness.api.fields import (
+from harness.kube.fields import (
     ApiObject,
     DNSSubdomain,
     LabelKey,

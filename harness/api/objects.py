@@ -19,7 +19,11 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.api.fields import (  # noqa: F401  (re-exported: the kinds' shared vocabulary)
+from harness.api.meshobjects import MCS_API_VERSION, ServiceExport, ServiceImport
+from harness.api.netobjects import Namespace, NetworkPolicy, Service
+from harness.kube import autoscaling
+from harness.kube.apps import Deployment, ReplicaSet
+from harness.kube.fields import (  # noqa: F401  (re-exported: the kinds' shared vocabulary)
     DEFAULT_NAMESPACE,
     ApiObject,
     DNSLabel,
@@ -41,10 +45,6 @@ from harness.api.fields import (  # noqa: F401  (re-exported: the kinds' shared 
     check_port_name,
     check_port_ref,
 )
-from harness.api.meshobjects import MCS_API_VERSION, ServiceExport, ServiceImport
-from harness.api.netobjects import Namespace, NetworkPolicy, Service
-from harness.kube import autoscaling
-from harness.kube.apps import Deployment, ReplicaSet
 from harness.kube.pod import (  # noqa: F401  (re-exported: the Pod lives in harness.kube)
     DEFAULT_GRACE_S,
     MAX_CONTAINERS,

@@ -6,36 +6,21 @@ that moment, so one run of each compares two different machines. Each round
 runs every contender once, in an order rotated round by round (A B, B A, …);
 the comparison is the ratio of the medians, with each series' coefficient of
 variation and the number of rounds the pod path was below the node path.
-(The same discipline as wip/thru's ``harness.refpath.rounds``; fold this into
-it once both are on main.)
+The rotation is ``harness.refpath.rounds.interleave``; the summaries here keep
+their own definitions (population CV, 0 for one value) that scenario 24 reports.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from harness.conformance.remote import Node, output
 from harness.probes import iperf3
-
-T = TypeVar("T")
-
-
-def interleave(
-    contenders: Sequence[tuple[str, Callable[[], T]]], rounds: int
-) -> dict[str, list[T]]:
-    """Run every contender once per round, the order rotated by the round number."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, not {rounds}")
-    out: dict[str, list[T]] = {name: [] for name, _ in contenders}
-    for r in range(rounds):
-        for i in range(len(contenders)):
-            name, fn = contenders[(i + r) % len(contenders)]
-            out[name].append(fn())
-    return out
+from harness.refpath.rounds import interleave
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ fresh (the deploy's health check).
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 import signal
 import socket
@@ -33,7 +31,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness import __version__
+from harness import __version__, daemon
 from harness.controllers import common, deployment, gc, hpa, replicaset, scheduler
 from harness.controllers.common import log
 from harness.controllers.view import View
@@ -223,15 +221,13 @@ def check(cfg: ControllersConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="podlab-controllers", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=DEFAULT_PATH, help="controllers.yaml (%(default)s)")
-    ap.add_argument("--check", action="store_true", help="health check: exit 0 if leading")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    args = daemon.parse_args(
+        "podlab-controllers",
+        __doc__,
+        DEFAULT_PATH,
+        "controllers.yaml (%(default)s)",
+        "health check: exit 0 if leading",
+        argv,
     )
     cfg = load(args.config)
     if args.check:

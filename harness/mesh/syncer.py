@@ -11,7 +11,6 @@ every mirrored key in place (a restart must not flap routes or backends).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import logging
@@ -21,7 +20,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from harness import __version__
+from harness import __version__, daemon
 from harness.mesh import keys
 from harness.mesh.config import DEFAULT_PATH, ConfigError, MeshConfig, Remote, load, load_remotes
 from harness.mesh.etcdctl import Etcdctl
@@ -191,15 +190,13 @@ def check(cfg: MeshConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="podlab-mesh", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=DEFAULT_PATH, help="mesh.yaml (default %(default)s)")
-    ap.add_argument("--check", action="store_true", help="exit 0 once clusterinfo is published")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    args = daemon.parse_args(
+        "podlab-mesh",
+        __doc__,
+        DEFAULT_PATH,
+        "mesh.yaml (default %(default)s)",
+        "exit 0 once clusterinfo is published",
+        argv,
     )
     try:
         cfg = load(args.config)

@@ -219,45 +219,9 @@ class AgentLab:
         )
 
     def _forwarder(self) -> int:
-        """127.0.0.1:<free port> in the test's namespace → etcd inside the fabric netns.
-
-        The test process talks to etcd without any link between the host's
-        namespace and the lab: each accepted connection is paired with a socket
-        created inside the fabric namespace (pyroute2 ``create_socket``).
-        """
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(64)
-        self._lsock = lsock
-
-        def pump(a: socket.socket, b: socket.socket) -> None:
-            try:
-                while data := a.recv(65536):
-                    b.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (a, b):
-                    with contextlib.suppress(OSError):
-                        s.shutdown(socket.SHUT_RDWR)
-
-        def accept() -> None:
-            while True:
-                try:
-                    c, _ = lsock.accept()
-                except OSError:
-                    return
-                try:
-                    up = netns.create_socket(f"/run/netns/{self.fab}")
-                    up.connect((ETCD_IP, 2379))
-                except OSError:
-                    c.close()
-                    continue
-                threading.Thread(target=pump, args=(c, up), daemon=True).start()
-                threading.Thread(target=pump, args=(up, c), daemon=True).start()
-
-        threading.Thread(target=accept, daemon=True).start()
-        return int(lsock.getsockname()[1])
+        """127.0.0.1:<free port> in the test's namespace → etcd inside the fabric netns."""
+        self._lsock, port = forward(self.fab, ETCD_IP, 2379)
+        return port
 
     # -- agents ----------------------------------------------------------------------
     def start_agent(self, node: Node) -> None:
@@ -452,3 +416,45 @@ def _umount_under(top: Path) -> None:
     inside = (p for p in points if p == str(top) or p.startswith(f"{top}/"))
     for point in sorted(set(inside), reverse=True):
         run(["umount", "-l", point], check=False)
+
+
+def forward(target_ns: str, ip: str, port: int) -> tuple[socket.socket, int]:
+    """127.0.0.1:<free port> in the test's namespace → ``ip:port`` inside ``target_ns``.
+
+    The test process talks to a lab service without any link between the host's
+    namespace and the lab: each accepted connection is paired with a socket
+    created inside ``target_ns`` (pyroute2 ``create_socket``). Returns the
+    listening socket (the caller closes it) and its port.
+    """
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            try:
+                up = netns.create_socket(f"/run/netns/{target_ns}")
+                up.connect((ip, port))
+            except OSError:
+                c.close()
+                continue
+            threading.Thread(target=pump, args=(c, up), daemon=True).start()
+            threading.Thread(target=pump, args=(up, c), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return lsock, int(lsock.getsockname()[1])

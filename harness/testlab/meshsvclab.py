@@ -35,12 +35,12 @@ import time
 from typing import Any
 
 import yaml
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
 from harness.exec import run
 from harness.store import KV, Event, Store
 from harness.store.keys import cluster_prefix, pod_key, podstatus_key
-from harness.testlab.agentlab import EDGE, EDGE_GW, ETCD_IP, NET, AgentLab, Node
+from harness.testlab.agentlab import EDGE, EDGE_GW, ETCD_IP, NET, AgentLab, Node, forward
 from harness.testlab.wait import wait_for
 
 CLUSTERS = {"t1": "10.244.0.0/16", "t2": "10.245.0.0/16"}
@@ -108,42 +108,6 @@ class Mirror:
         self.stop.set()
 
 
-def _forward(target_ns: str, ip: str, port: int) -> tuple[socket.socket, int]:
-    """127.0.0.1:<free> here → ip:port inside ``target_ns`` (as agentlab's forwarder)."""
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(64)
-
-    def pump(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def accept() -> None:
-        while True:
-            try:
-                c, _ = lsock.accept()
-            except OSError:
-                return
-            try:
-                up = netns.create_socket(f"/run/netns/{target_ns}")
-                up.connect((ip, port))
-            except OSError:
-                c.close()
-                continue
-            threading.Thread(target=pump, args=(c, up), daemon=True).start()
-            threading.Thread(target=pump, args=(up, c), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return lsock, int(lsock.getsockname()[1])
-
-
 class MeshSvcLab(AgentLab):
     """``MeshSvcLab(t1_nodes, t2_nodes)``; always ``close()``. Agents run host-gw."""
 
@@ -161,7 +125,7 @@ class MeshSvcLab(AgentLab):
             for cluster in CLUSTERS:  # each cluster's first node is its control plane
                 self.set_cfg(self.nodes_of(cluster)[0], role="control-plane")
             self.start_etcd("t2")
-            sock, port = _forward(self.fab, EDGE_GW, 2379)
+            sock, port = forward(self.fab, EDGE_GW, 2379)
             self._socks.append(sock)
             self.stores = {"t1": self.store, "t2": Store([f"http://127.0.0.1:{port}"])}
             wait_for("t2 etcd", lambda: self.stores["t2"].get_prefix("/") is not None, 60)
