@@ -240,6 +240,7 @@ class Agent:
                 mcs_writer=cfg.role == "control-plane",
                 ipvs_scheduler=cfg.ipvs_scheduler,
             ),
+            lease=lambda: self.lease.lease_id,
         )
         self.services.start(self.stop)
         # pods' CPU and memory for the autoscaler and `podlab top` (harness/agent/metrics.py)

@@ -57,6 +57,7 @@ from harness.agent.mesh import desired as mesh
 from harness.agent.mesh import mcswriter
 from harness.agent.mesh.globalsvc import GlobalPort
 from harness.agent.mesh.reach import Reachability
+from harness.agent.netprog import ProgrammingLatency, netprog_key
 from harness.agent.proxy.base import ServiceProxy, local_service_route
 from harness.agent.proxy.model import ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
@@ -91,8 +92,12 @@ class ServicesConfig:
 class ServicesController:
     """Owns the proxy, the DNS server and the policy enforcer of one node."""
 
-    def __init__(self, store: Store, cfg: ServicesConfig) -> None:
-        self.store, self.cfg = store, cfg
+    def __init__(
+        self, store: Store, cfg: ServicesConfig, lease: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.store, self.cfg, self.lease = store, cfg, lease
+        self.netprog = ProgrammingLatency()  # kube-proxy's network programming latency
+        self._taken: list[float] = []  # its triggers the running pass applies
         self.prefix = cluster_prefix(cfg.cluster)
         self.index = ServicesIndex(cfg.cluster)
         self.derived = Derived(cfg.cluster, cfg.node, cfg.dns)
@@ -124,7 +129,7 @@ class ServicesController:
         parts = key[len(self.prefix) :].split("/")
         return parts[1] if len(parts) == 2 and parts[0] == "nodes" and parts[1] else None
 
-    def _record(self, kv: KV, deleted: bool) -> bool:
+    def _record(self, kv: KV, deleted: bool, listing: bool = False) -> bool:
         obj = None
         if not deleted:
             try:
@@ -134,7 +139,13 @@ class ServicesController:
                 return False
             if not isinstance(obj, dict):
                 return False
-        return self.index.record(kv.key[len(self.prefix) :], obj)
+        rel = kv.key[len(self.prefix) :]
+        if rel.startswith("podstatus/"):
+            if listing:  # a (re)listing's statuses are remembered, not observed
+                self.netprog.listed(rel, obj)
+            else:
+                self.netprog.changed(rel, obj)
+        return self.index.record(rel, obj)
 
     def on_reset(self, kvs: list[KV]) -> None:
         nodes = [n for n in (self._node(kv.key) for kv in kvs) if n]
@@ -142,7 +153,7 @@ class ServicesController:
             self.index = ServicesIndex(self.cfg.cluster)  # everything dirty
             for kv in kvs:
                 if not self._node(kv.key):
-                    self._record(kv, deleted=False)
+                    self._record(kv, deleted=False, listing=True)
             self.liveness.reset(nodes, self.clock())
         self.listed.set()
         self.dirty.set()
@@ -169,6 +180,7 @@ class ServicesController:
         only what changed since the last call is recomputed (everything if ``full``)."""
         now = self.clock()
         with self.lock:
+            self._taken = self.netprog.begin()  # the triggers of exactly this pass's changes
             dirt = self.index.take()
             verdicts = self.liveness.verdicts(now)
             dirt.everything |= full or verdicts != self._verdicts  # pods of nodes died or back
@@ -234,8 +246,14 @@ class ServicesController:
             name="services-watch",
         )
         work = threading.Thread(target=self._work, args=(stop,), daemon=True, name="services")
+        publish = threading.Thread(
+            target=self.netprog.run_publisher,
+            args=(self.store, netprog_key(self.cfg.cluster, self.cfg.node), self.lease, stop),
+            daemon=True,
+            name="netprog",
+        )
         sweep = threading.Thread(target=self.sweeper.run, args=(stop,), daemon=True, name="sweep")
-        self._threads = [watch, work, sweep]
+        self._threads = [watch, work, sweep, publish]
         for t in self._threads:
             t.start()
         self._threads.append(self.reach.start(stop))
@@ -259,7 +277,9 @@ class ServicesController:
             full = now >= full_due
             try:
                 self.program(full=full)
+                self.netprog.done(self._taken)
             except Exception:
+                self.netprog.retry(self._taken)
                 log.exception("programming services/policy failed; retrying with a full sync")
                 full_due = 0.0
                 self.dirty.set()

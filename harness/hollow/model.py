@@ -131,8 +131,11 @@ def node_record(cfg: HollowConfig, node: HollowNode) -> dict[str, Any]:
     }
 
 
-def pod_status(uid: str, phase: str, ip: str, host_ip: str, started: str) -> dict[str, Any]:
-    """A ``podstatus`` record in the agent's shape; Ready once Running."""
+def pod_status(
+    uid: str, phase: str, ip: str, host_ip: str, started: str, ready_at: str = ""
+) -> dict[str, Any]:
+    """A ``podstatus`` record in the agent's shape; Ready once Running, since ``ready_at``
+    (the Ready condition's lastTransitionTime: the trigger of network programming latency)."""
     ready = "True" if phase == "Running" else "False"
     return {
         "uid": uid,
@@ -147,7 +150,7 @@ def pod_status(uid: str, phase: str, ip: str, host_ip: str, started: str) -> dic
             {"type": "PodScheduled", "status": "True"},
             {"type": "NetworkReady", "status": ready},
             {"type": "ContainersReady", "status": ready},
-            {"type": "Ready", "status": ready},
+            {"type": "Ready", "status": ready, "lastTransitionTime": ready_at or started},
         ],
         "containerStatuses": [],
         "message": "hollow",

@@ -211,7 +211,7 @@ class Runner:
         pending = pod_status(_uid(pod), "Pending", ip, self.cfg.underlay_ip, t0)
         await self.call(self.store.put, sk, json.dumps(pending))
         await asyncio.sleep(self.cfg.running_s)
-        running = pod_status(_uid(pod), "Running", ip, self.cfg.underlay_ip, t0)
+        running = pod_status(_uid(pod), "Running", ip, self.cfg.underlay_ip, t0, now_rfc3339())
         await self.call(self.store.put, sk, json.dumps(running))
 
     async def delete(self, key: PodKey, pod: dict[str, Any]) -> None:
