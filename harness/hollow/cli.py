@@ -5,7 +5,8 @@ control-plane node with ``podlab_hollow_nodes=N``: the runner runs there under
 the node's supervisor (N > 0; a new N restarts it with that size) or is stopped
 and removed (N = 0: SIGTERM, every lease revoked). Then waits until the cluster's
 etcd shows exactly N hollow node records. The size is checked first against the
-cluster's pod CIDR and real nodes, so nothing starts for a size that cannot fit.
+cluster's pod CIDR and real nodes and against this machine's limits
+(harness/load/preflight.py), so nothing starts for a size that cannot fit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from harness.deploy.deploy import request_for, source_root
 from harness.deploy.runner import run_playbook
 from harness.errors import LabError, UserError
 from harness.hollow.model import MODES
+from harness.load import preflight
 from harness.store import Store, StoreError
 from harness.store.keys import nodes_prefix
 
@@ -106,6 +108,11 @@ def cmd_hollow(args: argparse.Namespace) -> int:
     req = request_for(args.lab, args.inventory, {})
     cvars, hosts, cp = cluster_of(req.inventory, args.cluster)
     check_fit(cvars, len(hosts), args.nodes, args.cluster)
+    refused = preflight.problems(
+        preflight.Need(hollow_nodes=args.nodes), preflight.Have.read(), f"--nodes {args.nodes}"
+    )
+    if refused:
+        raise UserError(refused)
     playbooks = source_root() / "playbooks"
     result = run_playbook(
         playbooks / PLAYBOOK,
