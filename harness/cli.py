@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "harness.conformance.cli",
     "harness.conformance.cni.cli",
     "harness.hollow.cli",
+    "harness.load.cli",
 )
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,0 +1,124 @@
+"""What the lab's processes cost during a load run: peak RSS and CPU cores, from /proc.
+
+A netns lab's processes are the host's: each node's are those in the node's
+network namespace (a pod has its own namespace, so the agent is counted without
+its pods). Processes are told apart by their command line: etcd, the hollow
+runner (``harness.hollow``), the agent (``harness.agent`` / ``podlab-agent``).
+CPU is the ticks a process used over the window (its own, not reaped children's)
+divided by the window; RSS the largest VmRSS seen by the sampler.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+ROLES = (("harness.hollow", "hollow"), ("harness.agent", "agent"), ("podlab-agent", "agent"))
+
+
+def role_of(cmdline: list[str]) -> str | None:
+    """Which lab process a command line is (None: not one we account for)."""
+    if cmdline and Path(cmdline[0]).name == "etcd":
+        return "etcd"
+    text = " ".join(cmdline)
+    for needle, role in ROLES:
+        if needle in text:
+            return role
+    return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def processes(netns: dict[str, Path]) -> dict[tuple[str, str], int]:
+    """(node, role) → pid for the lab processes in each node's network namespace."""
+    inodes = {}
+    for node, path in netns.items():
+        try:
+            inodes[os.stat(path).st_ino] = node
+        except OSError:
+            continue
+    out: dict[tuple[str, str], int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            found = inodes.get(os.stat(entry / "ns" / "net").st_ino)
+        except OSError:
+            continue
+        role = role_of(_cmdline(int(entry.name))) if found else None
+        if found and role:  # a wrapper (sh -c, nsenter) matches too: keep the largest
+            pid, key = int(entry.name), (found, role)
+            if key not in out or rss_bytes(pid) > rss_bytes(out[key]):
+                out[key] = pid
+    return out
+
+
+@dataclass
+class Cost:
+    """Per (node, role): peak RSS bytes and CPU cores over the window."""
+
+    rss: dict[tuple[str, str], int] = field(default_factory=dict)
+    cores: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+class CostSampler:
+    """Samples RSS every ``every`` seconds between ``start`` and ``finish``."""
+
+    def __init__(self, netns: dict[str, Path], every: float = 2.0) -> None:
+        self.pids = processes(netns)
+        self.every = every
+        self.cost = Cost()
+        self._ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items()}
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="load-cost")
+
+    def start(self) -> None:
+        self._ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items()}
+        self._t0 = time.monotonic()
+        self._thread.start()
+
+    def _sample(self) -> None:
+        for k, pid in self.pids.items():
+            self.cost.rss[k] = max(self.cost.rss.get(k, 0), rss_bytes(pid))
+
+    def _run(self) -> None:
+        self._sample()
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def finish(self) -> Cost:
+        self._stop.set()
+        self._sample()
+        window = max(1e-3, time.monotonic() - self._t0)
+        for k, pid in self.pids.items():
+            self.cost.cores[k] = (cpu_ticks(pid) - self._ticks0.get(k, 0)) / TICK / window
+        return self.cost

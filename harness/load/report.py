@@ -1,0 +1,107 @@
+"""A load run's samples → SLIs, the results file and clusterloader2's PerfData summary.
+
+Results names (docs/load.md): ``pod_startup_p{50,90,99}_s`` (``labels.kind`` =
+``real`` or ``hollow``), ``api_call_p*_s`` (``labels.verb`` = ``mutating``,
+``get``, ``list``), ``network_programming_p*_s`` (scenario 13, ``labels.how`` =
+``agent-histogram``), ``dns_lookup_p*_s`` and ``dns_errors_percent``, and the
+costs ``rss_bytes`` / ``cpu_cores`` with ``labels.process`` (``hollow-per-node``,
+``etcd``, ``agent``) and ``labels.node``. Only the p99 (and DNS p50) records
+carry the threshold, so the report's SLO table judges each SLI once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.api.target import Target
+from harness.load import sli
+from harness.load.cost import Cost
+from harness.load.run import LoadConfig, Samples
+from harness.results import env
+from harness.results.store import ResultsWriter, RunMeta
+
+NETPROG_SCENARIO = 13  # CONFORMANCE.md: network programming latency
+
+
+def slis_of(samples: Samples) -> list[sli.Sli]:
+    """Every latency SLI the samples allow (one without samples is left out, not zero)."""
+    out = []
+    for kind in ("real", "hollow"):
+        vals = samples.startup(kind == "hollow")
+        if vals:
+            out.append(sli.Sli("pod_startup", sli.quantiles(vals), len(vals), {"kind": kind}))
+    for verb, vals in samples.api.items():
+        if vals:
+            out.append(sli.Sli(f"api_{verb}", sli.quantiles(vals), len(vals), {"verb": verb}))
+    le, pooled = sli.diff_histograms(samples.netprog_before, samples.netprog_after)
+    if pooled and pooled[-1] > 0:
+        p = {q: sli.histogram_quantile(q, le, pooled) for q in sli.QUANTILES}
+        out.append(sli.Sli("network_programming", p, int(pooled[-1]), {"how": "agent-histogram"}))
+    if samples.dns_s:
+        out.append(sli.Sli("dns_lookup", sli.quantiles(samples.dns_s), len(samples.dns_s)))
+    return out
+
+
+def record_results(
+    path: Path,
+    run_id: str,
+    target: Target,
+    samples: Samples,
+    cost: Cost,
+    hollow: int,
+    real: int,
+    cfg: LoadConfig,
+    notes: str = "",
+) -> tuple[list[sli.Sli], list[str]]:
+    """Write the results file and its PerfData summary; return the SLIs and cost lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = RunMeta(
+        run_id=run_id, topology=target.lab or target.cluster, modes=("load",),
+        environment=env.capture(lab=target.lab), notes=notes,
+    )  # fmt: skip
+    w = ResultsWriter(path, meta)
+    common = {"cluster": target.cluster, "hollow_nodes": str(hollow), "real_nodes": str(real),
+              "pods_per_node": str(cfg.pods_per_node), "rate": f"{cfg.rate:g}"}  # fmt: skip
+    slis = slis_of(samples)
+    for s in slis:
+        name = "api_call" if s.family.startswith("api_") else s.family
+        t = s.threshold
+        for q, v in s.p.items():
+            bound = t.bound if t and t.quantile == q else None
+            if s.family == "dns_lookup" and q == 50:
+                bound = sli.DNS_P50_S
+            labels = {**common, **s.labels, "samples": str(s.samples)}
+            scenario = NETPROG_SCENARIO if s.family == "network_programming" else None
+            w.record(f"{name}_p{q}_s", v, "s", mode="load", threshold=bound, labels=labels,
+                     scenario=scenario)  # fmt: skip
+    lookups = len(samples.dns_s) + samples.dns_errors
+    if lookups:
+        pct = 100.0 * samples.dns_errors / lookups
+        w.record("dns_errors_percent", pct, "percent", mode="load",
+                 threshold=sli.DNS_ERRORS_PERCENT, labels=common)  # fmt: skip
+    lines = cost_records(w, cost, hollow, common)
+    for phase, seconds in samples.phases.items():
+        w.timing(phase, seconds, mode="load")
+    w.finish()
+    summary = sli.perf_data(slis)
+    path.with_suffix(".perfdata.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return slis, lines
+
+
+def cost_records(w: ResultsWriter, cost: Cost, hollow: int, common: dict[str, str]) -> list[str]:
+    """RSS and CPU per process; the hollow runner's also per hollow node."""
+    lines = []
+    for (node, role), rss in sorted(cost.rss.items()):
+        cores = cost.cores.get((node, role), 0.0)
+        labels = {**common, "process": role, "node": node}
+        w.record("rss_bytes", float(rss), "bytes", mode="load", labels=labels)
+        w.record("cpu_cores", cores, "cores", mode="load", labels=labels)
+        line = f"{role:7} on {node}: RSS {rss / 2**20:.1f} MB, CPU {cores:.3f} cores"
+        if role == "hollow" and hollow:
+            per = {**labels, "process": "hollow-per-node"}
+            w.record("rss_bytes", rss / hollow, "bytes", mode="load", labels=per)
+            w.record("cpu_cores", cores / hollow, "cores", mode="load", labels=per)
+            line += f" ({rss / hollow / 1024:.0f} KiB, {cores / hollow * 1000:.2f} mcores per node)"
+        lines.append(line)
+    return lines

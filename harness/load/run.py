@@ -1,0 +1,402 @@
+"""Drive clusterloader2's load test against one cluster and collect its SLI samples.
+
+Phases, as CL2's ``testing/load``: create the pods at a fixed rate (default 10
+pods/s, 30 per node, over every Ready node, hollow and real, round-robin) with a
+Service over every other group of pods (CL2: Services are half the
+Deployments); wait until all run; churn (delete a fraction and create as many new
+ones, at the same rate); delete everything at the same rate. Everything goes
+through podlab's API code (``ApiClient``: admission, one guarded transaction per
+apply), the path ``podlab apply`` takes.
+
+Pods are bound by the load itself (``spec.nodeName``), spread as a scheduler with
+equal nodes would; so pod startup latency measures the node side (agent or hollow
+node), not the scheduler (a decision recorded in docs/load.md).
+
+Samples: pod startup (created → ``Running`` seen through a watch on the pod
+statuses, real and hollow separately), the latency of every API call the load
+makes (mutating) plus a sampler's gets and lists, DNS lookups of every Service
+from each real node, the agents' network programming histograms
+(``netprog/<node>``) read before and after, and the processes' RSS and CPU.
+A failure or Ctrl-C deletes everything the run created before it returns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.api.client import ApiClient
+from harness.api.objects import KINDS, NodeRecord
+from harness.api.validate import Located, load_documents, validate_documents
+from harness.errors import LabError
+from harness.store import KV, Event, StoreError
+from harness.store.keys import kind_prefix, podstatus_prefix
+
+POD, SERVICE = KINDS["Pod"], KINDS["Service"]
+LABEL = "podlab.load/run"
+DOMAIN = "cluster.local"  # the agents' DNS domain (the host side imports no agent code)
+WORKERS = 4  # concurrent API calls: one slow apply must not hold the rate back
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """What one run does (``podlab load`` flags)."""
+
+    namespace: str = "podlab-load"
+    pods_per_node: int = 30
+    rate: float = 10.0  # pods per second, creating and deleting
+    group_size: int = 10  # pods per group; every other group has a Service
+    churn: float = 0.5  # fraction of pods deleted and replaced in the churn phase
+    timeout_s: float = 600.0  # per wait (all running, all gone)
+    dns_rounds: int = 3  # lookups of every Service name per real node
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    name: str
+    node: str
+    group: int
+    hollow: bool
+
+
+def plan_pods(nodes: list[NodeRecord], cfg: LoadConfig, prefix: str = "p") -> list[PodPlan]:
+    """``pods_per_node`` pods on every node, node by node in turn, grouped in creation order."""
+    out: list[PodPlan] = []
+    for _ in range(cfg.pods_per_node):
+        for n in nodes:
+            i = len(out)
+            out.append(PodPlan(f"{prefix}-{i:05d}", n.name, i // cfg.group_size, n.hollow))
+    return out
+
+
+def pod_manifest(p: PodPlan, run_id: str, cfg: LoadConfig) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": p.name,
+            "namespace": cfg.namespace,
+            "labels": {LABEL: run_id, "group": f"g{p.group}"},
+        },
+        "spec": {
+            "nodeName": p.node,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "pause", "command": ["sleep", "infinity"]}],
+        },
+    }
+
+
+def service_manifest(group: int, run_id: str, cfg: LoadConfig) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"g{group}", "namespace": cfg.namespace, "labels": {LABEL: run_id}},
+        "spec": {"selector": {"group": f"g{group}"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+
+
+def located(manifest: dict[str, Any]) -> list[Located]:
+    objs, problems = validate_documents(load_documents(yaml.safe_dump(manifest), "podlab-load"))
+    if problems:
+        raise LabError(f"podlab load built an invalid object: {problems[0]}")
+    return objs
+
+
+@dataclass
+class Samples:
+    """What the run measured; ``sli.py`` turns it into percentiles."""
+
+    created: dict[str, float] = field(default_factory=dict)  # pod → epoch before its apply
+    running: dict[str, float] = field(default_factory=dict)  # pod → first Running seen
+    hollow: dict[str, bool] = field(default_factory=dict)
+    api: dict[str, list[float]] = field(
+        default_factory=lambda: {"mutating": [], "get": [], "list": []}
+    )
+    dns_s: list[float] = field(default_factory=list)
+    dns_errors: int = 0
+    netprog_before: dict[str, dict[str, Any]] = field(default_factory=dict)
+    netprog_after: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # phase → seconds
+    services: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def startup(self, hollow: bool) -> list[float]:
+        return [
+            self.running[n] - t
+            for n, t in self.created.items()
+            if n in self.running and self.hollow.get(n) == hollow
+        ]
+
+
+class LoadRun:
+    """One run against one cluster; ``progress(phase, done, total)`` reports as it goes."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        cfg: LoadConfig,
+        run_id: str,
+        progress: Callable[[str, int, int], None] = lambda *_: None,
+    ) -> None:
+        self.client, self.cfg, self.run_id, self.progress = client, cfg, run_id, progress
+        self.store = client.store
+        self.samples = Samples()
+        self.pods: dict[str, PodPlan] = {}  # created and not deleted
+        self.services: list[str] = []
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="load")
+
+    # --- the watch -----------------------------------------------------------------
+    def _watch(self) -> None:
+        prefix = podstatus_prefix(self.client.cluster, self.cfg.namespace)
+
+        def seen(kvs: list[KV], now: float) -> None:
+            for kv in kvs:
+                try:
+                    phase = json.loads(kv.value).get("phase")
+                except (ValueError, AttributeError):
+                    continue
+                name = kv.key.rsplit("/", 1)[-1]
+                if phase == "Running":
+                    with self.samples.lock:
+                        self.samples.running.setdefault(name, now)
+
+        def events(evs: list[Event]) -> None:
+            seen([e.kv for e in evs if e.type == "PUT"], time.time())
+
+        self.store.watch_prefix(prefix, events, lambda kvs: seen(kvs, time.time()), self.stop)
+
+    def _sampler(self) -> None:
+        """A get of one pod and a list of the namespace's pods every second (CL2's reads)."""
+        while not self.stop.wait(1.0):
+            names = list(self.pods)
+            if names:
+                t0 = time.monotonic()
+                try:
+                    self.client.get(POD, self.cfg.namespace, random.choice(names))
+                    self._api("get", time.monotonic() - t0)
+                except LabError:
+                    pass  # deleted meanwhile
+            t0 = time.monotonic()
+            try:
+                self.client.list_objects(POD, self.cfg.namespace)
+                self._api("list", time.monotonic() - t0)
+            except StoreError:
+                pass
+
+    def _api(self, verb: str, seconds: float) -> None:
+        with self.samples.lock:
+            self.samples.api[verb].append(seconds)
+
+    # --- phases ----------------------------------------------------------------------
+    def _paced(self, phase: str, jobs: list[Callable[[], None]]) -> None:
+        """Start ``jobs`` at ``cfg.rate`` per second; wait for all; the first error raises."""
+        done = [0]
+        lock = threading.Lock()
+
+        def finished(_: Future[None]) -> None:
+            with lock:
+                done[0] += 1
+                self.progress(phase, done[0], len(jobs))
+
+        futures: list[Future[None]] = []
+        t0 = time.monotonic()
+        for i, job in enumerate(jobs):
+            delay = t0 + i / self.cfg.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            f = self.pool.submit(job)
+            f.add_done_callback(finished)
+            futures.append(f)
+        for f in futures:
+            f.result()
+        self.samples.phases[phase] = time.monotonic() - t0
+
+    def _create(self, p: PodPlan) -> None:
+        objs = located(pod_manifest(p, self.run_id, self.cfg))
+        with self.samples.lock:
+            self.samples.hollow[p.name] = p.hollow
+            self.pods[p.name] = p
+            self.samples.created[p.name] = time.time()
+        t0 = time.monotonic()
+        self.client.apply(objs)
+        self._api("mutating", time.monotonic() - t0)
+
+    def _delete(self, name: str, grace_s: int | None = None) -> None:
+        t0 = time.monotonic()
+        self.client.delete(POD, self.cfg.namespace, name, grace_s)
+        self._api("mutating", time.monotonic() - t0)
+        with self.samples.lock:
+            self.pods.pop(name, None)
+
+    def _service(self, group: int) -> None:
+        objs = located(service_manifest(group, self.run_id, self.cfg))
+        t0 = time.monotonic()
+        self.client.apply(objs)
+        self._api("mutating", time.monotonic() - t0)
+        self.services.append(f"g{group}")
+
+    def wait_running(self, names: list[str], phase: str) -> None:
+        deadline = time.monotonic() + self.cfg.timeout_s
+        while True:
+            with self.samples.lock:
+                left = [n for n in names if n not in self.samples.running]
+            self.progress(phase, len(names) - len(left), len(names))
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"{len(left)} of {len(names)} pods not Running after {self.cfg.timeout_s:g} s "
+                    f"(first: {', '.join(left[:3])})"
+                )
+            time.sleep(0.2)
+
+    def wait_gone(self, phase: str) -> None:
+        prefix = kind_prefix(self.client.cluster, "pods", self.cfg.namespace)
+        deadline = time.monotonic() + self.cfg.timeout_s
+        total = max(1, len(self.store.get_prefix(prefix)[0]))
+        while left := len(self.store.get_prefix(prefix)[0]):
+            self.progress(phase, total - left, total)
+            if time.monotonic() > deadline:
+                raise LabError(f"{left} pods still there {self.cfg.timeout_s:g} s after deletion")
+            time.sleep(0.5)
+        self.progress(phase, total, total)
+
+    def netprog(self) -> dict[str, dict[str, Any]]:
+        kvs, _ = self.store.get_prefix(kind_prefix(self.client.cluster, "netprog"))
+        out = {}
+        for kv in kvs:
+            try:
+                out[kv.key.rsplit("/", 1)[-1]] = json.loads(kv.value)
+            except ValueError:
+                continue
+        return out
+
+    def run(self, nodes: list[NodeRecord], dns: Callable[[list[str]], None]) -> Samples:
+        """All phases; ``dns(names)`` looks the Services up from the real nodes."""
+        threads = [
+            threading.Thread(target=self._watch, daemon=True, name="load-watch"),
+            threading.Thread(target=self._sampler, daemon=True, name="load-sampler"),
+        ]
+        for t in threads:
+            t.start()
+        self.samples.netprog_before = self.netprog()
+        plan = plan_pods(nodes, self.cfg)
+        groups = sorted({p.group for p in plan if p.group % 2 == 0})
+        self._paced("services", [partial(self._service, g) for g in groups])
+        self.samples.services = len(self.services)
+        self._paced("create", [partial(self._create, p) for p in plan])
+        self.wait_running([p.name for p in plan], "running")
+        dns([f"{s}.{self.cfg.namespace}.svc.{DOMAIN}" for s in self.services])
+        gone = random.Random(self.run_id).sample(plan, int(len(plan) * self.cfg.churn))
+        fresh = [PodPlan(f"c-{i:05d}", p.node, p.group, p.hollow) for i, p in enumerate(gone)]
+        churn: list[Callable[[], None]] = []
+        for old, new in zip(gone, fresh, strict=True):
+            churn += [partial(self._delete, old.name), partial(self._create, new)]
+        self._paced("churn", churn)
+        self.wait_running([p.name for p in fresh], "running after churn")
+        time.sleep(2.5)  # the agents publish their histograms once a second
+        self.samples.netprog_after = self.netprog()
+        self._paced("delete", [partial(self._delete, n) for n in list(self.pods)])
+        self.wait_gone("pods gone")
+        self._paced("delete services", [partial(self._delete_service, s) for s in self.services])
+        self.services = []
+        return self.samples
+
+    def _delete_service(self, name: str) -> None:
+        t0 = time.monotonic()
+        self.client.delete(SERVICE, self.cfg.namespace, name)
+        self._api("mutating", time.monotonic() - t0)
+
+    def cleanup(self) -> None:
+        """Delete whatever the run created and still stands (after a failure or Ctrl-C)."""
+        self.stop.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        ns = self.cfg.namespace
+        for kv in self.store.get_prefix(kind_prefix(self.client.cluster, "pods", ns))[0]:
+            try:
+                mine = json.loads(kv.value)["metadata"]["labels"].get(LABEL) == self.run_id
+            except (ValueError, KeyError, TypeError, AttributeError):
+                mine = False
+            if mine:
+                self.client.delete(POD, ns, kv.key.rsplit("/", 1)[-1], 0)
+        for name in self.services:
+            self.client.delete(SERVICE, ns, name)
+
+
+@contextmanager
+def cleaning(run: LoadRun) -> Iterator[LoadRun]:
+    """Run's everything-created removal on any way out, Ctrl-C included."""
+    try:
+        yield run
+    finally:
+        run.cleanup()
+
+
+# Runs inside a real node's network namespace: looks up each name (stdin, one per line)
+# at the cluster DNS address, prints one JSON line {"ok": [seconds...], "errors": n}.
+DNS_CLIENT = r"""
+import json, socket, sys, time
+from dnslib import DNSRecord
+server, rounds = sys.argv[1], int(sys.argv[2])
+names = sys.stdin.read().split()
+ok, errors = [], 0
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2.0)
+for _ in range(rounds):
+    for name in names:
+        q = DNSRecord.question(name)
+        t0 = time.monotonic()
+        try:
+            s.sendto(q.pack(), (server, 53))
+            while True:
+                reply = DNSRecord.parse(s.recv(4096))
+                if reply.header.id == q.header.id:
+                    break
+            if reply.header.rcode != 0 or not reply.rr:
+                errors += 1
+            else:
+                ok.append(time.monotonic() - t0)
+        except (OSError, Exception):
+            errors += 1
+print(json.dumps({"ok": ok, "errors": errors}))
+"""
+
+
+def dns_ip(service_cidr: str) -> str:
+    """kube-dns' conventional address, the service CIDR's 10th, where each agent answers."""
+    return str(ipaddress.IPv4Network(service_cidr).network_address + 10)
+
+
+def dns_lookups(
+    python: str, netns_paths: list[Path], service_cidr: str, rounds: int, samples: Samples
+) -> Callable[[list[str]], None]:
+    """A ``dns(names)`` for LoadRun: each real node looks every name up ``rounds`` times."""
+
+    def look(names: list[str]) -> None:
+        for path in netns_paths:
+            argv = ["nsenter", f"--net={path}", python, "-c", DNS_CLIENT,
+                    dns_ip(service_cidr), str(rounds)]  # fmt: skip
+            out = subprocess.run(
+                argv, input="\n".join(names), capture_output=True, text=True, timeout=600
+            )
+            if out.returncode != 0:
+                raise LabError(f"DNS lookups from {path} failed: {out.stderr.strip()[-300:]}")
+            got = json.loads(out.stdout.strip().splitlines()[-1])
+            samples.dns_s += got["ok"]
+            samples.dns_errors += int(got["errors"])
+
+    return look

@@ -1,0 +1,94 @@
+"""podlab load's plan, manifests and results (harness/load/run.py, report.py, cost.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from harness.api.objects import NodeRecord
+from harness.api.target import Target
+from harness.load import cost, run
+from harness.load.report import record_results, slis_of
+from harness.results.store import load
+
+
+def nodes() -> list[NodeRecord]:
+    return [NodeRecord(name="w1"), *(NodeRecord(name=f"h{i}", hollow=True) for i in range(3))]
+
+
+def test_pods_are_spread_node_by_node_and_grouped_in_order() -> None:
+    cfg = run.LoadConfig(pods_per_node=5, group_size=3)
+    plan = run.plan_pods(nodes(), cfg)
+    assert len(plan) == 20
+    assert [p.node for p in plan[:5]] == ["w1", "h0", "h1", "h2", "w1"]
+    assert sum(1 for p in plan if p.node == "w1") == 5
+    assert [p.group for p in plan[:7]] == [0, 0, 0, 1, 1, 1, 2]
+    assert {p.hollow for p in plan if p.node == "w1"} == {False}
+    groups = {}
+    for p in plan:
+        groups.setdefault(p.group, set()).add(p.hollow)
+    assert any(kinds == {True, False} for kinds in groups.values())  # mixed endpoints
+
+
+def test_manifests_pass_podlab_validation() -> None:
+    cfg = run.LoadConfig()
+    p = run.plan_pods(nodes(), cfg)[0]
+    pod = run.located(run.pod_manifest(p, "r1", cfg))[0]
+    assert pod.obj.metadata.labels == {run.LABEL: "r1", "group": "g0"}
+    svc = run.located(run.service_manifest(0, "r1", cfg))[0]
+    assert svc.info.kind == "Service" and svc.obj.metadata.namespace == "podlab-load"
+
+
+def samples() -> run.Samples:
+    s = run.Samples()
+    for i in range(10):
+        s.created[f"r{i}"], s.running[f"r{i}"], s.hollow[f"r{i}"] = 100.0, 100.1 + i / 100, False
+        s.created[f"h{i}"], s.running[f"h{i}"], s.hollow[f"h{i}"] = 100.0, 100.01, True
+    s.created["late"], s.hollow["late"] = 100.0, True  # never ran: not a sample
+    s.api["mutating"] = [0.01] * 9 + [2.0]
+    hist = {"le": [0.25, 0.5, 1.0], "counts": [0, 0, 0]}
+    s.netprog_before = {"w1": hist}
+    s.netprog_after = {"w1": {"le": [0.25, 0.5, 1.0], "counts": [8, 10, 10]}}
+    s.dns_s, s.dns_errors = [0.001] * 99, 1
+    return s
+
+
+def test_slis_of_a_run() -> None:
+    got = {(x.family, x.labels.get("kind", "")): x for x in slis_of(samples())}
+    assert abs(got[("pod_startup", "real")].p[99] - 0.19) < 1e-9
+    assert got[("pod_startup", "hollow")].samples == 10
+    assert got[("api_mutating", "")].passed is False  # one call of 2 s is the p99
+    assert ("api_get", "") not in got  # no samples: left out, not zero
+    np = got[("network_programming", "")]
+    assert np.samples == 10 and np.p[50] <= 0.25 and np.passed is True
+    assert got[("dns_lookup", "")].passed is True
+
+
+def test_results_file_and_perfdata(tmp_path: Path) -> None:
+    c = cost.Cost(rss={("cp", "hollow"): 100 * 2**20, ("cp", "etcd"): 2**20},
+                  cores={("cp", "hollow"): 0.5, ("cp", "etcd"): 0.1})  # fmt: skip
+    path = tmp_path / "load.json"
+    _, lines = record_results(
+        path, "load-x", Target("c1", "http://x", None), samples(), c, 100, 1, run.LoadConfig()
+    )
+    res = load(path)
+    by = {(m.name, m.labels.get("kind", m.labels.get("verb", ""))): m for m in res.measurements}
+    assert by[("pod_startup_p99_s", "real")].threshold == 5.0
+    assert by[("pod_startup_p50_s", "real")].threshold is None
+    assert by[("api_call_p99_s", "mutating")].passed is False
+    assert by[("dns_errors_percent", "")].passed is False  # 1 in 100 > 0.1 %
+    per = [m for m in res.measurements if m.labels.get("process") == "hollow-per-node"]
+    assert {m.name: m.value for m in per} == {"rss_bytes": 2**20, "cpu_cores": 0.005}
+    assert any("per node" in ln for ln in lines)
+    perf = json.loads(path.with_suffix(".perfdata.json").read_text())
+    assert {i["labels"]["Metric"] for i in perf["dataItems"]} >= {"pod_startup", "dns_lookup"}
+
+
+def test_cost_finds_this_process_by_its_network_namespace() -> None:
+    assert cost.role_of(["/usr/bin/etcd", "--name", "x"]) == "etcd"
+    assert cost.role_of(["python", "-m", "harness.hollow", "--nodes", "3"]) == "hollow"
+    assert cost.role_of(["python", "-m", "harness.agent"]) == "agent"
+    assert cost.role_of(["sleep", "1"]) is None
+    found = cost.processes({"here": Path(f"/proc/{os.getpid()}/ns/net")})
+    assert all(node == "here" for node, _ in found)  # nothing outside the namespace given
