@@ -33,6 +33,7 @@ from harness.api.objects import NodeRecord
 from harness.errors import Problem, UserError
 from harness.load import preflight
 from harness.load.cost import CostSampler
+from harness.load.probe import observe
 from harness.load.report import record_results
 from harness.load.run import LoadConfig, LoadRun, cleaning, dns_lookups
 
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--namespace", default="podlab-load")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per wait")
     p.add_argument("--dns-rounds", type=int, default=3, help="lookups per Service per node")
+    p.add_argument("--probes", type=int, default=3, help="observed-latency probe Services")
     p.add_argument("--results", metavar="DIR", default="reports/results")
     p.set_defaults(func=hinted(cmd_load))
 
@@ -165,10 +167,18 @@ def cmd_load(args: argparse.Namespace) -> int:
 
         run.progress = progress
         sampler.start()
-        samples = run.run(
-            nodes, dns_lookups(sys.executable, agents, target.service_cidr or "10.96.0.0/12",
-                               cfg.dns_rounds, run.samples)
-        )  # fmt: skip
+        dns = dns_lookups(sys.executable, agents, target.service_cidr or "10.96.0.0/12",
+                          cfg.dns_rounds, run.samples)  # fmt: skip
+        probe_at = {n: spaces[n] for n in real if n in spaces}
+        workers = {n: p for n, p in probe_at.items() if n in {x.name for x in nodes}}
+
+        def probe() -> list[float]:
+            if not workers or args.probes == 0:
+                return []
+            return observe(client, cfg.namespace, run_id, probe_at, sys.executable,
+                           args.probes, workers=sorted(workers))  # fmt: skip
+
+        samples = run.run(nodes, dns, probe)
     cost = sampler.finish()
     wall = time.monotonic() - started
     load_after = Path("/proc/loadavg").read_text().split()[:3]

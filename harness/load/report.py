@@ -3,7 +3,7 @@
 Results names (docs/load.md): ``pod_startup_p{50,90,99}_s`` (``labels.kind`` =
 ``real`` or ``hollow``), ``api_call_p*_s`` (``labels.verb`` = ``mutating``,
 ``get``, ``list``), ``network_programming_p*_s`` (scenario 13, ``labels.how`` =
-``agent-histogram``), ``dns_lookup_p*_s`` and ``dns_errors_percent``, and the
+``agent-histogram`` or ``probe``), ``dns_lookup_p*_s`` and ``dns_errors_percent``, and the
 costs ``rss_bytes`` / ``cpu_cores`` with ``labels.process`` (``hollow-per-node``,
 ``etcd``, ``agent``) and ``labels.node``. Only the p99 (and DNS p50) records
 carry the threshold, so the report's SLO table judges each SLI once.
@@ -38,6 +38,9 @@ def slis_of(samples: Samples) -> list[sli.Sli]:
     if pooled and pooled[-1] > 0:
         p = {q: sli.histogram_quantile(q, le, pooled) for q in sli.QUANTILES}
         out.append(sli.Sli("network_programming", p, int(pooled[-1]), {"how": "agent-histogram"}))
+    if samples.probe_s:
+        p = sli.quantiles(samples.probe_s)
+        out.append(sli.Sli("network_programming_probe", p, len(samples.probe_s), {"how": "probe"}))
     if samples.dns_s:
         out.append(sli.Sli("dns_lookup", sli.quantiles(samples.dns_s), len(samples.dns_s)))
     return out
@@ -66,13 +69,14 @@ def record_results(
     slis = slis_of(samples)
     for s in slis:
         name = "api_call" if s.family.startswith("api_") else s.family
+        name = "network_programming" if name.startswith("network_programming") else name
         t = s.threshold
         for q, v in s.p.items():
             bound = t.bound if t and t.quantile == q else None
             if s.family == "dns_lookup" and q == 50:
                 bound = sli.DNS_P50_S
             labels = {**common, **s.labels, "samples": str(s.samples)}
-            scenario = NETPROG_SCENARIO if s.family == "network_programming" else None
+            scenario = NETPROG_SCENARIO if s.family.startswith("network_programming") else None
             w.record(f"{name}_p{q}_s", v, "s", mode="load", threshold=bound, labels=labels,
                      scenario=scenario)  # fmt: skip
     lookups = len(samples.dns_s) + samples.dns_errors

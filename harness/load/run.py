@@ -126,6 +126,7 @@ class Samples:
         default_factory=lambda: {"mutating": [], "get": [], "list": []}
     )
     dns_s: list[float] = field(default_factory=list)
+    probe_s: list[float] = field(default_factory=list)  # backend Ready → first answer
     dns_errors: int = 0
     netprog_before: dict[str, dict[str, Any]] = field(default_factory=dict)
     netprog_after: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -285,8 +286,14 @@ class LoadRun:
                 continue
         return out
 
-    def run(self, nodes: list[NodeRecord], dns: Callable[[list[str]], None]) -> Samples:
-        """All phases; ``dns(names)`` looks the Services up from the real nodes."""
+    def run(
+        self,
+        nodes: list[NodeRecord],
+        dns: Callable[[list[str]], None],
+        probe: Callable[[], list[float]] = list,
+    ) -> Samples:
+        """All phases; ``dns(names)`` looks the Services up from the real nodes, ``probe()``
+        measures network programming from outside (harness/load/probe.py) under full load."""
         threads = [
             threading.Thread(target=self._watch, daemon=True, name="load-watch"),
             threading.Thread(target=self._sampler, daemon=True, name="load-sampler"),
@@ -301,6 +308,9 @@ class LoadRun:
         self._paced("create", [partial(self._create, p) for p in plan])
         self.wait_running([p.name for p in plan], "running")
         dns([f"{s}.{self.cfg.namespace}.svc.{DOMAIN}" for s in self.services])
+        self.progress("probe", 0, 1)
+        self.samples.probe_s = probe()
+        self.progress("probe", 1, 1)
         gone = random.Random(self.run_id).sample(plan, int(len(plan) * self.cfg.churn))
         fresh = [PodPlan(f"c-{i:05d}", p.node, p.group, p.hollow) for i, p in enumerate(gone)]
         churn: list[Callable[[], None]] = []
