@@ -208,7 +208,11 @@ class LoadRun:
         done = [0]
         lock = threading.Lock()
 
-        def finished(_: Future[None]) -> None:
+        errors: list[Future[None]] = []
+
+        def finished(f: Future[None]) -> None:
+            if f.exception() is not None:
+                errors.append(f)
             with lock:
                 done[0] += 1
                 self.progress(phase, done[0], len(jobs))
@@ -219,6 +223,8 @@ class LoadRun:
             delay = t0 + i / self.cfg.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            if errors:  # stop at the first failure: cleanup follows
+                errors[0].result()
             f = self.pool.submit(job)
             f.add_done_callback(finished)
             futures.append(f)
