@@ -211,7 +211,7 @@ class LoadRun:
         errors: list[Future[None]] = []
 
         def finished(f: Future[None]) -> None:
-            if f.exception() is not None:
+            if not f.cancelled() and f.exception() is not None:
                 errors.append(f)
             with lock:
                 done[0] += 1
