@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
-ROLES = (("harness.hollow", "hollow"), ("harness.agent", "agent"), ("podlab-agent", "agent"))
+ROLES = (
+    ("harness.hollow", "hollow"),
+    ("harness.agent", "agent"),
+    ("podlab-agent", "agent"),
+    ("podlab-controllers", "controllers"),
+)
 
 
 def role_of(cmdline: list[str]) -> str | None:
