@@ -146,11 +146,19 @@ def cmd_load(args: argparse.Namespace) -> int:
     real = [n.name for n in every if not n.hollow]
     spaces = netns_paths(target.lab, real)
     sampler = CostSampler(spaces)
+    skipped = ""
+    if not spaces:
+        skipped = (
+            "DNS, observed network programming and process costs not measured: they enter "
+            "the real nodes' namespaces from this host (a netns lab's)"
+        )
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     out.print(
         f"{run_id}: {len(nodes)} worker nodes ({hollow} hollow), {cfg.pods_per_node} pods each "
         f"at {cfg.rate:g} pods/s; load average {' '.join(load_before)}"
     )
+    if skipped:
+        out.print(skipped)
     run = LoadRun(client, cfg, run_id)
     agents = [spaces[n] for n in real if n in spaces and n in {x.name for x in nodes}]
     started = time.monotonic()
@@ -186,7 +194,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     slis, cost_lines = record_results(
         results, run_id, target, samples, cost, hollow, len(nodes) - hollow, cfg,
         notes=f"podlab load {' '.join(sys.argv[2:])}; load average before "
-        f"{' '.join(load_before)}, after {' '.join(load_after)}; {wall:.0f} s",
+        f"{' '.join(load_before)}, after {' '.join(load_after)}; {wall:.0f} s. {skipped}",
     )  # fmt: skip
     table = Table("SLI", "p50", "p90", "p99", "n", "threshold", "verdict")
     for s in slis:
