@@ -183,7 +183,8 @@ class LoadRun:
     def _sampler(self) -> None:
         """A get of one pod and a list of the namespace's pods every second (CL2's reads)."""
         while not self.stop.wait(1.0):
-            names = list(self.pods)
+            with self.samples.lock:
+                names = list(self.pods)
             if names:
                 t0 = time.monotonic()
                 try:
@@ -326,7 +327,9 @@ class LoadRun:
         self.wait_running([p.name for p in fresh], "running after churn")
         time.sleep(2.5)  # the agents publish their histograms once a second
         self.samples.netprog_after = self.netprog()
-        self._paced("delete", [partial(self._delete, n) for n in list(self.pods)])
+        with self.samples.lock:
+            remaining = list(self.pods)
+        self._paced("delete", [partial(self._delete, n) for n in remaining])
         self.wait_gone("pods gone")
         self._paced("delete services", [partial(self._delete_service, s) for s in self.services])
         self.services = []
