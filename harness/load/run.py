@@ -158,6 +158,7 @@ class LoadRun:
         self.pods: dict[str, PodPlan] = {}  # created and not deleted
         self.services: list[str] = []
         self.stop = threading.Event()
+        self.listed = threading.Event()  # the watch has its first listing: no change is missed
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="load")
 
     # --- the watch -----------------------------------------------------------------
@@ -178,7 +179,11 @@ class LoadRun:
         def events(evs: list[Event]) -> None:
             seen([e.kv for e in evs if e.type == "PUT"], time.time())
 
-        self.store.watch_prefix(prefix, events, lambda kvs: seen(kvs, time.time()), self.stop)
+        def reset(kvs: list[KV]) -> None:
+            seen(kvs, time.time())
+            self.listed.set()
+
+        self.store.watch_prefix(prefix, events, reset, self.stop)
 
     def _sampler(self) -> None:
         """A get of one pod and a list of the namespace's pods every second (CL2's reads)."""
@@ -307,6 +312,8 @@ class LoadRun:
         ]
         for t in threads:
             t.start()
+        if not self.listed.wait(30):
+            raise LabError("the watch on pod statuses got no listing from etcd in 30 s")
         self.samples.netprog_before = self.netprog()
         plan = plan_pods(nodes, self.cfg)
         groups = sorted({p.group for p in plan if p.group % 2 == 0})
