@@ -51,6 +51,7 @@ from harness.store import KV, MAX_TXN_OPS, Store, Write, keys
 from harness.store.keys import nodeports_prefix, serviceips_prefix
 
 APPLY_ATTEMPTS = 3
+SMALL_APPLY = 16  # up to this many objects, apply reads their keys one by one
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,26 @@ class ApiClient:
             out.append(record if record.name else record.model_copy(update={"name": name}))
         return sorted(out, key=lambda n: n.name)
 
+    def _nodes_named(self, objects: list[Located]) -> list[NodeRecord]:
+        """The records of the nodes ``objects`` name in ``spec.nodeName``: one read each
+        instead of listing every node (a thousand hollow nodes made each pod's apply list
+        them all). A name not registered falls back to the full list, whose names the
+        refusal offers."""
+        names = {
+            n for loc in objects if (n := getattr(getattr(loc.obj, "spec", None), "nodeName", None))
+        }
+        found = []
+        for name in sorted(names):
+            entry = self.store.get(f"{nodes_prefix(self.cluster)}{name}")
+            if entry is None:
+                return self.nodes()
+            try:
+                found.append(NodeRecord.model_validate_json(entry.value))
+            except ValidationError:
+                found.append(NodeRecord(name=name))
+        return [n if n.name else n.model_copy(update={"name": m}) for n, m in
+                zip(found, sorted(names), strict=True)]  # fmt: skip
+
     # --- apply -----------------------------------------------------------------------
     def apply(self, objects: list[Located], allow_conflict: bool = False) -> list[Applied]:
         """Write ``objects`` atomically; raise UserError (nothing written) on any problem.
@@ -121,7 +142,7 @@ class ApiClient:
         (KEP-1645: the oldest export wins, the others are marked in conflict);
         refused by default, naming the difference.
         """
-        nodes = self.nodes()
+        nodes = self._nodes_named(objects)
         for _ in range(APPLY_ATTEMPTS):
             writes, results = self.plan_apply(objects, nodes, allow_conflict)
             if len(writes) > MAX_TXN_OPS:  # splitting would give up all-or-nothing
@@ -148,12 +169,8 @@ class ApiClient:
         self, objects: list[Located], nodes: list[NodeRecord]
     ) -> tuple[list[Write], list[Applied]]:
         known = {n.name for n in nodes}
-        kinds = {"Pod"} | {loc.info.kind for loc in objects}
-        stored = {
-            e.key: e
-            for kind in sorted(kinds)
-            for e in self.store.get_prefix(kind_prefix(self.cluster, KINDS[kind]))[0]
-        }
+        kinds = {loc.info.kind for loc in objects}
+        stored = self._stored(objects, kinds)
         problems: list[Problem] = []
         allocator = self._allocator() if "Service" in kinds else None
         admitter = admit.Admitter(self.store, self.cluster, self.clock)
@@ -201,6 +218,20 @@ class ApiClient:
             writes.extend(allocator.writes)
         writes.extend(admitter.writes())
         return writes, results
+
+    def _stored(self, objects: list[Located], kinds: set[str]) -> dict[str, KV]:
+        """What is stored under the keys ``objects`` would write: a read per key for a
+        small apply (a pod's apply used to list every pod of the cluster, O(cluster) per
+        call), a listing per kind for a large one."""
+        keys = [object_key(self.cluster, loc.info, loc.obj.metadata.namespace,
+                           loc.obj.metadata.name) for loc in objects]  # fmt: skip
+        if len(keys) <= SMALL_APPLY:
+            return {k: e for k in keys if (e := self.store.get(k)) is not None}
+        return {
+            e.key: e
+            for kind in sorted(kinds)
+            for e in self.store.get_prefix(kind_prefix(self.cluster, KINDS[kind]))[0]
+        }
 
     def _admit(
         self, loc: Located, new: dict[str, Any], admitter: admit.Admitter, problems: list[Problem]
