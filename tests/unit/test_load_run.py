@@ -92,3 +92,27 @@ def test_cost_finds_this_process_by_its_network_namespace() -> None:
     assert cost.role_of(["sleep", "1"]) is None
     found = cost.processes({"here": Path(f"/proc/{os.getpid()}/ns/net")})
     assert all(node == "here" for node, _ in found)  # nothing outside the namespace given
+
+
+def test_load_refuses_sizes_that_do_not_fit_before_anything_starts() -> None:
+    import argparse
+
+    import pytest
+
+    from harness.errors import UserError, problem_line
+    from harness.load.cli import check_args, check_fit
+
+    small = [NodeRecord(name="w1", podCIDR="10.244.1.0/27")]  # 29 pod addresses
+    with pytest.raises(UserError) as exc:
+        check_fit(small, run.LoadConfig(pods_per_node=30), "10.96.0.0/16", "c1")
+    line = problem_line(exc.value.problems[0])
+    assert "10.244.1.0/27 holds 29 pods" in line and "--pods-per-node 29" in line
+    many = [NodeRecord(name=f"h{i}", podCIDR="10.244.0.0/24") for i in range(100)]
+    with pytest.raises(UserError) as exc:
+        check_fit(many, run.LoadConfig(pods_per_node=30, group_size=1), "10.96.0.0/24", "c1")
+    assert "Services do not fit the service CIDR" in problem_line(exc.value.problems[0])
+    check_fit(many, run.LoadConfig(), "10.96.0.0/16", "c1")  # the default fits
+    args = argparse.Namespace(pods_per_node=0, rate=10.0, group_size=10, churn=0.5)
+    with pytest.raises(UserError) as exc:
+        check_args(args)
+    assert [p.file for p in exc.value.problems] == ["podlab load"]
