@@ -158,6 +158,7 @@ class LoadRun:
         self.pods: dict[str, PodPlan] = {}  # created and not deleted
         self.services: list[str] = []
         self.stop = threading.Event()
+        self._allocating = threading.Lock()
         self.listed = threading.Event()  # the watch has its first listing: no change is missed
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="load")
 
@@ -257,9 +258,10 @@ class LoadRun:
 
     def _service(self, group: int) -> None:
         objs = located(service_manifest(group, self.run_id, self.cfg))
-        t0 = time.monotonic()
-        self.client.apply(objs)
-        self._api("mutating", time.monotonic() - t0)
+        with self._allocating:  # ClusterIP allocations guard one index: concurrent ones retry
+            t0 = time.monotonic()
+            self.client.apply(objs)
+            self._api("mutating", time.monotonic() - t0)
         self.services.append(f"g{group}")
 
     def wait_running(self, names: list[str], phase: str) -> None:
@@ -343,9 +345,10 @@ class LoadRun:
         return self.samples
 
     def _delete_service(self, name: str) -> None:
-        t0 = time.monotonic()
-        self.client.delete(SERVICE, self.cfg.namespace, name)
-        self._api("mutating", time.monotonic() - t0)
+        with self._allocating:
+            t0 = time.monotonic()
+            self.client.delete(SERVICE, self.cfg.namespace, name)
+            self._api("mutating", time.monotonic() - t0)
 
     def cleanup(self) -> None:
         """Delete whatever the run created and still stands (after a failure or Ctrl-C)."""
