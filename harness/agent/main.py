@@ -371,7 +371,9 @@ class Agent:
         if full:  # also statuses a previous run left behind for pods now gone
             prefix = cluster_prefix(self.cfg.cluster) + "podstatus/"
             for kv in self.store.get_prefix(prefix)[0]:
-                mine = (_obj(kv) or {}).get("hostIP") == str(self.cfg.underlay_address)
+                st = _obj(kv) or {}
+                # a hollow runner on this node answers with its address: not our leftovers
+                mine = st.get("hostIP") == str(self.cfg.underlay_address) and not st.get("hollow")
                 if mine and kv.key not in keys:
                     self.store.delete(kv.key)
 
