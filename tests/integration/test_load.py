@@ -1,8 +1,9 @@
 """podlab load's machinery and the hollow runner's fault behaviour, on one small lab.
 
 One module-scoped AgentLab (etcd, two real vxlan nodes with agents) and a hollow
-runner with three nodes in the fabric namespace (its underlay address answers
-for all of them, docs/hollow.md). The load run is small (3 pods per node); the
+runner with three nodes on real node n1, as a deployed lab runs it on its
+control-plane node (n1's underlay address answers for all of them, docs/hollow.md;
+n1's agent must leave the hollow pods' statuses alone). The load run is small (3 pods per node); the
 fault test kills the runner with SIGKILL, as a crash would.
 """
 
@@ -46,9 +47,10 @@ class Lab:
         self.log = lab.tmp / "hollow.log"
 
     def start_runner(self) -> None:
-        argv = ["nsenter", f"--net=/run/netns/{self.lab.fab}", PYTHON, "-m", "harness.hollow",
+        host = self.lab.nodes[0]  # as deployed: beside a real agent, answering with its address
+        argv = ["nsenter", f"--net=/run/netns/{host.ns}", PYTHON, "-m", "harness.hollow",
                 "--cluster", "t1", "--etcd", f"http://{ETCD_IP}:2379", "--nodes", str(HOLLOW),
-                "--underlay-ip", ETCD_IP, "--pod-cidr", "10.244.0.0/16", "--node-prefix", "24",
+                "--underlay-ip", host.ip, "--pod-cidr", "10.244.0.0/16", "--node-prefix", "24",
                 "--mode", "vxlan", "--lease-ttl", "10"]  # fmt: skip
         with open(self.log, "ab") as out:
             self.runner = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
@@ -138,6 +140,8 @@ def test_a_killed_runner_drops_its_endpoints_and_a_restart_recovers_them(ld: Lab
             lambda: ld.client.get(KINDS["Pod"], "fault", "hp").get("status", {}).get("podIP"),
         )
         wait_for(f"{ip} an endpoint on n1", lambda: ip in ld.ruleset(), timeout=30)
+        time.sleep(3)  # past a full pass of n1's agent (resync 2 s): it keeps hollow statuses
+        assert ip in ld.ruleset(), "n1's agent swept the hollow pod's status as its own"
         killed = time.monotonic()
         ld.stop_runner(signal.SIGKILL)
         wait_for(f"{ip} gone from n1", lambda: ip not in ld.ruleset(), timeout=GRACE_S + 30)
