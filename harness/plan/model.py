@@ -57,6 +57,9 @@ class NodePlan:
     env: tuple[tuple[str, str], ...] = ()  # containerlab's env: for those commands
     exec_lines: tuple[int | None, ...] = ()  # each command's line (for a failing one)
     binds: tuple[tuple[str, str, bool], ...] = ()  # containerlab's binds: (host, node, ro)
+    # seconds after the nodes are up before this node's exec: starts: its startup-delay,
+    # or the longer one of a node it waits for (docs/containerlab.md)
+    exec_delay: int = 0
 
     @property
     def shown(self) -> str:

@@ -104,6 +104,7 @@ def plan_summary(plan: LabPlan) -> dict:
                 },
                 "routes": [f"{r.dest} via {r.via} dev {r.dev}" for r in n.routes],
                 **({"exec": list(n.exec)} if n.exec else {}),
+                **({"exec_delay": n.exec_delay} if n.exec_delay else {}),
                 **({"env": dict(n.env)} if n.env else {}),
                 **(
                     {"binds": [f"{s}:{d}{':ro' if ro else ''}" for s, d, ro in n.binds]}
