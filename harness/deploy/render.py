@@ -65,15 +65,19 @@ def not_carried(plan: LabPlan) -> list[str]:
     return out
 
 
-def node_services(plan: LabPlan, node: NodePlan) -> NodeServices | None:
+def node_services(plan: LabPlan, node: NodePlan, backend: str = BACKEND) -> NodeServices | None:
     """What the deploy puts on ``node`` (None for a router or host: ``common`` only
-    installs packages there; a native mesh's BGP on routers is in ``not_carried``)."""
+    installs packages there; a native mesh's BGP on routers is in ``not_carried``).
+
+    ``backend`` is the inventory's ``podlab_backend``; ``netns`` gives what a deploy
+    writes on a netns lab (tests/integration/test_deploy.py compares the two).
+    """
     if node.cluster is None:
         return None
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar, trust_as_template
 
-    env = _variables(plan, node)
+    env = _variables(plan, node, backend)
     templar = Templar(loader=DataLoader(), variables=_trust(env, trust_as_template))
 
     def render(value: Any, extra: Mapping[str, Any] | None = None) -> Any:
@@ -120,13 +124,13 @@ def node_services(plan: LabPlan, node: NodePlan) -> NodeServices | None:
     )
 
 
-def _variables(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
+def _variables(plan: LabPlan, node: NodePlan, backend: str) -> dict[str, Any]:
     """Role defaults, then the inventory's all → cluster → host vars (Ansible's order
     for these sources), with supervisord as the supervisor (no systemd in a container)."""
     out: dict[str, Any] = {}
     for role in ("common", "supervise", "kvstore", "agent", "controllers"):
         out.update(yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()) or {})
-    inv = build_inventory(plan, Path("/nonexistent"), backend=BACKEND)["all"]
+    inv = build_inventory(plan, Path("/nonexistent"), backend=backend)["all"]
     out.update(inv["vars"])
     group = inv["children"][node.cluster]
     out.update(group["vars"])

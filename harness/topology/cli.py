@@ -160,6 +160,14 @@ def print_plan(plan: LabPlan, console: Console) -> None:
     if plan.clusters:
         _clusters_table(plan, console)
     _segments_and_nodes(plan, console)
+    with_exec = [plan.nodes[n] for n in plan.exec_order if plan.nodes[n].exec]
+    if any(n.exec_delay for n in with_exec) or [n.name for n in with_exec] != [
+        n.name for n in plan.nodes.values() if n.exec
+    ]:  # wait-for or startup-delay changed the order: say it
+        steps = [
+            n.shown + (f" (after {n.exec_delay} s)" if n.exec_delay else "") for n in with_exec
+        ]
+        console.print(f"exec order: {', '.join(steps)}", highlight=False)
 
 
 def _clusters_table(plan: LabPlan, console: Console) -> None:

@@ -110,3 +110,17 @@ def test_vm_exec_failure_is_located(tmp_path: Path) -> None:
     (problem,) = info.value.problems
     assert problem.where == "node PC2 exec[1]" and problem.line == 16
     assert "/no/such/dir" in problem.message and "rolled back" in problem.message
+
+
+def test_validate_says_the_exec_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`podlab validate` names the order and delays when they differ from the file's;
+    control: with no delay and file order kept, no such line."""
+    from harness.cli import main
+
+    (tmp_path / "t.clab.yml").write_text(TOPO)
+    assert main(["validate", str(tmp_path / "t.clab.yml")]) == 0
+    out = capsys.readouterr().out
+    assert "exec order: pc2 (PC2), srv (SRV) (after 2 s), pc1 (PC1) (after 2 s)" in out
+    (tmp_path / "t.clab.yml").write_text(TOPO.replace("startup-delay: 2", "startup-delay: 0"))
+    assert main(["validate", str(tmp_path / "t.clab.yml")]) == 0
+    assert "exec order" not in capsys.readouterr().out
