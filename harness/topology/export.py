@@ -63,6 +63,8 @@ def export_clab(
             spec["labels"] = dict(n.labels)
         if n.env:
             spec["env"] = dict(n.env)
+        if n.binds:  # containerlab's own binds: the same host paths, resolved
+            spec["binds"] = [f"{src}:{dst}{':ro' if ro else ''}" for src, dst, ro in n.binds]
         if n.exec_delay:
             spec["startup-delay"] = n.exec_delay
         if cmds:

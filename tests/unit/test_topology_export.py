@@ -143,3 +143,18 @@ def test_no_services_and_what_is_not_carried(
     if any(c.mesh for c in load_plan(two).clusters.values()):
         assert "# not carried by this file: cluster" in out.read_text()
         assert "warning: not carried" in capsys.readouterr().err
+
+
+def test_binds_are_carried_resolved(tmp_path: Path, validator: jsonschema.Draft7Validator) -> None:
+    (tmp_path / "frr").mkdir()
+    topo = tmp_path / "b.clab.yml"
+    topo.write_text(
+        "name: b\ntopology:\n  nodes:\n"
+        "    R1: {kind: linux, binds: ['./frr:/etc/podlab/frr:ro']}\n"
+        "    R2: {kind: linux}\n"
+        "  links:\n    - endpoints: [R1:eth1, R2:eth1]\n"
+    )
+    doc = export_clab(load_plan(topo))
+    assert doc["topology"]["nodes"]["R1"]["binds"] == [f"{tmp_path / 'frr'}:/etc/podlab/frr:ro"]
+    assert "binds" not in doc["topology"]["nodes"]["R2"]  # control
+    assert [e.message for e in validator.iter_errors(doc)] == []
