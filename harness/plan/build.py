@@ -67,6 +67,8 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
             exec_lines=spec.exec_lines,
             binds=spec.binds,
             exec_delay=delays.get(name, 0),
+            waits=spec.waits,
+            startup_delay=spec.startup_delay,
         )
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]

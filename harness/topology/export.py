@@ -65,8 +65,14 @@ def export_clab(
             spec["env"] = dict(n.env)
         if n.binds:  # containerlab's own binds: the same host paths, resolved
             spec["binds"] = [f"{src}:{dst}{':ro' if ro else ''}" for src, dst, ro in n.binds]
-        if n.exec_delay:
-            spec["startup-delay"] = n.exec_delay
+        if n.startup_delay:  # its own: containerlab adds what wait-for implies itself
+            spec["startup-delay"] = n.startup_delay
+        stages: dict[str, Any] = {}
+        for stage, other, theirs in n.waits:
+            entry = {"node": other, **({"stage": theirs} if theirs else {})}
+            stages.setdefault(stage, {"wait-for": []})["wait-for"].append(entry)
+        if stages:
+            spec["stages"] = stages
         if cmds:
             spec["exec"] = cmds
         nodes[shown[n.name]] = spec

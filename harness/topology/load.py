@@ -306,7 +306,8 @@ def _nodes(topo: dict, c: Collector, lines: dict, base: Path) -> dict[str, NodeS
         commands, exec_lines = _exec(layers, where, c, lines)
         env = _env(layers, where, c, lines)
         binds = _binds(layers, where, c, lines, base)
-        wait_for = _stages(layers, where, c, lines)
+        waits = _stages(layers, where, c, lines)
+        wait_for = tuple(dict.fromkeys(node for _, node, _ in waits))
         delay = _startup_delay(layers, where, c, lines)
         mgmt = spec.get("mgmt-ipv4")
         out[name] = NodeSpec(
@@ -324,6 +325,7 @@ def _nodes(topo: dict, c: Collector, lines: dict, base: Path) -> dict[str, NodeS
             binds,
             wait_for,
             delay,
+            waits,
         )
     return out
 
@@ -456,8 +458,10 @@ def _binds(
 STAGES = ("create", "create-links", "configure", "healthy", "exit")
 
 
-def _stages(layers: Layers, where: str, c: Collector, lines: dict) -> tuple[str, ...]:
-    """containerlab's ``stages``: the nodes named in any stage's ``wait-for``.
+def _stages(
+    layers: Layers, where: str, c: Collector, lines: dict
+) -> tuple[tuple[str, str, str | None], ...]:
+    """containerlab's ``stages``: (own stage, node, its stage) of every ``wait-for``.
 
     All nodes are created and linked together here, so waiting only orders
     ``exec:`` (a node runs its commands after those it waits for). A stage's own
@@ -471,7 +475,7 @@ def _stages(layers: Layers, where: str, c: Collector, lines: dict) -> tuple[str,
         if not isinstance(value, dict):
             c.add(f"{where} stages", "stages must be a mapping", "write stages: {…}", line)
             return ()
-        out: list[str] = []
+        out: list[tuple[str, str, str | None]] = []
         for stage, conf in value.items():
             at = lines.get((*path, "stages", stage), line)
             if stage not in STAGES or not isinstance(conf, dict):
@@ -494,7 +498,8 @@ def _stages(layers: Layers, where: str, c: Collector, lines: dict) -> tuple[str,
                         at,
                     )
                     continue
-                out.append(node)
+                theirs = dep.get("stage")
+                out.append((str(stage), node, str(theirs) if theirs is not None else None))
         return tuple(out)
     return ()
 

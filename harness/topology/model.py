@@ -28,6 +28,7 @@ class NodeSpec:
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, node path, read-only)
     wait_for: tuple[str, ...] = ()  # stages' wait-for: nodes (as the file names them)
     startup_delay: int = 0  # containerlab's startup-delay: exec starts no sooner (seconds)
+    waits: tuple[tuple[str, str, str | None], ...] = ()  # (stage, node, its stage) of wait-for
 
     @property
     def shown(self) -> str:

@@ -158,3 +158,14 @@ def test_binds_are_carried_resolved(tmp_path: Path, validator: jsonschema.Draft7
     assert doc["topology"]["nodes"]["R1"]["binds"] == [f"{tmp_path / 'frr'}:/etc/podlab/frr:ro"]
     assert "binds" not in doc["topology"]["nodes"]["R2"]  # control
     assert [e.message for e in validator.iter_errors(doc)] == []
+
+
+def test_stages_and_startup_delay_are_carried() -> None:
+    """wait-for as the file writes it, and each node's own startup-delay (control: none)."""
+    plan = load_plan(REPO / "tests/golden/topology/clab/settings-honoured.clab.yml")
+    nodes = export_clab(plan)["topology"]["nodes"]
+    assert nodes["PC1"]["stages"] == {
+        "configure": {"wait-for": [{"node": "srv", "stage": "healthy"}]}
+    }
+    assert nodes["srv"]["startup-delay"] == 3
+    assert "startup-delay" not in nodes["PC1"] and "stages" not in nodes["PC2"]
