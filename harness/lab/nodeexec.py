@@ -56,11 +56,14 @@ def run_all(
         node = plan.nodes[name]
         if not node.exec:
             continue
-        wait = start + node.exec_delay - time.monotonic()
-        if wait > 0:  # containerlab's startup-delay (its own, or a node's it waits for)
+        if node.exec_delay:  # containerlab's startup-delay (its own, or a node's it waits for)
+            wait = max(0.0, start + node.exec_delay - time.monotonic())
             log_dir.mkdir(parents=True, exist_ok=True)
             with (log_dir / f"{node.name}.log").open("a") as f:
-                f.write(f"# startup-delay: exec starts {node.exec_delay} s after the nodes\n")
+                f.write(
+                    f"# startup-delay: exec starts {node.exec_delay} s after the nodes "
+                    f"(waited {wait:.1f} s)\n"
+                )
             time.sleep(wait)
         run_node(plan, node, log_dir, enter(node))
 
