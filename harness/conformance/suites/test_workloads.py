@@ -195,8 +195,8 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
         time.sleep(STALL_HOLD_S)
         seen["held"] = deployment_status(objs).get("status", {})
         seen["status"] = podlab(lab, "rollout", "status", ref, "-n", NAMESPACE, "--timeout", "2")
+        seen["undo_s"] = time.time() - started  # the command's start (its run is in the figure)
         seen["undo"] = podlab(lab, "rollout", "undo", ref, "-n", NAMESPACE)
-        seen["undo_s"] = time.time() - started
         try:
             svc.until("the undone rollout", lambda: rolled_out(objs), ROLLOUT_BUDGET_S, 0.2)
             return time.time() - started
