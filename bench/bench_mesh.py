@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,11 @@ PROG_VIP = {"t1": "10.96.0.50", "t2": "10.96.0.51"}
 LOCAL = [f"web-t1-{i}" for i in range(3)]
 REMOTE = [f"web-t2-{i}" for i in range(3)]
 G = {globalsvc.ANN_GLOBAL: "true"}
+TRACE = re.compile(
+    r"pass trace: events ([\d.]+) \((\d+)\) start ([\d.]+) derived ([\d.]+) "
+    r"proxied ([\d.]+) done ([\d.]+)"
+)
+HOPS = ("written", "mirror_in", "mirror_out", "events", "start", "derived", "proxied", "first")
 STAGGER_S = 4.0  # the local backends turn Ready one every STAGGER_S when they return
 
 
@@ -92,7 +98,7 @@ class Mesh:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.lab = MeshSvcLab(2, 1)
+        self.lab = MeshSvcLab(2, 1, trace_services=True)  # pass traces: prog's hops
         self.lab.start_mesh()
         self.n1, self.n2 = self.lab.nodes_of("t1")
         self.n11 = self.lab.nodes_of("t2")[0]
@@ -432,6 +438,7 @@ class Hollow:
     def __init__(self, m: Mesh, n: int) -> None:
         self.m, self.n = m, n
         self.stop = threading.Event()
+        self.log_pos: dict[str, int] = {}  # how far each agent's log was read (hops)
         lab = m.lab
         self.base = self._free_block()
         self.addrs = [f"10.244.{self.base + k // 250}.{k % 250 + 1}" for k in range(n)]
@@ -516,7 +523,7 @@ class Hollow:
         ).stdout
         return echo.parse_probe(out).outcomes().get("refused", 0) > 0
 
-    def one(self) -> dict[str, float]:
+    def one(self) -> dict[str, Any]:
         """Not Ready (both ClusterIPs refuse), then Ready at t0: first success per cluster."""
         self.statuses(False)
         for c in ("t1", "t2"):
@@ -536,7 +543,8 @@ class Hollow:
         time.sleep(1.5)
         t0 = time.time()
         self.statuses(True)
-        out = {}
+        written = time.time()
+        out: dict[str, Any] = {}
         for c, p in pollers.items():
             text = p.communicate(timeout=60)[0]
             started = echo.reach_started(text)
@@ -544,6 +552,40 @@ class Hollow:
                 return self.one()
             first = echo.parse_reach(text).get(f"{PROG_VIP[c]}:80")
             out[c] = (first - t0) if first else float("nan")
+        out["hops"] = self.hops(t0, written, out)
+        return out
+
+    def hops(self, t0: float, written: float, first: dict[str, float]) -> dict[str, Any]:
+        """Where the time of one rep went, per cluster, in seconds after t0 (each
+        step's end): the statuses written to t1 (all N), the mirror's first batch
+        arrived from t1 and written to t2 (cross-cluster only), the programming
+        agent's services watch got it, its pass started, computed, had the proxy
+        programmed, the client's first success (agents' ``pass trace`` lines)."""
+        out: dict[str, Any] = {}
+        mirror = next(m for m in self.m.lab.mirrors if m.src == "t1")
+        batch = next(((a, d) for a, d, _n in list(mirror.trace) if a >= t0), None)
+        for c, node in (("t1", self.m.n1), ("t2", self.m.n11)):
+            steps: dict[str, float] = {"written": written - t0}
+            if c == "t2" and batch is not None:
+                steps["mirror_in"], steps["mirror_out"] = batch[0] - t0, batch[1] - t0
+            p = next((p for p in self.passes(node) if p["events"] >= t0), None)
+            if p is not None:
+                for k in ("events", "start", "derived", "proxied"):
+                    steps[k] = p[k] - t0
+            steps["first"] = first[c]
+            out[c] = steps
+        return out
+
+    def passes(self, node: Any) -> list[dict[str, float]]:
+        """The ``pass trace`` lines the node's agent logged since the last call."""
+        with open(node.log, "rb") as f:
+            f.seek(self.log_pos.get(node.name, 0))
+            text = f.read().decode(errors="replace")
+            self.log_pos[node.name] = f.tell()
+        out = []
+        for m in TRACE.finditer(text):
+            names = ("events", "n", "start", "derived", "proxied", "done")
+            out.append(dict(zip(names, map(float, m.groups()), strict=True)))
         return out
 
     def close(self) -> None:
@@ -568,7 +610,14 @@ def programming(m: Mesh, sizes: list[int], reps: int) -> dict[int, dict[str, lis
         h = Hollow(m, n)
         try:
             h.one()  # warm-up, not counted: the first pass also learns the hollow node
-            runs = [h.one() for _ in range(reps)]
+            runs = []
+            for i in range(reps):
+                runs.append(h.one())
+                hops = runs[-1]["hops"]
+                print(f"prog {n} {i + 1}/{reps}: " + "; ".join(
+                    f"{c} " + " ".join(f"{k} {v:.3f}" for k, v in hops[c].items())
+                    for c in ("t1", "t2")
+                ), flush=True)  # fmt: skip
         finally:
             h.close()
         out[n] = {c: [r[c] for r in runs] for c in ("t1", "t2")}
@@ -577,6 +626,12 @@ def programming(m: Mesh, sizes: list[int], reps: int) -> dict[int, dict[str, lis
             f"cross-cluster (t1 Ready → t2) {quantiles(out[n]['t2'])}",
             flush=True,
         )
+        for c in ("t1", "t2"):
+            print(f"  hops {c} (s after t0, each step's end):", flush=True)
+            for k in HOPS:
+                got = [r["hops"][c][k] for r in runs if k in r["hops"][c]]
+                if got:
+                    print(f"    {k:10s} {quantiles(got)}", flush=True)
     return out
 
 

@@ -86,6 +86,7 @@ class ServicesConfig:
     mcs_writer: bool = False  # store ServiceImports and export conditions (control plane)
     reach_interval_s: float = 0.3  # data-path probes of remote nodes (mesh/reach.py)
     ipvs_scheduler: str = "rr"  # proxy mode ipvs: the IPVS scheduler of every virtual server
+    trace: bool = False  # log every pass's timeline (bench/bench_mesh.py reads it per hop)
 
 
 class ServicesController:
@@ -114,6 +115,11 @@ class ServicesController:
         self._states: dict[str, str] = {}  # global service port → how it picks backends
         self._verdicts: tuple[frozenset[str], bool] = (frozenset(), False)
         self._names = 0  # service names recomputed by the last pass
+        # wall time of the first recorded change since the last pass, and how many
+        # events brought changes (the pass trace: event → pass → programmed)
+        self._events_at: float | None = None
+        self._events_n = 0
+        self._taken: tuple[float | None, int] = (None, 0)
         self.writer = (
             mcswriter.McsWriter(store, cfg.cluster, cfg.service_cidr) if cfg.mcs_writer else None
         )
@@ -148,7 +154,7 @@ class ServicesController:
         self.dirty.set()
 
     def on_events(self, events: list[Event]) -> None:
-        now = self.clock()
+        now, wall = self.clock(), time.time()
         dirty = False
         with self.lock:
             for e in events:
@@ -160,6 +166,9 @@ class ServicesController:
                     dirty |= news
                 else:
                     dirty |= self._record(e.kv, e.type == "DELETE")
+            if dirty:
+                self._events_at = self._events_at or wall
+                self._events_n += len(events)
         if dirty:
             self.dirty.set()
 
@@ -170,6 +179,8 @@ class ServicesController:
         now = self.clock()
         with self.lock:
             dirt = self.index.take()
+            self._taken = (self._events_at, self._events_n)  # the pass trace's events
+            self._events_at, self._events_n = None, 0
             verdicts = self.liveness.verdicts(now)
             dirt.everything |= full or verdicts != self._verdicts  # pods of nodes died or back
             self._verdicts = verdicts
@@ -195,7 +206,7 @@ class ServicesController:
         self._states = states
 
     def program(self, full: bool = False) -> None:
-        t0 = time.monotonic()
+        t0, wall = time.monotonic(), time.time()
         ports, zone, table = self.desired(full)
         t1 = time.monotonic()
         if full:
@@ -214,7 +225,15 @@ class ServicesController:
             with self.lock:
                 imports, statuses = dict(self.index.imports), dict(self.index.export_status)
             self.writer.sync(self.mesh, imports, statuses)
-        if (t4 := time.monotonic()) - t0 > SLOW_PASS_S:  # a slow pass delays every change
+        t4 = time.monotonic()
+        if self.cfg.trace:  # wall clock, so a bench can line it up with other processes'
+            events_at, events_n = self._taken
+            log.info(
+                "pass trace: events %.4f (%d) start %.4f derived %.4f proxied %.4f done %.4f "
+                "names %d full %d", events_at or 0.0, events_n, wall, wall + t1 - t0,
+                wall + t2 - t0, wall + t4 - t0, self._names, full,
+            )  # fmt: skip
+        if t4 - t0 > SLOW_PASS_S:  # a slow pass delays every change
             log.info(
                 "services pass took %.2f s (compute %.2f for %d names, proxy %.2f, "
                 "dns+policy %.2f, mcs %.2f)", t4 - t0, t1 - t0, self._names, t2 - t1, t3 - t2,

@@ -26,6 +26,7 @@ deletes the keys the source no longer has.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import socket
@@ -58,6 +59,9 @@ class Mirror:
         self.into = f"{cluster_prefix(dst)}mesh/{src}/"
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"mirror-{src}")
+        # (wall time a batch of the source's events arrived, wall time it was written,
+        # keys copied): the bench's per-hop figures (bench/bench_mesh.py, prog)
+        self.trace: collections.deque[tuple[float, float, int]] = collections.deque(maxlen=1000)
 
     def start(self) -> None:
         self.thread.start()
@@ -82,11 +86,13 @@ class Mirror:
     def _events(self, events: list[Event]) -> None:
         """One batch of the source's events → puts in transactions of up to 100 (one value
         per key: etcd refuses a key twice in one transaction), deletes in order."""
+        arrived, copied = time.time(), 0
         puts: dict[str, bytes] = {}
         for e in events:
             rel = self._rel(e.kv.key)
             if rel is None:
                 continue
+            copied += 1
             if e.type == "DELETE":
                 self._flush(puts)
                 self.dst_store.delete(self.into + rel)
@@ -94,6 +100,8 @@ class Mirror:
                 puts.pop(self.into + rel, None)
                 puts[self.into + rel] = e.kv.value
         self._flush(puts)
+        if copied:
+            self.trace.append((arrived, time.time(), copied))
 
     def _flush(self, puts: dict[str, bytes]) -> None:
         self.dst_store.put_many(list(puts.items()))
