@@ -1,7 +1,8 @@
 """Cluster mesh: failover, flip-back, stale remote backends, control-plane outage, programming.
 
 ``sudo .venv/bin/python bench/bench_mesh.py [--reps 20] [--only graceful,kill,cut,etcd,prog]
-[--rate 50] [--etcd-outage 30] [--backends 1,1000] [--kill-baseline]``
+[--rate 50] [--etcd-outage 30] [--backends 1,1000] [--kill-baseline]
+[--mirror process|thread|thread,process]``
 
 Two clusters of real agents (tests/agent/meshsvclab.py: t1 = n1 with the
 client pod, n2 with 3 local backends; t2 = n11 with 3 remote backends; host-gw,
@@ -96,10 +97,11 @@ def quantiles(values: list[float], unit: str = "s") -> str:
 class Mesh:
     """The lab, its pods and services, and the client's stream."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, mirror: str = "process") -> None:
         self.rate = rate
         self.lab = MeshSvcLab(2, 1, trace_services=True)  # pass traces: prog's hops
-        self.lab.start_mesh()
+        self.mirror = mirror
+        self.lab.start_mesh(mirror)
         self.n1, self.n2 = self.lab.nodes_of("t1")
         self.n11 = self.lab.nodes_of("t2")[0]
         self.api = ApiClient(self.lab.stores["t1"], "t1")
@@ -604,34 +606,51 @@ class Hollow:
                 ipr.route("del", dst=f"10.244.{self.base}.0", dst_len=22)
 
 
-def programming(m: Mesh, sizes: list[int], reps: int) -> dict[int, dict[str, list[float]]]:
-    out = {}
+def programming(
+    m: Mesh, sizes: list[int], reps: int, mirrors: list[str]
+) -> dict[int, dict[str, dict[str, list[float]]]]:
+    """Per size and mirror kind (``--mirror``; several alternate rep by rep in the same
+    lab, side by side): first success in-cluster and cross-cluster, with each rep's hops."""
+    out: dict[int, dict[str, dict[str, list[float]]]] = {}
     for n in sizes:
         h = Hollow(m, n)
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in mirrors}
         try:
             h.one()  # warm-up, not counted: the first pass also learns the hollow node
-            runs = []
             for i in range(reps):
-                runs.append(h.one())
-                hops = runs[-1]["hops"]
-                print(f"prog {n} {i + 1}/{reps}: " + "; ".join(
-                    f"{c} " + " ".join(f"{k} {v:.3f}" for k, v in hops[c].items())
-                    for c in ("t1", "t2")
-                ), flush=True)  # fmt: skip
+                for kind in mirrors:
+                    if m.mirror != kind:
+                        m.lab.start_mirrors(kind)
+                        m.mirror = kind
+                        h.one()  # settle after the restarted mirror's re-list (not counted)
+                    runs[kind].append(h.one())
+                    hops = runs[kind][-1]["hops"]
+                    print(f"prog {n} {i + 1}/{reps} mirror {kind}: " + "; ".join(
+                        f"{c} " + " ".join(f"{k} {v:.3f}" for k, v in hops[c].items())
+                        for c in ("t1", "t2")
+                    ), flush=True)  # fmt: skip
         finally:
             h.close()
-        out[n] = {c: [r[c] for r in runs] for c in ("t1", "t2")}
-        print(
-            f"prog {n:5d} backends: in-cluster (t1→t1) {quantiles(out[n]['t1'])}; "
-            f"cross-cluster (t1 Ready → t2) {quantiles(out[n]['t2'])}",
-            flush=True,
-        )
-        for c in ("t1", "t2"):
-            print(f"  hops {c} (s after t0, each step's end):", flush=True)
-            for k in HOPS:
-                got = [r["hops"][c][k] for r in runs if k in r["hops"][c]]
-                if got:
-                    print(f"    {k:10s} {quantiles(got)}", flush=True)
+        out[n] = {}
+        for kind in mirrors:
+            got = runs[kind]
+            out[n][kind] = {c: [r[c] for r in got] for c in ("t1", "t2")}
+            print(
+                f"prog {n:5d} backends, mirror {kind}: in-cluster (t1→t1) "
+                f"{quantiles(out[n][kind]['t1'])}; cross-cluster (t1 Ready → t2) "
+                f"{quantiles(out[n][kind]['t2'])}",
+                flush=True,
+            )
+            for c in ("t1", "t2"):
+                print(f"  hops {c} (s after t0, each step's end):", flush=True)
+                for k in HOPS:
+                    vals = [r["hops"][c][k] for r in got if k in r["hops"][c]]
+                    if vals:
+                        print(f"    {k:10s} {quantiles(vals)}", flush=True)
+        if len(mirrors) == 2:
+            a, b = mirrors
+            ratio = [x / y for x, y in zip(out[n][a]["t2"], out[n][b]["t2"], strict=True) if y]
+            print(f"prog {n:5d}: cross-cluster {a} ÷ {b}, per round {quantiles(ratio, 'x')}")
     return out
 
 
@@ -644,6 +663,12 @@ def main() -> int:
     ap.add_argument("--etcd-reps", type=int, default=3)
     ap.add_argument("--backends", default="1,1000")
     ap.add_argument(
+        "--mirror",
+        default="process",
+        help="prog: the lab's syncer stand-in, process (its own process, as the syncer is) "
+        "or thread (in this process); thread,process alternates them rep by rep",
+    )
+    ap.add_argument(
         "--kill-baseline",
         action="store_true",
         help="kill: alternate reps with the backends' agent on pod_exit_watch: false",
@@ -651,7 +676,7 @@ def main() -> int:
     args = ap.parse_args()
     only = set(args.only.split(","))
     print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
-    m = Mesh(args.rate)
+    m = Mesh(args.rate, args.mirror.split(",")[0])
     results: dict[str, Any] = {"rate": args.rate, "reps": args.reps}
     try:
         if "graceful" in only:
@@ -668,7 +693,7 @@ def main() -> int:
             )
         if "prog" in only:
             sizes = [int(x) for x in args.backends.split(",")]
-            results["prog"] = programming(m, sizes, args.reps)
+            results["prog"] = programming(m, sizes, args.reps, args.mirror.split(","))
     finally:
         m.close()
     summary(results)
