@@ -4,10 +4,12 @@ Felix's shape: watch events only *record* the new state in an index
 (``svcindex``) and mark what they can affect — service names, the policy
 table, the export resolution — and one worker thread then recomputes just that
 (``svcderive``: the proxy's service ports, the DNS zone, this node's policy
-table) and flushes each once. Bursts of events (a Deployment's worth of pods)
-therefore cost one programming pass, every pass sees a consistent snapshot, and
-a pass costs the work of the services that changed, not of every service times
-every pod. A periodic full sync (``resync_s``) recomputes everything and repairs
+table) and flushes each once. A change after a quiet spell is programmed at
+once (no delay before the pass: every wait is one more wake-up on a loaded
+node); what arrives during a pass — the rest of a burst, a Deployment's worth
+of pods — is gathered into the next one (``MIN_GAP_S`` after it), so a burst
+costs a pass or two, every pass sees a consistent snapshot, and a pass costs
+the work of the services that changed, not of every service times every pod. A periodic full sync (``resync_s``) recomputes everything and repairs
 drift: the proxy rebuilds its table, the policy table is re-applied.
 
 Node failure: the agents' node records (``nodes/<name>``, rewritten every
@@ -68,7 +70,10 @@ from harness.store.keys import cluster_prefix
 
 __all__ = ["NodeLiveness", "ServicesConfig", "ServicesController"]
 log = logging.getLogger("podlab.services")
-DEBOUNCE_S = 0.02  # gathers a burst of events into one programming pass
+#: passes start at least this long after the previous one ended: a change after a quiet
+#: spell is programmed at once, and what arrives during (or just after) a pass is
+#: gathered into the next one (kube-proxy's minSyncPeriod, its BoundedFrequencyRunner)
+MIN_GAP_S = 0.02
 SLOW_PASS_S = 0.5  # a programming pass longer than this is logged with its parts
 
 
@@ -260,7 +265,10 @@ class ServicesController:
         self._threads.append(self.reach.start(stop))
 
     def _work(self, stop: threading.Event) -> None:
+        """The worker: a pass whenever something is dirty (no fixed delay before it: a
+        lone change waits for nothing), at most one per ``MIN_GAP_S`` after the last."""
         full_due = 0.0  # the first pass is a full sync
+        ended = 0.0  # when the last pass ended (monotonic)
         while not stop.is_set():
             with self.lock:
                 wake = max(0.005, self.liveness.next_verdict(self.clock()))
@@ -273,17 +281,20 @@ class ServicesController:
                     self.dirty.set()
             if not self.dirty.is_set() and now < full_due:
                 continue
-            time.sleep(DEBOUNCE_S)
+            if (gap := ended + MIN_GAP_S - time.monotonic()) > 0:
+                time.sleep(gap)  # right after a pass: let the rest of a burst land
             self.dirty.clear()
             full = now >= full_due
             try:
                 self.program(full=full)
             except Exception:
                 log.exception("programming services/policy failed; retrying with a full sync")
+                ended = time.monotonic()
                 full_due = 0.0
                 self.dirty.set()
                 stop.wait(1.0)
                 continue
+            ended = time.monotonic()
             if full:
                 full_due = now + self.cfg.resync_s
 
