@@ -36,12 +36,21 @@ timeout), every reply naming its backend. Side by side in one run:
   loopback, statuses written as a hollow node's agent would) turn Ready
   at t0; first success through t1's ClusterIP from t1 (in-cluster) and
   through t2's from t2 (cross-cluster), at N = 1 and 1,000 (goal
-  cross-cluster p99 ≤ 1 s).
+  cross-cluster p99 ≤ 1 s). Each rep prints its hops (seconds after t0,
+  each step's end): statuses written to t1, the mirror's first batch in
+  and out, the programming agent's watch got it, its pass started,
+  computed, had the proxy programmed (the agents' ``pass trace`` lines),
+  first success. ``--mirror thread,process`` alternates the two stand-ins
+  for the syncer rep by rep; ``--agent-ab DIR`` adds a node per cluster
+  whose agent runs from the source tree DIR, programming the same events
+  side by side (``t1b``, ``t2b``).
 
 Latencies print as p50/p99 over ``--reps``. The mesh syncer is played by the
-lab's ``Mirror`` (the syncer's key contract, plain etcd watches), so the
+lab's ``Mirror`` (the syncer's key contract, plain etcd watches), by default
+in a process of its own in the router namespace, as the syncer is; so the
 cross-cluster figures include one watch + one write of propagation, not the
-syncer's TLS hop. Print ``cat /proc/loadavg`` beside the figures.
+syncer's second (export etcd, TLS) hop. Print ``cat /proc/loadavg`` beside
+the figures.
 """
 
 from __future__ import annotations
@@ -97,23 +106,30 @@ def quantiles(values: list[float], unit: str = "s") -> str:
 class Mesh:
     """The lab, its pods and services, and the client's stream."""
 
-    def __init__(self, rate: float, mirror: str = "process") -> None:
+    def __init__(self, rate: float, mirror: str = "process", ab_src: Path | None = None) -> None:
+        """``ab_src``: one more node per cluster (n3 in t1, n12 in t2), each with a client
+        pod, whose agent runs from that source tree — the same events programmed by
+        both agents at once, side by side (prog's ``t1b``/``t2b`` figures)."""
         self.rate = rate
-        self.lab = MeshSvcLab(2, 1, trace_services=True)  # pass traces: prog's hops
+        extra = 1 if ab_src else 0
+        self.lab = MeshSvcLab(2 + extra, 1 + extra, trace_services=True)  # pass traces: hops
         self.mirror = mirror
+        t1, t2 = self.lab.nodes_of("t1"), self.lab.nodes_of("t2")
+        self.n1, self.n2, self.n11 = t1[0], t1[1], t2[0]
+        # prog's probing clients: key → (cluster, the node whose agent programs it)
+        self.probes: dict[str, tuple[str, Any]] = {"t1": ("t1", self.n1), "t2": ("t2", self.n11)}
+        if ab_src:
+            self.probes |= {"t1b": ("t1", t1[2]), "t2b": ("t2", t2[1])}
+            t1[2].src = t2[1].src = ab_src
         self.lab.start_mesh(mirror)
-        self.n1, self.n2 = self.lab.nodes_of("t1")
-        self.n11 = self.lab.nodes_of("t2")[0]
         self.api = ApiClient(self.lab.stores["t1"], "t1")
-        self.lab.pod("t1", "client", self.n1, ["sleep", "infinity"])
-        self.lab.pod("t2", "client", self.n11, ["sleep", "infinity"])
+        for key, (c, node) in self.probes.items():
+            self.lab.pod(c, f"client-{key}", node, ["sleep", "infinity"])
         for name in LOCAL:
             self.backend("t1", name)
         for name in REMOTE:
             self.backend("t2", name)
-        self.clients = {
-            c: self.netns_of(c, "client", n) for c, n in (("t1", self.n1), ("t2", self.n11))
-        }
+        self.clients = {k: self.netns_of(c, f"client-{k}", n) for k, (c, n) in self.probes.items()}
         self.wait_ready(LOCAL, REMOTE)
         self.service(affinity="local")
 
@@ -448,9 +464,10 @@ class Hollow:
             lo = ipr.link_lookup(ifname="lo")[0]
             for a in self.addrs:
                 ipr.addr("replace", index=lo, address=a, prefixlen=32)
-        for ns, gw in ((lab.fab, m.n2.ip), (m.n1.ns, m.n2.ip)):
+        self.routed = [lab.fab, *(n.ns for c, n in m.probes.values() if c == "t1")]
+        for ns in self.routed:
             with IPRoute(netns=ns) as ipr:
-                ipr.route("replace", dst=f"10.244.{self.base}.0", dst_len=22, gateway=gw)
+                ipr.route("replace", dst=f"10.244.{self.base}.0", dst_len=22, gateway=m.n2.ip)
         self.server = lab.ns_run_bg(
             m.n2,
             [sys.executable, "-m", "harness.workloads.echo", "--tcp", "8080", "--name", "hollow"],
@@ -502,14 +519,14 @@ class Hollow:
         ]
         self.m.lab.stores["t1"].put_many(items)
 
-    def refused(self, cluster: str) -> bool:
+    def refused(self, key: str) -> bool:
         argv = [
             *NETCHECK,
             "probe",
             "--proto",
             "tcp",
             "--target",
-            PROG_VIP[cluster],
+            PROG_VIP[self.m.probes[key][0]],
             "--port",
             "80",
             "--count",
@@ -518,7 +535,7 @@ class Hollow:
             "1",
         ]
         out = subprocess.run(
-            ["nsenter", f"--net={self.m.clients[cluster]}", "--", *argv],
+            ["nsenter", f"--net={self.m.clients[key]}", "--", *argv],
             capture_output=True,
             text=True,
             timeout=30,
@@ -526,14 +543,15 @@ class Hollow:
         return echo.parse_probe(out).outcomes().get("refused", 0) > 0
 
     def one(self) -> dict[str, Any]:
-        """Not Ready (both ClusterIPs refuse), then Ready at t0: first success per cluster."""
+        """Not Ready (both ClusterIPs refuse), then Ready at t0: first success per client
+        (t1, t2; with --agent-ab also t1b, t2b)."""
         self.statuses(False)
-        for c in ("t1", "t2"):
-            wait_for(f"prog refused in {c}", lambda c=c: self.refused(c), 60, every=0.2)
+        for c in self.m.probes:
+            wait_for(f"prog refused from {c}", lambda c=c: self.refused(c), 60, every=0.2)
         pollers = {}
-        for c in ("t1", "t2"):
+        for c, (cluster, _node) in self.m.probes.items():
             argv = [
-                *echo.reach_command([(PROG_VIP[c], 80)], deadline_s=30, runner=NETCHECK),
+                *echo.reach_command([(PROG_VIP[cluster], 80)], deadline_s=30, runner=NETCHECK),
                 "--interval",
                 "0.01",
             ]
@@ -552,7 +570,7 @@ class Hollow:
             started = echo.reach_started(text)
             if started is None or started > t0:  # began after the change: no figure
                 return self.one()
-            first = echo.parse_reach(text).get(f"{PROG_VIP[c]}:80")
+            first = echo.parse_reach(text).get(f"{PROG_VIP[self.m.probes[c][0]]}:80")
             out[c] = (first - t0) if first else float("nan")
         out["hops"] = self.hops(t0, written, out)
         return out
@@ -566,9 +584,9 @@ class Hollow:
         out: dict[str, Any] = {}
         mirror = next(m for m in self.m.lab.mirrors if m.src == "t1")
         batch = next(((a, d) for a, d, _n in list(mirror.trace) if a >= t0), None)
-        for c, node in (("t1", self.m.n1), ("t2", self.m.n11)):
+        for c, (cluster, node) in self.m.probes.items():
             steps: dict[str, float] = {"written": written - t0}
-            if c == "t2" and batch is not None:
+            if cluster == "t2" and batch is not None:
                 steps["mirror_in"], steps["mirror_out"] = batch[0] - t0, batch[1] - t0
             p = next((p for p in self.passes(node) if p["events"] >= t0), None)
             if p is not None:
@@ -601,7 +619,7 @@ class Hollow:
             lo = ipr.link_lookup(ifname="lo")[0]
             for a in self.addrs:
                 ipr.addr("del", index=lo, address=a, prefixlen=32)
-        for ns in (lab.fab, self.m.n1.ns):
+        for ns in self.routed:
             with IPRoute(netns=ns) as ipr:
                 ipr.route("del", dst=f"10.244.{self.base}.0", dst_len=22)
 
@@ -627,21 +645,30 @@ def programming(
                     hops = runs[kind][-1]["hops"]
                     print(f"prog {n} {i + 1}/{reps} mirror {kind}: " + "; ".join(
                         f"{c} " + " ".join(f"{k} {v:.3f}" for k, v in hops[c].items())
-                        for c in ("t1", "t2")
+                        for c in m.probes
                     ), flush=True)  # fmt: skip
         finally:
             h.close()
         out[n] = {}
         for kind in mirrors:
             got = runs[kind]
-            out[n][kind] = {c: [r[c] for r in got] for c in ("t1", "t2")}
+            out[n][kind] = {c: [r[c] for r in got] for c in m.probes}
             print(
                 f"prog {n:5d} backends, mirror {kind}: in-cluster (t1→t1) "
                 f"{quantiles(out[n][kind]['t1'])}; cross-cluster (t1 Ready → t2) "
                 f"{quantiles(out[n][kind]['t2'])}",
                 flush=True,
             )
-            for c in ("t1", "t2"):
+            if "t2b" in m.probes:
+                r = out[n][kind]
+                print(
+                    f"  agents from --agent-ab: in-cluster (t1→t1b) {quantiles(r['t1b'])}; "
+                    f"cross-cluster (t1 Ready → t2b) {quantiles(r['t2b'])}; per round, "
+                    f"t1b ÷ t1 {quantiles(ratios(r['t1b'], r['t1']), 'x')}, "
+                    f"t2b ÷ t2 {quantiles(ratios(r['t2b'], r['t2']), 'x')}",
+                    flush=True,
+                )
+            for c in m.probes:
                 print(f"  hops {c} (s after t0, each step's end):", flush=True)
                 for k in HOPS:
                     vals = [r["hops"][c][k] for r in got if k in r["hops"][c]]
@@ -649,9 +676,14 @@ def programming(
                         print(f"    {k:10s} {quantiles(vals)}", flush=True)
         if len(mirrors) == 2:
             a, b = mirrors
-            ratio = [x / y for x, y in zip(out[n][a]["t2"], out[n][b]["t2"], strict=True) if y]
+            ratio = ratios(out[n][a]["t2"], out[n][b]["t2"])
             print(f"prog {n:5d}: cross-cluster {a} ÷ {b}, per round {quantiles(ratio, 'x')}")
     return out
+
+
+def ratios(a: list[float], b: list[float]) -> list[float]:
+    """Per round ``a ÷ b`` (rounds where ``b`` has no figure are left out)."""
+    return [x / y for x, y in zip(a, b, strict=True) if y and y == y and x == x]
 
 
 def main() -> int:
@@ -662,6 +694,12 @@ def main() -> int:
     ap.add_argument("--etcd-outage", type=float, default=30.0)
     ap.add_argument("--etcd-reps", type=int, default=3)
     ap.add_argument("--backends", default="1,1000")
+    ap.add_argument(
+        "--agent-ab",
+        type=Path,
+        help="prog: a source tree (e.g. git archive main | tar -x -C DIR); one more node "
+        "per cluster runs its agent from it, side by side with this tree's (t1b, t2b)",
+    )
     ap.add_argument(
         "--mirror",
         default="process",
@@ -676,7 +714,7 @@ def main() -> int:
     args = ap.parse_args()
     only = set(args.only.split(","))
     print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
-    m = Mesh(args.rate, args.mirror.split(",")[0])
+    m = Mesh(args.rate, args.mirror.split(",")[0], args.agent_ab)
     results: dict[str, Any] = {"rate": args.rate, "reps": args.reps}
     try:
         if "graceful" in only:
