@@ -669,16 +669,23 @@ def programming(
                     flush=True,
                 )
             for c in m.probes:
-                print(f"  hops {c} (s after t0, each step's end):", flush=True)
+                print(f"  hops {c} (s after t0 at each step's end | the step itself):")
                 for k in HOPS:
                     vals = [r["hops"][c][k] for r in got if k in r["hops"][c]]
+                    steps = [step(r["hops"][c], k) for r in got if k in r["hops"][c]]
                     if vals:
-                        print(f"    {k:10s} {quantiles(vals)}", flush=True)
+                        print(f"    {k:10s} {quantiles(vals)} | {quantiles(steps)}", flush=True)
         if len(mirrors) == 2:
             a, b = mirrors
             ratio = ratios(out[n][a]["t2"], out[n][b]["t2"])
             print(f"prog {n:5d}: cross-cluster {a} ÷ {b}, per round {quantiles(ratio, 'x')}")
     return out
+
+
+def step(hops: dict[str, float], k: str) -> float:
+    """How long step ``k`` took: from the previous step's end (t0 for the first)."""
+    before = [hops[h] for h in HOPS[: HOPS.index(k)] if h in hops and h != "written"]
+    return hops[k] - (before[-1] if before else 0.0)
 
 
 def ratios(a: list[float], b: list[float]) -> list[float]:
