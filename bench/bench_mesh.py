@@ -637,10 +637,9 @@ def programming(
             h.one()  # warm-up, not counted: the first pass also learns the hollow node
             for i in range(reps):
                 for kind in mirrors:
-                    if m.mirror != kind:
-                        m.lab.start_mirrors(kind)
+                    if m.mirror != kind:  # its re-list is written before its status
+                        m.lab.start_mirrors(kind)  # (waited for), one() waits for agents
                         m.mirror = kind
-                        h.one()  # settle after the restarted mirror's re-list (not counted)
                     runs[kind].append(h.one())
                     hops = runs[kind][-1]["hops"]
                     print(f"prog {n} {i + 1}/{reps} mirror {kind}: " + "; ".join(
