@@ -101,6 +101,8 @@ class Mirror:
     def _events(self, events: list[Event]) -> None:
         """One batch of the source's events → puts in transactions of up to 100 (one value
         per key: etcd refuses a key twice in one transaction), deletes in order."""
+        if self.stop.is_set():  # closed: its watch reads one more response before it ends
+            return
         arrived, copied = time.time(), 0
         puts: dict[str, bytes] = {}
         for e in events:
