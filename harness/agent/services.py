@@ -9,8 +9,9 @@ once (no delay before the pass: every wait is one more wake-up on a loaded
 node); what arrives during a pass — the rest of a burst, a Deployment's worth
 of pods — is gathered into the next one (``MIN_GAP_S`` after it), so a burst
 costs a pass or two, every pass sees a consistent snapshot, and a pass costs
-the work of the services that changed, not of every service times every pod. A periodic full sync (``resync_s``) recomputes everything and repairs
-drift: the proxy rebuilds its table, the policy table is re-applied.
+the work of the services that changed, not of every service times every pod.
+A periodic full sync (``resync_s``) recomputes everything and repairs drift:
+the proxy rebuilds its table, the policy table is re-applied.
 
 Node failure: the agents' node records (``nodes/<name>``, rewritten every
 heartbeat) are watched too, but only for liveness (``liveness.NodeLiveness``).
