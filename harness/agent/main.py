@@ -239,6 +239,7 @@ class Agent:
                 node_grace_s=cfg.node_grace_s,
                 mcs_writer=cfg.role == "control-plane",
                 ipvs_scheduler=cfg.ipvs_scheduler,
+                trace=cfg.trace_services,
             ),
             lease=lambda: self.lease.lease_id,
         )
