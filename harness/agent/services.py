@@ -104,7 +104,7 @@ class ServicesController:
     ) -> None:
         self.store, self.cfg, self.lease = store, cfg, lease
         self.netprog = ProgrammingLatency()  # kube-proxy's network programming latency
-        self._taken: list[float] = []  # its triggers the running pass applies
+        self._netprog_taken: list[float] = []  # its triggers the running pass applies
         self.prefix = cluster_prefix(cfg.cluster)
         self.index = ServicesIndex(cfg.cluster)
         self.derived = Derived(cfg.cluster, cfg.node, cfg.dns)
@@ -195,7 +195,7 @@ class ServicesController:
         only what changed since the last call is recomputed (everything if ``full``)."""
         now = self.clock()
         with self.lock:
-            self._taken = self.netprog.begin()  # the triggers of exactly this pass's changes
+            self._netprog_taken = self.netprog.begin()  # this pass's triggers
             dirt = self.index.take()
             self._taken = (self._events_at, self._events_n)  # the pass trace's events
             self._events_at, self._events_n = None, 0
@@ -306,9 +306,9 @@ class ServicesController:
             full = now >= full_due
             try:
                 self.program(full=full)
-                self.netprog.done(self._taken)
+                self.netprog.done(self._netprog_taken)
             except Exception:
-                self.netprog.retry(self._taken)
+                self.netprog.retry(self._netprog_taken)
                 log.exception("programming services/policy failed; retrying with a full sync")
                 ended = time.monotonic()
                 full_due = 0.0
