@@ -1,7 +1,8 @@
 """Cluster mesh: failover, flip-back, stale remote backends, control-plane outage, programming.
 
 ``sudo .venv/bin/python bench/bench_mesh.py [--reps 20] [--only graceful,kill,cut,etcd,prog]
-[--rate 50] [--etcd-outage 30] [--backends 1,1000] [--kill-baseline]``
+[--rate 50] [--etcd-outage 30] [--backends 1,1000] [--kill-baseline]
+[--mirror process|thread|thread,process]``
 
 Two clusters of real agents (tests/agent/meshsvclab.py: t1 = n1 with the
 client pod, n2 with 3 local backends; t2 = n11 with 3 remote backends; host-gw,
@@ -35,12 +36,21 @@ timeout), every reply naming its backend. Side by side in one run:
   loopback, statuses written as a hollow node's agent would) turn Ready
   at t0; first success through t1's ClusterIP from t1 (in-cluster) and
   through t2's from t2 (cross-cluster), at N = 1 and 1,000 (goal
-  cross-cluster p99 ≤ 1 s).
+  cross-cluster p99 ≤ 1 s). Each rep prints its hops (seconds after t0,
+  each step's end): statuses written to t1, the mirror's first batch in
+  and out, the programming agent's watch got it, its pass started,
+  computed, had the proxy programmed (the agents' ``pass trace`` lines),
+  first success. ``--mirror thread,process`` alternates the two stand-ins
+  for the syncer rep by rep; ``--agent-ab DIR`` adds a node per cluster
+  whose agent runs from the source tree DIR, programming the same events
+  side by side (``t1b``, ``t2b``).
 
 Latencies print as p50/p99 over ``--reps``. The mesh syncer is played by the
-lab's ``Mirror`` (the syncer's key contract, plain etcd watches), so the
+lab's ``Mirror`` (the syncer's key contract, plain etcd watches), by default
+in a process of its own in the router namespace, as the syncer is; so the
 cross-cluster figures include one watch + one write of propagation, not the
-syncer's TLS hop. Print ``cat /proc/loadavg`` beside the figures.
+syncer's second (export etcd, TLS) hop. Print ``cat /proc/loadavg`` beside
+the figures.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +86,11 @@ PROG_VIP = {"t1": "10.96.0.50", "t2": "10.96.0.51"}
 LOCAL = [f"web-t1-{i}" for i in range(3)]
 REMOTE = [f"web-t2-{i}" for i in range(3)]
 G = {globalsvc.ANN_GLOBAL: "true"}
+TRACE = re.compile(
+    r"pass trace: events ([\d.]+) \((\d+)\) start ([\d.]+) derived ([\d.]+) "
+    r"proxied ([\d.]+) done ([\d.]+)"
+)
+HOPS = ("written", "mirror_in", "mirror_out", "events", "start", "derived", "proxied", "first")
 STAGGER_S = 4.0  # the local backends turn Ready one every STAGGER_S when they return
 
 
@@ -90,22 +106,30 @@ def quantiles(values: list[float], unit: str = "s") -> str:
 class Mesh:
     """The lab, its pods and services, and the client's stream."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, mirror: str = "process", ab_src: Path | None = None) -> None:
+        """``ab_src``: one more node per cluster (n3 in t1, n12 in t2), each with a client
+        pod, whose agent runs from that source tree — the same events programmed by
+        both agents at once, side by side (prog's ``t1b``/``t2b`` figures)."""
         self.rate = rate
-        self.lab = MeshSvcLab(2, 1)
-        self.lab.start_mesh()
-        self.n1, self.n2 = self.lab.nodes_of("t1")
-        self.n11 = self.lab.nodes_of("t2")[0]
+        extra = 1 if ab_src else 0
+        self.lab = MeshSvcLab(2 + extra, 1 + extra, trace_services=True)  # pass traces: hops
+        self.mirror = mirror
+        t1, t2 = self.lab.nodes_of("t1"), self.lab.nodes_of("t2")
+        self.n1, self.n2, self.n11 = t1[0], t1[1], t2[0]
+        # prog's probing clients: key → (cluster, the node whose agent programs it)
+        self.probes: dict[str, tuple[str, Any]] = {"t1": ("t1", self.n1), "t2": ("t2", self.n11)}
+        if ab_src:
+            self.probes |= {"t1b": ("t1", t1[2]), "t2b": ("t2", t2[1])}
+            t1[2].src = t2[1].src = ab_src
+        self.lab.start_mesh(mirror)
         self.api = ApiClient(self.lab.stores["t1"], "t1")
-        self.lab.pod("t1", "client", self.n1, ["sleep", "infinity"])
-        self.lab.pod("t2", "client", self.n11, ["sleep", "infinity"])
+        for key, (c, node) in self.probes.items():
+            self.lab.pod(c, f"client-{key}", node, ["sleep", "infinity"])
         for name in LOCAL:
             self.backend("t1", name)
         for name in REMOTE:
             self.backend("t2", name)
-        self.clients = {
-            c: self.netns_of(c, "client", n) for c, n in (("t1", self.n1), ("t2", self.n11))
-        }
+        self.clients = {k: self.netns_of(c, f"client-{k}", n) for k, (c, n) in self.probes.items()}
         self.wait_ready(LOCAL, REMOTE)
         self.service(affinity="local")
 
@@ -432,6 +456,7 @@ class Hollow:
     def __init__(self, m: Mesh, n: int) -> None:
         self.m, self.n = m, n
         self.stop = threading.Event()
+        self.log_pos: dict[str, int] = {}  # how far each agent's log was read (hops)
         lab = m.lab
         self.base = self._free_block()
         self.addrs = [f"10.244.{self.base + k // 250}.{k % 250 + 1}" for k in range(n)]
@@ -439,9 +464,10 @@ class Hollow:
             lo = ipr.link_lookup(ifname="lo")[0]
             for a in self.addrs:
                 ipr.addr("replace", index=lo, address=a, prefixlen=32)
-        for ns, gw in ((lab.fab, m.n2.ip), (m.n1.ns, m.n2.ip)):
+        self.routed = [lab.fab, *(n.ns for c, n in m.probes.values() if c == "t1")]
+        for ns in self.routed:
             with IPRoute(netns=ns) as ipr:
-                ipr.route("replace", dst=f"10.244.{self.base}.0", dst_len=22, gateway=gw)
+                ipr.route("replace", dst=f"10.244.{self.base}.0", dst_len=22, gateway=m.n2.ip)
         self.server = lab.ns_run_bg(
             m.n2,
             [sys.executable, "-m", "harness.workloads.echo", "--tcp", "8080", "--name", "hollow"],
@@ -493,14 +519,14 @@ class Hollow:
         ]
         self.m.lab.stores["t1"].put_many(items)
 
-    def refused(self, cluster: str) -> bool:
+    def refused(self, key: str) -> bool:
         argv = [
             *NETCHECK,
             "probe",
             "--proto",
             "tcp",
             "--target",
-            PROG_VIP[cluster],
+            PROG_VIP[self.m.probes[key][0]],
             "--port",
             "80",
             "--count",
@@ -509,22 +535,23 @@ class Hollow:
             "1",
         ]
         out = subprocess.run(
-            ["nsenter", f"--net={self.m.clients[cluster]}", "--", *argv],
+            ["nsenter", f"--net={self.m.clients[key]}", "--", *argv],
             capture_output=True,
             text=True,
             timeout=30,
         ).stdout
         return echo.parse_probe(out).outcomes().get("refused", 0) > 0
 
-    def one(self) -> dict[str, float]:
-        """Not Ready (both ClusterIPs refuse), then Ready at t0: first success per cluster."""
+    def one(self) -> dict[str, Any]:
+        """Not Ready (both ClusterIPs refuse), then Ready at t0: first success per client
+        (t1, t2; with --agent-ab also t1b, t2b)."""
         self.statuses(False)
-        for c in ("t1", "t2"):
-            wait_for(f"prog refused in {c}", lambda c=c: self.refused(c), 60, every=0.2)
+        for c in self.m.probes:
+            wait_for(f"prog refused from {c}", lambda c=c: self.refused(c), 60, every=0.2)
         pollers = {}
-        for c in ("t1", "t2"):
+        for c, (cluster, _node) in self.m.probes.items():
             argv = [
-                *echo.reach_command([(PROG_VIP[c], 80)], deadline_s=30, runner=NETCHECK),
+                *echo.reach_command([(PROG_VIP[cluster], 80)], deadline_s=30, runner=NETCHECK),
                 "--interval",
                 "0.01",
             ]
@@ -536,14 +563,49 @@ class Hollow:
         time.sleep(1.5)
         t0 = time.time()
         self.statuses(True)
-        out = {}
+        written = time.time()
+        out: dict[str, Any] = {}
         for c, p in pollers.items():
             text = p.communicate(timeout=60)[0]
             started = echo.reach_started(text)
             if started is None or started > t0:  # began after the change: no figure
                 return self.one()
-            first = echo.parse_reach(text).get(f"{PROG_VIP[c]}:80")
+            first = echo.parse_reach(text).get(f"{PROG_VIP[self.m.probes[c][0]]}:80")
             out[c] = (first - t0) if first else float("nan")
+        out["hops"] = self.hops(t0, written, out)
+        return out
+
+    def hops(self, t0: float, written: float, first: dict[str, float]) -> dict[str, Any]:
+        """Where the time of one rep went, per cluster, in seconds after t0 (each
+        step's end): the statuses written to t1 (all N), the mirror's first batch
+        arrived from t1 and written to t2 (cross-cluster only), the programming
+        agent's services watch got it, its pass started, computed, had the proxy
+        programmed, the client's first success (agents' ``pass trace`` lines)."""
+        out: dict[str, Any] = {}
+        mirror = next(m for m in self.m.lab.mirrors if m.src == "t1")
+        batch = next(((a, d) for a, d, _n in list(mirror.trace) if a >= t0), None)
+        for c, (cluster, node) in self.m.probes.items():
+            steps: dict[str, float] = {"written": written - t0}
+            if cluster == "t2" and batch is not None:
+                steps["mirror_in"], steps["mirror_out"] = batch[0] - t0, batch[1] - t0
+            p = next((p for p in self.passes(node) if p["events"] >= t0), None)
+            if p is not None:
+                for k in ("events", "start", "derived", "proxied"):
+                    steps[k] = p[k] - t0
+            steps["first"] = first[c]
+            out[c] = steps
+        return out
+
+    def passes(self, node: Any) -> list[dict[str, float]]:
+        """The ``pass trace`` lines the node's agent logged since the last call."""
+        with open(node.log, "rb") as f:
+            f.seek(self.log_pos.get(node.name, 0))
+            text = f.read().decode(errors="replace")
+            self.log_pos[node.name] = f.tell()
+        out = []
+        for m in TRACE.finditer(text):
+            names = ("events", "n", "start", "derived", "proxied", "done")
+            out.append(dict(zip(names, map(float, m.groups()), strict=True)))
         return out
 
     def close(self) -> None:
@@ -557,27 +619,77 @@ class Hollow:
             lo = ipr.link_lookup(ifname="lo")[0]
             for a in self.addrs:
                 ipr.addr("del", index=lo, address=a, prefixlen=32)
-        for ns in (lab.fab, self.m.n1.ns):
+        for ns in self.routed:
             with IPRoute(netns=ns) as ipr:
                 ipr.route("del", dst=f"10.244.{self.base}.0", dst_len=22)
 
 
-def programming(m: Mesh, sizes: list[int], reps: int) -> dict[int, dict[str, list[float]]]:
-    out = {}
+def programming(
+    m: Mesh, sizes: list[int], reps: int, mirrors: list[str]
+) -> dict[int, dict[str, dict[str, list[float]]]]:
+    """Per size and mirror kind (``--mirror``; several alternate rep by rep in the same
+    lab, side by side): first success in-cluster and cross-cluster, with each rep's hops."""
+    out: dict[int, dict[str, dict[str, list[float]]]] = {}
     for n in sizes:
         h = Hollow(m, n)
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in mirrors}
         try:
             h.one()  # warm-up, not counted: the first pass also learns the hollow node
-            runs = [h.one() for _ in range(reps)]
+            for i in range(reps):
+                for kind in mirrors:
+                    if m.mirror != kind:  # its re-list is written before its status
+                        m.lab.start_mirrors(kind)  # (waited for), one() waits for agents
+                        m.mirror = kind
+                    runs[kind].append(h.one())
+                    hops = runs[kind][-1]["hops"]
+                    print(f"prog {n} {i + 1}/{reps} mirror {kind}: " + "; ".join(
+                        f"{c} " + " ".join(f"{k} {v:.3f}" for k, v in hops[c].items())
+                        for c in m.probes
+                    ), flush=True)  # fmt: skip
         finally:
             h.close()
-        out[n] = {c: [r[c] for r in runs] for c in ("t1", "t2")}
-        print(
-            f"prog {n:5d} backends: in-cluster (t1→t1) {quantiles(out[n]['t1'])}; "
-            f"cross-cluster (t1 Ready → t2) {quantiles(out[n]['t2'])}",
-            flush=True,
-        )
+        out[n] = {}
+        for kind in mirrors:
+            got = runs[kind]
+            out[n][kind] = {c: [r[c] for r in got] for c in m.probes}
+            print(
+                f"prog {n:5d} backends, mirror {kind}: in-cluster (t1→t1) "
+                f"{quantiles(out[n][kind]['t1'])}; cross-cluster (t1 Ready → t2) "
+                f"{quantiles(out[n][kind]['t2'])}",
+                flush=True,
+            )
+            if "t2b" in m.probes:
+                r = out[n][kind]
+                print(
+                    f"  agents from --agent-ab: in-cluster (t1→t1b) {quantiles(r['t1b'])}; "
+                    f"cross-cluster (t1 Ready → t2b) {quantiles(r['t2b'])}; per round, "
+                    f"t1b ÷ t1 {quantiles(ratios(r['t1b'], r['t1']), 'x')}, "
+                    f"t2b ÷ t2 {quantiles(ratios(r['t2b'], r['t2']), 'x')}",
+                    flush=True,
+                )
+            for c in m.probes:
+                print(f"  hops {c} (s after t0 at each step's end | the step itself):")
+                for k in HOPS:
+                    vals = [r["hops"][c][k] for r in got if k in r["hops"][c]]
+                    steps = [step(r["hops"][c], k) for r in got if k in r["hops"][c]]
+                    if vals:
+                        print(f"    {k:10s} {quantiles(vals)} | {quantiles(steps)}", flush=True)
+        if len(mirrors) == 2:
+            a, b = mirrors
+            ratio = ratios(out[n][a]["t2"], out[n][b]["t2"])
+            print(f"prog {n:5d}: cross-cluster {a} ÷ {b}, per round {quantiles(ratio, 'x')}")
     return out
+
+
+def step(hops: dict[str, float], k: str) -> float:
+    """How long step ``k`` took: from the previous step's end (t0 for the first)."""
+    before = [hops[h] for h in HOPS[: HOPS.index(k)] if h in hops and h != "written"]
+    return hops[k] - (before[-1] if before else 0.0)
+
+
+def ratios(a: list[float], b: list[float]) -> list[float]:
+    """Per round ``a ÷ b`` (rounds where ``b`` has no figure are left out)."""
+    return [x / y for x, y in zip(a, b, strict=True) if y and y == y and x == x]
 
 
 def main() -> int:
@@ -589,6 +701,18 @@ def main() -> int:
     ap.add_argument("--etcd-reps", type=int, default=3)
     ap.add_argument("--backends", default="1,1000")
     ap.add_argument(
+        "--agent-ab",
+        type=Path,
+        help="prog: a source tree (e.g. git archive main | tar -x -C DIR); one more node "
+        "per cluster runs its agent from it, side by side with this tree's (t1b, t2b)",
+    )
+    ap.add_argument(
+        "--mirror",
+        default="process",
+        help="prog: the lab's syncer stand-in, process (its own process, as the syncer is) "
+        "or thread (in this process); thread,process alternates them rep by rep",
+    )
+    ap.add_argument(
         "--kill-baseline",
         action="store_true",
         help="kill: alternate reps with the backends' agent on pod_exit_watch: false",
@@ -596,7 +720,7 @@ def main() -> int:
     args = ap.parse_args()
     only = set(args.only.split(","))
     print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
-    m = Mesh(args.rate)
+    m = Mesh(args.rate, args.mirror.split(",")[0], args.agent_ab)
     results: dict[str, Any] = {"rate": args.rate, "reps": args.reps}
     try:
         if "graceful" in only:
@@ -613,7 +737,7 @@ def main() -> int:
             )
         if "prog" in only:
             sizes = [int(x) for x in args.backends.split(",")]
-            results["prog"] = programming(m, sizes, args.reps)
+            results["prog"] = programming(m, sizes, args.reps, args.mirror.split(","))
     finally:
         m.close()
     summary(results)

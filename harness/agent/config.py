@@ -98,6 +98,9 @@ class AgentConfig(BaseModel):
     # False: a pod process's exit is noticed at the next full pass only (the behaviour
     # before supervise.py) — the negative control of its test and a benchmark baseline
     pod_exit_watch: bool = True
+    # log each services programming pass's timeline (when its first event arrived, when
+    # it started, computed, programmed the proxy): bench/bench_mesh.py's per-hop figures
+    trace_services: bool = False
 
     @field_validator("mesh", mode="before")
     @classmethod

@@ -239,6 +239,7 @@ class Agent:
                 node_grace_s=cfg.node_grace_s,
                 mcs_writer=cfg.role == "control-plane",
                 ipvs_scheduler=cfg.ipvs_scheduler,
+                trace=cfg.trace_services,
             ),
         )
         self.services.start(self.stop)
@@ -417,6 +418,8 @@ class Agent:
             if self.unready or self.terminating:  # a probe or a graceful stop to follow
                 timeout = min(timeout, 0.2)
             if self.dirty.wait(timeout):
+                if self.stop.is_set():
+                    break
                 time.sleep(0.02)  # let a burst of events land, then act once
             try:
                 if time.monotonic() >= next_beat:
@@ -507,8 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     except registry.UnknownMode as exc:
         log.error("%s", exc)
         return 2
+
+    def _stop(*_: object) -> None:  # wake the loop too: it may sleep until the next heartbeat
+        agent.stop.set()
+        agent.dirty.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: agent.stop.set())
+        signal.signal(sig, _stop)
     try:
         agent.start()
     except (StoreError, leases.LeaseError, ToolError) as exc:

@@ -4,11 +4,14 @@ Felix's shape: watch events only *record* the new state in an index
 (``svcindex``) and mark what they can affect — service names, the policy
 table, the export resolution — and one worker thread then recomputes just that
 (``svcderive``: the proxy's service ports, the DNS zone, this node's policy
-table) and flushes each once. Bursts of events (a Deployment's worth of pods)
-therefore cost one programming pass, every pass sees a consistent snapshot, and
-a pass costs the work of the services that changed, not of every service times
-every pod. A periodic full sync (``resync_s``) recomputes everything and repairs
-drift: the proxy rebuilds its table, the policy table is re-applied.
+table) and flushes each once. A change after a quiet spell is programmed at
+once (no delay before the pass: every wait is one more wake-up on a loaded
+node); what arrives during a pass — the rest of a burst, a Deployment's worth
+of pods — is gathered into the next one (``MIN_GAP_S`` after it), so a burst
+costs a pass or two, every pass sees a consistent snapshot, and a pass costs
+the work of the services that changed, not of every service times every pod.
+A periodic full sync (``resync_s``) recomputes everything and repairs drift:
+the proxy rebuilds its table, the policy table is re-applied.
 
 Node failure: the agents' node records (``nodes/<name>``, rewritten every
 heartbeat) are watched too, but only for liveness (``liveness.NodeLiveness``).
@@ -68,7 +71,10 @@ from harness.store.keys import cluster_prefix
 
 __all__ = ["NodeLiveness", "ServicesConfig", "ServicesController"]
 log = logging.getLogger("podlab.services")
-DEBOUNCE_S = 0.02  # gathers a burst of events into one programming pass
+#: passes start at least this long after the previous one ended: a change after a quiet
+#: spell is programmed at once, and what arrives during (or just after) a pass is
+#: gathered into the next one (kube-proxy's minSyncPeriod, its BoundedFrequencyRunner)
+MIN_GAP_S = 0.02
 SLOW_PASS_S = 0.5  # a programming pass longer than this is logged with its parts
 
 
@@ -86,6 +92,7 @@ class ServicesConfig:
     mcs_writer: bool = False  # store ServiceImports and export conditions (control plane)
     reach_interval_s: float = 0.3  # data-path probes of remote nodes (mesh/reach.py)
     ipvs_scheduler: str = "rr"  # proxy mode ipvs: the IPVS scheduler of every virtual server
+    trace: bool = False  # log every pass's timeline (bench/bench_mesh.py reads it per hop)
 
 
 class ServicesController:
@@ -114,6 +121,11 @@ class ServicesController:
         self._states: dict[str, str] = {}  # global service port → how it picks backends
         self._verdicts: tuple[frozenset[str], bool] = (frozenset(), False)
         self._names = 0  # service names recomputed by the last pass
+        # wall time of the first recorded change since the last pass, and how many
+        # events brought changes (the pass trace: event → pass → programmed)
+        self._events_at: float | None = None
+        self._events_n = 0
+        self._taken: tuple[float | None, int] = (None, 0)
         self.writer = (
             mcswriter.McsWriter(store, cfg.cluster, cfg.service_cidr) if cfg.mcs_writer else None
         )
@@ -148,7 +160,7 @@ class ServicesController:
         self.dirty.set()
 
     def on_events(self, events: list[Event]) -> None:
-        now = self.clock()
+        now, wall = self.clock(), time.time()
         dirty = False
         with self.lock:
             for e in events:
@@ -160,6 +172,9 @@ class ServicesController:
                     dirty |= news
                 else:
                     dirty |= self._record(e.kv, e.type == "DELETE")
+            if dirty:
+                self._events_at = self._events_at or wall
+                self._events_n += len(events)
         if dirty:
             self.dirty.set()
 
@@ -170,6 +185,8 @@ class ServicesController:
         now = self.clock()
         with self.lock:
             dirt = self.index.take()
+            self._taken = (self._events_at, self._events_n)  # the pass trace's events
+            self._events_at, self._events_n = None, 0
             verdicts = self.liveness.verdicts(now)
             dirt.everything |= full or verdicts != self._verdicts  # pods of nodes died or back
             self._verdicts = verdicts
@@ -195,7 +212,7 @@ class ServicesController:
         self._states = states
 
     def program(self, full: bool = False) -> None:
-        t0 = time.monotonic()
+        t0, wall = time.monotonic(), time.time()
         ports, zone, table = self.desired(full)
         t1 = time.monotonic()
         if full:
@@ -214,7 +231,15 @@ class ServicesController:
             with self.lock:
                 imports, statuses = dict(self.index.imports), dict(self.index.export_status)
             self.writer.sync(self.mesh, imports, statuses)
-        if (t4 := time.monotonic()) - t0 > SLOW_PASS_S:  # a slow pass delays every change
+        t4 = time.monotonic()
+        if self.cfg.trace:  # wall clock, so a bench can line it up with other processes'
+            events_at, events_n = self._taken
+            log.info(
+                "pass trace: events %.4f (%d) start %.4f derived %.4f proxied %.4f done %.4f "
+                "names %d full %d", events_at or 0.0, events_n, wall, wall + t1 - t0,
+                wall + t2 - t0, wall + t4 - t0, self._names, full,
+            )  # fmt: skip
+        if t4 - t0 > SLOW_PASS_S:  # a slow pass delays every change
             log.info(
                 "services pass took %.2f s (compute %.2f for %d names, proxy %.2f, "
                 "dns+policy %.2f, mcs %.2f)", t4 - t0, t1 - t0, self._names, t2 - t1, t3 - t2,
@@ -241,7 +266,10 @@ class ServicesController:
         self._threads.append(self.reach.start(stop))
 
     def _work(self, stop: threading.Event) -> None:
+        """The worker: a pass whenever something is dirty (no fixed delay before it: a
+        lone change waits for nothing), at most one per ``MIN_GAP_S`` after the last."""
         full_due = 0.0  # the first pass is a full sync
+        ended = 0.0  # when the last pass ended (monotonic)
         while not stop.is_set():
             with self.lock:
                 wake = max(0.005, self.liveness.next_verdict(self.clock()))
@@ -254,17 +282,20 @@ class ServicesController:
                     self.dirty.set()
             if not self.dirty.is_set() and now < full_due:
                 continue
-            time.sleep(DEBOUNCE_S)
+            if (gap := ended + MIN_GAP_S - time.monotonic()) > 0:
+                time.sleep(gap)  # right after a pass: let the rest of a burst land
             self.dirty.clear()
             full = now >= full_due
             try:
                 self.program(full=full)
             except Exception:
                 log.exception("programming services/policy failed; retrying with a full sync")
+                ended = time.monotonic()
                 full_due = 0.0
                 self.dirty.set()
                 stop.wait(1.0)
                 continue
+            ended = time.monotonic()
             if full:
                 full_due = now + self.cfg.resync_s
 

@@ -3,7 +3,9 @@
 The commands run inside the node (its net, uts, mount and PID namespaces and its
 cgroup, as ``podlab exec`` enters them) through ``/bin/sh -c``, with the node's
 ``env:`` on top of a minimal environment, one at a time in declaration order of
-nodes and commands. Every command's output and exit status go to
+nodes (after ``wait-for`` and ``startup-delay``, ``LabPlan.exec_order``) and
+commands. Both backends run this code (the netns one through ``in_netns_node``,
+the VM one through ``over_ssh``). Every command's output and exit status go to
 ``<lab dir>/exec/<node>.log``. The first failing command stops ``up`` with a
 located problem carrying its output; ``up`` then rolls the lab back.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,10 +51,21 @@ def run_all(
     ``enter(node)`` turns an argv into one that runs it inside that node (a netns
     node: ``in_netns_node``, a VM: ``over_ssh``).
     """
-    for name in plan.exec_order or tuple(plan.nodes):  # stages' wait-for order
+    start = time.monotonic()
+    for name in plan.exec_order or tuple(plan.nodes):  # wait-for and startup-delay order
         node = plan.nodes[name]
-        if node.exec:
-            run_node(plan, node, log_dir, enter(node))
+        if not node.exec:
+            continue
+        if node.exec_delay:  # containerlab's startup-delay (its own, or a node's it waits for)
+            wait = max(0.0, start + node.exec_delay - time.monotonic())
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with (log_dir / f"{node.name}.log").open("a") as f:
+                f.write(
+                    f"# startup-delay: exec starts {node.exec_delay} s after the nodes "
+                    f"(waited {wait:.1f} s)\n"
+                )
+            time.sleep(wait)
+        run_node(plan, node, log_dir, enter(node))
 
 
 def in_netns_node(pid: int, procs: Path | None) -> Callable[[list[str]], list[str]]:

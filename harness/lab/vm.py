@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -210,10 +211,20 @@ def _build(
     _wait_ssh(plan, paths, ledger, accel)
     step("ssh")
     step("files")
-    nodeexec.run_all(  # containerlab's exec:, as on netns nodes, over ssh
-        plan, paths.root / "exec", lambda node: nodeexec.over_ssh(paths.ssh_config, node.name)
-    )
+    run_exec(plan, paths)
     step("exec")
+
+
+def run_exec(plan: LabPlan, paths: LabPaths) -> None:
+    """containerlab's ``exec:`` in the guests: the netns backend's runner
+    (``nodeexec.run_all``: wait-for and startup-delay order, env, logs, the first
+    failure fails ``up``), each command over the lab's ssh (``exec_enter``)."""
+    nodeexec.run_all(plan, paths.root / "exec", exec_enter(paths.ssh_config))
+
+
+def exec_enter(ssh_config: Path) -> Callable[[NodePlan], Callable[[list[str]], list[str]]]:
+    """node → argv → the argv running it in that guest (``ssh -F CONFIG node -- CMD``)."""
+    return lambda node: nodeexec.over_ssh(ssh_config, node.name)
 
 
 def _network(plan: LabPlan, ledger: Ledger, paths: LabPaths, vms: dict[str, VmSpec]) -> None:

@@ -156,6 +156,8 @@ def mgmt_plan(
         else:
             gw = IPv4Interface(f"{given}/{subnet.prefixlen}")
     hosts = [h for h in subnet.hosts() if h != gw.ip]
+    if topo.mgmt_range:  # containerlab's (docker's) ip-range: where dynamic addresses come from
+        hosts = _mgmt_range(topo, subnet, hosts, c)
     linux = [n for n in topo.nodes.values() if n.kind == "linux"]
     fixed: dict[str, IPv4Address] = {}
     for n in linux:
@@ -203,14 +205,45 @@ def mgmt_plan(
     for n in linux:
         chosen = fixed.get(n.name) or next(free, None)
         if chosen is None:
+            where = "mgmt.ipv4-range" if topo.mgmt_range else "mgmt.ipv4-subnet"
             c.add(
-                "mgmt.ipv4-subnet",
-                f"{subnet} has too few addresses for {len(linux)} nodes",
-                "set a larger mgmt.ipv4-subnet",
+                where,
+                f"{topo.mgmt_range or subnet} has too few addresses for {len(linux)} nodes",
+                f"set a larger {where}",
+                topo.line(*where.split(".")) if topo.mgmt_range else None,
             )
             break
         out[n.name] = IPv4Interface(f"{chosen}/{subnet.prefixlen}")
     return subnet, gw, out
+
+
+def _mgmt_range(
+    topo: Topology, subnet: IPv4Network, hosts: list[IPv4Address], c: Collector
+) -> list[IPv4Address]:
+    """The hosts of ``mgmt.ipv4-range`` (a prefix inside the management subnet), for
+    nodes without ``mgmt-ipv4``; a node's fixed address may lie outside it, as with
+    docker. Refused, at its line, when it is no prefix or not inside the subnet."""
+    line = topo.line("mgmt", "ipv4-range")
+    try:
+        pool = IPv4Network(str(topo.mgmt_range), strict=True)
+    except ValueError:
+        c.add(
+            "mgmt.ipv4-range",
+            f"{topo.mgmt_range!r} is not an IPv4 prefix (host bits set?)",
+            "write it like 172.20.20.128/25",
+            line,
+        )
+        return hosts
+    if not pool.subnet_of(subnet):
+        origin = "mgmt.ipv4-subnet" if topo.mgmt_subnet else "the lab's default"
+        c.add(
+            "mgmt.ipv4-range",
+            f"{pool} is not inside the management subnet {subnet} ({origin})",
+            f"use a prefix inside {subnet}, or set mgmt.ipv4-subnet to a subnet that holds it",
+            line,
+        )
+        return hosts
+    return [h for h in hosts if h in pool]
 
 
 def _default_mgmt(lab: str) -> IPv4Network:

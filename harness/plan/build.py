@@ -34,7 +34,7 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
     segments, addresses = assign_segments(topo, c)
     roles = {n.name: node_role(n, topo, c) for n in topo.nodes.values() if n.kind == "linux"}
     clusters = build_clusters(topo, roles, segments, c)
-    order = exec_order(topo, c)
+    order, delays = exec_order(topo, c)
     mgmt_subnet, gateway, mgmt = mgmt_plan(topo, c)
     _check_overlaps(topo, segments, clusters, mgmt_subnet, c)
     c.raise_if_any()
@@ -66,6 +66,9 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
             env=tuple(sorted((spec.env or {}).items())),
             exec_lines=spec.exec_lines,
             binds=spec.binds,
+            exec_delay=delays.get(name, 0),
+            waits=spec.waits,
+            startup_delay=spec.startup_delay,
         )
     bridges = tuple(n for n, s in topo.nodes.items() if s.kind == "bridge")
     digest = hashlib.sha256(topo.digest.encode()).hexdigest()[:16]
@@ -88,10 +91,16 @@ def build_plan(topo: Topology, c: Collector | None = None) -> LabPlan:
     return plan
 
 
-def exec_order(topo: Topology, c: Collector) -> tuple[str, ...]:
-    """Nodes in file order, each after the nodes its stages' ``wait-for`` names.
+def exec_order(topo: Topology, c: Collector) -> tuple[tuple[str, ...], dict[str, int]]:
+    """Nodes in the order their ``exec:`` runs, and each node's delay before it starts.
 
-    Refuses a wait-for naming no node of the file, and a cycle (naming its nodes).
+    A node comes after the nodes its stages' ``wait-for`` names; its delay is its own
+    ``startup-delay`` or the longer one of a node it waits for (it cannot start
+    before them). Then the order is sorted by delay (stable, so file order and
+    wait-for order hold among equal delays, and a node's dependencies never have a
+    longer delay): commands run one node at a time, and a node with no delay is not
+    held up behind a delayed one. Refuses a wait-for naming no node of the file, and
+    a cycle (naming its nodes).
     """
     alias = {n.shown: n.name for n in topo.nodes.values()} | {n: n for n in topo.nodes}
     deps: dict[str, list[str]] = {}
@@ -131,10 +140,13 @@ def exec_order(topo: Topology, c: Collector) -> tuple[str, ...]:
             visit(dep, [*path, name])
         state[name] = 2
         order.append(name)
+        own = topo.nodes[name].startup_delay
+        delay[name] = max([own, *(delay.get(d, 0) for d in deps[name])])
 
+    delay: dict[str, int] = {}
     for name in deps:
         visit(name, [])
-    return tuple(order)
+    return tuple(sorted(order, key=lambda n: delay[n])), delay
 
 
 def _iface_order(name: str) -> tuple[str, int]:

@@ -57,6 +57,13 @@ class NodePlan:
     env: tuple[tuple[str, str], ...] = ()  # containerlab's env: for those commands
     exec_lines: tuple[int | None, ...] = ()  # each command's line (for a failing one)
     binds: tuple[tuple[str, str, bool], ...] = ()  # containerlab's binds: (host, node, ro)
+    # seconds after the nodes are up before this node's exec: starts: its startup-delay,
+    # or the longer one of a node it waits for (docs/containerlab.md)
+    exec_delay: int = 0
+    startup_delay: int = 0  # its own startup-delay as the file sets it (for export clab)
+    # containerlab's stages wait-for as the file writes them: (stage, node, its stage),
+    # kept for export clab (the exec order above is what podlab makes of them)
+    waits: tuple[tuple[str, str, str | None], ...] = ()
 
     @property
     def shown(self) -> str:

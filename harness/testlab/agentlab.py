@@ -67,6 +67,7 @@ class Node:
     dir: Path
     cfg: dict[str, Any]
     proc: subprocess.Popen[bytes] | None = None
+    src: Path | None = None  # this node's agent runs from this source tree (A/B benches)
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -226,8 +227,9 @@ class AgentLab:
     # -- agents ----------------------------------------------------------------------
     def start_agent(self, node: Node) -> None:
         out = open(node.log, "ab")  # noqa: SIM115
-        src = self.agent_src or PROJECT
-        env = {**os.environ, "PYTHONPATH": str(src)} if self.agent_src else None
+        other = node.src or self.agent_src
+        src = other or PROJECT
+        env = {**os.environ, "PYTHONPATH": str(src)} if other else None
         if self.agent_env:
             env = {**(env or os.environ), **self.agent_env}
         node.proc = subprocess.Popen(

@@ -26,12 +26,15 @@ deletes the keys the source no longer has.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -40,7 +43,17 @@ from pyroute2 import IPRoute
 from harness.exec import run
 from harness.store import KV, Event, Store
 from harness.store.keys import cluster_prefix, pod_key, podstatus_key
-from harness.testlab.agentlab import EDGE, EDGE_GW, ETCD_IP, NET, AgentLab, Node, forward
+from harness.testlab.agentlab import (
+    EDGE,
+    EDGE_GW,
+    ETCD_IP,
+    NET,
+    PROJECT,
+    PYTHON,
+    AgentLab,
+    Node,
+    forward,
+)
 from harness.testlab.wait import wait_for
 
 CLUSTERS = {"t1": "10.244.0.0/16", "t2": "10.245.0.0/16"}
@@ -51,13 +64,19 @@ CUT_TABLE = "meshsvc-cut"
 class Mirror:
     """Copies cluster ``src``'s exported keys into ``dst``'s etcd under mesh/<src>/."""
 
-    def __init__(self, src: str, src_store: Store, dst: str, dst_store: Store) -> None:
+    def __init__(
+        self, src: str, src_store: Store, dst: str, dst_store: Store, trace_to: Path | None = None
+    ) -> None:
         self.src, self.dst = src, dst
+        self.trace_to = trace_to  # a child process's trace goes to this file (MirrorProcess)
         self.src_store, self.dst_store = src_store, dst_store
         self.base = cluster_prefix(src)
         self.into = f"{cluster_prefix(dst)}mesh/{src}/"
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"mirror-{src}")
+        # (wall time a batch of the source's events arrived, wall time it was written,
+        # keys copied): the bench's per-hop figures (bench/bench_mesh.py, prog)
+        self.trace: collections.deque[tuple[float, float, int]] = collections.deque(maxlen=1000)
 
     def start(self) -> None:
         self.thread.start()
@@ -82,11 +101,15 @@ class Mirror:
     def _events(self, events: list[Event]) -> None:
         """One batch of the source's events → puts in transactions of up to 100 (one value
         per key: etcd refuses a key twice in one transaction), deletes in order."""
+        if self.stop.is_set():  # closed: its watch reads one more response before it ends
+            return
+        arrived, copied = time.time(), 0
         puts: dict[str, bytes] = {}
         for e in events:
             rel = self._rel(e.kv.key)
             if rel is None:
                 continue
+            copied += 1
             if e.type == "DELETE":
                 self._flush(puts)
                 self.dst_store.delete(self.into + rel)
@@ -94,6 +117,11 @@ class Mirror:
                 puts.pop(self.into + rel, None)
                 puts[self.into + rel] = e.kv.value
         self._flush(puts)
+        if copied:
+            self.trace.append((arrived, time.time(), copied))
+            if self.trace_to is not None:
+                with self.trace_to.open("a") as f:
+                    f.write(f"{arrived:.4f} {self.trace[-1][1]:.4f} {copied}\n")
 
     def _flush(self, puts: dict[str, bytes]) -> None:
         self.dst_store.put_many(list(puts.items()))
@@ -108,12 +136,52 @@ class Mirror:
         self.stop.set()
 
 
+class MirrorProcess:
+    """A ``Mirror`` in a child process of its own, in the router namespace, talking to
+    both etcds directly — as the real syncer is a process of its own on the cluster's
+    control plane. The in-thread ``Mirror`` shares the bench's interpreter (the GIL)
+    with the writer and reaches each etcd through the test's forwarder threads: under
+    load every batch waits for those threads to be scheduled. Same contract, same
+    class; ``trace`` is read back from the child's trace file."""
+
+    def __init__(self, lab: MeshSvcLab, src: str, dst: str) -> None:
+        self.src, self.dst = src, dst
+        self.trace_file = lab.tmp / f"mirror-{src}-{dst}.trace"
+        self.trace_file.write_text("")
+        urls = {"t1": f"http://{ETCD_IP}:2379", "t2": f"http://{EDGE_GW}:2379"}
+        argv = ["nsenter", f"--net=/run/netns/{lab.fab}", PYTHON, "-m",
+                "harness.testlab.meshsvclab", "mirror", src, urls[src], dst, urls[dst],
+                str(self.trace_file)]  # fmt: skip
+        log = open(lab.tmp / f"mirror-{src}-{dst}.log", "ab")  # noqa: SIM115 (the child's)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=str(PROJECT))
+
+    def start(self) -> None:
+        """Started by the constructor (the same interface as ``Mirror``)."""
+
+    @property
+    def trace(self) -> list[tuple[float, float, int]]:
+        out = []
+        for line in self.trace_file.read_text().splitlines():
+            a, w, n = line.split()
+            out.append((float(a), float(w), int(n)))
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
 class MeshSvcLab(AgentLab):
     """``MeshSvcLab(t1_nodes, t2_nodes)``; always ``close()``. Agents run host-gw."""
 
     def __init__(self, t1_nodes: int = 2, t2_nodes: int = 1, **cfg: Any) -> None:
         self.t2_etcd: subprocess.Popen[bytes] | None = None
-        self.mirrors: list[Mirror] = []
+        self.mirrors: list[Mirror | MirrorProcess] = []
         self._socks: list[socket.socket] = []
         super().__init__(t1_nodes, "host-gw", **cfg)
         try:
@@ -164,14 +232,30 @@ class MeshSvcLab(AgentLab):
             self.t2_etcd.wait(timeout=60)
         self.t2_etcd = None
 
-    def start_mesh(self) -> None:
-        """Agents of both clusters, their pod routes through the router, the mirrors."""
+    def start_mesh(self, mirror: str = "process") -> None:
+        """Agents of both clusters, their pod routes through the router, the mirrors
+        (``mirror``: "process", each a child process as a syncer is, or "thread", in
+        this process)."""
         for n in self.nodes:
             self.start_agent(n)
         records = {c: self.wait_records(c) for c in CLUSTERS}
         self._routes(records)
+        self.start_mirrors(mirror)
+
+    def start_mirrors(self, how: str) -> None:
+        """(Re)start both mirrors as child processes ("process") or threads ("thread");
+        the mirrored keys stay meanwhile, and a new mirror's listing reconciles them."""
+        for old in self.mirrors:
+            old.close()
+        if any(isinstance(old, Mirror) for old in self.mirrors):
+            time.sleep(1.0)  # a stopped thread mirror's watch notices its stop flag
+        self.mirrors = []
         for a, b in (("t1", "t2"), ("t2", "t1")):
-            m = Mirror(a, self.stores[a], b, self.stores[b])
+            self.stores[b].delete(f"{cluster_prefix(b)}mesh/{a}/status")
+            if how == "process":
+                m: Mirror | MirrorProcess = MirrorProcess(self, a, b)
+            else:
+                m = Mirror(a, self.stores[a], b, self.stores[b])
             m.start()
             self.mirrors.append(m)
         for a, b in (("t1", "t2"), ("t2", "t1")):
@@ -257,4 +341,22 @@ class MeshSvcLab(AgentLab):
         super().close()
 
 
-__all__ = ["EDGE", "NET", "MeshSvcLab", "Mirror"]
+def main(argv: list[str]) -> int:
+    """``python -m harness.testlab.meshsvclab mirror SRC SRC_URL DST DST_URL TRACE``:
+    one ``Mirror`` until SIGTERM or SIGINT (MirrorProcess's child; it keeps nothing that
+    an abrupt end could leave half done: the next mirror's listing reconciles)."""
+    if len(argv) != 6 or argv[0] != "mirror":
+        print("usage: python -m harness.testlab.meshsvclab mirror SRC SRC_URL DST DST_URL TRACE")
+        return 2
+    _, src, src_url, dst, dst_url, trace = argv
+    m = Mirror(src, Store([src_url]), dst, Store([dst_url]), trace_to=Path(trace))
+    m.start()
+    while m.thread.is_alive():
+        m.thread.join(timeout=1.0)
+    return 1  # the watch never returns unless stopped
+
+
+__all__ = ["EDGE", "NET", "MeshSvcLab", "Mirror", "MirrorProcess"]
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

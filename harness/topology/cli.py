@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -24,19 +25,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("file", help="containerlab topology file (podlab's)")
     p.add_argument("-o", "--output", help="write to FILE instead of stdout")
     p.add_argument("--image", default=None, help="container image of every node")
+    p.add_argument(
+        "--no-services",
+        action="store_true",
+        help="leave out etcd, the agent and the controllers (deploy them with Ansible)",
+    )
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
     import yaml
 
-    from harness.topology.export import DEFAULT_IMAGE, export_clab
+    from harness.deploy.render import not_carried
+    from harness.topology.export import DEFAULT_IMAGE, export_clab, image_needs
 
+    class Dumper(yaml.SafeDumper):
+        """Multi-line strings (the files written by exec) as YAML literal blocks."""
+
+    def text_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text_block)
     plan = load_plan(args.file)
-    text = yaml.safe_dump(
-        export_clab(plan, args.image or DEFAULT_IMAGE), sort_keys=False, width=100
-    )
+    doc = export_clab(plan, args.image or DEFAULT_IMAGE, services_too=not args.no_services)
+    text = yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=100, allow_unicode=True)
     header = f"# containerlab topology of podlab lab {plan.name} (podlab export clab)\n"
+    if not args.no_services:
+        needs = image_needs(plan)
+        header += "".join(f"# the image must carry: {line}\n" for line in needs)
+        for line in not_carried(plan):
+            header += f"# not carried by this file: {line}\n"
+            print(f"warning: not carried by the exported file: {line}", file=sys.stderr)
     if args.output:
         Path(args.output).write_text(header + text)
     else:
@@ -104,6 +124,7 @@ def plan_summary(plan: LabPlan) -> dict:
                 },
                 "routes": [f"{r.dest} via {r.via} dev {r.dev}" for r in n.routes],
                 **({"exec": list(n.exec)} if n.exec else {}),
+                **({"exec_delay": n.exec_delay} if n.exec_delay else {}),
                 **({"env": dict(n.env)} if n.env else {}),
                 **(
                     {"binds": [f"{s}:{d}{':ro' if ro else ''}" for s, d, ro in n.binds]}
@@ -139,6 +160,14 @@ def print_plan(plan: LabPlan, console: Console) -> None:
     if plan.clusters:
         _clusters_table(plan, console)
     _segments_and_nodes(plan, console)
+    with_exec = [plan.nodes[n] for n in plan.exec_order if plan.nodes[n].exec]
+    if any(n.exec_delay for n in with_exec) or [n.name for n in with_exec] != [
+        n.name for n in plan.nodes.values() if n.exec
+    ]:  # wait-for or startup-delay changed the order: say it
+        steps = [
+            n.shown + (f" (after {n.exec_delay} s)" if n.exec_delay else "") for n in with_exec
+        ]
+        console.print(f"exec order: {', '.join(steps)}", highlight=False)
 
 
 def _clusters_table(plan: LabPlan, console: Console) -> None:

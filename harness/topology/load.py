@@ -24,13 +24,6 @@ CLAB_LAB_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-._]*$")  # schema: name
 IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 SUPPORTED_KINDS = ("linux", "bridge")
 INHERITED = ("kind", "labels")
-# containerlab node settings that would change what the lab is, which podlab cannot
-# honour: refused rather than quietly building another lab (docs/containerlab.md).
-# Every other containerlab setting without a meaning for a namespace node or a VM
-# (image, license, cpu-set, ports, …) is accepted silently.
-REFUSED_SETTINGS = {
-    "network-mode": "a node always has its own network namespace (or VM)",
-}
 # where containerlab's binds: may mount into a netns node: its private directories
 # (harness.lab.nodeinit.PRIVATE_DIRS) and its private /run; anywhere else the
 # mountpoint would be the host's own path (tests/unit/test_topology_clab_style.py)
@@ -119,6 +112,7 @@ def parse_topology(
     digest = hashlib.sha256(text.encode()).hexdigest()
     raw_mgmt = data.get("mgmt")
     gw = raw_mgmt.get("ipv4-gw") if isinstance(raw_mgmt, dict) else None
+    pool = raw_mgmt.get("ipv4-range") if isinstance(raw_mgmt, dict) else None
     return Topology(
         name,
         filename,
@@ -129,6 +123,7 @@ def parse_topology(
         lines,
         clab_name,
         str(gw) if gw not in (None, "") else None,
+        str(pool) if pool not in (None, "") else None,
     )
 
 
@@ -307,18 +302,13 @@ def _nodes(topo: dict, c: Collector, lines: dict, base: Path) -> dict[str, NodeS
             (kinds.get(kind, {}), ("topology", "kinds", kind)),
             (defaults, ("topology", "defaults")),
         )
-        for key, why in REFUSED_SETTINGS.items():
-            if any(isinstance(lay, dict) and key in lay for lay, _ in layers):
-                c.add(
-                    where,
-                    f"{key} is not supported by podlab: {why}",
-                    f"remove {key} (see docs/containerlab.md)",
-                    lines.get(("topology", "nodes", clab_name, key)) or line,
-                )
+        _hostname(layers, where, (clab_name, name), c, lines)
         commands, exec_lines = _exec(layers, where, c, lines)
         env = _env(layers, where, c, lines)
         binds = _binds(layers, where, c, lines, base)
-        wait_for = _stages(layers, where, c, lines)
+        waits = _stages(layers, where, c, lines)
+        wait_for = tuple(dict.fromkeys(node for _, node, _ in waits))
+        delay = _startup_delay(layers, where, c, lines)
         mgmt = spec.get("mgmt-ipv4")
         out[name] = NodeSpec(
             name,
@@ -334,8 +324,54 @@ def _nodes(topo: dict, c: Collector, lines: dict, base: Path) -> dict[str, NodeS
             exec_lines,
             binds,
             wait_for,
+            delay,
+            waits,
         )
     return out
+
+
+def _first(layers: Layers, key: str) -> tuple[Any, tuple[Any, ...]] | None:
+    """The value of ``key`` in the first layer that sets it (containerlab's inheritance:
+    node, group, kind, defaults), with that layer's YAML path; None when none does."""
+    for layer, path in layers:
+        if isinstance(layer, dict) and key in layer:
+            return layer[key], path
+    return None
+
+
+def _hostname(
+    layers: Layers, where: str, names: tuple[str, str], c: Collector, lines: dict
+) -> None:
+    """containerlab's ``hostname:`` is honoured when it is the node's own name (the
+    file's or podlab's derived one): that is the hostname podlab gives the node."""
+    found = _first(layers, "hostname")
+    if found is None or found[0] is None or str(found[0]) in names:
+        return
+    c.add(
+        where,
+        f"hostname {found[0]!r} is not supported by podlab: a node's hostname is its "
+        f"name ({names[1]})",
+        "remove hostname:, or rename the node (see docs/containerlab.md)",
+        lines.get((*found[1], "hostname")),
+    )
+
+
+def _startup_delay(layers: Layers, where: str, c: Collector, lines: dict) -> int:
+    """containerlab's ``startup-delay`` (seconds, inherited like other settings): the
+    node's ``exec:`` starts no sooner than that after the lab's nodes are up."""
+    found = _first(layers, "startup-delay")
+    if found is None or found[0] is None:
+        return 0
+    value = found[0]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3600:
+        c.add(
+            f"{where} startup-delay",
+            f"{value!r} is not a number of seconds",
+            "write startup-delay: 5 (an integer from 0 to 3600)",
+            lines.get((*found[1], "startup-delay")),
+        )
+        return 0
+    return value
 
 
 def _exec(
@@ -422,8 +458,10 @@ def _binds(
 STAGES = ("create", "create-links", "configure", "healthy", "exit")
 
 
-def _stages(layers: Layers, where: str, c: Collector, lines: dict) -> tuple[str, ...]:
-    """containerlab's ``stages``: the nodes named in any stage's ``wait-for``.
+def _stages(
+    layers: Layers, where: str, c: Collector, lines: dict
+) -> tuple[tuple[str, str, str | None], ...]:
+    """containerlab's ``stages``: (own stage, node, its stage) of every ``wait-for``.
 
     All nodes are created and linked together here, so waiting only orders
     ``exec:`` (a node runs its commands after those it waits for). A stage's own
@@ -437,7 +475,7 @@ def _stages(layers: Layers, where: str, c: Collector, lines: dict) -> tuple[str,
         if not isinstance(value, dict):
             c.add(f"{where} stages", "stages must be a mapping", "write stages: {…}", line)
             return ()
-        out: list[str] = []
+        out: list[tuple[str, str, str | None]] = []
         for stage, conf in value.items():
             at = lines.get((*path, "stages", stage), line)
             if stage not in STAGES or not isinstance(conf, dict):
@@ -460,7 +498,8 @@ def _stages(layers: Layers, where: str, c: Collector, lines: dict) -> tuple[str,
                         at,
                     )
                     continue
-                out.append(node)
+                theirs = dep.get("stage")
+                out.append((str(stage), node, str(theirs) if theirs is not None else None))
         return tuple(out)
     return ()
 

@@ -27,6 +27,8 @@ class NodeSpec:
     exec_lines: tuple[int | None, ...] = ()  # the YAML line of each exec command
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, node path, read-only)
     wait_for: tuple[str, ...] = ()  # stages' wait-for: nodes (as the file names them)
+    startup_delay: int = 0  # containerlab's startup-delay: exec starts no sooner (seconds)
+    waits: tuple[tuple[str, str, str | None], ...] = ()  # (stage, node, its stage) of wait-for
 
     @property
     def shown(self) -> str:
@@ -66,6 +68,7 @@ class Topology:
     lines: dict[tuple[str | int, ...], int]
     clab_name: str | None = None  # the file's lab name when podlab derived another
     mgmt_gateway: str | None = None  # mgmt.ipv4-gw as written (the host's address)
+    mgmt_range: str | None = None  # mgmt.ipv4-range as written (where nodes' addresses come from)
 
     @property
     def plain(self) -> bool:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
-from harness.agent.proxy import conntrack
-from harness.agent.proxy.base import ServiceProxy
+from harness.agent.proxy import conntrack, nftables
+from harness.agent.proxy.base import ServiceProxy, nft_script
 from harness.agent.proxy.model import Endpoint, ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
+from harness.errors import ToolError
 from harness.exec import run
 from harness.testlab.svclab import SvcLab
 
@@ -88,6 +90,33 @@ def test_endpoint_change_moves_traffic(lab: SvcLab, proxy: ServiceProxy) -> None
     assert set(got) == {"b0", "b1"}, f"{proxy.name}: after removing b2: {dict(got)}"
     proxy.update([svc(lab, ["b2"])])
     assert set(lab.connect(lab.pods["c0"].ns, VIP, 80, 10)) == {"b2"}
+
+
+def test_nft_count_changes_are_incremental_never_a_full_sync(lab: SvcLab) -> None:
+    """A backend joining or leaving changes the endpoint count; every count up to
+    ``lb_max`` has its ``lb-N`` chain from the full sync, so the update is map
+    elements only — no table rebuild (it was one on every new count: nft 1.0.6
+    cannot add a rule that looks up a map it did not create in the same transaction).
+    Control: such a rule in a transaction of its own is refused by this nft."""
+    p = nftables.NftablesProxy(nftables.NftConfig(lab.SERVICE_CIDR, lab.CLUSTER_CIDR), lab.node)
+    full = []
+    plain_full_sync = p.full_sync
+    p.full_sync = lambda s: (full.append(1), plain_full_sync(s))[1]  # type: ignore[method-assign]
+    try:
+        p.full_sync([svc(lab, ["b0", "b1", "b2"])])
+        for names in (["b0", "b1"], ["b2"], ["b0", "b2"], ["b0", "b1", "b2"]):
+            p.update([svc(lab, names)])
+            assert set(lab.connect(lab.pods["c0"].ns, VIP, 80, 20)) == set(names)
+        assert len(full) == 1, f"{len(full) - 1} full syncs for endpoint count changes"
+        probe = nftables._lb_chains(p.lb_max + 1)  # a count beyond: no chain made yet
+        with pytest.raises(ToolError, match="conflicting protocols"):
+            nft_script("\n".join(probe) + "\n", lab.node)
+        many = svc(lab, ["b0"]).endpoints * (p.lb_max + 1)  # weights: repeated entries
+        p.update([replace(svc(lab, ["b0"]), endpoints=many)])
+        assert len(full) == 2, "a count beyond lb_max makes its chains by a full sync"
+        assert set(lab.connect(lab.pods["c0"].ns, VIP, 80, 10)) == {"b0"}
+    finally:
+        p.close()
 
 
 def test_hairpin_backend_reaches_itself(lab: SvcLab, proxy: ServiceProxy) -> None:

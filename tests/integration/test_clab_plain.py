@@ -2,7 +2,8 @@
 
 Two ``kind: linux`` nodes with containerlab's mixed-case names, no ``podlab.*``
 label, addresses given by ``exec:`` only. Through the real CLI: ``up``, the
-exec result (a ping across the link), the exec log, ``status`` names, ``down``
+exec result (a ping across the link), the exec log, ``status`` names,
+``mgmt.ipv4-range`` and ``startup-delay``, ``down``
 leaves nothing; and a failing ``exec`` fails ``up`` with its output and leaves
 nothing. Labs ``t-clab-*`` on 172.31.237-238.0/24.
 """
@@ -29,7 +30,7 @@ pytestmark = [
 
 PLAIN = """\
 name: T_Clab.Plain
-mgmt: {ipv4-subnet: 172.31.237.0/24}
+mgmt: {ipv4-subnet: 172.31.237.0/24, ipv4-range: 172.31.237.64/26}
 topology:
   nodes:
     PC1:
@@ -44,6 +45,7 @@ topology:
     PC2:
       kind: linux
       image: alpine:latest
+      startup-delay: 1
       exec:
         - ip addr add 192.168.11.2/24 dev eth1
   links:
@@ -113,6 +115,14 @@ def test_plain_two_host_lab_exec_addresses_it(home: Path) -> None:
         status = json.loads(podlab("status", "T_Clab.Plain", "--format", "json").stdout)
         names = {n["node"]: n["clab_name"] for n in status["labs"][0]["nodes"]}
         assert names == {"pc1": "PC1", "pc2": "PC2"}
+        # mgmt.ipv4-range: management addresses come from the range, in file order
+        mgmt = {n["node"]: n["mgmt"] for n in status["labs"][0]["nodes"]}
+        assert mgmt == {"pc1": "172.31.237.64", "pc2": "172.31.237.65"}
+        pc1_in = podlab("exec", "PC1", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+        assert "172.31.237.64/24" in pc1_in
+        # startup-delay: PC2's exec waited (its log says so); PC1's did not (control)
+        assert (paths.root / "exec" / "pc2.log").read_text().startswith("# startup-delay: ")
+        assert not log.startswith("# startup-delay")
         assert podlab("exec", "PC2", "--", "hostname").stdout.strip() == "pc2"
     finally:
         down = podlab("down", "T_Clab.Plain", check=False)  # the file's name finds the lab

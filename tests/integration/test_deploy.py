@@ -85,6 +85,26 @@ def test_second_deploy_changes_nothing(inventory: Path, wheelhouse: Wheelhouse) 
         assert recap.changed == 0, f"{host}: changed={recap.changed}"
 
 
+def test_export_renders_what_the_deploy_wrote(inventory: Path, tmp_path: Path) -> None:
+    """`podlab export clab` renders each node's files from playbooks/ itself
+    (harness/deploy/render.py); on a netns lab they are byte for byte what the
+    deploy wrote on the node (configs, supervisord programs and configuration)."""
+    from harness.deploy.render import node_services
+    from harness.plan.build import load_plan
+    from harness.testlab.deploylab import topology_copy
+
+    plan = load_plan(topology_copy("single-cluster", LAB, "172.31.210.0/24", tmp_path))
+    compared = 0
+    for node in plan.nodes.values():
+        services = node_services(plan, node, backend="netns")
+        if services is None:
+            continue
+        for path, content in services.files.items():
+            assert node_ssh(LAB, node.name, "cat", path) == content, f"{node.name}:{path}"
+            compared += 1
+    assert compared == 7 + 3 + 3  # c1-cp: etcd, agent, controllers (+ programs), workers
+
+
 def test_testinfra_checks_pass_on_the_deployed_lab(inventory: Path) -> None:
     proc = infra_checks(inventory)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -25,7 +25,8 @@ def test_nft_lookup_is_one_map_element_per_service_port() -> None:
     assert doc.count("vmap @service-ips") == 1  # one rule, whatever the number of services
     assert "add element ip podlab-proxy service-ips { 10.96.0.1 . tcp . 80 : goto lb-3, " in doc
     assert "10.96.0.1 . tcp . 80 . 2 : 10.244.1.4 . 8080" in doc  # endpoint = map element
-    assert doc.count("add chain") == 10 + 2 * 2  # 10 base chains + lb-N/nplb-N for N = 2, 3
+    # 10 base chains + lb-N/nplb-N for every N up to LB_MIN (used or not)
+    assert doc.count("add chain") == 10 + 2 * nftables.LB_MIN
     assert "sep-" not in doc and "svc-" not in doc  # no per-service chains without affinity
     assert "add element ip podlab-proxy hairpin { 10.244.1.2 . 10.244.1.2, " in doc
 
@@ -59,6 +60,27 @@ def test_nft_update_touches_only_the_changed_service() -> None:
     assert "delete chain" not in doc and "hairpin" not in doc  # a still uses 10.244.1.4
     assert "add table" not in doc
     assert nftables.update_document({a.ident: a}, {a.ident: a}, CFG) is None
+
+
+def test_nft_lb_chains_cover_every_count_so_updates_never_add_one() -> None:
+    """nft cannot add an lb rule (a lookup of the endpoints map) after the map exists:
+    a full ruleset makes lb-N for every N up to lb_range, and an update within it
+    adds no chain and no rule; the applier goes to a full sync for a count beyond."""
+    assert nftables.lb_range([sp("a", "10.96.0.1", 3)]) == nftables.LB_MIN
+    assert nftables.lb_range([sp("a", "10.96.0.1", 1000)]) == 1024
+    assert "add chain ip podlab-proxy lb-1024" in nftables.full_ruleset(
+        [sp("a", "10.96.0.1", 1000)], CFG
+    )
+    a, a2 = sp("a", "10.96.0.1", 3), sp("a", "10.96.0.1", 2)
+    doc = nftables.update_document({a.ident: a}, {a2.ident: a2}, CFG, nftables.LB_MIN)
+    assert doc is not None and "add chain" not in doc and "add rule" not in doc
+    proxy = nftables.NftablesProxy(CFG)
+    fulls: list[list[ServicePort]] = []
+    proxy.full_sync = lambda s: fulls.append(list(s))  # type: ignore[method-assign]
+    proxy.state = proxy._given = {a.ident: a}
+    proxy.lb_max = nftables.LB_MIN
+    proxy.update([sp("a", "10.96.0.1", nftables.LB_MIN + 1)])  # beyond: a full sync
+    assert len(fulls) == 1 and len(fulls[0][0].endpoints) == nftables.LB_MIN + 1
 
 
 def test_nft_endpoints_keep_their_slots_so_an_update_rewrites_only_what_changed() -> None:

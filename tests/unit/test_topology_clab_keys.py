@@ -83,3 +83,60 @@ def test_shipped_examples_have_no_unknown_keys() -> None:
         c = Collector(str(path))
         clab.check(data, c, lines)
         assert not c.problems, [str(p) for p in c.problems]
+
+
+def test_every_schema_key_has_a_decision() -> None:
+    """The audit of issue 17: each key containerlab accepts is honoured, accepted as
+    containerlab-only, or refused — never silently ignored by omission."""
+    pairs = (
+        (clab.TOP_KEYS, clab.TOP_SETTINGS),
+        (clab.MGMT_KEYS, clab.MGMT_SETTINGS),
+        (clab.NODE_KEYS, clab.NODE_SETTINGS),
+        (clab.LINK_KEYS, clab.LINK_SETTINGS),
+        (clab.ENDPOINT_KEYS, clab.ENDPOINT_SETTINGS),
+    )
+    for keys, table in pairs:
+        assert set(keys) == set(table), (
+            sorted(set(keys) - set(table)),
+            sorted(set(table) - set(keys)),
+        )
+        for key, (status, why, fix) in table.items():
+            assert status in (clab.HONOURED, clab.CLAB_ONLY, clab.REFUSED), key
+            assert why, key
+            assert bool(fix) == (status == clab.REFUSED), key  # a refusal says what to do
+
+
+def test_docs_carry_the_audit_table() -> None:
+    """docs/containerlab.md prints the table the loader uses (regenerate it with
+    ``python -c 'from harness.topology.clab import settings_markdown as m; print(m())'``)."""
+    assert clab.settings_markdown() in (REPO / "docs" / "containerlab.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        ("mgmt: {ipv6-subnet: 3fff::/64}", "ipv6-subnet"),
+        ("mgmt: {external-access: true}", "external-access"),
+        ("topology: {nodes: {a: {ports: ['80:80']}}}", "ports"),
+        ("topology: {nodes: {a: {user: admin}}}", "user"),
+    ],
+)
+def test_refused_keys_and_their_controls(text: str, refused: str) -> None:
+    """Each refusal fires on its key, and the accepted form (control) passes."""
+    from harness.errors import Collector
+    from harness.topology.yamlpos import load_with_lines
+
+    data, lines, _ = load_with_lines(f"name: x\n{text}\n")
+    c = Collector("t.clab.yml")
+    clab.check(data, c, lines)
+    assert [p for p in c.problems if refused in p.message], c.problems
+    control = {
+        "ipv6-subnet": "mgmt: {ipv4-subnet: 172.20.1.0/24}",
+        "external-access": "mgmt: {external-access: false}",
+        "ports": "topology: {nodes: {a: {image: alpine}}}",
+        "user": "topology: {nodes: {a: {user: root}}}",
+    }[refused]
+    data, lines, _ = load_with_lines(f"name: x\n{control}\n")
+    c = Collector("t.clab.yml")
+    clab.check(data, c, lines)
+    assert not c.problems, c.problems

@@ -42,6 +42,13 @@ from harness.errors import ToolError
 
 TABLE = "podlab-proxy"
 T = f"ip {TABLE}"
+#: a full ruleset holds ``lb-N``/``nplb-N`` for EVERY N from 1 to at least this (and up
+#: to the power of two at or above the largest endpoint count in use): a rule that
+#: looks up ``endpoints`` can only be added in the transaction that creates the map —
+#: nft 1.0.6 cannot re-read the maps' ``typeof`` data from the kernel ("conflicting
+#: protocols specified: tcp vs. th") — so an incremental update never adds one, and a
+#: count beyond the chains made means a full sync (at most once per doubling)
+LB_MIN = 64
 
 
 @dataclass(frozen=True)
@@ -230,11 +237,20 @@ def _sizes(services: Iterable[ServicePort]) -> set[int]:
     return {len(s.endpoints) for s in services if s.endpoints and not _affinity(s)}
 
 
+def lb_range(services: Iterable[ServicePort]) -> int:
+    """The largest N whose ``lb-N`` chains a full ruleset of ``services`` makes (every N
+    from 1 up to it): ``LB_MIN``, doubled until it covers the largest count in use."""
+    top, k = max(_sizes(services), default=0), LB_MIN
+    while k < top:
+        k *= 2
+    return k
+
+
 def full_ruleset(services: Iterable[ServicePort], cfg: NftConfig) -> str:
     """One atomic document replacing the whole table with ``services``."""
     svcs = sorted(services, key=lambda s: s.ident)
     lines = skeleton(cfg)
-    for n in sorted(_sizes(svcs)):
+    for n in range(1, lb_range(svcs) + 1):  # every count, used or not (LB_MIN)
         lines += _lb_chains(n)
     for svc in svcs:
         lines += [f"add chain {T} {c}" for c in _chains(svc)]
@@ -290,7 +306,7 @@ def _chain_lines(gone: list[ServicePort], came: list[ServicePort]) -> tuple[list
 
 
 def update_document(
-    old: dict[str, ServicePort], new: dict[str, ServicePort], cfg: NftConfig
+    old: dict[str, ServicePort], new: dict[str, ServicePort], cfg: NftConfig, lb_max: int = 0
 ) -> str | None:
     """The incremental transaction from ``old`` to ``new`` (both keyed by ident).
 
@@ -298,7 +314,8 @@ def update_document(
     that differ are deleted and added (``slotted`` keeps unchanged endpoints in
     their slots); an affinity service (either side) is removed and re-added
     whole, chains and sets included. Nothing else in the table moves. None when
-    nothing changed.
+    nothing changed. ``lb_max``: the ``lb-N`` chains the table already has for every
+    N up to it (``full_ruleset``); only counts beyond get chains here.
     """
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if not changed:
@@ -322,7 +339,8 @@ def update_document(
     lines = _batched(deletes) + drop
     fresh = [new[k] for k in changed if k in new]
     for size in sorted(_sizes(fresh) - _sizes(old.values())):
-        lines += _lb_chains(size)
+        if size > lb_max:
+            lines += _lb_chains(size)
     lines += make + _batched(adds)
     was_ips, now_ips = _hairpin(old.values()), _hairpin(new.values())
     lines += _hairpin_elements(was_ips - now_ips, "delete")
@@ -340,6 +358,7 @@ class NftablesProxy:
         self.netns = netns
         self.state: dict[str, ServicePort] = {}  # as programmed (endpoints in slot order)
         self._given: dict[str, ServicePort] = {}  # as last given (the state's source)
+        self.lb_max = 0  # lb-N chains exist for every N up to this (the last full sync's)
 
     def full_sync(self, services: Iterable[ServicePort]) -> None:
         """Replace everything (start, periodic drift repair, after a failed update)."""
@@ -347,6 +366,7 @@ class NftablesProxy:
         svcs = {s.ident: s for s in services}
         nft_script(full_ruleset(svcs.values(), self.cfg), self.netns)
         self.state, self._given = svcs, dict(svcs)
+        self.lb_max = lb_range(svcs.values())
 
     def update(self, services: Iterable[ServicePort]) -> None:
         """Program the difference from the last applied state; full sync if that fails."""
@@ -355,9 +375,12 @@ class NftablesProxy:
             k: self.state[k] if self._given.get(k) == s else slotted(self.state.get(k), s)
             for k, s in given.items()
         }
-        doc = update_document(self.state, svcs, self.cfg)
+        doc = update_document(self.state, svcs, self.cfg, self.lb_max)
         if doc is None:
             self._given = given
+            return
+        if max(_sizes(svcs.values()), default=0) > self.lb_max:
+            self.full_sync(given.values())  # a count without lb chains (see LB_MIN)
             return
         try:
             nft_script(doc, self.netns)

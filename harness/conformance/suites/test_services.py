@@ -390,7 +390,10 @@ def _node_grace_s(node: Node) -> float:
     return float(conf.get("node_grace_s", AgentConfig.model_fields["node_grace_s"].default))
 
 
-@pytest.mark.scenario(13)
+# Once per run: what it judges is the node grace period (40 s, the control plane's
+# verdict) and the proxy's reaction, which is one code path in every mode; the
+# datapath's side of a node leaving is scenario 6, per mode family.
+@pytest.mark.scenario(13, cost="once")
 def test_stopped_node_leaves_every_service(
     lab: Lab, web: dict, nodes: dict[str, Node], record
 ) -> None:  # type: ignore[no-untyped-def,type-arg]

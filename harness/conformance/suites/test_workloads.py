@@ -27,10 +27,9 @@ purpose until the autoscaler acts); a timeline of answers per second.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,69 +38,30 @@ import pytest
 from harness.api.objects import KINDS
 from harness.conformance import services as svc
 from harness.conformance.labctl import Lab
-from harness.conformance.pods import HTTP_PORT, NAMESPACE, TCP_PORT, UDP_PORT, Pod
-from harness.conformance.remote import Node, output
+from harness.conformance.pods import NAMESPACE, Pod
+from harness.conformance.remote import SUPERVISORCTL, Node, output
+from harness.conformance.workloads import (
+    APP,
+    BROKEN_COMMAND,
+    NAME,
+    REPLICAS,
+    STREAM_INTERVAL_S,
+    Job,
+    Terminations,
+    deployment,
+    deployment_status,
+    live_pods,
+    podlab,
+    rolled_out,
+    streams,
+    template_hashes,
+)
 from harness.probes import echo
 
-APP = {"app": "roll-web"}
-NAME = "roll-web"
-REPLICAS = 4
 NODE_PORT = 30881
-PRE_STOP_S = 2
-STREAM_INTERVAL_S = 0.05  # 20 new connections per second from each client
 ROLLOUT_BUDGET_S = 90.0
 STREAM_S = 25.0  # the rollout (about 5 s here) and the last old pod's grace period, with room
 TAIL_S = 5.0  # streams must go on at least this long after the rollout ends
-# the echo workload, named by $POD_NAME (the agent sets it)
-COMMAND = [echo.NODE_PYTHON, "-m", "harness.workloads.echo", "--tcp", str(TCP_PORT),
-           "--udp", str(UDP_PORT), "--http", str(HTTP_PORT)]  # fmt: skip
-Job = tuple[Callable[..., Any], str, int]  # runner, ip, port
-
-
-def deployment(revision: str) -> dict[str, Any]:
-    """The Deployment as a user writes it; ``revision`` changes the template (a rollout)."""
-    container = {
-        "name": "main",
-        "command": COMMAND,
-        "ports": svc.CONTAINER_PORTS,
-        "readinessProbe": {"tcpSocket": {"port": "tcp"}, "periodSeconds": 1},
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
-        "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}},
-    }
-    labels = {**svc.SUITE_LABEL, **APP}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": APP},
-            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"podlab.io/revision": revision}},
-                "spec": {"containers": [container]},
-            },
-        },
-    }
-
-
-def _live_pods(objs: svc.Objects) -> list[dict[str, Any]]:
-    return [
-        p
-        for p in objs.client.list_objects(KINDS["Pod"], NAMESPACE)
-        if p["metadata"].get("labels", {}).get("app") == APP["app"]
-    ]
-
-
-def _rolled_out(objs: svc.Objects) -> bool:
-    d = objs.client.get(KINDS["Deployment"], NAMESPACE, NAME)
-    st = d.get("status", {})
-    return bool(
-        st.get("observedGeneration", 0) >= d["metadata"].get("generation", 0)
-        and st.get("updatedReplicas") == REPLICAS
-        and st.get("availableReplicas") == REPLICAS
-        and st.get("replicas") == REPLICAS
-    )
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +76,7 @@ def rollout(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[dict[str, A
         objs.apply([deployment("1")])
         ports = [svc.port("tcp", 80, "tcp", nodePort=NODE_PORT)]
         objs.apply([svc.service(NAME, APP, ports, type="NodePort")])
-        svc.until(f"deployment {NAME} rolled out", lambda: _rolled_out(objs), ROLLOUT_BUDGET_S)
+        svc.until(f"deployment {NAME} rolled out", lambda: rolled_out(objs), ROLLOUT_BUDGET_S)
         vip = objs.service(NAME)["spec"]["clusterIP"]
         first = sorted(clients.values(), key=lambda p: p.node.name)[0]
         svc.until(
@@ -127,58 +87,7 @@ def rollout(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[dict[str, A
     finally:
         objs.delete_all()
         # the garbage collector removes the ReplicaSets' pods once the Deployment is gone
-        svc.until(f"pods of {NAME} removed", lambda: not _live_pods(objs), 90)
-
-
-class Terminations:
-    """When each pod of the Deployment was first seen terminating (polled every 0.2 s)."""
-
-    def __init__(self, objs: svc.Objects) -> None:
-        self.objs = objs
-        self.seen: dict[str, float] = {}
-        self.replicas: list[tuple[float, float]] = []  # (epoch, Ready pods)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        while not self.stop.is_set():
-            now, ready = time.time(), 0
-            for p in _live_pods(self.objs):
-                name = p["metadata"]["name"]
-                if p["metadata"].get("deletionTimestamp"):
-                    self.seen.setdefault(name, now)
-                st = p.get("status", {})
-                conds = {c.get("type"): c.get("status") for c in st.get("conditions", [])}
-                ready += conds.get("Ready") == "True" and name not in self.seen
-            self.replicas.append((now, float(ready)))
-            self.stop.wait(0.2)
-
-    def __enter__(self) -> Terminations:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
-def _streams(
-    jobs: dict[str, Job], duration_s: float, event: Callable[[], Any]
-) -> tuple[float, Any, dict[str, echo.Stream]]:
-    """Open-loop streams (label → runner, ip, port); ``event`` runs 2 s in."""
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        futures = {
-            label: pool.submit(
-                run,
-                echo.stream_command(ip, port, duration_s, STREAM_INTERVAL_S, timeout_s=1.0),
-                duration_s + 30,
-            )
-            for label, (run, ip, port) in jobs.items()
-        }
-        time.sleep(2.0)
-        t_event = time.time()
-        got = event()
-        return t_event, got, {k: echo.parse_stream(output(f.result())) for k, f in futures.items()}
+        svc.until(f"pods of {NAME} removed", lambda: not live_pods(objs), 90)
 
 
 @pytest.mark.scenario(31)
@@ -192,18 +101,18 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
     other = ordered[-1].node.underlay_ip
     jobs: dict[str, Job] = {f"clusterip-from-{c.node.name}": (c.run, vip, 80) for c in ordered}
     jobs[f"nodeport-{other}-from-{ordered[0].node.name}"] = (ordered[0].run, other, NODE_PORT)
-    before = {p["metadata"]["name"] for p in _live_pods(objs)}
+    before = {p["metadata"]["name"] for p in live_pods(objs)}
 
     def roll() -> float:
         objs.apply([deployment("2")])
         started = time.time()
-        svc.until("the rollout to revision 2", lambda: _rolled_out(objs), ROLLOUT_BUDGET_S, 0.2)
+        svc.until("the rollout to revision 2", lambda: rolled_out(objs), ROLLOUT_BUDGET_S, 0.2)
         return time.time() - started
 
     with Terminations(objs) as term:
-        t_roll, took, streams = _streams(jobs, STREAM_S, roll)
+        t_roll, took, got = streams(jobs, STREAM_S, roll)
         time.sleep(1.0)
-    samples = [s for st in streams.values() for s in st.samples]
+    samples = [s for st in got.values() for s in st.samples]
     failed = [(round(t - t_roll, 2), w) for t, w in samples if not w.startswith(f"{NAME}-")]
     old = {n: t for n, t in term.seen.items() if n in before}
     stale = {
@@ -245,6 +154,165 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
         f"{len(failed)} of {len(samples)} requests failed during the rollout "
         f"(seconds after the template change, outcome): {failed[:20]}"
     )
+
+
+BROKEN_STREAM_S = 75.0  # at most: the streams stop TAIL_S after the undone rollout
+STALL_HOLD_S = 4.0  # the stopped rollout must stay where it stopped this long
+# replicas 4, maxSurge 1, maxUnavailable 1: the new ReplicaSet gets surge + unavailable
+# pods, the old one keeps replicas - maxUnavailable, and nothing moves after that
+STALL_UPDATED, STALL_AVAILABLE = 2, REPLICAS - 1
+
+
+@pytest.mark.scenario(31)
+def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
+    lab: Lab, rollout: dict[str, Any], record: Any
+) -> None:
+    objs: svc.Objects = rollout["objs"]
+    ordered = sorted(rollout["clients"].values(), key=lambda p: p.node.name)
+    jobs: dict[str, Job] = {
+        f"clusterip-from-{c.node.name}": (c.run, rollout["vip"], 80) for c in ordered
+    }
+    good = template_hashes(objs)
+    assert len(good) == 1, f"{NAME} is not on one version before the test: {sorted(good)}"
+    good_prefix = f"{NAME}-{next(iter(good))}-"
+    ref = f"deployment/{NAME}"
+    seen: dict[str, Any] = {}
+    stop = f"/tmp/podlab-broken-stop-{NAME}"
+    for c in ordered:
+        c.node.run(["rm", "-f", stop])
+
+    def break_then_undo() -> float:
+        objs.apply([deployment("broken", BROKEN_COMMAND, max_unavailable=1)])
+        started = time.time()
+
+        def stalled() -> bool:
+            st = deployment_status(objs).get("status", {})
+            return (st.get("updatedReplicas"), st.get("availableReplicas")) == (
+                STALL_UPDATED, STALL_AVAILABLE)  # fmt: skip
+
+        svc.until("the broken rollout to stop at maxUnavailable", stalled, ROLLOUT_BUDGET_S, 0.2)
+        seen["stalled_s"] = time.time() - started
+        time.sleep(STALL_HOLD_S)
+        seen["held"] = deployment_status(objs).get("status", {})
+        seen["status"] = podlab(lab, "rollout", "status", ref, "-n", NAMESPACE, "--timeout", "2")
+        seen["undo_s"] = time.time() - started  # the command's start (its run is in the figure)
+        seen["undo"] = podlab(lab, "rollout", "undo", ref, "-n", NAMESPACE)
+        try:
+            svc.until("the undone rollout", lambda: rolled_out(objs), ROLLOUT_BUDGET_S, 0.2)
+            return time.time() - started
+        finally:
+            time.sleep(TAIL_S)
+            for c in ordered:
+                c.node.run(["touch", stop])
+
+    with Terminations(objs) as term:
+        t0, took, got = streams(jobs, BROKEN_STREAM_S, break_then_undo, stop_file=stop)
+        time.sleep(1.0)
+    for c in ordered:
+        c.node.run(["rm", "-f", stop])
+    samples = [s for st in got.values() for s in st.samples]
+    failed = [(round(t - t0, 2), w) for t, w in samples if not w.startswith(f"{NAME}-")]
+    answered = {w for _, w in samples if w.startswith(f"{NAME}-")}
+    foreign = sorted(w for w in answered if not w.startswith(good_prefix))
+    ready = [r for t, r in term.replicas if t >= t0]
+    held = seen["held"]
+    record("broken_rollout_failed_requests_count", len(failed), "count", threshold=0)
+    record("broken_rollout_requests_count", len(samples), "count")
+    record("broken_rollout_stalled_s", seen["stalled_s"], "s")
+    record("broken_rollout_undo_restored_s", took - seen["undo_s"], "s")
+    per_second = Counter(int(t - t0) for t, w in samples if w.startswith(good_prefix) and t >= t0)
+    record.timeline(
+        "broken_rollout",
+        events=[(0.0, "broken template applied"), (seen["stalled_s"], "stopped at maxUnavailable"),
+                (seen["undo_s"], "rollout undo"), (took, "restored")],
+        samples=[(float(s), float(c)) for s, c in sorted(per_second.items())],
+        sample_name="answered_per_s", sample_unit="1/s",
+    )  # fmt: skip
+    assert 2.0 + took + TAIL_S <= BROKEN_STREAM_S, (
+        f"stall and undo took {took:.1f} s: too long for {BROKEN_STREAM_S:.0f} s of streams"
+    )
+    where = (held.get("updatedReplicas"), held.get("availableReplicas"))
+    assert where == (STALL_UPDATED, STALL_AVAILABLE), (
+        f"the broken rollout moved on after stopping: {held} {STALL_HOLD_S:.0f} s later"
+    )
+    assert int(held.get("replicas") or 0) <= REPLICAS + 1, f"more pods than maxSurge allows: {held}"
+    assert ready and min(ready) >= STALL_AVAILABLE, (
+        f"Ready replicas fell to {min(ready, default=0):.0f}, below replicas - maxUnavailable"
+    )
+    status, undo = seen["status"], seen["undo"]
+    assert status.rc != 0 and "2 out of 4 new replicas have been updated" in status.out, status
+    assert (undo.rc, undo.out) == (0, f"deployment.apps/{NAME} rolled back\n"), undo
+    assert template_hashes(objs) == good, f"undo did not restore {sorted(good)}"
+    assert len(samples) > 0.5 * len(jobs) * (2.0 + took + TAIL_S) / STREAM_INTERVAL_S, (
+        f"only {len(samples)} requests were sent: the streams did not run open loop"
+    )
+    assert not foreign, f"pods of the broken version answered: {foreign[:5]}"
+    assert not failed, (
+        f"{len(failed)} of {len(samples)} requests failed with a broken version rolling out "
+        f"(seconds after it was applied, outcome): {failed[:20]}"
+    )
+
+
+@pytest.mark.scenario(31)
+def test_a_rollout_survives_a_controller_manager_restart(
+    lab: Lab, rollout: dict[str, Any], nodes: dict[str, Node], record: Any
+) -> None:
+    objs: svc.Objects = rollout["objs"]
+    cp = next(n for n in lab.plan.cluster_nodes(lab.first_cluster) if n.role == "control-plane")
+    node = nodes[cp.name]
+    pid = _controllers_pid(node)
+    d = deployment("restart")
+    d["spec"]["minReadySeconds"] = 3  # about 4 × 4 s of rollout: room to kill it midway
+    objs.apply([d])
+    started = time.time()
+
+    def midway() -> bool:
+        st = deployment_status(objs).get("status", {})
+        return 1 <= int(st.get("updatedReplicas") or 0) < REPLICAS
+
+    with Terminations(objs) as term:
+        svc.until("the rollout under way", midway, ROLLOUT_BUDGET_S, 0.1)
+        node.check(["kill", "-9", str(pid)], timeout_s=10)
+        killed = time.time()
+        midst = deployment_status(objs).get("status", {})
+
+        def restarted() -> int:
+            now = _controllers_pid(node, missing_ok=True)
+            return now if now not in (0, pid) else 0
+
+        back = svc.until("podlab-controllers restarted by its supervisor", restarted, 60, 0.5)
+        t_back = time.time() - killed
+        svc.until("the rollout finished after the restart", lambda: rolled_out(objs), 120, 0.2)
+        took = time.time() - started
+    record("controller_restart_back_s", t_back, "s")
+    record("controller_restart_rollout_s", took, "s")
+    live = [p for p in live_pods(objs) if not p["metadata"].get("deletionTimestamp")]
+    hashes = {p["metadata"]["labels"].get("pod-template-hash") for p in live}
+    sets = [rs for rs in objs.client.list_objects(KINDS["ReplicaSet"], NAMESPACE)
+            if rs["metadata"]["name"].startswith(f"{NAME}-")]  # fmt: skip
+    scaled = sorted(int(rs["spec"]["replicas"]) for rs in sets)
+    ready = [r for t, r in term.replicas if t >= started]
+    assert int(midst.get("updatedReplicas") or 0) < REPLICAS, (
+        f"the rollout ended before the kill: nothing to check ({midst})"
+    )
+    assert back != pid
+    assert len(live) == REPLICAS and len(hashes) == 1, (
+        f"after the restart: {len(live)} live pods on versions {sorted(map(str, hashes))}"
+    )
+    assert scaled[-1] == REPLICAS and not any(scaled[:-1]), (
+        f"ReplicaSets of {NAME} not as an uninterrupted rollout leaves them: {scaled}"
+    )
+    assert ready and min(ready) >= REPLICAS, (
+        f"Ready replicas fell to {min(ready, default=0):.0f} with maxUnavailable 0"
+    )
+
+
+def _controllers_pid(node: Node, missing_ok: bool = False) -> int:
+    res = node.run([*SUPERVISORCTL, "pid", "podlab-controllers"], timeout_s=15)
+    text = str(res.stdout).strip()
+    pid = int(text) if text.isdigit() else 0
+    assert pid > 0 or missing_ok, f"no running podlab-controllers on {node.name}: {text!r}"
+    return pid
 
 
 # -- scenario 32: the autoscaler ----------------------------------------------------------
