@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from harness.errors import LabError
 from harness.exec import run
 
@@ -40,6 +43,11 @@ BOOTSTRAP = ("pip",)
 SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE")
 SOURCE_DIRS = ("harness",)
 MANIFEST = "wheelhouse.json"
+# A venv that already holds the node requirements says which, in this file, in the
+# same words the deploy passes (``podlab_node_requirements`` joined by spaces): the
+# guest image bakes one (harness/lab/image), and the agent role then installs only
+# podlab's own wheel into it.
+REQUIREMENTS_MARKER = ".podlab-requirements"
 KEEP = 3  # the newest wheelhouses are always kept …
 KEEP_S = 86400.0  # … and so is any other used in the last day (a deploy may be using it)
 
@@ -65,6 +73,39 @@ def pinned_requirements(names: tuple[str, ...] = NODE_REQUIREMENTS) -> tuple[str
         except metadata.PackageNotFoundError:
             pins.append(name)
     return tuple(pins)
+
+
+def requirements_line(pins: tuple[str, ...]) -> str:
+    """The marker's text for ``pins``: what the agent role compares with its own."""
+    return " ".join(pins)
+
+
+def dependency_closure(names: tuple[str, ...] = NODE_REQUIREMENTS) -> tuple[str, ...]:
+    """Every distribution ``names`` pull in (their requirements' requirements too),
+    each pinned to the version installed here, sorted.
+
+    Top-level pins alone would let the guest image resolve the rest to whatever
+    the index serves on the day it is built; the whole closure pinned makes the
+    image hold exactly the host's tested set, and makes that set part of its key.
+    Requirements behind an extra or a marker that does not hold here are left out.
+    """
+    pins: dict[str, str] = {}
+    todo = [canonicalize_name(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in pins:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            pins[name] = name
+            continue
+        pins[name] = f"{name}=={dist.version}"
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+    return tuple(pins[n] for n in sorted(pins))
 
 
 def _source_files(root: Path) -> Iterator[Path]:

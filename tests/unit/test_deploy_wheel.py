@@ -6,7 +6,7 @@ import tarfile
 from pathlib import Path
 
 from harness.deploy.deploy import count_hosts
-from harness.deploy.wheel import _tar, pinned_requirements, source_digest
+from harness.deploy.wheel import _tar, dependency_closure, pinned_requirements, source_digest
 
 PINS = ("pyyaml==6.0.3",)
 
@@ -65,3 +65,14 @@ def test_count_hosts_walks_nested_groups(tmp_path: Path) -> None:
     assert count_hosts(inv) == 3
     inv.write_text("[ini]\nhost1\n")
     assert count_hosts(inv) == 0
+
+
+def test_dependency_closure_pins_what_the_requirements_pull_in() -> None:
+    closure = dependency_closure(("pydantic",))
+    names = [p.split("==")[0] for p in closure]
+    assert names == sorted(names) and "pydantic" in names
+    assert {"pydantic-core", "typing-extensions", "annotated-types"} <= set(names)
+    assert all("==" in p for p in closure), closure
+    assert dependency_closure(("surely-not-installed-podlab-x",)) == (
+        "surely-not-installed-podlab-x",
+    )

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
+from harness.deploy import wheel
 from harness.errors import UserError
 from harness.lab import vm, vmspec
 from harness.lab.image import build, recipe
@@ -95,3 +97,22 @@ def test_a_netns_placeholder_is_not_taken_for_a_namespace(tmp_path: Path) -> Non
     assert not _is_netns(str(placeholder))
     assert not _is_netns(str(tmp_path / "missing"))
     assert _is_netns("/proc/self/ns/net")  # control: a real namespace file
+
+
+def test_image_key_follows_the_baked_venv() -> None:
+    pins = recipe.venv_pins()
+    assert any(p.startswith("pydantic-core==") for p in pins), "the closure, not just the top"
+    assert any(p.startswith("pip==") for p in pins)
+    base = recipe.key(venv=pins)
+    assert recipe.key() == base
+    bumped = tuple(p + ".1" if p.startswith("pyyaml==") else p for p in pins)
+    assert recipe.key(venv=bumped) != base
+
+
+def test_the_agent_role_looks_where_the_image_bakes() -> None:
+    """The role's venv, pip directory and marker name are the image's (one change, both)."""
+    defaults = yaml.safe_load((REPO / "playbooks/roles/agent/defaults/main.yml").read_text())
+    assert defaults["agent_venv"] == recipe.VENV
+    assert defaults["agent_pip_dir"] == recipe.PIP_DIR
+    tasks = (REPO / "playbooks/roles/agent/tasks/main.yml").read_text()
+    assert f"REQS_MARKER: {wheel.REQUIREMENTS_MARKER}\n" in tasks

@@ -1,7 +1,9 @@
 """What the guest image contains, and the cache key derived from exactly that.
 
-The key is a hash of the suite, the package list, the recipe version and the
-bytes of every file copied into the image (``guest/``), so any change to what
+The key is a hash of the suite, the package list, the recipe version, the
+bytes of every file copied into the image (``guest/``) and the agent's Python
+dependencies baked into its venv (each pinned to the host's version, with pip
+and the Python they were built for), so any change to what
 would be built gives a new key (and a new build), and an unchanged recipe
 always finds its cached image. ``RECIPE_VERSION`` is the build code's part:
 bump it with any change to ``build.py`` that changes what it produces.
@@ -13,9 +15,12 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
-RECIPE_VERSION = 1
+from harness.deploy import wheel
+
+RECIPE_VERSION = 2
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CACHE_ROOT = Path("/var/cache/podlab/images")
@@ -58,10 +63,29 @@ PACKAGES = (
 GUEST_DIR = Path(__file__).parent / "guest"
 
 
-def key(packages: tuple[str, ...] = PACKAGES, suite: str = SUITE) -> str:
+# The agent's venv in the image (the agent role's ``agent_venv``) and where pip
+# lies unpacked and byte-compiled (``agent_pip_dir``): a deploy then installs
+# only podlab's own wheel, with a pip that needs no compiling either.
+VENV = "/opt/podlab/venv"
+PIP_DIR = "/opt/podlab/pip"
+
+
+def venv_pins() -> tuple[str, ...]:
+    """What the image's venv holds: the agent's dependency closure, then pip, pinned."""
+    return (*wheel.dependency_closure(), *wheel.pinned_requirements(wheel.BOOTSTRAP))
+
+
+def key(
+    packages: tuple[str, ...] = PACKAGES,
+    suite: str = SUITE,
+    venv: tuple[str, ...] | None = None,
+) -> str:
     """The cache key: 16 hex digits of a hash over everything that shapes the image."""
+    venv = venv_pins() if venv is None else venv
+    # The wheels are built by the host's pip for the host's Python: the tag is part of it.
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
     h = hashlib.sha256()
-    h.update(json.dumps([RECIPE_VERSION, suite, sorted(packages)]).encode())
+    h.update(json.dumps([RECIPE_VERSION, suite, sorted(packages), tag, sorted(venv)]).encode())
     for path in sorted(GUEST_DIR.iterdir()):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
