@@ -53,6 +53,7 @@ from harness.api.client import ApiClient
 from harness.api.objects import KINDS
 from harness.api.validate import load_documents, validate_documents
 from harness.errors import UserError
+from harness.kube import apps, autoscaling
 from harness.probes import echo
 from harness.testlab.agentlab import PROJECT, PYTHON, AgentLab
 from harness.testlab.controllers import Controllers
@@ -86,19 +87,7 @@ def deployment(name: str, replicas: int, revision: str = "1", **container: Any) 
         "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}},
         **container,
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": {"bench/revision": revision}},
-                "spec": {"containers": [c]},
-            },
-        },
-    }
+    return apps.deployment_manifest(name, NS, replicas, c, annotations={"bench/revision": revision})
 
 
 def service(name: str, target: str) -> Obj:
@@ -257,18 +246,7 @@ def hpa_round(b: Bench, r: int) -> dict[str, float]:
     d = deployment(
         name, 1, resources={"requests": {"cpu": "100m", "memory": "24Mi"}, "limits": {"cpu": "1"}}
     )
-    target = {"type": "Utilization", "averageUtilization": 50}
-    hpa = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": 1,
-            "maxReplicas": 4,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": target}}],
-        },
-    }
+    hpa = autoscaling.cpu_hpa_manifest(name, NS, 1, 4, 50)
     apply(b.api, d, service(name, "http"), hpa)
     try:
         wait_for(f"{name} available", lambda: rolled_out(b.api, name), timeout=120)

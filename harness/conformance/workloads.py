@@ -23,6 +23,7 @@ from harness.conformance import services as svc
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import HTTP_PORT, NAMESPACE, TCP_PORT, UDP_PORT
 from harness.conformance.remote import output
+from harness.kube import apps
 from harness.probes import echo
 
 APP = {"app": "roll-web"}
@@ -50,22 +51,11 @@ def deployment(revision: str, command: list[str] | None = None,
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
         "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}},
     }
-    labels = {**svc.SUITE_LABEL, **APP}
     strategy = {"maxSurge": 1, "maxUnavailable": max_unavailable}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": APP},
-            "strategy": {"rollingUpdate": strategy},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"podlab.io/revision": revision}},
-                "spec": {"containers": [container]},
-            },
-        },
-    }
+    return apps.deployment_manifest(
+        NAME, NAMESPACE, REPLICAS, container, selector=APP, labels={**svc.SUITE_LABEL, **APP},
+        annotations={"podlab.io/revision": revision}, strategy={"rollingUpdate": strategy},
+    )  # fmt: skip
 
 
 def live_pods(objs: svc.Objects, app: str = APP["app"], ns: str = NAMESPACE) -> list[Obj]:

@@ -230,3 +230,38 @@ def progress_deadline_s(d: dict[str, Any]) -> int:
 
 def min_ready_s(obj: dict[str, Any]) -> int:
     return int((obj.get("spec") or {}).get("minReadySeconds") or 0)
+
+
+# -- manifests ----------------------------------------------------------------------------
+def deployment_manifest(
+    name: str,
+    namespace: str,
+    replicas: int,
+    container: dict[str, Any],
+    *,
+    selector: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A one-container Deployment as a user writes it (what suites, tests and benches apply).
+
+    The selector defaults to ``app: NAME`` and the template's labels to the selector;
+    ``spec`` adds fields such as ``strategy`` or ``minReadySeconds``. Every mapping is
+    a copy, so a YAML dump never turns a shared one into an anchor.
+    """
+    match = dict(selector or {"app": name})
+    meta: dict[str, Any] = {"labels": dict(labels or match)}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": match},
+            "template": {"metadata": meta, "spec": {"containers": [container]}},
+            **spec,
+        },
+    }

@@ -315,3 +315,29 @@ def behavior(hpa: dict[str, Any]) -> dict[str, Any] | None:
 def target_text(hpa: dict[str, Any]) -> str:
     ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
     return f"{ref.get('kind', '')}/{ref.get('name', '')}"
+
+
+def cpu_hpa_manifest(
+    name: str,
+    namespace: str | None,
+    min_replicas: int,
+    max_replicas: int,
+    utilization: int,
+    scale_down_window_s: int | None = None,
+) -> dict[str, Any]:
+    """An autoscaling/v2 HPA on the Deployment ``name``, by CPU utilization (the form
+    suites, tests and benches apply); no namespace = the one ``apply`` is given."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    target = {"type": "Utilization", "averageUtilization": utilization}
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": target}}],
+    }
+    if scale_down_window_s is not None:
+        spec["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": scale_down_window_s}}
+    return {"apiVersion": API_V2, "kind": "HorizontalPodAutoscaler", "metadata": metadata,
+            "spec": spec}  # fmt: skip

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from harness.cli import main
+from harness.kube import apps, autoscaling
 from harness.testlab.agentlab import AgentLab
 from harness.testlab.controllers import Controllers
 from harness.testlab.wait import wait_for
@@ -89,20 +90,7 @@ def deployment(name: str, replicas: int = 3, ns: str = "default", **spec: Any) -
                       "limits": {"cpu": "1", "memory": "128Mi"}},
     }  # fmt: skip
     container.update(spec.pop("container", {}))
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [container]},
-            },
-            **spec,
-        },
-    }
+    return apps.deployment_manifest(name, ns, replicas, container, **spec)
 
 
 def get(wl: Lab, kind: str, name: str, ns: str = "default") -> dict[str, Any]:
@@ -303,19 +291,7 @@ def test_a_pod_over_its_memory_limit_is_oom_killed_and_restarted(wl, capsys, tmp
 def test_the_autoscaler_follows_cpu_and_comes_back_after_its_window(wl, capsys, tmp_path) -> None:
     apply(capsys, wl, tmp_path, deployment("burn", 1))
     rolled_out(capsys, wl, "burn")
-    target = {"type": "Utilization", "averageUtilization": 50}
-    hpa = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "burn"},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "burn"},
-            "minReplicas": 1,
-            "maxReplicas": 3,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": target}}],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 8}},
-        },
-    }
+    hpa = autoscaling.cpu_hpa_manifest("burn", None, 1, 3, 50, scale_down_window_s=8)
     apply(capsys, wl, tmp_path, hpa)
     victim = pods(wl, "burn")[0]
     node = next(n for n in wl.lab.nodes if n.name == victim["spec"]["nodeName"])

@@ -56,6 +56,7 @@ from harness.conformance.workloads import (
     streams,
     template_hashes,
 )
+from harness.kube import autoscaling
 from harness.probes import echo
 
 NODE_PORT = 30881
@@ -326,7 +327,7 @@ HPA_MAX = 3
 BURN = "/burn?ms=20"
 BURN_INTERVAL_S = 0.1
 SCALE_DOWN_WINDOW_S = 20
-TARGET = {"type": "Utilization", "averageUtilization": 50}
+TARGET_UTILIZATION = 50  # % of the CPU request
 HPA_BUDGET_S = 90.0  # load step → new replicas serving: sync period (15 s) + start-up, with room
 
 
@@ -339,18 +340,9 @@ def hpa_objects() -> list[dict[str, Any]]:
     d["spec"]["template"]["metadata"]["labels"] = {**svc.SUITE_LABEL, **HPA_APP}
     c = d["spec"]["template"]["spec"]["containers"][0]
     c["resources"] = {"requests": {"cpu": "100m", "memory": "24Mi"}, "limits": {"cpu": "1"}}
-    hpa = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": HPA_NAME, "namespace": NAMESPACE},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": HPA_NAME},
-            "minReplicas": 1,
-            "maxReplicas": HPA_MAX,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": TARGET}}],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW_S}},
-        },
-    }
+    hpa = autoscaling.cpu_hpa_manifest(
+        HPA_NAME, NAMESPACE, 1, HPA_MAX, TARGET_UTILIZATION, SCALE_DOWN_WINDOW_S
+    )
     ports = [svc.port("http", 80, "http")]
     return [d, svc.service(HPA_NAME, HPA_APP, ports), hpa]
 

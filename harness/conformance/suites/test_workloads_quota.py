@@ -44,6 +44,7 @@ from harness.conformance import services as svc
 from harness.conformance.labctl import Lab
 from harness.conformance.remote import Node
 from harness.conformance.workloads import Cli, Obj, live_pods, podlab
+from harness.kube import apps
 
 NS = "wl-quota"
 QUOTA = "compute"
@@ -82,17 +83,9 @@ def limit_range() -> Obj:
 
 
 def web(replicas: int = 3) -> Obj:
-    template = {
-        "metadata": {"labels": {**svc.SUITE_LABEL, "app": APP}},
-        "spec": {"containers": [{"name": "main", "command": SLEEP}]},
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": APP, "namespace": NS},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": APP}},
-                 "template": template},
-    }  # fmt: skip
+    container = {"name": "main", "command": SLEEP}
+    labels = {**svc.SUITE_LABEL, "app": APP}
+    return apps.deployment_manifest(APP, NS, replicas, container, labels=labels)
 
 
 @pytest.fixture
