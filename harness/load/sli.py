@@ -9,10 +9,12 @@ p50 ≤ 20 ms and p99 ≤ 100 ms with ≤ 0.1 % errors (CL2's DNS module).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from harness.probes.stats import percentile as percentile  # the report's and SLOs' definition
+from harness.probes.stats import percentiles
 
 QUANTILES = (50, 90, 99)
 
@@ -40,16 +42,9 @@ DNS_P50_S = 0.02
 DNS_ERRORS_PERCENT = 0.1
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (CL2's ``latencyMetric`` picks the same rank)."""
-    if not values:
-        raise ValueError("no values")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
-
-
 def quantiles(values: Sequence[float]) -> dict[int, float]:
-    return {q: percentile(values, q) for q in QUANTILES}
+    """p50/p90/p99, nearest rank (CL2's ``latencyMetric`` picks the same rank)."""
+    return percentiles(values, QUANTILES)
 
 
 def histogram_quantile(q: float, le: Sequence[float], counts: Sequence[float]) -> float:
