@@ -52,6 +52,7 @@ from bench_pod_burst import PROBER
 from harness.api.client import ApiClient
 from harness.api.objects import KINDS
 from harness.api.validate import load_documents, validate_documents
+from harness.conformance import services as svc
 from harness.errors import UserError
 from harness.kube import apps, autoscaling
 from harness.probes import echo
@@ -91,15 +92,7 @@ def deployment(name: str, replicas: int, revision: str = "1", **container: Any) 
 
 
 def service(name: str, target: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "selector": {"app": name},
-            "ports": [{"name": "p", "port": 80, "targetPort": target}],
-        },
-    }
+    return svc.service(name, {"app": name}, [svc.port("p", 80, target)], NS)
 
 
 def status(api: ApiClient, name: str) -> Obj:
