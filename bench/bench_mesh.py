@@ -2,7 +2,7 @@
 
 ``sudo .venv/bin/python bench/bench_mesh.py [--reps 20] [--only graceful,kill,cut,etcd,prog]
 [--rate 50] [--etcd-outage 30] [--backends 1,1000] [--kill-baseline]
-[--mirror process|thread|thread,process]``
+[--mirror process|thread|syncer|syncer,process]``
 
 Two clusters of real agents (tests/agent/meshsvclab.py: t1 = n1 with the
 client pod, n2 with 3 local backends; t2 = n11 with 3 remote backends; host-gw,
@@ -40,17 +40,24 @@ timeout), every reply naming its backend. Side by side in one run:
   each step's end): statuses written to t1, the mirror's first batch in
   and out, the programming agent's watch got it, its pass started,
   computed, had the proxy programmed (the agents' ``pass trace`` lines),
-  first success. ``--mirror thread,process`` alternates the two stand-ins
-  for the syncer rep by rep; ``--agent-ab DIR`` adds a node per cluster
+  first success. ``--mirror`` picks what carries t1's keys into t2:
+  ``syncer`` is the product's path — each cluster's real ``podlab-mesh``
+  (harness/mesh) beside its export etcd (TLS, client certificates of a
+  per-mesh CA made by the deploy's code, RBAC) on its control-plane node;
+  t1's syncer exports to t1's export etcd, t2's reads it with ``etcdctl
+  watch`` over TLS across the router and writes t2's mirror (hops
+  ``export_in/out``, ``import_in/out`` from the syncers' ``trace`` lines).
+  ``process`` and ``thread`` are the lab's stand-in ``Mirror`` (one plain
+  watch + write, no export etcd) in a process of its own or in this one
+  (hops ``mirror_in/out``). Several kinds (``syncer,process``) alternate rep
+  by rep in the same lab, printing the per-round ratio of their
+  cross-cluster figures; ``--agent-ab DIR`` adds a node per cluster
   whose agent runs from the source tree DIR, programming the same events
   side by side (``t1b``, ``t2b``).
 
-Latencies print as p50/p99 over ``--reps``. The mesh syncer is played by the
-lab's ``Mirror`` (the syncer's key contract, plain etcd watches), by default
-in a process of its own in the router namespace, as the syncer is; so the
-cross-cluster figures include one watch + one write of propagation, not the
-syncer's second (export etcd, TLS) hop. Print ``cat /proc/loadavg`` beside
-the figures.
+Latencies print as p50/p99 over ``--reps``. Scenarios other than prog run
+with the first ``--mirror`` kind (default ``process``). Print
+``cat /proc/loadavg`` beside the figures.
 """
 
 from __future__ import annotations
@@ -76,7 +83,7 @@ from harness.api.client import ApiClient
 from harness.api.objects import KINDS
 from harness.conformance import meshsvc
 from harness.probes import echo
-from harness.testlab.meshsvclab import MeshSvcLab
+from harness.testlab.meshsvclab import MeshSvcLab, SyncerProcess
 from harness.testlab.wait import wait_for
 
 ECHO = ["python", "-m", "harness.workloads.echo", "--tcp", "8080"]
@@ -90,7 +97,12 @@ TRACE = re.compile(
     r"pass trace: events ([\d.]+) \((\d+)\) start ([\d.]+) derived ([\d.]+) "
     r"proxied ([\d.]+) done ([\d.]+)"
 )
-HOPS = ("written", "mirror_in", "mirror_out", "events", "start", "derived", "proxied", "first")
+HOPS = (
+    "written",
+    *("mirror_in", "mirror_out"),  # the stand-in Mirror (process, thread)
+    *("export_in", "export_out", "import_in", "import_out"),  # the real syncers
+    *("events", "start", "derived", "proxied", "first"),
+)
 STAGGER_S = 4.0  # the local backends turn Ready one every STAGGER_S when they return
 
 
@@ -582,18 +594,36 @@ class Hollow:
         agent's services watch got it, its pass started, computed, had the proxy
         programmed, the client's first success (agents' ``pass trace`` lines)."""
         out: dict[str, Any] = {}
-        mirror = next(m for m in self.m.lab.mirrors if m.src == "t1")
-        batch = next(((a, d) for a, d, _n in list(mirror.trace) if a >= t0), None)
+        carried = self.carried(t0)
         for c, (cluster, node) in self.m.probes.items():
             steps: dict[str, float] = {"written": written - t0}
-            if cluster == "t2" and batch is not None:
-                steps["mirror_in"], steps["mirror_out"] = batch[0] - t0, batch[1] - t0
+            if cluster == "t2":
+                steps |= carried
             p = next((p for p in self.passes(node) if p["events"] >= t0), None)
             if p is not None:
                 for k in ("events", "start", "derived", "proxied"):
                     steps[k] = p[k] - t0
             steps["first"] = first[c]
             out[c] = steps
+        return out
+
+    def carried(self, t0: float) -> dict[str, float]:
+        """The first batch after t0 through each hop between the clusters: the stand-in
+        mirror's (in, out), or t1's syncer exporting and t2's syncer importing."""
+        mirrors = {m.src: m for m in self.m.lab.mirrors}
+        pairs: list[tuple[str, list[tuple[float, float, int]]]]
+        if isinstance(mirrors["t1"], SyncerProcess) and isinstance(mirrors["t2"], SyncerProcess):
+            pairs = [
+                ("export", mirrors["t1"].traces("export")),
+                ("import", mirrors["t2"].traces("import")),
+            ]
+        else:
+            pairs = [("mirror", list(mirrors["t1"].trace))]
+        out: dict[str, float] = {}
+        for name, trace in pairs:
+            batch = next(((a, d) for a, d, _n in trace if a >= t0), None)
+            if batch is not None:
+                out[f"{name}_in"], out[f"{name}_out"] = batch[0] - t0, batch[1] - t0
         return out
 
     def passes(self, node: Any) -> list[dict[str, float]]:
@@ -709,8 +739,10 @@ def main() -> int:
     ap.add_argument(
         "--mirror",
         default="process",
-        help="prog: the lab's syncer stand-in, process (its own process, as the syncer is) "
-        "or thread (in this process); thread,process alternates them rep by rep",
+        help="what carries each cluster's keys to the other: syncer (the real podlab-mesh "
+        "syncers with their TLS export etcds), process (the stand-in Mirror in its own "
+        "process) or thread (in this process); prog alternates several (syncer,process) "
+        "rep by rep, the other scenarios use the first",
     )
     ap.add_argument(
         "--kill-baseline",

@@ -53,6 +53,9 @@ class MeshConfig(BaseModel):
     dead_after_s: float = Field(3.0, gt=0)  # no remote heartbeat this long = disconnected
     resync_s: float = Field(30.0, gt=0)  # full export reconcile period
     etcdctl: str = "/usr/bin/etcdctl"
+    # log each batch of changes the exporter and every link copied (when it arrived, when
+    # it was written, how many keys): bench/bench_mesh.py's per-hop figures (--mirror syncer)
+    trace: bool = False
 
     @property
     def routing(self) -> str:

@@ -45,6 +45,7 @@ class Exporter:
         peers: list[str],
         heartbeat_s: float = 1.0,
         resync_s: float = 30.0,
+        trace: bool = False,
     ) -> None:
         self.cluster = cluster
         self.local = local
@@ -58,6 +59,7 @@ class Exporter:
         self.lock = threading.Lock()
         self.exported = 0  # keys in the export after the last full reconcile
         self.last_error: str | None = None
+        self.trace = trace  # log every copied batch's timing (MeshConfig.trace)
 
     def _rel(self, key: str) -> str | None:
         rel = key[len(self.prefix) :] if key.startswith(self.prefix) else None
@@ -112,19 +114,26 @@ class Exporter:
 
     def on_events(self, events: list[Event]) -> None:
         """Copy exported changes in order; a failure makes the watch replay them."""
+        arrived = time.time()
         try:
             with self.lock:
-                self._apply(events)
+                copied = self._apply(events)
         except StoreError as exc:
             self._failed(exc)
             raise
+        if self.trace and copied:
+            written = time.time()
+            log.info("export trace: arrived %.4f written %.4f keys %d", arrived, written, copied)
 
-    def _apply(self, events: list[Event]) -> None:
+    def _apply(self, events: list[Event]) -> int:
+        """Write the exported keys among ``events``; how many there were."""
         # one key at most once per transaction (etcd refuses duplicates in a txn)
         puts: dict[str, str | bytes] = {}
+        copied = 0
         for e in events:
             if self._rel(e.kv.key) is None:
                 continue
+            copied += 1
             if e.type == "DELETE":
                 if puts:
                     self.export.put_many(list(puts.items()))
@@ -134,6 +143,7 @@ class Exporter:
                 puts[e.kv.key] = e.kv.value
         if puts:
             self.export.put_many(list(puts.items()))
+        return copied
 
     def _failed(self, exc: Exception) -> None:
         if self.ready or self.last_error != str(exc):

@@ -53,6 +53,7 @@ class RemoteLink:
         accepted: Callable[[str], Mapping[str, Mapping[str, Any]]],
         dead_after_s: float = 3.0,
         heartbeat_gap_s: float = 1.2,
+        trace: bool = False,
     ) -> None:
         self.local = local_cluster
         self.remote = remote
@@ -76,6 +77,7 @@ class RemoteLink:
         self.broken = False  # a write to our etcd failed: re-list
         self._status_written = ""
         self._status_at = 0.0
+        self.trace = trace  # log every copied batch's timing (MeshConfig.trace)
 
     # -- state ---------------------------------------------------------------------------
     def _set(self, state: str, error: str | None) -> None:
@@ -211,16 +213,27 @@ class RemoteLink:
             log.warning("%s: watch %s; re-listing", self.remote, error)
             self.broken = True
             return
+        arrived = time.time()
         try:
-            self._apply(events)
+            copied = self._apply(events)
         except StoreError as exc:
             log.warning("%s: local etcd: %s (re-listing when it answers)", self.remote, exc)
             self.broken = True
+            return
+        if self.trace and copied:
+            log.info(
+                "import trace %s: arrived %.4f written %.4f keys %d",
+                self.remote,
+                arrived,
+                time.time(),
+                copied,
+            )
 
-    def _apply(self, events: list[WatchEvent]) -> None:
+    def _apply(self, events: list[WatchEvent]) -> int:
+        """Copy the exported keys among ``events``; how many changed our mirror."""
         prefix = keys.remote_prefix(self.local, self.remote)
         puts: dict[str, str | bytes] = {}
-        changed = False
+        changed = 0
         recheck = False
         with self.lock:
             for e in events:
@@ -238,17 +251,18 @@ class RemoteLink:
                         puts.clear()
                     if self.mirror.pop(rel, None) is not None:
                         self.store.delete(prefix + rel)
-                        changed = True
+                        changed += 1
                 elif self.mirror.get(rel) != e.kv.value:
                     puts[prefix + rel] = e.kv.value
                     self.mirror[rel] = e.kv.value
-                    changed = True
+                    changed += 1
             if puts:
                 self.store.put_many(list(puts.items()))
         if changed:
             self.last_sync = now_rfc3339()
         if recheck:
             self.broken = True  # the peer changed its identity: check membership again
+        return changed
 
     def close(self) -> None:
         if self.watch is not None:

@@ -70,7 +70,14 @@ class Syncer:
         self.export = ExportStore(cfg.export_endpoint, cfg.export_tls, cfg.password_file)
         self.info = clusterinfo(cfg)
         self.exporter = Exporter(
-            cfg.cluster, self.local, self.export, self.info, [], cfg.heartbeat_s, cfg.resync_s
+            cfg.cluster,
+            self.local,
+            self.export,
+            self.info,
+            [],
+            cfg.heartbeat_s,
+            cfg.resync_s,
+            trace=cfg.trace,
         )
         self.links: dict[str, tuple[Remote, RemoteLink, threading.Event]] = {}
 
@@ -138,6 +145,7 @@ class Syncer:
             self.accepted,
             self.cfg.dead_after_s,
             self.cfg.heartbeat_s * 1.2,
+            trace=self.cfg.trace,
         )
         stop = threading.Event()
         self.links[remote.name] = (remote, link, stop)

@@ -107,6 +107,7 @@ class MeshLab:
         mode: str = "vxlan",
         ca_dir: Path | None = None,
         mesh: str | None = None,
+        trace: bool = False,
     ) -> MeshCluster:
         """A cluster with its two etcds running (its syncer not yet started)."""
         mesh_dir = ca_dir or self.root / "pki"
@@ -132,6 +133,7 @@ class MeshLab:
                 "peer_tls": Tls(ca=certs.ca, cert=certs.client[0], key=certs.client[1]),
                 "remotes_dir": remotes,
                 "etcdctl": shutil.which("etcdctl") or "etcdctl",
+                "trace": trace,
             }
         )
         mc = MeshCluster(name, cid, pod_cidr, etcd, export, certs, cfg)

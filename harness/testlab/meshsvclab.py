@@ -16,12 +16,15 @@ reachable), ``heal()`` undoes it; ``stop_etcd("t2")`` / ``start_etcd("t2")``
 take a cluster's control plane away and back.
 
 The mesh syncer's part — each cluster's keys mirrored into the other's etcd
-under ``/podlab/v1/<local>/mesh/<remote>/`` — is played by ``Mirror``, a
+under ``/podlab/v1/<local>/mesh/<remote>/`` — is played either by ``Mirror``, a
 plain copier over the same watch the agents use, written to the syncer's
-key contract (docs/etcd-layout.md, "Cluster mesh"); the syncer itself, with
-TLS, RBAC and its heartbeat, is tested in its own suite. Like the syncer, it
-keeps every mirrored key while the source is unreachable and, on a re-list,
-deletes the keys the source no longer has.
+key contract (docs/etcd-layout.md, "Cluster mesh"), or by the real thing
+(``start_mirrors("syncer")``: ``SyncerProcess``, each cluster's ``podlab-mesh``
+beside its TLS export etcd on the cluster's control-plane node, run with the
+flags the deploy's mesh role renders, certificates of a per-mesh CA made by
+the deploy's own code: the components and hops of a deployed mesh).
+Like the syncer, ``Mirror`` keeps every mirrored key while the source is
+unreachable and, on a re-list, deletes the keys the source no longer has.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,7 +45,10 @@ from typing import Any
 import yaml
 from pyroute2 import IPRoute
 
+from harness.deploy import meshpki
 from harness.exec import run
+from harness.inventory import MESH_EXPORT_PORT
+from harness.mesh import keys as mesh_keys
 from harness.store import KV, Event, Store
 from harness.store.keys import cluster_prefix, pod_key, podstatus_key
 from harness.testlab.agentlab import (
@@ -57,8 +65,12 @@ from harness.testlab.agentlab import (
 from harness.testlab.wait import wait_for
 
 CLUSTERS = {"t1": "10.244.0.0/16", "t2": "10.245.0.0/16"}
-EXPORTED = ("nodes", "subnets", "pods", "podstatus", "namespaces", "services", "serviceexports")
+ETCD_URL = {"t1": f"http://{ETCD_IP}:2379", "t2": f"http://{EDGE_GW}:2379"}
 CUT_TABLE = "meshsvc-cut"
+MESH = "bench"
+TRACE_LINE = re.compile(
+    r"(export|import) trace(?: \S+)?: arrived ([\d.]+) written ([\d.]+) keys (\d+)"
+)
 
 
 class Mirror:
@@ -82,8 +94,10 @@ class Mirror:
         self.thread.start()
 
     def _rel(self, key: str) -> str | None:
+        """The syncer's own rule (``harness.mesh.keys.is_exported``): the mirrors of both
+        kinds hold the same keys, so switching kinds changes nothing the agents see."""
         rel = key[len(self.base) :]
-        return rel if rel.split("/", 1)[0] in EXPORTED else None
+        return rel if mesh_keys.is_exported(rel) else None
 
     def _run(self) -> None:
         self.src_store.watch_prefix(self.base, self._events, self._reset, self.stop)
@@ -148,7 +162,7 @@ class MirrorProcess:
         self.src, self.dst = src, dst
         self.trace_file = lab.tmp / f"mirror-{src}-{dst}.trace"
         self.trace_file.write_text("")
-        urls = {"t1": f"http://{ETCD_IP}:2379", "t2": f"http://{EDGE_GW}:2379"}
+        urls = ETCD_URL
         argv = ["nsenter", f"--net=/run/netns/{lab.fab}", PYTHON, "-m",
                 "harness.testlab.meshsvclab", "mirror", src, urls[src], dst, urls[dst],
                 str(self.trace_file)]  # fmt: skip
@@ -176,12 +190,131 @@ class MirrorProcess:
                 self.proc.wait(timeout=10)
 
 
+def _stop(proc: subprocess.Popen[bytes] | None, kill: bool = False) -> None:
+    """Stop a child by its pid (SIGTERM, or SIGKILL) and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class ExportEtcd:
+    """A cluster's export etcd as the deploy's mesh role runs it (playbooks/roles/mesh,
+    mesh-etcd.yml.j2): https on the control-plane node's underlay address and
+    127.0.0.1, port 32379, client certificates of the mesh CA required, the JSON
+    gateway on, periodic compaction; its data under the lab's temp directory."""
+
+    def __init__(self, lab: MeshSvcLab, cluster: str, node: Node, certs: meshpki.ClusterCerts):
+        self.cluster, self.node, self.certs = cluster, node, certs
+        self.url = f"https://{node.ip}:{MESH_EXPORT_PORT}"
+        self.log = lab.tmp / f"export-etcd-{cluster}.log"
+        self.data = lab.tmp / f"export-etcd-{cluster}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        crt, key = self.certs.server
+        peer = "http://127.0.0.1:32380"
+        urls = f"{self.url},https://127.0.0.1:{MESH_EXPORT_PORT}"
+        argv = ["nsenter", f"--net=/run/netns/{self.node.ns}", "etcd",
+                "--name", f"export-{self.cluster}", "--data-dir", str(self.data),
+                "--listen-client-urls", urls, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"export-{self.cluster}={peer}",
+                "--cert-file", str(crt), "--key-file", str(key),
+                "--trusted-ca-file", str(self.certs.ca), "--client-cert-auth",
+                "--enable-grpc-gateway", "--auto-compaction-mode", "periodic",
+                "--auto-compaction-retention", "5m"]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(f"export etcd of {self.cluster}", self._answers, timeout=60)
+
+    def _answers(self) -> bool:
+        crt, key = self.certs.admin
+        argv = ["nsenter", f"--net=/run/netns/{self.node.ns}", "etcdctl",
+                f"--endpoints={self.url}", f"--cacert={self.certs.ca}", f"--cert={crt}",
+                f"--key={key}", "--dial-timeout=1s", "endpoint", "health"]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+    def close(self) -> None:
+        _stop(self.proc, kill=True)
+
+
+class SyncerProcess:
+    """Cluster ``cluster``'s real ``podlab-mesh`` (``python -m harness.mesh.syncer``) in
+    its control-plane node's namespace, with ``trace: true``: it exports its cluster
+    to its export etcd and mirrors every peer's export etcd (read over TLS with its
+    client certificate, CN ``remote-<cluster>``) into its cluster's etcd. Its
+    ``export trace`` and ``import trace`` log lines are the per-hop figures."""
+
+    def __init__(self, lab: MeshSvcLab, cluster: str, peers: dict[str, ExportEtcd]) -> None:
+        self.src = cluster
+        own = peers[cluster]
+        base = lab.tmp / f"syncer-{cluster}"
+        remotes = base / "remotes"
+        remotes.mkdir(parents=True, exist_ok=True)
+        for f in remotes.glob("*.yaml"):
+            f.unlink()
+        for name, peer in peers.items():
+            if name != cluster:
+                (remotes / f"{name}.yaml").write_text(yaml.safe_dump({"endpoints": [peer.url]}))
+        certs = own.certs
+        cfg = {
+            "cluster": cluster, "cluster_id": 1 if cluster == "t1" else 2, "mesh": MESH,
+            "pod_cidr": CLUSTERS[cluster], "service_cidr": "10.96.0.0/16", "mode": lab.mode,
+            "etcd_endpoints": [ETCD_URL[cluster]], "export_endpoint": own.url,
+            "export_tls": {"ca": str(certs.ca), "cert": str(certs.admin[0]),
+                           "key": str(certs.admin[1])},
+            "password_file": str(certs.password),
+            "peer_tls": {"ca": str(certs.ca), "cert": str(certs.client[0]),
+                         "key": str(certs.client[1])},
+            "remotes_dir": str(remotes), "etcdctl": shutil.which("etcdctl") or "etcdctl",
+            "trace": True,
+        }  # fmt: skip
+        (base / "mesh.yaml").write_text(yaml.safe_dump(cfg))
+        self.log = base / "podlab-mesh.log"
+        argv = ["nsenter", f"--net=/run/netns/{own.node.ns}", PYTHON, "-m",
+                "harness.mesh.syncer", "--config", str(base / "mesh.yaml")]  # fmt: skip
+        self.pos = self.log.stat().st_size if self.log.exists() else 0  # this run's lines
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=str(PROJECT)
+            )
+
+    def start(self) -> None:
+        """Started by the constructor (the same interface as ``Mirror``)."""
+
+    def traces(self, kind: str) -> list[tuple[float, float, int]]:
+        """This run's ``export`` or ``import`` trace lines: (arrived, written, keys)."""
+        with self.log.open("rb") as f:
+            f.seek(self.pos)
+            text = f.read().decode(errors="replace")
+        return [
+            (float(a), float(w), int(n)) for k, a, w, n in TRACE_LINE.findall(text) if k == kind
+        ]
+
+    @property
+    def trace(self) -> list[tuple[float, float, int]]:
+        return self.traces("export")
+
+    def close(self) -> None:
+        """SIGTERM: the syncer stops its links and leaves every mirrored key in place."""
+        _stop(self.proc)
+
+
 class MeshSvcLab(AgentLab):
     """``MeshSvcLab(t1_nodes, t2_nodes)``; always ``close()``. Agents run host-gw."""
 
     def __init__(self, t1_nodes: int = 2, t2_nodes: int = 1, **cfg: Any) -> None:
         self.t2_etcd: subprocess.Popen[bytes] | None = None
-        self.mirrors: list[Mirror | MirrorProcess] = []
+        self.mirrors: list[Mirror | MirrorProcess | SyncerProcess] = []
+        self.exports: dict[str, ExportEtcd] = {}  # started by the first syncer kind
         self._socks: list[socket.socket] = []
         super().__init__(t1_nodes, "host-gw", **cfg)
         try:
@@ -243,8 +376,11 @@ class MeshSvcLab(AgentLab):
         self.start_mirrors(mirror)
 
     def start_mirrors(self, how: str) -> None:
-        """(Re)start both mirrors as child processes ("process") or threads ("thread");
-        the mirrored keys stay meanwhile, and a new mirror's listing reconciles them."""
+        """(Re)start both mirrors as child processes ("process"), threads ("thread") or
+        the real syncers ("syncer"); the mirrored keys stay meanwhile, and a new
+        mirror's listing reconciles them. Returns once both directions say connected."""
+        if how not in ("process", "thread", "syncer"):
+            raise ValueError(f"unknown mirror kind {how!r} (process, thread or syncer)")
         for old in self.mirrors:
             old.close()
         if any(isinstance(old, Mirror) for old in self.mirrors):
@@ -252,17 +388,39 @@ class MeshSvcLab(AgentLab):
         self.mirrors = []
         for a, b in (("t1", "t2"), ("t2", "t1")):
             self.stores[b].delete(f"{cluster_prefix(b)}mesh/{a}/status")
-            if how == "process":
-                m: Mirror | MirrorProcess = MirrorProcess(self, a, b)
-            else:
-                m = Mirror(a, self.stores[a], b, self.stores[b])
-            m.start()
-            self.mirrors.append(m)
+        if how == "syncer":
+            self._start_exports()
+            self.mirrors = [SyncerProcess(self, c, self.exports) for c in CLUSTERS]
+        else:
+            for a, b in (("t1", "t2"), ("t2", "t1")):
+                if how == "process":
+                    m: Mirror | MirrorProcess = MirrorProcess(self, a, b)
+                else:
+                    m = Mirror(a, self.stores[a], b, self.stores[b])
+                m.start()
+                self.mirrors.append(m)
         for a, b in (("t1", "t2"), ("t2", "t1")):
-            self._wait_key(b, f"{cluster_prefix(b)}mesh/{a}/status", f"{a} mirrored into {b}")
+            self._wait_connected(b, f"{cluster_prefix(b)}mesh/{a}/status", f"{a} into {b}")
 
-    def _wait_key(self, cluster: str, key: str, what: str) -> None:
-        wait_for(what, lambda: self.stores[cluster].get(key) is not None)
+    def _start_exports(self) -> None:
+        """Both export etcds, once, with a per-mesh CA and certificates made by the
+        deploy's code (``harness.deploy.meshpki``)."""
+        if self.exports:
+            return
+        pki = self.tmp / "mesh" / MESH
+        meshpki.ensure_ca(pki, MESH)
+        for c in CLUSTERS:
+            node = self.nodes_of(c)[0]  # the control plane, where the deploy puts it
+            export = ExportEtcd(self, c, node, meshpki.ensure_cluster(pki, c, [node.ip]))
+            self.exports[c] = export
+            export.start()
+
+    def _wait_connected(self, cluster: str, key: str, what: str) -> None:
+        def connected() -> bool:
+            kv = self.stores[cluster].get(key)
+            return kv is not None and bool(kv.json().get("connected"))
+
+        wait_for(f"{what} connected", connected, timeout=120)
 
     def wait_records(self, cluster: str, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
         names = {n.name for n in self.nodes_of(cluster)}
@@ -332,6 +490,8 @@ class MeshSvcLab(AgentLab):
     def close(self) -> None:
         for m in self.mirrors:
             m.close()
+        for e in self.exports.values():
+            e.close()
         with contextlib.suppress(Exception):
             self.heal()
         for s in self._socks:
@@ -356,7 +516,7 @@ def main(argv: list[str]) -> int:
     return 1  # the watch never returns unless stopped
 
 
-__all__ = ["EDGE", "NET", "MeshSvcLab", "Mirror", "MirrorProcess"]
+__all__ = ["EDGE", "NET", "ExportEtcd", "MeshSvcLab", "Mirror", "MirrorProcess", "SyncerProcess"]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,7 @@ the refusal tests add a third cluster each.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ import pytest
 
 from harness.mesh import keys
 from harness.testlab.meshlab import MeshLab
+from harness.testlab.meshsvclab import TRACE_LINE
 from harness.testlab.wait import wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -32,8 +34,8 @@ def mesh() -> Iterator[MeshLab]:
     root = Path(tempfile.mkdtemp(prefix="podlab-t-mesh-", dir="/dev/shm"))
     lab = MeshLab(root)
     try:
-        lab.add("c1", 1, "10.244.0.0/16")
-        lab.add("c2", 2, "10.245.0.0/16")
+        lab.add("c1", 1, "10.244.0.0/16", trace=True)
+        lab.add("c2", 2, "10.245.0.0/16", trace=True)
         lab.join("c1", "c2")
         for c in lab.clusters.values():
             c.start_syncer()
@@ -112,6 +114,30 @@ def test_changes_and_deletes_propagate(mesh: MeshLab) -> None:
         lambda: mirrored(mesh, "c1", "c2", "nodes/c2-w9") is None,
         timeout=10,
     )
+
+
+def test_trace_times_the_export_and_the_import_hop(
+    mesh: MeshLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``trace: true``: one line per copied batch at each hop, in the form bench_mesh.py
+    parses (its cross-cluster per-hop figures through the real syncers)."""
+    caplog.set_level(logging.INFO, logger="podlab.mesh")
+    wait_connected(mesh, "c1", "c2")
+    before = time.time()
+    put(mesh, "c2", "nodes/c2-w8", {"name": "c2-w8"})
+    put(mesh, "c2", "policies/default/p8", {"spec": {}})  # not exported: no hop copies it
+    wait_for("node mirrored", lambda: mirrored(mesh, "c1", "c2", "nodes/c2-w8") is not None, 10)
+    mesh.clusters["c2"].store.delete("/podlab/v1/c2/nodes/c2-w8")
+    hops = {}
+    for msg in caplog.messages:
+        m = TRACE_LINE.search(msg)
+        if m and float(m.group(2)) >= before:
+            hops.setdefault(m.group(1), (float(m.group(2)), float(m.group(3)), int(m.group(4))))
+    assert set(hops) == {"export", "import"}, caplog.messages
+    (e_in, e_out, e_n), (i_in, i_out, i_n) = hops["export"], hops["import"]
+    # the peer's watch can deliver before the exporter's write call has returned
+    assert before <= e_in <= e_out and e_in <= i_in <= i_out
+    assert e_n == i_n == 1  # the node alone: the policy is neither exported nor imported
 
 
 def _etcdctl(cluster: Any, reader: Any, *args: str) -> subprocess.CompletedProcess[str]:
