@@ -83,6 +83,7 @@ from harness.api.client import ApiClient
 from harness.api.objects import KINDS
 from harness.conformance import meshsvc
 from harness.probes import echo
+from harness.store import StoreError
 from harness.testlab.meshsvclab import MeshSvcLab, SyncerProcess
 from harness.testlab.wait import wait_for
 
@@ -517,8 +518,14 @@ class Hollow:
         self.m.lab.stores["t1"].put_json("/podlab/v1/t1/nodes/t1-hollow", rec)
 
     def _beat(self) -> None:
+        """Keep the hollow node's record fresh. A write that fails (etcd timing out on a
+        saturated machine) must not end the thread: a hollow node without heartbeats is
+        judged dead by t1's agents and every in-cluster probe after it fails."""
         while not self.stop.wait(2.0):
-            self._record()
+            try:
+                self._record()
+            except StoreError as exc:
+                print(f"hollow node heartbeat not written ({exc}); retrying", flush=True)
 
     def statuses(self, ready: bool) -> None:
         cond = [{"type": "Ready", "status": "True" if ready else "False"}]
