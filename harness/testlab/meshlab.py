@@ -114,8 +114,13 @@ class MeshLab:
         meshpki.ensure_ca(mesh_dir, self.mesh)
         certs = meshpki.ensure_cluster(mesh_dir, name, ["127.0.0.1"])
         etcd, export = LocalEtcd(), TlsEtcd(certs)
-        etcd.start()
-        export.start()
+        try:
+            etcd.start()
+            export.start()
+        except BaseException:  # e.g. a free port taken meanwhile: leave no etcd, no dir
+            export.close()
+            etcd.close()
+            raise
         remotes = self.root / name / "remotes"
         remotes.mkdir(parents=True, exist_ok=True)
         cfg = MeshConfig.model_validate(
