@@ -5,7 +5,8 @@ node marked dead while every pod runs. ``hold`` samples etcd every
 ``every_s`` for ``seconds``: each node record's heartbeat age (a node is dead,
 for every agent's services controller, once its heartbeat is older than the
 node grace, ``node_grace_s``, 40 s by default) and the subnet leases held at
-the start (a lease is lost when its key is gone or names another node). It
+the start (a lease is lost when its key is gone, names another node, or was
+created again: expired and re-claimed between two samples). It
 judges nothing itself; the report turns the counts into records with a
 threshold of 0.
 """
@@ -61,9 +62,18 @@ def _records(store: Store, prefix: str) -> dict[str, dict[str, object]]:
     return out
 
 
-def _leases(store: Store, cluster: str) -> dict[str, str]:
-    """Subnet lease key → the node holding it."""
-    return {k: str(v.get("node", "")) for k, v in _records(store, subnets_prefix(cluster)).items()}
+def _leases(store: Store, cluster: str) -> dict[str, tuple[str, int]]:
+    """Subnet lease key → (the node holding it, the key's create revision). A lease that
+    expired and was claimed again between two samples has a new create revision."""
+    out = {}
+    for kv in store.get_prefix(subnets_prefix(cluster))[0]:
+        try:
+            value = json.loads(kv.value)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out[kv.key] = (str(value.get("node", "")), kv.create_revision)
+    return out
 
 
 def hold(
@@ -78,7 +88,7 @@ def hold(
 ) -> HoldResult:
     """Sample ``nodes``' heartbeats and their subnet leases for ``seconds``; see the module."""
     watched = set(nodes)
-    start_leases = {k: n for k, n in _leases(store, cluster).items() if n in watched}
+    start_leases = {k: v for k, v in _leases(store, cluster).items() if v[0] in watched}
     res = HoldResult(nodes=len(watched), leases=len(start_leases))
     t0 = time.monotonic()
     while True:

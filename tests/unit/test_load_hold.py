@@ -49,6 +49,7 @@ def test_a_stale_heartbeat_a_vanished_node_and_a_lost_lease_are_counted(store: S
     _node(store, "h1", "10.244.0.64/26", 60.0)  # older than the 40 s grace
     _node(store, "h2", "10.244.0.128/26", 1.0)
     _node(store, "h3", "10.244.0.192/26", 1.0)
+    _node(store, "h4", "10.244.1.0/26", 1.0)
     calls = []
 
     def midway(done: int, total: int) -> None:
@@ -57,13 +58,16 @@ def test_a_stale_heartbeat_a_vanished_node_and_a_lost_lease_are_counted(store: S
             store.delete(node_key(CLUSTER, "h2"))
             other = {"node": "h9", "subnet": "10.244.0.192/26"}
             store.put(subnet_key(CLUSTER, "10.244.0.192/26"), json.dumps(other))
+            # h4's lease expires and h4 claims the same subnet again before the next sample
+            store.delete(subnet_key(CLUSTER, "10.244.1.0/26"))
+            _node(store, "h4", "10.244.1.0/26", 1.0)
         calls.append(done)
 
-    res = hold.hold(store, CLUSTER, ["w1", "h1", "h2", "h3"], 0.2, every_s=0.1, progress=midway)
+    watched = ["w1", "h1", "h2", "h3", "h4"]
+    res = hold.hold(store, CLUSTER, watched, 0.2, every_s=0.1, progress=midway)
     assert res.dead == {"h1", "h2"}
-    assert res.leases_lost == {
-        subnet_key(CLUSTER, s) for s in ("10.244.0.128/26", "10.244.0.192/26")
-    }
+    lost = ("10.244.0.128/26", "10.244.0.192/26", "10.244.1.0/26")
+    assert res.leases_lost == {subnet_key(CLUSTER, s) for s in lost}
     assert res.max_heartbeat_age_s >= 60
 
 
