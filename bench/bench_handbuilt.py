@@ -184,6 +184,8 @@ def ab_rounds(
     The change is switched on right before its contender runs and off before any
     other (agents paused meanwhile, so none of them undoes it), so A and B see the
     same neighbours' bursts as the reference and the underlay; it is off at the end.
+    A and B are never adjacent in the cyclic order (with targets pod-pod,
+    hand-built, node-node: A, hand-built, B, node-node).
     """
     on, off = TOGGLES[toggle]
     state = {"on": False}
@@ -198,11 +200,15 @@ def ab_rounds(
         switch(want)
         return rounds.iperf_once(t, secs)
 
-    runs: list[tuple[str, Callable[[], iperf3.IperfResult]]] = []
-    for t in targets:
-        runs.append((t.name, lambda t=t: contender(t, False)))  # type: ignore[misc]
-        if t.name == "pod-pod":
-            runs.append((f"pod-pod+{toggle}", lambda t=t: contender(t, True)))  # type: ignore[misc]
+    # B goes second after A (A, X, B, Y …): rotation keeps the cyclic order, so B right
+    # after A would follow a test on the same server pod in almost every round
+    runs: list[tuple[str, Callable[[], iperf3.IperfResult]]] = [
+        (t.name, lambda t=t: contender(t, False))  # type: ignore[misc]
+        for t in targets
+    ]
+    pod = next(t for t in targets if t.name == "pod-pod")
+    at = (runs.index(next(r for r in runs if r[0] == "pod-pod")) + 2) % (len(runs) + 1)
+    runs.insert(at, (f"pod-pod+{toggle}", lambda: contender(pod, True)))
     pids = [n.proc.pid for n in lab.nodes if n.proc is not None]
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
