@@ -89,3 +89,14 @@ def test_the_request_names_its_playbook(tmp_path: Path, switch: bool, book: str)
     inv.write_text("all: {hosts: {}}\n")
     req = request_for("budget-unit", str(inv), {"podlab_mode": "bgp"}, switch=switch)
     assert req.playbook == book and (PLAYBOOKS / book).is_file()
+
+
+def test_the_recap_knows_the_imported_plays() -> None:
+    """Plays of mode-dependent.yml count as the deploy's own (else a complete run would
+    be reported "incomplete": a play that never started)."""
+    from harness.deploy.runner import play_names
+
+    tail = [p["name"] for p in plays("mode-dependent.yml")]
+    for book in (SITE, SWITCH):
+        names = play_names(PLAYBOOKS / book)
+        assert "" not in names and list(names[-len(tail) :]) == tail, names
