@@ -33,7 +33,7 @@ from harness.agent import leases, metrics, nft, retire
 from harness.agent import netlink as nl
 from harness.agent.config import DEFAULT_PATH, AgentConfig, ConfigError, load
 from harness.agent.datapath import registry
-from harness.agent.datapath.base import Peer
+from harness.agent.datapath.base import Peer, Tunnel
 from harness.agent.pods import PodManager, PodSpec, PodState, now_rfc3339, status_json
 from harness.agent.reconcile import Reconciler
 from harness.agent.services import ServicesConfig, ServicesController
@@ -167,6 +167,7 @@ class Agent:
         self.pods = Cache(self.dirty)
         self.mesh = MeshCache(self.dirty, cfg.cluster) if cfg.mesh else None
         self.no_nat: list[ipaddress.IPv4Network] = []
+        self.tunnels: list[Tunnel] = []  # the outer packets the node ruleset exempts
         self.problems: list[str] = []
         self._written: dict[str, str] = {}
         self.pod_states: dict[tuple[str, str], PodState] = {}
@@ -203,6 +204,7 @@ class Agent:
         env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
         log.info("subnet %s, wrote %s", self.lease.subnet, env)
         nl.set_sysctl("net/ipv4/ip_forward", "1")  # this node's namespace only
+        self.tunnels = self.dp.tunnels()  # before the first sync: no peers known yet
         nft.apply(self._node_ruleset())
         self.podmgr = PodManager(
             cfg,
@@ -316,6 +318,7 @@ class Agent:
             peers += self.mesh.peers()
             self._sync_no_nat(self.mesh.pod_cidrs())
         report = self.reconciler.sync(peers)
+        self._sync_tunnels()
         if report.changed or report.failed:
             log.info(
                 "datapath: %d peers, %d objects set, %d removed, %d failed",
@@ -333,8 +336,17 @@ class Agent:
     def _node_ruleset(self) -> dict[str, Any]:
         """Table ``ip podlab``: masquerade (less the mesh's pod CIDRs), untracked tunnels."""
         cfg = self.cfg
-        return nft.masquerade_ruleset(cfg.pod_cidr, self.no_nat, self.dp.tunnels(),
+        return nft.masquerade_ruleset(cfg.pod_cidr, self.no_nat, self.tunnels,
                                       cfg.underlay_address, cfg.service_cidr)  # fmt: skip
+
+    def _sync_tunnels(self) -> None:
+        """Re-apply the node ruleset when the tunnels to exempt changed (cross-subnet)."""
+        tunnels = self.dp.tunnels()
+        if tunnels != self.tunnels:
+            self.tunnels = tunnels
+            nft.apply(self._node_ruleset())
+            log.info("conntrack exemption for tunnel packets: %s",
+                     ", ".join(f"{t.proto} {t.port}" for t in tunnels) or "none")  # fmt: skip
 
     def _sync_no_nat(self, cidrs: list[ipaddress.IPv4Network]) -> None:
         """Pods of other clusters of the mesh are reached by pod IP: no masquerade."""
