@@ -172,7 +172,10 @@ class Agent:
         self._written: dict[str, str] = {}
         self.pod_states: dict[tuple[str, str], PodState] = {}
         self._desired: dict[tuple[str, str], PodSpec] = {}
-        self._status_lock = threading.Lock()  # statuses are written by pod workers too
+        # statuses are written by pod workers too: one lock per status key keeps each
+        # pod's writes in order without making every worker wait for the others' puts
+        self._status_locks: dict[str, threading.Lock] = {}
+        self._status_guard = threading.Lock()
         self.unready = False
         self.terminating = False  # pods in a graceful stop: the loop polls them
         self.exit_code = 0
@@ -381,6 +384,8 @@ class Agent:
         for key in set(self._written) - keys:  # pods this agent removed
             self.store.delete(key)
             del self._written[key]
+            with self._status_guard:
+                self._status_locks.pop(key, None)
         if full:  # also statuses a previous run left behind for pods now gone
             prefix = cluster_prefix(self.cfg.cluster) + "podstatus/"
             for kv in self.store.get_prefix(prefix)[0]:
@@ -420,7 +425,9 @@ class Agent:
         container = spec.container if spec is not None else "main"
         skey = podstatus_key(self.cfg.cluster, *key)
         value = _dumps(status_json(st, str(self.cfg.underlay_address), container))
-        with self._status_lock:
+        with self._status_guard:
+            lock = self._status_locks.setdefault(skey, threading.Lock())
+        with lock:
             if self._written.get(skey) != value:
                 self.store.put(skey, value)
                 self._written[skey] = value
