@@ -34,16 +34,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.exec import run
 from harness.probes import iperf3
-from harness.refpath import build, rounds, spec
+from harness.refpath import build, hooks, rounds, spec
 from harness.report.fmt import fmt_cv
 from harness.testlab.agentlab import AgentLab
 from harness.testlab.wait import wait_for
@@ -65,6 +68,37 @@ ABLATIONS: dict[str, list[tuple[list[str], str | None]]] = {
 }  # fmt: skip
 
 
+def _steps(steps: list[tuple[list[str], str | None]]) -> Callable[[str], None]:
+    def apply(ns: str) -> None:
+        for argv, stdin in steps:
+            run(argv, netns=ns, input=stdin)
+
+    return apply
+
+
+_saved_masq: dict[str, str] = {}
+
+
+def _raw_off(ns: str) -> None:
+    """Delete the agent's raw chains, keeping the masquerade table to put back."""
+    _saved_masq[ns] = run(["nft", "list", "table", "ip", "podlab"], netns=ns).stdout
+    _steps(ABLATIONS["notrack"])(ns)
+
+
+def _raw_on(ns: str) -> None:
+    run(["nft", "-f", "-"], netns=ns,
+        input="delete table ip podlab\n" + _saved_masq.pop(ns))  # fmt: skip
+
+
+# A/B toggles for --ab: (switch the change ON in a node's namespace, switch it OFF
+# again); measured in the same rounds as the mode as it runs
+TOGGLES: dict[str, tuple[Callable[[str], None], Callable[[str], None]]] = {
+    "nocsum": (_steps([(["sysctl", "-qw", "net.netfilter.nf_conntrack_checksum=0"], None)]),
+               _steps([(["sysctl", "-qw", "net.netfilter.nf_conntrack_checksum=1"], None)])),
+    "noraw": (_raw_off, _raw_on),  # the state before the notrack change, and back
+}  # fmt: skip
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -82,8 +116,10 @@ def _stop_daemons(lab: AgentLab) -> None:
                     os.kill(pid, signal.SIGKILL)
 
 
-def _mode_lab(mode: str, encryption: str) -> tuple[AgentLab, list[rounds.Target], dict[str, str]]:
-    """The agent lab with its server pod, and the pod-pod and node-node targets."""
+def _mode_lab(
+    mode: str, encryption: str
+) -> tuple[AgentLab, list[rounds.Target], dict[str, str], str]:
+    """The agent lab, the pod-pod and node-node targets, the implementations, the server pod."""
     lab = AgentLab(2, mode, tmp_root="/dev/shm", resync_s=10.0, encryption=encryption)
     n1, n2 = lab.nodes
     for n in lab.nodes:
@@ -102,7 +138,7 @@ def _mode_lab(mode: str, encryption: str) -> tuple[AgentLab, list[rounds.Target]
         rounds.Target("pod-pod", n1.pod_netns(cli["netns"]), srv["podIP"], PORT),
         rounds.Target("node-node", f"/run/netns/{n1.ns}", n2.ip, PORT),
     ]
-    return lab, targets, impls
+    return lab, targets, impls, n2.pod_netns(srv["netns"])
 
 
 def _save(ns: str) -> tuple[str, str]:
@@ -140,11 +176,104 @@ def ablate(
     return out
 
 
+def ab_rounds(
+    lab: AgentLab, toggle: str, targets: list[rounds.Target], n_rounds: int, secs: int
+) -> Results:
+    """The targets, plus pod→pod with ``toggle`` switched on, in the same rotated rounds.
+
+    The change is switched on right before its contender runs and off before any
+    other (agents paused meanwhile, so none of them undoes it), so A and B see the
+    same neighbours' bursts as the reference and the underlay; it is off at the end.
+    A and B are never adjacent in the cyclic order (with targets pod-pod,
+    hand-built, node-node: A, hand-built, B, node-node).
+    """
+    on, off = TOGGLES[toggle]
+    state = {"on": False}
+
+    def switch(want: bool) -> None:
+        if state["on"] != want:
+            for n in lab.nodes:
+                (on if want else off)(n.ns)
+            state["on"] = want
+
+    def contender(t: rounds.Target, want: bool) -> iperf3.IperfResult:
+        switch(want)
+        return rounds.iperf_once(t, secs)
+
+    # B goes second after A (A, X, B, Y …): rotation keeps the cyclic order, so B right
+    # after A would follow a test on the same server pod in almost every round
+    runs: list[tuple[str, Callable[[], iperf3.IperfResult]]] = [
+        (t.name, lambda t=t: contender(t, False))  # type: ignore[misc]
+        for t in targets
+    ]
+    pod = next(t for t in targets if t.name == "pod-pod")
+    at = (runs.index(next(r for r in runs if r[0] == "pod-pod")) + 2) % (len(runs) + 1)
+    runs.insert(at, (f"pod-pod+{toggle}", lambda: contender(pod, True)))
+    pids = [n.proc.pid for n in lab.nodes if n.proc is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        return rounds.interleave(runs, n_rounds)
+    finally:
+        switch(False)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _pod_packets(netns: str) -> int:
+    """Packets in and out of a pod's eth0 (the flow's data and its ACKs)."""
+    link = json.loads(run(["nsenter", f"--net={netns}", "ip", "-s", "-j", "link", "show",
+                           "eth0"]).stdout)[0]["stats64"]  # fmt: skip
+    return int(link["rx"]["packets"]) + int(link["tx"]["packets"])
+
+
+def chain_passes(lab: AgentLab, server_pod: str, target: rounds.Target, secs: int) -> list[str]:
+    """nftables base chains passed per packet of one pod→pod flow, per node (agents paused).
+
+    Counting rules go first in every base chain of both nodes for one iperf3 run and
+    are deleted after it; the counts are divided by the packets the server pod's
+    eth0 saw (data in, ACKs out), so the figure does not depend on the machine's load.
+    """
+    pids = [n.proc.pid for n in lab.nodes if n.proc is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+    def ruleset(ns: str) -> dict[str, Any]:
+        return dict(json.loads(run(["nft", "-j", "list", "ruleset"], netns=ns).stdout))
+
+    try:
+        for n in lab.nodes:
+            cmds = hooks.counter_commands(ruleset(n.ns))
+            run(["nft", "-f", "-"], netns=n.ns, input="".join(c + "\n" for c in cmds))
+        before = _pod_packets(server_pod)
+        rounds.iperf_once(target, secs)
+        packets = max(_pod_packets(server_pod) - before, 1)
+        lines = []
+        for n in lab.nodes:
+            rs = ruleset(n.ns)
+            counted = hooks.passes(rs)
+            total = sum(counted.values()) / packets
+            detail = ", ".join(f"{k} {v / packets:.2f}" for k, v in sorted(counted.items()) if v)
+            lines.append(f"  {n.name}: {total:.2f} base-chain passes per packet ({detail})")
+            remove = hooks.removal_commands(rs)
+            run(["nft", "-f", "-"], netns=n.ns, input="".join(c + "\n" for c in remove))
+        return [f"  chain passes over {packets} packets of one flow:", *lines]
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
 def measure_mode(
-    mode: str, encryption: str, n_rounds: int, secs: int, parts: list[str]
+    mode: str,
+    encryption: str,
+    n_rounds: int,
+    secs: int,
+    parts: list[str],
+    toggle: str = "",
+    count: bool = False,
 ) -> list[str]:
     """One mode: build its lab and its reference, run the rounds, return the printed rows."""
-    lab, targets, impls = _mode_lab(mode, encryption)
+    lab, targets, impls, server_pod = _mode_lab(mode, encryption)
     ref_path = None
     under = lab.ns_run_bg(lab.nodes[1], ["iperf3", "-s", "-p", str(PORT)])
     try:
@@ -155,9 +284,13 @@ def measure_mode(
             hb = rounds.Target("hand-built", ref_path.client_netns, ref_path.server_ip, PORT)
             targets.insert(1, hb)
         time.sleep(0.5)
-        got = rounds.iperf_rounds(targets, n_rounds, secs)
+        if toggle:
+            got = ab_rounds(lab, toggle, targets, n_rounds, secs)
+        else:
+            got = rounds.iperf_rounds(targets, n_rounds, secs)
         pair = [t for t in targets if t.name != "node-node"]
         ablated = ablate(lab, parts, pair, n_rounds, secs) if parts and ref_path else {}
+        counted = chain_passes(lab, server_pod, targets[0], secs) if count else []
     finally:
         under.kill()
         under.wait()
@@ -167,9 +300,18 @@ def measure_mode(
         lab.close()
     name = mode + ("+" + encryption if encryption != "none" else "")
     lines = [_row(name, ref, got)]
+    if toggle:
+        with_b = {**got, "pod-pod": got[f"pod-pod+{toggle}"]}
+        lines.append(_row(f"  with {toggle}", ref, with_b))
+        c = rounds.Comparison(_series(with_b["pod-pod"]), _series(got["pod-pod"]))
+        cpu = _cpu_per_gbit(got["pod-pod"]) / _cpu_per_gbit(with_b["pod-pod"])
+        lines.append(f"  {toggle} ÷ as deployed: {c.ratio:.3f} (above in "
+                     f"{len(c.a.values) - c.rounds_below}/{len(c.a.values)} rounds; per round "
+                     f"{', '.join(f'{x:.3f}' for x in c.round_ratios)}); CPU per bit "
+                     f"as deployed ÷ {toggle} {cpu:.3f}")  # fmt: skip
     for part, res in ablated.items():
         lines.append(_row(f"  without {part}", ref, res))
-    return lines
+    return lines + counted
 
 
 def _series(results: list[iperf3.IperfResult]) -> rounds.Series:
@@ -212,6 +354,17 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--ablate", default="", help=f"parts to take away: {','.join(ABLATIONS)}")
+    ap.add_argument(
+        "--ab",
+        default="",
+        choices=["", *TOGGLES],
+        help="also measure pod→pod with this change on, alternating in the rounds",
+    )
+    ap.add_argument(
+        "--passes",
+        action="store_true",
+        help="count the nftables base chains each packet of a flow passes",
+    )
     args = ap.parse_args()
     parts = [p for p in args.ablate.split(",") if p]
     unknown = [p for p in parts if p not in ABLATIONS]
@@ -224,7 +377,7 @@ def main() -> int:
     print(f"{'mode':22} {'pod-pod Gbit/s':>15} {'hand-built':>15} {'underlay':>15} "
           f"{'mode/hand-built':18} {'/underlay':>9} {'CPU/bit':>9}  reference")  # fmt: skip
     for mode, enc in runs:
-        for line in measure_mode(mode, enc, args.rounds, args.seconds, parts):
+        for line in measure_mode(mode, enc, args.rounds, args.seconds, parts, args.ab, args.passes):
             print(line, flush=True)
     print(f"load average after: {loadavg()}")
     return 0

@@ -20,6 +20,14 @@ plugin costs. ``--agent-src DIR`` runs the agents from another source tree (e.g.
 main | tar -x -C /tmp/main``) so a before/after comparison runs on the same
 machine in the same session; the lab's agent.yaml then omits the settings that
 tree does not know (``cni_*``).
+
+``--ab-workers A,B`` compares two ``pod_workers`` settings side by side in one
+lab: rounds alternate A, B, A, B … (the pod nodes' agents are restarted with
+the other setting between rounds, on an empty node), and each pair of rounds
+gives a ratio B ÷ A of the p50 and p99 (apply → reached); ``1,16`` is the
+agent setting pods up one after another against its default pool.
+``--ab-src DIR`` alternates the same way between the agent of another source
+tree (A, e.g. ``git archive main | tar -x -C /tmp/old``) and this tree's (B).
 """
 
 from __future__ import annotations
@@ -187,6 +195,72 @@ def one_round(lab: AgentLab, names: list[str], pod_nodes: list, prober_node) -> 
     return reach, net, cpu
 
 
+def set_workers(lab: AgentLab, pod_nodes: list, workers: int) -> None:  # type: ignore[type-arg]
+    """Restart the pod nodes' agents with ``pod_workers: workers`` (their nodes are empty)."""
+    for n in pod_nodes:
+        lab.stop_agent(n)
+        cfg = yaml.safe_load((n.dir / "agent.yaml").read_text())
+        cfg["pod_workers"] = workers
+        (n.dir / "agent.yaml").write_text(yaml.safe_dump(cfg))
+        lab.start_agent(n)
+    for n in pod_nodes:
+        lab.wait_node(n)
+    time.sleep(1.0)  # the restarted agents' first full pass
+
+
+def set_src(lab: AgentLab, pod_nodes: list, src: Path | None) -> None:  # type: ignore[type-arg]
+    """Restart the pod nodes' agents from ``src`` (None: this tree); their nodes are empty."""
+    for n in pod_nodes:
+        lab.stop_agent(n)
+        n.src = src
+        lab.start_agent(n)
+    for n in pod_nodes:
+        lab.wait_node(n)
+    time.sleep(1.0)
+
+
+def arms_of(lab: AgentLab, pod_nodes: list, workers: list[int], src: Path | None) -> dict:  # type: ignore[type-arg]
+    """The two arms (label → how to switch the agents to it), A first."""
+    if src is not None:
+        old = src.resolve()
+        return {f"agent of {old}": lambda: set_src(lab, pod_nodes, old),
+                "this tree's agent": lambda: set_src(lab, pod_nodes, None)}  # fmt: skip
+    return {f"pod_workers {w}": (lambda w=w: set_workers(lab, pod_nodes, w)) for w in workers}
+
+
+def ab_rounds(lab: AgentLab, pod_nodes: list, prober, arms: dict, pairs: int,  # type: ignore[type-arg]
+              pods: int) -> None:  # fmt: skip
+    """``pairs`` × (a round in each arm); per-arm figures and ratios B ÷ A per pair."""
+    labels = list(arms)
+    got: dict[str, list[float]] = {a: [] for a in labels}
+    ratios: dict[int, list[float]] = {50: [], 99: []}
+    for r in range(pairs):
+        order = labels if r % 2 == 0 else labels[::-1]  # neither arm always goes first
+        this: dict[str, list[float]] = {}
+        for k, a in enumerate(order):
+            arms[a]()
+            names = [f"b{r}a{k}-{i:03d}" for i in range(pods)]
+            reach, net, cpu = one_round(lab, names, pod_nodes, prober)
+            this[a] = reach
+            got[a] += reach
+            per_pod = ", ".join(f"{k} {v / pods * 1000:.1f}" for k, v in cpu.items())
+            print(f"pair {r + 1}, {a}: load {loadavg()}", end="")
+            print("  " + line("apply→reached", reach))
+            print("  " + line("apply→networkReady", net))
+            print(f"  CPU per pod (ms): {per_pod}")
+        for q in (50, 99):
+            ratios[q].append(pct(this[labels[1]], q) / pct(this[labels[0]], q))
+    print(f"all {pairs} pairs ({pods} pods per round):")
+    for a in labels:
+        print(f"  {a}:")
+        print("  " + line("apply→reached", got[a]))
+    for q in (50, 99):
+        vals = ratios[q]
+        print(f"  p{q} ratio ({labels[1]}) ÷ ({labels[0]}): median {statistics.median(vals):.2f} "
+              f"(min {min(vals):.2f}, max {max(vals):.2f}; per pair "
+              f"{', '.join(f'{v:.2f}' for v in vals)})")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pods", type=int, default=100)
@@ -196,7 +270,28 @@ def main() -> int:
     ap.add_argument("--agent-src", type=Path, help="run the agents from this source tree")
     ap.add_argument("--direct", action="store_true",
                     help="agents call the handler in-process (no plugin process)")  # fmt: skip
+    ap.add_argument(
+        "--ab-workers",
+        metavar="A,B",
+        help="alternate rounds between two pod_workers settings (e.g. 1,16)",
+    )
+    ap.add_argument(
+        "--ab-src",
+        type=Path,
+        metavar="DIR",
+        help="alternate rounds between DIR's agent (A) and this tree's (B)",
+    )
     args = ap.parse_args()
+    if args.ab_src and (args.ab_workers or args.agent_src or args.direct):
+        ap.error("--ab-src combines with none of --ab-workers, --agent-src, --direct")
+    arms: list[int] = []
+    if args.ab_workers:
+        try:
+            arms = [int(x) for x in args.ab_workers.split(",")]
+        except ValueError:
+            arms = []
+        if len(arms) != 2 or min(arms) < 1:
+            ap.error(f"--ab-workers {args.ab_workers}: give two pod_workers counts, e.g. 1,16")
     if args.direct and args.agent_src:
         ap.error("--direct and --agent-src do not combine (--direct is this tree's agent)")
     lab = AgentLab(args.nodes + 1, args.mode, tmp_root="/dev/shm", resync_s=10.0)
@@ -221,6 +316,11 @@ def main() -> int:
             f"{args.nodes} node(s), probed from another; load {loadavg()}",
             end="",
         )
+        if arms or args.ab_src:
+            ab_rounds(lab, pod_nodes, prober_node, arms_of(lab, pod_nodes, arms, args.ab_src),
+                      args.rounds, args.pods)  # fmt: skip
+            print(f"load after: {loadavg()}", end="")
+            return 0
         all_reach: list[float] = []
         all_net: list[float] = []
         for r in range(args.rounds):

@@ -33,7 +33,7 @@ from harness.agent import leases, metrics, nft, retire
 from harness.agent import netlink as nl
 from harness.agent.config import DEFAULT_PATH, AgentConfig, ConfigError, load
 from harness.agent.datapath import registry
-from harness.agent.datapath.base import Peer
+from harness.agent.datapath.base import Peer, Tunnel
 from harness.agent.pods import PodManager, PodSpec, PodState, now_rfc3339, status_json
 from harness.agent.reconcile import Reconciler
 from harness.agent.services import ServicesConfig, ServicesController
@@ -167,11 +167,15 @@ class Agent:
         self.pods = Cache(self.dirty)
         self.mesh = MeshCache(self.dirty, cfg.cluster) if cfg.mesh else None
         self.no_nat: list[ipaddress.IPv4Network] = []
+        self.tunnels: list[Tunnel] = []  # the outer packets the node ruleset exempts
         self.problems: list[str] = []
         self._written: dict[str, str] = {}
         self.pod_states: dict[tuple[str, str], PodState] = {}
         self._desired: dict[tuple[str, str], PodSpec] = {}
-        self._status_lock = threading.Lock()  # statuses are written by pod workers too
+        # statuses are written by pod workers too: one lock per status key keeps each
+        # pod's writes in order without making every worker wait for the others' puts
+        self._status_locks: dict[str, threading.Lock] = {}
+        self._status_guard = threading.Lock()
         self.unready = False
         self.terminating = False  # pods in a graceful stop: the loop polls them
         self.exit_code = 0
@@ -203,6 +207,7 @@ class Agent:
         env = leases.write_subnet_env(cfg, self.lease, self.dp.mtu())
         log.info("subnet %s, wrote %s", self.lease.subnet, env)
         nl.set_sysctl("net/ipv4/ip_forward", "1")  # this node's namespace only
+        self.tunnels = self.dp.tunnels()  # before the first sync: no peers known yet
         nft.apply(self._node_ruleset())
         self.podmgr = PodManager(
             cfg,
@@ -316,6 +321,7 @@ class Agent:
             peers += self.mesh.peers()
             self._sync_no_nat(self.mesh.pod_cidrs())
         report = self.reconciler.sync(peers)
+        self._sync_tunnels()
         if report.changed or report.failed:
             log.info(
                 "datapath: %d peers, %d objects set, %d removed, %d failed",
@@ -333,8 +339,17 @@ class Agent:
     def _node_ruleset(self) -> dict[str, Any]:
         """Table ``ip podlab``: masquerade (less the mesh's pod CIDRs), untracked tunnels."""
         cfg = self.cfg
-        return nft.masquerade_ruleset(cfg.pod_cidr, self.no_nat, self.dp.tunnels(),
+        return nft.masquerade_ruleset(cfg.pod_cidr, self.no_nat, self.tunnels,
                                       cfg.underlay_address, cfg.service_cidr)  # fmt: skip
+
+    def _sync_tunnels(self) -> None:
+        """Re-apply the node ruleset when the tunnels to exempt changed (cross-subnet)."""
+        tunnels = self.dp.tunnels()
+        if tunnels != self.tunnels:
+            self.tunnels = tunnels
+            nft.apply(self._node_ruleset())
+            log.info("conntrack exemption for tunnel packets: %s",
+                     ", ".join(f"{t.proto} {t.port}" for t in tunnels) or "none")  # fmt: skip
 
     def _sync_no_nat(self, cidrs: list[ipaddress.IPv4Network]) -> None:
         """Pods of other clusters of the mesh are reached by pod IP: no masquerade."""
@@ -369,6 +384,8 @@ class Agent:
         for key in set(self._written) - keys:  # pods this agent removed
             self.store.delete(key)
             del self._written[key]
+            with self._status_guard:
+                self._status_locks.pop(key, None)
         if full:  # also statuses a previous run left behind for pods now gone
             prefix = cluster_prefix(self.cfg.cluster) + "podstatus/"
             for kv in self.store.get_prefix(prefix)[0]:
@@ -408,7 +425,9 @@ class Agent:
         container = spec.container if spec is not None else "main"
         skey = podstatus_key(self.cfg.cluster, *key)
         value = _dumps(status_json(st, str(self.cfg.underlay_address), container))
-        with self._status_lock:
+        with self._status_guard:
+            lock = self._status_locks.setdefault(skey, threading.Lock())
+        with lock:
             if self._written.get(skey) != value:
                 self.store.put(skey, value)
                 self._written[skey] = value

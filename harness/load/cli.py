@@ -57,6 +57,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per wait")
     p.add_argument("--dns-rounds", type=int, default=3, help="lookups per Service per node")
     p.add_argument("--probes", type=int, default=3, help="observed-latency probe Services")
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold the full size this long, watching for dead nodes and lost leases",
+    )
+    p.add_argument(
+        "--node-grace",
+        type=float,
+        default=40.0,
+        metavar="SECONDS",
+        help="heartbeat age that marks a node dead (the agents' node_grace_s)",
+    )
     p.add_argument("--results", metavar="DIR", default="reports/results")
     p.set_defaults(func=hinted(cmd_load))
 
@@ -69,6 +83,10 @@ def check_args(args: argparse.Namespace) -> None:
         bad.append(("--rate", "must be positive", "e.g. --rate 10"))
     if args.group_size < 1:
         bad.append(("--group-size", "must be at least 1", "e.g. --group-size 10"))
+    if args.hold < 0:
+        bad.append(("--hold", "must be 0 or more seconds", "e.g. --hold 600"))
+    if args.node_grace <= 0:
+        bad.append(("--node-grace", "must be positive", "e.g. --node-grace 40"))
     if not 0 <= args.churn <= 1:
         bad.append(("--churn", "must be a fraction from 0 to 1", "e.g. --churn 0.5"))
     if bad:
@@ -128,7 +146,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     cfg = LoadConfig(
         namespace=args.namespace, pods_per_node=args.pods_per_node, rate=args.rate,
         group_size=args.group_size, churn=args.churn, timeout_s=args.timeout,
-        dns_rounds=args.dns_rounds,
+        dns_rounds=args.dns_rounds, hold_s=args.hold, node_grace_s=args.node_grace,
     )  # fmt: skip
     every = client.nodes()
     nodes = [n for n in every if getattr(n, "role", "worker") != "control-plane"]
@@ -210,4 +228,6 @@ def cmd_load(args: argparse.Namespace) -> int:
         out.print(line)
     out.print(f"results: {results} (PerfData: {results.with_suffix('.perfdata.json')})")
     out.print(f"{wall:.0f} s; load average after {' '.join(load_after)}")
-    return 1 if any(s.passed is False for s in slis) else 0
+    held = samples.held
+    unsteady = held is not None and bool(held.dead or held.leases_lost)
+    return 1 if unsteady or any(s.passed is False for s in slis) else 0

@@ -85,6 +85,7 @@ def record_results(
         w.record("dns_errors_percent", pct, "percent", mode="load",
                  threshold=sli.DNS_ERRORS_PERCENT, labels=common)  # fmt: skip
     lines = cost_records(w, cost, hollow, common)
+    lines += hold_records(w, samples, common)
     for phase, seconds in samples.phases.items():
         w.timing(phase, seconds, mode="load")
     w.finish()
@@ -109,3 +110,22 @@ def cost_records(w: ResultsWriter, cost: Cost, hollow: int, common: dict[str, st
             line += f" ({rss / hollow / 1024:.0f} KiB, {cores / hollow * 1000:.2f} mcores per node)"
         lines.append(line)
     return lines
+
+
+def hold_records(w: ResultsWriter, samples: Samples, common: dict[str, str]) -> list[str]:
+    """The hold phase (``--hold``): nodes marked dead and leases lost, each judged ≤ 0."""
+    h = samples.held
+    if h is None:
+        return []
+    labels = {**common, "hold_s": f"{h.seconds:.0f}", "nodes": str(h.nodes)}
+    w.record("hold_nodes_dead_count", float(len(h.dead)), "count", mode="load", threshold=0.0,
+             labels=labels)  # fmt: skip
+    w.record("hold_leases_lost_count", float(len(h.leases_lost)), "count", mode="load",
+             threshold=0.0, labels={**labels, "leases": str(h.leases)})  # fmt: skip
+    w.record("hold_heartbeat_age_max_s", h.max_heartbeat_age_s, "s", mode="load", labels=labels)
+    dead = f" ({', '.join(sorted(h.dead)[:5])}{' …' if len(h.dead) > 5 else ''})" if h.dead else ""
+    return [
+        f"hold {h.seconds:.0f} s over {h.nodes} nodes, {h.samples} samples: {len(h.dead)} marked "
+        f"dead{dead}, {len(h.leases_lost)} of {h.leases} leases lost, oldest heartbeat seen "
+        f"{h.max_heartbeat_age_s:.1f} s"
+    ]

@@ -3,10 +3,11 @@
 Phases, as CL2's ``testing/load``: create the pods at a fixed rate (default 10
 pods/s, 30 per node, over every Ready node, hollow and real, round-robin) with a
 Service over every other group of pods (CL2: Services are half the
-Deployments); wait until all run; churn (delete a fraction and create as many new
-ones, at the same rate); delete everything at the same rate. Everything goes
-through podlab's API code (``ApiClient``: admission, one guarded transaction per
-apply), the path ``podlab apply`` takes.
+Deployments); wait until all run; optionally hold that size for a while,
+watching that no node dies and no lease is lost (hold.py); churn (delete a
+fraction and create as many new ones, at the same rate); delete everything at
+the same rate. Everything goes through podlab's API code (``ApiClient``:
+admission, one guarded transaction per apply), the path ``podlab apply`` takes.
 
 Pods are bound by the load itself (``spec.nodeName``), spread as a scheduler with
 equal nodes would; so pod startup latency measures the node side (agent or hollow
@@ -42,6 +43,7 @@ from harness.api.client import ApiClient
 from harness.api.objects import KINDS, NodeRecord
 from harness.api.validate import Located, load_documents, validate_documents
 from harness.errors import LabError
+from harness.load import hold
 from harness.store import KV, Event, StoreError
 from harness.store.keys import kind_prefix, podstatus_prefix
 
@@ -62,6 +64,8 @@ class LoadConfig:
     churn: float = 0.5  # fraction of pods deleted and replaced in the churn phase
     timeout_s: float = 600.0  # per wait (all running, all gone)
     dns_rounds: int = 3  # lookups of every Service name per real node
+    hold_s: float = 0.0  # seconds at full size, every pod running, watching node health
+    node_grace_s: float = hold.NODE_GRACE_S  # a heartbeat older than this: a dead node
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class Samples:
     dns_s: list[float] = field(default_factory=list)
     probe_s: list[float] = field(default_factory=list)  # backend Ready → first answer
     dns_errors: int = 0
+    held: hold.HoldResult | None = None  # the hold phase's findings (--hold)
     netprog_before: dict[str, dict[str, Any]] = field(default_factory=dict)
     netprog_after: dict[str, dict[str, Any]] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # phase → seconds
@@ -327,6 +332,13 @@ class LoadRun:
         self.progress("probe", 0, 1)
         self.samples.probe_s = probe()
         self.progress("probe", 1, 1)
+        if self.cfg.hold_s > 0:  # issue 15: the full size held, no lease lost, no node dead
+            t0 = time.monotonic()
+            self.samples.held = hold.hold(
+                self.store, self.client.cluster, [n.name for n in self.client.nodes()],
+                self.cfg.hold_s, self.cfg.node_grace_s, progress=partial(self.progress, "hold (s)"),
+            )  # fmt: skip
+            self.samples.phases["hold"] = time.monotonic() - t0
         gone = random.Random(self.run_id).sample(plan, int(len(plan) * self.cfg.churn))
         fresh = [PodPlan(f"c-{i:05d}", p.node, p.group, p.hollow) for i, p in enumerate(gone)]
         churn: list[Callable[[], None]] = []

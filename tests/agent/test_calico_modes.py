@@ -21,7 +21,7 @@ import pytest
 import yaml
 from pyroute2 import IPRoute
 
-from harness.agent import bird
+from harness.agent import bird, nft
 from harness.cni import bridged, routed
 from harness.testlab.agentlab import AgentLab, Node
 from harness.testlab.calnet import ip_packets
@@ -264,12 +264,28 @@ def test_ipip_userspace_puts_protocol_4_on_the_wire(calico_lab) -> None:
 # -- cross-subnet: direct within a segment, VXLAN across ----------------------------------
 
 
+def _raw_chains(lab: AgentLab, node: Node) -> set[str]:
+    table = lab.ns_run(node, ["nft", "list", "table", nft.FAMILY, nft.TABLE]).stdout
+    return {c for c in ("raw-prerouting", "raw-output") if f"chain {c} " in table}
+
+
 def test_cross_subnet_encapsulates_only_across_segments(calico_lab) -> None:
+    """Direct within a segment, VXLAN across; the VXLAN packets are exempted from
+    conntrack only while a peer sits behind the tunnel (no raw chain for every pod
+    packet to pass before that; docs/throughput.md "What costs", item 8)."""
     lab = calico_lab(2, "cross-subnet")
-    lab.add_node(3, segment="edge")
     for n in lab.nodes:
         lab.start_agent(n)
-    n1, n2, n3 = lab.nodes
+    n1, n2 = lab.nodes
+    subnet2 = lab.wait_node(n2)["podCIDR"]
+    wait_for(
+        "n1's route to n2 (a sync with the peer)",
+        lambda: subnet2 in lab.ns_run(n1, ["ip", "route", "show", "proto", "77"]).stdout,
+    )
+    assert _raw_chains(lab, n1) == set(), "raw chains with no peer behind the tunnel"
+    n3 = lab.add_node(3, segment="edge")
+    lab.start_agent(n3)
+    wait_for("raw chains on n1 once n3 is a peer", lambda: len(_raw_chains(lab, n1)) == 2)
     for name, node in (("a", n1), ("b", n2), ("c", n3)):
         lab.apply_pod(name, node, [*ECHO, "--name", name])
     a, b, c = (lab.wait_running(p) for p in ("a", "b", "c"))
@@ -291,6 +307,15 @@ def test_cross_subnet_encapsulates_only_across_segments(calico_lab) -> None:
     tunnel = _between(pkts, n1.ip, n3.ip)
     assert tunnel and all(p.proto == 17 and 4789 in (p.sport, p.dport) for p in tunnel)
     assert any(MARKER_BYTES in bytes(p) for p in tunnel)
+    lab.pod_run(n1, a["netns"], tcp_hello(c["podIP"], 8080))
+    tracked = lab.ns_run(n1, ["cat", "/proc/net/nf_conntrack"]).stdout
+    assert f"dst={c['podIP']}" in tracked, "the pod flow itself is not tracked"
+    assert "dport=4789" not in tracked, f"VXLAN packets tracked on n1:\n{tracked}"
+    for chain in ("raw-prerouting", "raw-output"):  # control: without them it is tracked
+        lab.ns_run(n1, ["nft", "delete", "chain", nft.FAMILY, nft.TABLE, chain])
+    lab.pod_run(n1, a["netns"], tcp_hello(c["podIP"], 8080))
+    tracked = lab.ns_run(n1, ["cat", "/proc/net/nf_conntrack"]).stdout
+    assert "dport=4789" in tracked, "control: VXLAN untracked without the raw chains"
 
 
 # -- WireGuard on the wire, with its negative control ---------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.api.objects import NodeRecord
 from harness.api.target import Target
-from harness.load import cost, run
+from harness.load import cost, hold, run
 from harness.load.report import record_results, slis_of
 from harness.results.store import load
 
@@ -83,6 +83,24 @@ def test_results_file_and_perfdata(tmp_path: Path) -> None:
     assert any("per node" in ln for ln in lines)
     perf = json.loads(path.with_suffix(".perfdata.json").read_text())
     assert {i["labels"]["Metric"] for i in perf["dataItems"]} >= {"pod_startup", "dns_lookup"}
+    assert not any(m.name.startswith("hold_") for m in res.measurements)  # no --hold: none
+
+
+def test_a_hold_is_judged_zero_dead_zero_lost(tmp_path: Path) -> None:
+    c = cost.Cost(rss={}, cores={})
+    for dead, verdict in ((set(), True), ({"h7"}, False)):
+        s = samples()
+        s.held = hold.HoldResult(600.0, 1003, 1003, 120, dead, set(), 12.5)
+        path = tmp_path / f"load-{len(dead)}.json"
+        _, lines = record_results(
+            path, "load-x", Target("c1", "http://x", None), s, c, 1000, 3, run.LoadConfig()
+        )
+        by = {m.name: m for m in load(path).measurements}
+        dead_count = by["hold_nodes_dead_count"]
+        assert dead_count.passed is verdict and dead_count.threshold == 0
+        assert by["hold_leases_lost_count"].passed is True
+        assert any(ln.startswith(f"hold 600 s over 1003 nodes, 120 samples: {len(dead)}")
+                   for ln in lines)  # fmt: skip
 
 
 def test_cost_finds_this_process_by_its_network_namespace() -> None:
@@ -112,7 +130,13 @@ def test_load_refuses_sizes_that_do_not_fit_before_anything_starts() -> None:
         check_fit(many, run.LoadConfig(pods_per_node=30, group_size=1), "10.96.0.0/24", "c1")
     assert "Services do not fit the service CIDR" in problem_line(exc.value.problems[0])
     check_fit(many, run.LoadConfig(), "10.96.0.0/16", "c1")  # the default fits
-    args = argparse.Namespace(pods_per_node=0, rate=10.0, group_size=10, churn=0.5)
+    ok = {"pods_per_node": 1, "rate": 10.0, "group_size": 10, "churn": 0.5, "hold": 0.0,
+          "node_grace": 40.0}  # fmt: skip
+    check_args(argparse.Namespace(**ok))
+    args = argparse.Namespace(**{**ok, "pods_per_node": 0})
     with pytest.raises(UserError) as exc:
         check_args(args)
     assert [p.file for p in exc.value.problems] == ["podlab load"]
+    with pytest.raises(UserError) as exc:
+        check_args(argparse.Namespace(**{**ok, "hold": -1.0, "node_grace": 0.0}))
+    assert [p.where for p in exc.value.problems] == ["--hold", "--node-grace"]

@@ -9,18 +9,33 @@ The kernel here has no ipip module, so VXLAN is the cross-segment encapsulation
 (Calico's ``vxlanMode: CrossSubnet``). Pods are ROUTED. MTU = underlay − 50: one
 pod MTU for all destinations, so it must fit the encapsulated path.
 Options: none.
+
+The VXLAN outer packets are exempted from conntrack (``tunnels()``, the node's
+raw chains) only while some accepted peer is on another segment: on a node whose
+peers all share its segment no packet is tunnelled, and the raw chains would only
+add a pass of every pod packet through ``raw-prerouting`` (3 base chains per
+packet instead of bgp's 2; docs/throughput.md "What costs", item 8). The agent
+re-applies its node ruleset when this changes (``Agent._sync_tunnels``).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from harness.agent.datapath.base import Peer, PeerObjects, RouteSpec
+from harness.agent.datapath.base import Peer, PeerObjects, RouteSpec, Tunnel
 from harness.agent.datapath.calicovxlan import CalicoVxlan
 
 
 class CrossSubnet(CalicoVxlan):
     name: ClassVar[str] = "cross-subnet"
+    _remote_peer: bool = False  # an accepted peer on another segment (set per sync)
+
+    def peers_changed(self, peers: list[Peer]) -> None:
+        super().peers_changed(peers)
+        self._remote_peer = any(p.segment != self.cfg.segment for p in peers)
+
+    def tunnels(self) -> list[Tunnel]:
+        return super().tunnels() if self._remote_peer else []
 
     def peer_objects(self, peer: Peer) -> PeerObjects:
         if peer.segment == self.cfg.segment:

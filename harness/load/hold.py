@@ -1,0 +1,117 @@
+"""Hold a loaded cluster for a while and watch that it stays steady (issue 15's 10 minutes).
+
+Issue 15's goal is a cluster that *holds* its size: no subnet lease lost and no
+node marked dead while every pod runs. ``hold`` samples etcd every
+``every_s`` for ``seconds``: each node record's heartbeat age (a node is dead,
+for every agent's services controller, once its heartbeat is older than the
+node grace, ``node_grace_s``, 40 s by default) and the subnet leases held at
+the start (a lease is lost when its key is gone, names another node, or was
+created again: expired and re-claimed between two samples). It
+judges nothing itself; the report turns the counts into records with a
+threshold of 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from harness.store import Store
+from harness.store.keys import nodes_prefix, subnets_prefix
+
+NODE_GRACE_S = 40.0  # the agents' default node_grace_s (the host side imports no agent code)
+
+
+@dataclass
+class HoldResult:
+    """What a hold saw: how long, over how many nodes and leases, and what went wrong."""
+
+    seconds: float = 0.0
+    nodes: int = 0
+    leases: int = 0
+    samples: int = 0
+    dead: set[str] = field(default_factory=set)  # nodes whose heartbeat aged past the grace
+    leases_lost: set[str] = field(default_factory=set)  # subnet keys gone or re-owned
+    max_heartbeat_age_s: float = 0.0
+
+
+def heartbeat_epoch(value: object) -> float | None:
+    """A node record's heartbeat (epoch seconds or RFC 3339) as epoch seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _records(store: Store, prefix: str) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for kv in store.get_prefix(prefix)[0]:
+        try:
+            value = json.loads(kv.value)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out[kv.key] = value
+    return out
+
+
+def _leases(store: Store, cluster: str) -> dict[str, tuple[str, int]]:
+    """Subnet lease key → (the node holding it, the key's create revision). A lease that
+    expired and was claimed again between two samples has a new create revision."""
+    out = {}
+    for kv in store.get_prefix(subnets_prefix(cluster))[0]:
+        try:
+            value = json.loads(kv.value)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out[kv.key] = (str(value.get("node", "")), kv.create_revision)
+    return out
+
+
+def hold(
+    store: Store,
+    cluster: str,
+    nodes: list[str],
+    seconds: float,
+    grace_s: float = NODE_GRACE_S,
+    every_s: float = 5.0,
+    progress: Callable[[int, int], None] = lambda *_: None,
+    clock: Callable[[], float] = time.time,
+) -> HoldResult:
+    """Sample ``nodes``' heartbeats and their subnet leases for ``seconds``; see the module."""
+    watched = set(nodes)
+    start_leases = {k: v for k, v in _leases(store, cluster).items() if v[0] in watched}
+    res = HoldResult(nodes=len(watched), leases=len(start_leases))
+    t0 = time.monotonic()
+    while True:
+        now = clock()
+        seen = set()
+        for rec in _records(store, nodes_prefix(cluster)).values():
+            name = str(rec.get("name", ""))
+            if name not in watched:
+                continue
+            seen.add(name)
+            beat = heartbeat_epoch(rec.get("heartbeat"))
+            age = now - beat if beat is not None else float("inf")
+            res.max_heartbeat_age_s = max(res.max_heartbeat_age_s, age)
+            if age > grace_s:
+                res.dead.add(name)
+        res.dead |= watched - seen  # a record that vanished: its lease expired
+        leases = _leases(store, cluster)
+        res.leases_lost |= {k for k, n in start_leases.items() if leases.get(k) != n}
+        res.samples += 1
+        elapsed = time.monotonic() - t0
+        progress(min(int(elapsed), int(seconds)), int(seconds))
+        if elapsed >= seconds:
+            break
+        time.sleep(min(every_s, max(0.0, seconds - elapsed)))
+    res.seconds = time.monotonic() - t0
+    return res
