@@ -113,7 +113,7 @@ def mode(
     writer = podlab_run.get_writer()
     if labctl.needs_deploy(lab, spec):
         say(request.config, f"re-deploying lab {lab.name} with mode {spec}")
-        seconds = labctl.deploy(lab, spec)
+        seconds = labctl.deploy(lab, spec, switch=True)
         writer.timing("deploy", seconds, str(spec))
         say(request.config, f"lab {lab.name} runs {spec} (deploy {seconds:.0f} s)")
     started = time.monotonic()

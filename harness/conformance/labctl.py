@@ -134,25 +134,40 @@ def _lab(plan: LabPlan, lab_dir: Path, built: bool) -> Lab:
     return Lab(plan.name, lab_dir, plan, inv, built, endpoints)
 
 
-def deploy(lab: Lab, spec: ModeSpec | None = None, attempts: int = 2) -> float:
+def deploy(
+    lab: Lab, spec: ModeSpec | None = None, attempts: int = 2, switch: bool = False
+) -> float:
     """Run the deploy playbook (with a mode override); return how long it took in seconds.
 
     The playbook is idempotent, so a failed run is retried once (``attempts``)
     before the failure (every attempt's) is raised: a matrix of several modes
     should not lose a whole mode to one transient service restart.
+
+    ``switch``: only switch the mode (``podlab deploy --switch``, playbooks/switch.yml:
+    the agents' configuration and restart, the mode-dependent plays), which a
+    matrix does between its entries. A node that does not run the current sources
+    (the tree changed since the lab was deployed) refuses a switch; then the full
+    deploy runs instead, since installing them is what the user's edit asks for.
     """
+    from harness.deploy.deploy import SWITCH_REFUSED_TASK, request_for
     from harness.deploy.deploy import deploy as run_deploy
-    from harness.deploy.deploy import request_for
 
     overrides: dict[str, str | None] = {"podlab_mode": None, "podlab_encryption": None}
     if spec:
         overrides = {"podlab_mode": spec.mode, "podlab_encryption": spec.encryption}
     start = time.monotonic()
-    errors = []
-    for _ in range(attempts):
-        result = run_deploy(request_for(lab.name, None, overrides, limit=lab.focus))
+    errors: list[str] = []
+    tries = 0
+    while tries < attempts:
+        req = request_for(lab.name, None, overrides, limit=lab.focus, switch=switch)
+        result = run_deploy(req)
         if result.ok:
             break
+        refused = [f for f in result.failures if f.task == SWITCH_REFUSED_TASK]
+        if switch and refused and len(refused) == len(result.failures):
+            switch = False  # other sources on the nodes: the full deploy, at once
+            continue
+        tries += 1
         failures = "; ".join(str(f) for f in result.failures[:3]) or result.status
         errors.append(f"{failures} (log: {result.artifacts})")
     else:

@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="DIR",
         help="join another lab's mesh: use the CA in DIR (.podlab/OTHER_LAB/mesh/MESH)",
     )
+    p.add_argument(
+        "--switch",
+        action="store_true",
+        help="only switch a deployed lab to --mode/--encryption: re-configure and restart "
+        "the agents (pods kept) and the mode's routers, install nothing (playbooks/switch.yml)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress, only the recap")
     p.set_defaults(func=_deploy)
 
@@ -47,7 +53,7 @@ def _deploy(args: argparse.Namespace) -> int:
         "podlab_encryption": args.encryption,
         "podlab_proxy_mode": args.proxy_mode,
     }
-    req = request_for(args.lab, args.inventory, overrides, args.limit)
+    req = request_for(args.lab, args.inventory, overrides, args.limit, switch=args.switch)
     if args.mesh_ca:
         req = dataclasses.replace(req, mesh_ca=Path(args.mesh_ca).resolve())
     console = Console(highlight=False)

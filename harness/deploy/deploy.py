@@ -26,6 +26,11 @@ from harness.inventory import inventory_path, project_home
 from harness.lab.state import find, podlab_home
 
 SITE = "site.yml"
+# The mode switch of a deployed lab (``--switch``): the agents' configuration and
+# restart plus the mode-dependent plays, nothing installed (playbooks/switch.yml).
+SWITCH = "switch.yml"
+# The task of the agent role that refuses a switch onto sources a node does not run.
+SWITCH_REFUSED_TASK = "Refuse a mode switch onto sources this node does not run"
 # Under the podlab home beside the lab directories; the dot keeps it from ever
 # being taken for (or colliding with) a lab's directory.
 WHEELHOUSE_DIR = ".wheelhouse"
@@ -42,6 +47,11 @@ class DeployRequest:
     overrides: Mapping[str, str]  # inventory variable -> value, e.g. podlab_mode: bgp
     limit: str | None = None
     mesh_ca: Path | None = None  # --mesh-ca: another lab's mesh directory (shared CA)
+    switch: bool = False  # only switch the mode of a deployed lab (playbooks/switch.yml)
+
+    @property
+    def playbook(self) -> str:
+        return SWITCH if self.switch else SITE
 
 
 def source_root() -> Path:
@@ -59,6 +69,7 @@ def request_for(
     inventory: str | None,
     overrides: Mapping[str, str | None],
     limit: str | None = None,
+    switch: bool = False,
 ) -> DeployRequest:
     """Resolve the inventory and lab directory; refuse a missing inventory up front."""
     inv = Path(inventory).resolve() if inventory else inventory_path(lab, project_home())
@@ -68,7 +79,7 @@ def request_for(
     lab_dir = find(lab).root  # a registered netns lab's, else .podlab/<lab>/
     chosen = {k: v for k, v in overrides.items() if v is not None}
     _refuse_ipvs_on_host_kernel(inv, chosen)
-    return DeployRequest(lab, inv, lab_dir, chosen, limit)
+    return DeployRequest(lab, inv, lab_dir, chosen, limit, switch=switch)
 
 
 def _refuse_ipvs_on_host_kernel(inventory: Path, chosen: Mapping[str, str]) -> None:
@@ -147,16 +158,18 @@ def deploy(
     forks: int | None = None,
     wheelhouse: Wheelhouse | None = None,
 ) -> DeployResult:
-    """Build (or reuse) the wheelhouse and run site.yml; the result names every failure.
+    """Build (or reuse) the wheelhouse and run site.yml (switch.yml for ``req.switch``);
+    the result names every failure.
 
     Pass ``wheelhouse`` to deploy a wheelhouse built earlier (a benchmark or test
     that must ship the same sources on every run while the tree is being edited).
     """
     root = source_root()
     playbooks = root / "playbooks"
-    if not (playbooks / SITE).is_file() or not (root / "pyproject.toml").is_file():
+    if not (playbooks / req.playbook).is_file() or not (root / "pyproject.toml").is_file():
         raise UserError(
-            f"podlab deploy needs a source checkout with playbooks/{SITE} (looked in {root})"
+            f"podlab deploy needs a source checkout with playbooks/{req.playbook} "
+            f"(looked in {root})"
         )
     wheelhouse = wheelhouse or ensure_wheelhouse(root, wheelhouse_cache())
     if not wheelhouse.archive.is_file():
@@ -173,7 +186,7 @@ def deploy(
     if pki is not None:
         extra["podlab_mesh_pki_dir"] = str(pki)
     return run_playbook(
-        playbooks / SITE,
+        playbooks / req.playbook,
         req.inventory,
         deploy_dir,
         extravars=extra,

@@ -246,14 +246,24 @@ def run_playbook(
 
 
 def play_names(playbook: Path) -> tuple[str, ...]:
-    """The names of a playbook's plays (our own YAML file, not Ansible's output)."""
+    """The names of a playbook's plays (our own YAML file, not Ansible's output), with
+    those of the playbooks it imports (``import_playbook``, relative to it) in place."""
     try:
         data = yaml.safe_load(playbook.read_text())
     except (OSError, yaml.YAMLError):
         return ()
     if not isinstance(data, list):
         return ()
-    return tuple(str(p.get("name", "")) for p in data if isinstance(p, dict))
+    names: list[str] = []
+    for play in data:
+        if not isinstance(play, dict):
+            continue
+        imported = play.get("import_playbook") or play.get("ansible.builtin.import_playbook")
+        if imported:
+            names += play_names(playbook.parent / str(imported))
+        else:
+            names.append(str(play.get("name", "")))
+    return tuple(names)
 
 
 def _tail(runner: Any) -> str:

@@ -3,9 +3,10 @@
 Creates pods at a fixed rate (default 10 pods/s, 30 per worker node, hollow and
 real), a Service over every other group of pods, churns half of them, deletes
 everything; a progress bar shows each phase and Ctrl-C (or a failure) deletes
-what the run created. Writes a results file (docs/results-format.md; ``podlab
-report`` shows its SLOs) and clusterloader2's ``PerfData`` summary beside it,
-and prints p50/p90/p99 of each SLI with its threshold (docs/load.md).
+what the run created (``--cleanup RUN`` finishes that for a run that was killed).
+Writes a results file (docs/results-format.md; ``podlab report`` shows its SLOs)
+and clusterloader2's ``PerfData`` summary beside it, and prints p50/p90/p99 of
+each SLI with its threshold (docs/load.md).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from harness.load import preflight
 from harness.load.cost import CostSampler
 from harness.load.probe import observe
 from harness.load.report import record_results
-from harness.load.run import LoadConfig, LoadRun, cleaning, dns_lookups
+from harness.load.run import LoadConfig, LoadRun, cleaning, delete_run, dns_lookups
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -72,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="heartbeat age that marks a node dead (the agents' node_grace_s)",
     )
     p.add_argument("--results", metavar="DIR", default="reports/results")
+    p.add_argument(
+        "--cleanup",
+        metavar="RUN",
+        help="only delete what run RUN created (its pods and Services, by their label): "
+        "after a run that was killed before its own clean-up",
+    )
     p.set_defaults(func=hinted(cmd_load))
 
 
@@ -143,6 +150,10 @@ def netns_paths(lab: str | None, nodes: list[str]) -> dict[str, Path]:
 def cmd_load(args: argparse.Namespace) -> int:
     check_args(args)
     client, target = connect(args)
+    if args.cleanup:
+        delete_run(client, client.store, args.namespace, args.cleanup)
+        Console(highlight=False).print(f"{args.cleanup}: nothing of it is left in {args.namespace}")
+        return 0
     cfg = LoadConfig(
         namespace=args.namespace, pods_per_node=args.pods_per_node, rate=args.rate,
         group_size=args.group_size, churn=args.churn, timeout_s=args.timeout,

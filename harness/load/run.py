@@ -366,16 +366,52 @@ class LoadRun:
         """Delete whatever the run created and still stands (after a failure or Ctrl-C)."""
         self.stop.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
-        ns = self.cfg.namespace
-        for kv in self.store.get_prefix(kind_prefix(self.client.cluster, "pods", ns))[0]:
+        delete_run(self.client, self.store, self.cfg.namespace, self.run_id)
+
+
+def delete_run(client: ApiClient, store: Any, namespace: str, run_id: str) -> None:
+    """Delete every pod and Service labelled with ``run_id``, or say what still stands.
+
+    Found by label rather than from the run's memory, so ``podlab load --cleanup RUN``
+    finishes the job of a run that was killed. A store that times out under load must
+    not stop the rest: every object is tried, the stragglers again in a second and
+    third pass, and what still stands ends in one error naming the command to retry.
+    """
+    left: list[str] = []
+    first_error = ""
+    for attempt in range(3):
+        left, first_error = [], ""
+        for kind in (POD, SERVICE):
             try:
-                mine = json.loads(kv.value)["metadata"]["labels"].get(LABEL) == self.run_id
-            except (ValueError, KeyError, TypeError, AttributeError):
-                mine = False
-            if mine:
-                self.client.delete(POD, ns, kv.key.rsplit("/", 1)[-1], 0)
-        for name in self.services:
-            self.client.delete(SERVICE, ns, name)
+                kvs = store.get_prefix(kind_prefix(client.cluster, kind.plural, namespace))[0]
+            except StoreError as exc:
+                left.append(f"{kind.plural} (not listed)")
+                first_error = first_error or str(exc)
+                continue
+            for kv in kvs:
+                try:
+                    mine = json.loads(kv.value)["metadata"]["labels"].get(LABEL) == run_id
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    mine = False
+                if not mine:
+                    continue
+                name = kv.key.rsplit("/", 1)[-1]
+                try:
+                    if kind is POD:
+                        client.delete(POD, namespace, name, 0)
+                    else:
+                        client.delete(SERVICE, namespace, name)
+                except LabError as exc:
+                    left.append(f"{kind.plural}/{name}")
+                    first_error = first_error or str(exc)
+        if not left:
+            return
+        time.sleep(1.0 + attempt)
+    raise LabError(
+        f"run {run_id} left {len(left)} objects in namespace {namespace} "
+        f"(first: {', '.join(left[:3])}; {first_error}); "
+        f"delete them with: podlab load LAB --cleanup {run_id}"
+    )
 
 
 @contextmanager

@@ -46,10 +46,14 @@ def wheelhouse() -> Wheelhouse:
 
 
 def run_deploy(
-    lab: str, inventory: Path, wheelhouse: Wheelhouse | None = None, **overrides: str
+    lab: str,
+    inventory: Path,
+    wheelhouse: Wheelhouse | None = None,
+    switch: bool = False,
+    **overrides: str,
 ) -> tuple[DeployResult, list[DeployEvent]]:
     events: list[DeployEvent] = []
-    req = request_for(lab, str(inventory), overrides)
+    req = request_for(lab, str(inventory), overrides, switch=switch)
     result = deploy(req, on_event=events.append, wheelhouse=wheelhouse)
     return result, events
 
@@ -132,8 +136,21 @@ def test_mode_override_reaches_agent_config(inventory: Path, wheelhouse: Wheelho
         )
     # control: /run is node-private, so a node without BIRD reaches no one's socket
     assert node_run(LAB, "router", "birdc", "show", "protocols").returncode != 0
-    back, _ = run_deploy(LAB, inventory, wheelhouse)
-    assert back.ok, describe(back)
+    # back with `--switch` (playbooks/switch.yml): only the agents' part and the
+    # mode-dependent plays run, and the agents restart into vxlan
+    back, events = run_deploy(LAB, inventory, wheelhouse, switch=True)
+    assert back.ok and not back.plays_not_run, describe(back)
+    tasks = {e.task for e in events if e.kind == "task"}
+    assert "Run podlab-agent under supervisord" in tasks, sorted(tasks)
+    # (a task skipped by its `when` still starts; these are in plays a switch has not)
+    not_in_a_switch = {
+        "Run etcd under supervisord",
+        "Run podlab-controllers under supervisord",
+        "Create the node's directories and apply the datapath's sysctls",
+    }
+    assert not tasks & not_in_a_switch, sorted(tasks)
+    changed = {e.host for e in events if e.changed and e.task.startswith("Run podlab-agent under")}
+    assert changed == {"c1-cp", "c1-w1", "c1-w2"}, changed
     assert "mode: vxlan" in node_ssh(LAB, "c1-w1", "cat", "/etc/podlab/agent.yaml")
 
 

@@ -63,7 +63,7 @@ def test_flows_survive_a_mode_switch(
         }
         time.sleep(SETTLE_S)
         began = time.time()
-        deploy_s = labctl.deploy(lab, spec)
+        deploy_s = labctl.deploy(lab, spec, switch=True)
         labctl.wait_nodes_ready(lab, spec)
         ready = time.time()
         time.sleep(SETTLE_S)

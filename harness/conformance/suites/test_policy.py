@@ -87,23 +87,29 @@ def check_case(
     """Apply ``spec``; every (src, dst, proto) of ``allowed`` answers, of ``blocked`` times out."""
     objs: svc.Objects = pol["objs"]
     pods: dict[str, Pod] = pol["pods"]
-    for src, dst, proto in [*allowed, *blocked]:  # before: everything answers (the baseline)
-        _baseline(pods, src, dst, proto)
-    objs.apply([svc.policy(name, spec)])
-    try:
-        src, dst, proto = blocked[0]
-        svc.until(
-            f"policy {name} blocks {src} → {dst}/{proto}",
-            lambda: attempt(pods[src], pods[dst], proto).successes == 0,
-        )
-        for src, dst, proto in allowed:
-            report = attempt(pods[src], pods[dst], proto, count=2)
-            asserts.assert_reaches(f"{src} (allowed by {name})", dst, report)
-        for src, dst, proto in blocked:
-            report = attempt(pods[src], pods[dst], proto, count=2)
-            asserts.assert_blocked(f"{src} (not allowed by {name})", dst, report, "timeout")
-    finally:
-        objs.remove("NetworkPolicy", NAMESPACE, name)
+    cases = [*allowed, *blocked]
+    # The probes of a case run at once (each pair is its own flow, each probe its own
+    # process): a blocked probe is 2 attempts of a 1 s connect timeout, and one after
+    # the other they were most of a case's time. Every report is judged on its own.
+    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
+        # before: everything answers (the baseline)
+        list(pool.map(lambda c: _baseline(pods, *c), cases))
+        objs.apply([svc.policy(name, spec)])
+        try:
+            src, dst, proto = blocked[0]
+            svc.until(
+                f"policy {name} blocks {src} → {dst}/{proto}",
+                lambda: attempt(pods[src], pods[dst], proto).successes == 0,
+            )
+            reports = list(
+                pool.map(lambda c: attempt(pods[c[0]], pods[c[1]], c[2], count=2), cases)
+            )
+            for (src, dst, _), report in zip(allowed, reports, strict=False):
+                asserts.assert_reaches(f"{src} (allowed by {name})", dst, report)
+            for (src, dst, _), report in zip(blocked, reports[len(allowed) :], strict=True):
+                asserts.assert_blocked(f"{src} (not allowed by {name})", dst, report, "timeout")
+        finally:
+            objs.remove("NetworkPolicy", NAMESPACE, name)
 
 
 @pytest.mark.scenario(17)

@@ -1,0 +1,105 @@
+"""podlab load's clean-up (harness/load/run.delete_run) against a real etcd.
+
+It must find a run's objects by their label (so ``--cleanup RUN`` works for a
+run that was killed), leave other runs' alone, keep going when the store fails
+on some objects, and say what still stands instead of returning quietly.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from harness.api.client import ApiClient
+from harness.errors import LabError
+from harness.load.run import (
+    LoadConfig,
+    PodPlan,
+    delete_run,
+    located,
+    pod_manifest,
+    service_manifest,
+)
+from harness.store import StoreError
+from harness.store.keys import kind_prefix
+from harness.testlab.etcd import LocalEtcd
+
+CFG = LoadConfig()
+NS = CFG.namespace
+
+
+@pytest.fixture
+def client() -> Iterator[ApiClient]:
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd binary not installed")
+    e = LocalEtcd()
+    try:
+        e.start()
+        yield ApiClient(e.store(), "c1")
+    finally:
+        e.close()
+
+
+def _make(client: ApiClient, run_id: str, pods: int) -> None:
+    for i in range(pods):
+        client.apply(located(pod_manifest(PodPlan(f"{run_id}-p{i}", "w1", 0, True), run_id, CFG)))
+    client.apply(
+        located(
+            service_manifest(0, run_id, CFG)
+            | {
+                "metadata": {
+                    "name": f"{run_id}-g0",
+                    "namespace": NS,
+                    "labels": {"podlab.load/run": run_id},
+                }
+            }
+        )
+    )
+
+
+def _names(client: ApiClient, plural: str) -> list[str]:
+    kvs = client.store.get_prefix(kind_prefix("c1", plural, NS))[0]
+    return sorted(kv.key.rsplit("/", 1)[-1] for kv in kvs)
+
+
+def test_deletes_the_runs_objects_by_label_and_nothing_else(client: ApiClient) -> None:
+    _make(client, "run-a", 3)
+    _make(client, "run-b", 2)
+    delete_run(client, client.store, NS, "run-a")
+    assert _names(client, "pods") == ["run-b-p0", "run-b-p1"]
+    assert _names(client, "services") == ["run-b-g0"]
+
+
+class Flaky(ApiClient):
+    """Deletes fail ``failures`` times per object before they work (a store timing out)."""
+
+    def __init__(self, inner: ApiClient, failures: int) -> None:
+        super().__init__(inner.store, inner.cluster)
+        self.failures = failures
+        self.seen: dict[str, int] = {}
+
+    def delete(self, info, namespace, name, grace_s=None):  # type: ignore[no-untyped-def]
+        n = self.seen[name] = self.seen.get(name, 0) + 1
+        if n <= self.failures:
+            raise StoreError(f"etcd: deadline exceeded deleting {name}")
+        return super().delete(info, namespace, name, grace_s)
+
+
+def test_a_store_failing_on_some_deletes_does_not_stop_the_rest(client: ApiClient) -> None:
+    _make(client, "run-a", 3)
+    flaky = Flaky(client, failures=1)
+    delete_run(flaky, client.store, NS, "run-a")
+    assert _names(client, "pods") == [] and _names(client, "services") == []
+    assert set(flaky.seen.values()) == {2}  # every object tried, failed once, then deleted
+
+
+def test_what_still_stands_is_named_with_the_command_to_finish(client: ApiClient) -> None:
+    _make(client, "run-a", 2)
+    with pytest.raises(LabError) as exc:
+        delete_run(Flaky(client, failures=99), client.store, NS, "run-a")
+    msg = str(exc.value)
+    assert "left 3 objects" in msg and "deadline exceeded" in msg
+    assert "podlab load LAB --cleanup run-a" in msg
+    assert len(_names(client, "pods")) == 2  # the control: nothing was deleted after all
