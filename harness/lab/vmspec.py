@@ -17,6 +17,11 @@ from harness.lab import preflight
 from harness.plan.model import LabPlan, NodePlan
 
 DEFAULT_MEMORY_MB = 256
+# A control-plane guest runs etcd, the agent and the controller manager beside
+# systemd, and every deploy check starts one more Python: together more than the
+# ~203 MB a 256 MiB guest has. Without swap the kernel then evicts the programs'
+# own code pages and, under emulation, the guest crawls (docs/vm-backend.md).
+CONTROL_PLANE_MEMORY_MB = 512
 DEFAULT_CPUS = 1
 MIN_MEMORY_MB = 160  # below this Debian's kernel + systemd + sshd do not boot
 TB_SIZE_MB = 64  # TCG translation cache: qemu's 1 GiB default costs ~1 GB RSS per guest
@@ -56,17 +61,28 @@ class Accel:
 
 
 def specs(plan: LabPlan) -> dict[str, VmSpec]:
-    """Every non-bridge node's guest size from ``podlab.vm-memory`` / ``podlab.vm-cpus``."""
+    """Every non-bridge node's guest size from ``podlab.vm-memory`` / ``podlab.vm-cpus``.
+
+    Without the label a control-plane guest gets ``CONTROL_PLANE_MEMORY_MB``, any
+    other ``DEFAULT_MEMORY_MB``.
+    """
     problems: list[Problem] = []
     out: dict[str, VmSpec] = {}
     nodes = [n for n in plan.nodes.values() if n.name not in plan.bridges]
     for index, node in enumerate(nodes):
-        mem = _int_label(plan, node, "podlab.vm-memory", DEFAULT_MEMORY_MB, MIN_MEMORY_MB, problems)
+        mem = _int_label(
+            plan, node, "podlab.vm-memory", default_memory_mb(node), MIN_MEMORY_MB, problems
+        )
         cpus = _int_label(plan, node, "podlab.vm-cpus", DEFAULT_CPUS, 1, problems)
         out[node.name] = VmSpec(node.name, index, mem, cpus)
     if problems:
         raise UserError(problems)
     return out
+
+
+def default_memory_mb(node: NodePlan) -> int:
+    """Guest RAM of a node without ``podlab.vm-memory``: more for a control plane."""
+    return CONTROL_PLANE_MEMORY_MB if node.role == "control-plane" else DEFAULT_MEMORY_MB
 
 
 def _int_label(

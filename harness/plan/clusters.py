@@ -26,7 +26,7 @@ NODE_LABELS = (
     "podlab.cluster",
     "podlab.role",
     "podlab.route-reflector",
-    "podlab.vm-memory",  # vm backend: guest RAM in MiB (256)
+    "podlab.vm-memory",  # vm backend: guest RAM in MiB (512 control plane, else 256)
     "podlab.vm-cpus",  # vm backend: guest vCPUs (1)
     "podlab.vm-accel",  # vm backend: auto | kvm | tcg (auto)
 )

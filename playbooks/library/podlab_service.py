@@ -77,6 +77,9 @@ def unit_name(program: str) -> str:
     return f"{base}.service"
 
 
+CTL_TIMEOUT_S = 600
+
+
 class Manager:
     """supervisorctl or systemctl, reduced to what converging one service needs."""
 
@@ -90,7 +93,12 @@ class Manager:
             argv = ["supervisorctl", "-c", self.conf, *args]
         else:
             argv = ["systemctl", *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        # A bound against a hung call, not a performance limit: in an emulated guest
+        # starved of CPU (load 35-50 on the host) `systemctl daemon-reload` took
+        # longer than 60 s and failed a deploy that would have gone on.
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=CTL_TIMEOUT_S, check=False
+        )
         return proc.returncode, (proc.stdout + proc.stderr).strip()
 
     @property

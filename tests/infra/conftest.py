@@ -122,5 +122,8 @@ def program_state(host: Any, node: Node, program: str) -> str:
     if supervisor_kind(host, node) == "supervisord":
         out = host.run("supervisorctl -c %s status %s", SUPERVISOR_CONF, program).stdout.split()
         return out[1] if len(out) > 1 else "UNKNOWN"
-    res = host.run("systemctl show -p ActiveState --value podlab-%s", program)
+    # the unit's name as playbooks/library/podlab_service.py's unit_name makes it:
+    # etcd → podlab-etcd, podlab-agent stays podlab-agent (never podlab-podlab-agent)
+    unit = program if program.startswith("podlab-") else f"podlab-{program}"
+    res = host.run("systemctl show -p ActiveState --value %s", unit)
     return "RUNNING" if res.stdout.strip() == "active" else res.stdout.strip().upper()

@@ -33,7 +33,9 @@ def test_kvm_needs_hardware_virtualisation_not_just_a_device(tmp_path: Path) -> 
 def test_guest_sizes_come_from_labels_with_defaults() -> None:
     plan = load_plan(str(VM_LAB))
     specs = vmspec.specs(plan)
-    assert [s.memory_mb for s in specs.values()] == [320, 320]
+    # c1-cp has no label: the control-plane default; c1-w1's label says 320
+    assert [s.memory_mb for s in specs.values()] == [vmspec.CONTROL_PLANE_MEMORY_MB, 320]
+    assert vmspec.CONTROL_PLANE_MEMORY_MB > vmspec.DEFAULT_MEMORY_MB
     assert [s.index for s in specs.values()] == [0, 1]
     assert all(s.cpus == vmspec.DEFAULT_CPUS for s in specs.values())
 
