@@ -17,9 +17,9 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from harness.store import Store
+from harness.kube.scheduling import heartbeat_age_s
+from harness.store import KV, Store
 from harness.store.keys import nodes_prefix, subnets_prefix
 
 NODE_GRACE_S = 40.0  # the agents' default node_grace_s (the host side imports no agent code)
@@ -40,40 +40,30 @@ class HoldResult:
 
 def heartbeat_epoch(value: object) -> float | None:
     """A node record's heartbeat (epoch seconds or RFC 3339) as epoch seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
+    age = heartbeat_age_s(value, 0.0)  # the scheduler's reading of a heartbeat
+    return None if age is None else -age
 
 
-def _records(store: Store, prefix: str) -> dict[str, dict[str, object]]:
-    out: dict[str, dict[str, object]] = {}
+def _records(store: Store, prefix: str) -> list[tuple[KV, dict[str, object]]]:
+    """The JSON objects under ``prefix`` with their keys (anything else is skipped)."""
+    out = []
     for kv in store.get_prefix(prefix)[0]:
         try:
             value = json.loads(kv.value)
         except ValueError:
             continue
         if isinstance(value, dict):
-            out[kv.key] = value
+            out.append((kv, value))
     return out
 
 
 def _leases(store: Store, cluster: str) -> dict[str, tuple[str, int]]:
     """Subnet lease key → (the node holding it, the key's create revision). A lease that
     expired and was claimed again between two samples has a new create revision."""
-    out = {}
-    for kv in store.get_prefix(subnets_prefix(cluster))[0]:
-        try:
-            value = json.loads(kv.value)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            out[kv.key] = (str(value.get("node", "")), kv.create_revision)
-    return out
+    return {
+        kv.key: (str(value.get("node", "")), kv.create_revision)
+        for kv, value in _records(store, subnets_prefix(cluster))
+    }
 
 
 def hold(
@@ -94,7 +84,7 @@ def hold(
     while True:
         now = clock()
         seen = set()
-        for rec in _records(store, nodes_prefix(cluster)).values():
+        for _kv, rec in _records(store, nodes_prefix(cluster)):
             name = str(rec.get("name", ""))
             if name not in watched:
                 continue

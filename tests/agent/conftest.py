@@ -1,26 +1,12 @@
-"""Fixtures for agent tests: a local etcd, and throwaway namespace labs (harness.testlab)."""
+"""Fixtures for agent tests: throwaway namespace labs (harness.testlab); etcd: tests/conftest.py."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from harness.testlab.agentlab import AgentLab
-from harness.testlab.etcd import LocalEtcd
-
-
-@pytest.fixture
-def etcd() -> Iterator[LocalEtcd]:
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd binary not installed")
-    e = LocalEtcd()
-    try:
-        e.start()
-        yield e
-    finally:
-        e.close()
 
 
 @pytest.fixture

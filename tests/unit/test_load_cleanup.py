@@ -7,9 +7,6 @@ on some objects, and say what still stands instead of returning quietly.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-
 import pytest
 
 from harness.api.client import ApiClient
@@ -31,15 +28,8 @@ NS = CFG.namespace
 
 
 @pytest.fixture
-def client() -> Iterator[ApiClient]:
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd binary not installed")
-    e = LocalEtcd()
-    try:
-        e.start()
-        yield ApiClient(e.store(), "c1")
-    finally:
-        e.close()
+def client(etcd: LocalEtcd) -> ApiClient:
+    return ApiClient(etcd.store(), "c1")
 
 
 def _make(client: ApiClient, run_id: str, pods: int) -> None:

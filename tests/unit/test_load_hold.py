@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,15 +16,8 @@ CLUSTER = "c1"
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd binary not installed")
-    e = LocalEtcd()
-    try:
-        e.start()
-        yield e.store()
-    finally:
-        e.close()
+def store(etcd: LocalEtcd) -> Store:
+    return etcd.store()
 
 
 def _node(store: Store, name: str, subnet: str, age_s: float) -> None:
