@@ -219,21 +219,36 @@ class ExportEtcd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        crt, key = self.certs.server
-        peer = "http://127.0.0.1:32380"
-        urls = f"{self.url},https://127.0.0.1:{MESH_EXPORT_PORT}"
         argv = ["nsenter", f"--net=/run/netns/{self.node.ns}", "etcd",
-                "--name", f"export-{self.cluster}", "--data-dir", str(self.data),
-                "--listen-client-urls", urls, "--advertise-client-urls", self.url,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"export-{self.cluster}={peer}",
-                "--cert-file", str(crt), "--key-file", str(key),
-                "--trusted-ca-file", str(self.certs.ca), "--client-cert-auth",
-                "--enable-grpc-gateway", "--auto-compaction-mode", "periodic",
-                "--auto-compaction-retention", "5m"]  # fmt: skip
+                "--config-file", str(self._config())]  # fmt: skip
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_for(f"export etcd of {self.cluster}", self._answers, timeout=60)
+
+    def _config(self) -> Path:
+        """The mesh role's own mesh-etcd.yml.j2 rendered for this lab, so the bench runs
+        the settings a deploy runs rather than a copy of them (the role puts the server
+        pair and the CA in one directory: here, links to meshpki's files)."""
+        import jinja2
+
+        from harness.deploy.deploy import source_root
+
+        files = self.data.with_name(self.data.name + ".d")
+        files.mkdir(parents=True, exist_ok=True)
+        crt, key = self.certs.server
+        for name, src in (("server.crt", crt), ("server.key", key), ("ca.crt", self.certs.ca)):
+            (files / name).unlink(missing_ok=True)
+            (files / name).symlink_to(src)
+        template = source_root() / "playbooks/roles/mesh/templates/mesh-etcd.yml.j2"
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        config = files / "mesh-etcd.yml"
+        config.write_text(env.from_string(template.read_text()).render(
+            podlab_cluster=self.cluster, podlab_lab="meshsvclab",
+            podlab_underlay_address=self.node.ip, mesh_etcd_data_dir=str(self.data),
+            mesh_etcd_client_port=MESH_EXPORT_PORT,
+            mesh_etcd_peer_port=MESH_EXPORT_PORT + 1, mesh_dir=str(files),
+        ))  # fmt: skip
+        return config
 
     def _answers(self) -> bool:
         crt, key = self.certs.admin
