@@ -139,12 +139,17 @@ def test_a_split_deals_every_entry_once_and_heavy_entries_apart() -> None:
     assert len(matrix.split(default, tests, SINGLE, 1)[0]) == 9
 
 
-def test_mesh_scenarios_also_meet_native_routing_and_tunnels() -> None:
+def test_cross_cluster_routing_meets_native_routing_and_tunnels() -> None:
     default = matrix.preset("default")
     meshed = LabShape("m", clusters=2, outside_hosts=1, max_segments_per_cluster=1, meshed=2)
-    runs = matrix.selected_entries(declare(25), default, meshed)
+    runs = matrix.selected_entries(declare(24), default, meshed)
     assert [str(e) for e in runs] == ["host-gw", "bgp", "calico-vxlan+wireguard"]
     assert {catalogue.mesh_routing(e) for e in runs} == {"native routing", "tunnel"}
+    # services, failover and policy across clusters: once per family (ADR 0009's cover,
+    # WireGuard included), not per routing too
+    for n in (25, 26, 27):
+        runs = matrix.selected_entries(declare(n), default, meshed)
+        assert [str(e) for e in runs] == ["host-gw", "calico-vxlan+wireguard"], n
     assert declare(25).not_applicable(_spec("bgp"), SINGLE) == (
         "lab t has no two clusters in one mesh (label podlab.mesh)"
     )
