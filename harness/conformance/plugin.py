@@ -199,6 +199,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
     if run.options.lab and run.options.topology:
         raise pytest.UsageError("give --lab or --topology, not both")
+    _select(config, run, items)  # may move the entry the lab already runs first
     modes = list(run.options.modes)
 
     def key(item: pytest.Item) -> tuple[int, int]:
@@ -209,7 +210,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return mode_rank, MODULE_ORDER.get(module, 5)
 
     items.sort(key=key)
-    _select(config, run, items)
 
 
 def _module(item: pytest.Item) -> str:
@@ -301,14 +301,48 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
 
 
 def _my_part(run: Run, tests: list[Declared], shape: LabShape | None) -> tuple[ModeSpec, ...]:
-    """This run's entries: its part of the matrix (``--part``), else all of them."""
+    """This run's entries: its part of the matrix (``--part``), else all of them, the entry
+    the lab already runs first (``starting_first``)."""
     assert run.matrix is not None
-    if run.options.part is None:
-        return run.matrix.entries
-    k, n = run.options.part
-    mine = split(run.matrix, tests, shape, n)[k - 1]
+    mine = run.matrix.entries
+    if run.options.part is not None:
+        k, n = run.options.part
+        mine = split(run.matrix, tests, shape, n)[k - 1]
+    mine = starting_first(mine, _running_entry(run))
     run.options.modes = tuple(str(e) for e in mine)  # the switch test's "next mode" is ours
     return mine
+
+
+def starting_first(entries: Sequence[ModeSpec], running: ModeSpec | None) -> tuple[ModeSpec, ...]:
+    """``entries`` with ``running`` (the mode the run's clusters are in) moved to the front.
+
+    Which entry a check runs in is decided over the whole matrix, so the order a
+    run takes its entries in changes no decision; starting with the mode the lab
+    already runs saves a switch (in ``make conformance``, the mesh phase leaves
+    both clusters in its last entry, which one cluster's part then begins with).
+    """
+    if running is None or running not in entries:
+        return tuple(entries)
+    return (running, *(e for e in entries if e != running))
+
+
+def _running_entry(run: Run) -> ModeSpec | None:
+    """The one mode every cluster of the run (``--cluster``, else all) reports, if any.
+
+    Only for a lab that is up (``--lab``); None when the clusters disagree or their
+    etcd cannot tell (the run then keeps the matrix's order).
+    """
+    from harness.conformance import labctl
+
+    if not run.options.lab:
+        return None
+    try:
+        lab = labctl.attach(run.options.lab)
+        clusters = [run.options.cluster] if run.options.cluster else list(lab.plan.clusters)
+        running = {labctl.current_mode(lab, c) for c in clusters}
+    except PodlabError:
+        return None
+    return running.pop() if len(running) == 1 else None
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -340,3 +340,15 @@ def test_a_scope_keeps_only_its_scenarios(pytester: pytest.Pytester) -> None:
         )  # fmt: skip
         assert [line.split("::")[1] for line in result.outlines if "::" in line] == [
             f"{kept}[vxlan]"]  # fmt: skip
+
+
+def test_a_run_starts_with_the_entry_its_lab_already_runs() -> None:
+    from harness.conformance.modes import ModeSpec
+    from harness.conformance.plugin import starting_first
+
+    part = tuple(ModeSpec.parse(m) for m in ("vxlan", "bgp", "calico-vxlan+wireguard"))
+    moved = starting_first(part, ModeSpec.parse("calico-vxlan+wireguard"))
+    assert [str(e) for e in moved] == ["calico-vxlan+wireguard", "vxlan", "bgp"]
+    # a mode outside the part, or none known: the matrix's order
+    assert starting_first(part, ModeSpec.parse("host-gw")) == part
+    assert starting_first(part, None) == part
