@@ -139,6 +139,20 @@ def test_a_split_deals_every_entry_once_and_heavy_entries_apart() -> None:
     assert len(matrix.split(default, tests, SINGLE, 1)[0]) == 9
 
 
+def test_a_split_weighs_once_checks_as_the_slow_ones_they_are() -> None:
+    """host-gw holds every once-per-run check (20 s each against 1.4 s for a light one):
+    its part gets fewer entries, and mesh (lab-scope) checks weigh on no part."""
+    default = matrix.preset("default")
+    meshed = LabShape("m", clusters=2, outside_hosts=1, max_segments_per_cluster=1, meshed=2)
+    light = [declare(n) for n in (1, 2, 3, 19, 28, 29, 30)] * 4
+    heavy = [declare(n) for n in (5, 6, 7, 8, 10, 13, 17)] * 4
+    once = [declare(n) for n in (23, 31, 32, 33, 34, 35)]
+    one, two = matrix.split(default, light + heavy + once, meshed, 2)
+    assert _spec("host-gw") in one and len(one) < len(two)
+    mesh = [declare(n) for n in (24, 25, 26, 27)] * 10
+    assert matrix.split(default, light + heavy + once + mesh, meshed, 2) == (one, two)
+
+
 def test_cross_cluster_routing_meets_native_routing_and_tunnels() -> None:
     default = matrix.preset("default")
     meshed = LabShape("m", clusters=2, outside_hosts=1, max_segments_per_cluster=1, meshed=2)
