@@ -68,6 +68,23 @@ def test_a_switch_installs_nothing_and_leaves_etcd_and_the_controllers_alone() -
     assert [p["vars"]["agent_switch_only"] for p in agent] == [True]
 
 
+def test_a_switch_leaves_the_mesh_certificates_alone() -> None:
+    """Only a switch sets mesh_switch_only, and the mesh role's copies obey it."""
+    books = {b: yaml.safe_load((PLAYBOOKS / b).read_text()) for b in (SITE, SWITCH)}
+    flags = {
+        b: [
+            p.get("vars", {}).get("mesh_switch_only")
+            for p in plays_
+            if p.get("import_playbook") == "mode-dependent.yml"
+        ]
+        for b, plays_ in books.items()
+    }
+    assert flags == {SITE: [None], SWITCH: [True]}
+    tasks = yaml.safe_load((PLAYBOOKS / "roles" / "mesh" / "tasks" / "main.yml").read_text())
+    copies = [t for t in tasks if "ansible.builtin.copy" in t]
+    assert len(copies) == 2 and all("mesh_switch_only" in t["when"] for t in copies)
+
+
 def test_both_playbooks_end_with_the_same_mode_dependent_plays() -> None:
     tail = plays("mode-dependent.yml")
     assert tail and plays(SITE)[-len(tail) :] == tail and plays(SWITCH)[-len(tail) :] == tail
