@@ -55,7 +55,7 @@ since() { $PYTHON -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1
 mode_args=()
 for m in $MODES; do mode_args+=(--mode "$m"); done
 # The plan first: a bad MATRIX or MODES stops here, before anything is built.
-if ! $PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}"; then
+if ! $PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --topology "$TOPO"; then
   exit 2
 fi
 read -r -a entries <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries)"

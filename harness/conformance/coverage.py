@@ -84,6 +84,29 @@ def _planned(s: Scenario, tests: int) -> PlannedScenario:
     )  # fmt: skip
 
 
+def lab_scope_lines(planned: Iterable[Planned], matrix: Matrix) -> list[str]:
+    """Where the scenarios that need the whole lab (the mesh) run: one line per set of
+    entries, e.g. "24 in host-gw, bgp, calico-vxlan+wireguard" (24 also meets native
+    routing), since they do not follow the heavy checks' cover line."""
+    where: dict[int, set[ModeSpec]] = {}
+    for p in planned:
+        if p.declared.scenario.scope == "lab" and p.decision.state == "run":
+            where.setdefault(p.declared.scenario.number, set()).add(p.entry)
+    return scope_lines(where, matrix)
+
+
+def scope_lines(where: Mapping[int, set[ModeSpec]], matrix: Matrix) -> list[str]:
+    groups: dict[tuple[ModeSpec, ...], list[int]] = {}
+    for number, entries in sorted(where.items()):
+        key = tuple(e for e in matrix.entries if e in entries)
+        groups.setdefault(key, []).append(number)
+    parts = [
+        f"{', '.join(map(str, numbers))} in {', '.join(map(str, entries))}"
+        for entries, numbers in groups.items()
+    ]
+    return [f"whole-lab (mesh) scenarios: {'; '.join(parts)}"] if parts else []
+
+
 def summary_lines(planned: list[Planned]) -> list[str]:
     """How many test runs each decision got: one line for the start of a run."""
     n = Counter(p.decision.state for p in planned)

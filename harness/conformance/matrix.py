@@ -190,14 +190,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--matrix", default="default", choices=POLICIES)
     p.add_argument("--mode", action="append", default=[])
     p.add_argument("--entries", action="store_true")
+    p.add_argument("--topology", help="also say where the lab's whole-lab (mesh) scenarios run")
     args = p.parse_args(argv)
     try:
         m = preset(args.matrix, args.mode)
+        lines = describe(m, cover(m.entries))
+        if args.topology:
+            lines += lab_lines(m, args.topology)
     except UserError as exc:
         print(f"podlab: {exc}")
         return 2
-    print(" ".join(m.modes) if args.entries else "\n".join(describe(m, cover(m.entries))))
+    print(" ".join(m.modes) if args.entries else "\n".join(lines))
     return 0
+
+
+def lab_lines(matrix: Matrix, topology: str) -> list[str]:
+    """Where the catalogue's whole-lab scenarios run in this lab (a test may narrow its
+    own: the run's first lines say exactly), or why none applies."""
+    from harness.conformance.catalogue import CATALOGUE, declare
+    from harness.conformance.coverage import scope_lines
+    from harness.plan.build import load_plan
+
+    lab = LabShape.of(load_plan(topology))
+    where = {
+        n: set(selected_entries(declare(n), matrix, lab))
+        for n, s in CATALOGUE.items()
+        if s.scope == "lab"
+    }
+    lines = scope_lines({n: e for n, e in where.items() if e}, matrix)
+    if lines or not where:
+        return lines
+    first = min(where)
+    reason = declare(first).not_applicable(matrix.entries[0], lab)
+    return [f"whole-lab (mesh) scenarios {first}-{max(where)}: not applicable ({reason})"]
 
 
 if __name__ == "__main__":

@@ -297,6 +297,7 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         k, n = run.options.part
         where = f" on cluster {run.options.cluster}" if run.options.cluster else ""
         lines.append(f"part {k}/{n}{where}: {', '.join(map(str, mine))}")
+    lines += coverage.lab_scope_lines(planned, run.matrix)
     fixtures.say(config, "\n".join(lines + coverage.summary_lines(planned)))
 
 

@@ -196,3 +196,18 @@ def test_each_cluster_allocates_cluster_ips_from_its_own_service_cidr(tmp_path: 
     lab.deployed = {"c1": _spec("host-gw"), "c2": _spec("calico-vxlan")}
     assert needs_deploy(lab, _spec("host-gw")) == ["c2"]
     assert needs_deploy(lab, _spec("host-gw+wireguard")) == ["c1", "c2"]
+
+
+def test_the_plan_says_where_the_mesh_scenarios_run(capsys: pytest.CaptureFixture[str]) -> None:
+    two = str(REPO / "topologies" / "two-clusters.clab.yml")
+    assert matrix.main(["--topology", two]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "whole-lab (mesh) scenarios: 24 in host-gw, bgp, calico-vxlan+wireguard; "
+        "25, 26, 27 in host-gw, calico-vxlan+wireguard"
+    )
+    one = str(REPO / "topologies" / "single-cluster.clab.yml")
+    assert matrix.main(["--topology", one]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "whole-lab (mesh) scenarios 24-27: not applicable (lab single-cluster has no two "
+        "clusters in one mesh (label podlab.mesh))"
+    )

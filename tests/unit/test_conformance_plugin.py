@@ -340,6 +340,7 @@ def test_a_scope_keeps_only_its_scenarios(pytester: pytest.Pytester) -> None:
         )  # fmt: skip
         assert [line.split("::")[1] for line in result.outlines if "::" in line] == [
             f"{kept}[vxlan]"]  # fmt: skip
+        result.stdout.fnmatch_lines(["*whole-lab (mesh) scenarios: 24 in vxlan"])
 
 
 def test_a_run_starts_with_the_entry_its_lab_already_runs() -> None:
