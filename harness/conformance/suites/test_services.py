@@ -370,7 +370,7 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
         svc.until(f"{victim.name} gone after its graceful delete", gone, 30.0, 0.1)
         time.sleep(STREAM_TAIL_S)
 
-    t_del, streams = _streams(clients, vip, 40.0, delete, after_s=2.0)
+    t_del, streams = _streams(clients, vip, 40.0, delete, after_s=3.0)
     objs.remove("Service", NAMESPACE, "svc-fo")
     failed = {n: s.failed(set(pods)) for n, s in streams.items()}
     last = {n: max(0.0, (s.last({victim.name}) or t_del) - t_del) for n, s in streams.items()}
@@ -464,7 +464,7 @@ def test_stopped_node_leaves_every_service(
         time.sleep(max(0.0, stopped[0] + grace + LAST_HIT_P99_S + STREAM_TAIL_S - time.time()))
 
     try:
-        _, streams = _streams(clients, vip, 2.0 + 30.0 + grace + 6.0, stop, after_s=2.0)
+        _, streams = _streams(clients, vip, 3.0 + 30.0 + grace + 6.0, stop, after_s=3.0)
         t_stop = stopped[0]
     finally:  # power back on: the link, the lab's static routes (gone with it), the agent
         victim.check(["ip", "link", "set", victim.underlay_if, "up"], timeout_s=15)
