@@ -33,7 +33,9 @@ FAULT_AT_S = 3.0
 RECOVERY_S = 60.0
 # The flow ends TAIL_S after the control plane is back (the event), not at a fixed 14 s:
 # what a fault can break in a kernel datapath happens between the fault and the agent's
-# first pass after it. Where the agent forwards itself, at least FLOW_MIN_S, as before.
+# first pass after it; where the control plane is back late, at the old end or at once
+# (it never ran longer than FLOW_MIN_S before). Where the agent forwards itself, at
+# least FLOW_MIN_S, as before, and at least TAIL_S after the recovery.
 TAIL_S = 3.0
 FLOW_MIN_S = 14.0
 FLOW_MAX_S = FAULT_AT_S + 1.0 + RECOVERY_S + TAIL_S
@@ -57,8 +59,9 @@ def _during_flow(
 
     ``recovered(done)`` gets the epoch at which ``fault`` returned: only what happened
     after it (a heartbeat written then) is recovery, not a write from before the fault.
-    The flow stops TAIL_S after ``recovered`` (or after RECOVERY_S without it); with
-    ``in_agent`` not before FLOW_MIN_S from its start either."""
+    The flow stops TAIL_S after ``recovered`` (or after RECOVERY_S without it), in the
+    kernel cut short at FLOW_MIN_S from its start; with ``in_agent`` not before
+    FLOW_MIN_S."""
     stop = f"/run/podlab-fault-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
     client.node.run(["rm", "-f", stop])
     argv = echo.flow_command("udp", server.ip, UDP_PORT, FLOW_MAX_S, bucket_s=0.5,
@@ -77,9 +80,11 @@ def _during_flow(
                     back = time.time() - fault_at
                     break
                 time.sleep(0.25)
-            time.sleep(TAIL_S)
-            if in_agent:
-                time.sleep(max(0.0, submitted + FLOW_MIN_S - time.time()))
+            now, old_end = time.time(), submitted + FLOW_MIN_S
+            # in the kernel: TAIL_S after the recovery, but not past the old fixed end
+            # unless the recovery itself came later (then it stops at once)
+            until = max(now + TAIL_S, old_end) if in_agent else min(now + TAIL_S, max(now, old_end))
+            time.sleep(max(0.0, until - time.time()))
         finally:
             client.node.run(["touch", stop])
         res = fut.result()
