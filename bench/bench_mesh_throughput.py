@@ -2,7 +2,7 @@
 same router, in interleaved rotated rounds, with the paths that tell what costs.
 
 ``.venv/bin/python bench/bench_mesh_throughput.py --lab LAB [--rounds 10] [--seconds 3]
-[--no-ablations | --ablate notrack,veth-gro,nonft,brnf] [--handbuilt] [--profile]``
+[--no-ablations | --ablate notrack,veth-gro,nonft,brnf] [--handbuilt] [--profile N] [--passes]``
 
 LAB is a deployed lab with two clusters in one mesh and a router between them
 (a renamed copy of topologies/two-clusters; `podlab deploy LAB --mode bgp` for
@@ -31,7 +31,7 @@ an order rotated round by round (harness/conformance/meshtput.py):
   ``hb-pod-pod ÷ hb-node-node`` what any VXLAN tunnel costs across a router on
   this kernel (the physical limit of tunnel routing).
 
-``--profile`` then runs each path once more under ``perf record -a`` and prints
+``--profile N`` then runs N more rotated rounds of each path under ``perf record -a`` and prints
 where the iperf3 processes' CPU went (``harness.probes.kprofile``: kernel
 functions folded into copy, checksum, netfilter, VXLAN/UDP, bridge, veth, …),
 in ms of CPU per Gbit received, and the functions that differ most between
@@ -48,19 +48,22 @@ a busy machine. The load average is printed before and after.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.conformance import labctl, meshtput, remote
 from harness.conformance.pods import PodFactory
 from harness.conformance.suites.test_mesh import mesh_pair
 from harness.probes import iperf3, kprofile
-from harness.refpath import build, rounds
+from harness.refpath import build, hooks, rounds
 from harness.refpath import spec as refspec
 
 NOTRACK = (
@@ -122,6 +125,43 @@ def _load() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[0]
 
 
+def _eth_packets(n: remote.Node) -> int:
+    link = json.loads(n.check(["ip", "-s", "-j", "link", "show", n.underlay_if]).stdout)[0]
+    return int(link["stats64"]["rx"]["packets"]) + int(link["stats64"]["tx"]["packets"])
+
+
+def _nft_input(n: remote.Node, lines: list[str]) -> None:
+    if lines:
+        n.check(["sh", "-c", 'printf "%s" "$1" | nft -f -', "sh", "".join(x + "\n" for x in lines)])
+
+
+def _passes(t: meshtput.Target, ends: tuple[remote.Node, remote.Node], seconds: int) -> str:
+    """nftables base chains passed per packet of one flow on each node: a counting rule
+    first in every base chain for one run, divided by the packets the server node's
+    underlay interface carried meanwhile (data and ACKs; GSO packets count once)."""
+
+    def ruleset(n: remote.Node) -> dict[str, Any]:
+        return dict(json.loads(n.check(["nft", "-j", "list", "ruleset"]).stdout))
+
+    for n in ends:
+        _nft_input(n, hooks.counter_commands(ruleset(n)))
+    try:
+        before = _eth_packets(ends[1])
+        meshtput.iperf_run(t, seconds)
+        packets = max(_eth_packets(ends[1]) - before, 1)
+    finally:
+        counted = {}
+        for n in ends:
+            rs = ruleset(n)
+            counted[n.name] = hooks.passes(rs)
+            _nft_input(n, hooks.removal_commands(rs))
+    parts = []
+    for node, c in counted.items():
+        detail = ", ".join(f"{k} {v / packets:.2f}" for k, v in sorted(c.items()) if v)
+        parts.append(f"  {node}: {sum(c.values()) / packets:.2f} ({detail})")
+    return "\n".join([f"chain passes per packet, {t.name} ({packets} packets):", *parts])
+
+
 def _print_profiles(profiles: dict[str, tuple[kprofile.Profile, float]]) -> None:
     """Per family, ms of the flow's CPU per Gbit received; then the functions that
     differ most between pod-pod and node-node (and between pod-pod and hb-pod-pod)."""
@@ -138,6 +178,7 @@ def _print_profiles(profiles: dict[str, tuple[kprofile.Profile, float]]) -> None
             got = sum(fams[n].values()) if fam == "total" else fams[n].get(fam, 0)
             row.append(f"{p.ms(got) / gbit[n]:14.1f}")
         print(f"{fam:20}" + "".join(row))
+    print(f"{'lost samples':20}" + "".join(f"{profiles[n][0].lost:14}" for n in names))
     for a, b in (
         ("pod-pod", "node-node"),
         ("pod-pod", "hb-pod-pod"),
@@ -169,12 +210,27 @@ def main() -> int:
         help=f"tunnel meshes: settings changed for a run of their own ({','.join(ABLATIONS)})",
     )
     ap.add_argument(
+        "--paths",
+        default="node-node,pod-pod,pod-node,node-pod",
+        help="the lab's paths to measure (node-node is always one: the reference)",
+    )
+    ap.add_argument(
         "--handbuilt",
         action="store_true",
         help="also the cross-cluster tunnel built by hand here, and its node→node",
     )
     ap.add_argument(
-        "--profile", action="store_true", help="then each path once under perf record -a"
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N more rotated rounds of each path under perf record -a, summed",
+    )
+    ap.add_argument(
+        "--passes",
+        action="store_true",
+        help="count the nftables base chains each packet of a pod-pod and a node-node flow "
+        "passes on both nodes",
     )
     args = ap.parse_args()
     chosen = [a for a in args.ablate.split(",") if a]
@@ -204,11 +260,13 @@ def main() -> int:
             "pod-node": meshtput.Target("pod-node", a, nb, None, nb.underlay_ip, port + 2),
             "node-pod": meshtput.Target("node-pod", na, nb, b.netns, b.ip, port + 3),
         }
+        keep = {"node-node", *args.paths.split(",")}
+        targets = {n: t for n, t in targets.items() if n in keep}
         tunnel = spec.mode != "bgp" and spec.encryption == "none"
         ablate = tunnel and not args.no_ablations
         if ablate:
             for i, (path, what) in enumerate(ABLATED, 4):
-                if what not in chosen:
+                if what not in chosen or path not in targets:
                     continue
                 base_t = targets[path]
                 name = f"{path}+{what}"
@@ -256,18 +314,35 @@ def main() -> int:
         took = time.monotonic() - t0
         after = _load()
         profiles: dict[str, tuple[kprofile.Profile, float]] = {}
-        if args.profile:
-            for name, fn in runs.items():
-                if "+" in name:
-                    continue
+
+        def profiled(name: str, fn: Callable[[], iperf3.IperfResult]) -> Callable[[], None]:
+            def one() -> None:
                 prof = kprofile.Profiler(Path(f"/tmp/podlab-bench-{os.getpid()}.perf"))
                 prof.start()
                 time.sleep(0.3)
                 try:
                     res = fn()
                 finally:
-                    profile = prof.stop()
-                profiles[name] = (profile, res.received_bps * res.seconds / 1e9)
+                    got_p = prof.stop()
+                gbit = res.received_bps * res.seconds / 1e9
+                old_p, old_g = profiles.get(name, (kprofile.Profile(Counter(), got_p.hz), 0.0))
+                merged = kprofile.Profile(
+                    old_p.symbols + got_p.symbols, got_p.hz, old_p.lost + got_p.lost
+                )
+                profiles[name] = (merged, old_g + gbit)
+
+            return one
+
+        if args.profile:
+            plain = [(n, profiled(n, fn)) for n, fn in runs.items() if "+" not in n]
+            meshtput.interleave(plain, args.profile)
+        passes = []
+        if args.passes:
+            passes = [
+                _passes(targets[name], (na, nb), args.seconds)
+                for name in ("pod-pod", "node-node", "pod-node", "node-pod")
+                if name in targets
+            ]
     finally:
         if hb_tag:
             build.teardown(hb_tag)
@@ -311,6 +386,8 @@ def main() -> int:
                   f"round {per:.3f}), CPU per bit {cpu_ratio:.3f}")  # fmt: skip
     if profiles:
         _print_profiles(profiles)
+    for line in passes:
+        print(line)
     print(f"load after profiles: {_load()}")
     return 0
 

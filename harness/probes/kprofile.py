@@ -86,6 +86,7 @@ class Profile:
 
     symbols: Counter[str]
     hz: int
+    lost: int = 0  # samples perf dropped (all processes)
 
     def ms(self, samples: float) -> float:
         return samples * 1000 / self.hz
@@ -102,7 +103,10 @@ class Profiler:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = ["perf", "record", "-q", "-a", "-F", str(self.hz), "-o", str(self.path)]
+        # 16 MiB of ring buffer: on a busy machine perf's writer runs late and the
+        # default buffer drops samples (``Profile.lost`` says how many)
+        argv = ["perf", "record", "-q", "-a", "-m", "16M", "-F", str(self.hz),
+                "-o", str(self.path)]  # fmt: skip
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -125,4 +129,5 @@ class Profiler:
         self.path.unlink(missing_ok=True)
         if res.returncode != 0:
             raise RuntimeError(f"perf report failed: {res.stderr.strip()[:200]}")
-        return Profile(parse_report(res.stdout, comms), self.hz)
+        lost = re.search(r"Total Lost Samples: (\d+)", res.stdout)
+        return Profile(parse_report(res.stdout, comms), self.hz, int(lost.group(1)) if lost else 0)
