@@ -359,18 +359,22 @@ def main() -> int:
     base = meshtput.Series("node-node", bps["node-node"])
     base_cpu = meshtput.Series("node-node", cpu["node-node"])
     print(f"{'path':18} {'median Gbit/s':>13} {'CV':>5} {'ratio':>6} {'per-round':>9} below "
-          f"{'cores/Gbit':>10} {'CV':>5} {'cost':>5}")  # fmt: skip
+          f"{'cores/Gbit':>10} {'CV':>5} {'cost':>5} {'snd':>5} {'rcv':>5}")  # fmt: skip
     for name, values in bps.items():
         s = meshtput.Series(name, values)
         c = meshtput.Series(name, cpu[name])
         cmp = meshtput.Comparison(s, base)
         per = statistics.median(x / y for x, y in zip(values, base.values, strict=True) if y)
+        snd = statistics.median(r.sender_cpu_cores for r in got[name])
+        rcv = statistics.median(r.receiver_cpu_cores for r in got[name])
         print(f"{name:18} {s.median / 1e9:13.2f} {s.cv:5.0%} {cmp.ratio:6.3f} {per:9.3f} "
               f"{cmp.rounds_below:2}/{len(values):<2} {c.median:10.3f} {c.cv:5.0%} "
-              f"{c.median / base_cpu.median:5.2f}")  # fmt: skip
+              f"{c.median / base_cpu.median:5.2f} {snd:5.2f} {rcv:5.2f}")  # fmt: skip
     print(
         "ratio: median ÷ node-node's; per-round: median of the rounds' ratios; cost: CPU per "
-        "bit ÷ node-node's (1.00 = the path costs what the node path costs)"
+        "bit ÷ node-node's (1.00 = the path costs what the node path costs); snd, rcv: the "
+        "sender's and the receiver's cores (median; on a quiet machine the end near 1.00 is "
+        "the bottleneck)"
     )
     pairs = (
         ("pod-pod", "hb-pod-pod"),
