@@ -430,7 +430,10 @@ class Runner:
         if self.lease_id:
             with contextlib.suppress(StoreError):
                 await self.call(self.store.revoke, self.lease_id)
-        await asyncio.gather(*(self.gone(k) for k in list(self.pods)))
+        try:  # the writer retries while etcd is away: bounded, so a stop always ends
+            await asyncio.wait_for(asyncio.gather(*(self.gone(k) for k in list(self.pods))), 30)
+        except TimeoutError:
+            log.warning("pod statuses not all deleted within 30 s (etcd unreachable?)")
         log.info("released %d hollow nodes", len(self.nodes))
 
 
