@@ -10,7 +10,8 @@ about one call a second for 1,000 nodes. Each node keeps its own period
 (``heartbeat_s``, the agent's) on a fixed grid, so its heartbeat age in etcd
 stays what a real node's is.
 
-The **tick lag** of a beat is how long after it was due its write landed. It is
+The **tick lag** of a beat is how long after the first tick at or after its due
+time its write landed (a beat waiting up to one tick on time is not late). It is
 counted in a cumulative histogram (``LagHistogram``), logged, and published as
 ``hollowrunners/<prefix>`` (bound to the runner's lease, every ``PUBLISH_S``)::
 

@@ -28,6 +28,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import math
 import random
 import signal
 import threading
@@ -180,7 +181,7 @@ class Runner:
         while True:
             try:
                 async with self.write_lock:
-                    await self.tick(period)
+                    await self.tick(period, at, tick)
                 if loop.time() - published >= min(PUBLISH_S, period):
                     published = loop.time()
                     await self.publish(tick)
@@ -199,9 +200,11 @@ class Runner:
                 at = loop.time()
             await asyncio.sleep(at - loop.time())
 
-    async def tick(self, period: float) -> None:
+    async def tick(self, period: float, at: float, tick: float) -> None:
         """Refresh the runner's lease, then write every due node record in transactions of
-        up to MAX_TXN_OPS puts; each beat's lag (write landed − due) is observed."""
+        up to MAX_TXN_OPS puts. Each beat's lag is observed: its write landed − the first
+        tick at or after it was due (``at`` is this tick's scheduled time), so the lag is
+        how far the runner is behind, not the up to one tick a beat waits on time."""
         loop = asyncio.get_running_loop()
         self.ticks += 1
         if self.lease_id and await self.call(self.store.refresh, self.lease_id) <= 0:
@@ -227,7 +230,7 @@ class Runner:
             done = loop.time()
             for n in chunk:
                 assert n.due is not None
-                self.lag.observe(done - n.due, period)
+                self.lag.observe(done - on_time(n.due, at, tick), period)
                 if (fut := self.first.pop(n.name, None)) is not None:
                     if not fut.done():
                         fut.set_result(None)
@@ -435,6 +438,14 @@ class Runner:
         except TimeoutError:
             log.warning("pod statuses not all deleted within 30 s (etcd unreachable?)")
         log.info("released %d hollow nodes", len(self.nodes))
+
+
+def on_time(due: float, at: float, tick: float) -> float:
+    """The first tick time at or after ``due``, of ticks scheduled every ``tick`` up to ``at``
+    (a beat due before ``at`` was missed by the ticks in between only if the runner lagged)."""
+    if due >= at:  # due after the tick was scheduled, before it ran: written at once
+        return due
+    return at - math.floor((at - due) / tick) * tick
 
 
 def pod_prefix(cluster: str) -> str:

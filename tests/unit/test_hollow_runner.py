@@ -21,7 +21,7 @@ import pytest
 
 from harness.hollow.beat import LE, LagHistogram, next_due, runner_key, tick_s
 from harness.hollow.model import HollowConfig
-from harness.hollow.runner import Runner
+from harness.hollow.runner import Runner, on_time
 from harness.store import Store
 from harness.store.keys import nodes_prefix, pod_key, podstatus_key, subnets_prefix
 
@@ -186,3 +186,10 @@ def test_lag_histogram_and_the_grid() -> None:
     assert next_due(100.0, 114.0, 15.0) == 115.0, "a late beat too"
     assert next_due(100.0, 130.0, 15.0) == 145.0, "a period behind: a new grid, no burst"
     assert tick_s(15.0) == 1.0 and math.isclose(tick_s(1.0), 0.25)
+
+
+def test_a_beat_is_late_only_past_the_first_tick_after_it_was_due() -> None:
+    assert on_time(3.4, at=4.0, tick=1.0) == 4.0, "waits for the next tick: not late"
+    assert on_time(3.0, at=4.0, tick=1.0) == 3.0, "the tick at 3.0 should have written it"
+    assert on_time(1.5, at=4.0, tick=1.0) == 2.0, "missed by the ticks at 2 and 3"
+    assert on_time(4.2, at=4.0, tick=1.0) == 4.2, "due while this tick ran"
