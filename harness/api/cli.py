@@ -119,14 +119,15 @@ def hinted(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
     return run
 
 
-def connect(args: argparse.Namespace) -> tuple[ApiClient, Target]:
-    """The client for the cluster the flags (or the lab on disk) name."""
+def connect(args: argparse.Namespace, timeout: float = 5.0) -> tuple[ApiClient, Target]:
+    """The client for the cluster the flags (or the lab on disk) name; ``timeout`` per
+    etcd call."""
     target = resolve_target(
         getattr(args, "lab", None), getattr(args, "cluster", None), getattr(args, "etcd", None)
     )
     cidr = ipaddress.IPv4Network(target.service_cidr) if target.service_cidr else None
     try:
-        store = Store([target.etcd_url])
+        store = Store([target.etcd_url], timeout=timeout)
     except StoreError as exc:
         raise UserError(f"{exc} (fix: --etcd http://HOST:2379)") from exc
     client = ApiClient(store, target.cluster, service_cidr=cidr or DEFAULT_CIDR)

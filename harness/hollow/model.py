@@ -90,6 +90,7 @@ class HollowNode:
     lease_id: int = 0
     subnet: ipaddress.IPv4Network | None = None
     pod_ips: dict[tuple[str, str], str] = field(default_factory=dict)
+    due: float | None = None  # loop time its next heartbeat is due; None: not leased yet
 
     def next_ip(self) -> str:
         """The lowest free host address from .2 (.1 is the gateway, as on real nodes)."""

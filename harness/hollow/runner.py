@@ -1,14 +1,17 @@
 """The hollow-node runner: N hollow nodes in one asyncio process (one etcd client).
 
-Per node, one task: lease a subnet exactly as the agent does (an etcd lease with
-the agents' TTL; ``create`` of ``subnets/<a.b.c.d-len>`` only if absent, a
-subnet already naming the node reclaimed), then every ``heartbeat_s`` refresh
-the lease and rewrite the node record bound to it. Pods: one watch on ``pods/``
+Per node, one task leases a subnet exactly as the agent does (``create`` of
+``subnets/<a.b.c.d-len>`` only if absent, a subnet already naming the node
+reclaimed) under the runner's one etcd lease (the agents' TTL). One ticker then
+refreshes that lease and rewrites the records of the nodes whose heartbeat is
+due, every ``heartbeat_s`` per node, in one transaction per tick (beat.py: the
+cost, the tick lag it measures and publishes). Pods: one watch on ``pods/``
 (a thread, as the store client is blocking) feeds the loop; a pod whose
 ``spec.nodeName`` is one of ours goes through kwok's stages: ``pending_s`` after
 it is seen its status says Pending with an IP from the node's subnet,
 ``running_s`` later Running and Ready; ``deletionTimestamp`` → after
-``delete_s`` its status and object are removed (the kubelet's part).
+``delete_s`` its status and object are removed (the kubelet's part). Status
+writes are batched too (writer.py).
 
 Stopping: SIGTERM/SIGINT revokes every lease (node records and subnets go at
 once, statuses are deleted): ``podlab hollow --nodes 0``. SIGKILL leaves the
@@ -25,12 +28,15 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import math
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from harness.hollow.beat import PUBLISH_S, LagHistogram, next_due, runner_key, tick_s
 from harness.hollow.model import (
     HollowConfig,
     HollowError,
@@ -40,7 +46,8 @@ from harness.hollow.model import (
     pod_status,
 )
 from harness.hollow.model import subnet_record as make_subnet_record
-from harness.store import KV, Event, Store, StoreError
+from harness.hollow.writer import Writer
+from harness.store import KV, MAX_TXN_OPS, Event, Store, StoreError, Write
 from harness.store.keys import (
     kind_prefix,
     node_key,
@@ -75,6 +82,16 @@ class Runner:
         self.listing: list[KV] | None = None  # subnets/ as last listed (see subnets())
         self.list_gen = 0
         self.picked: set[str] = set()  # subnet keys our nodes claimed or tried
+        self.lease_id = 0  # the runner's one etcd lease: every record and subnet of ours
+        self.grant_lock = asyncio.Lock()
+        self.write_lock = asyncio.Lock()  # a tick's writes vs a drop's deletes
+        self.first: dict[str, asyncio.Future[None]] = {}  # nodes not yet registered
+        self.lag = LagHistogram()
+        self.ticks = 0
+        self.lease_lost = 0
+        self.warned = 0.0
+        self.writer = Writer(self.store)
+        self.prev_status: dict[PodKey, dict[str, Any]] = {}  # statuses of a previous run
 
     def previous_subnets(self) -> dict[str, ipaddress.IPv4Network]:
         """Each node's subnet in a previous run, read off its pods' statuses (the agent
@@ -86,6 +103,7 @@ class Runner:
             st, pod = _obj(kv), pods.get(_pkey(kv.key), {})
             node = pod.get("spec", {}).get("nodeName")
             if st.get("hollow") and node in self.nodes and st.get("uid") == _uid(pod):
+                self.prev_status[_pkey(kv.key)] = st  # read once here, not per pod later
                 net = f"{st.get('podIP')}/{self.cfg.node_prefix}"
                 with contextlib.suppress(ValueError):
                     out[node] = ipaddress.IPv4Network(net, strict=False)
@@ -108,7 +126,7 @@ class Runner:
     async def lease(self, node: HollowNode) -> None:
         """Claim a subnet the agent's way: reclaim one naming us, else create a free one."""
         cfg, st = self.cfg, self.store
-        node.lease_id = await self.call(st.grant, cfg.lease_ttl_s)
+        node.lease_id = await self.runner_lease()
         cands = list(ipaddress.IPv4Network(cfg.pod_cidr).subnets(new_prefix=cfg.node_prefix))[1:]
         seen = -1
         for _ in range(50):
@@ -140,28 +158,119 @@ class Runner:
                 return
         raise StoreError(f"{node.name}: gave up leasing a subnet after 50 contended attempts")
 
-    async def beat(self, node: HollowNode) -> None:
-        """Refresh the lease (re-lease if it expired) and rewrite the node record."""
-        st = self.store
-        if await self.call(st.refresh, node.lease_id) <= 0:
-            log.warning("%s: etcd lease expired; re-claiming a subnet", node.name)
-            await self.lease(node)
-        key = node_key(self.cfg.cluster, node.name)
-        await self.call(st.put, key, json.dumps(node_record(self.cfg, node)), node.lease_id)
+    async def runner_lease(self) -> int:
+        """The runner's etcd lease (granted once; again after it expired)."""
+        async with self.grant_lock:
+            if not self.lease_id:
+                self.lease_id = await self.call(self.store.grant, self.cfg.lease_ttl_s)
+            return self.lease_id
 
-    async def keep(self, node: HollowNode, started: asyncio.Queue[str]) -> None:
-        """One node's life: lease, register, heartbeat forever (errors retried)."""
+    async def keep(self, node: HollowNode) -> None:
+        """Lease the node's subnet and wait for the ticker to register it."""
         await self.lease(node)
-        await self.beat(node)
-        started.put_nowait(node.name)
-        period = self.cfg.heartbeat_s
-        await asyncio.sleep(random.uniform(0, period))  # spread the beats over the period
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.first[node.name] = fut
+        node.due = asyncio.get_running_loop().time()  # registered at the next tick
+        await fut
+
+    async def ticker(self) -> None:
+        """Every tick: refresh the lease, write the due heartbeats; never stops on errors."""
+        loop = asyncio.get_running_loop()
+        period, tick = self.cfg.heartbeat_s, tick_s(self.cfg.heartbeat_s)
+        at, published, logged = loop.time(), 0.0, loop.time()
         while True:
             try:
-                await self.beat(node)
+                async with self.write_lock:
+                    await self.tick(period, at, tick)
+                if loop.time() - published >= min(PUBLISH_S, period):
+                    published = loop.time()
+                    await self.publish(tick)
             except StoreError as exc:
-                log.warning("%s: heartbeat failed: %s", node.name, exc)
-            await asyncio.sleep(period)
+                log.warning("heartbeat tick failed (retried next tick): %s", exc)
+            if loop.time() - logged >= 60.0:
+                logged = loop.time()
+                n, p50, p99, top = self.lag.window()
+                log.info(
+                    "heartbeats: %d nodes, %d beats, tick lag p50 %.3f s p99 %.3f s max %.3f s"
+                    ", %d beats late of %d, %d ticks",
+                    len(self.nodes), n, p50, p99, top, self.lag.late, self.lag.count, self.ticks,
+                )  # fmt: skip
+            at += tick
+            if at < loop.time():  # behind: tick again at once (the lag is in each beat)
+                at = loop.time()
+            await asyncio.sleep(at - loop.time())
+
+    async def tick(self, period: float, at: float, tick: float) -> None:
+        """Refresh the runner's lease, then write every due node record in transactions of
+        up to MAX_TXN_OPS puts. Each beat's lag is observed: its write landed − the first
+        tick at or after it was due (``at`` is this tick's scheduled time), so the lag is
+        how far the runner is behind, not the up to one tick a beat waits on time."""
+        loop = asyncio.get_running_loop()
+        self.ticks += 1
+        if self.lease_id and await self.call(self.store.refresh, self.lease_id) <= 0:
+            await self.relapse()
+        now = loop.time()
+        due = sorted(
+            (n for n in self.nodes.values() if n.due is not None and n.due <= now),
+            key=lambda n: n.due or 0.0,
+        )
+        oldest = due[0].due or now if due else now
+        for i in range(0, len(due), MAX_TXN_OPS):
+            chunk = due[i : i + MAX_TXN_OPS]
+            writes = [
+                Write(
+                    node_key(self.cfg.cluster, n.name),
+                    json.dumps(node_record(self.cfg, n)).encode(),
+                    None,
+                    self.lease_id,
+                )
+                for n in chunk
+            ]
+            await self.call(self.store.commit, writes)
+            done = loop.time()
+            for n in chunk:
+                assert n.due is not None
+                self.lag.observe(done - on_time(n.due, at, tick), period)
+                if (fut := self.first.pop(n.name, None)) is not None:
+                    if not fut.done():
+                        fut.set_result(None)
+                    n.due = done + random.uniform(0, period)  # spread over the period
+                else:
+                    n.due = next_due(n.due, done, period)
+        worst = loop.time() - oldest
+        if worst > period and loop.time() - self.warned >= 10.0:  # never silently behind
+            self.warned = loop.time()
+            log.warning(
+                "heartbeats behind: %d due, the oldest written %.1f s late (period %g s)",
+                len(due), worst, period,
+            )  # fmt: skip
+
+    async def relapse(self) -> None:
+        """The runner's lease expired (records and subnets gone): a new lease, every
+        node's subnet claimed again (the agent's re-lease), then registered at once."""
+        self.lease_lost += 1
+        log.warning("etcd lease expired; re-claiming %d subnets", len(self.nodes))
+        async with self.grant_lock:
+            self.lease_id = 0
+        for n in self.nodes.values():
+            n.lease_id, n.due = 0, None
+        self.listing = None
+        await asyncio.gather(*(self.lease(n) for n in list(self.nodes.values())))
+        now = asyncio.get_running_loop().time()
+        for n in self.nodes.values():
+            n.due = now
+
+    async def publish(self, tick: float) -> None:
+        """The tick-lag histogram and counts as ``hollowrunners/<prefix>`` (beat.py)."""
+        if not self.lease_id:
+            return
+        body = self.lag.record(
+            nodes=len(self.nodes), heartbeat_s=self.cfg.heartbeat_s, tick_s=tick,
+            ticks=self.ticks, lease_lost=self.lease_lost, time=time.time(),
+        )  # fmt: skip
+        await self.call(
+            self.store.put, runner_key(self.cfg.cluster, self.cfg.prefix), body, self.lease_id
+        )
 
     # -- pods -----------------------------------------------------------------------
     def on_pods(self, kvs: list[KV] | None, events: list[Event] | None) -> None:
@@ -198,8 +307,7 @@ class Runner:
         node = self.nodes[pod["spec"]["nodeName"]]
         await self.ready.wait()
         sk = podstatus_key(self.cfg.cluster, *key)
-        old = await self.call(self.store.get, sk)
-        prev = _obj(old) if old else {}
+        prev = self.prev_status.pop(key, {})  # a previous run's status (read at the start)
         ip_ok = _within(prev.get("podIP"), node.subnet)
         if prev.get("uid") == _uid(pod) and prev.get("phase") == "Running" and ip_ok:
             node.pod_ips[key] = str(prev.get("podIP", ""))  # a restarted runner keeps IPs
@@ -209,10 +317,10 @@ class Runner:
         node.pod_ips[key] = ip
         t0 = now_rfc3339()
         pending = pod_status(_uid(pod), "Pending", ip, self.cfg.underlay_ip, t0)
-        await self.call(self.store.put, sk, json.dumps(pending))
+        await self.writer.put(sk, json.dumps(pending))
         await asyncio.sleep(self.cfg.running_s)
         running = pod_status(_uid(pod), "Running", ip, self.cfg.underlay_ip, t0, now_rfc3339())
-        await self.call(self.store.put, sk, json.dumps(running))
+        await self.writer.put(sk, json.dumps(running))
 
     async def delete(self, key: PodKey, pod: dict[str, Any]) -> None:
         """A graceful delete: after ``delete_s`` remove the status, then the object."""
@@ -226,7 +334,7 @@ class Runner:
     async def gone(self, key: PodKey) -> None:
         for node in self.nodes.values():
             node.pod_ips.pop(key, None)
-        await self.call(self.store.delete, podstatus_key(self.cfg.cluster, *key))
+        await self.writer.delete(podstatus_key(self.cfg.cluster, *key))
 
     # -- the process ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -244,6 +352,8 @@ class Runner:
             target=self.store.watch_prefix, args=(prefix, events, reset, wstop), daemon=True
         )
         self.before = await self.call(self.previous_subnets)
+        self.writer.start()
+        ticker = loop.create_task(self.ticker())
         try:
             await self.start(list(self.nodes.values()))
             self.ready.set()
@@ -257,23 +367,17 @@ class Runner:
                     await self.resize(want)
         finally:
             wstop.set()
-            for t in [*self.lives.values(), *self.tasks.values()]:
+            for t in [ticker, *self.lives.values(), *self.tasks.values()]:
                 t.cancel()
             await self.release()
+            self.writer.stop()
 
     async def start(self, nodes: list[HollowNode]) -> None:
-        """Start ``nodes``' lives; return once all registered, failing fast on an error."""
-        started: asyncio.Queue[str] = asyncio.Queue()
-        lives = [asyncio.create_task(self.keep(n, started)) for n in nodes]
+        """Lease and register ``nodes``; return once all registered, failing fast on an
+        error (e.g. the pod CIDR exhausted): the first one raised."""
+        lives = [asyncio.create_task(self.keep(n)) for n in nodes]
         self.lives.update(zip((n.name for n in nodes), lives, strict=True))
-        for _ in lives:  # fail fast if a node cannot lease (e.g. CIDR exhausted)
-            done = asyncio.create_task(started.get())
-            await asyncio.wait([done, *lives], return_when=asyncio.FIRST_COMPLETED)
-            for t in lives:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    done.cancel()
-                    raise t.exception()  # type: ignore[misc]
-            await done
+        await asyncio.gather(*lives)
 
     def wanted(self) -> int | None:
         """The count in ``nodes_file`` (None: no file, or not a count: keep the size)."""
@@ -304,10 +408,18 @@ class Runner:
         log.info("resized from %d to %d hollow nodes", have, want)
 
     async def drop(self, node: HollowNode) -> None:
+        """One node gone at once: its record and subnet deleted (they share the runner's
+        lease, so nothing is revoked), with no tick in between to write it again."""
         if (task := self.lives.pop(node.name, None)) is not None:
             task.cancel()
-        with contextlib.suppress(StoreError):
-            await self.call(self.store.revoke, node.lease_id)
+        self.first.pop(node.name, None)
+        async with self.write_lock:
+            node.due = None
+            keys = [node_key(self.cfg.cluster, node.name)]
+            if node.subnet is not None:
+                keys.append(subnet_key(self.cfg.cluster, str(node.subnet)))
+            with contextlib.suppress(StoreError):
+                await self.call(self.store.commit, [Write(k, None) for k in keys])
         for key in list(node.pod_ips):
             self.pods.pop(key, None)
             if (t := self.tasks.pop(key, None)) is not None:
@@ -316,15 +428,24 @@ class Runner:
                 await self.gone(key)
 
     async def release(self) -> None:
-        """Revoke every lease (records and subnets vanish) and drop our pods' statuses."""
-        for node in self.nodes.values():
-            if node.lease_id:
-                with contextlib.suppress(StoreError):
-                    await self.call(self.store.revoke, node.lease_id)
-        for key in list(self.pods):
+        """Revoke the runner's lease (records and subnets vanish) and drop our pods'
+        statuses (batched)."""
+        if self.lease_id:
             with contextlib.suppress(StoreError):
-                await self.gone(key)
+                await self.call(self.store.revoke, self.lease_id)
+        try:  # the writer retries while etcd is away: bounded, so a stop always ends
+            await asyncio.wait_for(asyncio.gather(*(self.gone(k) for k in list(self.pods))), 30)
+        except TimeoutError:
+            log.warning("pod statuses not all deleted within 30 s (etcd unreachable?)")
         log.info("released %d hollow nodes", len(self.nodes))
+
+
+def on_time(due: float, at: float, tick: float) -> float:
+    """The first tick time at or after ``due``, of ticks scheduled every ``tick`` up to ``at``
+    (a beat due before ``at`` was missed by the ticks in between only if the runner lagged)."""
+    if due >= at:  # due after the tick was scheduled, before it ran: written at once
+        return due
+    return at - math.floor((at - due) / tick) * tick
 
 
 def pod_prefix(cluster: str) -> str:

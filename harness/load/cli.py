@@ -38,6 +38,8 @@ from harness.load.probe import observe
 from harness.load.report import record_results
 from harness.load.run import LoadConfig, LoadRun, cleaning, delete_run, dns_lookups
 
+STORE_TIMEOUT_S = 30.0
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``load``."""
@@ -149,7 +151,9 @@ def netns_paths(lab: str | None, nodes: list[str]) -> dict[str, Path]:
 
 def cmd_load(args: argparse.Namespace) -> int:
     check_args(args)
-    client, target = connect(args)
+    # a starved etcd answers late: a slow call is an API latency sample (an SLI miss above
+    # 1 s), not the end of the run (a 1,000-node run at load 47 died on one 5 s timeout)
+    client, target = connect(args, timeout=STORE_TIMEOUT_S)
     if args.cleanup:
         delete_run(client, client.store, args.namespace, args.cleanup)
         Console(highlight=False).print(f"{args.cleanup}: nothing of it is left in {args.namespace}")

@@ -6,9 +6,12 @@ node marked dead while every pod runs. ``hold`` samples etcd every
 for every agent's services controller, once its heartbeat is older than the
 node grace, ``node_grace_s``, 40 s by default) and the subnet leases held at
 the start (a lease is lost when its key is gone, names another node, or was
-created again: expired and re-claimed between two samples). It
-judges nothing itself; the report turns the counts into records with a
-threshold of 0.
+created again: expired and re-claimed between two samples). It also reads each
+hollow runner's published heartbeat health (``hollowrunners/<prefix>``,
+harness/hollow/beat.py) at the start and the end: the tick lag of the beats
+written during the hold (quantiles of the histogram's growth), the beats more
+than a period late and the runner's own lease losses. It judges nothing
+itself; the report turns the counts into records with a threshold of 0.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness.hollow.beat import runners_prefix
 from harness.kube.scheduling import heartbeat_age_s
+from harness.load.sli import diff_histograms, histogram_quantile
 from harness.store import KV, Store
 from harness.store.keys import nodes_prefix, subnets_prefix
 
@@ -36,6 +41,36 @@ class HoldResult:
     dead: set[str] = field(default_factory=set)  # nodes whose heartbeat aged past the grace
     leases_lost: set[str] = field(default_factory=set)  # subnet keys gone or re-owned
     max_heartbeat_age_s: float = 0.0
+    runners: int = 0  # hollow runners that published their heartbeat health
+    beats: int = 0  # hollow heartbeats written during the hold
+    tick_lag_s: dict[int, float] = field(default_factory=dict)  # p50/p90/p99 of those beats
+    beats_late: int = 0  # of them, more than a heartbeat period late
+    runner_leases_lost: int = 0  # runners' own etcd lease expiries during the hold
+
+
+def runner_health(store: Store, cluster: str) -> dict[str, dict[str, object]]:
+    """Each hollow runner's published record (``hollowrunners/<prefix>``) by prefix."""
+    return {kv.key.rsplit("/", 1)[-1]: v for kv, v in _records(store, runners_prefix(cluster))}
+
+
+def tick_lag(
+    res: HoldResult, before: dict[str, dict[str, object]], after: dict[str, dict[str, object]]
+) -> None:
+    """Fill ``res``' runner fields from two readings of the runners' records."""
+    res.runners = len(after)
+    le, pooled = diff_histograms(before, after)  # type: ignore[arg-type]
+    res.beats = int(pooled[-1]) if pooled else 0
+    if res.beats:
+        res.tick_lag_s = {q: histogram_quantile(q, le, pooled) for q in (50, 90, 99)}
+    for name, rec in after.items():
+        old = before.get(name, {})
+        for attr, field_name in (("beats_late", "late"), ("runner_leases_lost", "lease_lost")):
+            grown = _int(rec.get(field_name)) - _int(old.get(field_name))
+            setattr(res, attr, getattr(res, attr) + max(0, grown))
+
+
+def _int(value: object) -> int:
+    return int(value) if isinstance(value, int | float) else 0
 
 
 def heartbeat_epoch(value: object) -> float | None:
@@ -80,6 +115,7 @@ def hold(
     watched = set(nodes)
     start_leases = {k: v for k, v in _leases(store, cluster).items() if v[0] in watched}
     res = HoldResult(nodes=len(watched), leases=len(start_leases))
+    runners_before = runner_health(store, cluster)
     t0 = time.monotonic()
     while True:
         now = clock()
@@ -104,4 +140,5 @@ def hold(
             break
         time.sleep(min(every_s, max(0.0, seconds - elapsed)))
     res.seconds = time.monotonic() - t0
+    tick_lag(res, runners_before, runner_health(store, cluster))
     return res

@@ -123,9 +123,23 @@ def hold_records(w: ResultsWriter, samples: Samples, common: dict[str, str]) -> 
     w.record("hold_leases_lost_count", float(len(h.leases_lost)), "count", mode="load",
              threshold=0.0, labels={**labels, "leases": str(h.leases)})  # fmt: skip
     w.record("hold_heartbeat_age_max_s", h.max_heartbeat_age_s, "s", mode="load", labels=labels)
+    runners = ""
+    if h.runners:  # the hollow runners' own view: how late their heartbeats landed
+        rl = {**labels, "runners": str(h.runners), "beats": str(h.beats)}
+        for q, v in sorted(h.tick_lag_s.items()):
+            w.record(f"hold_hollow_tick_lag_p{q}_s", v, "s", mode="load", labels=rl)
+        w.record("hold_hollow_beats_late_count", float(h.beats_late), "count", mode="load",
+                 labels=rl)  # fmt: skip
+        w.record("hold_hollow_runner_lease_lost_count", float(h.runner_leases_lost), "count",
+                 mode="load", threshold=0.0, labels=rl)  # fmt: skip
+        lag = ", ".join(f"p{q} {v:.3f} s" for q, v in sorted(h.tick_lag_s.items())) or "no beats"
+        runners = (
+            f"; {h.runners} hollow runner(s): {h.beats} heartbeats, tick lag {lag}, "
+            f"{h.beats_late} more than a period late, {h.runner_leases_lost} runner leases lost"
+        )
     dead = f" ({', '.join(sorted(h.dead)[:5])}{' …' if len(h.dead) > 5 else ''})" if h.dead else ""
     return [
         f"hold {h.seconds:.0f} s over {h.nodes} nodes, {h.samples} samples: {len(h.dead)} marked "
         f"dead{dead}, {len(h.leases_lost)} of {h.leases} leases lost, oldest heartbeat seen "
-        f"{h.max_heartbeat_age_s:.1f} s"
+        f"{h.max_heartbeat_age_s:.1f} s{runners}"
     ]

@@ -1,17 +1,23 @@
 """Build and remove a hand-built pod path in throwaway namespaces (pyroute2 only).
 
-Five named namespaces per reference, all ``plref-<tag>-…`` (the prefix is the
+Five named namespaces per reference (six with a router), all ``plref-<tag>-…`` (the prefix is the
 marker ``down`` goes by): ``f`` holds the underlay bridge ``br0`` (as a lab's
 ``kind: bridge`` segment does), ``a`` and ``b`` are the two nodes (``eth1``
 10.255.0.1/.2 on that bridge, forwarding on), ``pa`` and ``pb`` the two pods
-(``eth0``, 10.255.1.2 on node a, 10.255.2.2 on node b). Per ``RefSpec``:
+(``eth0``, 10.255.1.2 on node a, 10.255.2.2 on node b). With ``router`` (a
+mesh's cross-cluster path) ``f`` holds two bridges, ``br0`` for node a
+(10.255.0.1) and ``br1`` for node b (10.255.3.2), and a sixth namespace ``r``
+routes between them (``eth1`` 10.255.0.254 on br0, ``eth2`` 10.255.3.254 on
+br1, forwarding on), as a lab's router joins two cluster segments; each node
+routes the other segment via its ``.254``. Per ``RefSpec``:
 
 - bridged pods: bridge ``cni0`` with the subnet's ``.1`` on the node, the pod's
   veth a port of it, the pod's default route via ``.1`` (flannel's recipe);
 - routed pods: a ``cali`` veth with proxy-ARP and a /32 ``scope link`` route on
   the node; in the pod a /32, a permanent neighbour and a default route for
   169.254.1.1 (Calico's recipe, as ``cni/routed.py`` builds it);
-- encap ``none``: ``<peer subnet> via <peer eth1> dev eth1``;
+- encap ``none``: ``<peer subnet> via <peer eth1> dev eth1`` (with ``router``:
+  via the router, which routes each subnet to its node: native routing);
 - ``vxlan``: device ``vxref`` (VNI, port, local, dev eth1, learning off, MTU
   underlay − 50), ``<subnet>.0/32`` on it, per peer an onlink route, a permanent
   neighbour and an FDB entry (flannel's vxlan design note);
@@ -52,6 +58,8 @@ PREFIX = "plref-"
 STATE_ROOT = Path("/run/podlab-refpath")
 TAG = re.compile(r"^[a-z0-9]{1,8}$")
 UNDERLAY = ipaddress.IPv4Network("10.255.0.0/24")
+UNDERLAY_B = ipaddress.IPv4Network("10.255.3.0/24")  # node b's segment behind a router
+ROUTER_HOST = 254  # the router's address on each segment
 SUBNETS = (ipaddress.IPv4Network("10.255.1.0/24"), ipaddress.IPv4Network("10.255.2.0/24"))
 CALICO_GW = "169.254.1.1"
 WG_PORT = 51820
@@ -59,7 +67,7 @@ NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 AF_BRIDGE = 7
 RTNH_F_ONLINK = 0x04
-ROLES = ("f", "a", "b", "pa", "pb")
+ROLES = ("f", "r", "a", "b", "pa", "pb")  # r: only with a router
 SCOPE_LINK = 253
 VXLAN_OVERHEAD = 50
 IPIP_OVERHEAD = 20
@@ -76,6 +84,8 @@ class RefPath:
     server_ip: str
     port: int  # the iperf3 server in pod b (0: none started)
     nodes: tuple[str, str]  # node namespaces a, b
+    node_ip: str = ""  # node b's underlay address (node→node on the same underlay)
+    node_port: int = 0  # the iperf3 server in node b (0: none started)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -120,8 +130,18 @@ class _Builder:
     def ns(self, role: str) -> str:
         return ns_name(self.tag, role)
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return ROLES if self.spec.router else tuple(r for r in ROLES if r != "r")
+
+    def segment(self, i: int) -> ipaddress.IPv4Network:
+        return UNDERLAY_B if self.spec.router and i == 1 else UNDERLAY
+
     def node_ip(self, i: int) -> str:
-        return str(UNDERLAY.network_address + 1 + i)
+        return str(self.segment(i).network_address + 1 + i)
+
+    def router_ip(self, i: int) -> str:
+        return str(self.segment(i).network_address + ROUTER_HOST)
 
     def pod_ip(self, i: int) -> str:
         return str(SUBNETS[i].network_address + 2)
@@ -133,7 +153,7 @@ class _Builder:
         )
 
     def namespaces(self) -> None:
-        for role in ROLES:
+        for role in self.roles:
             name = self.ns(role)
             netns.create(name)
             with IPRoute(netns=name) as ipr:
@@ -141,20 +161,36 @@ class _Builder:
 
     def underlay(self) -> None:
         mtu = self.spec.underlay_mtu
+        bridges = ("br0", "br1") if self.spec.router else ("br0", "br0")
         with IPRoute(netns=self.ns("f")) as fab:
-            fab.link("add", ifname="br0", kind="bridge", mtu=mtu)
-            br0 = fab.link_lookup(ifname="br0")[0]
-            fab.link("set", index=br0, state="up")
-            for i, role in enumerate(("a", "b")):
-                peer = {"ifname": "eth1", "net_ns_fd": self.ns(role), "mtu": mtu}
-                fab.link("add", ifname=f"p{role}", kind="veth", mtu=mtu, peer=peer)
-                port = fab.link_lookup(ifname=f"p{role}")[0]
-                fab.link("set", index=port, master=br0, state="up")
-                with IPRoute(netns=self.ns(role)) as node:
-                    eth1 = node.link_lookup(ifname="eth1")[0]
-                    node.addr("add", index=eth1, address=self.node_ip(i), prefixlen=24)
-                    node.link("set", index=eth1, state="up")
-                run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=self.ns(role))
+            for name in sorted(set(bridges)):
+                fab.link("add", ifname=name, kind="bridge", mtu=mtu)
+                fab.link("set", index=fab.link_lookup(ifname=name)[0], state="up")
+            ends = [(f"p{role}", self.ns(role), "eth1", bridges[i]) for i, role in enumerate("ab")]
+            if self.spec.router:  # the router's legs: eth1 on a's segment, eth2 on b's
+                ends += [("ra", self.ns("r"), "eth1", "br0"), ("rb", self.ns("r"), "eth2", "br1")]
+            for port_name, ns, ifname, bridge in ends:
+                peer = {"ifname": ifname, "net_ns_fd": ns, "mtu": mtu}
+                fab.link("add", ifname=port_name, kind="veth", mtu=mtu, peer=peer)
+                port = fab.link_lookup(ifname=port_name)[0]
+                master = fab.link_lookup(ifname=bridge)[0]
+                fab.link("set", index=port, master=master, state="up")
+        for i, role in enumerate("ab"):
+            with IPRoute(netns=self.ns(role)) as node:
+                eth1 = node.link_lookup(ifname="eth1")[0]
+                node.addr("add", index=eth1, address=self.node_ip(i), prefixlen=24)
+                node.link("set", index=eth1, state="up")
+                if self.spec.router:
+                    other = self.segment(1 - i)
+                    node.route("add", dst=str(other), gateway=self.router_ip(i), oif=eth1)
+            run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=self.ns(role))
+        if self.spec.router:
+            with IPRoute(netns=self.ns("r")) as r:
+                for i, ifname in enumerate(("eth1", "eth2")):
+                    idx = r.link_lookup(ifname=ifname)[0]
+                    r.addr("add", index=idx, address=self.router_ip(i), prefixlen=24)
+                    r.link("set", index=idx, state="up")
+            run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=self.ns("r"))
 
     def pod(self, i: int) -> None:
         node_ns, pod_ns = self.ns("ab"[i]), self.ns(("pa", "pb")[i])
@@ -196,7 +232,12 @@ class _Builder:
         peer, peer_ip = SUBNETS[1 - i], self.node_ip(1 - i)
         with IPRoute(netns=self.ns("ab"[i])) as node:
             eth1 = node.link_lookup(ifname="eth1")[0]
-            if self.spec.encap == "none":
+            if self.spec.encap == "none" and self.spec.router:  # native routing
+                node.route("add", dst=str(peer), gateway=self.router_ip(i), oif=eth1)
+                with IPRoute(netns=self.ns("r")) as r:
+                    leg = r.link_lookup(ifname=("eth1", "eth2")[i])[0]
+                    r.route("add", dst=str(SUBNETS[i]), gateway=self.node_ip(i), oif=leg)
+            elif self.spec.encap == "none":
                 node.route("add", dst=str(peer), gateway=peer_ip, oif=eth1)
             elif self.spec.encap == "vxlan":
                 self._vxlan(node, i, eth1)
@@ -289,9 +330,9 @@ class _Builder:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "pids").write_text("".join(f"{p}\n" for p in self.pids))
 
-    def server(self, port: int, lifetime_s: float) -> None:
-        """A persistent ``iperf3 -s`` in pod b (one test at a time, many tests)."""
-        argv = ["ip", "netns", "exec", self.ns("pb"), "timeout", f"{lifetime_s:g}",
+    def server(self, port: int, lifetime_s: float, role: str = "pb") -> None:
+        """A persistent ``iperf3 -s`` in pod b, or node b (one test at a time, many tests)."""
+        argv = ["ip", "netns", "exec", self.ns(role), "timeout", f"{lifetime_s:g}",
                 "iperf3", "-s", "-p", str(port)]  # fmt: skip
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -309,8 +350,11 @@ class _Builder:
                 raise RuntimeError(f"hand-built {self.spec.name}: pod a cannot reach pod b")
 
 
-def build(spec: RefSpec, tag: str, server_port: int = 0, lifetime_s: float = 600) -> RefPath:
-    """Build ``spec`` under ``tag`` (and an iperf3 server in pod b if ``server_port``).
+def build(
+    spec: RefSpec, tag: str, server_port: int = 0, lifetime_s: float = 600, node_port: int = 0
+) -> RefPath:
+    """Build ``spec`` under ``tag`` (and an iperf3 server in pod b if ``server_port``, one
+    in node b if ``node_port``: the reference's own node→node).
 
     On any failure, everything made so far is removed before the error propagates.
     """
@@ -331,12 +375,14 @@ def build(spec: RefSpec, tag: str, server_port: int = 0, lifetime_s: float = 600
                 b.routes(i)
         if server_port:
             b.server(server_port, lifetime_s)
+        if node_port:
+            b.server(node_port, lifetime_s, role="b")
         b.wait_path()
     except BaseException:
         teardown(tag)
         raise
     return RefPath(tag, spec.name, b.ns("pa"), b.ns("pb"), b.pod_ip(1), server_port,
-                   (b.ns("a"), b.ns("b")))  # fmt: skip
+                   (b.ns("a"), b.ns("b")), b.node_ip(1), node_port)  # fmt: skip
 
 
 def _stop(pid: int) -> None:

@@ -28,6 +28,8 @@ WIREGUARD_IMPLS = ("kernel", "wireguard-go")
 # VXLAN identities as each family documents them (DESIGN.md "datapath backends").
 FLANNEL_VXLAN = (1, 8472)
 CALICO_VXLAN = (4096, 4789)
+# The cluster mesh's own VXLAN (docs/mesh.md "Pod routing across clusters": vxlan.mesh).
+MESH_VXLAN = (2, 8473)
 ROUTED_MODES = ("bgp", "ipip", "calico-vxlan", "cross-subnet")
 
 
@@ -42,6 +44,7 @@ class RefSpec:
     vni: int = 0  # vxlan only
     port: int = 0  # vxlan: UDP destination port
     wireguard: str = ""  # wireguard only: "kernel" | "wireguard-go"
+    router: bool = False  # the two nodes on two segments joined by a router (a mesh's path)
 
     def __post_init__(self) -> None:
         if self.pods not in (BRIDGED, ROUTED):
@@ -58,9 +61,10 @@ class RefSpec:
     @property
     def name(self) -> str:
         """Short label for reports: ``bridged``, ``routed+vxlan``, ``bridged+wireguard-go``."""
+        where = "/router" if self.router else ""
         if self.encap == "none":
-            return self.pods
-        return f"{self.pods}+{self.wireguard if self.encap == 'wireguard' else self.encap}"
+            return self.pods + where
+        return f"{self.pods}+{self.wireguard if self.encap == 'wireguard' else self.encap}{where}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -80,6 +84,19 @@ class NoReference:
     """Why a mode is reported against the underlay only."""
 
     reason: str
+
+
+def mesh_tunnel_reference(underlay_mtu: int = 1500) -> RefSpec:
+    """The cross-cluster tunnel of a mesh built by hand: flannel's bridged pods, a bare
+    VXLAN device with the mesh's VNI and port to the remote node's underlay address,
+    the two nodes on two segments joined by a router (as a mesh lab's clusters are).
+
+    The physical limit of tunnel routing across clusters (issue 12): the mesh's
+    ``vxlan.mesh`` path measured against it says what the agent adds, and this
+    path against its own node→node across the same router says what any VXLAN
+    tunnel costs there.
+    """
+    return RefSpec(BRIDGED, "vxlan", underlay_mtu - 50, underlay_mtu, *MESH_VXLAN, router=True)
 
 
 def reference_for(

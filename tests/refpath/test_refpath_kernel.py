@@ -34,6 +34,8 @@ CASES = [
     (spec.RefSpec("routed", "none", 1500), "eth1"),
     (spec.RefSpec("bridged", "vxlan", 1450, 1500, 1, 8472), "vxref"),
     (spec.RefSpec("routed", "vxlan", 1450, 1500, 4096, 4789), "vxref"),
+    (spec.mesh_tunnel_reference(), "vxref"),
+    (spec.RefSpec("bridged", "none", 1500, router=True), "eth1"),
 ]
 if shutil.which("wireguard-go") and shutil.which("wg"):
     CASES.append((spec.RefSpec("bridged", "wireguard", 1420, wireguard="wireguard-go"), "wg"))
@@ -44,21 +46,29 @@ def test_a_reference_carries_pod_traffic_over_its_own_device_and_leaves_nothing(
     ref: spec.RefSpec, carrier: str
 ) -> None:
     tag = build.new_tag()
-    path = build.build(ref, tag, server_port=5299, lifetime_s=120)
+    path = build.build(ref, tag, server_port=5299, lifetime_s=120, node_port=5298)
     try:
         a = path.nodes[0]
         dev = build._Builder(ref, tag).wg_iface(0) if carrier == "wg" else carrier
         before = _counters(a, dev)
+        router = build.ns_name(tag, "r")
+        routed_before = _counters(router, "eth2") if ref.router else 0
         pod_mtu = run(["cat", "/sys/class/net/eth0/mtu"], netns=path.client_netns).stdout
         assert int(pod_mtu) == ref.pod_mtu
         argv = [sys.executable, "-m", "harness.refpath", "rounds", "--rounds", "2",
                 "--seconds", "1", "--target",
-                f"hand-built={path.client_netns}@{path.server_ip}:{path.port}"]  # fmt: skip
+                f"hand-built={path.client_netns}@{path.server_ip}:{path.port}",
+                "--target", f"node-node={a}@{path.node_ip}:{path.node_port}"]  # fmt: skip
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
-        got = json.loads(out.stdout)["hand-built"]
-        assert len(got) == 2 and all(r["received_bps"] > 0 for r in got)
+        for name, got in json.loads(out.stdout).items():
+            assert len(got) == 2 and all(r["received_bps"] > 0 for r in got), name
         # the traffic went through the device the spec names (not around it)
         assert _counters(a, dev) - before > 1000, f"{dev} in {a} carried no packets"
+        if ref.router:  # and through the router, onto b's own segment
+            assert _counters(router, "eth2") - routed_before > 1000
+            assert not path.node_ip.startswith("10.255.0.")
+        else:
+            assert not Path(f"/var/run/netns/{router}").exists()
         bridges = run(["ip", "-br", "link", "show", "type", "bridge"], netns=a).stdout
         assert ("cni0" in bridges) == (ref.pods == "bridged")
         pids = (build.STATE_ROOT / tag / "pids").read_text().split()

@@ -67,3 +67,25 @@ def test_heartbeat_formats() -> None:
     assert hold.heartbeat_epoch("1970-01-01T00:00:10Z") == 10.0
     assert hold.heartbeat_epoch("yesterday") is None
     assert hold.heartbeat_epoch(None) is None
+
+
+def test_the_runners_tick_lag_during_the_hold_is_read_from_their_records(store: Store) -> None:
+    from harness.hollow.beat import LagHistogram, runner_key
+
+    _node(store, "h1", "10.244.0.0/26", 1.0)
+    h = LagHistogram()
+    for _ in range(100):
+        h.observe(5.0, 15.0)  # before the hold: slow beats, not counted
+    key = runner_key(CLUSTER, "hollow")
+    store.put(key, h.record(lease_lost=1))
+
+    def midway(done: int, total: int) -> None:
+        for lag in [0.02] * 98 + [0.8, 16.0]:
+            h.observe(lag, 15.0)
+        store.put(key, h.record(lease_lost=2))
+
+    res = hold.hold(store, CLUSTER, ["h1"], 0.15, every_s=0.1, progress=midway)
+    assert res.runners == 1 and res.beats >= 100 and res.beats % 100 == 0
+    assert res.tick_lag_s[50] <= 0.025 and 0.5 < res.tick_lag_s[99] <= 1.0
+    assert res.beats_late == res.beats // 100 and res.runner_leases_lost == 1
+    assert hold.hold(store, CLUSTER, ["h1"], 0.0).beats == 0, "no beats in between: none"

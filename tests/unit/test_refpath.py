@@ -48,6 +48,21 @@ def test_modes_without_an_iproute2_equivalent_say_why(mode: str, kw: dict, why: 
     assert why in ref.reason
 
 
+def test_the_mesh_tunnel_reference_is_the_mesh_vxlan_across_a_router() -> None:
+    ref = spec.mesh_tunnel_reference()
+    # vxlan.mesh's numbers (docs/mesh.md), flannel's bridged pods, two segments and a router
+    assert (ref.pods, ref.encap, ref.pod_mtu, ref.vni, ref.port) == (
+        "bridged",
+        "vxlan",
+        1450,
+        2,
+        8473,
+    )
+    assert ref.router and ref.name == "bridged+vxlan/router"
+    assert spec.RefSpec.from_json(ref.to_json()) == ref
+    assert not spec.RefSpec("bridged", "vxlan", 1450, 1500, 1, 8472).router
+
+
 def test_a_spec_round_trips_through_json_and_refuses_nonsense() -> None:
     ref = spec.RefSpec("routed", "vxlan", 1450, 1500, 4096, 4789)
     assert spec.RefSpec.from_json(ref.to_json()) == ref

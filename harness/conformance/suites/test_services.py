@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -273,8 +274,11 @@ def test_endpoint_change_reaches_every_node(web: dict, record) -> None:  # type:
         sname = f"svc-prog-{i}"
         objs.apply([svc.service(sname, {"prog": f"r{i}"}, [svc.port("tcp", 80, "tcp")])])
         vip = objs.service(sname)["spec"]["clusterIP"]
-        for src in backends.values():  # programmed everywhere (refused) before t0
-            svc.until(f"{sname} refuses on {src.node.name}", partial(_refused, src, vip))
+        # programmed everywhere (refused) before t0, every node asked at once
+        checks = [(f"{sname} refuses on {src.node.name}", partial(_refused, src, vip))
+                  for src in backends.values()]  # fmt: skip
+        with ThreadPoolExecutor(len(checks)) as pool:
+            list(pool.map(lambda c: svc.until(*c), checks))
         argv = echo.reach_command([(vip, 80)], deadline_s=30)
         with ThreadPoolExecutor(len(backends)) as pool:
             futures = [pool.submit(src.run, argv, 45) for src in backends.values()]
@@ -310,20 +314,37 @@ FAILOVER = {"app": "svc-failover"}
 PRE_STOP_S = 2  # what a Deployment sets so the proxies move on before SIGTERM
 STREAM_INTERVAL_S = 0.05  # 20 new connections per second from each node
 LAST_HIT_P99_S = 1.0  # issue 7's goal for "no request goes to the dead backend"
+# The streams end on the event, not at a fixed length: this long after the judged
+# moment has passed (the deleted backend gone from the API; the node grace + LAST_HIT_P99_S
+# after a node stops), so a request still sent to the dead backend then is in them
+STREAM_TAIL_S = 2.0
 
 
 def _streams(
     clients: list[Pod], vip: str, duration_s: float, event: Callable[[], object], after_s: float
 ) -> tuple[float, dict[str, echo.Stream]]:
-    """Open-loop streams to vip:80 from every client; ``event`` runs ``after_s`` in.
+    """Open-loop streams to vip:80 from every client; ``event`` runs ``after_s`` in, and
+    the streams end once it has returned (at the latest after ``duration_s``).
     Returns the event's epoch and each client node's stream (node clocks: NTP-synced)."""
-    argv = echo.stream_command(vip, 80, duration_s, STREAM_INTERVAL_S, timeout_s=1.0)
+    stop = f"/run/podlab-svc-stream-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
+    for c in clients:
+        c.node.run(["rm", "-f", stop])
+    argv = echo.stream_command(
+        vip, 80, duration_s, STREAM_INTERVAL_S, timeout_s=1.0, stop_file=stop
+    )
     with ThreadPoolExecutor(len(clients)) as pool:
         futures = {c.node.name: pool.submit(c.run, argv, duration_s + 30) for c in clients}
         time.sleep(after_s)
         t_event = time.time()
-        event()
-        return t_event, {n: echo.parse_stream(output(f.result())) for n, f in futures.items()}
+        try:
+            event()
+        finally:
+            for c in clients:
+                c.node.run(["touch", stop])
+        got = {n: echo.parse_stream(output(f.result())) for n, f in futures.items()}
+    for c in clients:
+        c.node.run(["rm", "-f", stop])
+    return t_event, got
 
 
 @pytest.mark.scenario(13)
@@ -337,13 +358,19 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
     pods = objs.echo_pods(specs, pre_stop_s=PRE_STOP_S)
     objs.apply([svc.service("svc-fo", FAILOVER, [svc.port("tcp", 80, "tcp")])])
     vip = objs.service("svc-fo")["spec"]["clusterIP"]
-    for c in clients:
-        svc.until(
-            f"{c} reaches every backend of svc-fo {vip}:80", partial(_serves, c, vip, set(pods))
-        )
+    _all_serve(clients, vip, set(pods), "svc-fo")
     victim = pods["svc-fo-0"]
-    delete = partial(objs.client.delete, KINDS["Pod"], NAMESPACE, victim.name)
-    t_del, streams = _streams(clients, vip, 8.0, delete, after_s=3.0)
+
+    def gone() -> bool:
+        listed = objs.client.list_objects(KINDS["Pod"], NAMESPACE)
+        return victim.name not in {p["metadata"]["name"] for p in listed}
+
+    def delete() -> None:  # then the streams run until it has exited and left the API
+        objs.client.delete(KINDS["Pod"], NAMESPACE, victim.name)
+        svc.until(f"{victim.name} gone after its graceful delete", gone, 30.0, 0.1)
+        time.sleep(STREAM_TAIL_S)
+
+    t_del, streams = _streams(clients, vip, 40.0, delete, after_s=3.0)
     objs.remove("Service", NAMESPACE, "svc-fo")
     failed = {n: s.failed(set(pods)) for n, s in streams.items()}
     last = {n: max(0.0, (s.last({victim.name}) or t_del) - t_del) for n, s in streams.items()}
@@ -373,6 +400,18 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
 def _serves(client: Pod, vip: str, names: set[str]) -> bool:
     """30 connections from ``client`` to vip:80 reach exactly ``names``."""
     return set(svc.tally(client.run, vip, 80, 30)[0]) == names
+
+
+def _all_serve(clients: list[Pod], vip: str, names: set[str], service: str) -> None:
+    """Wait until every client reaches exactly ``names`` through vip:80, all clients at once
+    (each its own probe process; one after the other they only added up)."""
+
+    def one(c: Pod) -> None:
+        svc.until(f"{c} reaches every backend of {service} {vip}:80",
+                  partial(_serves, c, vip, names))  # fmt: skip
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        list(pool.map(one, clients))
 
 
 def _bucketed(s: echo.Stream, t0: float, what: set[str]) -> list[tuple[float, float]]:
@@ -409,9 +448,8 @@ def test_stopped_node_leaves_every_service(
     clients = [p for p in web["backends"].values() if p.node.name != victim.name]
     grace = _node_grace_s(victim)
     vip = web["vip"]
-    for c in clients:  # the control: before the stop every backend answers every client
-        svc.until(f"{c} reaches every backend of svc-web {vip}:80",
-                  partial(_serves, c, vip, set(web["backends"])))  # fmt: skip
+    # the control: before the stop every backend answers every client
+    _all_serve(clients, vip, set(web["backends"]), "svc-web")
 
     stopped: list[float] = []
 
@@ -421,10 +459,12 @@ def test_stopped_node_leaves_every_service(
         victim.check([*SUPERVISORCTL, "stop", "podlab-agent"], timeout_s=30)
         victim.check(["ip", "link", "set", victim.underlay_if, "down"], timeout_s=15)
         stopped.append(time.time())
+        # the verdict comes at most `grace` after t_stop (its last heartbeat was before):
+        # the streams run past the judged limit (grace + LAST_HIT_P99_S) by STREAM_TAIL_S
+        time.sleep(max(0.0, stopped[0] + grace + LAST_HIT_P99_S + STREAM_TAIL_S - time.time()))
 
     try:
-        # the verdict comes at most `grace` after t_stop (its last heartbeat was before)
-        _, streams = _streams(clients, vip, 3.0 + grace + 6.0, stop, after_s=3.0)
+        _, streams = _streams(clients, vip, 3.0 + 30.0 + grace + 6.0, stop, after_s=3.0)
         t_stop = stopped[0]
     finally:  # power back on: the link, the lab's static routes (gone with it), the agent
         victim.check(["ip", "link", "set", victim.underlay_if, "up"], timeout_s=15)

@@ -5,7 +5,9 @@ Deployments set so the proxies move on before SIGTERM; ``maxSurge`` 1,
 ``maxUnavailable`` 0) behind a NodePort Service, rolled to a new template
 while a client pod on every cluster node opens 20 new connections a second to
 the ClusterIP, and the first client as many to another node's NodePort (open
-loop, 1 s connect budget, 25 s). The deployed controller manager does the rollout.
+loop, 1 s connect budget, from 2 s before the change until 5 s after the rollout
+has ended and the last old pod has left the API). The deployed controller manager
+does the rollout.
 
 Judged: 0 failed requests over every stream. Measured: the rollout time
 (template applied → ``podlab rollout status`` would say rolled out: every
@@ -28,6 +30,7 @@ purpose until the autoscaler acts); a timeline of answers per second.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +64,10 @@ from harness.probes import echo
 
 NODE_PORT = 30881
 ROLLOUT_BUDGET_S = 90.0
-STREAM_S = 25.0  # the rollout (about 5 s here) and the last old pod's grace period, with room
+# at most: the streams stop TAIL_S after the rollout has ended and the last old pod is gone
+# (2 s lead + about 2 s of rollout + the old pods' 2 s preStop + TAIL_S ≈ 12 s quiet)
+STREAM_S = 60.0
+OLD_GONE_BUDGET_S = 30.0  # the last old pod's preStop and exit, with room
 TAIL_S = 5.0  # streams must go on at least this long after the rollout ends
 
 
@@ -87,8 +93,13 @@ def rollout(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[dict[str, A
         yield {"objs": objs, "vip": vip, "clients": clients}
     finally:
         objs.delete_all()
-        # the garbage collector removes the ReplicaSets' pods once the Deployment is gone
-        svc.until(f"pods of {NAME} removed", lambda: not live_pods(objs), 90)
+        # the garbage collector removes the ReplicaSets' pods once the Deployment is gone;
+        # the autoscaler's (scenario 32, removed without a wait) go at the same time
+        svc.until(
+            f"pods of {NAME} and {HPA_NAME} removed",
+            lambda: not live_pods(objs) and not live_pods(objs, HPA_APP["app"]),
+            90,
+        )
 
 
 @pytest.mark.scenario(31)
@@ -103,16 +114,36 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
     jobs: dict[str, Job] = {f"clusterip-from-{c.node.name}": (c.run, vip, 80) for c in ordered}
     jobs[f"nodeport-{other}-from-{ordered[0].node.name}"] = (ordered[0].run, other, NODE_PORT)
     before = {p["metadata"]["name"] for p in live_pods(objs)}
+    stop = f"/run/podlab-roll-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
+    for c in ordered:
+        c.node.run(["rm", "-f", stop])
+    ended: list[float] = []  # seconds from the template change to the streams' stop
 
     def roll() -> float:
         objs.apply([deployment("2")])
         started = time.time()
-        svc.until("the rollout to revision 2", lambda: rolled_out(objs), ROLLOUT_BUDGET_S, 0.2)
-        return time.time() - started
+        try:
+            svc.until("the rollout to revision 2", lambda: rolled_out(objs), ROLLOUT_BUDGET_S, 0.2)
+            took = time.time() - started
+            # the event, not a fixed length: the old pods have left the API (preStop done,
+            # exited), so every request a node could still send them is in the streams
+            svc.until(
+                f"the old pods of {NAME} gone",
+                lambda: not before & {p["metadata"]["name"] for p in live_pods(objs)},
+                OLD_GONE_BUDGET_S, 0.2,
+            )  # fmt: skip
+            return took
+        finally:
+            time.sleep(TAIL_S)
+            ended.append(time.time() - started)
+            for c in ordered:
+                c.node.run(["touch", stop])
 
     with Terminations(objs) as term:
-        t_roll, took, got = streams(jobs, STREAM_S, roll)
+        t_roll, took, got = streams(jobs, STREAM_S, roll, stop_file=stop)
         time.sleep(1.0)
+    for c in ordered:
+        c.node.run(["rm", "-f", stop])
     samples = [s for st in got.values() for s in st.samples]
     failed = [(round(t - t_roll, 2), w) for t, w in samples if not w.startswith(f"{NAME}-")]
     old = {n: t for n, t in term.seen.items() if n in before}
@@ -144,10 +175,11 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
         sample_name="ready_replicas",
         sample_unit="pods",
     )
-    assert 2.0 + took + TAIL_S <= STREAM_S, (
-        f"the rollout took {took:.1f} s: too long for {STREAM_S:.0f} s of streams to see its end"
+    assert 2.0 + ended[0] <= STREAM_S, (
+        f"the rollout and the old pods' exit took {ended[0]:.1f} s: too long for "
+        f"{STREAM_S:.0f} s of streams to see their end"
     )
-    assert len(samples) > 0.5 * len(jobs) * STREAM_S / STREAM_INTERVAL_S, (
+    assert len(samples) > 0.5 * len(jobs) * (2.0 + ended[0]) / STREAM_INTERVAL_S, (
         f"only {len(samples)} requests were sent: the streams did not run open loop"
     )
     assert set(old) == before, f"old pods never seen terminating: {sorted(before - set(old))}"
@@ -193,9 +225,15 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
 
         svc.until("the broken rollout to stop at maxUnavailable", stalled, ROLLOUT_BUDGET_S, 0.2)
         seen["stalled_s"] = time.time() - started
-        time.sleep(STALL_HOLD_S)
+        # the user's `rollout status` (which waits out its 2 s timeout) runs during the hold
+        # instead of after it: both look at the same stopped rollout
+        with ThreadPoolExecutor(1) as pool:
+            status = pool.submit(
+                podlab, lab, "rollout", "status", ref, "-n", NAMESPACE, "--timeout", "2"
+            )
+            time.sleep(STALL_HOLD_S)
+            seen["status"] = status.result()
         seen["held"] = deployment_status(objs).get("status", {})
-        seen["status"] = podlab(lab, "rollout", "status", ref, "-n", NAMESPACE, "--timeout", "2")
         seen["undo_s"] = time.time() - started  # the command's start (its run is in the figure)
         seen["undo"] = podlab(lab, "rollout", "undo", ref, "-n", NAMESPACE)
         try:
@@ -263,7 +301,10 @@ def test_a_rollout_survives_a_controller_manager_restart(
     node = nodes[cp.name]
     pid = _controllers_pid(node)
     d = deployment("restart")
-    d["spec"]["minReadySeconds"] = 3  # about 4 × 4 s of rollout: room to kill it midway
+    # room to kill it midway: the kill follows the first new replica within a 0.1 s poll, and
+    # each of the 4 steps takes the pod's start + its 1 s probe + minReadySeconds; with the
+    # controller dead nothing moves until it is back. 1 s, not 3: 4 × 2 s less to wait
+    d["spec"]["minReadySeconds"] = 1
     objs.apply([d])
     started = time.time()
 
@@ -423,10 +464,9 @@ def test_the_autoscaler_adds_serving_replicas_under_load_and_waits_its_window(
             f"scaled down {t_down:.1f} s after the load stopped, inside the "
             f"{SCALE_DOWN_WINDOW_S} s stabilization window"
         )
-    finally:
+    finally:  # its pods' graceful exit is awaited with the rollout's, in the fixture
         for kind in ("HorizontalPodAutoscaler", "Service", "Deployment"):
             objs.remove(kind, NAMESPACE, HPA_NAME)
-        svc.until(f"pods of {HPA_NAME} removed", lambda: not _hpa_pods(objs), 90)
 
 
 def _hpa_pods(objs: svc.Objects) -> list[dict[str, Any]]:
