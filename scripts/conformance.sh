@@ -18,9 +18,6 @@
 # keeping its selection policy. The plan — entries, their families, where the
 # heavy checks run — is printed before anything starts (docs/conformance.md).
 #
-# The default lab is topologies/two-clusters.clab.yml: two clusters in one mesh
-# and an outside host, so the mesh scenarios (24-27) run by default.
-#
 # PARALLEL: "auto" (default), in a lab of several clusters: first the scenarios
 # that need the whole lab (the mesh) in one run, then one `podlab test` per
 # cluster at once, each on its share of the matrix, taking turns on a lock for the
@@ -33,7 +30,7 @@ if [ "$BACKEND" = vm ]; then
   TOPO=${1:-topologies/vm-lab.clab.yml}
   MODES=${2:-"ipip host-gw+wireguard bgp+wireguard"}
 else
-  TOPO=${1:-topologies/two-clusters.clab.yml}
+  TOPO=${1:-topologies/single-cluster.clab.yml}
   MODES=${2:-}
 fi
 KEEP=${3:-0}
