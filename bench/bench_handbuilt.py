@@ -251,9 +251,7 @@ def chain_passes(lab: AgentLab, server_pod: str, target: rounds.Target, secs: in
         lines = []
         for n in lab.nodes:
             rs = ruleset(n.ns)
-            counted = hooks.passes(rs)
-            total = sum(counted.values()) / packets
-            detail = ", ".join(f"{k} {v / packets:.2f}" for k, v in sorted(counted.items()) if v)
+            total, detail = hooks.per_packet(hooks.passes(rs), packets)
             lines.append(f"  {n.name}: {total:.2f} base-chain passes per packet ({detail})")
             remove = hooks.removal_commands(rs)
             run(["nft", "-f", "-"], netns=n.ns, input="".join(c + "\n" for c in remove))

@@ -157,8 +157,8 @@ def _passes(t: meshtput.Target, ends: tuple[remote.Node, remote.Node], seconds: 
             _nft_input(n, hooks.removal_commands(rs))
     parts = []
     for node, c in counted.items():
-        detail = ", ".join(f"{k} {v / packets:.2f}" for k, v in sorted(c.items()) if v)
-        parts.append(f"  {node}: {sum(c.values()) / packets:.2f} ({detail})")
+        total, detail = hooks.per_packet(c, packets)
+        parts.append(f"  {node}: {total:.2f} ({detail})")
     return "\n".join([f"chain passes per packet, {t.name} ({packets} packets):", *parts])
 
 

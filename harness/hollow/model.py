@@ -87,7 +87,6 @@ class HollowNode:
     """One hollow node's state in the runner."""
 
     name: str
-    lease_id: int = 0
     subnet: ipaddress.IPv4Network | None = None
     pod_ips: dict[tuple[str, str], str] = field(default_factory=dict)
     due: float | None = None  # loop time its next heartbeat is due; None: not leased yet

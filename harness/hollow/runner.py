@@ -126,7 +126,7 @@ class Runner:
     async def lease(self, node: HollowNode) -> None:
         """Claim a subnet the agent's way: reclaim one naming us, else create a free one."""
         cfg, st = self.cfg, self.store
-        node.lease_id = await self.runner_lease()
+        lease_id = await self.runner_lease()
         cands = list(ipaddress.IPv4Network(cfg.pod_cidr).subnets(new_prefix=cfg.node_prefix))[1:]
         seen = -1
         for _ in range(50):
@@ -136,9 +136,7 @@ class Runner:
             if mine:
                 node.subnet = ipaddress.IPv4Network(recs[mine[0].key]["subnet"])
                 rec = json.dumps(make_subnet_record(cfg, node.name, node.subnet))
-                if await self.call(
-                    st.replace_if, mine[0].key, rec, mine[0].mod_revision, node.lease_id
-                ):
+                if await self.call(st.replace_if, mine[0].key, rec, mine[0].mod_revision, lease_id):
                     return
                 continue
             # the node's own earlier subnet (an expired lease) stays a candidate
@@ -153,7 +151,7 @@ class Runner:
             key = subnet_key(cfg.cluster, str(want))
             self.picked.add(key)  # before the await: our other nodes skip it
             rec = json.dumps(make_subnet_record(cfg, node.name, want))
-            if await self.call(st.create, key, rec, node.lease_id):
+            if await self.call(st.create, key, rec, lease_id):
                 node.subnet = want
                 return
         raise StoreError(f"{node.name}: gave up leasing a subnet after 50 contended attempts")
@@ -253,7 +251,7 @@ class Runner:
         async with self.grant_lock:
             self.lease_id = 0
         for n in self.nodes.values():
-            n.lease_id, n.due = 0, None
+            n.due = None
         self.listing = None
         await asyncio.gather(*(self.lease(n) for n in list(self.nodes.values())))
         now = asyncio.get_running_loop().time()

@@ -63,6 +63,12 @@ def passes(ruleset: dict[str, Any]) -> dict[str, int]:
     return {f"{label} ({hooks.get(label, '?')})": n for label, _, n in _counting_rules(ruleset)}
 
 
+def per_packet(counted: dict[str, int], packets: int) -> tuple[float, str]:
+    """Chain passes per packet of a flow: the total, and each chain that counted any."""
+    detail = ", ".join(f"{k} {v / packets:.2f}" for k, v in sorted(counted.items()) if v)
+    return sum(counted.values()) / packets, detail
+
+
 def removal_commands(ruleset: dict[str, Any]) -> list[str]:
     """``nft -f`` lines deleting the counting rules again."""
     out = []
