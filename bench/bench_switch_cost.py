@@ -1,0 +1,218 @@
+"""Benchmark: a whole-lab mode switch (`podlab deploy LAB --switch`), old code against new.
+
+    .venv/bin/python bench/bench_switch_cost.py --lab LAB --old DIR [--rounds 2]
+        [--modes host-gw,bgp,calico-vxlan+wireguard,vxlan]
+
+LAB is up (a renamed copy of topologies/two-clusters.clab.yml, say); DIR is a
+checkout of the code to compare with (``git worktree add /tmp/switch-old main``).
+One wheelhouse is built from this tree and shipped by every step, so both
+variants switch agents running the same code and only the switch differs: the
+playbooks and the deploy code of each tree (each variant runs in its own Python
+process with its tree first on ``PYTHONPATH``). First a full deploy puts the lab
+into the first mode; then each step switches the whole lab to the next mode of
+the cycle, and waits until every cluster node's agent has written a heartbeat
+*after the switch began* in the new mode and every node has a route to every
+peer's pod subnet (what a conformance entry waits for before its checks).
+
+Variants alternate ABBA, BAAB …, so over two rounds each variant makes every
+transition of a four-mode cycle once, and a neighbour's burst lands on both.
+Prints each step (deploy seconds, the wait, the sum, the load average and where
+the deploy's seconds went, from the event log) and per variant the median, min
+and max of the sum and of the deploy alone, and the ratio new/old of the medians.
+Asserts nothing on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+
+def one_switch(spec: str) -> int:
+    """In the variant's own process (its tree first on sys.path): one switch, as JSON."""
+    from harness.deploy.deploy import deploy, request_for
+    from harness.deploy.wheel import Wheelhouse
+
+    args = json.loads(spec)
+    wh = args["wheelhouse"]
+    wheelhouse = Wheelhouse(
+        digest=wh["digest"],
+        path=Path(wh["path"]),
+        archive=Path(wh["archive"]),
+        wheel=wh["wheel"],
+        requirements=tuple(wh["requirements"]),
+        pip_wheel=wh["pip_wheel"],
+    )
+    over = {"podlab_mode": args["mode"], "podlab_encryption": args["encryption"]}
+    req = request_for(args["lab"], None, over, switch=args["switch"])
+    t0 = time.monotonic()
+    res = deploy(req, wheelhouse=wheelhouse)
+    wall = time.monotonic() - t0
+    print(
+        json.dumps(
+            {
+                "ok": res.ok,
+                "wall_s": wall,
+                "ansible_s": res.duration_s,
+                "artifacts": str(res.artifacts),
+                "failures": [str(f) for f in res.failures],
+                "source": str(Path(sys.modules["harness"].__file__ or "").parent),
+            }
+        )
+    )
+    return 0 if res.ok else 1
+
+
+def run_variant(tree: Path, lab: str, spec: object, switch: bool, wheelhouse: object) -> dict:
+    """One deploy in a fresh Python process running ``tree``'s code; its JSON answer."""
+    from harness.inventory import project_home
+
+    arg = json.dumps(
+        {
+            "lab": lab,
+            "mode": spec.mode,  # type: ignore[attr-defined]
+            "encryption": spec.encryption,  # type: ignore[attr-defined]
+            "switch": switch,
+            "wheelhouse": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in dataclasses.asdict(wheelhouse).items()  # type: ignore[call-overload]
+            },
+        }
+    )
+    env = {**os.environ, "PYTHONPATH": str(tree), "PODLAB_HOME": str(project_home())}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--one", arg],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tree),
+        timeout=1800,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise SystemExit(f"{tree}: no answer (rc={proc.returncode}): {proc.stderr[-2000:]}")
+    out: dict = json.loads(lines[-1])
+    out["process_s"] = time.monotonic() - t0
+    return out
+
+
+def wait_switched(lab: object, spec: object, began: float, nodes: dict, timeout_s: float = 120):
+    """Every cluster node's agent wrote a heartbeat after ``began`` (epoch) in ``spec``'s
+    mode, then every node routes to every peer pod subnet (labctl.wait_pod_routes)."""
+    from harness.conformance import labctl
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = []
+        for cluster in lab.clusters:  # type: ignore[attr-defined]
+            records = {n.name: n for n in lab.client(cluster).nodes()}  # type: ignore[attr-defined]
+            for node in lab.plan.cluster_nodes(cluster):  # type: ignore[attr-defined]
+                rec = records.get(node.name)
+                beat = _epoch(rec.heartbeat) if rec else 0.0
+                if rec is None or beat < began or rec.mode != spec.mode:  # type: ignore[attr-defined]
+                    missing.append(node.name)
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"agents not switched to {spec} after {timeout_s:.0f} s: {missing}")
+        time.sleep(0.1)
+    labctl.wait_pod_routes(lab, nodes)  # type: ignore[arg-type]
+
+
+def _epoch(value: object) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--lab", help="a lab that is up (deployed or not)")
+    ap.add_argument("--old", type=Path, help="checkout of the code to compare with")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of 4 steps (default 2)")
+    ap.add_argument("--modes", default="host-gw,bgp,calico-vxlan+wireguard,vxlan")
+    args = ap.parse_args()
+    if args.one:
+        return one_switch(args.one)
+    if not args.lab or not args.old:
+        ap.error("--lab and --old are required")
+    from harness.conformance import labctl, remote
+    from harness.conformance.fixtures import _control_dir
+    from harness.conformance.modes import ModeSpec
+    from harness.deploy.deploy import source_root, wheelhouse_cache
+    from harness.deploy.timeline import format_timeline, load_events, timeline
+    from harness.deploy.wheel import ensure_wheelhouse
+
+    new = source_root()
+    trees = {"old": args.old.resolve(), "new": new}
+    modes = [ModeSpec.parse(m) for m in args.modes.split(",")]
+    lab = labctl.attach(args.lab)
+    wheelhouse = ensure_wheelhouse(new, wheelhouse_cache())
+    nodes = {
+        name: remote.connect(plan, lab.ssh_config, _control_dir(lab.lab_dir))
+        for name, plan in lab.plan.nodes.items()
+        if name not in lab.plan.bridges
+    }
+    for node in nodes.values():
+        remote.wait_ssh(node)
+    print(f"cpus={os.cpu_count()} wheelhouse {wheelhouse.digest[:12]}; trees {trees}", flush=True)
+    first = run_variant(new, args.lab, modes[0], False, wheelhouse)
+    if not first["ok"]:
+        print(f"first deploy failed: {first['failures']}")
+        return 1
+    wait_switched(lab, modes[0], 0.0, nodes)
+    print(f"full deploy into {modes[0]}: {first['wall_s']:.1f} s", flush=True)
+    sums: dict[str, list[float]] = {"old": [], "new": []}
+    deploys: dict[str, list[float]] = {"old": [], "new": []}
+    step = 0
+    for r in range(args.rounds):
+        order = ["old", "new", "new", "old"] if r % 2 == 0 else ["new", "old", "old", "new"]
+        for variant in order:
+            step += 1
+            spec = modes[step % len(modes)]
+            load = Path("/proc/loadavg").read_text().split()[0]
+            began = time.time()
+            res = run_variant(trees[variant], args.lab, spec, True, wheelhouse)
+            if not res["ok"]:
+                print(f"{variant} -> {spec}: switch failed: {res['failures']}")
+                return 1
+            t1 = time.monotonic()
+            wait_switched(lab, spec, began, nodes)
+            ready = time.monotonic() - t1
+            total = res["wall_s"] + ready
+            sums[variant].append(total)
+            deploys[variant].append(res["wall_s"])
+            print(f"{variant:3s} -> {spec!s:24s} deploy {res['wall_s']:5.1f} s  "
+                  f"ready {ready:4.1f} s  sum {total:5.1f} s  "
+                  f"(process {res['process_s']:5.1f} s)  load {load}",
+                  flush=True)  # fmt: skip
+            for line in format_timeline(timeline(load_events(Path(res["artifacts"]))), top=6):
+                print(f"      {line}")
+    for variant in ("old", "new"):
+        s, d = sums[variant], deploys[variant]
+        print(f"{variant}: n={len(s)} deploy+ready median {statistics.median(s):.1f} s "
+              f"(min {min(s):.1f}, max {max(s):.1f}); deploy alone median "
+              f"{statistics.median(d):.1f} s (min {min(d):.1f}, max {max(d):.1f})")  # fmt: skip
+    ratio = statistics.median(sums["new"]) / statistics.median(sums["old"])
+    dratio = statistics.median(deploys["new"]) / statistics.median(deploys["old"])
+    print(f"new / old (medians): deploy+ready {ratio:.2f}, deploy alone {dratio:.2f}; "
+          f"load now {Path('/proc/loadavg').read_text().split()[0]}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
