@@ -19,11 +19,33 @@ def parse_args(
     config_help: str,
     check_help: str,
     argv: list[str] | None,
+    check_waits: bool = False,
 ) -> argparse.Namespace:
-    """Parse a daemon's arguments and configure logging at the level asked for."""
+    """Parse a daemon's arguments and configure logging at the level asked for.
+
+    ``check_waits``: the daemon's ``--check`` also takes ``--since EPOCH`` (pass only
+    on proof written at or after that moment: a restarted daemon's, not its
+    predecessor's) and ``--wait SECONDS`` (keep watching until it passes), which the
+    deploy's readiness wait uses instead of re-running the check every half second.
+    """
     ap = argparse.ArgumentParser(prog=prog, description=(doc or prog).splitlines()[0])
     ap.add_argument("--config", default=default_config, help=config_help)
     ap.add_argument("--check", action="store_true", help=check_help)
+    if check_waits:
+        ap.add_argument(
+            "--since",
+            type=float,
+            default=0.0,
+            metavar="EPOCH",
+            help="with --check: only proof written at or after this time (seconds) counts",
+        )
+        ap.add_argument(
+            "--wait",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="with --check: wait up to this long for it to pass (watching etcd)",
+        )
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=args.log_level.upper(), format=LOG_FORMAT)

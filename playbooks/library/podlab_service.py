@@ -4,9 +4,14 @@
 It writes the service's definition (a supervisord program file or a systemd unit)
 and the files the service reads (its config) only where their content differs,
 applies a changed definition, restarts the service when its files changed (or
-``restart`` asks), starts it if it is not running, and waits until it runs.
-One remote call instead of a template, a copy and three commands per service:
-re-deploy time is mostly per-call cost.
+``restart`` asks), starts it if it is not running, waits until it runs and, when
+asked (``ready_argv``), until the service itself says it is ready. One remote call
+instead of a template, a copy, three commands and a polled health check per
+service: re-deploy time is mostly per-call cost.
+
+A restart is a stop and a start with the moment in between noted: the readiness
+command gets it (``--since EPOCH``), so it can accept only proof the new process
+wrote (the old one is gone by then) and not a fresh record its predecessor left.
 """
 
 from __future__ import annotations
@@ -37,12 +42,22 @@ options:
   wait: {description: seconds to wait for RUNNING / active, type: float, default: 20}
   state: {description: "present (converge and run) or absent (stop it, remove its definition)",
           type: str, default: present, choices: [present, absent]}
+  ready_argv: {description: "a command that exits 0 once the service is ready, re-run
+               0.5 s apart until it does (one that waits itself returns at once); when this
+               call (re)started the service and ready_since is true, --since EPOCH (the
+               moment the old process was gone) is appended", type: list, elements: str,
+               default: []}
+  ready_since: {description: append --since EPOCH after a (re)start, type: bool, default: true}
+  ready_wait: {description: seconds the service has to become ready, type: float, default: 60}
 """
 
 RETURN = r"""
 written: {description: paths whose content changed, type: list}
 action: {description: what was done to the service, type: str}
 state: {description: final state (RUNNING / active), type: str}
+since: {description: "when the old process was gone (epoch s) if this call (re)started it, else 0",
+        type: float}
+ready: {description: the ready command's output, type: str}
 """
 
 
@@ -116,16 +131,32 @@ class Manager:
     def running(self, state: str) -> bool:
         return state in ("RUNNING", "active")
 
-    def apply_definition(self) -> None:
-        if self.kind == "supervisord":
-            self.must("update", self.name)  # adds, or restarts with the new definition
-        else:
-            self.must("daemon-reload")
-            self.must("enable", self.unit)
-            self.must("restart", self.unit)
+    @property
+    def running_state(self) -> str:
+        """What ``state`` says of a running service."""
+        return "RUNNING" if self.kind == "supervisord" else "active"
 
-    def restart(self) -> None:
-        self.must("restart", self.name if self.kind == "supervisord" else self.unit)
+    def apply_definition(self) -> float:
+        """Apply a new definition, (re)starting the service; when the old process was gone."""
+        if self.kind == "supervisord":
+            self.ctl("stop", self.name)  # "no such process" when new: nothing to stop
+            gone = time.time()
+            self.must("update", self.name)  # adds, or re-adds with the new definition
+            return gone
+        self.must("daemon-reload")
+        self.must("enable", self.unit)
+        self.must("stop", self.unit)
+        gone = time.time()
+        self.must("start", self.unit)
+        return gone
+
+    def restart(self) -> float:
+        """Stop, note the moment, start (what ``restart`` does, with the moment known)."""
+        target = self.name if self.kind == "supervisord" else self.unit
+        self.must("stop", target)
+        gone = time.time()
+        self.must("start", target)
+        return gone
 
     def start(self) -> None:
         self.must("start", self.name if self.kind == "supervisord" else self.unit)
@@ -143,7 +174,10 @@ class Manager:
 
     def must(self, *args: str) -> None:
         rc, out = self.ctl(*args)
-        if rc != 0 and not (args[0] == "start" and "already started" in out):
+        benign = (args[0] == "start" and "already started" in out) or (
+            args[0] == "stop" and "not running" in out
+        )
+        if rc != 0 and not benign:
             self.m.fail_json(msg=f"{self.kind}: {' '.join(args)} failed (rc={rc}): {out}")
 
 
@@ -170,6 +204,9 @@ def main() -> None:
             "log": {"type": "path"},
             "wait": {"type": "float", "default": 20.0},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "ready_argv": {"type": "list", "elements": "str", "default": []},
+            "ready_since": {"type": "bool", "default": True},
+            "ready_wait": {"type": "float", "default": 60.0},
         },
         supports_check_mode=True,
     )
@@ -186,15 +223,18 @@ def main() -> None:
     mgr = Manager(module)
     if check:
         module.exit_json(changed=bool(written) or p["restart"], written=written, action="check")
-    action = ""
+    action, since = "", 0.0
     if defined:
-        mgr.apply_definition()
+        since = mgr.apply_definition()
         action = "defined"
     elif written or p["restart"]:
-        mgr.restart()
+        since = mgr.restart()
         action = "restarted"
-    state = mgr.state()
+    # a start that succeeded returned once the service ran (supervisord: past startsecs):
+    # no status call (each supervisorctl is a Python start on the node)
+    state = mgr.running_state if action == "restarted" else mgr.state()
     if not mgr.running(state) and state not in ("STARTING", "activating"):
+        since = since or time.time()
         mgr.start()
         action = action or f"started (was {state})"
     deadline = time.monotonic() + p["wait"]
@@ -208,7 +248,48 @@ def main() -> None:
             written=written,
             state=state,
         )
-    module.exit_json(changed=bool(action or written), written=written, action=action, state=state)
+    ready = wait_ready(module, since) if p["ready_argv"] else ""
+    module.exit_json(
+        changed=bool(action or written),
+        written=written,
+        action=action,
+        state=state,
+        since=since,
+        ready=ready,
+    )
+
+
+def wait_ready(module: AnsibleModule, since: float) -> str:
+    """Run the service's readiness command until it passes; fail with its last words."""
+    p = module.params
+    argv = list(p["ready_argv"])
+    if since and p["ready_since"]:
+        argv += ["--since", f"{since:.6f}"]
+    deadline = time.monotonic() + p["ready_wait"]
+    out = "not run"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=max(left, 1.0), check=False
+            )
+        except subprocess.TimeoutExpired:
+            out = f"{argv[0]} did not answer in {p['ready_wait']:.0f}s"
+            break
+        except OSError as exc:
+            module.fail_json(msg=f"{p['name']}: cannot run {argv[0]}: {exc}")
+        out = (proc.stdout + proc.stderr).strip()
+        if proc.returncode == 0:
+            return out
+        if time.monotonic() + 0.5 >= deadline:
+            break
+        time.sleep(0.5)
+    module.fail_json(
+        msg=f"{p['name']} runs but is not ready after {p['ready_wait']:.0f}s: {out}; "
+        f"last lines of its log: {tail(p['log'])}",
+        since=since,
+    )
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""podlab_service against a real (private) supervisord: a restart notes the moment the old
+process was gone, and the ready command gets it (``--since``) to tell new from old.
+
+The module runs as Ansible runs it (a process reading its arguments file); the
+service is a small script that logs its start and its TERM with the time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LIBRARY = Path(__file__).resolve().parents[2] / "playbooks" / "library" / "podlab_service.py"
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(shutil.which("supervisord") is None, reason="supervisord not installed"),
+]
+
+SERVICE = """
+import signal, sys, time
+log = sys.argv[1]
+def note(what):
+    with open(log, "a") as f:
+        f.write(f"{what} {time.time():.6f}\\n")
+def term(*_):
+    note("stop")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+note("start")
+while True:
+    time.sleep(1)
+"""
+
+# Ready when the service's last start is at or after --since (as the agent's first
+# heartbeat is); without --since, when it started at all. Prints what it saw.
+READY = """
+import sys
+log, since = sys.argv[1], 0.0
+if "--since" in sys.argv:
+    since = float(sys.argv[sys.argv.index("--since") + 1])
+starts = [float(l.split()[1]) for l in open(log) if l.startswith("start")]
+ok = bool(starts) and starts[-1] >= since
+print(f"ready={ok} since={since:.6f} last_start={starts[-1] if starts else 0:.6f}")
+sys.exit(0 if ok else 1)
+"""
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[Path]:
+    """A supervisord of our own (its socket, conf.d and logs under tmp_path)."""
+    conf = tmp_path / "supervisord.conf"
+    (tmp_path / "conf.d").mkdir()
+    conf.write_text(
+        f"[unix_http_server]\nfile={tmp_path}/s.sock\n"
+        f"[supervisord]\nlogfile={tmp_path}/supervisord.log\npidfile={tmp_path}/s.pid\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        f"[supervisorctl]\nserverurl=unix://{tmp_path}/s.sock\n"
+        f"[include]\nfiles = {tmp_path}/conf.d/*.conf\n"
+    )
+    proc = subprocess.Popen(["supervisord", "-n", "-c", str(conf)], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run(["supervisorctl", "-c", str(conf), "pid"], capture_output=True,
+                             check=False).returncode != 0:  # fmt: skip
+            assert time.monotonic() < deadline, "supervisord did not come up"
+            time.sleep(0.1)
+        yield conf
+    finally:
+        proc.terminate()  # our own supervisord, by its pid; it stops its programs
+        proc.wait(timeout=30)
+
+
+def run_module(
+    tmp_path: Path, conf: Path, config: str, ready_ok: bool = True, ready_wait: float = 20
+) -> dict[str, Any]:
+    (tmp_path / "svc.py").write_text(SERVICE)
+    (tmp_path / "ready.py").write_text(READY if ready_ok else "import sys; sys.exit(3)")
+    events = tmp_path / "events"
+    definition = (
+        f"[program:svc]\ncommand={sys.executable} {tmp_path}/svc.py {events}\n"
+        "startsecs=0\nstopsignal=TERM\nautostart=true\n"
+    )
+    args = {
+        "name": "svc",
+        "manager": "supervisord",
+        "definition_path": str(tmp_path / "conf.d" / "svc.conf"),
+        "definition": definition,
+        "files": {str(tmp_path / "svc.yaml"): config},
+        "supervisor_conf": str(conf),
+        "log": str(tmp_path / "svc.log"),
+        "wait": 20,
+        "ready_argv": [sys.executable, str(tmp_path / "ready.py"), str(events)],
+        "ready_wait": ready_wait,
+    }
+    argfile = tmp_path / "args.json"
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    proc = subprocess.run(
+        [sys.executable, str(LIBRARY), str(argfile)], capture_output=True, text=True, check=False
+    )
+    return dict(json.loads(proc.stdout))
+
+
+def times(tmp_path: Path, what: str) -> list[float]:
+    lines = (tmp_path / "events").read_text().splitlines()
+    return [float(ln.split()[1]) for ln in lines if ln.startswith(what)]
+
+
+def test_a_restart_hands_the_ready_command_the_moment_between_old_and_new(
+    tmp_path: Path, supervisor: Path
+) -> None:
+    first = run_module(tmp_path, supervisor, "mode: vxlan\n")
+    assert first.get("action") == "defined" and first["since"] > 0, first
+    assert first["since"] <= times(tmp_path, "start")[0] and "ready=True" in first["ready"]
+
+    again = run_module(tmp_path, supervisor, "mode: vxlan\n")  # nothing changed
+    assert (again["action"], again["since"], again["changed"]) == ("", 0.0, False), again
+    assert "since=0.000000" in again["ready"]  # the plain check: no --since
+
+    switched = run_module(tmp_path, supervisor, "mode: bgp\n")
+    assert switched["action"] == "restarted", switched
+    old_stop, new_start = times(tmp_path, "stop")[-1], times(tmp_path, "start")[-1]
+    assert old_stop <= switched["since"] <= new_start, (old_stop, switched, new_start)
+    assert f"since={switched['since']:.6f}" in switched["ready"]
+
+
+def test_a_service_that_is_not_ready_fails_the_call(tmp_path: Path, supervisor: Path) -> None:
+    t0 = time.monotonic()
+    res = run_module(tmp_path, supervisor, "mode: vxlan\n", ready_ok=False, ready_wait=2)
+    assert res.get("failed") and "svc runs but is not ready after 2s" in res["msg"], res
+    assert time.monotonic() - t0 >= 2.0  # re-run until the time was up
+    control = run_module(tmp_path, supervisor, "mode: vxlan\n")
+    assert not control.get("failed"), control
