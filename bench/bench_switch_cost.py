@@ -1,10 +1,15 @@
 """Benchmark: a whole-lab mode switch (`podlab deploy LAB --switch`), old code against new.
 
+    .venv/bin/python bench/bench_switch_cost.py --up --old DIR [--rounds 2]
     .venv/bin/python bench/bench_switch_cost.py --lab LAB --old DIR [--rounds 2]
         [--modes host-gw,bgp,calico-vxlan+wireguard,vxlan]
 
-LAB is up (a renamed copy of topologies/two-clusters.clab.yml, say); DIR is a
-checkout of the code to compare with (``git worktree add /tmp/switch-old main``).
+``--up`` brings up its own renamed copy of topologies/two-clusters.clab.yml (lab
+``switch-q``, management 172.31.242.0/24) and always takes it down again; ``--lab``
+uses a lab that is up. DIR is a checkout of the code to compare with
+(``git worktree add --detach /tmp/switch-old 38bcf4f``, the code before the
+amendment of ADR 0017). On a quiet 2-core machine ``--up --rounds 2`` takes about
+5 minutes (the first deploy about 1, eight switches of 10-20 s, each with its wait).
 One wheelhouse is built from this tree and shipped by every step, so both
 variants switch agents running the same code and only the switch differs: the
 playbooks and the deploy code of each tree (each variant runs in its own Python
@@ -142,14 +147,34 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--lab", help="a lab that is up (deployed or not)")
+    ap.add_argument("--up", action="store_true", help="bring up (and down) a copy of two-clusters")
     ap.add_argument("--old", type=Path, help="checkout of the code to compare with")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of 4 steps (default 2)")
     ap.add_argument("--modes", default="host-gw,bgp,calico-vxlan+wireguard,vxlan")
     args = ap.parse_args()
     if args.one:
         return one_switch(args.one)
-    if not args.lab or not args.old:
-        ap.error("--lab and --old are required")
+    if not (args.lab or args.up) or not args.old:
+        ap.error("--old and one of --lab, --up are required")
+    if args.up:
+        import tempfile
+
+        from harness.testlab.deploylab import lab_up
+
+        with (
+            tempfile.TemporaryDirectory(prefix="podlab-bench-") as tmp,
+            lab_up("two-clusters", UP_LAB, UP_SUBNET, Path(tmp)),
+        ):
+            return compare(UP_LAB, args)
+    return compare(args.lab, args)
+
+
+UP_LAB = "switch-q"
+UP_SUBNET = "172.31.242.0/24"
+
+
+def compare(lab_name: str, args: argparse.Namespace) -> int:
+    """Full deploy into the first mode, then the interleaved switches; prints the figures."""
     from harness.conformance import labctl, remote
     from harness.conformance.fixtures import _control_dir
     from harness.conformance.modes import ModeSpec
@@ -160,7 +185,7 @@ def main() -> int:
     new = source_root()
     trees = {"old": args.old.resolve(), "new": new}
     modes = [ModeSpec.parse(m) for m in args.modes.split(",")]
-    lab = labctl.attach(args.lab)
+    lab = labctl.attach(lab_name)
     wheelhouse = ensure_wheelhouse(new, wheelhouse_cache())
     nodes = {
         name: remote.connect(plan, lab.ssh_config, _control_dir(lab.lab_dir))
@@ -170,7 +195,7 @@ def main() -> int:
     for node in nodes.values():
         remote.wait_ssh(node)
     print(f"cpus={os.cpu_count()} wheelhouse {wheelhouse.digest[:12]}; trees {trees}", flush=True)
-    first = run_variant(new, args.lab, modes[0], False, wheelhouse)
+    first = run_variant(new, lab_name, modes[0], False, wheelhouse)
     if not first["ok"]:
         print(f"first deploy failed: {first['failures']}")
         return 1
@@ -186,7 +211,7 @@ def main() -> int:
             spec = modes[step % len(modes)]
             load = Path("/proc/loadavg").read_text().split()[0]
             began = time.time()
-            res = run_variant(trees[variant], args.lab, spec, True, wheelhouse)
+            res = run_variant(trees[variant], lab_name, spec, True, wheelhouse)
             if not res["ok"]:
                 print(f"{variant} -> {spec}: switch failed: {res['failures']}")
                 return 1
@@ -200,7 +225,10 @@ def main() -> int:
                   f"ready {ready:4.1f} s  sum {total:5.1f} s  "
                   f"(process {res['process_s']:5.1f} s)  load {load}",
                   flush=True)  # fmt: skip
-            for line in format_timeline(timeline(load_events(Path(res["artifacts"]))), top=6):
+            split = timeline(load_events(Path(res["artifacts"])))
+            outside = res["ansible_s"] - split.total_s
+            print(f"      ansible-playbook start-up and exit (outside its events) {outside:4.1f} s")
+            for line in format_timeline(split, top=6):
                 print(f"      {line}")
     for variant in ("old", "new"):
         s, d = sums[variant], deploys[variant]
