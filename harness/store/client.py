@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +173,9 @@ class Store:
         self._lock = threading.Lock()
         self._i = 0
         self._client = self._make(self.endpoints[0])
+        # called after every request with its gateway path and seconds (podlab load: where
+        # an API call's time goes); None costs nothing
+        self.on_call: Callable[[str, float], None] | None = None
 
     def _make(self, url: str) -> etcd3gw.Etcd3Client:
         u = urlsplit(url)
@@ -213,7 +217,13 @@ class Store:
         for _ in range(len(self.endpoints)):
             client = self._client
             try:
-                return dict(client.post(client.get_url(path), json=body))
+                if self.on_call is None:
+                    return dict(client.post(client.get_url(path), json=body))
+                t0 = time.monotonic()
+                try:
+                    return dict(client.post(client.get_url(path), json=body))
+                finally:
+                    self.on_call(path, time.monotonic() - t0)
             except (gwexc.ConnectionFailedError, gwexc.ConnectionTimeoutError) as exc:
                 last = exc
                 self._rotate(client)
