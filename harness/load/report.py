@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from harness.api.target import Target
-from harness.load import sli
+from harness.load import etcdmetrics, sli
 from harness.load.cost import Cost
 from harness.load.run import LoadConfig, Samples
 from harness.results import env
@@ -87,6 +87,7 @@ def record_results(
     lines = cost_records(w, cost, hollow, common)
     lines += hold_records(w, samples, common)
     lines += breakdown_records(w, samples, common)
+    lines += etcd_records(w, samples, common)
     for phase, seconds in samples.phases.items():
         w.timing(phase, seconds, mode="load")
     w.finish()
@@ -196,5 +197,42 @@ def breakdown_records(w: ResultsWriter, samples: Samples, common: dict[str, str]
         lines.append(
             f"{phase}: waited for a free worker p50 {p[50]:.3f} / p99 {p[99]:.3f} s "
             f"({busy} of {len(waits)} jobs over 50 ms)"
+        )
+    return lines
+
+
+def etcd_records(w: ResultsWriter, samples: Samples, common: dict[str, str]) -> list[str]:
+    """etcd's own figures over the creates and over the whole run (etcdmetrics.py):
+    WAL fsync and backend commit quantiles, applies slower than 100 ms, etcd's CPU."""
+    lines = []
+    got = samples.etcd_metrics
+    for window, (a, b) in (("create", ("start", "created")), ("run", ("start", "end"))):
+        if a not in got or b not in got:
+            continue
+        before, after = got[a], got[b]
+        labels = {**common, "window": window}
+        parts = []
+        for h, short in ((etcdmetrics.HISTOGRAMS[0], "wal_fsync"),
+                         (etcdmetrics.HISTOGRAMS[1], "backend_commit")):  # fmt: skip
+            le, grown = sli.diff_histograms({"e": before[h]}, {"e": after[h]})
+            if not grown or grown[-1] <= 0:
+                continue
+            p = {q: sli.histogram_quantile(q, le, grown) for q in sli.QUANTILES}
+            for q, v in p.items():
+                w.record(f"etcd_{short}_p{q}_s", v, "s", mode="load",
+                         labels={**labels, "samples": str(int(grown[-1]))})  # fmt: skip
+            parts.append(f"{short} p50 {p[50] * 1000:.1f} / p99 {p[99] * 1000:.1f} ms "
+                         f"({int(grown[-1])})")  # fmt: skip
+        seconds = max(1e-9, after["time"] - before["time"])
+        cores = (after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]) / seconds
+        slow = after["etcd_server_slow_apply_total"] - before["etcd_server_slow_apply_total"]
+        calls = after["grpc_server_handled_total"] - before["grpc_server_handled_total"]
+        w.record("etcd_cpu_cores", cores, "cores", mode="load", labels=labels)
+        w.record("etcd_slow_apply_count", slow, "count", mode="load", labels=labels)
+        w.record("etcd_grpc_rps", calls / seconds, "rps", mode="load", labels=labels)
+        lines.append(
+            f"etcd over the {window} ({seconds:.0f} s): {', '.join(parts) or 'no fsync'}; "
+            f"{slow:.0f} applies over 100 ms; {calls / seconds:.1f} gRPC calls/s; "
+            f"CPU {cores:.3f} cores"
         )
     return lines

@@ -44,7 +44,7 @@ from harness.api.client import ApiClient
 from harness.api.objects import KINDS, NodeRecord
 from harness.api.validate import Located, load_documents, validate_documents
 from harness.errors import LabError
-from harness.load import hold
+from harness.load import etcdmetrics, hold
 from harness.store import KV, Event, StoreError
 from harness.store.keys import kind_prefix, podstatus_prefix
 
@@ -163,6 +163,8 @@ class Samples:
         default_factory=lambda: {"create": [], "delete": []}
     )
     etcd: dict[str, list[float]] = field(default_factory=dict)
+    # etcd's /metrics (etcdmetrics.py) at "start", "created" (the creates done), "end"
+    etcd_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     queued: dict[str, list[float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -352,6 +354,12 @@ class LoadRun:
             time.sleep(0.5)
         self.progress(phase, total, total)
 
+    def etcd_reading(self, when: str) -> None:
+        """etcd's fsync, commit, slow-apply and CPU counters now (report.py: their growth)."""
+        got = etcdmetrics.scrape(self.store.session, self.store.url)
+        if got:
+            self.samples.etcd_metrics[when] = {**got, "time": time.monotonic()}
+
     def netprog(self) -> dict[str, dict[str, Any]]:
         kvs, _ = self.store.get_prefix(kind_prefix(self.client.cluster, "netprog"))
         out = {}
@@ -379,11 +387,13 @@ class LoadRun:
         if not self.listed.wait(30):
             raise LabError("the watch on pod statuses got no listing from etcd in 30 s")
         self.samples.netprog_before = self.netprog()
+        self.etcd_reading("start")
         plan = plan_pods(nodes, self.cfg)
         groups = service_groups(group_count(len(plan), self.cfg), self.cfg)
         self._paced("services", [partial(self._service, g) for g in groups])
         self.samples.services = len(self.services)
         self._paced("create", [partial(self._create, p) for p in plan])
+        self.etcd_reading("created")
         self.wait_running([p.name for p in plan], "running")
         dns([f"{s}.{self.cfg.namespace}.svc.{DOMAIN}" for s in self.services])
         self.progress("probe", 0, 1)
@@ -411,6 +421,7 @@ class LoadRun:
         self.wait_gone("pods gone")
         self._paced("delete services", [partial(self._delete_service, s) for s in self.services])
         self.services = []
+        self.etcd_reading("end")
         return self.samples
 
     def _delete_service(self, name: str) -> None:
