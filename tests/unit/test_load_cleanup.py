@@ -122,15 +122,17 @@ def test_breakdown_splits_a_mutating_call_into_its_etcd_round_trips_and_the_rest
     assert len(creates) == 6 and len(deletes) == 6
     for total, trips, etcd_s in creates + deletes:
         assert trips >= 1 and 0 < etcd_s <= total
-    # a create: the node, the key, LimitRanges, ResourceQuotas, then the transaction
-    assert {c[1] for c in creates} == {5}
+    # a create: one read ahead (node, key, LimitRanges, ResourceQuotas), one transaction
+    assert {c[1] for c in creates} == {2}
     assert len(r.samples.queued["create"]) == 6
-    assert len(r.samples.etcd["kv/range"]) >= 6 * 4 + 1  # the outside read counted by path
+    assert len(r.samples.etcd["kv/txn"]) == 6 * 2  # creates: a read, a write
+    assert len(r.samples.etcd["kv/deleterange"]) >= 6  # deletes at grace 0
+    assert len(r.samples.etcd["kv/range"]) >= 1  # the outside read, counted by its path
     assert client.store.on_call is None  # cleanup unhooks the store
     meta = report.RunMeta("x", "t", ("load",), report.env.capture())
     w = report.ResultsWriter(tmp_path / "r.json", meta)
     lines = report.breakdown_records(w, r.samples, {})
-    assert lines[0].startswith("pod create (6): call p50") and "5 etcd round trips" in lines[0]
+    assert lines[0].startswith("pod create (6): call p50") and "2 etcd round trips" in lines[0]
     assert any(ln.startswith("etcd kv/txn:") for ln in lines)
     # etcd's own view over the same windows: every create's transaction was fsynced
     etcd_lines = report.etcd_records(w, r.samples, {})
