@@ -38,6 +38,7 @@ from harness.load.cost import CostSampler
 from harness.load.probe import observe
 from harness.load.report import record_results
 from harness.load.run import (
+    WORKERS,
     LoadConfig,
     LoadRun,
     cleaning,
@@ -70,6 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="N",
         help="Services, each over one group, spread evenly over the groups "
         "(default: every other group, as CL2); e.g. --group-size 3 --services 10000",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        metavar="N",
+        help=f"API calls in flight at most (default {WORKERS}); the rate needs rate × a "
+        "call's latency of them",
     )
     p.add_argument("--churn", type=float, default=0.5, help="fraction replaced (default 0.5)")
     p.add_argument("--namespace", default="podlab-load")
@@ -108,6 +117,8 @@ def check_args(args: argparse.Namespace) -> None:
         bad.append(("--rate", "must be positive", "e.g. --rate 10"))
     if args.group_size < 1:
         bad.append(("--group-size", "must be at least 1", "e.g. --group-size 10"))
+    if args.workers < 1:
+        bad.append(("--workers", "must be at least 1", f"e.g. --workers {WORKERS}"))
     if args.services is not None and args.services < 0:
         bad.append(("--services", "must be 0 or more", "e.g. --services 3000"))
     if args.hold < 0:
@@ -194,7 +205,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         namespace=args.namespace, pods_per_node=args.pods_per_node, rate=args.rate,
         group_size=args.group_size, services=args.services, churn=args.churn,
         timeout_s=args.timeout, dns_rounds=args.dns_rounds, hold_s=args.hold,
-        node_grace_s=args.node_grace,
+        node_grace_s=args.node_grace, workers=args.workers,
     )  # fmt: skip
     every = client.nodes()
     nodes = [n for n in every if getattr(n, "role", "worker") != "control-plane"]

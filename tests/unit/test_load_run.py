@@ -163,7 +163,7 @@ def test_load_refuses_sizes_that_do_not_fit_before_anything_starts() -> None:
     assert "Services do not fit the service CIDR" in problem_line(exc.value.problems[0])
     check_fit(many, run.LoadConfig(), "10.96.0.0/16", "c1")  # the default fits
     ok = {"pods_per_node": 1, "rate": 10.0, "group_size": 10, "churn": 0.5, "hold": 0.0,
-          "node_grace": 40.0, "services": None}  # fmt: skip
+          "node_grace": 40.0, "services": None, "workers": 4}  # fmt: skip
     check_args(argparse.Namespace(**ok))
     args = argparse.Namespace(**{**ok, "pods_per_node": 0})
     with pytest.raises(UserError) as exc:
