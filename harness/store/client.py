@@ -43,6 +43,7 @@ from harness.errors import LabError
 
 # etcd's default --max-txn-ops: a transaction with more operations is refused.
 MAX_TXN_OPS = 128
+POOL_SIZE = 64  # HTTP connections kept per endpoint
 DEFAULT_PORT = 2379
 
 
@@ -190,6 +191,11 @@ class Store:
         u = urlsplit(url)
         session = requests.Session()
         session.trust_env = False  # etcd is in the lab: never via an environment proxy
+        # requests keeps 10 connections per host: an 11th concurrent caller (podlab load's
+        # workers, its sampler and watch) would open and drop a connection per request
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         if self.tls.ca_file:
             session.verify = self.tls.ca_file
         if self.tls.cert_file and self.tls.key_file:
