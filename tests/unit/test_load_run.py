@@ -63,6 +63,11 @@ def test_load_refuses_more_services_than_groups_naming_the_fix() -> None:
     assert "use --services 244 or fewer" in problem_line(exc.value.problems[0])
 
 
+def test_the_samplers_lists_read_about_a_thousand_pods_a_second_at_most() -> None:
+    assert run.list_period(0) == run.list_period(1000) == 1.0
+    assert run.list_period(3009) == 3.009 and run.list_period(30_000) == 30.0
+
+
 def test_manifests_pass_podlab_validation() -> None:
     cfg = run.LoadConfig()
     p = run.plan_pods(nodes(), cfg)[0]
