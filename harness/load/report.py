@@ -104,7 +104,12 @@ def cost_records(w: ResultsWriter, cost: Cost, hollow: int, common: dict[str, st
         labels = {**common, "process": role, "node": node}
         w.record("rss_bytes", float(rss), "bytes", mode="load", labels=labels)
         w.record("cpu_cores", cores, "cores", mode="load", labels=labels)
+        waited = cost.waits.get((node, role))
+        if waited is not None:
+            w.record("cpu_wait_cores", waited, "cores", mode="load", labels=labels)
         line = f"{role:7} on {node}: RSS {rss / 2**20:.1f} MB, CPU {cores:.3f} cores"
+        if waited is not None:
+            line += f", waited for a CPU {waited:.3f}"
         if role == "hollow" and hollow:
             per = {**labels, "process": "hollow-per-node"}
             w.record("rss_bytes", rss / hollow, "bytes", mode="load", labels=per)

@@ -177,3 +177,27 @@ def test_load_refuses_sizes_that_do_not_fit_before_anything_starts() -> None:
     with pytest.raises(UserError) as exc:
         check_args(argparse.Namespace(**{**ok, "hold": -1.0, "node_grace": 0.0}))
     assert [p.where for p in exc.value.problems] == ["--hold", "--node-grace"]
+
+
+def test_cpu_waited_for_shows_starvation_and_not_work() -> None:
+    """Two busy processes pinned to one CPU each wait about half the time (positive
+    control); a process that sleeps waits for no CPU (negative control)."""
+    import subprocess
+    import sys
+    import time
+
+    spin = "import time\nt=time.time()\nwhile time.time()-t<1.5: pass"
+    cpu = str(sorted(os.sched_getaffinity(0))[0])
+    busy = [subprocess.Popen(["taskset", "-c", cpu, sys.executable, "-c", spin]) for _ in range(2)]
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    try:
+        time.sleep(0.3)  # started
+        before = {p.pid: cost.runqueue_s(p.pid) for p in [*busy, idle]}
+        time.sleep(1.0)
+        waited = {pid: cost.runqueue_s(pid) - s for pid, s in before.items()}
+    finally:
+        for p in [*busy, idle]:
+            p.wait(timeout=10)
+    assert sum(waited[p.pid] for p in busy) > 0.5  # ~1 s of the two's 2 s was waiting
+    assert waited[idle.pid] < 0.05
+    assert cost.runqueue_s(2**22 + 12345) == 0.0  # no such process
