@@ -17,8 +17,10 @@ the ratio read-ahead ÷ per-key of each figure per round and the load average.
 
 Against a local etcd by default (tmpfs, as tests use it; ``--disk DIR`` puts its data on
 a disk directory, e.g. ``/var/tmp``, where fsync costs what a lab's etcd pays) or a
-lab's (``--etcd URL``: its namespace ``podlab-bench`` and a node record
-``bench-w1`` that no agent runs are removed at the end).
+lab's (``--etcd URL [--lab LAB]``: its namespace ``podlab-bench`` and a node
+record ``bench-w1`` that no agent runs are removed at the end). The run-queue
+wait (harness/load/cost.py) of etcd and of the bench process says whether the
+CPU was there to be had.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from functools import partial
 from pathlib import Path
 
 from harness.api.client import ApiClient
-from harness.load import etcdmetrics, sli
+from harness.load import cost, etcdmetrics, sli
 from harness.load.run import LoadConfig, LoadRun, PodPlan
 from harness.store import Store
 from harness.testlab.etcd import LocalEtcd
@@ -57,6 +59,8 @@ def one(store: Store, pods: int, workers: int, read_ahead: bool, tag: str,
     plan = [PodPlan(f"{tag}-{i:05d}", NODE, 0, False) for i in range(pods)]
     m0 = etcdmetrics.scrape(store.session, store.url)
     e0 = cpu_s(etcd_pid) if etcd_pid else 0.0
+    q0 = cost.runqueue_s(etcd_pid) if etcd_pid else 0.0
+    s0 = cost.runqueue_s(os.getpid())
     c0, t0 = time.process_time(), time.monotonic()
     try:
         run._paced("create", [partial(run._create, p) for p in plan])
@@ -67,6 +71,8 @@ def one(store: Store, pods: int, workers: int, read_ahead: bool, tag: str,
         run.cleanup()  # grace 0: whatever the graceful deletes left
     m1 = etcdmetrics.scrape(store.session, store.url)
     e1 = cpu_s(etcd_pid) if etcd_pid else 0.0
+    q1 = cost.runqueue_s(etcd_pid) if etcd_pid else 0.0
+    s1 = cost.runqueue_s(os.getpid())
     wall = time.monotonic() - t0
     creates, deletes = run.samples.calls["create"], run.samples.calls["delete"]
     out = {
@@ -79,6 +85,8 @@ def one(store: Store, pods: int, workers: int, read_ahead: bool, tag: str,
         "delete_p99_s": sli.quantiles([c[0] for c in deletes])[99],
         "client_cpu_ms_per_create": (c1 - c0) / pods * 1000,
         "etcd_cpu_cores": (e1 - e0) / wall if etcd_pid else float("nan"),
+        "etcd_cpu_waited_cores": (q1 - q0) / wall if etcd_pid else float("nan"),
+        "bench_cpu_waited_cores": (s1 - s0) / wall,
     }
     for h, short in zip(etcdmetrics.HISTOGRAMS, ("fsync", "commit"), strict=True):
         if m0 and m1:
@@ -93,6 +101,9 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--etcd", help="a lab's etcd (default: a local one)")
     ap.add_argument("--disk", help="the local etcd's data under this disk directory")
+    ap.add_argument("--lab", help="with --etcd: the netns lab whose --node runs etcd "
+                    "(its CPU and run-queue wait are read from /proc)")  # fmt: skip
+    ap.add_argument("--node", default="c1-cp")
     ap.add_argument("--pods", type=int, default=300)
     ap.add_argument("--workers", default="4,16")
     ap.add_argument("--rounds", type=int, default=2)
@@ -103,6 +114,10 @@ def main() -> int:
         local.start()
     store = Store([args.etcd] if args.etcd else [local.url], timeout=30.0)  # type: ignore[union-attr]
     pid = local.proc.pid if local and local.proc else None
+    if args.lab:
+        from harness.load.cli import netns_paths
+
+        pid = cost.processes(netns_paths(args.lab, [args.node])).get((args.node, "etcd"))
     store.put(f"/podlab/v1/c1/nodes/{NODE}", json.dumps({"name": NODE, "hollow": True}))
     results: dict[tuple[int, bool], list[dict[str, float]]] = {}
     try:
