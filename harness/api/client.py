@@ -129,6 +129,8 @@ class ApiClient:
         keys = sorted({f"{nodes_prefix(self.cluster)}{n}" for n in _node_names(objects)})
         keys += [self._key(loc) for loc in objects]
         prefixes = [p for ns in _namespaces(objects) for p in self._admission_prefixes(ns)]
+        if any(loc.info.kind == "Service" for loc in objects):  # the allocator's index
+            prefixes += [serviceips_prefix(self.cluster), nodeports_prefix(self.cluster)]
         return self.store.read(keys, prefixes)
 
     def _key(self, loc: Located) -> str:
@@ -204,7 +206,7 @@ class ApiClient:
         kinds = {loc.info.kind for loc in objects}
         stored = self._stored(objects, kinds, reading)
         problems: list[Problem] = []
-        allocator = self._allocator() if "Service" in kinds else None
+        allocator = self._allocator(reading) if "Service" in kinds else None
         admitter = admit.Admitter(self.store, self.cluster, self.clock)
         if reading is not None:
             for ns in _namespaces(objects):
@@ -311,12 +313,14 @@ class ApiClient:
             )
         ]
 
-    def _allocator(self) -> alloc.Allocator:
-        """ClusterIPs and node ports in use, read from their index keys."""
-        index = [
-            *self.store.get_prefix(serviceips_prefix(self.cluster))[0],
-            *self.store.get_prefix(nodeports_prefix(self.cluster))[0],
-        ]
+    def _allocator(self, reading: Reading | None = None) -> alloc.Allocator:
+        """ClusterIPs and node ports in use, read from their index keys (or taken from
+        what the apply read ahead)."""
+        ips, ports = serviceips_prefix(self.cluster), nodeports_prefix(self.cluster)
+        if reading is not None and ips in reading.prefixes:
+            index = [*reading.prefixes[ips], *reading.prefixes[ports]]
+        else:
+            index = [*self.store.get_prefix(ips)[0], *self.store.get_prefix(ports)[0]]
         return alloc.Allocator.from_entries(self.cluster, self.service_cidr, index)
 
     def _merge(

@@ -114,3 +114,26 @@ def client_kind(kind: str) -> Any:
     from harness.api.objects import KINDS
 
     return KINDS[kind]
+
+
+def test_a_services_create_takes_the_allocators_index_from_the_read_ahead(
+    client: ApiClient,
+) -> None:
+    def svc(name: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}  # fmt: skip
+
+    seen = calls_of(client)
+    client.apply(objs(svc("a")))
+    ahead = list(seen)
+    client.read_ahead = False
+    seen.clear()
+    client.apply(objs(svc("b")))
+    assert seen.count("kv/range") - ahead.count("kv/range") >= 3  # key, two index prefixes
+    assert ahead[0] == "kv/txn" and ahead[-1] == "kv/txn"
+    kind = client_kind("Service")
+    ips = {client.get(kind, "default", n)["spec"]["clusterIP"] for n in ("a", "b")}
+    assert len(ips) == 2  # the index read ahead still keeps ClusterIPs apart
+    client.read_ahead = True
+    client.apply(objs(svc("c")))
+    assert client.get(kind, "default", "c")["spec"]["clusterIP"] not in ips
