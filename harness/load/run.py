@@ -362,8 +362,8 @@ class LoadRun:
     def wait_gone(self, phase: str) -> None:
         prefix = kind_prefix(self.client.cluster, "pods", self.cfg.namespace)
         deadline = time.monotonic() + self.cfg.timeout_s
-        total = max(1, len(self.store.get_prefix(prefix)[0]))
-        while left := len(self.store.get_prefix(prefix)[0]):
+        total = max(1, self.store.count_prefix(prefix))  # counted: 30,000 pods are 12 MB
+        while left := self.store.count_prefix(prefix):
             self.progress(phase, total - left, total)
             if time.monotonic() > deadline:
                 raise LabError(f"{left} pods still there {self.cfg.timeout_s:g} s after deletion")

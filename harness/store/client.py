@@ -287,6 +287,11 @@ class Store:
         r = self._post("/kv/range", {"key": b64(prefix), "range_end": range_end(prefix)})
         return [kv_of(d) for d in r.get("kvs", [])], int(r["header"]["revision"])
 
+    def count_prefix(self, prefix: str) -> int:
+        """How many keys are under ``prefix``, without reading them (etcd's count_only)."""
+        body = {"key": b64(prefix), "range_end": range_end(prefix), "count_only": True}
+        return int(self._post("/kv/range", body).get("count", 0))
+
     def read(self, keys: list[str], prefixes: list[str] | None = None) -> Reading:
         """Several keys and prefixes in one round trip (a transaction of ranges), all read
         at one revision: what a caller would otherwise ask in as many calls, each a

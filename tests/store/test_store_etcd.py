@@ -157,5 +157,6 @@ def test_read_answers_keys_and_prefixes_in_one_round_trip_at_one_revision(etcd: 
     assert got.keys["/r/a/1"] is not None and got.keys["/r/a/1"].value == b"x"
     assert [kv.key for kv in got.prefixes["/r/a/"]] == ["/r/a/1", "/r/a/2"]
     assert got.prefixes["/r/empty/"] == []
+    assert store.count_prefix("/r/a/") == 2 and store.count_prefix("/r/empty/") == 0
     with pytest.raises(StoreError, match="per transaction"):
         store.read([f"/k{i}" for i in range(MAX_TXN_OPS + 1)])
