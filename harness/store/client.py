@@ -230,15 +230,15 @@ class Store:
             self.login()
         last: Exception | None = None
         for _ in range(len(self.endpoints)):
-            client = self._client
+            client, hook = self._client, self.on_call  # another thread may unhook it
             try:
-                if self.on_call is None:
+                if hook is None:
                     return dict(client.post(client.get_url(path), json=body))
                 t0 = time.monotonic()
                 try:
                     return dict(client.post(client.get_url(path), json=body))
                 finally:
-                    self.on_call(path, time.monotonic() - t0)
+                    hook(path, time.monotonic() - t0)
             except (gwexc.ConnectionFailedError, gwexc.ConnectionTimeoutError) as exc:
                 last = exc
                 self._rotate(client)
