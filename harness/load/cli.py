@@ -32,7 +32,7 @@ from rich.table import Table
 
 from harness.api.cli import connect, hinted
 from harness.api.objects import NodeRecord
-from harness.errors import Problem, UserError
+from harness.errors import LabError, Problem, UserError
 from harness.load import preflight
 from harness.load.cost import CostSampler
 from harness.load.probe import observe
@@ -239,6 +239,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     run = LoadRun(client, cfg, run_id)
     agents = [spaces[n] for n in real if n in spaces and n in {x.name for x in nodes}]
     started = time.monotonic()
+    failure: LabError | None = None
     with Progress(
         TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=out, transient=not sys.stdout.isatty(),
@@ -263,14 +264,18 @@ def cmd_load(args: argparse.Namespace) -> int:
             return observe(client, cfg.namespace, run_id, probe_at, sys.executable,
                            args.probes, workers=sorted(workers))  # fmt: skip
 
-        samples = run.run(nodes, dns, probe)
+        try:
+            samples = run.run(nodes, dns, probe)
+        except LabError as exc:  # what was measured up to the failure is still written
+            failure, samples = exc, run.samples
     cost = sampler.finish()
     wall = time.monotonic() - started
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     results = Path(args.results) / f"{run_id}.json"
     slis, cost_lines = record_results(
         results, run_id, target, samples, cost, hollow, len(nodes) - hollow, cfg,
-        notes=f"podlab load {' '.join(sys.argv[2:])}; load average before "
+        notes=(f"FAILED: {failure}; " if failure else "") +
+        f"podlab load {' '.join(sys.argv[2:])}; load average before "
         f"{' '.join(load_before)}, after {' '.join(load_after)}; {wall:.0f} s. {skipped}",
     )  # fmt: skip
     table = Table("SLI", "p50", "p90", "p99", "n", "threshold", "verdict")
@@ -287,6 +292,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         out.print(line)
     out.print(f"results: {results} (PerfData: {results.with_suffix('.perfdata.json')})")
     out.print(f"{wall:.0f} s; load average after {' '.join(load_after)}")
+    if failure is not None:
+        raise failure
     held = samples.held
     unsteady = held is not None and bool(held.dead or held.leases_lost)
     return 1 if unsteady or any(s.passed is False for s in slis) else 0
