@@ -186,12 +186,13 @@ def test_cpu_waited_for_shows_starvation_and_not_work() -> None:
     import sys
     import time
 
-    spin = "import time\nt=time.time()\nwhile time.time()-t<1.5: pass"
+    spin = "import time\nt=time.time()\nwhile time.time()-t<3: pass"
     cpu = str(sorted(os.sched_getaffinity(0))[0])
     busy = [subprocess.Popen(["taskset", "-c", cpu, sys.executable, "-c", spin]) for _ in range(2)]
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; print(1, flush=True); "
+                             "time.sleep(1.5)"], stdout=subprocess.PIPE)  # fmt: skip
     try:
-        time.sleep(0.3)  # started
+        assert idle.stdout is not None and idle.stdout.readline()  # started: sleeping now
         before = {p.pid: cost.runqueue_s(p.pid) for p in [*busy, idle]}
         time.sleep(1.0)
         waited = {pid: cost.runqueue_s(pid) - s for pid, s in before.items()}
