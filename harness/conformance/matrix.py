@@ -216,23 +216,26 @@ def deal(matrix: Matrix, lab: LabShape | None, entry: ModeSpec, parts: int
     """The catalogue's cluster-scope scenarios dealt into ``parts`` shares for ``entry``.
 
     Every such scenario is in exactly one share (one that does not run in this entry
-    goes too: its share records why). The costliest scenarios (SCENARIO_SECONDS,
-    for those the matrix runs in ``entry``) go first, each to the share with the
-    least so far; a scenario's tests stay together (they share module fixtures, and
-    a once-per-run check is then in one cluster only). Pure and deterministic: each
-    run of a phase computes the same deal and takes its own share.
+    goes too: its share records why), and its tests stay together (they share module
+    fixtures; a once-per-run check is in one cluster only). Quiet scenarios run alone
+    whichever share has them (the quiet lock), so a phase lasts about their sum plus
+    the largest share of the others: the others (SCENARIO_SECONDS, for those the
+    matrix runs in ``entry``) are dealt first, costliest first, each to the share
+    with the least so far; then the quiet ones the same way on the totals, so that
+    no run sits idle long. Pure and deterministic: every run of a phase computes the
+    same deal and takes its own share.
     """
     from harness.conformance.catalogue import CATALOGUE, declare
 
-    costs = []
+    costs: list[tuple[bool, float, int]] = []
     for number, s in CATALOGUE.items():
         if s.scope != "cluster":
             continue
-        dec = decide(declare(number), entry, matrix, lab)
-        costs.append((scenario_seconds(number, s.cost) if dec.state == "run" else 0.0, number))
+        runs = decide(declare(number), entry, matrix, lab).state == "run"
+        costs.append((s.quiet, scenario_seconds(number, s.cost) if runs else 0.0, number))
     load = [0.0] * parts
     shares: list[list[int]] = [[] for _ in range(parts)]
-    for seconds, number in sorted(costs, key=lambda c: (-c[0], c[1])):
+    for _quiet, seconds, number in sorted(costs, key=lambda c: (c[0], -c[1], c[2])):
         k = load.index(min(load))
         shares[k].append(number)
         load[k] += seconds

@@ -70,6 +70,12 @@ def test_an_entry_s_cluster_checks_are_dealt_whole_and_balanced(entry: str) -> N
         default=0.0,
     )  # fmt: skip
     assert abs(seconds[0] - seconds[1]) <= biggest  # LPT: apart by at most one scenario
+
+    def loud(share: tuple[int, ...]) -> float:  # what two runs can do at once
+        return matrix.deal_seconds(default, lab, spec, [n for n in share if not CATALOGUE[n].quiet])
+
+    loud_max = max((loud((n,)) for n in dealt), default=0.0)
+    assert abs(loud(shares[0]) - loud(shares[1])) <= loud_max
     assert matrix.deal(default, lab, spec, 2) == shares  # every run of a phase agrees
 
 
