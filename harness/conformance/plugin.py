@@ -304,16 +304,21 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         config.hook.pytest_deselected(items=dropped + elsewhere)
     from harness.conformance.matrix import describe
 
+    if run.options.entry is not None:  # one phase of a lockstep run: the script printed the plan
+        what = "scenarios " + (", ".join(map(str, share)) if share else "none")
+        if share is None:
+            what = f"scope {run.options.scope}" if run.options.scope else "every scenario"
+        k, n = run.options.deal or (1, 1)
+        on = f" on cluster {run.options.cluster}" if run.options.cluster else " on the whole lab"
+        run_n = sum(1 for p in planned if p.entry in mine and p.decision.state == "run")
+        fixtures.say(config, f"lockstep {mine[0]}, share {k}/{n}{on}: {what} "
+                     f"({len(items)} of the entry's {run_n} test runs here)")  # fmt: skip
+        return
     lines = describe(run.matrix, coverage.heavy_cover(run.matrix))
     if run.options.part:
         k, n = run.options.part
         where = f" on cluster {run.options.cluster}" if run.options.cluster else ""
         lines.append(f"part {k}/{n}{where}: {', '.join(map(str, mine))}")
-    if share is not None and run.options.deal is not None:
-        k, n = run.options.deal
-        on = f" on cluster {run.options.cluster}" if run.options.cluster else ""
-        lines.append(f"lockstep {mine[0]}, share {k}/{n}{on}: scenarios "
-                     f"{', '.join(map(str, share)) or 'none'}")  # fmt: skip
     lines += coverage.lab_scope_lines(planned, run.matrix)
     fixtures.say(config, "\n".join(lines + coverage.summary_lines(planned)))
 
