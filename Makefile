@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 BACKEND ?= netns
-TOPO   ?= $(if $(filter vm,$(BACKEND)),topologies/vm-lab.clab.yml,topologies/two-clusters.clab.yml)
+TOPO   ?= $(if $(filter vm,$(BACKEND)),topologies/vm-lab.clab.yml,topologies/single-cluster.clab.yml)
 LAB    ?= $(shell sed -n 's/^name: *//p' $(TOPO) | head -n1)
 MODES  ?=
 MATRIX ?= default
@@ -18,7 +18,6 @@ RUFF   := $(VENV)/bin/ruff
 
 help:
 	@echo "make conformance [TOPO=… MATRIX=default|full MODES=… KEEP=1 PARALLEL=0 BACKEND=vm]  set up, bring up, deploy, test, report"
-	@echo "                 (default lab: topologies/two-clusters.clab.yml, two clusters in a mesh and an outside host)"
 	@echo "make test                                  podlab's own tests (lint, unit, real labs)"
 	@echo "make test-vm                               the VM-lab integration test (qemu guests; not in make test)"
 	@echo "make setup | lab-up [TOPO=…] | lab-down | deploy | report | lint | unit | integration"

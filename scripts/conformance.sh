@@ -18,9 +18,6 @@
 # keeping its selection policy. The plan — entries, their families, where the
 # heavy checks run — is printed before anything starts (docs/conformance.md).
 #
-# The default lab is topologies/two-clusters.clab.yml: two clusters in one mesh
-# and an outside host, so the mesh scenarios (24-27) run by default, in lockstep.
-#
 # PARALLEL: "auto" (default), in a lab of several clusters. Clusters in one mesh
 # run in LOCKSTEP: every matrix entry is a phase (in the cheapest switch order);
 # per phase one whole-lab switch, then at once one `podlab test` per cluster on
@@ -37,7 +34,7 @@ if [ "$BACKEND" = vm ]; then
   TOPO=${1:-topologies/vm-lab.clab.yml}
   MODES=${2:-"ipip host-gw+wireguard bgp+wireguard"}
 else
-  TOPO=${1:-topologies/two-clusters.clab.yml}
+  TOPO=${1:-topologies/single-cluster.clab.yml}
   MODES=${2:-}
 fi
 KEEP=${3:-0}
