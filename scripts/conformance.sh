@@ -18,11 +18,15 @@
 # keeping its selection policy. The plan — entries, their families, where the
 # heavy checks run — is printed before anything starts (docs/conformance.md).
 #
-# PARALLEL: "auto" (default), in a lab of several clusters: first the scenarios
-# that need the whole lab (the mesh) in one run, then one `podlab test` per
-# cluster at once, each on its share of the matrix, taking turns on a lock for the
-# quiet checks (docs/adr/0010-per-cluster-conformance-runs.md,
-# docs/adr/0018-mesh-in-the-default-run.md); "0" runs the whole matrix in one run.
+# PARALLEL: "auto" (default), in a lab of several clusters. Clusters in one mesh
+# run in LOCKSTEP: every matrix entry is a phase (in the cheapest switch order);
+# per phase one whole-lab switch, then at once one `podlab test` per cluster on
+# its share of the entry's in-cluster checks (dealt by measured seconds) and one
+# for the entry's mesh checks, then a barrier
+# (docs/adr/0018-mesh-in-the-default-run.md). Clusters in no common mesh: one
+# `podlab test` per cluster at once, each on its share of the matrix
+# (docs/adr/0010-per-cluster-conformance-runs.md). Either way runs take turns on
+# a lock for the quiet checks. "0" runs the whole matrix in one run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BACKEND=${6:-netns}
@@ -63,6 +67,16 @@ read -r -a clusters <<<"$($PYTHON -c '
 import sys
 from harness.plan.build import load_plan
 print(*load_plan(sys.argv[1]).clusters)' "$TOPO" 2>/dev/null)"
+LOCKSTEP=$($PYTHON -c '
+import sys
+from harness.conformance.catalogue import LabShape
+from harness.conformance.matrix import lockstep
+from harness.plan.build import load_plan
+print(int(lockstep(LabShape.of(load_plan(sys.argv[1])))))' "$TOPO" 2>/dev/null || echo 0)
+if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
+  read -r -a phases <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries --phases)"
+  LAST_MODE=${phases[$((${#phases[@]} - 1))]}
+fi
 
 LAB_DIR=""
 timings=()
@@ -103,7 +117,43 @@ common=(--lab "$LAB" --matrix "$MATRIX" "${mode_args[@]}" --results "$RESULTS")
 # the interleaved mode / hand-built / underlay throughput rounds (docs/throughput.md)
 [ -n "${TPUT_ROUNDS:-}" ] && common+=(--tput-rounds "$TPUT_ROUNDS")
 [ -n "${TPUT_SECONDS:-}" ] && common+=(--tput-seconds "$TPUT_SECONDS")
-if [ "$PARALLEL" != "0" ] && [ "${#clusters[@]}" -ge 2 ]; then
+if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
+  n=${#clusters[@]}
+  lock=(--quiet-lock "$LAB_DIR/quiet.lock")
+  for i in "${!phases[@]}"; do
+    e=${phases[$i]}
+    if [ "$i" -gt 0 ]; then
+      step "phase $((i + 1))/${#phases[@]}: switching the whole lab $LAB to $e"
+      t=$(now)
+      enc=none; [[ $e == *+* ]] && enc=${e#*+}
+      # a node that runs other sources than the tree (edited since the first deploy)
+      # refuses a switch: then the full deploy, as the plugin does (labctl.deploy)
+      if ! $PODLAB deploy "$LAB" --switch --mode "${e%%+*}" --encryption "$enc" --quiet &&
+        ! $PODLAB deploy "$LAB" --mode "${e%%+*}" --encryption "$enc" --quiet; then
+        echo "conformance: the deploy of $e failed; the phases left are not run" >&2
+        rc=1
+        break
+      fi
+      timings+=("switch $e=$(since "$t")")
+    fi
+    step "phase $((i + 1))/${#phases[@]}: $e — in-cluster checks dealt between ${clusters[*]}, mesh checks beside them"
+    t=$(now)
+    pids=()
+    for k in $(seq 1 "$n"); do
+      c=${clusters[$((k - 1))]}
+      # each line prefixed with its cluster; $! is podlab's own pid (its status counts)
+      $PODLAB test "${common[@]}" --entry "$e" --scope cluster --cluster "$c" --deal "$k/$n" \
+        "${lock[@]}" -q > >(sed -u "s/^/[$c $e] /") 2>&1 &
+      pids+=($!)
+    done
+    $PODLAB test "${common[@]}" --entry "$e" --scope lab "${lock[@]}" -q \
+      > >(sed -u "s/^/[mesh $e] /") 2>&1 &
+    pids+=($!)
+    # the barrier: the next switch waits for every run of this phase (5: nothing ran)
+    for p in "${pids[@]}"; do wait "$p" || { r=$?; [ "$r" -eq 5 ] || rc=1; }; done
+    timings+=("phase $e=$(since "$t")")
+  done
+elif [ "$PARALLEL" != "0" ] && [ "${#clusters[@]}" -ge 2 ]; then
   n=${#clusters[@]}
   # The whole-lab phase (the mesh scenarios) first: the first deploy left every
   # cluster in its first entry, so it costs no deploy, and it leaves them all in its

@@ -90,17 +90,31 @@ class Admitter:
     def __init__(self, store: Store, cluster: str, clock: Callable[[], float] = time.time) -> None:
         self.store, self.cluster, self.clock = store, cluster, clock
         self._ns: dict[str, Namespace] = {}
+        self._seeded: dict[str, tuple[list[Obj], list[Obj]]] = {}
 
     def namespace(self, ns: str) -> Namespace:
         if ns not in self._ns:
-            self._ns[ns] = self._load(ns)
+            self._ns[ns] = self._load(ns, *self._seeded.pop(ns, (None, None)))
         return self._ns[ns]
 
-    def _load(self, ns: str) -> Namespace:
+    def seed(self, ns: str, limitranges: list[KV], quotas: list[KV]) -> None:
+        """Take a namespace's LimitRanges and ResourceQuotas from a read made ahead
+        (``Store.read``: one round trip for all an apply reads) instead of reading them
+        when the namespace is first needed."""
+        if ns not in self._ns:
+            self._seeded[ns] = ([_load(e.value) for e in limitranges],
+                                [_load(e.value) for e in quotas])  # fmt: skip
+
+    def _load(self, ns: str, limitranges: list[Obj] | None = None,
+              quotas: list[Obj] | None = None) -> Namespace:  # fmt: skip
         state = Namespace()
-        state.limitranges = namespace_objects(self.store, self.cluster, ns, KINDS["LimitRange"])
+        if limitranges is None:
+            limitranges = namespace_objects(self.store, self.cluster, ns, KINDS["LimitRange"])
+        state.limitranges = limitranges
         now = self.clock()
-        for obj in namespace_objects(self.store, self.cluster, ns, QUOTA):
+        if quotas is None:
+            quotas = namespace_objects(self.store, self.cluster, ns, QUOTA)
+        for obj in quotas:
             name = str(obj["metadata"]["name"])
             hard = dict((obj.get("spec") or {}).get("hard") or {})
             objects = quota_usage_objects(self.store, self.cluster, ns, hard)

@@ -47,7 +47,7 @@ from harness.api.validate import Located, format_path
 from harness.errors import LabError, Problem, UserError
 from harness.kube import admission, autoscaling
 from harness.kube.apps import RESTARTED_AT
-from harness.store import KV, MAX_TXN_OPS, Store, Write, keys
+from harness.store import KV, MAX_TXN_OPS, Reading, Store, Write, keys
 from harness.store.keys import nodeports_prefix, serviceips_prefix
 
 APPLY_ATTEMPTS = 3
@@ -100,6 +100,9 @@ class ApiClient:
         self.cluster = cluster
         self.clock = clock
         self.service_cidr = service_cidr
+        # read a small apply's keys in one round trip; False reads them one by one, as
+        # before (bench/bench_api_calls.py compares the two side by side)
+        self.read_ahead = True
 
     # --- nodes -----------------------------------------------------------------------
     def nodes(self) -> list[NodeRecord]:
@@ -114,17 +117,41 @@ class ApiClient:
             out.append(record if record.name else record.model_copy(update={"name": name}))
         return sorted(out, key=lambda n: n.name)
 
-    def _nodes_named(self, objects: list[Located]) -> list[NodeRecord]:
+    def _read_ahead(self, objects: list[Located]) -> Reading | None:
+        """For a small apply, everything its plan reads in one round trip: the nodes its
+        pods name, the objects' own keys, each namespace's LimitRanges and
+        ResourceQuotas (issue 15: a pod's create made these four reads one request
+        each before its write; at 1,000 nodes under load a request through etcd's
+        gateway costs tens of milliseconds of a starved CPU). None for a large apply,
+        which lists per kind instead."""
+        if len(objects) > SMALL_APPLY or not self.read_ahead:
+            return None
+        keys = sorted({f"{nodes_prefix(self.cluster)}{n}" for n in _node_names(objects)})
+        keys += [self._key(loc) for loc in objects]
+        prefixes = [p for ns in _namespaces(objects) for p in self._admission_prefixes(ns)]
+        if any(loc.info.kind == "Service" for loc in objects):  # the allocator's index
+            prefixes += [serviceips_prefix(self.cluster), nodeports_prefix(self.cluster)]
+        return self.store.read(keys, prefixes)
+
+    def _key(self, loc: Located) -> str:
+        return object_key(self.cluster, loc.info, loc.obj.metadata.namespace, loc.obj.metadata.name)
+
+    def _admission_prefixes(self, ns: str) -> tuple[str, str]:
+        return (kind_prefix(self.cluster, KINDS["LimitRange"], ns),
+                kind_prefix(self.cluster, admit.QUOTA, ns))  # fmt: skip
+
+    def _nodes_named(
+        self, objects: list[Located], reading: Reading | None = None
+    ) -> list[NodeRecord]:
         """The records of the nodes ``objects`` name in ``spec.nodeName``: one read each
-        instead of listing every node (a thousand hollow nodes made each pod's apply list
-        them all). A name not registered falls back to the full list, whose names the
-        refusal offers."""
-        names = {
-            n for loc in objects if (n := getattr(getattr(loc.obj, "spec", None), "nodeName", None))
-        }
+        (or what ``reading`` holds) instead of listing every node (a thousand hollow
+        nodes made each pod's apply list them all). A name not registered falls back to
+        the full list, whose names the refusal offers."""
+        names = _node_names(objects)
         found = []
         for name in sorted(names):
-            entry = self.store.get(f"{nodes_prefix(self.cluster)}{name}")
+            key = f"{nodes_prefix(self.cluster)}{name}"
+            entry = reading.keys[key] if reading is not None else self.store.get(key)
             if entry is None:
                 return self.nodes()
             try:
@@ -142,9 +169,12 @@ class ApiClient:
         (KEP-1645: the oldest export wins, the others are marked in conflict);
         refused by default, naming the difference.
         """
-        nodes = self._nodes_named(objects)
-        for _ in range(APPLY_ATTEMPTS):
-            writes, results = self.plan_apply(objects, nodes, allow_conflict)
+        reading = self._read_ahead(objects)
+        nodes = self._nodes_named(objects, reading)
+        for attempt in range(APPLY_ATTEMPTS):
+            if attempt:  # a guard failed: what was read ahead is stale
+                reading = self._read_ahead(objects)
+            writes, results = self.plan_apply(objects, nodes, allow_conflict, reading)
             if len(writes) > MAX_TXN_OPS:  # splitting would give up all-or-nothing
                 raise LabError(
                     f"{len(writes)} objects in one apply exceed etcd's limit of {MAX_TXN_OPS} "
@@ -155,10 +185,14 @@ class ApiClient:
         raise LabError(f"objects in cluster {self.cluster} kept changing while applying; try again")
 
     def plan_apply(
-        self, objects: list[Located], nodes: list[NodeRecord], allow_conflict: bool = False
+        self,
+        objects: list[Located],
+        nodes: list[NodeRecord],
+        allow_conflict: bool = False,
+        reading: Reading | None = None,
     ) -> tuple[list[Write], list[Applied]]:
         """Every write an apply would make (guarded by what was read), or UserError."""
-        writes, results = self._plan_apply(objects, nodes)
+        writes, results = self._plan_apply(objects, nodes, reading)
         if any(loc.info.kind in ("Service", "ServiceExport") for loc in objects):
             problems = mcsapply.problems(self.store, self.cluster, objects, writes, allow_conflict)
             if problems:
@@ -166,14 +200,17 @@ class ApiClient:
         return writes, results
 
     def _plan_apply(
-        self, objects: list[Located], nodes: list[NodeRecord]
+        self, objects: list[Located], nodes: list[NodeRecord], reading: Reading | None = None
     ) -> tuple[list[Write], list[Applied]]:
         known = {n.name for n in nodes}
         kinds = {loc.info.kind for loc in objects}
-        stored = self._stored(objects, kinds)
+        stored = self._stored(objects, kinds, reading)
         problems: list[Problem] = []
-        allocator = self._allocator() if "Service" in kinds else None
+        allocator = self._allocator(reading) if "Service" in kinds else None
         admitter = admit.Admitter(self.store, self.cluster, self.clock)
+        if reading is not None:
+            for ns in _namespaces(objects):
+                admitter.seed(ns, *(reading.prefixes[p] for p in self._admission_prefixes(ns)))
         applying = {(loc.info.kind, loc.obj.metadata.namespace, loc.obj.metadata.name)
                     for loc in objects}  # fmt: skip
         writes: list[Write] = []
@@ -219,12 +256,15 @@ class ApiClient:
         writes.extend(admitter.writes())
         return writes, results
 
-    def _stored(self, objects: list[Located], kinds: set[str]) -> dict[str, KV]:
-        """What is stored under the keys ``objects`` would write: a read per key for a
-        small apply (a pod's apply used to list every pod of the cluster, O(cluster) per
-        call), a listing per kind for a large one."""
-        keys = [object_key(self.cluster, loc.info, loc.obj.metadata.namespace,
-                           loc.obj.metadata.name) for loc in objects]  # fmt: skip
+    def _stored(
+        self, objects: list[Located], kinds: set[str], reading: Reading | None = None
+    ) -> dict[str, KV]:
+        """What is stored under the keys ``objects`` would write: what ``reading`` found, a
+        read per key for a small apply (a pod's apply used to list every pod of the
+        cluster, O(cluster) per call), a listing per kind for a large one."""
+        keys = [self._key(loc) for loc in objects]
+        if reading is not None:
+            return {k: e for k in keys if (e := reading.keys[k]) is not None}
         if len(keys) <= SMALL_APPLY:
             return {k: e for k in keys if (e := self.store.get(k)) is not None}
         return {
@@ -273,12 +313,14 @@ class ApiClient:
             )
         ]
 
-    def _allocator(self) -> alloc.Allocator:
-        """ClusterIPs and node ports in use, read from their index keys."""
-        index = [
-            *self.store.get_prefix(serviceips_prefix(self.cluster))[0],
-            *self.store.get_prefix(nodeports_prefix(self.cluster))[0],
-        ]
+    def _allocator(self, reading: Reading | None = None) -> alloc.Allocator:
+        """ClusterIPs and node ports in use, read from their index keys (or taken from
+        what the apply read ahead)."""
+        ips, ports = serviceips_prefix(self.cluster), nodeports_prefix(self.cluster)
+        if reading is not None and ips in reading.prefixes:
+            index = [*reading.prefixes[ips], *reading.prefixes[ports]]
+        else:
+            index = [*self.store.get_prefix(ips)[0], *self.store.get_prefix(ports)[0]]
         return alloc.Allocator.from_entries(self.cluster, self.service_cidr, index)
 
     def _merge(
@@ -388,15 +430,19 @@ class ApiClient:
         """
         key = object_key(self.cluster, info, namespace, name)
         if info.kind == "Pod" and grace_s != 0:
-            entry = self.store.get(key)
+            skey = status_key(self.cluster, namespace, name)
+            if self.read_ahead:  # one round trip (issue 15)
+                both = self.store.read([key, skey])
+                entry, status = both.keys[key], both.keys[skey]
+            else:
+                entry, status = self.store.get(key), self.store.get(skey)
             if entry is None:
-                self.store.delete(status_key(self.cluster, namespace, name))
+                self.store.delete(skey)
                 return False
             pod = _load(entry.value)
             meta = pod.setdefault("metadata", {})
             if meta.get("deletionTimestamp"):
                 return True  # already terminating: its agent finishes the job
-            status = self.store.get(status_key(self.cluster, namespace, name))
             if status is not None and _load(status.value).get("uid") == meta.get("uid"):
                 grace = grace_s
                 if grace is None:
@@ -431,6 +477,19 @@ class ApiClient:
                 break
             time.sleep(0.2)
         return [f"{ns}/{name}" for ns, name in left]
+
+
+def _node_names(objects: list[Located]) -> set[str]:
+    return {
+        n for loc in objects if (n := getattr(getattr(loc.obj, "spec", None), "nodeName", None))
+    }
+
+
+def _namespaces(objects: list[Located]) -> list[str]:
+    """The namespaces admission reads for ``objects`` (its own default: ``default``)."""
+    return sorted(
+        {loc.obj.metadata.namespace or "default" for loc in objects if loc.info.namespaced}
+    )
 
 
 def _keep_scale_and_generation(

@@ -52,6 +52,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--part", metavar="K/N", help="run the K-th of N parts of the matrix (one per cluster, say)"
     )
     p.add_argument(
+        "--entry",
+        metavar="MODE",
+        help="lockstep: only this entry of the matrix (the lab runs it already)",
+    )
+    p.add_argument(
+        "--deal",
+        metavar="K/N",
+        help="lockstep: only the K-th of N shares of the entry's in-cluster scenarios",
+    )
+    p.add_argument(
         "--scope",
         choices=("cluster", "lab"),
         help="only per-cluster scenarios, or only those needing the whole lab",
@@ -103,6 +113,10 @@ def pytest_argv(args: argparse.Namespace, stamp: str | None = None) -> list[str]
         argv.append(f"--part={args.part}")
     if args.scope:
         argv.append(f"--scope={args.scope}")
+    if getattr(args, "entry", None):
+        argv.append(f"--entry={args.entry}")
+    if getattr(args, "deal", None):
+        argv.append(f"--deal={args.deal}")
     if args.quiet_lock:
         argv.append(f"--quiet-lock={args.quiet_lock}")
     if args.keep_lab:

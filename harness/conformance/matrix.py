@@ -159,6 +159,129 @@ def split(matrix: Matrix, tests: Sequence[Declared], lab: LabShape | None, parts
     return tuple(tuple(sorted(d, key=order.__getitem__)) for d in dealt)
 
 
+# Lockstep (docs/adr/0018-mesh-in-the-default-run.md, amendment): in a lab of several
+# meshed clusters every matrix entry is a phase. The whole lab switches to it once, its
+# cluster-scope scenarios are dealt between the clusters (every cluster runs the same
+# mode, so any of them may run any in-cluster check) and its mesh checks run beside.
+
+# Seconds of one scenario's checks in one entry where they run: the quiet two-cluster
+# run of 2026-12-05 (20261205T095344Z, checks[].duration_s summed per scenario and entry,
+# averaged over its entries). Only the ratios matter (the deal balances them); a
+# scenario not measured there counts COST_UNITS of its cost.
+SCENARIO_SECONDS: dict[int, float] = {
+    1: 4.9, 2: 9.5, 3: 1.3, 4: 0.9, 5: 4.6, 6: 27.4, 7: 2.5, 8: 0.6, 9: 0.9, 10: 3.3,
+    11: 3.4, 12: 2.7, 13: 42.0, 15: 5.3, 17: 25.0, 18: 6.6, 19: 2.0, 20: 15.3, 21: 60.8,
+    23: 20.9, 28: 21.6, 29: 0.8, 30: 1.5, 31: 50.8, 32: 43.4, 33: 5.4, 36: 6.1,
+    14: 0.0, 16: 0.0, 34: 0.0, 35: 0.0, 37: 0.0,  # no shipped suite test (a bench, or none)
+}  # fmt: skip
+
+
+def switch_cost(a: ModeSpec, b: ModeSpec) -> int:
+    """How much a whole-lab switch from ``a`` to ``b`` changes, in rough units.
+
+    A new mode restarts the agents (1); WireGuard on or off adds or removes a
+    device and its keys on every node (1); a new pod interface family (bridged ↔
+    routed) re-plumbs every pod (2); into or out of ``bgp`` the routers are
+    re-deployed as well (1). Reasoned from what switch.yml does, not measured per
+    pair: the switches of the last runs took 11–20 s whatever the pair.
+    """
+    fa, fb = families(a), families(b)
+    cost = int(a.mode != b.mode) + int(a.encryption != b.encryption)
+    cost += 2 * int(fa[0] != fb[0])
+    cost += int((a.mode == "bgp") != (b.mode == "bgp"))
+    return cost
+
+
+def phases(matrix: Matrix) -> tuple[ModeSpec, ...]:
+    """The order a lockstep run takes the matrix's entries in: the first entry (what the
+    first deploy puts in place), then always the cheapest switch next (ties: matrix order).
+
+    The order changes no decision (those are the whole matrix's, in matrix order).
+    """
+    left = list(matrix.entries[1:])
+    order = list(matrix.entries[:1])
+    while left:
+        nxt = min(left, key=lambda e: switch_cost(order[-1], e))  # min keeps the first of ties
+        order.append(nxt)
+        left.remove(nxt)
+    return tuple(order)
+
+
+def scenario_seconds(number: int, cost: str) -> float:
+    return SCENARIO_SECONDS.get(number, COST_UNITS[cost])
+
+
+def deal(matrix: Matrix, lab: LabShape | None, entry: ModeSpec, parts: int
+         ) -> tuple[tuple[int, ...], ...]:  # fmt: skip
+    """The catalogue's cluster-scope scenarios dealt into ``parts`` shares for ``entry``.
+
+    Every such scenario is in exactly one share (one that does not run in this entry
+    goes too: its share records why), and its tests stay together (they share module
+    fixtures; a once-per-run check is in one cluster only). Quiet scenarios run alone
+    whichever share has them (the quiet lock), so a phase lasts about their sum plus
+    the largest share of the others: the others (SCENARIO_SECONDS, for those the
+    matrix runs in ``entry``) are dealt first, costliest first, each to the share
+    with the least so far; then the quiet ones the same way on the totals, so that
+    no run sits idle long. Pure and deterministic: every run of a phase computes the
+    same deal and takes its own share.
+    """
+    from harness.conformance.catalogue import CATALOGUE, declare
+
+    costs: list[tuple[bool, float, int]] = []
+    for number, s in CATALOGUE.items():
+        if s.scope != "cluster":
+            continue
+        runs = decide(declare(number), entry, matrix, lab).state == "run"
+        costs.append((s.quiet, scenario_seconds(number, s.cost) if runs else 0.0, number))
+    load = [0.0] * parts
+    shares: list[list[int]] = [[] for _ in range(parts)]
+    for _quiet, seconds, number in sorted(costs, key=lambda c: (c[0], -c[1], c[2])):
+        k = load.index(min(load))
+        shares[k].append(number)
+        load[k] += seconds
+    return tuple(tuple(sorted(s)) for s in shares)
+
+
+def deal_seconds(matrix: Matrix, lab: LabShape | None, entry: ModeSpec, share: Sequence[int]
+                 ) -> float:  # fmt: skip
+    """The estimated seconds of one share (what the plan prints beside it)."""
+    from harness.conformance.catalogue import CATALOGUE, declare
+
+    return sum(
+        scenario_seconds(n, CATALOGUE[n].cost)
+        for n in share
+        if decide(declare(n), entry, matrix, lab).state == "run"
+    )
+
+
+def lockstep_lines(matrix: Matrix, lab: LabShape, clusters: Sequence[str]) -> list[str]:
+    """The lockstep plan printed before a run: per phase, what each cluster runs (the
+    scenarios that run in it there, with estimated seconds) and which mesh scenarios run."""
+    from harness.conformance.catalogue import CATALOGUE, declare
+
+    lines = [
+        f"lockstep: {len(matrix.entries)} phases, each one whole-lab switch, then its checks "
+        f"dealt between {', '.join(clusters)} and its mesh checks beside them, then a barrier:"
+    ]
+    for i, entry in enumerate(phases(matrix), 1):
+        shares = deal(matrix, lab, entry, len(clusters))
+        cells = []
+        for cluster, share in zip(clusters, shares, strict=True):
+            runs = [n for n in share if decide(declare(n), entry, matrix, lab).state == "run"]
+            secs = deal_seconds(matrix, lab, entry, share)
+            cells.append(f"{cluster} {_numbers(runs)} (~{secs:.0f} s)")
+        mesh = [
+            n for n, s in CATALOGUE.items()
+            if s.scope == "lab" and decide(declare(n), entry, matrix, lab).state == "run"
+        ]  # fmt: skip
+        lines.append(f"  {i}. {entry!s:<24} {'; '.join(cells)}; mesh {_numbers(mesh)}")
+    return lines
+
+
+def _numbers(numbers: Sequence[int]) -> str:
+    return ",".join(map(str, numbers)) or "-"
+
+
 def _join(entries: Sequence[ModeSpec]) -> str:
     return ", ".join(str(e) for e in entries) or "no mode of this matrix"
 
@@ -191,17 +314,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mode", action="append", default=[])
     p.add_argument("--entries", action="store_true")
     p.add_argument("--topology", help="also say where the lab's whole-lab (mesh) scenarios run")
+    p.add_argument(
+        "--phases", action="store_true", help="with --entries: in the lockstep run's phase order"
+    )
     args = p.parse_args(argv)
     try:
         m = preset(args.matrix, args.mode)
         lines = describe(m, cover(m.entries))
         if args.topology:
             lines += lab_lines(m, args.topology)
+        entries = phases(m) if args.phases else m.entries
     except UserError as exc:
         print(f"podlab: {exc}")
         return 2
-    print(" ".join(m.modes) if args.entries else "\n".join(lines))
+    print(" ".join(map(str, entries)) if args.entries else "\n".join(lines))
     return 0
+
+
+def lockstep(lab: LabShape) -> bool:
+    """Whether ``make conformance`` runs this lab in lockstep: its clusters form one mesh.
+
+    Clusters in no mesh (or in several) keep ADR 0010's per-cluster runs: nothing
+    ties their modes together.
+    """
+    return lab.clusters >= 2 and lab.meshed == lab.clusters
 
 
 def lab_lines(matrix: Matrix, topology: str) -> list[str]:
@@ -211,13 +347,15 @@ def lab_lines(matrix: Matrix, topology: str) -> list[str]:
     from harness.conformance.coverage import scope_lines
     from harness.plan.build import load_plan
 
-    lab = LabShape.of(load_plan(topology))
+    plan = load_plan(topology)
+    lab = LabShape.of(plan)
+    steps = lockstep_lines(matrix, lab, list(plan.clusters)) if lockstep(lab) else []
     where = {
         n: set(selected_entries(declare(n), matrix, lab))
         for n, s in CATALOGUE.items()
         if s.scope == "lab"
     }
-    lines = scope_lines({n: e for n, e in where.items() if e}, matrix)
+    lines = scope_lines({n: e for n, e in where.items() if e}, matrix) + steps
     if lines or not where:
         return lines
     first = min(where)

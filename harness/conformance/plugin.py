@@ -37,7 +37,7 @@ from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin 
     record,
     thorough,
 )
-from harness.conformance.matrix import POLICIES, Matrix, preset, split
+from harness.conformance.matrix import POLICIES, Matrix, deal, phases, preset, split
 from harness.conformance.modes import ModeSpec
 from harness.conformance.run import Options, Run
 from harness.errors import PodlabError
@@ -69,6 +69,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--part", metavar="K/N",
                 help="run the K-th of N parts of the matrix (entries dealt by cost); "
                 "decisions stay the whole matrix's")  # fmt: skip
+    g.addoption("--entry", metavar="MODE",
+                help="lockstep: run only this entry of the matrix (decisions stay the whole "
+                "matrix's); the lab already runs it")  # fmt: skip
+    g.addoption("--deal", metavar="K/N",
+                help="lockstep: only the K-th of N shares of the entry's cluster-scope "
+                "scenarios, dealt by measured seconds (matrix.deal)")  # fmt: skip
     g.addoption("--quiet-lock", metavar="FILE", type=Path,
                 help="take turns with other runs on this lock: quiet checks (throughput, "
                 "latency, SLOs) hold it alone, the others shared")  # fmt: skip
@@ -95,6 +101,8 @@ def pytest_configure(config: pytest.Config) -> None:
         matrix=config.getoption("--matrix"),
         cluster=config.getoption("--cluster"),
         part=_part(config.getoption("--part")),
+        entry=config.getoption("--entry"),
+        deal=_part(config.getoption("--deal"), "--deal"),
         scope=config.getoption("--scope"),
         quiet_lock=config.getoption("--quiet-lock"),
         results=config.getoption("--results"),
@@ -113,13 +121,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN_KEY] = run
 
 
-def _part(text: str | None) -> tuple[int, int] | None:
+def _part(text: str | None, option: str = "--part") -> tuple[int, int] | None:
     """ "2/3" → (2, 3); a bad value is a usage error naming the fix."""
     if text is None:
         return None
     k, _, n = text.partition("/")
     if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-        raise pytest.UsageError(f"--part {text!r}: write K/N with 1 <= K <= N, e.g. --part 1/2")
+        raise pytest.UsageError(f"{option} {text!r}: write K/N with 1 <= K <= N, e.g. {option} 1/2")
     return int(k), int(n)
 
 
@@ -272,14 +280,18 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     )  # fmt: skip
     per_test = {_check_name(i): d for i, d in marked}  # one declaration per test, not per entry
     mine = _my_part(run, list(per_test.values()), shape)
-    run.get_writer().set_plan(
-        coverage.results_plan(run.matrix, planned, mine, run.options.cluster or "")
-    )
+    share = _my_share(run, shape, mine)
+    where = run.options.cluster or ""
+    if run.options.deal is not None and shape is not None:
+        where = "+".join(shape_clusters(run))  # the entry's checks are dealt between them
+    run.get_writer().set_plan(coverage.results_plan(run.matrix, planned, mine, where))
     dropped, elsewhere = [], []
     scope = run.options.scope
     for (item, _), p in zip(marked, planned, strict=True):
-        if p.entry not in mine or (scope and p.declared.scenario.scope != scope):
-            elsewhere.append(item)  # another run (part, or scope) decides and records it
+        dealt_away = (share is not None and p.declared.scenario.scope == "cluster"
+                      and p.declared.scenario.number not in share)  # fmt: skip
+        if p.entry not in mine or (scope and p.declared.scenario.scope != scope) or dealt_away:
+            elsewhere.append(item)  # another run (part, share or scope) decides and records it
             continue
         if p.decision.state == "run":
             continue
@@ -292,6 +304,16 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         config.hook.pytest_deselected(items=dropped + elsewhere)
     from harness.conformance.matrix import describe
 
+    if run.options.entry is not None:  # one phase of a lockstep run: the script printed the plan
+        what = "scenarios " + (", ".join(map(str, share)) if share else "none")
+        if share is None:
+            what = f"scope {run.options.scope}" if run.options.scope else "every scenario"
+        k, n = run.options.deal or (1, 1)
+        on = f" on cluster {run.options.cluster}" if run.options.cluster else " on the whole lab"
+        run_n = sum(1 for p in planned if p.entry in mine and p.decision.state == "run")
+        fixtures.say(config, f"lockstep {mine[0]}, share {k}/{n}{on}: {what} "
+                     f"({len(items)} of the entry's {run_n} test runs here)")  # fmt: skip
+        return
     lines = describe(run.matrix, coverage.heavy_cover(run.matrix))
     if run.options.part:
         k, n = run.options.part
@@ -301,11 +323,46 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     fixtures.say(config, "\n".join(lines + coverage.summary_lines(planned)))
 
 
+def shape_clusters(run: Run) -> list[str]:
+    """The lab's clusters, in the plan's order (the ``--deal`` shares follow it)."""
+    from harness.conformance import labctl
+    from harness.plan.build import load_plan
+
+    if run.options.lab:
+        return list(labctl.attach(run.options.lab).plan.clusters)
+    assert run.options.topology is not None
+    return list(load_plan(run.options.topology).clusters)
+
+
+def _my_share(run: Run, shape: LabShape | None, mine: Sequence[ModeSpec]) -> tuple[int, ...] | None:
+    """With ``--deal K/N``: the cluster-scope scenarios this run takes in its one entry."""
+    if run.options.deal is None:
+        return None
+    assert run.matrix is not None
+    if len(mine) != 1:
+        raise pytest.UsageError("--deal K/N needs --entry MODE: a share is of one entry's checks")
+    k, n = run.options.deal
+    return deal(run.matrix, shape, mine[0], n)[k - 1]
+
+
 def _my_part(run: Run, tests: list[Declared], shape: LabShape | None) -> tuple[ModeSpec, ...]:
     """This run's entries: its part of the matrix (``--part``), else all of them, the entry
-    the lab already runs first (``starting_first``)."""
+    the lab already runs first (``starting_first``); with ``--entry`` that one entry."""
     assert run.matrix is not None
     mine = run.matrix.entries
+    if run.options.entry is not None:
+        try:
+            entry = ModeSpec.parse(run.options.entry)
+        except PodlabError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+        if entry not in mine:
+            raise pytest.UsageError(
+                f"--entry {entry}: not an entry of matrix {run.matrix.name} "
+                f"({', '.join(run.matrix.modes)})"
+            )
+        # the switch test's "next mode" is the next phase's (matrix.phases)
+        run.options.modes = tuple(str(e) for e in phases(run.matrix))
+        return (entry,)
     if run.options.part is not None:
         k, n = run.options.part
         mine = split(run.matrix, tests, shape, n)[k - 1]

@@ -32,6 +32,8 @@ class Options:
     part: tuple[int, int] | None = None  # (K, N): the K-th of N parts of the matrix (--part)
     scope: str | None = None  # "cluster" or "lab": only scenarios of that scope (--scope)
     quiet_lock: Path | None = None  # take turns with other runs (--quiet-lock)
+    entry: str | None = None  # lockstep: only this entry of the matrix (--entry)
+    deal: tuple[int, int] | None = None  # lockstep: the K-th of N shares of its checks (--deal)
     results: Path | None = None
     keep_lab: bool = False
     thorough: bool = False

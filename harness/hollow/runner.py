@@ -6,12 +6,9 @@ reclaimed) under the runner's one etcd lease (the agents' TTL). One ticker then
 refreshes that lease and rewrites the records of the nodes whose heartbeat is
 due, every ``heartbeat_s`` per node, in one transaction per tick (beat.py: the
 cost, the tick lag it measures and publishes). Pods: one watch on ``pods/``
-(a thread, as the store client is blocking) feeds the loop; a pod whose
-``spec.nodeName`` is one of ours goes through kwok's stages: ``pending_s`` after
-it is seen its status says Pending with an IP from the node's subnet,
-``running_s`` later Running and Ready; ``deletionTimestamp`` → after
-``delete_s`` its status and object are removed (the kubelet's part). Status
-writes are batched too (writer.py).
+(a thread, as the store client is blocking) feeds the loop, and pods.py moves
+the pods scheduled to our nodes through kwok's stages (the two halves share the
+node table: which node holds which subnet and pod IPs).
 
 Stopping: SIGTERM/SIGINT revokes every lease (node records and subnets go at
 once, statuses are deleted): ``podlab hollow --nodes 0``. SIGKILL leaves the
@@ -37,29 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.hollow.beat import PUBLISH_S, LagHistogram, next_due, runner_key, tick_s
-from harness.hollow.model import (
-    HollowConfig,
-    HollowError,
-    HollowNode,
-    node_record,
-    now_rfc3339,
-    pod_status,
-)
+from harness.hollow.model import HollowConfig, HollowError, HollowNode, node_record
 from harness.hollow.model import subnet_record as make_subnet_record
+from harness.hollow.pods import PodStages, kv_obj, pod_prefix
 from harness.hollow.writer import Writer
 from harness.store import KV, MAX_TXN_OPS, Event, Store, StoreError, Write
-from harness.store.keys import (
-    kind_prefix,
-    node_key,
-    pod_key,
-    podstatus_key,
-    podstatus_prefix,
-    subnet_key,
-    subnets_prefix,
-)
+from harness.store.keys import node_key, subnet_key, subnets_prefix
 
 log = logging.getLogger("podlab.hollow")
-PodKey = tuple[str, str]
 
 
 class Runner:
@@ -74,9 +56,8 @@ class Runner:
         self.lives: dict[str, asyncio.Task[None]] = {}
         self.store = store or Store(cfg.etcd_endpoints)
         self.nodes = {n: HollowNode(n) for n in cfg.names()}
-        self.pods: dict[PodKey, dict[str, Any]] = {}  # our nodes' pods as last seen
-        self.tasks: dict[PodKey, asyncio.Task[None]] = {}
         self.ready = asyncio.Event()  # every node leased and registered
+        self.stages = PodStages(cfg, self.store, self.nodes, self.ready)
         self.before: dict[str, ipaddress.IPv4Network] = {}  # subnets of a previous run
         self.list_lock = asyncio.Lock()
         self.listing: list[KV] | None = None  # subnets/ as last listed (see subnets())
@@ -90,24 +71,11 @@ class Runner:
         self.ticks = 0
         self.lease_lost = 0
         self.warned = 0.0
-        self.writer = Writer(self.store)
-        self.prev_status: dict[PodKey, dict[str, Any]] = {}  # statuses of a previous run
 
-    def previous_subnets(self) -> dict[str, ipaddress.IPv4Network]:
-        """Each node's subnet in a previous run, read off its pods' statuses (the agent
-        keeps it in a state file): a restart after the leases expired takes the same
-        subnet back while it is free, so running pods keep their IPs."""
-        cl, out = self.cfg.cluster, {}
-        pods = {_pkey(kv.key): _obj(kv) for kv in self.store.get_prefix(pod_prefix(cl))[0]}
-        for kv in self.store.get_prefix(podstatus_prefix(cl))[0]:
-            st, pod = _obj(kv), pods.get(_pkey(kv.key), {})
-            node = pod.get("spec", {}).get("nodeName")
-            if st.get("hollow") and node in self.nodes and st.get("uid") == _uid(pod):
-                self.prev_status[_pkey(kv.key)] = st  # read once here, not per pod later
-                net = f"{st.get('podIP')}/{self.cfg.node_prefix}"
-                with contextlib.suppress(ValueError):
-                    out[node] = ipaddress.IPv4Network(net, strict=False)
-        return out
+    @property
+    def writer(self) -> Writer:
+        """The pod statuses' batched writer (what tests count)."""
+        return self.stages.writer
 
     async def call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -131,7 +99,7 @@ class Runner:
         seen = -1
         for _ in range(50):
             seen, kvs = await self.subnets(seen)
-            recs = {kv.key: _obj(kv) for kv in kvs}
+            recs = {kv.key: kv_obj(kv) for kv in kvs}
             mine = [kv for kv in kvs if recs[kv.key].get("node") == node.name]
             if mine:
                 node.subnet = ipaddress.IPv4Network(recs[mine[0].key]["subnet"])
@@ -270,70 +238,6 @@ class Runner:
             self.store.put, runner_key(self.cfg.cluster, self.cfg.prefix), body, self.lease_id
         )
 
-    # -- pods -----------------------------------------------------------------------
-    def on_pods(self, kvs: list[KV] | None, events: list[Event] | None) -> None:
-        """Watch callback (runs in the event loop): start or cancel pods' stages."""
-        seen: dict[PodKey, dict[str, Any] | None] = {}
-        if kvs is not None:  # a full listing: everything not in it is gone
-            seen = dict.fromkeys(self.pods)
-            for kv in kvs:
-                seen[_pkey(kv.key)] = _obj(kv)
-        for ev in events or []:
-            seen[_pkey(ev.kv.key)] = None if ev.type == "DELETE" else _obj(ev.kv)
-        for key, obj in seen.items():
-            node = (obj or {}).get("spec", {}).get("nodeName")
-            if obj is None or node not in self.nodes:
-                if self.pods.pop(key, None) is not None:
-                    self._restart(key, self.gone(key))
-                continue
-            old = self.pods.get(key)
-            self.pods[key] = obj
-            if old is None or _uid(old) != _uid(obj):
-                self._restart(key, self.stages(key, obj))
-            elif _deleting(obj) and not _deleting(old):
-                self._restart(key, self.delete(key, obj))
-
-    def _restart(self, key: PodKey, coro: Any) -> None:
-        if (task := self.tasks.pop(key, None)) is not None:
-            task.cancel()
-        self.tasks[key] = asyncio.get_running_loop().create_task(coro)
-
-    async def stages(self, key: PodKey, pod: dict[str, Any]) -> None:
-        """kwok's pod-ready stages: Pending (with its IP), then Running + Ready."""
-        if _deleting(pod):
-            return await self.delete(key, pod)
-        node = self.nodes[pod["spec"]["nodeName"]]
-        await self.ready.wait()
-        sk = podstatus_key(self.cfg.cluster, *key)
-        prev = self.prev_status.pop(key, {})  # a previous run's status (read at the start)
-        ip_ok = _within(prev.get("podIP"), node.subnet)
-        if prev.get("uid") == _uid(pod) and prev.get("phase") == "Running" and ip_ok:
-            node.pod_ips[key] = str(prev.get("podIP", ""))  # a restarted runner keeps IPs
-            return
-        await asyncio.sleep(self.cfg.pending_s)
-        ip = node.pod_ips.get(key) or node.next_ip()
-        node.pod_ips[key] = ip
-        t0 = now_rfc3339()
-        pending = pod_status(_uid(pod), "Pending", ip, self.cfg.underlay_ip, t0)
-        await self.writer.put(sk, json.dumps(pending))
-        await asyncio.sleep(self.cfg.running_s)
-        running = pod_status(_uid(pod), "Running", ip, self.cfg.underlay_ip, t0, now_rfc3339())
-        await self.writer.put(sk, json.dumps(running))
-
-    async def delete(self, key: PodKey, pod: dict[str, Any]) -> None:
-        """A graceful delete: after ``delete_s`` remove the status, then the object."""
-        await asyncio.sleep(self.cfg.delete_s)
-        await self.gone(key)
-        pk = pod_key(self.cfg.cluster, *key)
-        kv = await self.call(self.store.get, pk)
-        if kv is not None and _uid(_obj(kv)) == _uid(pod):
-            await self.call(self.store.delete_if, pk, kv.mod_revision)
-
-    async def gone(self, key: PodKey) -> None:
-        for node in self.nodes.values():
-            node.pod_ips.pop(key, None)
-        await self.writer.delete(podstatus_key(self.cfg.cluster, *key))
-
     # -- the process ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -341,15 +245,15 @@ class Runner:
         prefix = pod_prefix(self.cfg.cluster)
 
         def events(evs: list[Event]) -> None:
-            loop.call_soon_threadsafe(self.on_pods, None, evs)
+            loop.call_soon_threadsafe(self.stages.on_pods, None, evs)
 
         def reset(kvs: list[KV]) -> None:
-            loop.call_soon_threadsafe(self.on_pods, kvs, None)
+            loop.call_soon_threadsafe(self.stages.on_pods, kvs, None)
 
         watcher = threading.Thread(
             target=self.store.watch_prefix, args=(prefix, events, reset, wstop), daemon=True
         )
-        self.before = await self.call(self.previous_subnets)
+        self.before = await self.call(self.stages.previous_subnets)
         self.writer.start()
         ticker = loop.create_task(self.ticker())
         try:
@@ -365,7 +269,7 @@ class Runner:
                     await self.resize(want)
         finally:
             wstop.set()
-            for t in [ticker, *self.lives.values(), *self.tasks.values()]:
+            for t in [ticker, *self.lives.values(), *self.stages.cancel()]:
                 t.cancel()
             await self.release()
             self.writer.stop()
@@ -400,7 +304,7 @@ class Runner:
             self.nodes.update((n.name, n) for n in new)
             await self.start(new)
             kvs, _ = await self.call(self.store.get_prefix, pod_prefix(self.cfg.cluster))
-            self.on_pods(kvs, None)  # pods already scheduled to the new names
+            self.stages.on_pods(kvs, None)  # pods already scheduled to the new names
         for name in self.cfg.names(have)[want:]:
             await self.drop(self.nodes.pop(name))
         log.info("resized from %d to %d hollow nodes", have, want)
@@ -418,12 +322,7 @@ class Runner:
                 keys.append(subnet_key(self.cfg.cluster, str(node.subnet)))
             with contextlib.suppress(StoreError):
                 await self.call(self.store.commit, [Write(k, None) for k in keys])
-        for key in list(node.pod_ips):
-            self.pods.pop(key, None)
-            if (t := self.tasks.pop(key, None)) is not None:
-                t.cancel()
-            with contextlib.suppress(StoreError):
-                await self.gone(key)
+        await self.stages.forget(node)
 
     async def release(self) -> None:
         """Revoke the runner's lease (records and subnets vanish) and drop our pods'
@@ -431,10 +330,7 @@ class Runner:
         if self.lease_id:
             with contextlib.suppress(StoreError):
                 await self.call(self.store.revoke, self.lease_id)
-        try:  # the writer retries while etcd is away: bounded, so a stop always ends
-            await asyncio.wait_for(asyncio.gather(*(self.gone(k) for k in list(self.pods))), 30)
-        except TimeoutError:
-            log.warning("pod statuses not all deleted within 30 s (etcd unreachable?)")
+        await self.stages.release()  # the writer retries while etcd is away: bounded
         log.info("released %d hollow nodes", len(self.nodes))
 
 
@@ -444,38 +340,6 @@ def on_time(due: float, at: float, tick: float) -> float:
     if due >= at:  # due after the tick was scheduled, before it ran: written at once
         return due
     return at - math.floor((at - due) / tick) * tick
-
-
-def pod_prefix(cluster: str) -> str:
-    return kind_prefix(cluster, "pods")
-
-
-def _obj(kv: KV | None) -> dict[str, Any]:
-    try:
-        got = kv.json() if kv is not None else {}
-    except ValueError:
-        return {}
-    return got if isinstance(got, dict) else {}
-
-
-def _within(ip: Any, subnet: ipaddress.IPv4Network | None) -> bool:
-    try:
-        return subnet is not None and ipaddress.IPv4Address(str(ip)) in subnet
-    except ValueError:
-        return False
-
-
-def _pkey(key: str) -> PodKey:
-    ns, name = key.rsplit("/", 2)[-2:]
-    return ns, name
-
-
-def _uid(pod: dict[str, Any]) -> str:
-    return str(pod.get("metadata", {}).get("uid", ""))
-
-
-def _deleting(pod: dict[str, Any]) -> bool:
-    return bool(pod.get("metadata", {}).get("deletionTimestamp"))
 
 
 def serve(cfg: HollowConfig, nodes_file: Path | None = None) -> None:

@@ -1,7 +1,8 @@
 """``podlab load LAB``: clusterloader2's load test on a running lab, with its SLIs.
 
 Creates pods at a fixed rate (default 10 pods/s, 30 per worker node, hollow and
-real), a Service over every other group of pods, churns half of them, deletes
+real), a Service over every other group of pods (or ``--services N`` of them),
+churns half of them, deletes
 everything; a progress bar shows each phase and Ctrl-C (or a failure) deletes
 what the run created (``--cleanup RUN`` finishes that for a run that was killed).
 Writes a results file (docs/results-format.md; ``podlab report`` shows its SLOs)
@@ -31,12 +32,21 @@ from rich.table import Table
 
 from harness.api.cli import connect, hinted
 from harness.api.objects import NodeRecord
-from harness.errors import Problem, UserError
+from harness.errors import LabError, Problem, UserError
 from harness.load import preflight
 from harness.load.cost import CostSampler
 from harness.load.probe import observe
 from harness.load.report import record_results
-from harness.load.run import LoadConfig, LoadRun, cleaning, delete_run, dns_lookups
+from harness.load.run import (
+    WORKERS,
+    LoadConfig,
+    LoadRun,
+    cleaning,
+    delete_run,
+    dns_lookups,
+    group_count,
+    service_groups,
+)
 
 STORE_TIMEOUT_S = 30.0
 
@@ -55,6 +65,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--pods-per-node", type=int, default=30, metavar="N")
     p.add_argument("--rate", type=float, default=10.0, help="pods per second (default 10)")
     p.add_argument("--group-size", type=int, default=10, help="pods per group (Service)")
+    p.add_argument(
+        "--services",
+        type=int,
+        metavar="N",
+        help="Services, each over one group, spread evenly over the groups "
+        "(default: every other group, as CL2); e.g. --group-size 3 --services 10000",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        metavar="N",
+        help=f"API calls in flight at most (default {WORKERS}); the rate needs rate × a "
+        "call's latency of them",
+    )
     p.add_argument("--churn", type=float, default=0.5, help="fraction replaced (default 0.5)")
     p.add_argument("--namespace", default="podlab-load")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per wait")
@@ -92,6 +117,10 @@ def check_args(args: argparse.Namespace) -> None:
         bad.append(("--rate", "must be positive", "e.g. --rate 10"))
     if args.group_size < 1:
         bad.append(("--group-size", "must be at least 1", "e.g. --group-size 10"))
+    if args.workers < 1:
+        bad.append(("--workers", "must be at least 1", f"e.g. --workers {WORKERS}"))
+    if args.services is not None and args.services < 0:
+        bad.append(("--services", "must be 0 or more", "e.g. --services 3000"))
     if args.hold < 0:
         bad.append(("--hold", "must be 0 or more seconds", "e.g. --hold 600"))
     if args.node_grace <= 0:
@@ -120,15 +149,29 @@ def check_fit(
                 f"use --pods-per-node {min(room, 110)} or less",
             ))  # fmt: skip
             break
-    groups = (cfg.pods_per_node * len(nodes) + cfg.group_size - 1) // cfg.group_size
-    services = (groups + 1) // 2
+    groups = group_count(cfg.pods_per_node * len(nodes), cfg)
+    services = len(service_groups(groups, cfg))
+    if cfg.services is not None and cfg.services > groups:
+        out.append(Problem(
+            "--services", str(cfg.services),
+            f"a Service selects one group of pods and {cfg.pods_per_node} pods on "
+            f"{len(nodes)} nodes make {groups} groups of {cfg.group_size}",
+            f"use --services {groups} or less, or a smaller --group-size "
+            f"({max(1, cfg.pods_per_node * len(nodes) // cfg.services)} gives enough groups)",
+        ))  # fmt: skip
     if service_cidr:
         room = ipaddress.IPv4Network(service_cidr).num_addresses - 12  # kube-dns and reserved
         if services > room:
+            flag, value, fix = (
+                ("--services", str(cfg.services), f"use --services {room} or fewer")
+                if cfg.services is not None
+                else ("--group-size", str(cfg.group_size),
+                      f"use --group-size {cfg.group_size * (services // room + 1)} or more")
+            )  # fmt: skip
             out.append(Problem(
-                "--group-size", str(cfg.group_size),
+                flag, value,
                 f"{services} Services do not fit the service CIDR {service_cidr} ({room} free)",
-                f"use --group-size {cfg.group_size * (services // room + 1)} or more",
+                fix,
             ))  # fmt: skip
     if out:
         raise UserError(out)
@@ -160,8 +203,9 @@ def cmd_load(args: argparse.Namespace) -> int:
         return 0
     cfg = LoadConfig(
         namespace=args.namespace, pods_per_node=args.pods_per_node, rate=args.rate,
-        group_size=args.group_size, churn=args.churn, timeout_s=args.timeout,
-        dns_rounds=args.dns_rounds, hold_s=args.hold, node_grace_s=args.node_grace,
+        group_size=args.group_size, services=args.services, churn=args.churn,
+        timeout_s=args.timeout, dns_rounds=args.dns_rounds, hold_s=args.hold,
+        node_grace_s=args.node_grace, workers=args.workers,
     )  # fmt: skip
     every = client.nodes()
     nodes = [n for n in every if getattr(n, "role", "worker") != "control-plane"]
@@ -195,6 +239,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     run = LoadRun(client, cfg, run_id)
     agents = [spaces[n] for n in real if n in spaces and n in {x.name for x in nodes}]
     started = time.monotonic()
+    failure: LabError | None = None
     with Progress(
         TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=out, transient=not sys.stdout.isatty(),
@@ -219,14 +264,18 @@ def cmd_load(args: argparse.Namespace) -> int:
             return observe(client, cfg.namespace, run_id, probe_at, sys.executable,
                            args.probes, workers=sorted(workers))  # fmt: skip
 
-        samples = run.run(nodes, dns, probe)
+        try:
+            samples = run.run(nodes, dns, probe)
+        except LabError as exc:  # what was measured up to the failure is still written
+            failure, samples = exc, run.samples
     cost = sampler.finish()
     wall = time.monotonic() - started
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     results = Path(args.results) / f"{run_id}.json"
     slis, cost_lines = record_results(
         results, run_id, target, samples, cost, hollow, len(nodes) - hollow, cfg,
-        notes=f"podlab load {' '.join(sys.argv[2:])}; load average before "
+        notes=(f"FAILED: {failure}; " if failure else "") +
+        f"podlab load {' '.join(sys.argv[2:])}; load average before "
         f"{' '.join(load_before)}, after {' '.join(load_after)}; {wall:.0f} s. {skipped}",
     )  # fmt: skip
     table = Table("SLI", "p50", "p90", "p99", "n", "threshold", "verdict")
@@ -243,6 +292,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         out.print(line)
     out.print(f"results: {results} (PerfData: {results.with_suffix('.perfdata.json')})")
     out.print(f"{wall:.0f} s; load average after {' '.join(load_after)}")
+    if failure is not None:
+        raise failure
     held = samples.held
     unsteady = held is not None and bool(held.dead or held.leases_lost)
     return 1 if unsteady or any(s.passed is False for s in slis) else 0

@@ -5,7 +5,12 @@ network namespace (a pod has its own namespace, so the agent is counted without
 its pods). Processes are told apart by their command line: etcd, the hollow
 runner (``harness.hollow``), the agent (``harness.agent`` / ``podlab-agent``).
 CPU is the ticks a process used over the window (its own, not reaped children's)
-divided by the window; RSS the largest VmRSS seen by the sampler.
+divided by the window; RSS the largest VmRSS seen by the sampler. The CPU it
+*waited* for is the time its threads spent runnable on a run queue, not running
+(``/proc/<pid>/task/*/schedstat``, second field), over the window: 0.5 means that
+on average half a thread of it was ready to run and had no CPU — on a shared
+2-core machine, the figure that tells starvation from work. The load process
+itself is counted too (node ``host``, role ``podlab-load``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,21 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def runqueue_s(pid: int) -> float:
+    """Seconds the process's live threads spent runnable but waiting for a CPU."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for t in tasks:
+        try:
+            total += int((t / "schedstat").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -92,6 +112,7 @@ class Cost:
 
     rss: dict[tuple[str, str], int] = field(default_factory=dict)
     cores: dict[tuple[str, str], float] = field(default_factory=dict)
+    waits: dict[tuple[str, str], float] = field(default_factory=dict)  # run-queue, cores
 
 
 class CostSampler:
@@ -99,15 +120,18 @@ class CostSampler:
 
     def __init__(self, netns: dict[str, Path], every: float = 2.0) -> None:
         self.pids = processes(netns)
+        self.pids[("host", "podlab-load")] = os.getpid()
         self.every = every
         self.cost = Cost()
         self._ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items()}
+        self._wait0 = {k: runqueue_s(p) for k, p in self.pids.items()}
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="load-cost")
 
     def start(self) -> None:
         self._ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items()}
+        self._wait0 = {k: runqueue_s(p) for k, p in self.pids.items()}
         self._t0 = time.monotonic()
         self._thread.start()
 
@@ -126,4 +150,5 @@ class CostSampler:
         window = max(1e-3, time.monotonic() - self._t0)
         for k, pid in self.pids.items():
             self.cost.cores[k] = (cpu_ticks(pid) - self._ticks0.get(k, 0)) / TICK / window
+            self.cost.waits[k] = max(0.0, runqueue_s(pid) - self._wait0.get(k, 0.0)) / window
         return self.cost

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from harness.api.target import Target
-from harness.load import sli
+from harness.load import etcdmetrics, sli
 from harness.load.cost import Cost
 from harness.load.run import LoadConfig, Samples
 from harness.results import env
@@ -86,6 +86,8 @@ def record_results(
                  threshold=sli.DNS_ERRORS_PERCENT, labels=common)  # fmt: skip
     lines = cost_records(w, cost, hollow, common)
     lines += hold_records(w, samples, common)
+    lines += breakdown_records(w, samples, common)
+    lines += etcd_records(w, samples, common)
     for phase, seconds in samples.phases.items():
         w.timing(phase, seconds, mode="load")
     w.finish()
@@ -102,7 +104,12 @@ def cost_records(w: ResultsWriter, cost: Cost, hollow: int, common: dict[str, st
         labels = {**common, "process": role, "node": node}
         w.record("rss_bytes", float(rss), "bytes", mode="load", labels=labels)
         w.record("cpu_cores", cores, "cores", mode="load", labels=labels)
+        waited = cost.waits.get((node, role))
+        if waited is not None:
+            w.record("cpu_wait_cores", waited, "cores", mode="load", labels=labels)
         line = f"{role:7} on {node}: RSS {rss / 2**20:.1f} MB, CPU {cores:.3f} cores"
+        if waited is not None:
+            line += f", waited for a CPU {waited:.3f}"
         if role == "hollow" and hollow:
             per = {**labels, "process": "hollow-per-node"}
             w.record("rss_bytes", rss / hollow, "bytes", mode="load", labels=per)
@@ -143,3 +150,94 @@ def hold_records(w: ResultsWriter, samples: Samples, common: dict[str, str]) -> 
         f"dead{dead}, {len(h.leases_lost)} of {h.leases} leases lost, oldest heartbeat seen "
         f"{h.max_heartbeat_age_s:.1f} s{runners}"
     ]
+
+
+def breakdown_records(w: ResultsWriter, samples: Samples, common: dict[str, str]) -> list[str]:
+    """Where a mutating call's time went (issue 15: mutating p99 2.58 s at 1,000 nodes).
+
+    Per pod create and delete: the call's seconds, the etcd round trips it made and their
+    seconds (measured around each HTTP request to etcd's gateway: etcd's own time, the
+    gateway's and the request's), the rest being the client's own work in Python (admission,
+    JSON, waiting for the interpreter and the CPU). Per gateway path: every round trip of
+    the load process. Per phase: how long a paced job waited for a free worker, which is
+    what holds the rate below ``--rate`` (records ``api_breakdown_*``, no threshold).
+    """
+    lines = []
+    for what, calls in samples.calls.items():
+        if not calls:
+            continue
+        total = sli.quantiles([c[0] for c in calls])
+        etcd = sli.quantiles([c[2] for c in calls])
+        rest = sli.quantiles([max(0.0, c[0] - c[2]) for c in calls])
+        trips = sorted(c[1] for c in calls)[len(calls) // 2]
+        share = sum(c[2] for c in calls) / max(1e-9, sum(c[0] for c in calls))
+        labels = {**common, "call": what, "samples": str(len(calls)), "round_trips": str(trips)}
+        for part, p in (("call", total), ("etcd", etcd), ("client", rest)):
+            for q, v in p.items():
+                w.record(f"api_breakdown_{part}_p{q}_s", v, "s", mode="load", labels=labels)
+        w.record("api_breakdown_etcd_ratio", share, "ratio", mode="load", labels=labels)
+        lines.append(
+            f"pod {what} ({len(calls)}): call p50 {total[50]:.3f} / p99 {total[99]:.3f} s; "
+            f"{trips} etcd round trips (median), their sum p50 {etcd[50]:.3f} / p99 "
+            f"{etcd[99]:.3f} s ({share:.0%} of all call time); the rest (client) p50 "
+            f"{rest[50]:.3f} / p99 {rest[99]:.3f} s"
+        )
+    for path, vals in sorted(samples.etcd.items()):
+        p = sli.quantiles(vals)
+        labels = {**common, "path": path, "samples": str(len(vals))}
+        for q, v in p.items():
+            w.record(f"api_breakdown_etcd_round_trip_p{q}_s", v, "s", mode="load", labels=labels)
+        lines.append(
+            f"etcd {path}: {len(vals)} round trips, p50 {p[50]:.4f} / p90 {p[90]:.4f} / "
+            f"p99 {p[99]:.4f} s"
+        )
+    for phase, waits in samples.queued.items():
+        if not waits:
+            continue
+        p = sli.quantiles(waits)
+        busy = sum(1 for x in waits if x > 0.05)
+        labels = {**common, "phase": phase, "samples": str(len(waits))}
+        for q, v in p.items():
+            w.record(f"api_breakdown_worker_wait_p{q}_s", v, "s", mode="load", labels=labels)
+        lines.append(
+            f"{phase}: waited for a free worker p50 {p[50]:.3f} / p99 {p[99]:.3f} s "
+            f"({busy} of {len(waits)} jobs over 50 ms)"
+        )
+    return lines
+
+
+def etcd_records(w: ResultsWriter, samples: Samples, common: dict[str, str]) -> list[str]:
+    """etcd's own figures over the creates and over the whole run (etcdmetrics.py):
+    WAL fsync and backend commit quantiles, applies slower than 100 ms, etcd's CPU."""
+    lines = []
+    got = samples.etcd_metrics
+    for window, (a, b) in (("create", ("start", "created")), ("run", ("start", "end"))):
+        if a not in got or b not in got:
+            continue
+        before, after = got[a], got[b]
+        labels = {**common, "window": window}
+        parts = []
+        for h, short in ((etcdmetrics.HISTOGRAMS[0], "wal_fsync"),
+                         (etcdmetrics.HISTOGRAMS[1], "backend_commit")):  # fmt: skip
+            le, grown = sli.diff_histograms({"e": before[h]}, {"e": after[h]})
+            if not grown or grown[-1] <= 0:
+                continue
+            p = {q: sli.histogram_quantile(q, le, grown) for q in sli.QUANTILES}
+            for q, v in p.items():
+                w.record(f"etcd_{short}_p{q}_s", v, "s", mode="load",
+                         labels={**labels, "samples": str(int(grown[-1]))})  # fmt: skip
+            parts.append(f"{short} p50 {p[50] * 1000:.1f} / p99 {p[99] * 1000:.1f} ms "
+                         f"({int(grown[-1])})")  # fmt: skip
+        seconds = max(1e-9, after["time"] - before["time"])
+        cores = (after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]) / seconds
+        slow = after["etcd_server_slow_apply_total"] - before["etcd_server_slow_apply_total"]
+        calls = after["grpc_server_handled_total"] - before["grpc_server_handled_total"]
+        w.record("etcd_cpu_cores", cores, "cores", mode="load", labels=labels)
+        w.record("etcd_slow_apply_count", slow, "count", mode="load", labels=labels)
+        w.record("etcd_grpc_rps", calls / seconds, "rps", mode="load", labels=labels)
+        lines.append(
+            f"etcd over the {window} ({seconds:.0f} s): {', '.join(parts) or 'no fsync'}; "
+            f"{slow:.0f} applies over 100 ms; {calls / seconds:.1f} gRPC calls/s; "
+            f"CPU {cores:.3f} cores"
+        )
+    return lines

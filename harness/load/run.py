@@ -3,11 +3,12 @@
 Phases, as CL2's ``testing/load``: create the pods at a fixed rate (default 10
 pods/s, 30 per node, over every Ready node, hollow and real, round-robin) with a
 Service over every other group of pods (CL2: Services are half the
-Deployments); wait until all run; optionally hold that size for a while,
-watching that no node dies and no lease is lost (hold.py); churn (delete a
-fraction and create as many new ones, at the same rate); delete everything at
-the same rate. Everything goes through podlab's API code (``ApiClient``:
-admission, one guarded transaction per apply), the path ``podlab apply`` takes.
+Deployments) or over ``--services`` groups spread evenly; wait until all run;
+optionally hold that size for a while, watching that no node dies and no lease
+is lost (hold.py); churn (delete a fraction and create as many new ones, at the
+same rate); delete everything at the same rate. Everything goes through
+podlab's API code (``ApiClient``: admission, one guarded transaction per apply),
+the path ``podlab apply`` takes.
 
 Pods are bound by the load itself (``spec.nodeName``), spread as a scheduler with
 equal nodes would; so pod startup latency measures the node side (agent or hollow
@@ -43,14 +44,17 @@ from harness.api.client import ApiClient
 from harness.api.objects import KINDS, NodeRecord
 from harness.api.validate import Located, load_documents, validate_documents
 from harness.errors import LabError
-from harness.load import hold
+from harness.load import etcdmetrics, hold
 from harness.store import KV, Event, StoreError
 from harness.store.keys import kind_prefix, podstatus_prefix
 
 POD, SERVICE = KINDS["Pod"], KINDS["Service"]
 LABEL = "podlab.load/run"
 DOMAIN = "cluster.local"  # the agents' DNS domain (the host side imports no agent code)
-WORKERS = 4  # concurrent API calls: one slow apply must not hold the rate back
+# API calls in flight at most: the rate needs rate x latency of them (Little's law). At
+# 1,000 hollow nodes under load 31-34 a create took 0.39 s at p50 and 5.8 s at p99: four
+# in flight made ~7.8 creates/s of the 10 asked, sixteen made 10.0 (docs/load.md)
+WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,26 @@ class LoadConfig:
     namespace: str = "podlab-load"
     pods_per_node: int = 30
     rate: float = 10.0  # pods per second, creating and deleting
-    group_size: int = 10  # pods per group; every other group has a Service
+    group_size: int = 10  # pods per group; a Service selects one group
+    services: int | None = None  # Services (each over one group); None: every other group (CL2)
     churn: float = 0.5  # fraction of pods deleted and replaced in the churn phase
     timeout_s: float = 600.0  # per wait (all running, all gone)
     dns_rounds: int = 3  # lookups of every Service name per real node
     hold_s: float = 0.0  # seconds at full size, every pod running, watching node health
     node_grace_s: float = hold.NODE_GRACE_S  # a heartbeat older than this: a dead node
+    workers: int = WORKERS  # API calls in flight at most
+
+
+LIST_OBJECTS_PER_S = 1000  # the sampler's lists read about this many pods a second at most
+
+
+def list_period(pods: int) -> float:
+    """Seconds between the sampler's lists: every second up to 1,000 pods, then as many
+    seconds as thousands of pods. A list of the namespace is the load's own read, not
+    the cluster's (CL2 measures the lists its controllers make anyway); listing 30,000
+    pods (and their statuses, ~24 MB through etcd's gateway) every second would make
+    the sampler the heaviest client of the run. Each list is still one SLI sample."""
+    return max(1.0, pods / LIST_OBJECTS_PER_S)
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,22 @@ def plan_pods(nodes: list[NodeRecord], cfg: LoadConfig, prefix: str = "p") -> li
             i = len(out)
             out.append(PodPlan(f"{prefix}-{i:05d}", n.name, i // cfg.group_size, n.hollow))
     return out
+
+
+def service_groups(groups: int, cfg: LoadConfig) -> list[int]:
+    """The groups that get a Service: every other one by default (CL2's load test makes
+    Services for half its Deployments), or ``cfg.services`` of them spread evenly over
+    the groups, so 10,000 Services beside 30,000 pods (the SIG-scalability envelope) is
+    ``--group-size 3 --services 10000``. A count above the groups is refused before the
+    run (``check_fit``); here it is capped, as a Service selects one whole group."""
+    if cfg.services is None:
+        return list(range(0, groups, 2))
+    n = min(cfg.services, groups)
+    return [i * groups // n for i in range(n)] if n else []
+
+
+def group_count(pods: int, cfg: LoadConfig) -> int:
+    return (pods + cfg.group_size - 1) // cfg.group_size
 
 
 def pod_manifest(p: PodPlan, run_id: str, cfg: LoadConfig) -> dict[str, Any]:
@@ -137,6 +171,16 @@ class Samples:
     netprog_after: dict[str, dict[str, Any]] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # phase → seconds
     services: int = 0
+    # where a mutating call's time goes: per pod create/delete (seconds in the call,
+    # etcd round trips it made, seconds of them); per gateway path, every round trip
+    # the load process made; per phase, seconds a paced job waited for a free worker
+    calls: dict[str, list[tuple[float, int, float]]] = field(
+        default_factory=lambda: {"create": [], "delete": []}
+    )
+    etcd: dict[str, list[float]] = field(default_factory=dict)
+    # etcd's /metrics (etcdmetrics.py) at "start", "created" (the creates done), "end"
+    etcd_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queued: dict[str, list[float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def startup(self, hollow: bool) -> list[float]:
@@ -165,7 +209,35 @@ class LoadRun:
         self.stop = threading.Event()
         self._allocating = threading.Lock()
         self.listed = threading.Event()  # the watch has its first listing: no change is missed
-        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="load")
+        self.pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="load")
+        self._op = threading.local()  # the create/delete a worker thread is in
+        self.store.on_call = self._on_call
+
+    def _on_call(self, path: str, seconds: float) -> None:
+        """Every etcd round trip of this process (Store.on_call): by path, and counted
+        against the create or delete the calling thread is in."""
+        with self.samples.lock:
+            self.samples.etcd.setdefault(path.strip("/"), []).append(seconds)
+        acc = getattr(self._op, "acc", None)
+        if acc is not None:
+            acc[0] += 1
+            acc[1] += seconds
+
+    @contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """Time one mutating call and the etcd round trips inside it."""
+        acc: list[Any] = [0, 0.0]
+        self._op.acc = acc
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self._op.acc = None
+        dt = time.monotonic() - t0
+        with self.samples.lock:
+            self.samples.api["mutating"].append(dt)
+            if what in self.samples.calls:
+                self.samples.calls[what].append((dt, int(acc[0]), float(acc[1])))
 
     # --- the watch -----------------------------------------------------------------
     def _watch(self) -> None:
@@ -192,7 +264,9 @@ class LoadRun:
         self.store.watch_prefix(prefix, events, reset, self.stop)
 
     def _sampler(self) -> None:
-        """A get of one pod and a list of the namespace's pods every second (CL2's reads)."""
+        """A get of one pod every second and a list of the namespace's pods every
+        ``list_period(pods)`` seconds (CL2's reads)."""
+        listed = 0.0
         while not self.stop.wait(1.0):
             with self.samples.lock:
                 names = list(self.pods)
@@ -203,7 +277,9 @@ class LoadRun:
                     self._api("get", time.monotonic() - t0)
                 except LabError:
                     pass  # deleted meanwhile
-            t0 = time.monotonic()
+            if time.monotonic() - listed < list_period(len(names)):
+                continue
+            t0 = listed = time.monotonic()
             try:
                 self.client.list_objects(POD, self.cfg.namespace)
                 self._api("list", time.monotonic() - t0)
@@ -230,6 +306,12 @@ class LoadRun:
                 self.progress(phase, done[0], len(jobs))
 
         futures: list[Future[None]] = []
+        waits = self.samples.queued.setdefault(phase, [])
+
+        def started(job: Callable[[], None], at: float) -> None:
+            waits.append(time.monotonic() - at)  # > 0: every worker was busy
+            job()
+
         t0 = time.monotonic()
         for i, job in enumerate(jobs):
             delay = t0 + i / self.cfg.rate - time.monotonic()
@@ -237,7 +319,7 @@ class LoadRun:
                 time.sleep(delay)
             if errors:  # stop at the first failure: cleanup follows
                 errors[0].result()
-            f = self.pool.submit(job)
+            f = self.pool.submit(started, job, time.monotonic())
             f.add_done_callback(finished)
             futures.append(f)
         for f in futures:
@@ -250,23 +332,19 @@ class LoadRun:
             self.samples.hollow[p.name] = p.hollow
             self.pods[p.name] = p
             self.samples.created[p.name] = time.time()
-        t0 = time.monotonic()
-        self.client.apply(objs)
-        self._api("mutating", time.monotonic() - t0)
+        with self._call("create"):
+            self.client.apply(objs)
 
     def _delete(self, name: str, grace_s: int | None = None) -> None:
-        t0 = time.monotonic()
-        self.client.delete(POD, self.cfg.namespace, name, grace_s)
-        self._api("mutating", time.monotonic() - t0)
+        with self._call("delete"):
+            self.client.delete(POD, self.cfg.namespace, name, grace_s)
         with self.samples.lock:
             self.pods.pop(name, None)
 
     def _service(self, group: int) -> None:
         objs = located(service_manifest(group, self.run_id, self.cfg))
-        with self._allocating:  # ClusterIP allocations guard one index: concurrent ones retry
-            t0 = time.monotonic()
+        with self._allocating, self._call("service"):  # ClusterIPs: one index, else retries
             self.client.apply(objs)
-            self._api("mutating", time.monotonic() - t0)
         self.services.append(f"g{group}")
 
     def wait_running(self, names: list[str], phase: str) -> None:
@@ -287,13 +365,19 @@ class LoadRun:
     def wait_gone(self, phase: str) -> None:
         prefix = kind_prefix(self.client.cluster, "pods", self.cfg.namespace)
         deadline = time.monotonic() + self.cfg.timeout_s
-        total = max(1, len(self.store.get_prefix(prefix)[0]))
-        while left := len(self.store.get_prefix(prefix)[0]):
+        total = max(1, self.store.count_prefix(prefix))  # counted: 30,000 pods are 12 MB
+        while left := self.store.count_prefix(prefix):
             self.progress(phase, total - left, total)
             if time.monotonic() > deadline:
                 raise LabError(f"{left} pods still there {self.cfg.timeout_s:g} s after deletion")
             time.sleep(0.5)
         self.progress(phase, total, total)
+
+    def etcd_reading(self, when: str) -> None:
+        """etcd's fsync, commit, slow-apply and CPU counters now (report.py: their growth)."""
+        got = etcdmetrics.scrape(self.store.session, self.store.url)
+        if got:
+            self.samples.etcd_metrics[when] = {**got, "time": time.monotonic()}
 
     def netprog(self) -> dict[str, dict[str, Any]]:
         kvs, _ = self.store.get_prefix(kind_prefix(self.client.cluster, "netprog"))
@@ -322,11 +406,13 @@ class LoadRun:
         if not self.listed.wait(30):
             raise LabError("the watch on pod statuses got no listing from etcd in 30 s")
         self.samples.netprog_before = self.netprog()
+        self.etcd_reading("start")
         plan = plan_pods(nodes, self.cfg)
-        groups = sorted({p.group for p in plan if p.group % 2 == 0})
+        groups = service_groups(group_count(len(plan), self.cfg), self.cfg)
         self._paced("services", [partial(self._service, g) for g in groups])
         self.samples.services = len(self.services)
         self._paced("create", [partial(self._create, p) for p in plan])
+        self.etcd_reading("created")
         self.wait_running([p.name for p in plan], "running")
         dns([f"{s}.{self.cfg.namespace}.svc.{DOMAIN}" for s in self.services])
         self.progress("probe", 0, 1)
@@ -354,17 +440,17 @@ class LoadRun:
         self.wait_gone("pods gone")
         self._paced("delete services", [partial(self._delete_service, s) for s in self.services])
         self.services = []
+        self.etcd_reading("end")
         return self.samples
 
     def _delete_service(self, name: str) -> None:
-        with self._allocating:
-            t0 = time.monotonic()
+        with self._allocating, self._call("service"):
             self.client.delete(SERVICE, self.cfg.namespace, name)
-            self._api("mutating", time.monotonic() - t0)
 
     def cleanup(self) -> None:
         """Delete whatever the run created and still stands (after a failure or Ctrl-C)."""
         self.stop.set()
+        self.store.on_call = None
         self.pool.shutdown(wait=True, cancel_futures=True)
         delete_run(self.client, self.store, self.cfg.namespace, self.run_id)
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +43,7 @@ from harness.errors import LabError
 
 # etcd's default --max-txn-ops: a transaction with more operations is refused.
 MAX_TXN_OPS = 128
+POOL_SIZE = 64  # HTTP connections kept per endpoint
 DEFAULT_PORT = 2379
 
 
@@ -91,6 +93,15 @@ class Write:
     value: bytes | None
     expect_mod_revision: int | None = None
     lease: int = 0
+
+
+@dataclass
+class Reading:
+    """What ``Store.read`` found: each key's entry (None: absent), each prefix's entries."""
+
+    revision: int
+    keys: dict[str, KV | None] = field(default_factory=dict)
+    prefixes: dict[str, list[KV]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,11 +183,19 @@ class Store:
         self._lock = threading.Lock()
         self._i = 0
         self._client = self._make(self.endpoints[0])
+        # called after every request with its gateway path and seconds (podlab load: where
+        # an API call's time goes); None costs nothing
+        self.on_call: Callable[[str, float], None] | None = None
 
     def _make(self, url: str) -> etcd3gw.Etcd3Client:
         u = urlsplit(url)
         session = requests.Session()
         session.trust_env = False  # etcd is in the lab: never via an environment proxy
+        # requests keeps 10 connections per host: an 11th concurrent caller (podlab load's
+        # workers, its sampler and watch) would open and drop a connection per request
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         if self.tls.ca_file:
             session.verify = self.tls.ca_file
         if self.tls.cert_file and self.tls.key_file:
@@ -211,9 +230,15 @@ class Store:
             self.login()
         last: Exception | None = None
         for _ in range(len(self.endpoints)):
-            client = self._client
+            client, hook = self._client, self.on_call  # another thread may unhook it
             try:
-                return dict(client.post(client.get_url(path), json=body))
+                if hook is None:
+                    return dict(client.post(client.get_url(path), json=body))
+                t0 = time.monotonic()
+                try:
+                    return dict(client.post(client.get_url(path), json=body))
+                finally:
+                    hook(path, time.monotonic() - t0)
             except (gwexc.ConnectionFailedError, gwexc.ConnectionTimeoutError) as exc:
                 last = exc
                 self._rotate(client)
@@ -261,6 +286,34 @@ class Store:
         """All keys under ``prefix`` (sorted by key) and the revision they were read at."""
         r = self._post("/kv/range", {"key": b64(prefix), "range_end": range_end(prefix)})
         return [kv_of(d) for d in r.get("kvs", [])], int(r["header"]["revision"])
+
+    def count_prefix(self, prefix: str) -> int:
+        """How many keys are under ``prefix``, without reading them (etcd's count_only)."""
+        body = {"key": b64(prefix), "range_end": range_end(prefix), "count_only": True}
+        return int(self._post("/kv/range", body).get("count", 0))
+
+    def read(self, keys: list[str], prefixes: list[str] | None = None) -> Reading:
+        """Several keys and prefixes in one round trip (a transaction of ranges), all read
+        at one revision: what a caller would otherwise ask in as many calls, each a
+        request through etcd's gateway (issue 15: a pod's apply made four reads before its
+        write)."""
+        ranges = [{"request_range": {"key": b64(k)}} for k in keys]
+        for prefix in prefixes or []:
+            ranges.append({"request_range": {"key": b64(prefix), "range_end": range_end(prefix)}})
+        if len(ranges) > MAX_TXN_OPS:
+            raise StoreError(f"{len(ranges)} reads exceed {MAX_TXN_OPS} per transaction")
+        reply = self._post("/kv/txn", {"success": ranges})
+        found = [
+            [kv_of(d) for d in r.get("response_range", {}).get("kvs", [])]
+            for r in reply.get("responses", [])
+        ]
+        found += [[]] * (len(ranges) - len(found))  # the gateway omits empty responses' fields
+        out = Reading(revision=int(reply["header"]["revision"]))
+        for k, kvs in zip(keys, found, strict=False):
+            out.keys[k] = kvs[0] if kvs else None
+        for prefix, kvs in zip(prefixes or [], found[len(keys) :], strict=False):
+            out.prefixes[prefix] = kvs
+        return out
 
     def put(self, key: str, value: str | bytes, lease: int = 0) -> int:
         body: dict[str, Any] = {"key": b64(key), "value": b64(value)}

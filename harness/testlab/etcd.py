@@ -30,8 +30,9 @@ def free_port() -> int:
 class LocalEtcd:
     """etcd on 127.0.0.1 with free ports, restartable on the same data."""
 
-    def __init__(self, tls: bool = False) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="podlab-t-agent-etcd-", dir="/dev/shm"))
+    def __init__(self, tls: bool = False, base: str = "/dev/shm") -> None:
+        # base: a disk directory instead of tmpfs measures etcd's fsyncs (benches)
+        self.dir = Path(tempfile.mkdtemp(prefix="podlab-t-agent-etcd-", dir=base))
         self.port, self.peer = free_port(), free_port()
         self.tls = tls
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"

@@ -76,6 +76,14 @@ def test_conflicting_export_is_refused_unless_allowed(
         capsys, etcd_url, "apply", "-f", manifest(tmp_path, svc(port=8080), export())
     )
     assert rc == 0, f"the same ports as c2 are no conflict: {err}"
+    # the exported Service alone, changed later, is judged too (its export is stored)
+    alone = manifest(tmp_path, svc(port=80), name="alone.yaml")
+    rc, _, err = podlab(capsys, etcd_url, "apply", "-f", alone)
+    assert rc == 2 and 'port "http" is 8080/TCP in c2 but 80/TCP in c1' in err
+    # a Service nobody exports never conflicts (and skips reading the mesh's objects)
+    other = manifest(tmp_path, svc(name="other", port=80), name="other.yaml")
+    rc, _, err = podlab(capsys, etcd_url, "apply", "-f", other)
+    assert rc == 0, err
     rc, out, err = podlab(capsys, etcd_url, "apply", "-f", path, "--allow-conflict")
     assert rc == 0 and "service/web configured" in out, err
 

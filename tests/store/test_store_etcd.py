@@ -141,3 +141,22 @@ def test_too_many_writes_are_refused_before_etcd_sees_them() -> None:
         assert store.get_prefix(P)[0] == []
         assert store.commit(writes[:MAX_TXN_OPS])  # control: at the limit it commits
         assert len(store.get_prefix(P)[0]) == MAX_TXN_OPS
+
+
+def test_read_answers_keys_and_prefixes_in_one_round_trip_at_one_revision(etcd: LocalEtcd) -> None:
+    store = etcd.store()
+    store.put("/r/a/1", "x")
+    store.put("/r/a/2", "y")
+    rev = store.put("/r/b", "z")
+    trips: list[str] = []
+    store.on_call = lambda path, _s: trips.append(path)
+    got = store.read(["/r/b", "/r/none", "/r/a/1"], ["/r/a/", "/r/empty/"])
+    assert trips == ["/kv/txn"] and got.revision == rev
+    assert got.keys["/r/b"] is not None and got.keys["/r/b"].value == b"z"
+    assert got.keys["/r/none"] is None  # an absent key keeps its place
+    assert got.keys["/r/a/1"] is not None and got.keys["/r/a/1"].value == b"x"
+    assert [kv.key for kv in got.prefixes["/r/a/"]] == ["/r/a/1", "/r/a/2"]
+    assert got.prefixes["/r/empty/"] == []
+    assert store.count_prefix("/r/a/") == 2 and store.count_prefix("/r/empty/") == 0
+    with pytest.raises(StoreError, match="per transaction"):
+        store.read([f"/k{i}" for i in range(MAX_TXN_OPS + 1)])

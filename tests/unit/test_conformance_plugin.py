@@ -141,6 +141,8 @@ def test_podlab_test_runs_the_shipped_suites_with_junit(tmp_path: Path) -> None:
     assert {"--matrix=full", "--cluster=c2", "--part=2/2", "--quiet-lock=/tmp/q",
             "--scope=cluster",
             f"--junitxml={tmp_path / 'junit-20260101T000000Z-c2.xml'}"} <= set(argv)  # fmt: skip
+    args = parser.parse_args(["test", "--lab", "t-x", "--entry", "bgp", "--deal", "1/2"])
+    assert {"--entry=bgp", "--deal=1/2"} <= set(cli.pytest_argv(args, stamp="x"))
 
 
 def test_podlab_test_passes_the_throughput_rounds_on(tmp_path: Path) -> None:

@@ -31,6 +31,43 @@ def test_pods_are_spread_node_by_node_and_grouped_in_order() -> None:
     assert any(kinds == {True, False} for kinds in groups.values())  # mixed endpoints
 
 
+def test_services_are_every_other_group_or_the_count_asked_spread_evenly() -> None:
+    assert run.service_groups(7, run.LoadConfig()) == [0, 2, 4, 6]  # CL2: half the groups
+    # the SIG-scalability envelope: 30,000 pods and 10,000 Services, one group each
+    cfg = run.LoadConfig(pods_per_node=30, group_size=3, services=10_000)
+    groups = run.group_count(30_000, cfg)
+    assert groups == 10_000 and run.service_groups(groups, cfg) == list(range(10_000))
+    cfg = run.LoadConfig(group_size=1, services=3)
+    assert run.service_groups(10, cfg) == [0, 3, 6]  # spread, each group once
+    assert run.service_groups(10, run.LoadConfig(services=0)) == []
+    spread = run.service_groups(3009, run.LoadConfig(group_size=1, services=1000))
+    assert len(set(spread)) == 1000 and max(spread) < 3009
+
+
+def test_load_refuses_more_services_than_groups_naming_the_fix() -> None:
+    import pytest
+
+    from harness.errors import UserError, problem_line
+    from harness.load.cli import check_fit
+
+    many = [NodeRecord(name=f"h{i}", podCIDR="10.244.0.0/24") for i in range(100)]
+    cfg = run.LoadConfig(pods_per_node=3, group_size=3, services=101)  # 100 groups
+    with pytest.raises(UserError) as exc:
+        check_fit(many, cfg, "10.96.0.0/16", "c1")
+    line = problem_line(exc.value.problems[0])
+    assert "--services" in line and "100 groups of 3" in line and "--services 100" in line
+    check_fit(many, run.LoadConfig(pods_per_node=3, group_size=3, services=100), None, "c1")
+    cfg = run.LoadConfig(pods_per_node=30, group_size=1, services=3000)
+    with pytest.raises(UserError) as exc:  # 3,000 do not fit a /24's 244
+        check_fit(many, cfg, "10.96.0.0/24", "c1")
+    assert "use --services 244 or fewer" in problem_line(exc.value.problems[0])
+
+
+def test_the_samplers_lists_read_about_a_thousand_pods_a_second_at_most() -> None:
+    assert run.list_period(0) == run.list_period(1000) == 1.0
+    assert run.list_period(3009) == 3.009 and run.list_period(30_000) == 30.0
+
+
 def test_manifests_pass_podlab_validation() -> None:
     cfg = run.LoadConfig()
     p = run.plan_pods(nodes(), cfg)[0]
@@ -131,7 +168,7 @@ def test_load_refuses_sizes_that_do_not_fit_before_anything_starts() -> None:
     assert "Services do not fit the service CIDR" in problem_line(exc.value.problems[0])
     check_fit(many, run.LoadConfig(), "10.96.0.0/16", "c1")  # the default fits
     ok = {"pods_per_node": 1, "rate": 10.0, "group_size": 10, "churn": 0.5, "hold": 0.0,
-          "node_grace": 40.0}  # fmt: skip
+          "node_grace": 40.0, "services": None, "workers": 4}  # fmt: skip
     check_args(argparse.Namespace(**ok))
     args = argparse.Namespace(**{**ok, "pods_per_node": 0})
     with pytest.raises(UserError) as exc:
@@ -140,3 +177,28 @@ def test_load_refuses_sizes_that_do_not_fit_before_anything_starts() -> None:
     with pytest.raises(UserError) as exc:
         check_args(argparse.Namespace(**{**ok, "hold": -1.0, "node_grace": 0.0}))
     assert [p.where for p in exc.value.problems] == ["--hold", "--node-grace"]
+
+
+def test_cpu_waited_for_shows_starvation_and_not_work() -> None:
+    """Two busy processes pinned to one CPU each wait about half the time (positive
+    control); a process that sleeps waits for no CPU (negative control)."""
+    import subprocess
+    import sys
+    import time
+
+    spin = "import time\nt=time.time()\nwhile time.time()-t<3: pass"
+    cpu = str(sorted(os.sched_getaffinity(0))[0])
+    busy = [subprocess.Popen(["taskset", "-c", cpu, sys.executable, "-c", spin]) for _ in range(2)]
+    idle = subprocess.Popen([sys.executable, "-c", "import time; print(1, flush=True); "
+                             "time.sleep(1.5)"], stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert idle.stdout is not None and idle.stdout.readline()  # started: sleeping now
+        before = {p.pid: cost.runqueue_s(p.pid) for p in [*busy, idle]}
+        time.sleep(1.0)
+        waited = {pid: cost.runqueue_s(pid) - s for pid, s in before.items()}
+    finally:
+        for p in [*busy, idle]:
+            p.wait(timeout=10)
+    assert sum(waited[p.pid] for p in busy) > 0.5  # ~1 s of the two's 2 s was waiting
+    assert waited[idle.pid] < 0.05
+    assert cost.runqueue_s(2**22 + 12345) == 0.0  # no such process

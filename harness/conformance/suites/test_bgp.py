@@ -3,7 +3,13 @@
 - Every planned session is Established per ``birdc show protocols`` (typed
   with no flags, as on any router) on every node: a full mesh has n(n−1)/2
   sessions (each node sees n−1); with route reflectors, clients peer only with
-  reflectors (``bird.plan_peers`` decides).
+  reflectors (``bird.plan_peers`` decides). A node of a meshed cluster also
+  peers with the lab routers on its segment (native mesh routing, ADR 0015:
+  ``plan.bgp.node_routers``, what its agent.yaml ``bgp_routers`` holds): those
+  ``router_*`` sessions are planned too and must be Established — which they
+  are only when the whole mesh runs ``bgp`` and the routers were deployed for
+  it (a cluster switched to ``bgp`` alone breaks the mesh's rules, and fails
+  here). Any other session is unplanned and fails the check.
 - Each peer's pod subnet is in every node's kernel table with ``proto bird``
   (not in ``MODE+wireguard``, where BIRD exports nothing and the agent routes
   peers through the WireGuard device).
@@ -28,6 +34,7 @@ from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.remote import SUPERVISORCTL, Node
 from harness.conformance.run import Recorder
+from harness.plan import bgp as plan_bgp
 
 RUN_DIR = "/run/podlab"
 BIRDC = ["birdc"]  # no -s: as an engineer types it on a node (BIRD's default socket)
@@ -67,28 +74,63 @@ def _bird_routes(node: Node) -> dict[str, str]:
     return {str(ipaddress.ip_network(r["dst"])): str(r.get("gateway", "")) for r in routes}
 
 
-def _planned(members: dict[str, tuple[Node, str, str, bool]]) -> dict[str, set[str]]:
+def router_sessions(lab: Lab, names: list[str]) -> dict[str, set[str]]:
+    """Each node's planned sessions with the lab's routers (BIRD protocol names): the
+    routers on its segment when its cluster is in a mesh (``plan.bgp.node_routers``,
+    the inventory's ``podlab_bgp_routers``), none otherwise."""
+    return {
+        name: {
+            bird.RouterPeer(r["name"], ipaddress.IPv4Address(r["address"]), int(r["as"])).protocol
+            for r in plan_bgp.node_routers(lab.plan, name)
+        }
+        for name in names
+    }
+
+
+def planned_sessions(
+    ips: dict[str, ipaddress.IPv4Address],
+    reflectors: list[str],
+    routers: dict[str, set[str]],
+) -> dict[str, set[str]]:
+    """Each node's planned BGP sessions: its in-cluster peers (full mesh or reflectors)
+    and its routers (``router_sessions``)."""
+    return {
+        me: {p.protocol for p in bird.plan_peers(me, ips, reflectors)} | routers.get(me, set())
+        for me in ips
+    }
+
+
+def session_problems(name: str, planned: set[str], sessions: list[bird.Session]) -> list[str]:
+    """What is wrong with one node's BGP sessions against its plan: a planned one not
+    Established, or one the plan does not have (e.g. a router session of a cluster
+    that peers with its router while the mesh does not route natively)."""
+    by_name = {s.name: s for s in sessions}
+    problems = []
+    down = sorted(p for p in planned if not (p in by_name and by_name[p].established))
+    extra = sorted(set(by_name) - planned)
+    if down:
+        why = [f"{p} ({by_name[p].state} {by_name[p].info})" if p in by_name else p
+               for p in down]  # fmt: skip
+        problems.append(f"{name}: not Established: {', '.join(why)}")
+    if extra:
+        problems.append(f"{name}: unplanned sessions {', '.join(extra)}")
+    return problems
+
+
+def _planned(lab: Lab, members: dict[str, tuple[Node, str, str, bool]]) -> dict[str, set[str]]:
     ips = {n: ipaddress.IPv4Address(m[1]) for n, m in members.items()}
     reflectors = [n for n, m in members.items() if m[3]]
-    return {me: {p.protocol for p in bird.plan_peers(me, ips, reflectors)} for me in members}
+    return planned_sessions(ips, reflectors, router_sessions(lab, list(members)))
 
 
 def _not_converged(
-    members: dict[str, tuple[Node, str, str, bool]], encrypted: bool
+    lab: Lab, members: dict[str, tuple[Node, str, str, bool]], encrypted: bool
 ) -> list[str]:  # fmt: skip
     """Every problem with the BGP state right now (an empty list: converged)."""
     problems = []
-    planned = _planned(members)
+    planned = _planned(lab, members)
     for name, (node, _ip, _subnet, _rr) in members.items():
-        sessions = {s.name: s for s in _sessions(node)}
-        down = sorted(p for p in planned[name] if not (p in sessions and sessions[p].established))
-        extra = sorted(set(sessions) - planned[name])
-        if down:
-            why = [f"{p} ({sessions[p].state} {sessions[p].info})" if p in sessions else p
-                   for p in down]  # fmt: skip
-            problems.append(f"{name}: not Established: {', '.join(why)}")
-        if extra:
-            problems.append(f"{name}: unplanned sessions {', '.join(extra)}")
+        problems += session_problems(name, planned[name], _sessions(node))
         if encrypted:
             continue
         routes = _bird_routes(node)
@@ -103,12 +145,12 @@ def _not_converged(
 
 
 def _wait_converged(
-    members: dict[str, tuple[Node, str, str, bool]], encrypted: bool, timeout_s: float
+    lab: Lab, members: dict[str, tuple[Node, str, str, bool]], encrypted: bool, timeout_s: float
 ) -> tuple[float | None, list[str]]:
     start = time.monotonic()
     problems: list[str] = []
     while time.monotonic() - start < timeout_s:
-        problems = _not_converged(members, encrypted)
+        problems = _not_converged(lab, members, encrypted)
         if not problems:
             return time.monotonic() - start, []
         time.sleep(0.5)
@@ -123,17 +165,24 @@ def test_every_bgp_session_is_established_and_routes_are_in_the_kernel(
     members = _members(lab, {n.name: nodes[n.name] for n in lab.cluster_nodes()})
     if len(members) < 2:
         not_applicable(f"lab {lab.name}: BGP needs two nodes with a pod subnet")
-    planned = _planned(members)
-    sessions = sum(len(p) for p in planned.values()) // 2
+    planned = _planned(lab, members)
+    routers = router_sessions(lab, list(members))
+    n_routers = sum(len(r) for r in routers.values())  # one end in the cluster: counted once
+    sessions = (sum(len(p) for p in planned.values()) - n_routers) // 2 + n_routers
     reflectors = [n for n, m in members.items() if m[3]]
     n = len(members)
     record("bgp_sessions_planned_count", float(sessions), "count",
-           labels={"topology": "reflectors" if reflectors else "full mesh"})  # fmt: skip
+           labels={"topology": "reflectors" if reflectors else "full mesh",
+                   "router_sessions": str(n_routers)})  # fmt: skip
     if not reflectors:
-        assert sessions == n * (n - 1) // 2, f"full mesh of {n} nodes planned {sessions} sessions"
-    took, problems = _wait_converged(members, spec.encryption != "none", 30.0)
+        assert sessions == n * (n - 1) // 2 + n_routers, (
+            f"full mesh of {n} nodes and {n_routers} router sessions planned {sessions} sessions"
+        )
+    took, problems = _wait_converged(lab, members, spec.encryption != "none", 30.0)
     assert took is not None, "BGP not converged after 30 s:\n  " + "\n  ".join(problems[:10])
-    established = sum(sum(s.established for s in _sessions(m[0])) for m in members.values()) // 2
+    up = {name: {s.name for s in _sessions(m[0]) if s.established} for name, m in members.items()}
+    in_cluster = sum(len(u - routers[name]) for name, u in up.items()) // 2
+    established = in_cluster + sum(len(u & routers[name]) for name, u in up.items())
     record("bgp_sessions_established_count", float(established), "count")
     assert established == sessions
 
@@ -157,7 +206,7 @@ def test_stopped_bird_is_withdrawn_within_the_hold_time_and_comes_back(
     members = _members(lab, {n.name: nodes[n.name] for n in lab.cluster_nodes()})
     if len(members) < 2:
         not_applicable(f"lab {lab.name}: BGP needs two nodes with a pod subnet")
-    took, problems = _wait_converged(members, False, 30.0)
+    took, problems = _wait_converged(lab, members, False, 30.0)
     assert took is not None, "BGP not converged before the test:\n  " + "\n  ".join(problems[:10])
     victim_name = sorted(members)[-1]
     victim, _ip, subnet, _rr = members[victim_name]
@@ -181,7 +230,7 @@ def test_stopped_bird_is_withdrawn_within_the_hold_time_and_comes_back(
     still = _still_runs(victim, pid, wait_s=10.0)  # BIRD's graceful shutdown takes a moment
     restarted = time.monotonic()
     victim.check([*SUPERVISORCTL, "restart", "podlab-agent"], timeout_s=60)
-    back, problems = _wait_converged(members, False, RECOVERY_S)
+    back, problems = _wait_converged(lab, members, False, RECOVERY_S)
     if back is not None:
         record("bgp_recovery_after_agent_restart_s", time.monotonic() - restarted, "s")
     late = {n: s for n, s in withdrawn.items() if s is None or s > HOLD_S}

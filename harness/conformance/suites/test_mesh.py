@@ -16,14 +16,16 @@ from __future__ import annotations
 import ipaddress
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from harness.conformance import asserts, meshtput
+from harness.conformance import services as svc
 from harness.conformance.catalogue import not_applicable, only_modes
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import (
@@ -47,7 +49,11 @@ from harness.topology import parse_topology
 PORTS = {"tcp": TCP_PORT, "udp": UDP_PORT, "http": HTTP_PORT}
 CLUSTER_LABEL = "podlab.io/cluster"
 WG_PORT = 51820
-CAPTURE_S = 8.0
+CAPTURE_S = 8.0  # the captures' upper bound: they stop once the traffic has been sent
+# after the traffic: tcpdump runs in immediate mode (each packet printed as it comes), so
+# this only has to cover the last reply's way back through the router
+CAPTURE_TAIL_S = 0.5
+T = TypeVar("T")
 
 
 def _out(res: Any) -> str:
@@ -92,6 +98,34 @@ def mesh_pods(
     pa = module_pod_factory.create([wa[0], wa[-1]], prefix="mesh")
     (pb,) = remote_factory.create([_workers(lab, b)[0]], prefix="mesh")
     return {"a": pa[0], "a2": pa[1], "b": pb}
+
+
+def _captured(
+    spots: list[tuple[Node, str]], bpf: str, traffic: Callable[[], T]
+) -> tuple[list[str], T]:
+    """tcpdump's output on every (node, interface) while ``traffic()`` runs; each capture
+    stops once it is done (each its own stop file: a capture removes its file at its end).
+
+    CAPTURE_S bounds the captures: traffic that outlasts it would go unjudged, so that
+    fails the check instead of passing it."""
+    stops = [f"/run/podlab-meshcap-{uuid.uuid4().hex[:12]}.stop" for _ in spots]
+    with ThreadPoolExecutor(max_workers=len(spots)) as pool:
+        futs = [pool.submit(n.run, capture.command(i, bpf, CAPTURE_S, stop_file=stop),
+                            CAPTURE_S + 15)
+                for (n, i), stop in zip(spots, stops, strict=True)]  # fmt: skip
+        started = time.monotonic()
+        time.sleep(1.5)  # tcpdump attaches
+        try:
+            result = traffic()
+            time.sleep(CAPTURE_TAIL_S)
+        finally:
+            took = time.monotonic() - started
+            for (n, _), stop in zip(spots, stops, strict=True):
+                n.run(["touch", stop], timeout_s=10)
+            texts = [_out(f.result()) for f in futs]
+    if took > CAPTURE_S - 0.5:
+        pytest.fail(f"the traffic took {took:.1f} s, longer than the {CAPTURE_S:g} s capture")
+    return texts, result
 
 
 def probe(client: Pod, proto: str, server: Pod) -> str | None:
@@ -363,16 +397,17 @@ def test_native_packets_cross_the_router_unencapsulated(
     spots = _routers_between(lab, nodes, a, b)
     canary = f"podlab-native-canary-{uuid.uuid4().hex[:12]}"
     bpf = f"(host {a.ip} and host {b.ip}) or udp port {MESH_VXLAN_PORT}"
-    with ThreadPoolExecutor(max_workers=len(spots)) as pool:
-        futs = [pool.submit(n.run, capture.command(i, bpf, CAPTURE_S), CAPTURE_S + 15)
-                for n, i in spots]  # fmt: skip
-        time.sleep(1.5)
+
+    def traffic() -> echo.ProbeReport:
         argv = echo.probe_command("udp", b.ip, UDP_PORT, count=3, payload=canary,
                                   connect_timeout_s=1.0, budget_s=5.0, wait_s=2.0)  # fmt: skip
         report = echo.parse_probe(_out(a.run(argv, 20)))
         probe_vxlan = "import socket,sys; socket.socket(2,2).sendto(b'ctl', (sys.argv[1], 8473))"
         a.node.check(["python3", "-c", probe_vxlan, b.node.underlay_ip])
-        caps = [capture.parse(_out(f.result()), canary=canary) for f in futs]
+        return report
+
+    texts, report = _captured(spots, bpf, traffic)
+    caps = [capture.parse(t, canary=canary) for t in texts]
     assert report.successes > 0, f"{a} → {b}: canary never answered ({report.describe()})"
     for (n, i), c in zip(spots, caps, strict=True):
         plain = [h for h in c.headers if f"{a.ip}." in h and f"{b.ip}." in h]
@@ -463,6 +498,13 @@ def _reach(client: Pod, server: Pod) -> echo.ProbeReport:
     return echo.parse_probe(_out(client.run(argv, 20)))
 
 
+def _dropped_once(client: Pod, server: Pod) -> bool:
+    """One quick attempt (1 s connect timeout) gets no answer: the policy is in effect."""
+    argv = echo.probe_command("tcp", server.ip, TCP_PORT, count=1, connect_timeout_s=1.0,
+                              budget_s=2.0)  # fmt: skip
+    return echo.parse_probe(_out(client.run(argv, 10))).successes == 0
+
+
 @pytest.mark.scenario(27)
 def test_policy_selects_pods_of_another_cluster(
     lab: Lab,
@@ -471,49 +513,64 @@ def test_policy_selects_pods_of_another_cluster(
     module_pod_factory: PodFactory,
     remote_factory: PodFactory,
 ) -> None:
-    """In cluster B a policy admits only ``app=mesh-web`` pods of cluster A. Controls:
-    before it every client reaches the server; a pod with the same labels in cluster B
-    itself (wrong cluster) and an ``app=mesh-other`` pod of A are dropped, the named
-    one is admitted; naming a third cluster admits nobody."""
+    """In cluster B a policy admits only ``app=mesh-web`` pods of cluster A to ``srv``.
+    Controls: before it every client reaches the server; a pod with the same labels in
+    cluster B itself (wrong cluster) and an ``app=mesh-other`` pod of A are dropped, the
+    named one is admitted. A second server ``srv2`` of B, with a policy naming a third
+    cluster, admits nobody: A's ``mesh-web`` pod, which reached it before, is dropped.
+
+    The two policies are applied at once and the probes of each state run at once (each
+    its own flow and process; every report judged on its own): one after the other, a
+    blocked probe's 2 attempts of a 2 s connect timeout were most of the check's time."""
     from harness.api.objects import KINDS
 
     a, b = mesh_pair(lab)
     wa, wb = _workers(lab, a), _workers(lab, b)
     tag = uuid.uuid4().hex[:6]
-    names = {k: f"pol-{k}-{tag}" for k in ("srv", "web", "other", "local")}
-    remote_factory.created += [names["srv"], names["local"]]
+    names = {k: f"pol-{k}-{tag}" for k in ("srv", "srv2", "web", "other", "local")}
+    remote_factory.created += [names["srv"], names["srv2"], names["local"]]
     module_pod_factory.created += [names["web"], names["other"]]
     apply_pods(remote_factory.client, [
         _labelled(names["srv"], wb[0], {"app": f"mesh-db-{tag}"}),
+        _labelled(names["srv2"], wb[0], {"app": f"mesh-db2-{tag}"}),
         _labelled(names["local"], wb[-1], {"app": f"mesh-web-{tag}"}),
     ])  # fmt: skip
     apply_pods(module_pod_factory.client, [
         _labelled(names["web"], wa[0], {"app": f"mesh-web-{tag}"}),
         _labelled(names["other"], wa[-1], {"app": f"mesh-other-{tag}"}),
     ])  # fmt: skip
-    srv, local = remote_factory.wait_running([names["srv"], names["local"]], 60)
+    srv, srv2, local = remote_factory.wait_running(
+        [names["srv"], names["srv2"], names["local"]], 60
+    )
     web, other = module_pod_factory.wait_running([names["web"], names["other"]], 60)
-    for p, f in ((srv, remote_factory), (local, remote_factory), (web, module_pod_factory),
-                 (other, module_pod_factory)):  # fmt: skip
-        f.wait_listening(p, 30)
-    for c in (web, other, local):  # control: no policy yet, everyone gets in
-        asserts.assert_reaches(str(c), str(srv), _reach(c, srv), want_name=srv.name)
     client_b = remote_factory.client
-    peer = {"podSelector": {"matchLabels": {"app": f"mesh-web-{tag}", CLUSTER_LABEL: a}}}
-    pol = _policy(f"from-{a}-{tag}", f"mesh-db-{tag}", peer)
-    try:
-        client_b.apply(_objects([pol]))
-        time.sleep(2.0)
-        asserts.assert_reaches(str(web), str(srv), _reach(web, srv), want_name=srv.name)
-        asserts.assert_blocked(str(other), str(srv), _reach(other, srv), "timeout")
-        asserts.assert_blocked(str(local), str(srv), _reach(local, srv), "timeout")
+    pairs = [(web, srv), (other, srv), (local, srv), (web, srv2)]
+    with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
+        listening = [(p, remote_factory) for p in (srv, srv2, local)]
+        listening += [(p, module_pod_factory) for p in (web, other)]
+        list(pool.map(lambda pf: pf[1].wait_listening(pf[0], 30), listening))
+        # control: no policy yet, everyone gets in
+        for (c, t), r in zip(pairs, pool.map(lambda ct: _reach(*ct), pairs), strict=True):
+            asserts.assert_reaches(str(c), str(t), r, want_name=t.name)
+        peer = {"podSelector": {"matchLabels": {"app": f"mesh-web-{tag}", CLUSTER_LABEL: a}}}
         labels = {"app": f"mesh-web-{tag}", CLUSTER_LABEL: "no-such-cluster"}
         elsewhere = {"podSelector": {"matchLabels": labels}}
-        client_b.apply(_objects([_policy(f"from-{a}-{tag}", f"mesh-db-{tag}", elsewhere)]))
-        time.sleep(2.0)
-        asserts.assert_blocked(str(web), str(srv), _reach(web, srv), "timeout")
-    finally:
-        client_b.delete(KINDS["NetworkPolicy"], NAMESPACE, f"from-{a}-{tag}")
+        pols = [
+            _policy(f"from-{a}-{tag}", f"mesh-db-{tag}", peer),
+            _policy(f"from-elsewhere-{tag}", f"mesh-db2-{tag}", elsewhere),
+        ]
+        try:
+            client_b.apply(_objects(pols))
+            for c, t in ((other, srv), (web, srv2)):  # in effect (was: a fixed 2 s sleep)
+                svc.until(f"the policy of {t} drops {c}", partial(_dropped_once, c, t), 20.0, 0.2)
+            got = list(pool.map(lambda ct: _reach(*ct), pairs))
+            asserts.assert_reaches(str(web), str(srv), got[0], want_name=srv.name)
+            asserts.assert_blocked(str(other), str(srv), got[1], "timeout")
+            asserts.assert_blocked(str(local), str(srv), got[2], "timeout")
+            asserts.assert_blocked(str(web), str(srv2), got[3], "timeout")
+        finally:
+            for pol in pols:
+                client_b.delete(KINDS["NetworkPolicy"], NAMESPACE, pol["metadata"]["name"])
 
 
 def _objects(manifests: list[dict[str, Any]]) -> list[Any]:
@@ -541,14 +598,14 @@ def test_no_plaintext_across_clusters_when_encrypted(
     for r in (n for n in lab.plan.nodes.values() if n.is_router):  # the router's legs on the path
         spots += [(nodes[r.name], i.name) for i in r.interfaces if i.segment in segments]
     canary = f"podlab-mesh-canary-{uuid.uuid4().hex[:12]}"
-    with ThreadPoolExecutor(max_workers=len(spots)) as pool:
-        futs = [pool.submit(n.run, capture.command(i, "not arp", CAPTURE_S), CAPTURE_S + 15)
-                for n, i in spots]  # fmt: skip
-        time.sleep(1.5)
+
+    def traffic() -> echo.ProbeReport:
         argv = echo.probe_command("udp", b.ip, UDP_PORT, count=5, payload=canary,
                                   connect_timeout_s=1.0, budget_s=6.0, wait_s=2.0)  # fmt: skip
-        report = echo.parse_probe(_out(a.run(argv, 20)))
-        caps = [capture.parse(_out(f.result()), canary=canary) for f in futs]
+        return echo.parse_probe(_out(a.run(argv, 20)))
+
+    texts, report = _captured(spots, "not arp", traffic)
+    caps = [capture.parse(t, canary=canary) for t in texts]
     # one answer proves the canary crossed (a busy machine may lose a late reply or two)
     assert report.successes > 0, f"{a} → {b}: canary never answered ({report.describe()})"
     names = [f"{n.name}:{i}" for n, i in spots]

@@ -3,8 +3,12 @@
 Runs as the last test of each mode of a matrix that has a next mode: while a
 long-lived TCP connection and a UDP stream run between pods on two nodes, the
 lab is re-deployed with the next mode — the deploy the matrix would do anyway,
-so the switch costs no extra deploy. Recorded: requests answered before and
-after, the interruption window of each flow, and a timeline. The flows must
+so the switch costs no extra deploy. In a lockstep run (``--entry``: the lab's
+clusters run one entry together, ADR 0018) the next mode is the next phase's,
+and the cluster is switched back afterwards, since the other cluster and the
+mesh checks stay in this phase's mode (the test holds the quiet lock alone).
+Recorded: requests answered before and after, the interruption window of each
+flow, and a timeline. The flows must
 work again after the switch; how long they stopped is a measurement.
 """
 
@@ -21,7 +25,7 @@ from harness.conformance.catalogue import not_applicable
 from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod
-from harness.conformance.remote import output
+from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder, Run
 from harness.probes import echo
 
@@ -44,11 +48,30 @@ def _next_mode(run: Run, mode: str) -> str | None:
 
 @pytest.mark.scenario(23)
 def test_flows_survive_a_mode_switch(
-    lab: Lab, mode: str, switch_pods: tuple[Pod, Pod], podlab_run: Run, record: Recorder
+    lab: Lab,
+    mode: str,
+    switch_pods: tuple[Pod, Pod],
+    podlab_run: Run,
+    record: Recorder,
+    nodes: dict[str, Node],
 ) -> None:
     target = _next_mode(podlab_run, mode)
     if target is None:
         not_applicable(f"{mode} is the last mode of the matrix: no switch to measure")  # full
+    try:
+        _switch_under_flows(lab, mode, target, switch_pods, record)
+    finally:
+        if podlab_run.options.entry is not None:  # lockstep: leave the cluster in its phase
+            here = ModeSpec.parse(mode)
+            back_s = labctl.deploy(lab, here, switch=True)
+            labctl.wait_nodes_ready(lab, here)
+            labctl.wait_pod_routes(lab, nodes)
+            record("mode_switch_back_deploy_s", back_s, "s", labels={"to": mode})
+
+
+def _switch_under_flows(
+    lab: Lab, mode: str, target: str, switch_pods: tuple[Pod, Pod], record: Recorder
+) -> None:
     client, server = switch_pods
     spec = ModeSpec.parse(target)
     stop = f"/run/podlab-flow-{uuid.uuid4().hex[:8]}.stop"  # node-private /run

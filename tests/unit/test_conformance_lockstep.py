@@ -1,0 +1,219 @@
+"""The lockstep run of a meshed lab (ADR 0018, amendment): phase order, the deal of an
+entry's checks between the clusters, the plan printed before the run, the plugin's
+``--entry``/``--deal`` and scenario 21's plan of a native mesh's router sessions."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.agent import bird
+from harness.conformance import cli, matrix
+from harness.conformance.catalogue import CATALOGUE, LabShape, declare
+from harness.conformance.labctl import Lab
+from harness.conformance.modes import ModeSpec
+from harness.conformance.suites import test_bgp as bgp_suite
+from harness.plan.build import load_plan
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[2]
+TWO = REPO / "topologies" / "two-clusters.clab.yml"
+SINGLE = REPO / "topologies" / "single-cluster.clab.yml"
+PLUGIN = () if cli.plugin_installed() else ("-p", "harness.conformance.plugin")
+
+
+def _shape(path: Path) -> LabShape:
+    return LabShape.of(load_plan(path))
+
+
+def test_phases_start_where_the_first_deploy_left_the_lab_and_take_cheap_switches() -> None:
+    default = matrix.preset("default")
+    order = matrix.phases(default)
+    assert sorted(map(str, order)) == sorted(default.modes)  # every entry once
+    assert order[0] == default.entries[0]
+    assert [str(e) for e in order] == [
+        "host-gw", "vxlan", "udp", "host-gw+wireguard", "calico-vxlan+wireguard",
+        "calico-vxlan", "ipip", "cross-subnet", "bgp",
+    ]  # fmt: skip
+    # one change of pod interface family (the costliest re-plumb) in the whole order
+    fams = [matrix.families(e)[0] for e in order]
+    assert sum(a != b for a, b in itertools.pairwise(fams)) == 1
+    total = sum(matrix.switch_cost(a, b) for a, b in itertools.pairwise(order))
+    in_matrix_order = default.entries
+    assert total < sum(matrix.switch_cost(a, b) for a, b in itertools.pairwise(in_matrix_order))
+
+
+def test_only_a_lab_whose_clusters_share_one_mesh_runs_in_lockstep() -> None:
+    assert matrix.lockstep(_shape(TWO))
+    assert not matrix.lockstep(_shape(SINGLE))
+    apart = LabShape("t", clusters=2, outside_hosts=1, max_segments_per_cluster=1, meshed=0)
+    assert not matrix.lockstep(apart)
+
+
+@pytest.mark.parametrize("entry", ["host-gw", "bgp", "calico-vxlan+wireguard", "vxlan"])
+def test_an_entry_s_cluster_checks_are_dealt_whole_and_balanced(entry: str) -> None:
+    default, lab, spec = matrix.preset("default"), _shape(TWO), ModeSpec.parse(entry)
+    shares = matrix.deal(default, lab, spec, 2)
+    dealt = [n for s in shares for n in s]
+    cluster_scope = [n for n, s in CATALOGUE.items() if s.scope == "cluster"]
+    assert sorted(dealt) == sorted(cluster_scope)  # each once, in exactly one share
+    assert not {24, 25, 26, 27} & set(dealt)  # the mesh's run does those
+    seconds = [matrix.deal_seconds(default, lab, spec, s) for s in shares]
+    biggest = max(
+        (matrix.scenario_seconds(n, CATALOGUE[n].cost) for n in dealt
+         if matrix.decide(declare(n), spec, default, lab).state == "run"),
+        default=0.0,
+    )  # fmt: skip
+    assert abs(seconds[0] - seconds[1]) <= biggest  # LPT: apart by at most one scenario
+
+    def loud(share: tuple[int, ...]) -> float:  # what two runs can do at once
+        return matrix.deal_seconds(default, lab, spec, [n for n in share if not CATALOGUE[n].quiet])
+
+    loud_max = max((loud((n,)) for n in dealt), default=0.0)
+    assert abs(loud(shares[0]) - loud(shares[1])) <= loud_max
+    assert matrix.deal(default, lab, spec, 2) == shares  # every run of a phase agrees
+
+
+def test_once_per_run_checks_go_to_one_cluster_only() -> None:
+    default, lab = matrix.preset("default"), _shape(TWO)
+    shares = matrix.deal(default, lab, ModeSpec.parse("host-gw"), 2)
+    for number in (23, 31, 32, 33):
+        assert sum(number in s for s in shares) == 1
+
+
+def test_the_plan_says_which_cluster_runs_what_and_where_the_mesh_checks_are() -> None:
+    default, plan = matrix.preset("default"), load_plan(TWO)
+    lines = matrix.lockstep_lines(default, LabShape.of(plan), list(plan.clusters))
+    assert lines[0].startswith("lockstep: 9 phases")
+    by_entry = {line.split()[1]: line for line in lines[1:]}
+    assert "mesh 24,25,26,27" in by_entry["host-gw"]
+    assert "mesh 24,25,26,27" in by_entry["calico-vxlan+wireguard"]
+    assert by_entry["bgp"].endswith("mesh 24") and by_entry["vxlan"].endswith("mesh -")
+    assert "c1 " in by_entry["host-gw"] and "; c2 " in by_entry["host-gw"]
+    assert " 21" in by_entry["bgp"] or ",21" in by_entry["bgp"]
+    out = matrix.lab_lines(default, str(TWO))
+    assert any(line.startswith("lockstep: ") for line in out)
+    assert not any(line.startswith("lockstep") for line in matrix.lab_lines(default, str(SINGLE)))
+
+
+SUITE = """
+import pytest
+
+@pytest.mark.scenario(1)
+def test_light(mode):
+    pass
+
+@pytest.mark.scenario(10)
+def test_heavy(mode):
+    pass
+
+@pytest.mark.scenario(23)
+def test_once(mode):
+    pass
+
+@pytest.mark.scenario(20)
+def test_strict(mode):
+    pass
+
+@pytest.mark.scenario(24)
+def test_mesh(mode):
+    pass
+"""
+
+
+def _collect(pytester: pytest.Pytester, out: Path, *args: str) -> tuple[set[str], dict]:
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TWO}", "--matrix=default", f"--results={out}", "--collect-only",
+        "-q", *args,
+    )  # fmt: skip
+    assert result.ret in (0, 5), result.stderr.str()
+    ids = {line.split("::")[1] for line in result.outlines if "::" in line}
+    files = sorted(out.glob("*.json"))
+    data = json.loads(files[-1].read_text()) if files else {}
+    for f in files:
+        f.unlink()
+    return ids, data
+
+
+def test_the_shares_of_an_entry_run_every_check_once_and_record_every_decision_once(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_m=SUITE)
+    out = pytester.path / "out"
+    got = {}
+    for k, c in ((1, "c1"), (2, "c2")):
+        got[c] = _collect(pytester, out, "--entry=host-gw", "--scope=cluster",
+                          f"--cluster={c}", f"--deal={k}/2")  # fmt: skip
+    mesh_ids, mesh_data = _collect(pytester, out, "--entry=host-gw", "--scope=lab")
+    (ids1, d1), (ids2, d2) = got["c1"], got["c2"]
+    assert not ids1 & ids2
+    assert ids1 | ids2 == {"test_light[host-gw]", "test_heavy[host-gw]", "test_once[host-gw]"}
+    assert mesh_ids == {"test_mesh[host-gw]"}
+    # the strict-mode check does not apply in host-gw: recorded once, by the share that has 20
+    na = [c for d in (d1, d2, mesh_data) for c in d.get("checks", []) if c["name"] == "test_strict"]
+    assert [(c["mode"], c["outcome"]) for c in na] == [("host-gw", "not-applicable")]
+    assert {m["cluster"] for m in d1["plan"]["modes"] if m["mode"] == "host-gw"} == {"c1+c2"}
+    ids_vx, data_vx = _collect(pytester, out, "--entry=vxlan", "--scope=lab")
+    assert ids_vx == set()  # 24 is heavy: not selected in vxlan, and recorded as such
+    assert [c["outcome"] for c in data_vx["checks"]] == ["not-selected"]
+
+
+def test_bad_lockstep_options_are_usage_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_m=SUITE)
+    for args, message in (
+        (("--deal=1/2",), "*--deal K/N needs --entry MODE*"),
+        (("--entry=geneve",), "*unknown mode 'geneve'*"),
+        (("--entry=vxlan+wireguard",), "*--entry vxlan+wireguard: not an entry of matrix default*"),
+        (("--entry=vxlan", "--deal=3/2"), "*--deal '3/2': write K/N*"),
+    ):
+        result = pytester.runpytest_inprocess(
+            *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", *args
+        )
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines([message])
+
+
+def _lab(path: Path) -> Lab:
+    plan = load_plan(path)
+    return Lab(plan.name, Path("/nonexistent"), plan, Path("/nonexistent.yml"))
+
+
+def _session(name: str, info: str = "Established") -> bird.Session:
+    return bird.Session(name, "BGP", "---", "up" if info == "Established" else "start", "", info)
+
+
+def test_a_meshed_node_plans_its_router_sessions_and_a_lone_one_none() -> None:
+    lab = _lab(TWO)
+    nodes = [n.name for n in lab.plan.cluster_nodes("c1")]
+    routers = bgp_suite.router_sessions(lab, nodes)
+    assert all(r == {"router_router"} for r in routers.values()), routers
+    ips = {n: ipaddress.IPv4Address(f"10.0.0.{i}") for i, n in enumerate(nodes, 1)}
+    planned = bgp_suite.planned_sessions(ips, [], routers)
+    me = nodes[0]
+    peers = {f"peer_{n.replace('-', '_')}" for n in nodes[1:]}
+    assert planned[me] == peers | {"router_router"}
+    single = _lab(SINGLE)
+    alone = [n.name for n in single.plan.cluster_nodes("c1")]
+    assert bgp_suite.router_sessions(single, alone) == {n: set() for n in alone}
+
+
+def test_sessions_against_the_plan_with_a_negative_control() -> None:
+    peers = {"peer_c1_w1", "peer_c1_w2"}
+    with_router = peers | {"router_router"}
+    up = [_session(p) for p in sorted(with_router)]
+    assert bgp_suite.session_problems("c1-cp", with_router, up) == []
+    # control: the same sessions against a plan without the router (a cluster not in a
+    # native mesh) are refused: the check does not accept any session it finds
+    assert bgp_suite.session_problems("c1-cp", peers, up) == [
+        "c1-cp: unplanned sessions router_router"
+    ]
+    # a planned router session that is not up (the routers were not deployed for bgp)
+    down = [_session(p) for p in sorted(peers)] + [_session("router_router", "Active")]
+    assert bgp_suite.session_problems("c1-cp", with_router, down) == [
+        "c1-cp: not Established: router_router (start Active)"
+    ]
