@@ -89,10 +89,15 @@ class Node:
         self.check(["sh", "-c", f"nohup {inner} </dev/null >/dev/null 2>&1 &"], timeout_s=10)
 
     def start_echo(self, port: int, lifetime_s: float) -> None:
-        """A TCP+UDP echo server on the node (answering with its name), once it listens."""
+        """A TCP+UDP echo server on the node (answering with its name), once it listens.
+
+        Up to 30 s for it to listen: Python's start-up in a starved emulated guest
+        took longer than the 10 s this allowed (docs/vm-backend.md); a netns node
+        listens within a second, so only a server that never starts waits that long.
+        """
         self.start(echo.serve_command(port, self.name, lifetime_s, self.netcheck), lifetime_s + 5)
-        argv = echo.reach_command([("127.0.0.1", port)], deadline_s=10, runner=self.netcheck)
-        res = self.run(argv, timeout_s=20)
+        argv = echo.reach_command([("127.0.0.1", port)], deadline_s=30, runner=self.netcheck)
+        res = self.run(argv, timeout_s=40)
         first = echo.parse_reach(output(res)) if res.returncode == 0 else {}
         if not any(first.values()):
             raise LabError(f"node {self.name}: echo server on :{port} never listened")
