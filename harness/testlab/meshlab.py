@@ -41,7 +41,10 @@ class TlsEtcd(LocalEtcd):
         argv += ["--initial-cluster", f"x={peer}", "--cert-file", str(crt), "--key-file", str(key)]
         argv += ["--trusted-ca-file", str(self.mesh_certs.ca), "--client-cert-auth"]
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_for("export etcd", self._answers, timeout=60)
+        try:
+            wait_for("export etcd", self._answers, timeout=60)
+        except AssertionError as exc:  # say why: the log goes with the directory
+            raise AssertionError(f"{exc}; etcd's log: {self.log()[-2000:]}") from exc
 
     def _answers(self) -> bool:
         crt, key = self.mesh_certs.client
