@@ -281,9 +281,10 @@ def wait_ready(module: AnsibleModule, since: float) -> str:
         out = (proc.stdout + proc.stderr).strip()
         if proc.returncode == 0:
             return out
-        if time.monotonic() + 0.5 >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             break
-        time.sleep(0.5)
+        time.sleep(min(0.5, left))  # and once more at the deadline: the whole wait is given
     module.fail_json(
         msg=f"{p['name']} runs but is not ready after {p['ready_wait']:.0f}s: {out}; "
         f"last lines of its log: {tail(p['log'])}",

@@ -118,6 +118,8 @@ class _UdpRelay:
                 data, client = self.sock.recvfrom(65535)
             except OSError:
                 return  # closed
+            if client is None:  # shut down by close() while we waited: no sender
+                return
             try:
                 self._session(client).send(data)
             except OSError as exc:  # endpoint unreachable: the datagram is lost, as in a kernel
