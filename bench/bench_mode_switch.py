@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 from harness.conformance import labctl, remote
-from harness.conformance.fixtures import _control_dir
 from harness.conformance.modes import ModeSpec
 from harness.deploy.deploy import deploy, request_for, source_root, wheelhouse_cache
 from harness.deploy.wheel import ensure_wheelhouse
@@ -36,13 +35,7 @@ def main() -> int:
     modes = [ModeSpec.parse(m) for m in args.modes.split(",")]
     lab = labctl.attach(args.lab)
     wheelhouse = ensure_wheelhouse(source_root(), wheelhouse_cache())
-    nodes = {
-        name: remote.connect(plan, lab.ssh_config, _control_dir(lab.lab_dir))
-        for name, plan in lab.plan.nodes.items()
-        if name not in lab.plan.bridges
-    }
-    for node in nodes.values():
-        remote.wait_ssh(node)
+    nodes = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir)
     totals: dict[str, list[float]] = {"full": [], "switch": []}
     step = 0
     for r in range(args.rounds):

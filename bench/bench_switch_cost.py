@@ -176,7 +176,6 @@ UP_SUBNET = "172.31.242.0/24"
 def compare(lab_name: str, args: argparse.Namespace) -> int:
     """Full deploy into the first mode, then the interleaved switches; prints the figures."""
     from harness.conformance import labctl, remote
-    from harness.conformance.fixtures import _control_dir
     from harness.conformance.modes import ModeSpec
     from harness.deploy.deploy import source_root, wheelhouse_cache
     from harness.deploy.timeline import format_timeline, load_events, timeline
@@ -187,13 +186,7 @@ def compare(lab_name: str, args: argparse.Namespace) -> int:
     modes = [ModeSpec.parse(m) for m in args.modes.split(",")]
     lab = labctl.attach(lab_name)
     wheelhouse = ensure_wheelhouse(new, wheelhouse_cache())
-    nodes = {
-        name: remote.connect(plan, lab.ssh_config, _control_dir(lab.lab_dir))
-        for name, plan in lab.plan.nodes.items()
-        if name not in lab.plan.bridges
-    }
-    for node in nodes.values():
-        remote.wait_ssh(node)
+    nodes = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir)
     print(f"cpus={os.cpu_count()} wheelhouse {wheelhouse.digest[:12]}; trees {trees}", flush=True)
     first = run_variant(new, lab_name, modes[0], False, wheelhouse)
     if not first["ok"]:

@@ -41,7 +41,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness.conformance import labctl, pods, remote  # noqa: E402
-from harness.conformance.fixtures import _control_dir  # noqa: E402
 from harness.conformance.modes import ModeSpec  # noqa: E402
 from harness.lab.state import Ledger, find  # noqa: E402
 from harness.probes import iperf3  # noqa: E402
@@ -149,11 +148,9 @@ def main() -> int:
     lab = labctl.attach(args.lab)
     ledger = Ledger.load(find(args.lab))
     names = [n.name for n in lab.cluster_nodes()][:2]
-    nodes = {n: remote.connect(lab.plan.nodes[n], lab.ssh_config, _control_dir(lab.lab_dir))
-             for n in names}  # fmt: skip
+    nodes = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir, names)
     accels = {}
     for name, node in nodes.items():
-        remote.wait_ssh(node)
         accels[name] = ledger.nodes[name].vm_accel or "none (netns)"
         kernel = node.check(["uname", "-r"]).stdout.strip()
         print(f"node {name}: accel {accels[name]}, kernel {kernel}")

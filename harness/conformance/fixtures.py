@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -137,23 +136,13 @@ def mode(
 def nodes(lab: Lab, podlab_run: Run) -> Iterator[dict[str, remote.Node]]:
     """Every lab node (cluster members, routers, outside hosts) by name."""
     entered = time.monotonic()
-    control = _control_dir(lab.lab_dir)
-    out = {
-        name: remote.connect(plan, lab.ssh_config, control)
-        for name, plan in lab.plan.nodes.items()
-        if name not in lab.plan.bridges
-    }
+    out = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir)
     for node in out.values():
-        remote.wait_ssh(node)
         node.ensure_netcheck()
     podlab_run.unbilled_s += time.monotonic() - entered
     yield out
     for node in out.values():
         node.close()
-
-
-def _control_dir(lab_dir: Path) -> Path:
-    return lab_dir / "tcm"
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from harness.conformance.matrix import POLICIES, Matrix, deal, phases, preset, s
 from harness.conformance.modes import ModeSpec
 from harness.conformance.run import Options, Run
 from harness.errors import PodlabError
+from harness.plan.model import LabPlan
 from harness.results.model import Outcome
 
 _SPENT = pytest.StashKey[float]()  # seconds a test took so far (setup, call)
@@ -224,8 +225,9 @@ def _module(item: pytest.Item) -> str:
     return getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
 
 
-def _lab_shape(run: Run) -> LabShape | None:
-    """The lab's shape for the catalogue's lab rules (None when no lab is named)."""
+def _lab_plan(run: Run) -> LabPlan | None:
+    """The lab's plan, whose shape the catalogue's lab rules judge (None when no lab
+    is named)."""
     from harness.conformance import labctl
     from harness.plan.build import load_plan
 
@@ -243,7 +245,7 @@ def _lab_shape(run: Run) -> LabShape | None:
         names = ", ".join(plan.clusters) or "none"
         raise pytest.UsageError(f"--cluster {cluster}: lab {plan.name} has no such cluster "
                                 f"({names})")  # fmt: skip
-    return LabShape.of(plan)
+    return plan
 
 
 def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
@@ -273,7 +275,8 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         item.stash[_QUIET] = dec.scenario.quiet
     if not marked or run.matrix is None:
         return
-    shape = _lab_shape(run)
+    plan = _lab_plan(run)
+    shape = LabShape.of(plan) if plan is not None else None
     planned = coverage.plan_items(
         [(_check_name(i), str(i.callspec.params["mode"]), d) for i, d in marked],  # type: ignore[attr-defined]
         run.matrix, shape,
@@ -282,8 +285,8 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     mine = _my_part(run, list(per_test.values()), shape)
     share = _my_share(run, shape, mine)
     where = run.options.cluster or ""
-    if run.options.deal is not None and shape is not None:
-        where = "+".join(shape_clusters(run))  # the entry's checks are dealt between them
+    if run.options.deal is not None and plan is not None:
+        where = "+".join(plan.clusters)  # the entry's checks are dealt between them
     run.get_writer().set_plan(coverage.results_plan(run.matrix, planned, mine, where))
     dropped, elsewhere = [], []
     scope = run.options.scope
@@ -321,17 +324,6 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         lines.append(f"part {k}/{n}{where}: {', '.join(map(str, mine))}")
     lines += coverage.lab_scope_lines(planned, run.matrix)
     fixtures.say(config, "\n".join(lines + coverage.summary_lines(planned)))
-
-
-def shape_clusters(run: Run) -> list[str]:
-    """The lab's clusters, in the plan's order (the ``--deal`` shares follow it)."""
-    from harness.conformance import labctl
-    from harness.plan.build import load_plan
-
-    if run.options.lab:
-        return list(labctl.attach(run.options.lab).plan.clusters)
-    assert run.options.topology is not None
-    return list(load_plan(run.options.topology).clusters)
 
 
 def _my_share(run: Run, shape: LabShape | None, mine: Sequence[ModeSpec]) -> tuple[int, ...] | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.errors import LabError, ToolError
 from harness.exec import Result, run
-from harness.plan.model import NodePlan
+from harness.plan.model import LabPlan, NodePlan
 from harness.probes import echo
 from harness.probes import netcheck as netcheck_module
 
@@ -137,6 +137,18 @@ def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
         timeout=10,
     )
     return Node(plan, host, ssh_config, control_path)
+
+
+def connect_lab(
+    plan: LabPlan, ssh_config: Path, lab_dir: Path, names: Sequence[str] | None = None
+) -> dict[str, Node]:
+    """The lab's nodes (``names``, else every node but the bridges), each over its ssh
+    master in the lab's ``tcm`` directory, once each answers."""
+    chosen = names if names is not None else [n for n in plan.nodes if n not in plan.bridges]
+    out = {name: connect(plan.nodes[name], ssh_config, lab_dir / "tcm") for name in chosen}
+    for node in out.values():
+        wait_ssh(node)
+    return out
 
 
 def wait_ssh(node: Node, timeout_s: float = 30.0) -> None:
