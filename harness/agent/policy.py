@@ -215,8 +215,8 @@ def ruleset(
     for direction, mp in (("Ingress", "ingress-pods"), ("Egress", "egress-pods")):
         if elements[direction]:
             body.append(f"add element {T} {mp} {{ {', '.join(elements[direction])} }}")
-    selected = elements["Ingress"] or elements["Egress"]  # else no hook (module docstring)
-    return "\n".join(head + (hook if selected else []) + body) + "\n"
+    any_selected = bool(elements["Ingress"] or elements["Egress"])  # else no hook (docstring)
+    return "\n".join(head + (hook if any_selected else []) + body) + "\n"
 
 
 def pods_from_store(
