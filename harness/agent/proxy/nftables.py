@@ -309,6 +309,13 @@ def _chain_lines(gone: list[ServicePort], came: list[ServicePort]) -> tuple[list
     return drop, make
 
 
+def _moved(old: ServicePort | None, new: ServicePort | None) -> bool:
+    """Whether a service port changed: the same object first (the services controller
+    hands the unchanged ones back as they were), a field comparison only otherwise —
+    at 5,000 ports the comparisons were 40 % of an update's Python."""
+    return old is not new and old != new
+
+
 def update_document(
     old: dict[str, ServicePort], new: dict[str, ServicePort], cfg: NftConfig, lb_max: int = 0
 ) -> str | None:
@@ -321,7 +328,7 @@ def update_document(
     nothing changed. ``lb_max``: the ``lb-N`` chains the table already has for every
     N up to it (``full_ruleset``); only counts beyond get chains here.
     """
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    changed = sorted(k for k in old.keys() | new.keys() if _moved(old.get(k), new.get(k)))
     if not changed:
         return None
     deletes: list[str] = []
@@ -376,7 +383,7 @@ class NftablesProxy:
         """Program the difference from the last applied state; full sync if that fails."""
         given = {s.ident: s for s in services}
         svcs = {
-            k: self.state[k] if self._given.get(k) == s else slotted(self.state.get(k), s)
+            k: self.state[k] if not _moved(self._given.get(k), s) else slotted(self.state.get(k), s)
             for k, s in given.items()
         }
         doc = update_document(self.state, svcs, self.cfg, self.lb_max)
