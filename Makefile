@@ -63,10 +63,11 @@ test-vm: setup
 
 # Lint, unit tests, then the integration tests that build and tear down real
 # netns labs (not the VM lab: `make test-vm`). `podlab cleanup` runs afterwards
-# whatever happened, so a failed test never leaves a lab behind.
+# whatever happened, so a failed test never leaves a lab behind. Each pytest prints
+# its slowest tests, so a CI log shows where the time went.
 test: setup lint
-	$(PYTEST) -q -m "not integration" tests
-	$(PYTEST) -q $(INTEGRATION) tests; rc=$$?; [ $$rc -eq 5 ] && rc=0; $(PODLAB) cleanup --quiet || true; exit $$rc
+	$(PYTEST) -q -m "not integration" --durations=15 tests
+	$(PYTEST) -q $(INTEGRATION) --durations=25 tests; rc=$$?; [ $$rc -eq 5 ] && rc=0; $(PODLAB) cleanup --quiet || true; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

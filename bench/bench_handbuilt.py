@@ -26,8 +26,16 @@ ruleset saved), the mode is measured against its hand-built path again in the
 same kind of rounds, and everything is put back. Parts: ``policy``, ``proxy``,
 ``masq`` (the agent's three nftables tables), ``nft`` (all of them, and with
 them conntrack), ``brnf`` (bridge-nf-call-iptables=0), ``notrack`` (the agent's
-raw chains that keep the tunnel's outer packets out of conntrack: the state
+notrack chains that keep the tunnel's outer packets out of conntrack: the state
 before that change).
+
+``--ab CHANGE`` measures one change in the same rotated rounds as an extra
+pod→pod contender: ``nocsum``, ``noraw`` (the notrack chains away), ``oldhooks``
+(the base chains before the pass-count change: ``raw-prerouting`` instead of the
+underlay's ingress hook, the proxy's filter chains on input/forward/output, the
+policy's forward chain with no policy).
+``--passes`` counts the base chains each packet passes per node (with ``--ab``,
+also with the change on).
 """
 
 from __future__ import annotations
@@ -63,8 +71,8 @@ ABLATIONS: dict[str, list[tuple[list[str], str | None]]] = {
     "masq": [(["nft", "delete", "table", "ip", "podlab"], None)],
     "nft": [(["nft", "flush", "ruleset"], None)],
     "brnf": [(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"], None)],
-    "notrack": [(["nft", "delete", "chain", "ip", "podlab", chain], None)
-                for chain in ("raw-prerouting", "raw-output")],
+    "notrack": [(["nft", "delete", "chain", "ip", "podlab", "raw-output"], None),
+                (["nft", "delete", "table", "netdev", "podlab-underlay"], None)],
 }  # fmt: skip
 
 
@@ -77,17 +85,70 @@ def _steps(steps: list[tuple[list[str], str | None]]) -> Callable[[str], None]:
 
 
 _saved_masq: dict[str, str] = {}
+_saved_underlay: dict[str, str] = {}
+
+
+def _underlay_table(ns: str) -> str:
+    """The agent's ``netdev podlab-underlay`` table as ``nft list`` prints it ("" if none)."""
+    return run(["nft", "list", "table", "netdev", "podlab-underlay"], netns=ns, check=False).stdout
 
 
 def _raw_off(ns: str) -> None:
-    """Delete the agent's raw chains, keeping the masquerade table to put back."""
+    """Delete the agent's notrack chains, keeping their tables to put back."""
     _saved_masq[ns] = run(["nft", "list", "table", "ip", "podlab"], netns=ns).stdout
-    _steps(ABLATIONS["notrack"])(ns)
+    _saved_underlay[ns] = _underlay_table(ns)
+    for argv, _ in ABLATIONS["notrack"]:
+        run(argv, netns=ns, check=False)
 
 
 def _raw_on(ns: str) -> None:
-    run(["nft", "-f", "-"], netns=ns,
-        input="delete table ip podlab\n" + _saved_masq.pop(ns))  # fmt: skip
+    run(["nft", "-f", "-"], netns=ns, input="delete table ip podlab\n" + _saved_masq.pop(ns)
+        + _saved_underlay.pop(ns))  # fmt: skip
+
+
+OLD_PROXY_HOOKS = ("input", "forward", "output")  # kube-proxy's filter chains, before 2026-12-05
+POLICY = "inet podlab-policy"
+_policy_hook_added: dict[str, bool] = {}
+
+
+def _old_hooks_on(ns: str) -> None:
+    """The layout before the pass-count change (docs/throughput.md, item 8): incoming
+    tunnel packets exempted in a ``raw-prerouting`` chain that every packet passes, not
+    on the underlay's ingress hook; the proxy's no-endpoint check in filter chains on
+    input/forward/output (its jumps from the NAT chains stay: they cost only a
+    connection's first packet); the policy's ``forward`` chain even with no policy."""
+    saved = _saved_underlay[ns] = _underlay_table(ns)
+    rules = [ln.strip() for ln in saved.splitlines() if ln.strip().endswith('conntrack"')]
+    lines = ["delete table netdev podlab-underlay"] if saved else []
+    pol = run(["nft", "list", "table", "inet", "podlab-policy"], netns=ns, check=False).stdout
+    _policy_hook_added[ns] = bool(pol) and "hook forward" not in pol
+    if _policy_hook_added[ns]:
+        lines += [f"add chain {POLICY} forward {{ type filter hook forward priority filter ; }}",
+                  f"add rule {POLICY} forward ct state established,related accept",
+                  f"add rule {POLICY} forward ip saddr vmap @egress-pods",
+                  f"add rule {POLICY} forward ip daddr vmap @ingress-pods"]  # fmt: skip
+    if rules:
+        lines.append("add chain ip podlab raw-prerouting { type filter hook prerouting "
+                     "priority raw ; policy accept ; }")  # fmt: skip
+        lines += [f"add rule ip podlab raw-prerouting {r}" for r in rules]
+    for hook in OLD_PROXY_HOOKS:
+        chain = f"ip podlab-proxy filter-{hook}"
+        lines += [f"add chain {chain} {{ type filter hook {hook} priority -110 ; }}",
+                  f"add rule {chain} ct state new jump endpoints-check"]  # fmt: skip
+    run(["nft", "-f", "-"], netns=ns, input="\n".join(lines) + "\n")
+
+
+def _old_hooks_off(ns: str) -> None:
+    saved = _saved_underlay.pop(ns)
+    lines = []
+    if _policy_hook_added.pop(ns):
+        lines += [f"flush chain {POLICY} forward", f"delete chain {POLICY} forward"]
+    if saved:
+        lines += ["flush chain ip podlab raw-prerouting", "delete chain ip podlab raw-prerouting"]
+    for hook in OLD_PROXY_HOOKS:
+        lines += [f"flush chain ip podlab-proxy filter-{hook}",
+                  f"delete chain ip podlab-proxy filter-{hook}"]  # fmt: skip
+    run(["nft", "-f", "-"], netns=ns, input="\n".join(lines) + "\n" + saved)
 
 
 # A/B toggles for --ab: (switch the change ON in a node's namespace, switch it OFF
@@ -96,6 +157,7 @@ TOGGLES: dict[str, tuple[Callable[[str], None], Callable[[str], None]]] = {
     "nocsum": (_steps([(["sysctl", "-qw", "net.netfilter.nf_conntrack_checksum=0"], None)]),
                _steps([(["sysctl", "-qw", "net.netfilter.nf_conntrack_checksum=1"], None)])),
     "noraw": (_raw_off, _raw_on),  # the state before the notrack change, and back
+    "oldhooks": (_old_hooks_on, _old_hooks_off),  # the base chains before the pass-count change
 }  # fmt: skip
 
 
@@ -227,16 +289,22 @@ def _pod_packets(netns: str) -> int:
     return int(link["rx"]["packets"]) + int(link["tx"]["packets"])
 
 
-def chain_passes(lab: AgentLab, server_pod: str, target: rounds.Target, secs: int) -> list[str]:
+def chain_passes(
+    lab: AgentLab, server_pod: str, target: rounds.Target, secs: int, toggle: str = ""
+) -> list[str]:
     """nftables base chains passed per packet of one pod→pod flow, per node (agents paused).
 
     Counting rules go first in every base chain of both nodes for one iperf3 run and
     are deleted after it; the counts are divided by the packets the server pod's
     eth0 saw (data in, ACKs out), so the figure does not depend on the machine's load.
+    With ``toggle`` the change is switched on for the count and off after it.
     """
     pids = [n.proc.pid for n in lab.nodes if n.proc is not None]
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
+    if toggle:
+        for n in lab.nodes:
+            TOGGLES[toggle][0](n.ns)
 
     def ruleset(ns: str) -> dict[str, Any]:
         return dict(json.loads(run(["nft", "-j", "list", "ruleset"], netns=ns).stdout))
@@ -255,8 +323,12 @@ def chain_passes(lab: AgentLab, server_pod: str, target: rounds.Target, secs: in
             lines.append(f"  {n.name}: {total:.2f} base-chain passes per packet ({detail})")
             remove = hooks.removal_commands(rs)
             run(["nft", "-f", "-"], netns=n.ns, input="".join(c + "\n" for c in remove))
-        return [f"  chain passes over {packets} packets of one flow:", *lines]
+        what = f" with {toggle}" if toggle else ""
+        return [f"  chain passes{what} over {packets} packets of one flow:", *lines]
     finally:
+        if toggle:
+            for n in lab.nodes:
+                TOGGLES[toggle][1](n.ns)
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
 
@@ -289,6 +361,8 @@ def measure_mode(
         pair = [t for t in targets if t.name != "node-node"]
         ablated = ablate(lab, parts, pair, n_rounds, secs) if parts and ref_path else {}
         counted = chain_passes(lab, server_pod, targets[0], secs) if count else []
+        if count and toggle:
+            counted += chain_passes(lab, server_pod, targets[0], secs, toggle)
     finally:
         under.kill()
         under.wait()

@@ -13,6 +13,14 @@ separately, every 10th change, to the first connection that no longer reaches
 the removed backend (``first_miss_ms``, includes the probe's own start-up).
 Prints p50/p90/p99 (scenario 13; clusterloader2 fails a cluster at p99 > 30 s;
 issue 7's goal is p99 ≤ 1 s).
+
+``--sizes 100,1000,5000 [--before DIR]``: the services loop at load-test scale
+(issue 15; ``bench/svc_scale.py``): per size, the controller of
+``podlab load``'s shape — N Services each selecting its own group of three
+pods, spread over 1,000 nodes — and one change at a time, timed per pass from
+the controller's own pass trace. With ``--before DIR`` (a checkout of another
+commit, e.g. ``git archive main | tar -x -C DIR``) each size runs under both
+trees, one after the other, and prints them side by side.
 """
 
 from __future__ import annotations
@@ -120,7 +128,14 @@ def main() -> int:
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--modes", default="nftables,iptables")
+    ap.add_argument("--sizes", help="e.g. 100,1000,5000: the services loop at scale instead")
+    ap.add_argument("--before", help="with --sizes: a source tree to run side by side")
+    ap.add_argument("--reps", type=int, default=5, help="with --sizes: changes of each kind")
     args = ap.parse_args()
+    if args.sizes:
+        from svc_scale import compare  # bench/svc_scale.py, beside this file
+
+        return compare(args.sizes, args.before, args.reps, args.modes.split(",")[0])
     etcd = LocalEtcd()
     results = {}
     try:

@@ -337,10 +337,12 @@ class Agent:
             self.heartbeat()
 
     def _node_ruleset(self) -> dict[str, Any]:
-        """Table ``ip podlab``: masquerade (less the mesh's pod CIDRs), untracked tunnels."""
+        """Tables ``ip podlab`` (masquerade, less the mesh's pod CIDRs; untracked
+        outgoing tunnel packets) and ``netdev podlab-underlay`` (untracked incoming)."""
         cfg = self.cfg
         return nft.masquerade_ruleset(cfg.pod_cidr, self.no_nat, self.tunnels,
-                                      cfg.underlay_address, cfg.service_cidr)  # fmt: skip
+                                      cfg.underlay_address, cfg.service_cidr,
+                                      cfg.underlay_interface)  # fmt: skip
 
     def _sync_tunnels(self) -> None:
         """Re-apply the node ruleset when the tunnels to exempt changed (cross-subnet)."""

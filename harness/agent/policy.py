@@ -5,7 +5,13 @@ Kernel objects, in table ``inet podlab-policy`` of the node's namespace:
 - chain ``forward`` (filter hook forward, priority filter — after the service
   proxy's DNAT, so policy sees real pod addresses): ``ct state
   established,related accept``, then ``ip saddr vmap @egress-pods`` and
-  ``ip daddr vmap @ingress-pods``;
+  ``ip daddr vmap @ingress-pods``. Registered only while some policy selects a
+  pod of this node: with both maps empty it would accept every packet anyway,
+  and every forwarded packet of the node would still pass it (one base-chain
+  pass per packet; docs/throughput.md, item 8). A connection opened before the
+  first such policy is accepted as established once the chain appears, as it
+  would have been with the chain there all along (conntrack follows every flow
+  of the node for the NAT tables either way);
 - verdict maps ``egress-pods`` / ``ingress-pods``: a local pod's address →
   ``jump eg-<id>`` / ``jump in-<id>``, present only when some policy selects
   the pod for that direction (Kubernetes: unselected pods are open);
@@ -175,6 +181,8 @@ def ruleset(
         f"add table {T}",
         f"add map {T} ingress-pods {{ type ipv4_addr : verdict ; }}",
         f"add map {T} egress-pods {{ type ipv4_addr : verdict ; }}",
+    ]
+    hook = [
         f"add chain {T} forward {{ type filter hook forward priority filter ; policy accept ; }}",
         f"add rule {T} forward ct state established,related accept",
         f"add rule {T} forward ip saddr vmap @egress-pods",
@@ -207,7 +215,8 @@ def ruleset(
     for direction, mp in (("Ingress", "ingress-pods"), ("Egress", "egress-pods")):
         if elements[direction]:
             body.append(f"add element {T} {mp} {{ {', '.join(elements[direction])} }}")
-    return "\n".join(head + body) + "\n"
+    any_selected = bool(elements["Ingress"] or elements["Egress"])  # else no hook (docstring)
+    return "\n".join(head + (hook if any_selected else []) + body) + "\n"
 
 
 def pods_from_store(

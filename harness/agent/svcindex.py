@@ -22,6 +22,8 @@ What dirties what:
   names whose import changed) and its name;
 - a stored ServiceImport → its name (its ClusterSetIP);
 - NetworkPolicies and Namespaces → the policy table;
+- a local node dying or coming back (the controller's liveness verdict,
+  ``nodes_moved``) → the names of the Services selecting its pods;
 - a mirrored node record whose address changed, or that came or went →
   everything (rare; remote heartbeats change nothing);
 - the syncer's status record, export conditions → a pass with nothing to
@@ -63,6 +65,22 @@ def _policy_sig(pod: Obj | None) -> Any:
     return (_labels(pod), spec.get("nodeName"), repr(ports))
 
 
+def _selector(svc: Obj | None) -> dict[str, Any]:
+    return ((svc or {}).get("spec") or {}).get("selector") or {}
+
+
+def _sel_key(selector: dict[str, Any]) -> tuple[str, str] | None:
+    """The one (label, value) a Service is filed under for ``selecting``: a pod can only
+    match it if it carries that pair. None: not indexable (a non-string value)."""
+    if not all(isinstance(v, str) for v in selector.values()):
+        return None
+    return min(selector.items())
+
+
+def _node(pod: Obj | None) -> str | None:
+    return None if pod is None else (pod.get("spec") or {}).get("nodeName")
+
+
 def _ip(status: Obj | None) -> Any:
     return None if status is None else status.get("podIP")
 
@@ -94,6 +112,13 @@ class ClusterIndex:
         # (at 150 Services over 3,000 pods the scan held the interpreter for most of a
         # pass, and the agent's DNS answers, a thread of the same process, waited)
         self.by_label: dict[str, dict[tuple[str, str], set[str]]] = {}
+        # namespace → (label, value) → names of its Services whose selector holds that pair
+        # (its smallest): a pod event looks only at the Services it could match, not at
+        # every Service of the namespace (1,000 Services × 3,000 pod deletes held the
+        # controller's lock for minutes); ``by_ns_scan``: selectors not indexable
+        self.by_selector: dict[str, dict[tuple[str, str], set[str]]] = {}
+        self.by_ns_scan: dict[str, set[str]] = {}
+        self.by_node: dict[str, set[Ref]] = {}  # node → its pods (liveness moves them)
         self._order: dict[Ref, int] = {}  # a pod's first recording: views list pods in it
         self._seq = 0
         self.statuses: dict[Ref, Obj] = {}
@@ -106,11 +131,25 @@ class ClusterIndex:
 
     def selecting(self, ns: str, *labels: dict[str, str] | None) -> set[Ref]:
         """This cluster's Services in ``ns`` whose selector matches any of ``labels``."""
+        index = self.by_selector.get(ns, {})
+        candidates = set(self.by_ns_scan.get(ns, ()))
+        for lab in labels:
+            for pair in (lab or {}).items():
+                if isinstance(pair[1], str) and pair in index:
+                    candidates |= index[pair]
         out = set()
-        for name in self.by_ns.get(ns, ()):
-            sel = (self.services[(ns, name)].get("spec") or {}).get("selector") or {}
+        for name in candidates:
+            sel = _selector(self.services[(ns, name)])
             if any(_selects(sel, lab) for lab in labels):
                 out.add((ns, name))
+        return out
+
+    def on_nodes(self, nodes: set[str]) -> set[Ref]:
+        """The Services selecting a pod bound to one of ``nodes`` (their liveness moved)."""
+        out: set[Ref] = set()
+        for node in nodes:
+            for ref in self.by_node.get(node, ()):
+                out |= self.selecting(ref[0], _labels(self.pod(ref)))
         return out
 
     def narrow(self, ref: Ref) -> ClusterView:
@@ -161,6 +200,37 @@ class ClusterIndex:
                 if not index[key]:
                     del index[key]
 
+    def _index_selector(self, ref: Ref, svc: Obj | None, add: bool) -> None:
+        selector = _selector(svc)
+        if svc is None or not selector:  # selects no pod: filed nowhere
+            return
+        key = _sel_key(selector)
+        ns, name = ref
+        if key is None:
+            names = self.by_ns_scan.setdefault(ns, set())
+        else:
+            names = self.by_selector.setdefault(ns, {}).setdefault(key, set())
+        if add:
+            names.add(name)
+            return
+        names.discard(name)
+        if not names:
+            if key is None:
+                del self.by_ns_scan[ns]
+            else:
+                del self.by_selector[ns][key]
+
+    def _index_node(self, ref: Ref, pod: Obj | None, add: bool) -> None:
+        node = _node(pod)
+        if not node:
+            return
+        if add:
+            self.by_node.setdefault(node, set()).add(ref)
+        elif node in self.by_node:
+            self.by_node[node].discard(ref)
+            if not self.by_node[node]:
+                del self.by_node[node]
+
     def view(self) -> ClusterView:
         """The whole cluster as a view (policy, MCS resolution)."""
         pods = [p for by_name in self.pods.values() for p in by_name.values()]
@@ -170,6 +240,8 @@ class ClusterIndex:
 
     # --- recording (each returns what it dirtied) ---------------------------------------
     def put_service(self, ref: Ref, obj: Obj | None) -> None:
+        self._index_selector(ref, self.services.get(ref), add=False)
+        self._index_selector(ref, obj, add=True)
         if obj is None:
             self.services.pop(ref, None)
             self.by_ns.get(ref[0], set()).discard(ref[1])
@@ -181,6 +253,8 @@ class ClusterIndex:
         """(Service names the change touches, whether policy inputs moved)."""
         old = self.pod(ref)
         self._index_labels(ref, _labels(old), add=False)
+        self._index_node(ref, old, add=False)
+        self._index_node(ref, obj, add=True)
         if obj is None:
             self.pods.get(ref[0], {}).pop(ref[1], None)
             self._order.pop(ref, None)
@@ -220,6 +294,11 @@ class ServicesIndex:
         """What changed since the last call, and start afresh."""
         dirt, self.dirt = self.dirt, Dirt(everything=False, exports=False, policy=False)
         return dirt
+
+    def nodes_moved(self, nodes: set[str]) -> None:
+        """Local ``nodes`` died or came back: dirty the Services selecting their pods
+        (a dead node's pods are served NotReady; nothing else reads liveness)."""
+        self.dirt.refs |= self.local.on_nodes(nodes)
 
     def remote_list(self) -> list[ClusterIndex]:
         return [self.remotes[c] for c in sorted(self.remotes)]

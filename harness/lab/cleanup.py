@@ -35,6 +35,7 @@ class CleanupReport:
     cgroups: list[str] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)
     left_alone: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # could not be removed, and why
 
     def lines(self) -> list[str]:
         if not (self.labs or self.netns or self.links or self.cgroups):
@@ -81,6 +82,7 @@ def cleanup() -> CleanupReport:
         if down is not None:
             report.labs.append(name)
             report.processes += down.processes
+            report.problems += down.problems
     live_tags = {naming.lab_tag(name) for name in live}
     live_netns = {n for ledger in live.values() for n in ledger.netns_names}
     _stale_netns(report, live_tags, live_netns)
@@ -118,8 +120,7 @@ def _stale_netns(report: CleanupReport, live_tags: set[str], live_netns: set[str
         if not name.startswith(naming.PREFIX + "-") or name in live_netns:
             continue
         if _dead_probe(name):  # a preflight whose process died before its finally
-            sysns.remove_netns(name)
-            report.netns.append(name)
+            _remove(report, name)
             continue
         tag = links.netns_tag(name)
         if tag is None:
@@ -130,8 +131,15 @@ def _stale_netns(report: CleanupReport, live_tags: set[str], live_netns: set[str
         inode = sysns.ns_inode(entry)
         if inode:
             report.processes += sysns.kill_where({inode}, set(), skip=set())
-        sysns.remove_netns(name)
-        report.netns.append(name)
+        _remove(report, name)
+
+
+def _remove(report: CleanupReport, name: str) -> None:
+    try:
+        if sysns.remove_netns(name):
+            report.netns.append(name)
+    except LabError as exc:
+        report.problems.append(str(exc))
 
 
 def _dead_probe(name: str) -> bool:

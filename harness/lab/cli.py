@@ -164,7 +164,9 @@ def _down(args: argparse.Namespace) -> int:
         f"lab {name} down: {len(report.processes)} processes, "
         f"{len(report.netns)} namespaces, {len(report.links)} host links removed"
     )
-    return 0
+    for problem in report.problems:
+        err.print(f"error: {problem}")
+    return 1 if report.problems else 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -275,7 +277,9 @@ def _cleanup(args: argparse.Namespace) -> int:
         lines = [line for line in lines if line != "nothing stale" and "left alone" not in line]
     for line in lines:
         out.print(line)
-    return 0
+    for problem in report.problems:
+        err.print(f"error: {problem}")
+    return 1 if report.problems else 0
 
 
 def _preflight(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ are signalled through a pidfd so the kill cannot hit a newcomer.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import select
 import signal
@@ -17,6 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from harness.errors import LabError
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -30,6 +33,7 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 NETNS_DIR = Path("/run/netns")
 
@@ -115,9 +119,28 @@ def netns_path(name: str) -> Path:
     return NETNS_DIR / name
 
 
+def ensure_netns_dir() -> None:
+    """Make ``/run/netns`` a shared mount of itself before pinning anything in it, as
+    ``ip netns add`` does.
+
+    iproute2 binds the directory onto itself (recursively) the first time it finds
+    it is not a mount point. Done after our handles existed, that bind copied each of
+    them and left the originals under it, where no path reaches them: ``down`` then
+    unmounted the copy and could not unlink the handle (EBUSY). Doing iproute2's step
+    first, the way it does it, means a later ``ip netns add`` finds the mount and
+    only re-marks it shared.
+    """
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        mount("", str(NETNS_DIR), None, MS_SHARED | MS_REC)
+    except OSError:
+        mount(str(NETNS_DIR), str(NETNS_DIR), None, MS_BIND | MS_REC)
+        mount("", str(NETNS_DIR), None, MS_SHARED | MS_REC)
+
+
 def bind_netns(name: str, source: str) -> int:
     """Pin the namespace at ``source`` as ``/run/netns/<name>``; return its inode."""
-    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    ensure_netns_dir()
     target = netns_path(name)
     fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
@@ -149,12 +172,25 @@ def create_netns(name: str) -> int:
 
 
 def remove_netns(name: str) -> bool:
-    """Unmount and unlink ``/run/netns/<name>``; False if it did not exist."""
+    """Unmount (every stacked mount) and unlink ``/run/netns/<name>``; False if it did
+    not exist. A handle that stays busy raises LabError naming the cause and the fix."""
     target = netns_path(name)
     if not target.exists():
         return False
-    umount(str(target))
-    target.unlink(missing_ok=True)
+    for _ in range(8):
+        if not os.path.ismount(target):
+            break
+        umount(str(target))
+    try:
+        target.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        raise LabError(
+            f"{target}: still mounted where no path reaches it (a bind of /run/netns onto "
+            "itself, as `ip netns add` makes, was mounted over it after this lab was made); "
+            "it goes away at reboot, or after `umount -R /run/netns` when no other lab runs"
+        ) from exc
     return True
 
 

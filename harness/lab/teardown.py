@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from harness.errors import LabError
 from harness.lab import cgroup, links, state, sysns
 from harness.lab.state import LabPaths, Ledger
 from harness.plan import naming
@@ -30,6 +31,7 @@ class DownReport:
     processes: list[int] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what could not be removed, and why
 
 
 def namespace_inodes(ledger: Ledger) -> tuple[set[int], set[int], set[int]]:
@@ -101,8 +103,11 @@ def down(ledger: Ledger, paths: LabPaths, keep_dir: bool = False) -> DownReport:
     report = DownReport(ledger.lab)
     report.processes = _ssh_masters(paths) + kill_processes(ledger)
     for name in ledger.netns_names:
-        if sysns.remove_netns(name):
-            report.netns.append(name)
+        try:
+            if sysns.remove_netns(name):
+                report.netns.append(name)
+        except LabError as exc:  # the rest is still removed; the CLI names what stayed
+            report.problems.append(str(exc))
     for mountpoint in ledger.mounts:
         sysns.umount(mountpoint)
     with IPRoute() as ipr:

@@ -116,28 +116,60 @@ class Cost:
 
 
 class CostSampler:
-    """Samples RSS every ``every`` seconds between ``start`` and ``finish``."""
+    """Samples RSS every ``every`` seconds between ``start`` and ``finish``.
+
+    A process that exits during the window (an agent restarted by its supervisor)
+    is followed: what it used up to the last sample is kept, and its successor of
+    the same node and role, found at the next sample, is counted from zero (it
+    started inside the window). Without that, the successor's own ticks were
+    subtracted from the first process's and a restarted process read negative.
+    """
 
     def __init__(self, netns: dict[str, Path], every: float = 2.0) -> None:
+        self.netns = netns
         self.pids = processes(netns)
         self.pids[("host", "podlab-load")] = os.getpid()
         self.every = every
         self.cost = Cost()
-        self._ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items()}
-        self._wait0 = {k: runqueue_s(p) for k, p in self.pids.items()}
+        self._ticks0: dict[tuple[str, str], int] = {}
+        self._wait0: dict[tuple[str, str], float] = {}
+        self._last: dict[tuple[str, str], tuple[int, float]] = {}
+        self._banked: dict[tuple[str, str], tuple[int, float]] = {}
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="load-cost")
+        self._zero()
 
-    def start(self) -> None:
+    def _zero(self) -> None:
         self._ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items()}
         self._wait0 = {k: runqueue_s(p) for k, p in self.pids.items()}
+        self._last = {k: (self._ticks0[k], self._wait0[k]) for k in self.pids}
+        self._banked = {}
+
+    def start(self) -> None:
+        self._zero()
         self._t0 = time.monotonic()
         self._thread.start()
 
+    def _alive(self, key: tuple[str, str], pid: int) -> bool:
+        return key[0] == "host" or role_of(_cmdline(pid)) == key[1]
+
     def _sample(self) -> None:
+        gone = [k for k, pid in self.pids.items() if not self._alive(k, pid)]
+        found = processes(self.netns) if gone else {}
+        for k in gone:
+            ticks, wait = self._last[k]
+            bt, bw = self._banked.get(k, (0, 0.0))
+            self._banked[k] = (bt + ticks - self._ticks0[k], bw + max(0.0, wait - self._wait0[k]))
+            self._ticks0[k], self._wait0[k] = 0, 0.0
+            self._last[k] = (0, 0.0)
+            if k in found:
+                self.pids[k] = found[k]
         for k, pid in self.pids.items():
+            if k in gone and k not in found:
+                continue  # not back yet: the next sample looks again
             self.cost.rss[k] = max(self.cost.rss.get(k, 0), rss_bytes(pid))
+            self._last[k] = (cpu_ticks(pid), runqueue_s(pid))
 
     def _run(self) -> None:
         self._sample()
@@ -148,7 +180,10 @@ class CostSampler:
         self._stop.set()
         self._sample()
         window = max(1e-3, time.monotonic() - self._t0)
-        for k, pid in self.pids.items():
-            self.cost.cores[k] = (cpu_ticks(pid) - self._ticks0.get(k, 0)) / TICK / window
-            self.cost.waits[k] = max(0.0, runqueue_s(pid) - self._wait0.get(k, 0.0)) / window
+        for k in self.pids:
+            ticks, wait = self._last[k]
+            bt, bw = self._banked.get(k, (0, 0.0))
+            used = bt + ticks - self._ticks0[k]
+            self.cost.cores[k] = used / TICK / window
+            self.cost.waits[k] = (bw + max(0.0, wait - self._wait0[k])) / window
         return self.cost

@@ -17,7 +17,9 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from harness import __version__, daemon
@@ -175,26 +177,52 @@ class Syncer:
         log.info("stopped; mirrored keys left in place")
 
 
-def check(cfg: MeshConfig) -> int:
+def check(cfg: MeshConfig, since: float = 0.0, wait_s: float = 0.0) -> int:
     """``--check``: 0 once this syncer has published ``clusterinfo`` (the deploy waits
-    for it); prints every peer's state as the syncer last wrote it."""
+    for it); prints every peer's state as the syncer last wrote it.
+
+    ``since`` (epoch seconds; the deploy passes the moment the restarted syncer's
+    predecessor was gone): only a ``clusterinfo`` whose ``started`` is at least that
+    recent counts, so the one the old process published does not pass for the new
+    one (which rewrites it at the end of its start-up). ``wait_s``: look again every
+    0.5 s until it passes or the time is up.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        ok, message = _check_once(cfg, since)
+        if ok or time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    print(message if ok else f"unhealthy: {message}")
+    return 0 if ok else 1
+
+
+def _check_once(cfg: MeshConfig, since: float) -> tuple[bool, str]:
     try:
         store = Store(cfg.etcd_endpoints, timeout=3)
         kv = store.get(keys.clusterinfo_key(cfg.cluster))
         kvs, _ = store.get_prefix(keys.mesh_prefix(cfg.cluster))
     except StoreError as exc:
-        print(f"unhealthy: {exc}")
-        return 1
+        return False, str(exc)
     if kv is None:
-        print(f"unhealthy: no clusterinfo for {cfg.cluster} yet (podlab-mesh starting?)")
-        return 1
+        return False, f"no clusterinfo for {cfg.cluster} yet (podlab-mesh starting?)"
+    if since:
+        started = str(kv.json().get("started", ""))
+        try:
+            at = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return False, f"clusterinfo of {cfg.cluster} has no readable start time"
+        if at < since:
+            return False, (
+                f"clusterinfo of {cfg.cluster} is the previous syncer's (started "
+                f"{since - at:.1f}s before the restart)"
+            )
     states = []
     for s in kvs:
         if s.key.endswith("/" + keys.STATUS):
             st = s.json()
             states.append(f"{st.get('cluster')} {st.get('state')}")
-    print(f"ok: {cfg.cluster} in mesh {cfg.mesh}; peers: {', '.join(states) or 'none yet'}")
-    return 0
+    return True, f"ok: {cfg.cluster} in mesh {cfg.mesh}; peers: {', '.join(states) or 'none yet'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "mesh.yaml (default %(default)s)",
         "exit 0 once clusterinfo is published",
         argv,
+        check_waits=True,
     )
     try:
         cfg = load(args.config)
@@ -212,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"podlab-mesh: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        return check(cfg)
+        return check(cfg, args.since, args.wait)
     syncer = Syncer(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: syncer.stop.set())

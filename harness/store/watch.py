@@ -7,7 +7,11 @@ stream can end for four reasons, each handled differently:
   timeout): resume at the last revision seen plus one, without a word;
 - etcd compacted the revision we would resume at: list the prefix again and
   hand the listing to ``on_reset`` (the caller replaces its whole state);
-- the connection broke (etcd restarted): wait a second, resume;
+- the connection broke (etcd restarted): wait a second, resume after the last
+  event delivered — never from where the stream began: a stream that lived for
+  hours would otherwise hand every change since then to its caller again, in
+  order, old states included (a remote cluster's exporter replayed a deleted
+  Service and NotReady pods into the mesh that way, docs/mesh.md);
 - ``stop`` was set: return.
 """
 
@@ -34,6 +38,15 @@ log = logging.getLogger("podlab.store")
 IDLE_S = 60.0
 
 
+class _Cursor:
+    """The last revision whose events were all handed over (0: list first). Kept outside
+    the stream so that a stream that breaks mid-way still moves it: a restarted etcd is
+    resumed right after the last event delivered, never replayed from an older one."""
+
+    def __init__(self, rev: int) -> None:
+        self.rev = rev
+
+
 def follow(
     store: Store,
     prefix: str,
@@ -43,23 +56,22 @@ def follow(
     start_revision: int = 0,
 ) -> None:
     """``Store.watch_prefix``: list (unless ``start_revision``), then follow until ``stop``."""
-    rev = start_revision - 1 if start_revision > 0 else 0
+    cur = _Cursor(start_revision - 1 if start_revision > 0 else 0)
     while not stop.is_set():
         try:
-            if rev == 0:
+            if cur.rev == 0:
                 kvs, header_rev = store.get_prefix(prefix)
                 on_reset(kvs)
-                rev = header_rev
-            rev = _stream(store, prefix, rev + 1, on_events, stop)
+                cur.rev = header_rev
+            _stream(store, prefix, cur, on_events, stop)
         except _Idle as exc:
             # no event for a while (or the gateway's own timeout): just resume
-            log.debug("watch %s idle (%s); resuming from revision %d", prefix, exc, rev + 1)
-            rev = exc.last
+            log.debug("watch %s idle (%s); resuming from revision %d", prefix, exc, cur.rev + 1)
         except _Compacted as exc:
             log.warning("watch %s: revision compacted (%s); re-listing", prefix, exc)
-            rev = 0
+            cur.rev = 0
         except (StoreError, requests.RequestException, ValueError, KeyError) as exc:
-            log.warning("watch %s: %s; retrying from revision %d", prefix, exc, rev + 1)
+            log.warning("watch %s: %s; retrying from revision %d", prefix, exc, cur.rev + 1)
             if "invalid auth token" in str(exc):
                 with contextlib.suppress(StoreError):
                     store.login()  # the user's token expired (--auth-token-ttl)
@@ -69,21 +81,21 @@ def follow(
 def _stream(
     store: Store,
     prefix: str,
-    start: int,
+    cur: _Cursor,
     on_events: Callable[[list[Event]], None],
     stop: threading.Event,
-) -> int:
-    """One watch stream from ``start``; returns the last revision seen when it ends.
+) -> None:
+    """One watch stream from ``cur.rev + 1``, moving ``cur`` past every batch
+    ``on_events`` accepted (a batch it raised on is delivered again on resume).
 
-    Raises _Idle (with the last revision) when the stream merely went quiet.
+    Raises _Idle when the stream merely went quiet.
     """
     create: dict[str, Any] = {
         "key": b64(prefix),
         "range_end": range_end(prefix),
-        "start_revision": start,
+        "start_revision": cur.rev + 1,
         "progress_notify": True,
     }
-    last = start - 1
     with store.session.post(
         store.gateway_url("/watch"),
         json={"create_request": create},
@@ -91,7 +103,7 @@ def _stream(
         timeout=(store.timeout, IDLE_S),
     ) as resp:
         if resp.status_code == 408:  # the gateway ends long-idle streams itself
-            raise _Idle(last, "gateway request timeout")
+            raise _Idle("gateway request timeout")
         if resp.status_code != 200:
             raise StoreError(f"watch refused ({resp.status_code}): {resp.text[:200]}")
         lines = resp.iter_lines(chunk_size=None)  # type: ignore[call-overload]
@@ -102,7 +114,7 @@ def _stream(
                 break
             except requests.exceptions.ConnectionError as exc:
                 if "timed out" in str(exc):
-                    raise _Idle(last, "read timed out") from exc
+                    raise _Idle("read timed out") from exc
                 raise
             if not line.strip():
                 continue
@@ -117,8 +129,7 @@ def _stream(
             events = [Event(e.get("type", "PUT"), kv_of(e["kv"])) for e in result.get("events", [])]
             if events:
                 on_events(events)
-                last = max(last, max(e.kv.mod_revision for e in events))
-    return last
+                cur.rev = max(cur.rev, max(e.kv.mod_revision for e in events))
 
 
 class _Compacted(Exception):
@@ -126,8 +137,4 @@ class _Compacted(Exception):
 
 
 class _Idle(Exception):
-    """The stream ended quietly (idle timeout); resume after revision ``last``."""
-
-    def __init__(self, last: int, why: str) -> None:
-        super().__init__(why)
-        self.last = last
+    """The stream ended quietly (idle timeout); resume where the cursor stands."""

@@ -127,7 +127,8 @@ def _conntrack(lab: AgentLab, node) -> str:  # type: ignore[no-untyped-def]
 def _vxlan_outer_packets_are_not_tracked(lab: AgentLab, pods: dict[str, dict]) -> None:
     """The tunnel's UDP 8472 skips conntrack on both ends; pod flows inside are tracked.
 
-    Negative control: without the agent's raw chains the same traffic leaves
+    Negative control: without the agent's ``raw-output`` chain and its underlay
+    table (``raw-ingress``) the same traffic leaves
     UDP 8472 entries behind, so the check can see them when they are there.
     """
     n1, n2 = lab.nodes
@@ -138,8 +139,8 @@ def _vxlan_outer_packets_are_not_tracked(lab: AgentLab, pods: dict[str, dict]) -
         assert "dport=8472" not in table, f"{node.name} tracks VXLAN packets:\n{table}"
     assert f"dst={b['podIP']}" in _conntrack(lab, n1), "the pod flow itself is not tracked"
     for node in (n1, n2):
-        for chain in ("raw-prerouting", "raw-output"):
-            lab.ns_run(node, ["nft", "delete", "chain", nft.FAMILY, nft.TABLE, chain])
+        lab.ns_run(node, ["nft", "delete", "chain", nft.FAMILY, nft.TABLE, "raw-output"])
+        lab.ns_run(node, ["nft", "delete", "table", "netdev", nft.UNDERLAY_TABLE])
     lab.pod_run(n1, a["netns"], udp_echo(b["podIP"], 8081))
     assert "dport=8472" in _conntrack(lab, n1), "control: VXLAN untracked without the rules"
 

@@ -102,8 +102,10 @@ def test_watch_resumes_after_etcd_restart_and_relists_after_compaction(etcd) -> 
     prefix = "/podlab/v1/w/"
     seen: dict[str, bytes] = {}
     resets: list[int] = []
+    delivered: list[tuple[str, int]] = []  # every event, in order (a replay shows twice)
 
     def on_events(events: list[Event]) -> None:
+        delivered.extend((e.kv.key, e.kv.mod_revision) for e in events)
         for e in events:
             if e.type == "DELETE":
                 seen.pop(e.kv.key, None)
@@ -133,6 +135,10 @@ def test_watch_resumes_after_etcd_restart_and_relists_after_compaction(etcd) -> 
         writer.delete(prefix + "a")
         wait_for("events after restart", lambda: set(seen) == {prefix + "b", prefix + "c"})
         assert resets == [1], "resumed from a revision; must not re-list after a restart"
+        # resumed after the last event delivered, not from where the stream began: the
+        # old loop handed b's put over again after the restart (a replay of history)
+        assert [k for k, _ in delivered] == [prefix + "b", prefix + "c", prefix + "a"]
+        assert len(set(delivered)) == len(delivered), f"delivered twice: {delivered}"
     finally:
         stop.set()
 

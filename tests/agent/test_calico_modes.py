@@ -276,8 +276,9 @@ def test_ipip_userspace_puts_protocol_4_on_the_wire(calico_lab) -> None:
 
 
 def _raw_chains(lab: AgentLab, node: Node) -> set[str]:
-    table = lab.ns_run(node, ["nft", "list", "table", nft.FAMILY, nft.TABLE]).stdout
-    return {c for c in ("raw-prerouting", "raw-output") if f"chain {c} " in table}
+    """The node's notrack chains: ``raw-output`` (ip podlab), ``raw-ingress`` (netdev)."""
+    ruleset = lab.ns_run(node, ["nft", "list", "ruleset"]).stdout
+    return {c for c in ("raw-output", "raw-ingress", "raw-prerouting") if f"chain {c} " in ruleset}
 
 
 def test_cross_subnet_encapsulates_only_across_segments(calico_lab) -> None:
@@ -296,7 +297,10 @@ def test_cross_subnet_encapsulates_only_across_segments(calico_lab) -> None:
     assert _raw_chains(lab, n1) == set(), "raw chains with no peer behind the tunnel"
     n3 = lab.add_node(3, segment="edge")
     lab.start_agent(n3)
-    wait_for("raw chains on n1 once n3 is a peer", lambda: len(_raw_chains(lab, n1)) == 2)
+    wait_for(
+        "notrack chains on n1 once n3 is a peer",
+        lambda: _raw_chains(lab, n1) == {"raw-output", "raw-ingress"},
+    )
     for name, node in (("a", n1), ("b", n2), ("c", n3)):
         lab.apply_pod(name, node, [*ECHO, "--name", name])
     a, b, c = (lab.wait_running(p) for p in ("a", "b", "c"))
@@ -322,8 +326,9 @@ def test_cross_subnet_encapsulates_only_across_segments(calico_lab) -> None:
     tracked = lab.ns_run(n1, ["cat", "/proc/net/nf_conntrack"]).stdout
     assert f"dst={c['podIP']}" in tracked, "the pod flow itself is not tracked"
     assert "dport=4789" not in tracked, f"VXLAN packets tracked on n1:\n{tracked}"
-    for chain in ("raw-prerouting", "raw-output"):  # control: without them it is tracked
-        lab.ns_run(n1, ["nft", "delete", "chain", nft.FAMILY, nft.TABLE, chain])
+    # control: without them it is tracked
+    lab.ns_run(n1, ["nft", "delete", "chain", nft.FAMILY, nft.TABLE, "raw-output"])
+    lab.ns_run(n1, ["nft", "delete", "table", "netdev", nft.UNDERLAY_TABLE])
     lab.pod_run(n1, a["netns"], tcp_hello(c["podIP"], 8080))
     tracked = lab.ns_run(n1, ["cat", "/proc/net/nf_conntrack"]).stdout
     assert "dport=4789" in tracked, "control: VXLAN untracked without the raw chains"

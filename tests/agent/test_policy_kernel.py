@@ -71,6 +71,22 @@ def test_default_deny_ingress_drops(lab: SvcLab, enforce) -> None:
     assert probe(lab, "b0", "b1") == "ok"  # egress of b0 is not restricted, replies pass
 
 
+def test_forward_hook_comes_and_goes_with_the_policies(lab: SvcLab, enforce) -> None:
+    """The forward base chain exists only while a policy selects a pod here; the
+    deny takes effect when it appears and lifts when it goes."""
+
+    def hooked() -> bool:
+        return "hook forward" in run(["nft", "list", "table", "inet", "podlab-policy"],
+                                     netns=lab.node).stdout  # fmt: skip
+
+    enforce()
+    assert not hooked() and probe(lab, "c0", "b0") == "ok"
+    enforce({"podSelector": ON_B0, "policyTypes": ["Ingress"]})
+    assert hooked() and probe(lab, "c0", "b0") == "timeout"
+    enforce()
+    assert not hooked() and probe(lab, "c0", "b0") == "ok"
+
+
 def test_allow_by_pod_label_is_namespace_scoped(lab: SvcLab, enforce) -> None:
     enforce(
         {

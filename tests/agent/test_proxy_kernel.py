@@ -7,6 +7,8 @@ builds, independent of etcd. Every blocked/refused case has a control.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +22,8 @@ from harness.agent.proxy.model import Endpoint, ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
 from harness.errors import ToolError
 from harness.exec import run
-from harness.testlab.svclab import SvcLab
+from harness.testlab.svclab import SERVER, SvcLab
+from harness.testlab.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -81,6 +84,35 @@ def test_no_endpoints_refuses_at_once_and_control_connects(
     assert took < 1.5, f"{proxy.name}: refusal took {took:.2f}s (a timeout, not a reject)"
     proxy.update([svc(lab, ["b1"])])  # control: the same address works once it has one
     assert lab.connect(lab.pods["c0"].ns, VIP, 80, 3) == ["b1"] * 3
+
+
+def test_nft_no_endpoints_refuses_before_a_node_listener(lab: SvcLab) -> None:
+    """The no-endpoint reject sits in the NAT chains (a connection's first packet),
+    not in filter chains on every packet: it must still refuse from a pod
+    (prerouting), from the node itself (output) and from outside to a NodePort.
+
+    A server in the node's namespace listens on the same ports on every address,
+    the service CIDR included (it is local on the node): without the reject the
+    connections reach it, which the control shows by removing the service.
+    """
+    node = subprocess.Popen(["ip", "netns", "exec", lab.node, sys.executable, "-c", SERVER, "node"])
+    proxy = make_proxy("nftables", ProxyOptions(lab.SERVICE_CIDR, lab.CLUSTER_CIDR, netns=lab.node))
+    try:
+        wait_for(
+            "the node's server", lambda: lab.connect(lab.node, "127.0.0.1", 8080, 1) == ["node"]
+        )
+        proxy.full_sync([svc(lab, [], port=8080, node_port=9090)])
+        c0 = lab.pods["c0"].ns
+        ways = [(c0, VIP, 8080), (lab.node, VIP, 8080), (lab.outside, lab.NODE_OUTSIDE_IP, 9090)]
+        got = [lab.connect(src, ip, port, 2) for src, ip, port in ways]
+        assert got == [["refused"] * 2] * 3, f"pod, node, outside to an empty service: {got}"
+        proxy.update([])  # control: without the service they reach the node's server
+        got = [lab.connect(src, ip, port, 1) for src, ip, port in ways]
+        assert got == [["node"], ["node"], ["node-9090"]], f"control: {got}"
+    finally:
+        proxy.close()
+        node.kill()
+        node.wait()
 
 
 def test_endpoint_change_moves_traffic(lab: SvcLab, proxy: ServiceProxy) -> None:

@@ -349,3 +349,47 @@ def test_down_never_kills_in_a_recycled_namespace(home: Path) -> None:
     finally:
         sysns.kill_where({inode}, set(), skip={os.getpid()})
         sysns.remove_netns(foreign)
+
+
+_IP_NETNS_AFTER_US = r"""
+import subprocess, sys
+from harness.errors import LabError
+from harness.lab import sysns
+from harness.lab.sysns import MS_PRIVATE, MS_REC, mount
+
+mount("", "/", None, MS_PRIVATE | MS_REC)  # nothing below leaves this mount namespace
+mount("tmpfs", "/run", "tmpfs", 0)  # a /run whose netns directory is no mount point yet
+sysns.NETNS_DIR.mkdir()
+sysns.bind_netns("podlab-t-ours", "/proc/self/ns/net")
+subprocess.run(["ip", "netns", "add", "t-theirs"], check=True)  # iproute2 binds the dir
+
+def remove(name):
+    try:
+        print("removed" if sysns.remove_netns(name) else "missing")
+    except LabError as exc:
+        print(f"busy: {exc}")
+
+remove("podlab-t-ours")
+# A handle made the old way (no bind of the directory first): down names it, no traceback.
+mount("tmpfs", "/run", "tmpfs", 0)
+sysns.NETNS_DIR.mkdir()
+old = sysns.netns_path("podlab-t-old")
+old.touch()
+mount("/proc/self/ns/net", str(old), None, sysns.MS_BIND)
+subprocess.run(["ip", "netns", "add", "t-theirs"], check=True)
+remove("podlab-t-old")
+"""
+
+
+def test_a_later_ip_netns_add_does_not_pin_our_handles() -> None:
+    """``ip netns add`` binds /run/netns onto itself the first time it finds no mount
+    there; done after our handles existed, the bind hid their first mounts and ``down``
+    failed with EBUSY (a full-matrix run, 2026-12-05). In a private mount namespace with
+    a fresh /run: our handle, then iproute2's, then our remove must succeed; a handle
+    pinned the old way is reported as a located error, not a traceback."""
+    out = run(["unshare", "--mount", sys.executable, "-c", _IP_NETNS_AFTER_US],
+              check=False, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    ours, old = out.stdout.strip().splitlines()[-2:]
+    assert ours == "removed", out.stdout
+    assert old.startswith("busy: /run/netns/podlab-t-old: still mounted where no path"), old

@@ -103,20 +103,30 @@ def test_tunnel_packets_skip_conntrack_only_for_encapsulating_modes() -> None:
     from harness.agent.datapath.base import Tunnel
 
     me = IPv4Address("10.100.0.2")
-    plain = nft.masquerade_ruleset(N("10.244.0.0/16"), tunnels=[], underlay=me)["nftables"]
+    plain = nft.masquerade_ruleset(N("10.244.0.0/16"), tunnels=[], underlay=me,
+                                   underlay_dev="eth1")["nftables"]  # fmt: skip
     assert not [
         c for c in plain if "chain" in c.get("add", {}) and "raw" in c["add"]["chain"]["name"]
     ]
+    # no tunnel: the underlay table is removed (add + delete), not left behind
+    assert [next(iter(c)) for c in plain if c.get(next(iter(c)), {}).get("table", {}) == {
+        "family": "netdev", "name": nft.UNDERLAY_TABLE}] == ["add", "delete"]  # fmt: skip
     doc = nft.masquerade_ruleset(
         N("10.244.0.0/16"),
         tunnels=[Tunnel("udp", 8472), Tunnel("ipip")],
         underlay=me,
         service_cidr=N("10.96.0.0/16"),
+        underlay_dev="eth1",
     )["nftables"]
     chains = {
         c["add"]["chain"]["name"]: c["add"]["chain"] for c in doc if "chain" in c.get("add", {})
     }
-    assert chains["raw-prerouting"]["prio"] == chains["raw-output"]["prio"] == -300
+    # out: an output hook (never passed by a forwarded pod packet); in: the underlay
+    # interface's ingress hook (never passed by a pod packet): no prerouting chain
+    assert set(chains) == {"postrouting", "raw-output", "raw-ingress"}
+    assert chains["raw-output"]["prio"] == -300 and chains["raw-output"]["hook"] == "output"
+    ingress = chains["raw-ingress"]
+    assert (ingress["family"], ingress["hook"], ingress["dev"]) == ("netdev", "ingress", "eth1")
     rules = [c["add"]["rule"] for c in doc if "rule" in c.get("add", {})]
 
     def shape(rule: dict) -> list[tuple[str, str, object]]:  # type: ignore[type-arg]
@@ -124,7 +134,7 @@ def test_tunnel_packets_skip_conntrack_only_for_encapsulating_modes() -> None:
                  e["match"]["right"] if not isinstance(e["match"]["right"], dict) else "net")
                 for e in rule["expr"] if "match" in e]  # fmt: skip
 
-    pre = [shape(r) for r in rules if r["chain"] == "raw-prerouting"]
+    pre = [shape(r) for r in rules if r["chain"] == "raw-ingress"]
     out = [shape(r) for r in rules if r["chain"] == "raw-output"]
     assert pre == [[("daddr", "==", "10.100.0.2"), ("dport", "==", 8472)],
                    [("daddr", "==", "10.100.0.2"), ("protocol", "==", 4)]]  # fmt: skip

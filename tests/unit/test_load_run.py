@@ -202,3 +202,54 @@ def test_cpu_waited_for_shows_starvation_and_not_work() -> None:
     assert sum(waited[p.pid] for p in busy) > 0.5  # ~1 s of the two's 2 s was waiting
     assert waited[idle.pid] < 0.05
     assert cost.runqueue_s(2**22 + 12345) == 0.0  # no such process
+
+
+def test_a_restarted_process_is_followed_not_subtracted() -> None:
+    """A lab process that exits inside the window (an agent restarted) keeps what it
+    used, and its successor of the same role is counted from zero: the two busy spells
+    add up (before, the successor's ticks were subtracted from the first's and the
+    role read negative)."""
+    import subprocess
+    import sys
+    import time
+
+    spin = (
+        "import sys, time\nsys.stdin.readline()\nt = time.process_time()\n"
+        "while time.process_time() - t < 0.4: pass\nprint(1, flush=True)\ntime.sleep(30)"
+    )
+    here = {"here": Path(f"/proc/{os.getpid()}/ns/net")}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", spin, "harness.hollow"], text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+
+    def spend(p: subprocess.Popen[str]) -> None:
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline()  # 0.4 s of CPU spent
+
+    first = start()
+    time.sleep(0.3)  # its interpreter is up, waiting on stdin
+    sampler = cost.CostSampler(here, every=0.05)
+    assert ("here", "hollow") in sampler.pids
+    sampler.start()
+    t0 = time.monotonic()
+    second = None
+    try:
+        spend(first)
+        time.sleep(0.2)  # sampled after the spell
+        first.kill()
+        first.wait()
+        second = start()
+        time.sleep(0.3)  # the sampler finds it
+        spend(second)
+        time.sleep(0.2)
+        t1 = time.monotonic()
+        used = sampler.finish().cores[("here", "hollow")] * (t1 - t0) * cost.TICK
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert used >= 0.6 * cost.TICK  # both spells (0.8 s of CPU), not their difference

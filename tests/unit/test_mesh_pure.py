@@ -170,3 +170,18 @@ def test_inventory_names_each_clusters_mesh_peers() -> None:
     assert c1["podlab_mesh_export_endpoint"] == "https://10.100.1.2:32379"
     single = build_inventory(load_plan(REPO / "topologies/single-cluster.clab.yml"), REPO)
     assert "podlab_mesh" not in single["all"]["children"]["c1"]["vars"]
+
+
+def test_policy_hooks_forward_only_while_a_policy_selects_a_local_pod() -> None:
+    """No policy for this node's pods: no forward base chain for every packet to pass."""
+    pods = [policy.PodInfo("default", "db", "10.244.1.5", {"app": "db"}),
+            policy.PodInfo("default", "web", "10.244.2.5", {"app": "web"})]  # fmt: skip
+    deny = {
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "db"}}},
+    }
+    assert "hook forward" not in policy.ruleset([], pods, {})
+    # selects only a pod of another node: still nothing to enforce here
+    assert "hook forward" not in policy.ruleset([deny], pods, {}, {("default", "web")})
+    doc = policy.ruleset([deny], pods, {}, {("default", "db")})
+    assert "type filter hook forward" in doc and "10.244.1.5 : jump in-" in doc

@@ -25,8 +25,8 @@ def test_nft_lookup_is_one_map_element_per_service_port() -> None:
     assert doc.count("vmap @service-ips") == 1  # one rule, whatever the number of services
     assert "add element ip podlab-proxy service-ips { 10.96.0.1 . tcp . 80 : goto lb-3, " in doc
     assert "10.96.0.1 . tcp . 80 . 2 : 10.244.1.4 . 8080" in doc  # endpoint = map element
-    # 10 base chains + lb-N/nplb-N for every N up to LB_MIN (used or not)
-    assert doc.count("add chain") == 10 + 2 * nftables.LB_MIN
+    # 3 NAT base chains, 4 regular ones + lb-N/nplb-N for every N up to LB_MIN (used or not)
+    assert doc.count("add chain") == 7 + 2 * nftables.LB_MIN
     assert "sep-" not in doc and "svc-" not in doc  # no per-service chains without affinity
     assert "add element ip podlab-proxy hairpin { 10.244.1.2 . 10.244.1.2, " in doc
 
@@ -37,6 +37,13 @@ def test_nft_service_without_endpoints_rejects() -> None:
     assert "no-endpoint-nodeports { tcp . 30001 : goto reject-chain }" in doc
     assert "reject with tcp reset" in doc
     assert "svc-" not in doc  # no chain for it
+    # checked where only a connection's first packet passes: the NAT chains (no
+    # filter base chain for every packet of the node to pass; docs/throughput.md)
+    assert [ln.split()[4] for ln in doc.splitlines() if ln.endswith("jump endpoints-check")] == [
+        "nat-prerouting",
+        "nat-output",
+    ]
+    assert "type filter" not in doc
 
 
 def test_nft_affinity_uses_dynamic_timeout_sets() -> None:

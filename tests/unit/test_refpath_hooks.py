@@ -35,6 +35,7 @@ RULESET: dict[str, Any] = {
         _chain("ip", "podlab", "raw-prerouting", "prerouting"),
         _chain("ip", "podlab", "helper"),  # a regular chain: no hook, no counter
         _chain("inet", "podlab-policy", "forward", "forward"),
+        _chain("netdev", "podlab-underlay", "raw-ingress", "ingress"),  # a device's hook
         {
             "rule": {
                 "family": "ip",
@@ -52,6 +53,7 @@ def test_a_counting_rule_goes_first_in_every_base_chain_only() -> None:
     assert hooks.counter_commands(RULESET) == [
         f'insert rule ip podlab raw-prerouting counter comment "{hooks.COMMENT}"',
         f'insert rule inet podlab-policy forward counter comment "{hooks.COMMENT}"',
+        f'insert rule netdev podlab-underlay raw-ingress counter comment "{hooks.COMMENT}"',
     ]
     assert hooks.passes(RULESET) == {}
     assert hooks.removal_commands(RULESET) == []
@@ -63,14 +65,17 @@ def test_counts_are_read_per_chain_and_removed_by_handle() -> None:
             *RULESET["nftables"],
             _counter("ip", "podlab", "raw-prerouting", 9, 3000),
             _counter("inet", "podlab-policy", "forward", 11, 1500),
+            _counter("netdev", "podlab-underlay", "raw-ingress", 4, 700),
         ]
     }
     assert hooks.passes(counted) == {
         "ip podlab raw-prerouting (prerouting)": 3000,
         "inet podlab-policy forward (forward)": 1500,
+        "netdev podlab-underlay raw-ingress (ingress)": 700,
     }
     assert hooks.removal_commands(counted) == [
         "delete rule ip podlab raw-prerouting handle 9",
         "delete rule inet podlab-policy forward handle 11",
+        "delete rule netdev podlab-underlay raw-ingress handle 4",
     ]
     assert hooks.counter_commands(counted) == []  # no second counter in a chain

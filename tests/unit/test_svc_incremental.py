@@ -150,10 +150,11 @@ def test_incremental_passes_equal_a_recomputation_from_scratch(seed: int) -> Non
             else:
                 items[rel] = obj
             idx.record(rel, obj)
-        dirt = idx.take()
         if rng.random() < 0.05:  # a local node dies or comes back: the controller says so
-            dead ^= {rng.choice(NODES[C])}
-            dirt.everything = True
+            moved = {rng.choice(NODES[C])}
+            dead ^= moved
+            idx.nodes_moved(moved)  # only the Services selecting its pods
+        dirt = idx.take()
         if rng.random() < 0.05:
             unreachable = frozenset({("c2", rng.choice(NODES["c2"]))} if rng.random() < 0.7 else ())
         out = derived.update(idx, dirt, dead.__contains__, unreachable)

@@ -58,3 +58,34 @@ def test_a_deleted_and_recreated_pod_moves_to_the_end_as_in_the_scan() -> None:
     assert idx.matching("ns", {"app": "b"}) == [] and idx.matching("other", {"app": "a"}) == []
     idx.put_pod(("ns", "p3"), _pod("p3", {"app": "b"}))
     assert ("app", "a") in idx.by_label["ns"] and "p3" not in idx.by_label["ns"][("app", "a")]
+
+
+def test_selecting_equals_the_scan_of_every_service_through_selector_changes() -> None:
+    """Pod events look only at the Services filed under one of the pod's labels."""
+    rnd = random.Random(16)
+    idx = ClusterIndex("c1")
+    values = ["a", "b", "c"]
+    selectors: list[dict[str, object]] = [
+        {}, {"app": "a"}, {"app": "b", "tier": "a"}, {"tier": "c"}, {"app": 1},
+        {"app": "a", "tier": "b", "x": "c"}, {"x": "a", "app": "c"},
+    ]  # fmt: skip
+    for step in range(600):
+        name = f"s{rnd.randrange(15)}"
+        if rnd.random() < 0.15:
+            idx.put_service(("ns", name), None)
+        else:
+            sel = rnd.choice(selectors)
+            idx.put_service(("ns", name), {"metadata": {"name": name}, "spec": {"selector": sel}})
+        for _ in range(3):
+            labels: dict[str, object] | None = {
+                k: rnd.choice(values) for k in ("app", "tier", "x") if rnd.random() < 0.7
+            }
+            if rnd.random() < 0.05:
+                labels = None
+            want = {
+                ("ns", n)
+                for n in idx.by_ns.get("ns", ())
+                if _selects(idx.services[("ns", n)]["spec"]["selector"], labels)  # type: ignore[arg-type]
+            }
+            assert idx.selecting("ns", labels) == want, f"step {step}: {labels}"  # type: ignore[arg-type]
+    assert not idx.by_ns_scan.get("ns", set()) - idx.by_ns["ns"]  # deletes unfiled them

@@ -11,11 +11,12 @@ pod MTU for all destinations, so it must fit the encapsulated path.
 Options: none.
 
 The VXLAN outer packets are exempted from conntrack (``tunnels()``, the node's
-raw chains) only while some accepted peer is on another segment: on a node whose
-peers all share its segment no packet is tunnelled, and the raw chains would only
-add a pass of every pod packet through ``raw-prerouting`` (3 base chains per
-packet instead of bgp's 2; docs/throughput.md "What costs", item 8). The agent
-re-applies its node ruleset when this changes (``Agent._sync_tunnels``).
+notrack chains) only while some accepted peer is on another segment: on a node
+whose peers all share its segment no packet is tunnelled, and the underlay's
+``raw-ingress`` chain would only add a pass of every pod packet arriving
+unencapsulated on the underlay interface (docs/throughput.md "What costs", item
+8). The agent re-applies its node ruleset when this changes
+(``Agent._sync_tunnels``).
 """
 
 from __future__ import annotations

@@ -53,14 +53,16 @@ class McsWriter:
         mesh: MeshDesired,
         imports: dict[Ref, dict[str, Any]],
         statuses: dict[Ref, dict[str, Any]],
-    ) -> None:
+    ) -> bool:
         """Bring the stored imports and export statuses to ``mesh``'s; best effort
-        (a failure is logged and retried on the next pass)."""
+        (a failure is logged, False, and retried on the next pass)."""
         try:
             self._imports(mesh, imports)
             self._statuses(mesh, statuses)
         except Exception as exc:
             log.warning("could not store ServiceImports/export conditions: %s", exc)
+            return False
+        return True
 
     def _imports(self, mesh: MeshDesired, stored: dict[Ref, dict[str, Any]]) -> None:
         for ref, imp in sorted(mesh.imports.items()):

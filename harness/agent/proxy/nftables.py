@@ -6,8 +6,15 @@ Kernel objects, all in table ``ip podlab-proxy`` of the node's namespace:
   ``goto svc-…``) and ``service-nodeports`` (``meta l4proto . th dport``): one
   hash lookup per packet however many services exist;
 - ``no-endpoint-services`` / ``no-endpoint-nodeports`` → ``reject-chain`` (TCP
-  reset, ICMP port-unreachable) from filter chains on input/forward/output, so a
-  service without ready endpoints refuses at once instead of timing out;
+  reset, ICMP port-unreachable), looked up from the NAT chains ``nat-prerouting``
+  and ``nat-output`` right after the DNAT maps, so a service without ready
+  endpoints refuses at once instead of timing out. The kernel runs NAT chains
+  only for the first packet of a connection (what kube-proxy's filter chains
+  select with ``ct state new``) and allows ``reject`` in prerouting since
+  Linux 5.9, so the table has NO filter base chain: established packets, and
+  the untracked outer packets of a tunnel, pass none of this table's chains
+  (kube-proxy's layout, three filter chains on input/forward/output, cost every
+  packet of the node one to two chain passes; docs/throughput.md, item 8);
 - ``endpoints`` (``ip daddr . meta l4proto . th dport . numgen random mod N``
   → ``ip daddr . th dport``) and ``nodeport-endpoints``: every endpoint of
   every service is one map element; the shared chains ``lb-<N>`` /
@@ -93,9 +100,6 @@ def skeleton(cfg: NftConfig) -> list[str]:
         ("nat-prerouting", "nat", "prerouting", "dstnat"),
         ("nat-output", "nat", "output", "-100"),
         ("nat-postrouting", "nat", "postrouting", "srcnat"),
-        ("filter-input", "filter", "input", "-110"),
-        ("filter-forward", "filter", "forward", "-110"),
-        ("filter-output", "filter", "output", "-110"),
     ]
     for name, kind, hook, prio in hooks:
         lines.append(
@@ -106,7 +110,9 @@ def skeleton(cfg: NftConfig) -> list[str]:
     local = f"ip daddr != {cfg.service_cidr} fib daddr type local"
     lines += [
         f"add rule {T} nat-prerouting jump services",
+        f"add rule {T} nat-prerouting jump endpoints-check",
         f"add rule {T} nat-output jump services",
+        f"add rule {T} nat-output jump endpoints-check",
         f"add rule {T} nat-postrouting ip saddr . ip daddr @hairpin masquerade",
         *(
             [
@@ -127,8 +133,6 @@ def skeleton(cfg: NftConfig) -> list[str]:
         f"add rule {T} reject-chain reject",
         f"add rule {T} mark-for-masq meta mark set meta mark | {MASQ_MARK:#x}",
     ]
-    for name in ("filter-input", "filter-forward", "filter-output"):
-        lines.append(f"add rule {T} {name} ct state new jump endpoints-check")
     return lines
 
 
@@ -305,6 +309,13 @@ def _chain_lines(gone: list[ServicePort], came: list[ServicePort]) -> tuple[list
     return drop, make
 
 
+def _moved(old: ServicePort | None, new: ServicePort | None) -> bool:
+    """Whether a service port changed: the same object first (the services controller
+    hands the unchanged ones back as they were), a field comparison only otherwise —
+    at 5,000 ports the comparisons were 40 % of an update's Python."""
+    return old is not new and old != new
+
+
 def update_document(
     old: dict[str, ServicePort], new: dict[str, ServicePort], cfg: NftConfig, lb_max: int = 0
 ) -> str | None:
@@ -317,7 +328,7 @@ def update_document(
     nothing changed. ``lb_max``: the ``lb-N`` chains the table already has for every
     N up to it (``full_ruleset``); only counts beyond get chains here.
     """
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    changed = sorted(k for k in old.keys() | new.keys() if _moved(old.get(k), new.get(k)))
     if not changed:
         return None
     deletes: list[str] = []
@@ -372,7 +383,7 @@ class NftablesProxy:
         """Program the difference from the last applied state; full sync if that fails."""
         given = {s.ident: s for s in services}
         svcs = {
-            k: self.state[k] if self._given.get(k) == s else slotted(self.state.get(k), s)
+            k: self.state[k] if not _moved(self._given.get(k), s) else slotted(self.state.get(k), s)
             for k, s in given.items()
         }
         doc = update_document(self.state, svcs, self.cfg, self.lb_max)
