@@ -15,14 +15,21 @@ from typing import Any, Protocol
 
 from harness.agent.mesh import globalsvc
 from harness.conformance.labctl import Lab
+from harness.plan.model import LabPlan
 
 Samples = Sequence[tuple[float, str]]
 
 
 def mesh_clusters(lab: Lab) -> list[str]:
     """The clusters of the lab's first mesh with two or more clusters (``podlab.mesh``)."""
+    return plan_mesh_clusters(lab.plan)
+
+
+def plan_mesh_clusters(plan: LabPlan) -> list[str]:
+    """``mesh_clusters`` of a lab plan (the plugin's quiet lock names them before a lab
+    is attached)."""
     by_mesh: dict[str, list[str]] = {}
-    for name, cluster in lab.plan.clusters.items():
+    for name, cluster in plan.clusters.items():
         mesh = getattr(cluster, "mesh", None)
         if mesh:
             by_mesh.setdefault(mesh, []).append(name)

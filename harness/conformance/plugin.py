@@ -47,6 +47,9 @@ from harness.results.model import Outcome
 _SPENT = pytest.StashKey[float]()  # seconds a test took so far (setup, call)
 _QUIET = pytest.StashKey[bool]()  # the test's scenario is a quiet one (catalogue)
 _OUTCOME = pytest.StashKey[tuple[Outcome, str]]()
+_BREAKS = pytest.StashKey[tuple[str, ...] | None]()  # the test's ``breaks`` marker's roles
+# the lab's clusters and its mesh's (in the mesh's order), for the quiet lock's claims
+_CLUSTERS = pytest.StashKey[tuple[tuple[str, ...], tuple[str, ...]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -94,6 +97,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "scenario(n): the CONFORMANCE.md scenario number a test checks"
+    )
+    config.addinivalue_line(
+        "markers",
+        "breaks(*roles): a quiet scenario's test that breaks these clusters of the mesh "
+        "(local, remote) or times their agents, but measures nothing a busy neighbour "
+        "distorts at its goals: it holds them alone and the machine shared "
+        "(harness/conformance/quiet.py)",
     )
     opts = Options(
         lab=config.getoption("--lab"),
@@ -194,6 +204,11 @@ MODULE_ORDER = {
     "test_slo": 4, "test_hygiene": 8, "test_faults": 9, "test_bgp": 9, "test_modeswitch": 10,
     "test_mesh_failover": 9,  # cuts links and stops an etcd: after hygiene
 }  # fmt: skip
+# One phase of a lockstep run (--entry): the suites whose every check is quiet (they run
+# alone, whatever the order) go after the others, still before hygiene and the faults, so
+# that the three runs of a phase do their ordinary checks at once at its start and the
+# quiet ones take turns after (docs/adr/0018-mesh-in-the-default-run.md).
+LOCKSTEP_ORDER = {**MODULE_ORDER, "test_latency": 6, "test_throughput": 6, "test_slo": 7}
 
 
 @pytest.hookimpl(trylast=True)
@@ -210,13 +225,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("give --lab or --topology, not both")
     _select(config, run, items)  # may move the entry the lab already runs first
     modes = list(run.options.modes)
+    order = MODULE_ORDER if run.options.entry is None else LOCKSTEP_ORDER
 
     def key(item: pytest.Item) -> tuple[int, int]:
         callspec = getattr(item, "callspec", None)
         param = callspec.params.get("mode") if callspec else None
         mode_rank = modes.index(param) if param in modes else (0 if param else -1)
         module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
-        return mode_rank, MODULE_ORDER.get(module, 5)
+        return mode_rank, order.get(module, 5)
 
     items.sort(key=key)
 
@@ -273,10 +289,15 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
             raise pytest.UsageError(f"{item.nodeid}: {exc}") from exc
         marked.append((item, dec))
         item.stash[_QUIET] = dec.scenario.quiet
+        item.stash[_BREAKS] = _breaks(item)
     if not marked or run.matrix is None:
         return
     plan = _lab_plan(run)
     shape = LabShape.of(plan) if plan is not None else None
+    if plan is not None:
+        from harness.conformance.meshsvc import plan_mesh_clusters
+
+        config.stash[_CLUSTERS] = (tuple(plan.clusters), tuple(plan_mesh_clusters(plan)))
     planned = coverage.plan_items(
         [(_check_name(i), str(i.callspec.params["mode"]), d) for i, d in marked],  # type: ignore[attr-defined]
         run.matrix, shape,
@@ -324,6 +345,24 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         lines.append(f"part {k}/{n}{where}: {', '.join(map(str, mine))}")
     lines += coverage.lab_scope_lines(planned, run.matrix)
     fixtures.say(config, "\n".join(lines + coverage.summary_lines(planned)))
+
+
+def _breaks(item: pytest.Item) -> tuple[str, ...] | None:
+    """The roles of the test's ``breaks`` marker (None: unmarked); an unknown role is a
+    usage error naming the test."""
+    from harness.conformance import quiet
+
+    marker = item.get_closest_marker("breaks")
+    if marker is None:
+        return None
+    roles = tuple(str(a) for a in marker.args)
+    unknown = [r for r in roles if r not in quiet.ROLES]
+    if unknown or marker.kwargs:
+        raise pytest.UsageError(
+            f"{item.nodeid}: breaks({', '.join(unknown) or 'keyword arguments'}): name roles "
+            f"of the mesh ({', '.join(quiet.ROLES)})"
+        )
+    return roles
 
 
 def _my_share(run: Run, shape: LabShape | None, mine: Sequence[ModeSpec]) -> tuple[int, ...] | None:
@@ -397,7 +436,8 @@ def _running_entry(run: Run) -> ModeSpec | None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Generator[None, Any, None]:
-    """With ``--quiet-lock``: a scenario test runs holding the lock, alone if it is quiet."""
+    """With ``--quiet-lock``: a scenario test runs holding the lock, alone if it is quiet,
+    and the clusters it touches (shared) or breaks (alone): quiet.claim."""
     run = get_run(item.config)
     lock = run.options.quiet_lock
     if lock is None or item.get_closest_marker("scenario") is None:
@@ -405,7 +445,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Generator[None,
         return
     from harness.conformance import quiet
 
-    with quiet.hold(lock, exclusive=item.stash.get(_QUIET, False)) as waited:
+    clusters, mesh = item.config.stash.get(_CLUSTERS, ((), ()))
+    claim = quiet.claim(
+        item.stash.get(_QUIET, False), item.stash.get(_BREAKS, None), run.options.cluster,
+        clusters, mesh,
+    )  # fmt: skip
+    with quiet.hold_claim(lock, claim) as waited:
         run.waited_s += waited
         yield
 

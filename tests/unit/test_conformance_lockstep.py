@@ -217,3 +217,57 @@ def test_sessions_against_the_plan_with_a_negative_control() -> None:
     assert bgp_suite.session_problems("c1-cp", with_router, down) == [
         "c1-cp: not Established: router_router (start Active)"
     ]
+
+
+ORDERED = {
+    "test_latency": "import pytest\n\n@pytest.mark.scenario(29)\ndef test_lat(mode):\n    pass\n",
+    "test_services": "import pytest\n\n@pytest.mark.scenario(7)\ndef test_svc(mode):\n    pass\n",
+    "test_hygiene": "import pytest\n\n@pytest.mark.scenario(30)\ndef test_hyg(mode):\n    pass\n",
+}
+
+
+def _order(pytester: pytest.Pytester, *args: str) -> list[str]:
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", "-q", *args
+    )
+    assert result.ret == 0, result.stderr.str()
+    return [line.split("::")[1] for line in result.outlines if "::" in line]
+
+
+def test_a_lockstep_run_takes_its_quiet_only_suites_after_the_others_before_hygiene(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(**ORDERED)
+    lockstep = _order(pytester, "--entry=host-gw", "--scope=cluster", "--cluster=c1")
+    assert lockstep == ["test_svc[host-gw]", "test_lat[host-gw]", "test_hyg[host-gw]"]
+    alone = _order(pytester, "--mode=host-gw")  # a run of its own keeps MODULE_ORDER
+    assert alone == ["test_lat[host-gw]", "test_svc[host-gw]", "test_hyg[host-gw]"]
+
+
+def test_a_breaks_marker_naming_no_role_of_the_mesh_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_m="import pytest\n\n@pytest.mark.scenario(26)\n@pytest.mark.breaks('far')\n"
+        "def test_fo(mode):\n    pass\n"
+    )
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", "--entry=host-gw"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_fo*breaks(far): name roles of the mesh (local, remote)*"])
+
+
+def test_the_failover_suite_holds_a_always_and_b_for_its_cut_and_outage() -> None:
+    from harness.conformance.suites import test_mesh_failover as fo
+
+    def roles(test: object) -> tuple[str, ...] | None:
+        marks = [m for m in getattr(test, "pytestmark", []) if m.name == "breaks"]
+        return tuple(marks[0].args) if marks else None
+
+    both = ("local", "remote")
+    assert roles(fo.test_remote_network_cut_removes_and_returns_its_backends) == both
+    assert roles(fo.test_remote_etcd_outage_breaks_no_flow_and_removes_nothing) == both
+    assert roles(fo.test_graceful_delete_of_every_local_backend_loses_no_request) == ("local",)
+    assert roles(fo.test_flip_back_spreads_the_return) == ("local",)
+    assert roles(fo.test_hard_kill_fails_only_until_readiness_detection) == ("local",)

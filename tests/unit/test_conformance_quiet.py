@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.conformance import quiet
 
 
@@ -52,3 +54,66 @@ def test_a_holder_that_is_gone_frees_the_lock(tmp_path: Path) -> None:
         assert waited < 1.0
     with quiet.hold(lock, True) as waited:
         assert waited < 1.0
+
+
+# The claims of scenario tests (quiet.claim): a measuring check holds the machine alone, a
+# test marked ``breaks`` holds the machine shared and the clusters it breaks alone.
+MESH = ("c1", "c2")
+
+
+def test_an_ordinary_and_a_measuring_check_hold_the_clusters_they_touch_shared() -> None:
+    assert quiet.claim(False, None, "c1", MESH, MESH) == quiet.Claim(False, ("c1",))
+    assert quiet.claim(True, None, "c2", MESH, MESH) == quiet.Claim(True, ("c2",))
+    assert quiet.claim(False, None, None, MESH, MESH) == quiet.Claim(False, ("c1", "c2"))
+
+
+def test_a_test_that_breaks_the_remote_cluster_holds_it_alone_and_the_machine_shared() -> None:
+    assert quiet.claim(True, ("remote",), None, MESH, MESH) == quiet.Claim(False, ("c1",), ("c2",))
+    assert quiet.claim(True, ("local",), None, MESH, MESH) == quiet.Claim(False, ("c2",), ("c1",))
+    assert quiet.claim(True, (), None, MESH, MESH) == quiet.Claim(False, ("c1", "c2"))
+    # the mesh's order, not the lab's, says which cluster is the remote one
+    assert quiet.claim(True, ("remote",), None, MESH, ("c2", "c1")).broken == ("c1",)
+
+
+def test_without_a_mesh_a_breaks_marker_changes_nothing() -> None:
+    assert quiet.claim(True, ("remote",), None, ("c1",), ()) == quiet.Claim(True, ("c1",))
+
+
+def test_an_unknown_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="breaks\\(far\\): not a role"):
+        quiet.claim(True, ("far",), None, MESH, MESH)
+
+
+def _claim(lock: Path, claim: quiet.Claim, seconds: float, log: list[str], name: str) -> None:
+    with quiet.hold_claim(lock, claim):
+        log.append(f"{name}+")
+        time.sleep(seconds)
+        log.append(f"{name}-")
+
+
+def _go(*args: object) -> threading.Thread:
+    t = threading.Thread(target=_claim, args=args)
+    t.start()
+    return t
+
+
+def test_a_breaker_overlaps_the_other_cluster_but_waits_for_its_own(tmp_path: Path) -> None:
+    log: list[str] = []
+    lock = tmp_path / "q.lock"
+    c1 = _go(lock, quiet.Claim(False, ("c1",)), 1.5, log, "c1")
+    c2 = _go(lock, quiet.Claim(False, ("c2",)), 0.6, log, "c2")
+    time.sleep(0.3)
+    cut = _go(lock, quiet.Claim(False, ("c1",), ("c2",)), 0.3, log, "cut")  # waits for c2 only
+    for t in (c1, c2, cut):
+        t.join()
+    assert log.index("c2-") < log.index("cut+") < log.index("cut-") < log.index("c1-")
+
+
+def test_a_measuring_check_never_overlaps_a_breaker(tmp_path: Path) -> None:
+    log: list[str] = []
+    lock = tmp_path / "q.lock"
+    cut = _go(lock, quiet.Claim(False, ("c1",), ("c2",)), 0.8, log, "cut")
+    time.sleep(0.3)
+    tput = _go(lock, quiet.Claim(True, ("c1",)), 0.1, log, "tput")
+    cut.join(), tput.join()
+    assert log == ["cut+", "cut-", "tput+", "tput-"]

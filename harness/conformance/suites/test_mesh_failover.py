@@ -17,6 +17,14 @@ section, failures marked). Checks, each with its control:
   ≤ 5 s after the cut, and get them again ≤ 5 s after the link returns;
 - B's etcd down 30 s: no established cross-cluster flow breaks, no new
   connection fails, nothing mirrored is removed.
+
+With a quiet lock, its tests hold the machine shared (no throughput, latency or SLO
+check overlaps them, nor they one) and alone the clusters they break or whose agents
+they time (``breaks``): every test times A's agents (they move the traffic, drop B's
+backends, keep B's mirror), so A's own checks wait; the cut and the outage break B as
+well (its segment cut off, its etcd down). So B's ordinary checks go on beside the
+failover cycles and the hard kill (harness/conformance/quiet.py,
+docs/adr/0018-mesh-in-the-default-run.md).
 """
 
 from __future__ import annotations
@@ -245,6 +253,7 @@ def cycles(
 
 
 @pytest.mark.scenario(26)
+@pytest.mark.breaks("local")  # A's agents fail over: A's own checks must not churn them
 def test_graceful_delete_of_every_local_backend_loses_no_request(
     fo: dict[str, Any], cycles: dict[str, dict[str, Any]], record
 ) -> None:  # type: ignore[no-untyped-def]
@@ -293,6 +302,7 @@ def test_graceful_delete_of_every_local_backend_loses_no_request(
 # its control, Cilium's immediate flip-back, costs a second cycle (≈ 20 s), which the other
 # entries then skip (their graceful-failover check needs only the spread cycle).
 @pytest.mark.scenario(26, cost="once")
+@pytest.mark.breaks("local")
 def test_flip_back_spreads_the_return(
     fo: dict[str, Any], cycles: dict[str, dict[str, Any]], record
 ) -> None:  # type: ignore[no-untyped-def]
@@ -373,6 +383,7 @@ def kill(fo: dict[str, Any], pods: dict[str, Pod]) -> dict[str, float]:
 
 
 @pytest.mark.scenario(26)
+@pytest.mark.breaks("local")
 def test_hard_kill_fails_only_until_readiness_detection(
     lab: Lab, fo: dict[str, Any], record
 ) -> None:  # type: ignore[no-untyped-def]
@@ -440,6 +451,7 @@ def segment_link(lab: Lab, cluster: str) -> tuple[str, str]:
 
 
 @pytest.mark.scenario(26)
+@pytest.mark.breaks("local", "remote")  # B's segment cut off; A's agents drop B's backends
 def test_remote_network_cut_removes_and_returns_its_backends(
     lab: Lab, fo: dict[str, Any], record
 ) -> None:  # type: ignore[no-untyped-def]
@@ -505,6 +517,7 @@ def test_remote_network_cut_removes_and_returns_its_backends(
 # evidence. 30 s of outage per entry was the largest single item of the mesh phase
 # (docs/adr/0018-mesh-in-the-default-run.md; MATRIX=full still runs it everywhere).
 @pytest.mark.scenario(26, cost="once")
+@pytest.mark.breaks("local", "remote")  # B's control plane down; A's syncer keeps its mirror
 def test_remote_etcd_outage_breaks_no_flow_and_removes_nothing(
     lab: Lab, fo: dict[str, Any], record
 ) -> None:  # type: ignore[no-untyped-def]
