@@ -516,8 +516,9 @@ def test_remote_network_cut_removes_and_returns_its_backends(
 # stay, no agent changes a route, peer or backend, in any mode; the flows are the
 # evidence, and so is every mirrored key's creation revision, unchanged from before the
 # outage to after the re-list (a history replayed into the mesh once deleted and re-put
-# keys there: docs/mesh.md, Failure semantics). 30 s of outage per entry was the largest single item of the mesh phase
-# (docs/adr/0018-mesh-in-the-default-run.md; MATRIX=full still runs it everywhere).
+# keys there: docs/mesh.md, Failure semantics). 30 s of outage per entry was the
+# largest single item of the mesh phase (docs/adr/0018-mesh-in-the-default-run.md;
+# MATRIX=full still runs it everywhere).
 @pytest.mark.scenario(26, cost="once")
 @pytest.mark.breaks("local", "remote")  # B's control plane down; A's syncer keeps its mirror
 def test_remote_etcd_outage_breaks_no_flow_and_removes_nothing(
