@@ -207,17 +207,16 @@ class ServicesController:
         now = self.clock()
         with self.lock:
             self._netprog_taken = self.netprog.begin()  # this pass's triggers
+            verdicts = self.liveness.verdicts(now)
+            if full or verdicts[1] != self._verdicts[1]:  # unknown nodes' verdict moved
+                self.index.dirt.everything = True
+            else:  # pods of nodes that died or came back: only the Services selecting them
+                self.index.nodes_moved(self._moved | (verdicts[0] ^ self._verdicts[0]))
+            self._moved = set()
+            self._verdicts = verdicts
             dirt = self.index.take()
             self._taken = (self._events_at, self._events_n)  # the pass trace's events
             self._events_at, self._events_n = None, 0
-            verdicts = self.liveness.verdicts(now)
-            if full or verdicts[1] != self._verdicts[1]:  # unknown nodes' verdict moved
-                dirt.everything = True
-            else:  # pods of nodes that died or came back: only the Services selecting them
-                moved = self._moved | (verdicts[0] ^ self._verdicts[0])
-                dirt.refs |= self.index.local.on_nodes(moved)
-            self._moved = set()
-            self._verdicts = verdicts
             out = self.derived.update(
                 self.index, dirt, lambda n: self.liveness.is_dead(n, now), self.reach.down()
             )
@@ -234,10 +233,12 @@ class ServicesController:
     def _write_mcs(self, full: bool) -> None:
         """Store imports and export conditions when what they come from moved (the
         writer compares each with what is stored; without exports that is nothing)."""
+        if self.writer is None:
+            return
         with self.lock:
             imports, statuses = dict(self.index.imports), dict(self.index.export_status)
         seen = (self.mesh.imports, self.mesh.conditions, imports, statuses)
-        if self.writer is None or (not full and seen == self._mcs_synced):
+        if not full and seen == self._mcs_synced:
             return
         stored = self.writer.sync(self.mesh, imports, statuses)
         self._mcs_synced = seen if stored else None  # a failure: again on the next pass
@@ -269,7 +270,7 @@ class ServicesController:
         self.passes += 1
         self.synced.set()
         t3 = time.monotonic()
-        if self.writer is not None and self.listed.is_set():  # the control plane's part
+        if self.listed.is_set():  # the control plane's part (with a writer)
             self._write_mcs(full)
         t4 = time.monotonic()
         if self.cfg.trace:  # wall clock, so a bench can line it up with other processes'

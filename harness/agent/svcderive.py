@@ -191,7 +191,6 @@ class ZoneParts:
         # name → how many of those hold records for it (the others: an empty non-terminal,
         # e.g. the namespace's ``<ns>.svc.cluster.local`` in every Service's part)
         self.holding: dict[str, int] = {}
-        self.records: dict[str, list[Any]] = {}
         self.touched: set[str] = set()
         self._zone = Zone(records={})
 
@@ -212,7 +211,7 @@ class ZoneParts:
     def zone(self) -> Zone:
         if not self.touched:
             return self._zone
-        records = dict(self.records)
+        records = dict(self._zone.records)
         for name in self.touched:
             keys = self.owners.get(name)
             if not keys:
@@ -227,7 +226,7 @@ class ZoneParts:
                 records[name] = list(self.parts[key].records[name])
             else:
                 records[name] = [rr for k in sorted(keys) for rr in self.parts[k].records[name]]
-        self.records, self.touched = records, set()
+        self.touched = set()
         self._zone = Zone(records=records)
         return self._zone
 

@@ -120,7 +120,7 @@ def _stale_netns(report: CleanupReport, live_tags: set[str], live_netns: set[str
         if not name.startswith(naming.PREFIX + "-") or name in live_netns:
             continue
         if _dead_probe(name):  # a preflight whose process died before its finally
-            _remove(report, name)
+            teardown.remove_netns(name, report.netns, report.problems)
             continue
         tag = links.netns_tag(name)
         if tag is None:
@@ -131,15 +131,7 @@ def _stale_netns(report: CleanupReport, live_tags: set[str], live_netns: set[str
         inode = sysns.ns_inode(entry)
         if inode:
             report.processes += sysns.kill_where({inode}, set(), skip=set())
-        _remove(report, name)
-
-
-def _remove(report: CleanupReport, name: str) -> None:
-    try:
-        if sysns.remove_netns(name):
-            report.netns.append(name)
-    except LabError as exc:
-        report.problems.append(str(exc))
+        teardown.remove_netns(name, report.netns, report.problems)
 
 
 def _dead_probe(name: str) -> bool:

@@ -103,11 +103,7 @@ def down(ledger: Ledger, paths: LabPaths, keep_dir: bool = False) -> DownReport:
     report = DownReport(ledger.lab)
     report.processes = _ssh_masters(paths) + kill_processes(ledger)
     for name in ledger.netns_names:
-        try:
-            if sysns.remove_netns(name):
-                report.netns.append(name)
-        except LabError as exc:  # the rest is still removed; the CLI names what stayed
-            report.problems.append(str(exc))
+        remove_netns(name, report.netns, report.problems)
     for mountpoint in ledger.mounts:
         sysns.umount(mountpoint)
     with IPRoute() as ipr:
@@ -119,6 +115,16 @@ def down(ledger: Ledger, paths: LabPaths, keep_dir: bool = False) -> DownReport:
         _remove_inventory(ledger.inventory)
     state.unregister(ledger.lab, paths)
     return report
+
+
+def remove_netns(name: str, removed: list[str], problems: list[str]) -> None:
+    """Remove the handle ``name`` into ``removed``; one that stays pinned goes into
+    ``problems`` (the rest of the lab is still removed; the CLI names what stayed)."""
+    try:
+        if sysns.remove_netns(name):
+            removed.append(name)
+    except LabError as exc:
+        problems.append(str(exc))
 
 
 def _ssh_masters(paths: LabPaths) -> list[int]:

@@ -131,20 +131,18 @@ class CostSampler:
         self.pids[("host", "podlab-load")] = os.getpid()
         self.every = every
         self.cost = Cost()
-        self._ticks0: dict[tuple[str, str], int] = {}
-        self._wait0: dict[tuple[str, str], float] = {}
+        # per (node, role): (ticks, run-queue seconds) at the start, less what processes
+        # gone since used; and the latest reading of the current process
+        self._base: dict[tuple[str, str], tuple[int, float]] = {}
         self._last: dict[tuple[str, str], tuple[int, float]] = {}
-        self._banked: dict[tuple[str, str], tuple[int, float]] = {}
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="load-cost")
         self._zero()
 
     def _zero(self) -> None:
-        self._ticks0 = {k: cpu_ticks(p) for k, p in self.pids.items()}
-        self._wait0 = {k: runqueue_s(p) for k, p in self.pids.items()}
-        self._last = {k: (self._ticks0[k], self._wait0[k]) for k in self.pids}
-        self._banked = {}
+        self._base = {k: (cpu_ticks(p), runqueue_s(p)) for k, p in self.pids.items()}
+        self._last = dict(self._base)
 
     def start(self) -> None:
         self._zero()
@@ -157,11 +155,9 @@ class CostSampler:
     def _sample(self) -> None:
         gone = [k for k, pid in self.pids.items() if not self._alive(k, pid)]
         found = processes(self.netns) if gone else {}
-        for k in gone:
-            ticks, wait = self._last[k]
-            bt, bw = self._banked.get(k, (0, 0.0))
-            self._banked[k] = (bt + ticks - self._ticks0[k], bw + max(0.0, wait - self._wait0[k]))
-            self._ticks0[k], self._wait0[k] = 0, 0.0
+        for k in gone:  # keep what it used: its successor counts from zero on top of that
+            (ticks, wait), (ticks0, wait0) = self._last[k], self._base[k]
+            self._base[k] = (ticks0 - ticks, -max(0.0, wait - wait0))
             self._last[k] = (0, 0.0)
             if k in found:
                 self.pids[k] = found[k]
@@ -181,9 +177,7 @@ class CostSampler:
         self._sample()
         window = max(1e-3, time.monotonic() - self._t0)
         for k in self.pids:
-            ticks, wait = self._last[k]
-            bt, bw = self._banked.get(k, (0, 0.0))
-            used = bt + ticks - self._ticks0[k]
-            self.cost.cores[k] = used / TICK / window
-            self.cost.waits[k] = (bw + max(0.0, wait - self._wait0[k])) / window
+            (ticks, wait), (ticks0, wait0) = self._last[k], self._base[k]
+            self.cost.cores[k] = (ticks - ticks0) / TICK / window
+            self.cost.waits[k] = max(0.0, wait - wait0) / window
         return self.cost

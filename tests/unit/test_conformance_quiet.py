@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,15 @@ import pytest
 from harness.conformance import quiet
 
 
-def _hold(lock: Path, exclusive: bool, seconds: float, log: list[str], name: str) -> None:
-    with quiet.hold(lock, exclusive):
+def _hold(held: AbstractContextManager[float], seconds: float, log: list[str], name: str) -> None:
+    with held:
         log.append(f"{name}+")
         time.sleep(seconds)
         log.append(f"{name}-")
 
 
 def _start(*args: object) -> threading.Thread:
+    """A thread holding ``args[0]`` (``quiet.hold`` or ``quiet.hold_claim``) a while."""
     t = threading.Thread(target=_hold, args=args)
     t.start()
     return t
@@ -27,9 +29,9 @@ def _start(*args: object) -> threading.Thread:
 def test_shared_holders_overlap(tmp_path: Path) -> None:
     log: list[str] = []
     lock = tmp_path / "q.lock"
-    a = _start(lock, False, 1.0, log, "a")
+    a = _start(quiet.hold(lock, False), 1.0, log, "a")
     time.sleep(0.3)
-    b = _start(lock, False, 0.1, log, "b")
+    b = _start(quiet.hold(lock, False), 0.1, log, "b")
     a.join(), b.join()
     assert log == ["a+", "b+", "b-", "a-"]
 
@@ -38,11 +40,13 @@ def test_an_exclusive_holder_waits_and_then_goes_before_later_shared_ones(tmp_pa
     log: list[str] = []
     lock = tmp_path / "q.lock"
     # gaps of 0.3 s let each thread reach its lock before the next starts (a loaded machine)
-    first = _start(lock, False, 1.2, log, "s1")
+    first = _start(quiet.hold(lock, False), 1.2, log, "s1")
     time.sleep(0.3)
-    quiet_one = _start(lock, True, 0.2, log, "x")
+    quiet_one = _start(quiet.hold(lock, True), 0.2, log, "x")
     time.sleep(0.3)
-    later = _start(lock, False, 0.05, log, "s2")  # queues behind the waiting exclusive one
+    later = _start(
+        quiet.hold(lock, False), 0.05, log, "s2"
+    )  # queues behind the waiting exclusive one
     for t in (first, quiet_one, later):
         t.join()
     assert log == ["s1+", "s1-", "x+", "x-", "s2+", "s2-"]
@@ -84,26 +88,15 @@ def test_an_unknown_role_is_refused() -> None:
         quiet.claim(True, ("far",), None, MESH, MESH)
 
 
-def _claim(lock: Path, claim: quiet.Claim, seconds: float, log: list[str], name: str) -> None:
-    with quiet.hold_claim(lock, claim):
-        log.append(f"{name}+")
-        time.sleep(seconds)
-        log.append(f"{name}-")
-
-
-def _go(*args: object) -> threading.Thread:
-    t = threading.Thread(target=_claim, args=args)
-    t.start()
-    return t
-
-
 def test_a_breaker_overlaps_the_other_cluster_but_waits_for_its_own(tmp_path: Path) -> None:
     log: list[str] = []
     lock = tmp_path / "q.lock"
-    c1 = _go(lock, quiet.Claim(False, ("c1",)), 1.5, log, "c1")
-    c2 = _go(lock, quiet.Claim(False, ("c2",)), 0.6, log, "c2")
+    c1 = _start(quiet.hold_claim(lock, quiet.Claim(False, ("c1",))), 1.5, log, "c1")
+    c2 = _start(quiet.hold_claim(lock, quiet.Claim(False, ("c2",))), 0.6, log, "c2")
     time.sleep(0.3)
-    cut = _go(lock, quiet.Claim(False, ("c1",), ("c2",)), 0.3, log, "cut")  # waits for c2 only
+    cut = _start(
+        quiet.hold_claim(lock, quiet.Claim(False, ("c1",), ("c2",))), 0.3, log, "cut"
+    )  # waits for c2 only
     for t in (c1, c2, cut):
         t.join()
     assert log.index("c2-") < log.index("cut+") < log.index("cut-") < log.index("c1-")
@@ -112,8 +105,8 @@ def test_a_breaker_overlaps_the_other_cluster_but_waits_for_its_own(tmp_path: Pa
 def test_a_measuring_check_never_overlaps_a_breaker(tmp_path: Path) -> None:
     log: list[str] = []
     lock = tmp_path / "q.lock"
-    cut = _go(lock, quiet.Claim(False, ("c1",), ("c2",)), 0.8, log, "cut")
+    cut = _start(quiet.hold_claim(lock, quiet.Claim(False, ("c1",), ("c2",))), 0.8, log, "cut")
     time.sleep(0.3)
-    tput = _go(lock, quiet.Claim(True, ("c1",)), 0.1, log, "tput")
+    tput = _start(quiet.hold_claim(lock, quiet.Claim(True, ("c1",))), 0.1, log, "tput")
     cut.join(), tput.join()
     assert log == ["cut+", "cut-", "tput+", "tput-"]

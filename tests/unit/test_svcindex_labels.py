@@ -11,6 +11,21 @@ def _pod(name: str, labels: dict[str, object] | None) -> dict[str, object]:
     return {"metadata": {"name": name, "namespace": "ns", "labels": labels}}
 
 
+# selectors both tests draw from: empty, one pair, several pairs, a non-string value
+SELECTORS: list[dict[str, object]] = [
+    {}, {"app": "a"}, {"app": "b", "tier": "a"}, {"tier": "c"}, {"app": 1},
+    {"app": "a", "tier": "b", "x": "c"},
+]  # fmt: skip
+
+
+def _labels_of(rnd: random.Random) -> dict[str, object] | None:
+    """Some of app/tier/x set to a, b or c; now and then no labels at all."""
+    labels: dict[str, object] = {
+        k: rnd.choice("abc") for k in ("app", "tier", "x") if rnd.random() < 0.7
+    }
+    return None if rnd.random() < 0.05 else labels
+
+
 def _scan(idx: ClusterIndex, sel: dict[str, object]) -> list[str]:
     """The rule before the index: every pod of the namespace, in insertion order."""
     return [
@@ -23,26 +38,17 @@ def _scan(idx: ClusterIndex, sel: dict[str, object]) -> list[str]:
 def test_matching_equals_the_scan_through_puts_relabels_and_deletes() -> None:
     rnd = random.Random(15)
     idx = ClusterIndex("c1")
-    values = ["a", "b", "c"]
-    selectors: list[dict[str, object]] = [
-        {}, {"app": "a"}, {"app": "b", "tier": "a"}, {"tier": "c"}, {"app": 1},
-        {"app": "a", "tier": "b", "x": "c"},
-    ]  # fmt: skip
     for step in range(600):
         name = f"p{rnd.randrange(40)}"
         if rnd.random() < 0.2:
             idx.put_pod(("ns", name), None)
         else:
-            labels: dict[str, object] | None = {
-                k: rnd.choice(values) for k in ("app", "tier", "x") if rnd.random() < 0.7
-            }
-            if rnd.random() < 0.05:
-                labels = None
-            elif rnd.random() < 0.05:
+            labels = _labels_of(rnd)
+            if labels is not None and rnd.random() < 0.05:
                 labels = {"app": 1}  # not a string: never in the index
             idx.put_pod(("ns", name), _pod(name, labels))
         if step % 20 == 0:
-            for sel in selectors:
+            for sel in SELECTORS:
                 got = [p["metadata"]["name"] for p in idx.matching("ns", sel)]  # type: ignore[arg-type]
                 assert got == _scan(idx, sel), (step, sel)
 
@@ -64,11 +70,7 @@ def test_selecting_equals_the_scan_of_every_service_through_selector_changes() -
     """Pod events look only at the Services filed under one of the pod's labels."""
     rnd = random.Random(16)
     idx = ClusterIndex("c1")
-    values = ["a", "b", "c"]
-    selectors: list[dict[str, object]] = [
-        {}, {"app": "a"}, {"app": "b", "tier": "a"}, {"tier": "c"}, {"app": 1},
-        {"app": "a", "tier": "b", "x": "c"}, {"x": "a", "app": "c"},
-    ]  # fmt: skip
+    selectors = [*SELECTORS, {"x": "a", "app": "c"}]
     for step in range(600):
         name = f"s{rnd.randrange(15)}"
         if rnd.random() < 0.15:
@@ -77,11 +79,7 @@ def test_selecting_equals_the_scan_of_every_service_through_selector_changes() -
             sel = rnd.choice(selectors)
             idx.put_service(("ns", name), {"metadata": {"name": name}, "spec": {"selector": sel}})
         for _ in range(3):
-            labels: dict[str, object] | None = {
-                k: rnd.choice(values) for k in ("app", "tier", "x") if rnd.random() < 0.7
-            }
-            if rnd.random() < 0.05:
-                labels = None
+            labels = _labels_of(rnd)
             want = {
                 ("ns", n)
                 for n in idx.by_ns.get("ns", ())
