@@ -41,6 +41,16 @@ KEEP=${3:-0}
 MATRIX=${4:-default}
 PARALLEL=${5:-auto}
 PODLAB=.venv/bin/podlab
+# Bytecode: with PYTHONDONTWRITEBYTECODE set (as in the shells of this machine's runs),
+# every Python process of the run (a lockstep two-clusters run: 27 pytest runs, 9
+# deploys, a few helpers) compiled podlab's modules again and pytest re-did its
+# assertion rewriting: about 4 s of CPU per pytest run. The run keeps its bytecode
+# under .podlab/pycache instead (never in the tree; Python checks it against each
+# source's mtime). docs/conformance.md, "Where the time goes".
+if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ]; then
+  unset PYTHONDONTWRITEBYTECODE
+  export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-$PWD/.podlab/pycache}
+fi
 PYTHON=.venv/bin/python
 LAB=$(sed -n 's/^name: *//p' "$TOPO" | head -n1)
 RUN="$(date -u +%Y%m%dT%H%M%SZ)-$LAB"
@@ -119,7 +129,9 @@ common=(--lab "$LAB" --matrix "$MATRIX" "${mode_args[@]}" --results "$RESULTS")
 [ -n "${TPUT_SECONDS:-}" ] && common+=(--tput-seconds "$TPUT_SECONDS")
 if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
   n=${#clusters[@]}
-  lock=(--quiet-lock "$LAB_DIR/quiet.lock")
+  # the nodes' ssh masters outlive each phase's runs (the next phase's runs reuse them
+  # instead of opening 8 new connections each; `podlab down` stops them)
+  lock=(--quiet-lock "$LAB_DIR/quiet.lock" --ssh-persist 120)
   for i in "${!phases[@]}"; do
     e=${phases[$i]}
     if [ "$i" -gt 0 ]; then

@@ -23,7 +23,7 @@ from harness.conformance import fallbacks, labctl, paths, remote
 from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import Pod, PodFactory
-from harness.conformance.run import Recorder, Run
+from harness.conformance.run import Recorder, Run, process_age_s
 
 RUN_KEY = pytest.StashKey[Run]()
 
@@ -123,6 +123,10 @@ def mode(
         podlab_run.get_writer().note_fallback(name)
         say(request.config, f"{spec}: the agents use the {name} fallback")
     podlab_run.unbilled_s += time.monotonic() - entered
+    if not podlab_run.mode_seconds:  # the session's first entry: what came before its checks
+        age = process_age_s()
+        if age is not None:
+            writer.timing("start-up", age, str(spec))
     podlab_run.mode_started(spec)
     yield str(spec)
     podlab_run.mode_finished()
@@ -136,13 +140,17 @@ def mode(
 def nodes(lab: Lab, podlab_run: Run) -> Iterator[dict[str, remote.Node]]:
     """Every lab node (cluster members, routers, outside hosts) by name."""
     entered = time.monotonic()
-    out = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir)
-    for node in out.values():
-        node.ensure_netcheck()
+    persist = podlab_run.options.ssh_persist
+    out = remote.connect_lab(  # at once, with netcheck
+        lab.plan, lab.ssh_config, lab.lab_dir,
+        persist_s=persist if persist is not None else remote.CONTROL_PERSIST_S,
+    )  # fmt: skip
+    podlab_run.get_writer().timing("connect", time.monotonic() - entered)
     podlab_run.unbilled_s += time.monotonic() - entered
     yield out
-    for node in out.values():
-        node.close()
+    if persist is None:  # else the next run takes them over; `podlab down` stops them
+        for node in out.values():
+            node.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,13 +220,21 @@ def wait_pod_routes(lab: Lab, nodes: Mapping[str, Any], timeout_s: float = ROUTE
     deadline = time.monotonic() + timeout_s
     missing: list[str] = []
     while time.monotonic() < deadline:
-        missing = []
+        asks: list[tuple[str, list[str]]] = []  # (node, the peers' first pod addresses)
         for cluster in lab.clusters:
             cidrs = {n.name: n.podCIDR for n in lab.client(cluster).nodes() if n.podCIDR}
             for node in lab.plan.cluster_nodes(cluster):
                 want = [str(ipaddress.ip_network(c)[1]) for n, c in cidrs.items() if n != node.name]
-                res = nodes[node.name].run(["sh", "-c", _NO_ROUTE, "routes", *want], 15)
-                missing += [f"{node.name} → {a}" for a in res.stdout.split()]
+                asks.append((node.name, want))
+        # every node asked at once: one ssh round each (the mesh run of a lockstep phase
+        # asks all six nodes of two-clusters at the start of every phase)
+        with ThreadPoolExecutor(max_workers=max(1, len(asks))) as pool:
+            answers = list(pool.map(
+                lambda ask: nodes[ask[0]].run(["sh", "-c", _NO_ROUTE, "routes", *ask[1]], 15),
+                asks,
+            ))  # fmt: skip
+        missing = [f"{name} → {a}" for (name, _), res in zip(asks, answers, strict=True)
+                   for a in res.stdout.split()]  # fmt: skip
         if not missing:
             return
         time.sleep(1.0)

@@ -13,6 +13,7 @@ import contextlib
 import shlex
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,11 @@ class Node:
                  "-O", "exit", self.name], timeout=10, check=False)  # fmt: skip
 
 
-def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
-    """A testinfra host for ``plan``'s node, multiplexed over one ssh master."""
+def connect(
+    plan: NodePlan, ssh_config: Path, control_dir: Path, persist_s: int = CONTROL_PERSIST_S
+) -> Node:
+    """A testinfra host for ``plan``'s node, multiplexed over one ssh master (which stays
+    ``persist_s`` after its last session, unless ``Node.close`` stops it)."""
     import testinfra
 
     control_dir.mkdir(parents=True, exist_ok=True)
@@ -133,22 +137,41 @@ def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
         f"ssh://{plan.name}",
         ssh_config=str(ssh_config),
         controlpath=control_path,
-        controlpersist=CONTROL_PERSIST_S,
+        controlpersist=persist_s,
         timeout=10,
     )
     return Node(plan, host, ssh_config, control_path)
 
 
 def connect_lab(
-    plan: LabPlan, ssh_config: Path, lab_dir: Path, names: Sequence[str] | None = None
+    plan: LabPlan,
+    ssh_config: Path,
+    lab_dir: Path,
+    names: Sequence[str] | None = None,
+    persist_s: int = CONTROL_PERSIST_S,
 ) -> dict[str, Node]:
     """The lab's nodes (``names``, else every node but the bridges), each over its ssh
-    master in the lab's ``tcm`` directory, once each answers."""
+    master in the lab's ``tcm`` directory, once each answers and runs netcheck.
+
+    The nodes are reached at once (one thread each: every step is an ssh round that
+    waits on the node, not on this process). One after the other, the eight nodes of
+    two-clusters cost each of a lockstep phase's three runs 3-8 s before its first
+    check (docs/conformance.md, "Where the time goes"). The first failure is raised.
+    """
     chosen = names if names is not None else [n for n in plan.nodes if n not in plan.bridges]
-    out = {name: connect(plan.nodes[name], ssh_config, lab_dir / "tcm") for name in chosen}
-    for node in out.values():
-        wait_ssh(node)
+    tcm = lab_dir / "tcm"
+    out = {name: connect(plan.nodes[name], ssh_config, tcm, persist_s) for name in chosen}
+    if out:
+        with ThreadPoolExecutor(max_workers=len(out)) as pool:
+            for done in [pool.submit(_ready, node) for node in out.values()]:
+                done.result()
     return out
+
+
+def _ready(node: Node) -> None:
+    """One node of ``connect_lab``: it answers over ssh, and has a netcheck to run."""
+    wait_ssh(node)
+    node.ensure_netcheck()
 
 
 def wait_ssh(node: Node, timeout_s: float = 30.0) -> None:

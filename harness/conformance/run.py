@@ -8,6 +8,7 @@ for every session through the ``pytest11`` entry point) writes nothing.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,24 @@ from harness.conformance.matrix import Matrix
 from harness.conformance.modes import ModeSpec
 from harness.results.model import Comparison, Outcome
 from harness.results.store import ResultsWriter, RunMeta
+
+
+def process_age_s(stat: str | None = None, proc_stat: str | None = None) -> float | None:
+    """Seconds since this process started (Linux ``/proc``), None where it cannot tell.
+
+    A lockstep phase starts three ``podlab test`` processes; what each spends before its
+    first check (Python and pytest start-up, collection, the lab, the nodes, the ready
+    wait) is recorded as the ``start-up`` timing (fixtures.mode). ``stat`` and
+    ``proc_stat``: the texts of /proc/self/stat and /proc/stat (for tests).
+    """
+    try:
+        stat = stat if stat is not None else Path("/proc/self/stat").read_text()
+        proc_stat = proc_stat if proc_stat is not None else Path("/proc/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        boot = next(int(ln.split()[1]) for ln in proc_stat.splitlines() if ln.startswith("btime "))
+        return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 @dataclass
@@ -37,6 +56,9 @@ class Options:
     results: Path | None = None
     keep_lab: bool = False
     thorough: bool = False
+    # --ssh-persist: leave each node's ssh master up this long after the run instead of
+    # stopping it, for the next run of a lockstep run to find (None: stop them)
+    ssh_persist: int | None = None
 
 
 @dataclass

@@ -1,0 +1,138 @@
+"""remote.connect_lab: every node reached at once, each checked for ssh and netcheck."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness.conformance import remote
+from harness.errors import LabError
+
+
+class FakeNode:
+    """Stands for a remote.Node: ``run(["true"])`` answers once every node is asking."""
+
+    def __init__(self, name: str, barrier: threading.Barrier, fail: bool = False) -> None:
+        self.name = name
+        self.barrier = barrier
+        self.fail = fail
+        self.netcheck_ensured = False
+
+    def run(self, argv: list[str], timeout_s: float = 30.0) -> Any:
+        assert argv == ["true"]
+        self.barrier.wait()  # serial connects never get here all at once: BrokenBarrierError
+        if self.fail:
+            raise LabError(f"node {self.name}: ssh failed running true")
+        return SimpleNamespace(returncode=0)
+
+    def ensure_netcheck(self) -> None:
+        self.netcheck_ensured = True
+
+
+def _plan(names: list[str]) -> Any:
+    return SimpleNamespace(nodes={n: SimpleNamespace(name=n) for n in [*names, "br"]},
+                           bridges={"br"})  # fmt: skip
+
+
+def test_connect_lab_reaches_every_node_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [f"n{i}" for i in range(6)]
+    barrier = threading.Barrier(len(names), timeout=10)
+    made: dict[str, FakeNode] = {}
+
+    persists: set[int] = set()
+
+    def connect(plan: Any, ssh_config: Path, control_dir: Path, persist_s: int) -> FakeNode:
+        persists.add(persist_s)
+        made[plan.name] = FakeNode(plan.name, barrier)
+        return made[plan.name]
+
+    monkeypatch.setattr(remote, "connect", connect)
+    out = remote.connect_lab(_plan(names), Path("ssh_config"), Path("lab"), persist_s=120)
+    assert list(out) == names  # the plan's order, bridges left out
+    assert all(n.netcheck_ensured for n in made.values())
+    assert persists == {120}  # --ssh-persist reaches every master
+
+
+def test_connect_lab_raises_a_node_that_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = ["a", "b", "c"]
+    barrier = threading.Barrier(len(names), timeout=10)
+    monkeypatch.setattr(remote, "connect", lambda p, *_: FakeNode(p.name, barrier, p.name == "b"))
+    monkeypatch.setattr(remote, "wait_ssh", lambda node: node.run(["true"]))
+    with pytest.raises(LabError, match="node b"):
+        remote.connect_lab(_plan(names), Path("ssh_config"), Path("lab"))
+
+
+def test_process_age_reads_the_start_from_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``start-up`` timing: now minus boot time plus the process's start ticks."""
+    import os
+    import time
+
+    from harness.conformance.run import process_age_s
+
+    monkeypatch.setattr(time, "time", lambda: 1_000_150.0)
+    monkeypatch.setattr(os, "sysconf", lambda name: 100)
+    # comm may hold spaces and parentheses; starttime is the 22nd field: 12345 ticks
+    fields = ["S", *["0"] * 18, "12345", "0"]
+    stat = "4242 (podlab (x) y) " + " ".join(fields)
+    proc_stat = "cpu  1 2 3\nbtime 1000000\nprocesses 9\n"
+    assert process_age_s(stat, proc_stat) == pytest.approx(150.0 - 123.45)
+    assert process_age_s("garbage", proc_stat) is None
+    assert process_age_s(stat, "no boot time here\n") is None
+    assert process_age_s() is not None  # this very process, on Linux
+
+
+class RouteNode:
+    """A node for labctl.wait_pod_routes: asked by every thread at once, it answers the
+    addresses it has no route to (none once ``routed``)."""
+
+    def __init__(self, name: str, barrier: threading.Barrier, routed: set[str]) -> None:
+        self.name, self.barrier, self.routed = name, barrier, routed
+        self.asked: list[list[str]] = []
+
+    def run(self, argv: list[str], timeout_s: float = 30.0) -> Any:
+        self.barrier.wait()  # every node of the lab is asked in the same round
+        want = argv[4:]  # sh -c SCRIPT routes ADDR…
+        self.asked.append(want)
+        return SimpleNamespace(stdout="\n".join(a for a in want if a not in self.routed))
+
+
+def _all(names: dict[str, list[str]]) -> list[str]:
+    return [n for members in names.values() for n in members]
+
+
+def _route_lab(names: dict[str, list[str]]) -> Any:
+    """A lab of these clusters' nodes; node i (in order) has pod CIDR 10.244.i.0/24."""
+    cidrs = {n: f"10.244.{i}.0/24" for i, n in enumerate(_all(names))}
+
+    def records(cluster: str) -> list[Any]:
+        return [SimpleNamespace(name=n, podCIDR=cidrs[n]) for n in names[cluster]]
+
+    clients = {c: SimpleNamespace(nodes=lambda c=c: records(c)) for c in names}
+    plan = SimpleNamespace(cluster_nodes=lambda c: [SimpleNamespace(name=n) for n in names[c]])
+    return SimpleNamespace(name="t", clusters=tuple(names), plan=plan, client=clients.__getitem__)
+
+
+def test_pod_routes_are_asked_of_every_node_at_once() -> None:
+    from harness.conformance import labctl
+
+    names = {"c1": ["a1", "a2"], "c2": ["b1", "b2", "b3"]}
+    barrier = threading.Barrier(5, timeout=10)
+    routed = {f"10.244.{i}.1" for i in range(5)}
+    nodes = {n: RouteNode(n, barrier, routed) for n in _all(names)}
+    labctl.wait_pod_routes(_route_lab(names), nodes, timeout_s=5)  # type: ignore[arg-type]
+    assert nodes["a1"].asked == [["10.244.1.1"]]  # its own cluster's peers only
+    assert nodes["b2"].asked == [["10.244.2.1", "10.244.4.1"]]
+
+
+def test_pod_routes_missing_are_named_after_the_time_limit() -> None:
+    from harness.conformance import labctl
+
+    barrier = threading.Barrier(2, timeout=10)
+    nodes = {n: RouteNode(n, barrier, set()) for n in ("a1", "a2")}
+    with pytest.raises(LabError, match=re.escape("a1 → 10.244.1.1, a2 → 10.244.0.1")):
+        labctl.wait_pod_routes(_route_lab({"c1": ["a1", "a2"]}), nodes, timeout_s=0.5)  # type: ignore[arg-type]
