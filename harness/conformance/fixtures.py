@@ -140,11 +140,8 @@ def mode(
 def nodes(lab: Lab, podlab_run: Run) -> Iterator[dict[str, remote.Node]]:
     """Every lab node (cluster members, routers, outside hosts) by name."""
     entered = time.monotonic()
-    persist = podlab_run.options.ssh_persist
-    out = remote.connect_lab(  # at once, with netcheck
-        lab.plan, lab.ssh_config, lab.lab_dir,
-        persist_s=persist if persist is not None else remote.CONTROL_PERSIST_S,
-    )  # fmt: skip
+    persist = podlab_run.options.ssh_persist  # --ssh-persist: shared masters, left up
+    out = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir, persist_s=persist)
     podlab_run.get_writer().timing("connect", time.monotonic() - entered)
     podlab_run.unbilled_s += time.monotonic() - entered
     yield out

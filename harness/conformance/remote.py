@@ -3,6 +3,11 @@
 testinfra's ssh backend reaches a netns node exactly as it reaches a VM (the
 lab's ``ssh_config`` names hosts after nodes), and keeps one ssh master
 connection per node so each probe costs one channel, not one handshake.
+The masters belong to the process that made them (``tcm/<pid>/<node>``): a
+lockstep phase runs three ``podlab test`` sessions on the same nodes at once,
+and the first to finish closed (``ssh -O exit``) the masters the others were
+still running commands over — ssh then exits 255 with no message ("Control
+master terminated unexpectedly" is logged at debug level only).
 testinfra has no timeouts of its own, so every remote command is wrapped in
 coreutils ``timeout``: a hung probe fails its test instead of the run.
 """
@@ -10,7 +15,10 @@ coreutils ``timeout``: a hung probe fails its test instead of the run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import shlex
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -118,10 +126,17 @@ class Node:
         self.netcheck = echo.STANDALONE_NETCHECK
 
     def close(self) -> None:
-        """Stop this node's ssh master connection (nothing lingers after the run)."""
+        """Stop this node's ssh master connection (nothing lingers after the run).
+
+        Only this process's master: its control path is in this process's own
+        directory (``control_dir``), so another session's commands on the node
+        keep theirs.
+        """
         with contextlib.suppress(ToolError):
             run(["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.control_path}",
                  "-O", "exit", self.name], timeout=10, check=False)  # fmt: skip
+        with contextlib.suppress(OSError):  # the last node out removes the empty directory
+            Path(self.control_path).parent.rmdir()
 
 
 def connect(
@@ -143,15 +158,47 @@ def connect(
     return Node(plan, host, ssh_config, control_path)
 
 
+#: A unix socket path holds 107 bytes, and ssh first binds its master at
+#: ``<ControlPath>.<16 random characters>``.
+SOCKET_PATH_MAX = 107 - 17
+
+
+def control_dir(
+    lab_dir: Path, names: Sequence[str] = (), pid: int | None = None, owner: str | None = None
+) -> Path:
+    """This process's directory of ssh master sockets in the lab: ``tcm/<pid>``
+    (``tcm/<owner>`` for masters that runs share and none closes: ``connect_lab``).
+
+    Per process because ``Node.close`` stops the master at its control path
+    whoever else is using it; sessions that share a lab (lockstep) each keep
+    their own masters and close only those. Where a socket for the longest of
+    ``names`` would not fit a unix socket path (a deep checkout), the directory
+    is ``<tmp>/podlab-tcm-<digest of the lab dir>-<pid>`` instead.
+    """
+    owner = owner or str(os.getpid() if pid is None else pid)
+    here = lab_dir / "tcm" / owner
+    longest = max((len(n) for n in names), default=0)
+    if len(str(here)) + 1 + longest <= SOCKET_PATH_MAX:
+        return here
+    digest = hashlib.sha256(str(lab_dir).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"podlab-tcm-{digest}-{owner}"
+
+
 def connect_lab(
     plan: LabPlan,
     ssh_config: Path,
     lab_dir: Path,
     names: Sequence[str] | None = None,
-    persist_s: int = CONTROL_PERSIST_S,
+    persist_s: int | None = None,
 ) -> dict[str, Node]:
     """The lab's nodes (``names``, else every node but the bridges), each over its ssh
-    master in the lab's ``tcm`` directory, once each answers and runs netcheck.
+    master, once each answers and runs netcheck.
+
+    The masters live in this process's ``control_dir`` of the lab and are closed by
+    it (``Node.close``). With ``persist_s`` (``--ssh-persist``: the runs of a lockstep
+    run) they live in the lab's shared ``tcm/shared`` instead and outlive the run by
+    ``persist_s`` seconds, so the next phase's runs find them up; no run closes them
+    (so none cuts another's commands), their idle time or ``podlab down`` ends them.
 
     The nodes are reached at once (one thread each: every step is an ssh round that
     waits on the node, not on this process). One after the other, the eight nodes of
@@ -159,8 +206,10 @@ def connect_lab(
     check (docs/conformance.md, "Where the time goes"). The first failure is raised.
     """
     chosen = names if names is not None else [n for n in plan.nodes if n not in plan.bridges]
-    tcm = lab_dir / "tcm"
-    out = {name: connect(plan.nodes[name], ssh_config, tcm, persist_s) for name in chosen}
+    shared = persist_s is not None
+    control = control_dir(lab_dir, chosen, owner="shared" if shared else None)
+    persist = persist_s if persist_s is not None else CONTROL_PERSIST_S
+    out = {name: connect(plan.nodes[name], ssh_config, control, persist) for name in chosen}
     if out:
         with ThreadPoolExecutor(max_workers=len(out)) as pool:
             for done in [pool.submit(_ready, node) for node in out.values()]:
