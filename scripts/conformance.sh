@@ -163,10 +163,7 @@ common=(--lab "$LAB" --matrix "$MATRIX" "${mode_args[@]}" --results "$RESULTS")
 [ -n "${TPUT_SECONDS:-}" ] && common+=(--tput-seconds "$TPUT_SECONDS")
 if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
   n=${#clusters[@]}
-  # the phases' runs share the nodes' ssh masters (tcm/shared), which none closes and
-  # which outlive each run, so the next phase's runs reuse them instead of opening 8
-  # new connections each; their idle time or `podlab down` ends them
-  lock=(--quiet-lock "$LAB_DIR/quiet.lock" --ssh-persist 120)
+  lock=(--quiet-lock "$LAB_DIR/quiet.lock")
   for i in "${!phases[@]}"; do
     e=${phases[$i]}
     [ "$interrupted" = 0 ] || { rc=1; break; }

@@ -71,9 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="FILE",
         help="take turns with other runs: quiet checks hold this lock alone",
     )
-    p.add_argument("--ssh-persist", type=int, metavar="S",
-                   help="leave each node's ssh master up S seconds after the run, for the "
-                   "next run to reuse (lockstep phases), instead of stopping it")  # fmt: skip
     p.add_argument("--results", metavar="DIR", default="reports/results",
                    help="where results JSON and JUnit XML go (default: %(default)s)")  # fmt: skip
     p.add_argument("--keep-lab", action="store_true", help="leave a --topology lab up")
@@ -125,8 +122,6 @@ def pytest_argv(args: argparse.Namespace, stamp: str | None = None) -> list[str]
         argv.append(f"--deal={args.deal}")
     if args.quiet_lock:
         argv.append(f"--quiet-lock={args.quiet_lock}")
-    if getattr(args, "ssh_persist", None) is not None:
-        argv.append(f"--ssh-persist={args.ssh_persist}")
     if args.keep_lab:
         argv.append("--keep-lab")
     if args.thorough:

@@ -140,14 +140,12 @@ def mode(
 def nodes(lab: Lab, podlab_run: Run) -> Iterator[dict[str, remote.Node]]:
     """Every lab node (cluster members, routers, outside hosts) by name."""
     entered = time.monotonic()
-    persist = podlab_run.options.ssh_persist  # --ssh-persist: shared masters, left up
-    out = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir, persist_s=persist)
+    out = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir)  # at once, with netcheck
     podlab_run.get_writer().timing("connect", time.monotonic() - entered)
     podlab_run.unbilled_s += time.monotonic() - entered
     yield out
-    if persist is None:  # else the next run takes them over; `podlab down` stops them
-        for node in out.values():
-            node.close()
+    for node in out.values():
+        node.close()
 
 
 @pytest.fixture

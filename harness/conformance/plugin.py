@@ -82,9 +82,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--quiet-lock", metavar="FILE", type=Path,
                 help="take turns with other runs on this lock: quiet checks (throughput, "
                 "latency, SLOs) hold it alone, the others shared")  # fmt: skip
-    g.addoption("--ssh-persist", metavar="S", type=int, default=None,
-                help="leave each node's ssh master up S seconds after the run (the next "
-                "run of a lockstep run reuses it) instead of stopping it at the end")  # fmt: skip
     g.addoption("--results", metavar="DIR", type=Path, help="write results JSON here")
     g.addoption("--keep-lab", action="store_true", help="leave a lab built by --topology up")
     g.addoption("--thorough", action="store_true",
@@ -122,7 +119,6 @@ def pytest_configure(config: pytest.Config) -> None:
         results=config.getoption("--results"),
         keep_lab=bool(config.getoption("--keep-lab")),
         thorough=bool(config.getoption("--thorough")),
-        ssh_persist=config.getoption("--ssh-persist"),
     )
     run = Run(opts)
     try:

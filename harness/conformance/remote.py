@@ -139,11 +139,8 @@ class Node:
             Path(self.control_path).parent.rmdir()
 
 
-def connect(
-    plan: NodePlan, ssh_config: Path, control_dir: Path, persist_s: int = CONTROL_PERSIST_S
-) -> Node:
-    """A testinfra host for ``plan``'s node, multiplexed over one ssh master (which stays
-    ``persist_s`` after its last session, unless ``Node.close`` stops it)."""
+def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
+    """A testinfra host for ``plan``'s node, multiplexed over one ssh master."""
     import testinfra
 
     control_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +149,7 @@ def connect(
         f"ssh://{plan.name}",
         ssh_config=str(ssh_config),
         controlpath=control_path,
-        controlpersist=persist_s,
+        controlpersist=CONTROL_PERSIST_S,
         timeout=10,
     )
     return Node(plan, host, ssh_config, control_path)
@@ -163,11 +160,8 @@ def connect(
 SOCKET_PATH_MAX = 107 - 17
 
 
-def control_dir(
-    lab_dir: Path, names: Sequence[str] = (), pid: int | None = None, owner: str | None = None
-) -> Path:
-    """This process's directory of ssh master sockets in the lab: ``tcm/<pid>``
-    (``tcm/<owner>`` for masters that runs share and none closes: ``connect_lab``).
+def control_dir(lab_dir: Path, names: Sequence[str] = (), pid: int | None = None) -> Path:
+    """This process's directory of ssh master sockets in the lab: ``tcm/<pid>``.
 
     Per process because ``Node.close`` stops the master at its control path
     whoever else is using it; sessions that share a lab (lockstep) each keep
@@ -175,7 +169,7 @@ def control_dir(
     ``names`` would not fit a unix socket path (a deep checkout), the directory
     is ``<tmp>/podlab-tcm-<digest of the lab dir>-<pid>`` instead.
     """
-    owner = owner or str(os.getpid() if pid is None else pid)
+    owner = str(os.getpid() if pid is None else pid)
     here = lab_dir / "tcm" / owner
     longest = max((len(n) for n in names), default=0)
     if len(str(here)) + 1 + longest <= SOCKET_PATH_MAX:
@@ -185,20 +179,11 @@ def control_dir(
 
 
 def connect_lab(
-    plan: LabPlan,
-    ssh_config: Path,
-    lab_dir: Path,
-    names: Sequence[str] | None = None,
-    persist_s: int | None = None,
+    plan: LabPlan, ssh_config: Path, lab_dir: Path, names: Sequence[str] | None = None
 ) -> dict[str, Node]:
     """The lab's nodes (``names``, else every node but the bridges), each over its ssh
-    master, once each answers and runs netcheck.
-
-    The masters live in this process's ``control_dir`` of the lab and are closed by
-    it (``Node.close``). With ``persist_s`` (``--ssh-persist``: the runs of a lockstep
-    run) they live in the lab's shared ``tcm/shared`` instead and outlive the run by
-    ``persist_s`` seconds, so the next phase's runs find them up; no run closes them
-    (so none cuts another's commands), their idle time or ``podlab down`` ends them.
+    master in this process's ``control_dir`` of the lab, once each answers and runs
+    netcheck.
 
     The nodes are reached at once (one thread each: every step is an ssh round that
     waits on the node, not on this process). One after the other, the eight nodes of
@@ -206,10 +191,8 @@ def connect_lab(
     check (docs/conformance.md, "Where the time goes"). The first failure is raised.
     """
     chosen = names if names is not None else [n for n in plan.nodes if n not in plan.bridges]
-    shared = persist_s is not None
-    control = control_dir(lab_dir, chosen, owner="shared" if shared else None)
-    persist = persist_s if persist_s is not None else CONTROL_PERSIST_S
-    out = {name: connect(plan.nodes[name], ssh_config, control, persist) for name in chosen}
+    control = control_dir(lab_dir, chosen)
+    out = {name: connect(plan.nodes[name], ssh_config, control) for name in chosen}
     if out:
         with ThreadPoolExecutor(max_workers=len(out)) as pool:
             for done in [pool.submit(_ready, node) for node in out.values()]:

@@ -56,9 +56,6 @@ class Options:
     results: Path | None = None
     keep_lab: bool = False
     thorough: bool = False
-    # --ssh-persist: leave each node's ssh master up this long after the run instead of
-    # stopping it, for the next run of a lockstep run to find (None: stop them)
-    ssh_persist: int | None = None
 
 
 @dataclass

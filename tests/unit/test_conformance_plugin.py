@@ -146,9 +146,6 @@ def test_podlab_test_runs_the_shipped_suites_with_junit(tmp_path: Path) -> None:
     # hypothesis's plugin (podlab's own tests) is kept out of the suites' sessions
     blocked = [argv[i + 1] for i, a in enumerate(argv) if a == "-p"]
     assert "no:hypothesispytest" in blocked and "no:cacheprovider" in blocked
-    assert not [a for a in argv if a.startswith("--ssh-persist")]  # masters stopped
-    args = parser.parse_args(["test", "--lab", "t-x", "--ssh-persist", "120"])
-    assert "--ssh-persist=120" in cli.pytest_argv(args, stamp="x")
 
 
 def test_podlab_test_passes_the_throughput_rounds_on(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """remote.connect_lab and the ssh masters of conformance sessions
 (harness/conformance/remote.py): every node reached at once, each checked for ssh and
 netcheck; each session's masters are its own, so one session closing them never cuts
-another's, unless the runs share masters that none closes (``--ssh-persist``)."""
+another's."""
 
 from __future__ import annotations
 
@@ -93,18 +93,14 @@ def test_connect_lab_reaches_every_node_at_once(monkeypatch: pytest.MonkeyPatch)
     barrier = threading.Barrier(len(names), timeout=10)
     made: dict[str, FakeNode] = {}
 
-    persists: set[int] = set()
-
-    def connect(plan: Any, ssh_config: Path, control_dir: Path, persist_s: int) -> FakeNode:
-        persists.add(persist_s)
+    def connect(plan: Any, ssh_config: Path, control_dir: Path) -> FakeNode:
         made[plan.name] = FakeNode(plan.name, barrier)
         return made[plan.name]
 
     monkeypatch.setattr(remote, "connect", connect)
-    out = remote.connect_lab(_plan(names), Path("ssh_config"), Path("lab"), persist_s=120)
+    out = remote.connect_lab(_plan(names), Path("ssh_config"), Path("lab"))
     assert list(out) == names  # the plan's order, bridges left out
     assert all(n.netcheck_ensured for n in made.values())
-    assert persists == {120}  # --ssh-persist reaches every master
 
 
 def test_connect_lab_raises_a_node_that_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,19 +181,3 @@ def test_pod_routes_missing_are_named_after_the_time_limit() -> None:
     nodes = {n: RouteNode(n, barrier, set()) for n in ("a1", "a2")}
     with pytest.raises(LabError, match=re.escape("a1 → 10.244.1.1, a2 → 10.244.0.1")):
         labctl.wait_pod_routes(_route_lab({"c1": ["a1", "a2"]}), nodes, timeout_s=0.5)  # type: ignore[arg-type]
-
-
-def test_runs_that_persist_their_masters_share_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """--ssh-persist: the masters are the lab's ``tcm/shared`` ones, kept ``persist_s``
-    after their last session, for the next phase's runs (which no run closes)."""
-    plan = load_plan(TWO)
-    monkeypatch.setattr(remote, "wait_ssh", lambda node: None)
-    monkeypatch.setattr(remote.Node, "ensure_netcheck", lambda node: None)
-    kept = remote.connect_lab(plan, tmp_path / "ssh_config", tmp_path, persist_s=120)
-    assert Path(kept["c1-w1"].control_path).parent == tmp_path / "tcm" / "shared"
-    assert kept["c1-w1"].host.backend.controlpersist == 120
-    own = remote.connect_lab(plan, tmp_path / "ssh_config", tmp_path)
-    assert Path(own["c1-w1"].control_path).parent == tmp_path / "tcm" / str(os.getpid())
-    assert own["c1-w1"].host.backend.controlpersist == remote.CONTROL_PERSIST_S
