@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -46,9 +47,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_like_ctrl_c() -> None:
+    """Make SIGTERM and SIGHUP unwind podlab as Ctrl-C does.
+
+    Python's default for both is to die on the spot, so a ``kill PID``, a closed
+    terminal or a CI time-out left a half-built lab, a pytest run's pods and its
+    results file behind; unwinding runs the same ``finally`` blocks and fixture
+    finalizers as an interrupt. Only the first signal unwinds: a second one during
+    that clean-up is reported and ignored (SIGKILL abandons it). A signal the
+    caller ignores (``nohup``) stays ignored.
+    """
+
+    def unwind(signum: int, _frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is unwind:
+                signal.signal(sig, still_cleaning)
+        raise Terminated(signum)
+
+    def still_cleaning(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        err.print(f"{name} again: still cleaning up (SIGKILL abandons it)")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, unwind)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stop_like_ctrl_c()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -61,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PodlabError as exc:
         err.print(f"[red]error:[/] {exc}", markup=True)
         return exc.exit_code
+    except Terminated as exc:
+        err.print(f"terminated ({exc})")
+        return 128 + exc.signum
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

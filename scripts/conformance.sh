@@ -80,6 +80,36 @@ fi
 
 LAB_DIR=""
 timings=()
+# Ctrl-C, SIGTERM or SIGHUP: stop the running `podlab test`s (SIGTERM unwinds them
+# like Ctrl-C: fixtures torn down, results written), run no further phase, then tear
+# down, check hygiene and write the report as after a failure; exit 128+N.
+# Every podlab runs in the background with `run_bg` so a trap is never held up
+# behind a foreground child (bash runs traps only between commands).
+interrupted=0
+pids=()
+on_signal() {
+  [ "$interrupted" = 0 ] || return
+  interrupted=$1
+  echo "conformance: interrupted by SIG$(kill -l "$1"): stopping the runs, then tearing down" >&2
+  [ "${#pids[@]}" -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
+}
+for s in INT TERM HUP; do trap "on_signal $(kill -l "$s")" "$s"; done
+# wait for one background pid, past the traps that interrupt `wait`; its status
+wait_pid() {
+  local r
+  while :; do
+    wait "$1"; r=$?
+    if [ "$r" -gt 128 ] && kill -0 "$1" 2>/dev/null; then continue; fi
+    return "$r"
+  done
+}
+# run a command in the background, register it for on_signal, wait for it
+run_bg() {
+  "$@" &
+  pids=($!)
+  [ "$interrupted" = 0 ] || kill -TERM "$!" 2>/dev/null
+  wait_pid "$!"
+}
 teardown() {
   if [ "$KEEP" = "1" ]; then
     echo "conformance: KEEP=1, lab $LAB left up (podlab down $LAB removes it)"
@@ -87,7 +117,9 @@ teardown() {
   fi
   step "tearing down $LAB"
   local t; t=$(now)
-  $PODLAB down "$LAB" || true
+  pids=()  # a signal now must not stop the teardown itself
+  $PODLAB down "$LAB" &
+  wait_pid "$!" || true
   timings+=("tear down=$(since "$t")")
   if [ -n "$LAB_DIR" ]; then
     $PYTHON -m harness.conformance.hygiene "$LAB" "$LAB_DIR" "$RESULTS" "$LAST_MODE" \
@@ -98,17 +130,19 @@ teardown() {
 rc=0
 step "bringing up $LAB from $TOPO ($BACKEND backend)"
 t=$(now)
-if ! $PODLAB up "$TOPO" --backend "$BACKEND"; then
-  # a failed up rolls back what it built; a refused one (the lab is someone
-  # else's, or up from another file) must not be taken down by us
+if ! run_bg $PODLAB up "$TOPO" --backend "$BACKEND" || [ "$interrupted" != 0 ]; then
+  # a failed or interrupted up rolls back what it built; a refused one (the lab
+  # is someone else's, or up from another file) must not be taken down by us
+  [ "$interrupted" = 0 ] || exit $((128 + interrupted))
   exit 1
 fi
 timings+=("lab up=$(since "$t")")
 LAB_DIR=$($PYTHON -c "from harness.lab.state import find; print(find('$LAB').root)")
 step "deploying $LAB (mode ${entries[0]})"
 t=$(now)
-if ! $PODLAB deploy "$LAB" --mode "$first" --encryption "$enc"; then
+if ! run_bg $PODLAB deploy "$LAB" --mode "$first" --encryption "$enc" || [ "$interrupted" != 0 ]; then
   teardown
+  [ "$interrupted" = 0 ] || exit $((128 + interrupted))
   exit 1
 fi
 timings+=("first deploy=$(since "$t")")
@@ -122,14 +156,16 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
   lock=(--quiet-lock "$LAB_DIR/quiet.lock")
   for i in "${!phases[@]}"; do
     e=${phases[$i]}
+    [ "$interrupted" = 0 ] || { rc=1; break; }
     if [ "$i" -gt 0 ]; then
       step "phase $((i + 1))/${#phases[@]}: switching the whole lab $LAB to $e"
       t=$(now)
       enc=none; [[ $e == *+* ]] && enc=${e#*+}
       # a node that runs other sources than the tree (edited since the first deploy)
       # refuses a switch: then the full deploy, as the plugin does (labctl.deploy)
-      if ! $PODLAB deploy "$LAB" --switch --mode "${e%%+*}" --encryption "$enc" --quiet &&
-        ! $PODLAB deploy "$LAB" --mode "${e%%+*}" --encryption "$enc" --quiet; then
+      if ! run_bg $PODLAB deploy "$LAB" --switch --mode "${e%%+*}" --encryption "$enc" --quiet &&
+        { [ "$interrupted" != 0 ] ||
+          ! run_bg $PODLAB deploy "$LAB" --mode "${e%%+*}" --encryption "$enc" --quiet; }; then
         echo "conformance: the deploy of $e failed; the phases left are not run" >&2
         rc=1
         break
@@ -149,8 +185,10 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
     $PODLAB test "${common[@]}" --entry "$e" --scope lab "${lock[@]}" -q \
       > >(sed -u "s/^/[mesh $e] /") 2>&1 &
     pids+=($!)
+    # a signal between the phase's check and its starts: stop what it missed
+    [ "$interrupted" = 0 ] || kill -TERM "${pids[@]}" 2>/dev/null
     # the barrier: the next switch waits for every run of this phase (5: nothing ran)
-    for p in "${pids[@]}"; do wait "$p" || { r=$?; [ "$r" -eq 5 ] || rc=1; }; done
+    for p in "${pids[@]}"; do wait_pid "$p" || { r=$?; [ "$r" -eq 5 ] || rc=1; }; done
     timings+=("phase $e=$(since "$t")")
   done
 elif [ "$PARALLEL" != "0" ] && [ "${#clusters[@]}" -ge 2 ]; then
@@ -161,26 +199,29 @@ elif [ "$PARALLEL" != "0" ] && [ "${#clusters[@]}" -ge 2 ]; then
   # mode its clusters already run). docs/adr/0018-mesh-in-the-default-run.md
   step "running the scenarios that need the whole lab (the mesh) on $LAB"
   t=$(now)
-  $PODLAB test "${common[@]}" --scope lab || { r=$?; [ "$r" -eq 5 ] || rc=$r; }
+  run_bg $PODLAB test "${common[@]}" --scope lab || { r=$?; [ "$r" -eq 5 ] || rc=$r; }
   timings+=("mesh phase=$(since "$t")")
   step "running the conformance suites on $LAB: one run per cluster (${clusters[*]}), at once"
   t=$(now)
   pids=()
   for k in $(seq 1 "$n"); do
+    [ "$interrupted" = 0 ] || break
     c=${clusters[$((k - 1))]}
     # each line prefixed with its cluster; $! is podlab's own pid (its status counts)
     $PODLAB test "${common[@]}" --scope cluster --cluster "$c" --part "$k/$n" \
       --quiet-lock "$LAB_DIR/quiet.lock" -q > >(sed -u "s/^/[$c] /") 2>&1 &
     pids+=($!)
   done
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  [ "$interrupted" = 0 ] || kill -TERM "${pids[@]}" 2>/dev/null
+  for p in "${pids[@]}"; do wait_pid "$p" || rc=1; done
   timings+=("cluster phase=$(since "$t")")
 else
   step "running the conformance suites on $LAB (matrix $MATRIX: ${entries[*]})"
-  $PODLAB test "${common[@]}" || rc=$?
+  run_bg $PODLAB test "${common[@]}" || rc=$?
 fi
 teardown
 step "writing the report"
 $PODLAB report "$RESULTS"/*.json -o "$REPORT" || rc=1
+[ "$interrupted" = 0 ] || rc=$((128 + interrupted))
 step "done in $((SECONDS - T0)) s: report $REPORT, results and JUnit XML in $RESULTS (exit $rc)"
 exit $rc

@@ -3,6 +3,11 @@
 testinfra's ssh backend reaches a netns node exactly as it reaches a VM (the
 lab's ``ssh_config`` names hosts after nodes), and keeps one ssh master
 connection per node so each probe costs one channel, not one handshake.
+The masters belong to the process that made them (``tcm/<pid>/<node>``): a
+lockstep phase runs three ``podlab test`` sessions on the same nodes at once,
+and the first to finish closed (``ssh -O exit``) the masters the others were
+still running commands over — ssh then exits 255 with no message ("Control
+master terminated unexpectedly" is logged at debug level only).
 testinfra has no timeouts of its own, so every remote command is wrapped in
 coreutils ``timeout``: a hung probe fails its test instead of the run.
 """
@@ -10,7 +15,10 @@ coreutils ``timeout``: a hung probe fails its test instead of the run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import shlex
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,10 +131,17 @@ class Node:
         self.netcheck = echo.STANDALONE_NETCHECK
 
     def close(self) -> None:
-        """Stop this node's ssh master connection (nothing lingers after the run)."""
+        """Stop this node's ssh master connection (nothing lingers after the run).
+
+        Only this process's master: its control path is in this process's own
+        directory (``control_dir``), so another session's commands on the node
+        keep theirs.
+        """
         with contextlib.suppress(ToolError):
             run(["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.control_path}",
                  "-O", "exit", self.name], timeout=10, check=False)  # fmt: skip
+        with contextlib.suppress(OSError):  # the last node out removes the empty directory
+            Path(self.control_path).parent.rmdir()
 
 
 def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
@@ -145,13 +160,37 @@ def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
     return Node(plan, host, ssh_config, control_path)
 
 
+#: A unix socket path holds 107 bytes, and ssh first binds its master at
+#: ``<ControlPath>.<16 random characters>``.
+SOCKET_PATH_MAX = 107 - 17
+
+
+def control_dir(lab_dir: Path, names: Sequence[str] = (), pid: int | None = None) -> Path:
+    """This process's directory of ssh master sockets in the lab: ``tcm/<pid>``.
+
+    Per process because ``Node.close`` stops the master at its control path
+    whoever else is using it; sessions that share a lab (lockstep) each keep
+    their own masters and close only those. Where a socket for the longest of
+    ``names`` would not fit a unix socket path (a deep checkout), the directory
+    is ``<tmp>/podlab-tcm-<digest of the lab dir>-<pid>`` instead.
+    """
+    owner = str(os.getpid() if pid is None else pid)
+    here = lab_dir / "tcm" / owner
+    longest = max((len(n) for n in names), default=0)
+    if len(str(here)) + 1 + longest <= SOCKET_PATH_MAX:
+        return here
+    digest = hashlib.sha256(str(lab_dir).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"podlab-tcm-{digest}-{owner}"
+
+
 def connect_lab(
     plan: LabPlan, ssh_config: Path, lab_dir: Path, names: Sequence[str] | None = None
 ) -> dict[str, Node]:
     """The lab's nodes (``names``, else every node but the bridges), each over its ssh
-    master in the lab's ``tcm`` directory, once each answers."""
+    master in this process's ``control_dir`` of the lab, once each answers."""
     chosen = names if names is not None else [n for n in plan.nodes if n not in plan.bridges]
-    out = {name: connect(plan.nodes[name], ssh_config, lab_dir / "tcm") for name in chosen}
+    control = control_dir(lab_dir, chosen)
+    out = {name: connect(plan.nodes[name], ssh_config, control) for name in chosen}
     for node in out.values():
         wait_ssh(node)
     return out

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from harness.agent.proxy import conntrack, nftables
+from harness.agent.proxy import conntrack, iptables, nftables
 from harness.agent.proxy.base import ServiceProxy, nft_script
 from harness.agent.proxy.model import Endpoint, ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
@@ -209,6 +209,42 @@ def test_full_sync_repairs_drift(lab: SvcLab, proxy: ServiceProxy) -> None:
     assert lab.connect(lab.pods["c0"].ns, VIP, 80, 1) != ["b0"], "drift did not break it"
     proxy.full_sync([svc(lab, ["b0"])])
     assert lab.connect(lab.pods["c0"].ns, VIP, 80, 2) == ["b0", "b0"]
+
+
+def _dnat_packets(lab: SvcLab, chain: str) -> int:
+    out = run(["iptables-legacy", "-t", "nat", "-L", chain, "-v", "-x", "-n"], netns=lab.node)
+    return sum(int(line.split()[0]) for line in out.stdout.splitlines() if "DNAT" in line)
+
+
+def test_iptables_service_added_or_removed_leaves_other_services_chains_alone(
+    lab: SvcLab,
+) -> None:
+    """A Service added or removed rewrites the top-level chains and its own, not
+    every service's (kube-proxy's partial sync): the untouched service's SEP chain
+    keeps its packet counters, which a rewrite resets — as the full sync (the
+    control) shows."""
+    p = make_proxy("iptables", ProxyOptions(lab.SERVICE_CIDR, lab.CLUSTER_CIDR, netns=lab.node))
+    a = svc(lab, ["b0"])
+    b = replace(svc(lab, ["b1"]), name="other", cluster_ip="10.96.0.6")
+    c = replace(svc(lab, ["b2"]), name="third", cluster_ip="10.96.0.7")
+    (sep_a,) = [ch for ch in iptables.chains_of(a) if ch.startswith("KUBE-SEP-")]
+    c0 = lab.pods["c0"].ns
+    try:
+        p.full_sync([a, b])
+        assert lab.connect(c0, VIP, 80, 3) == ["b0"] * 3
+        p.update([a, b, c])  # added
+        assert lab.connect(c0, "10.96.0.7", 80, 2) == ["b2"] * 2
+        p.update([a, c])  # removed
+        assert lab.connect(c0, "10.96.0.6", 80, 1) != ["b1"]
+        assert not set(iptables.chains_of(b)) & p.existing_chains()
+        p.update([a, replace(c, endpoints=())])  # lost all endpoints: refused
+        assert lab.connect(c0, "10.96.0.7", 80, 1) == ["refused"]
+        assert _dnat_packets(lab, sep_a) == 3, "a's chain was rewritten by another's change"
+        assert lab.connect(c0, VIP, 80, 1) == ["b0"]
+        p.full_sync([a, c])  # control: a rewrite resets the counters
+        assert _dnat_packets(lab, sep_a) == 0
+    finally:
+        p.close()
 
 
 @pytest.mark.parametrize("mode", ["nftables", "iptables"])

@@ -393,3 +393,45 @@ def test_a_later_ip_netns_add_does_not_pin_our_handles() -> None:
     ours, old = out.stdout.strip().splitlines()[-2:]
     assert ours == "removed", out.stdout
     assert old.startswith("busy: /run/netns/podlab-t-old: still mounted where no path"), old
+
+
+OTHER_SESSION = """
+import sys
+from harness.conformance import remote
+from harness.lab import synth
+from harness.lab.state import LabPaths
+plan = synth.star_plan("t-lab-tcm", "172.31.219.0/24", count=1)
+paths = LabPaths.of(plan.name)
+for node in remote.connect_lab(plan, paths.ssh_config, paths.root).values():
+    node.run(["true"])
+    node.close()
+"""
+
+
+def test_a_session_closing_its_ssh_masters_leaves_anothers_commands_running(
+    labs: list[str],
+) -> None:
+    """Two conformance sessions on one node (lockstep: c1, c2 and the mesh run at
+    once): the first to finish closes its ssh masters (``ssh -O exit``) while the
+    other is mid-command. With one shared control path that killed the other's
+    master and its command ended in ssh's 255 with no message (issue 12's
+    scenario 25 and 11 failures); each session's masters are now its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.conformance import remote
+
+    plan = synth.star_plan("t-lab-tcm", "172.31.219.0/24", count=1)
+    paths = build(plan, labs)
+    (node,) = remote.connect_lab(plan, paths.ssh_config, paths.root).values()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(node.run, ["sh", "-c", "sleep 3; echo done"], 20)
+            time.sleep(1)  # the command is running over this session's master
+            other = run([sys.executable, "-c", OTHER_SESSION], timeout=60, check=False)
+            assert other.returncode == 0, other.stderr
+            res = long.result()  # old code: LabError ... exit_status=255, no stderr
+        assert res.returncode == 0 and res.stdout.strip() == "done", res
+        assert node.run(["true"]).returncode == 0  # this session's master still serves
+    finally:
+        node.close()
+    assert not remote.control_dir(paths.root, [node.name]).exists()  # closed, removed

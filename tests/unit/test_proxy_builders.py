@@ -158,6 +158,29 @@ def test_iptables_endpoint_change_declares_only_that_service() -> None:
     assert iptables.endpoints_document([(a, moved)], None) is None  # KUBE-SERVICES must change
 
 
+def test_iptables_service_added_rewrites_top_chains_and_its_own_only() -> None:
+    a, b, c = sp("a", "10.96.0.1", 3), sp("b", "10.96.0.2", 2), sp("c", "10.96.0.3", 1)
+    old = {a.ident: a, b.ident: b}
+    doc = iptables.services_document(old, {**old, c.ident: c}, None)
+    assert doc.count("COMMIT") == 2 and ":KUBE-SERVICES - [0:0]" in doc
+    assert doc.count("-A KUBE-SERVICES -d ") == 3  # every service's jump: the chain is flushed
+    declared = set(re.findall(r"^:(\S+) ", doc, re.M))
+    assert set(iptables.chains_of(c)) <= declared
+    assert not (set(iptables.chains_of(a)) | set(iptables.chains_of(b))) & declared
+    assert "KUBE-MARK-MASQ - " not in doc and "-X " not in doc
+
+
+def test_iptables_service_removed_or_emptied_deletes_its_chains() -> None:
+    a, b = sp("a", "10.96.0.1", 3), sp("b", "10.96.0.2", 2, node_port=30002)
+    doc = iptables.services_document({a.ident: a, b.ident: b}, {a.ident: a}, None)
+    assert sorted(re.findall(r"^-X (\S+)", doc, re.M)) == sorted(iptables.chains_of(b))
+    assert all(f":{ch} - [0:0]" in doc for ch in iptables.chains_of(b))  # flushed first
+    b0 = sp("b", "10.96.0.2", 0, node_port=30002)
+    doc = iptables.services_document({a.ident: a, b.ident: b}, {a.ident: a, b.ident: b0}, None)
+    assert len(re.findall(r"^-X ", doc, re.M)) == len(iptables.chains_of(b))
+    assert "-A KUBE-SERVICES -d 10.96.0.2/32 -p tcp -m tcp --dport 80 -j REJECT" in doc
+
+
 def test_iptables_full_document_deletes_stale_chains() -> None:
     doc = iptables.full_document([], None, stale={"KUBE-SVC-OLD"})
     assert ":KUBE-SVC-OLD - [0:0]" in doc and "-X KUBE-SVC-OLD" in doc

@@ -15,7 +15,12 @@ namespace), all in chains of ours:
 
 Applied with ``iptables-legacy-restore --noflush``: only our chains are
 declared (and so flushed), the built-in chains keep everything else. An
-endpoint change rewrites only that service's SVC/SEP chains.
+endpoint change rewrites only that service's SVC/SEP chains; any other change
+(a Service added, removed, re-addressed, gaining or losing all endpoints)
+rewrites the top-level chains (one or two rules per service port) and the
+changed services' own chains, leaving every other SVC/SEP chain as it is —
+kube-proxy's ``MinimizeIPTablesRestore`` partial sync. The periodic
+``full_sync`` rewrites everything, repairing drift.
 """
 
 from __future__ import annotations
@@ -94,31 +99,17 @@ def service_rules(s: ServicePort, cluster_cidr: str | None) -> list[str]:
     return lines
 
 
-def full_document(
-    services: Iterable[ServicePort], cluster_cidr: str | None, stale: Iterable[str] = ()
-) -> str:
-    """Every chain of ours rewritten; ``stale`` chains (left from before) deleted."""
-    svcs = sorted(services, key=lambda s: s.ident)
-    wanted = [c for s in svcs for c in chains_of(s)]
-    nat = ["*nat"]
-    nat += [f":{c} - [0:0]" for c in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING")]
-    nat += [":KUBE-MARK-MASQ - [0:0]", *(f":{c} - [0:0]" for c in wanted)]
-    nat += [f":{c} - [0:0]" for c in sorted(set(stale) - set(wanted))]
-    mark = f"{MASQ_MARK:#x}"
-    nat += [
-        f"-A KUBE-MARK-MASQ -j MARK --or-mark {mark}",
-        f"-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN",
-        f"-A KUBE-POSTROUTING -j MARK --xor-mark {mark}",
-        "-A KUBE-POSTROUTING -j MASQUERADE --random-fully",
-    ]
-    filt = ["*filter", ":KUBE-SERVICES - [0:0]"]
+def _top_rules(svcs: list[ServicePort]) -> tuple[list[str], list[str]]:
+    """The rules of ``nat`` KUBE-SERVICES and KUBE-NODEPORTS and of ``filter``
+    KUBE-SERVICES: one or two per service port, in ``svcs``' order."""
+    nat: list[str] = []
+    filt: list[str] = []
     for s in svcs:
         if s.endpoints:
             nat.append(f"-A KUBE-SERVICES {_match(s)} -j {_svc(s)}")
             if s.node_port:
                 port = f"-p {s.protocol} -m {s.protocol} --dport {s.node_port}"
                 nat.append(f"-A KUBE-NODEPORTS {port} -j {_ext(s)}")
-            nat += service_rules(s, cluster_cidr)
         else:
             # TCP gets a reset: ICMP errors are rate-limited per client (about 6, then
             # 1/s), so a client retrying quickly would otherwise wait for a timeout
@@ -131,8 +122,63 @@ def full_document(
                     f"-m {s.protocol} --dport {s.node_port} {reject}"
                 )
     nat.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
-    nat += [f"-X {c}" for c in sorted(set(stale) - set(wanted))]
+    return nat, filt
+
+
+def _document(
+    svcs: list[ServicePort],
+    rewrite: list[ServicePort],
+    stale: Iterable[str],
+    cluster_cidr: str | None,
+    full: bool,
+) -> str:
+    """Top-level chains in full, the chains of ``rewrite`` declared and filled, the
+    ``stale`` chains that no service of ``svcs`` wants flushed and deleted; ``full``:
+    the masquerade chains too."""
+    wanted = {c for s in svcs for c in chains_of(s)}
+    own = [c for s in rewrite for c in chains_of(s)]
+    gone = sorted(set(stale) - wanted)
+    mine = [
+        "KUBE-SERVICES",
+        "KUBE-NODEPORTS",
+        *(("KUBE-POSTROUTING", "KUBE-MARK-MASQ") if full else ()),
+    ]
+    nat = ["*nat", *(f":{c} - [0:0]" for c in [*mine, *own, *gone])]
+    if full:
+        mark = f"{MASQ_MARK:#x}"
+        nat += [
+            f"-A KUBE-MARK-MASQ -j MARK --or-mark {mark}",
+            f"-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN",
+            f"-A KUBE-POSTROUTING -j MARK --xor-mark {mark}",
+            "-A KUBE-POSTROUTING -j MASQUERADE --random-fully",
+        ]
+    top_nat, top_filt = _top_rules(svcs)
+    nat += top_nat
+    nat += [line for s in rewrite if s.endpoints for line in service_rules(s, cluster_cidr)]
+    nat += [f"-X {c}" for c in gone]
+    filt = ["*filter", ":KUBE-SERVICES - [0:0]", *top_filt]
     return "\n".join([*nat, "COMMIT", *filt, "COMMIT"]) + "\n"
+
+
+def full_document(
+    services: Iterable[ServicePort], cluster_cidr: str | None, stale: Iterable[str] = ()
+) -> str:
+    """Every chain of ours rewritten; ``stale`` chains (left from before) deleted."""
+    svcs = sorted(services, key=lambda s: s.ident)
+    return _document(svcs, svcs, stale, cluster_cidr, full=True)
+
+
+def services_document(
+    old: dict[str, ServicePort], new: dict[str, ServicePort], cluster_cidr: str | None
+) -> str:
+    """The partial sync for changes that touch the top-level chains: those in full
+    (cheap: a rule or two per service port), the chains of the changed services, the
+    chains they no longer need deleted; every unchanged service's chains untouched."""
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    rewrite = [new[k] for k in changed if k in new]
+    stale = [c for k in changed if k in old for c in chains_of(old[k])]
+    svcs = sorted(new.values(), key=lambda s: s.ident)
+    return _document(svcs, rewrite, stale, cluster_cidr, full=False)
 
 
 def endpoints_document(
@@ -209,9 +255,8 @@ class IptablesProxy:
             return
         pairs = [(self.state[k], svcs[k]) for k in changed if k in self.state and k in svcs]
         doc = endpoints_document(pairs, self.cluster_cidr) if len(pairs) == len(changed) else None
-        if doc is None:
-            self.full_sync(svcs.values())  # KUBE-SERVICES changes: kube-proxy's full rewrite
-            return
+        if doc is None:  # KUBE-SERVICES changes too: the partial sync
+            doc = services_document(self.state, svcs, self.cluster_cidr)
         self._restore(doc)
         self.state = svcs
 
