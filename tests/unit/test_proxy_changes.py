@@ -184,3 +184,30 @@ def test_sweeper_told_changes_only_equals_one_told_every_port(seed: int) -> None
             users = Counter(inc._users)
             inc.programmed(table.values())
             assert set(inc._gone) == gone and inc._users == users
+
+
+def test_whole_table_modes_reconcile_from_the_current_table_only_on_a_change(
+    monkeypatch,
+) -> None:
+    """ipvs (its documents diff every virtual server against the kernel) and userspace
+    (its thread reconciles listeners against a whole list) take ``current``, and only
+    when a pass changed something they do not already hold."""
+    from harness.agent.proxy import ipvs, userspace
+
+    a = ServicePort("ns", "a", "", "tcp", "10.96.0.1", 80, endpoints=(Endpoint("10.244.0.2", 80),))
+    b = replace(a, name="b", cluster_ip="10.96.0.2")
+    current = {a.ident: a, b.ident: b}
+    proxy = ipvs.IpvsProxy.__new__(ipvs.IpvsProxy)  # (its constructor wants ipvsadm)
+    synced: list[list[ServicePort]] = []
+    monkeypatch.setattr(proxy, "full_sync", lambda s: synced.append(list(s)))
+    proxy.state = {a.ident: a}
+    proxy.apply(PortChanges({a.ident: a}, frozenset(), {}, current))  # holds it already
+    assert synced == []
+    proxy.apply(PortChanges({b.ident: b}, frozenset(), {}, current))
+    assert synced == [[a, b]]
+    usp = userspace.UserspaceProxy.__new__(userspace.UserspaceProxy)
+    sent: list[tuple[str, list[ServicePort]]] = []
+    monkeypatch.setattr(usp, "_submit", lambda what, s: sent.append((what, s)))
+    usp.apply(PortChanges({}, frozenset(), {}, current))  # nothing changed
+    usp.apply(PortChanges({}, frozenset({"ns/c:/tcp"}), {}, current))
+    assert sent == [("sync", [a, b])]
