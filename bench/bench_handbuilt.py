@@ -33,7 +33,10 @@ before that change).
 pod→pod contender: ``nocsum``, ``noraw`` (the notrack chains away), ``oldhooks``
 (the base chains before the pass-count change: ``raw-prerouting`` instead of the
 underlay's ingress hook, the proxy's filter chains on input/forward/output, the
-policy's forward chain with no policy).
+policy's forward chain with no policy), ``podnotrack`` (pod→pod flows untracked
+by a raw chain before ours on both nodes, every hook of ours left in place: what
+conntrack on the inner flow costs), ``allnotrack`` (every packet of both nodes
+untracked the same way: what the registered hooks cost without any conntrack work).
 ``--passes`` counts the base chains each packet passes per node (with ``--ab``,
 also with the change on).
 """
@@ -151,6 +154,20 @@ def _old_hooks_off(ns: str) -> None:
     run(["nft", "-f", "-"], netns=ns, input="\n".join(lines) + "\n" + saved)
 
 
+POD_CIDR = "10.244.0.0/16"  # AgentLab's cluster CIDR
+NOTRACK_PODS = "add table ip tput-ab\n" + "".join(
+    f"add chain ip tput-ab {c} {{ type filter hook {h} priority raw - 1 ; }}\n"
+    f"add rule ip tput-ab {c} ip saddr {POD_CIDR} ip daddr {POD_CIDR} notrack\n"
+    for c, h in (("pre", "prerouting"), ("out", "output"))
+)
+
+NOTRACK_ALL = "add table ip tput-ab\n" + "".join(
+    f"add chain ip tput-ab {c} {{ type filter hook {h} priority raw - 1 ; }}\n"
+    f"add rule ip tput-ab {c} notrack\n"
+    for c, h in (("pre", "prerouting"), ("out", "output"))
+)
+
+
 # A/B toggles for --ab: (switch the change ON in a node's namespace, switch it OFF
 # again); measured in the same rounds as the mode as it runs
 TOGGLES: dict[str, tuple[Callable[[str], None], Callable[[str], None]]] = {
@@ -158,6 +175,14 @@ TOGGLES: dict[str, tuple[Callable[[str], None], Callable[[str], None]]] = {
                _steps([(["sysctl", "-qw", "net.netfilter.nf_conntrack_checksum=1"], None)])),
     "noraw": (_raw_off, _raw_on),  # the state before the notrack change, and back
     "oldhooks": (_old_hooks_on, _old_hooks_off),  # the base chains before the pass-count change
+    # no conntrack on pod→pod flows (every other hook as deployed): what tracking the
+    # inner flow costs; not a deployable change (Service un-DNAT, policy need it)
+    "podnotrack": (_steps([(["nft", "-f", "-"], NOTRACK_PODS)]),
+                   _steps([(["nft", "delete", "table", "ip", "tput-ab"], None)])),
+    # no conntrack for any packet of the node, every hook of ours still registered:
+    # what is left is the hooks' dispatch (conntrack, NAT and our chains called per packet)
+    "allnotrack": (_steps([(["nft", "-f", "-"], NOTRACK_ALL)]),
+                   _steps([(["nft", "delete", "table", "ip", "tput-ab"], None)])),
 }  # fmt: skip
 
 

@@ -66,8 +66,10 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Target:
-    """One contender: a client (anything with ``run(argv, timeout_s)``: a Pod or a Node)
-    and an iperf3 server on ``server`` (inside ``netns`` if set) at ``ip``:``port``."""
+    """One contender: a client (anything with ``run(argv, timeout_s)``: a Pod, a Node or
+    an ``InNetns``) and an iperf3 server on ``server`` (inside ``netns`` if set) at
+    ``ip``:``port``; ``serve`` False when something else started that server (a
+    hand-built reference starts its own)."""
 
     name: str
     client: Any
@@ -75,11 +77,25 @@ class Target:
     netns: str | None
     ip: str
     port: int
+    serve: bool = True
+
+
+@dataclass(frozen=True)
+class InNetns:
+    """A client in a named network namespace of a node (a hand-built reference's pod)."""
+
+    node: Node
+    netns: str
+
+    def run(self, argv: Sequence[str], timeout_s: float = 30.0) -> Any:
+        return self.node.run(["ip", "netns", "exec", self.netns, *argv], timeout_s)
 
 
 def start_servers(targets: Sequence[Target], lifetime_s: float) -> None:
     """One iperf3 server per target that serves every round (no ``-1``)."""
     for t in targets:
+        if not t.serve:
+            continue
         argv = ["iperf3", "-s", "-p", str(t.port)]
         t.server.start(["ip", "netns", "exec", t.netns, *argv] if t.netns else argv, lifetime_s)
     time.sleep(0.5)

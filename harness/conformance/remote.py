@@ -87,6 +87,12 @@ class Node:
                             res.stderr or res.stdout)  # fmt: skip
         return res
 
+    def wait_files(self, paths: Sequence[str], timeout_s: float) -> bool:
+        """Whether all ``paths`` exist on the node within ``timeout_s`` (polled there
+        every 50 ms: one round trip, e.g. for netcheck's ``--ready-file``)."""
+        poll = 'for f in "$@"; do while [ ! -e "$f" ]; do sleep 0.05; done; done'
+        return self.run(["sh", "-c", poll, "sh", *paths], timeout_s).returncode == 0
+
     def in_netns(self, netns: str, argv: Sequence[str], timeout_s: float = 30.0) -> Result:
         """Run ``argv`` inside a named network namespace of this node (a pod's)."""
         return self.run(["ip", "netns", "exec", netns, *argv], timeout_s)

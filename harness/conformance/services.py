@@ -12,8 +12,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +71,29 @@ def tally(
                               budget_s=max(20.0, count * 0.3), wait_s=2)  # fmt: skip
     report = echo.parse_probe(output(src(argv, max(40.0, count * 0.3 + 20))))
     return Counter(first_word(r) for r in report.replies()), report
+
+
+# A stream's lead before the event it covers: the event starts once the stream's first
+# request was answered and LEAD_S more have passed, as the probe itself saw them
+# (netcheck --ready-file), no longer after a fixed 3-5 s guessed to cover the ssh round
+# trip and the interpreter's start-up as well (docs/conformance.md, "Leads on the
+# probe's signal"). Without an answer within READY_WAIT_S the event starts anyway, as
+# before, and the check's own control says what was missing.
+LEAD_S = 1.0
+READY_WAIT_S = 15.0
+
+
+def ready_file(tag: str) -> str:
+    """A fresh node-private path for a probe's ``--ready-file``."""
+    return f"/run/podlab-{tag}-{uuid.uuid4().hex[:8]}.ready"
+
+
+def wait_ready(nodes: Sequence[Node], *paths: str, wait_s: float = READY_WAIT_S) -> bool:
+    """Wait until ``paths`` exist on every one of ``nodes`` (all polled at once, each
+    node within ``wait_s``); whether they all did."""
+    unique = list({n.name: n for n in nodes}.values())
+    with ThreadPoolExecutor(len(unique)) as pool:
+        return all(pool.map(lambda n: n.wait_files(paths, wait_s), unique))
 
 
 def until(

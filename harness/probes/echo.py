@@ -73,15 +73,23 @@ def flow_command(
     bucket_s: float = 0.5,
     stop_file: str = "",
     runner: tuple[str, ...] = NODE_NETCHECK,
+    ready: tuple[str, float] | None = None,
 ) -> list[str]:
     """A steady request stream (every 50 ms, 0.3 s timeout) counted per bucket.
 
-    With ``stop_file`` it ends early once that file exists on the node.
+    With ``stop_file`` it ends early once that file exists on the node; with ``ready``
+    (file, seconds) it creates that file once its first request was answered and the
+    seconds more have passed (``ready_args``).
     """
     argv = [*_base(runner, "flow"), "--proto", proto, "--target", target, "--port", str(port),
             "--duration", f"{duration_s:g}", "--bucket", f"{bucket_s:g}",
             "--timeout", "0.3"]  # fmt: skip
-    return [*argv, "--stop-file", stop_file] if stop_file else argv
+    return [*argv, *(["--stop-file", stop_file] if stop_file else []), *ready_args(ready)]
+
+
+def ready_args(ready: tuple[str, float] | None) -> list[str]:
+    """``--ready-file F --ready-after S`` of flow/stream/hstream (none without ``ready``)."""
+    return ["--ready-file", ready[0], "--ready-after", f"{ready[1]:g}"] if ready else []
 
 
 CONNECT_TIMEOUT = "connect-timeout"  # netcheck stream's outcome for an unanswered SYN
@@ -95,12 +103,18 @@ def stream_command(
     timeout_s: float = 1.0,
     stop_file: str = "",
     runner: tuple[str, ...] = NODE_NETCHECK,
+    ready: tuple[str, float] | None = None,
+    settled: tuple[str, float] | None = None,
 ) -> list[str]:
-    """A new TCP connection every ``interval_s``, open loop: who answered each one."""
+    """A new TCP connection every ``interval_s``, open loop: who answered each one
+    (``ready``: as ``flow_command``'s; ``settled``: (file, seconds), the file created
+    once a failed request was followed by that long without a failure)."""
     argv = [*_base(runner, "stream"), "--target", target, "--port", str(port),
             "--duration", f"{duration_s:g}", "--interval", f"{interval_s:g}",
             "--timeout", f"{timeout_s:g}"]  # fmt: skip
-    return [*argv, "--stop-file", stop_file] if stop_file else argv
+    if settled:
+        argv += ["--settled-file", settled[0], "--settled-after", f"{settled[1]:g}"]
+    return [*argv, *(["--stop-file", stop_file] if stop_file else []), *ready_args(ready)]
 
 
 def serve_command(

@@ -20,6 +20,13 @@ Subcommands, each printing one JSON object:
 - ``stream``  a new TCP connection every interval (open loop): who answered each.
 - ``hstream`` the same over HTTP (``GET --path``, e.g. the echo workload's
   ``/burn?ms=N``): who answered each request and how long it took.
+  ``flow``, ``stream`` and ``hstream`` take ``--ready-file PATH --ready-after S``:
+  the file is created once the first request was answered and S more seconds of
+  the stream have passed, so a check starts its event on proven traffic instead
+  of after a fixed lead that has to cover the interpreter's start-up; ``stream``
+  also ``--settled-file PATH --settled-after S``: created once a failed request
+  was followed by S seconds of requests, all resolved and answered (a check
+  that waits for a failure episode to end stops on it, not at a fixed time).
 - ``routewait`` wait until a route to a subnet appears (or goes) on the node.
 - ``serve``  a TCP + UDP echo server for a bounded time (pod→node checks),
   answering as ``harness.workloads.echo`` does.
@@ -191,6 +198,53 @@ def _split(target: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class Ready:
+    """``--ready-file``: created ``after_s`` after the first answered request (once)."""
+
+    def __init__(self, path: str, after_s: float) -> None:
+        self.path, self.after_s = path, after_s
+        self.first: float | None = None
+        self.done = not path
+
+    def answered(self) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+
+    def tick(self) -> None:
+        if self.done or self.first is None or time.monotonic() - self.first < self.after_s:
+            return
+        with open(self.path, "w"):
+            pass
+        self.done = True
+
+
+class Settled:
+    """``stream --settled-file``: created once the stream saw a failed request and then
+    ``after_s`` of requests, all resolved, none failed (a failure episode is over)."""
+
+    def __init__(self, path: str, after_s: float) -> None:
+        self.path, self.after_s = path, after_s
+        self.last_bad: float | None = None  # send offset of the latest failed request
+        self.done = not path
+
+    def failed(self, offset: float) -> None:
+        self.last_bad = offset if self.last_bad is None else max(self.last_bad, offset)
+
+    def tick(self, now: float, sent: Sequence[tuple[float, threading.Thread]]) -> None:
+        if self.done or self.last_bad is None or now - self.last_bad < self.after_s:
+            return
+        end = self.last_bad + self.after_s
+        if all(not t.is_alive() for offset, t in sent if offset <= end):
+            with open(self.path, "w"):
+                pass
+            self.done = True
+
+
+CONNECT_TIMEOUT = "connect-timeout"
+# the outcomes of a stream's request that nobody answered (a reply's first word otherwise)
+FAILED = {CONNECT_TIMEOUT, TIMEOUT, REFUSED, UNREACHABLE, APP_ERROR}
+
+
 def flow(a: argparse.Namespace) -> dict[str, Any]:
     """Request/response every ``interval`` for ``duration``; successes per ``bucket``.
 
@@ -201,6 +255,7 @@ def flow(a: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     buckets: dict[int, list[int]] = {}
     conn: socket.socket | None = None
+    ready = Ready(a.ready_file, a.ready_after)
     while (now := time.monotonic() - t0) < a.duration:
         if a.stop_file and os.path.exists(a.stop_file):
             break
@@ -211,14 +266,14 @@ def flow(a: argparse.Namespace) -> dict[str, Any]:
         b = buckets.setdefault(int(now / a.bucket), [0, 0])
         b[0] += 1
         b[1] += int(ok)
+        if ok:
+            ready.answered()
+        ready.tick()
         time.sleep(max(0.0, a.interval - (time.monotonic() - t0 - now)))
     if conn is not None:
         conn.close()
     samples = [[k * a.bucket, sent, ok] for k, (sent, ok) in sorted(buckets.items())]
     return {"start": start, "bucket_s": a.bucket, "samples": samples}
-
-
-CONNECT_TIMEOUT = "connect-timeout"
 
 
 def stream(a: argparse.Namespace) -> dict[str, Any]:
@@ -233,23 +288,33 @@ def stream(a: argparse.Namespace) -> dict[str, Any]:
     start, t0 = time.time(), time.monotonic()
     samples: list[list[Any]] = []
     lock = threading.Lock()
+    ready = Ready(a.ready_file, a.ready_after)
+    settled = Settled(a.settled_file, a.settled_after)
 
     def one(offset: float) -> None:
         who = _stream_once(a.target, a.port, a.timeout)
         with lock:
             samples.append([round(offset, 4), who])
+            if who in FAILED:
+                settled.failed(offset)
+            else:
+                ready.answered()
 
-    threads = []
+    sent: list[tuple[float, threading.Thread]] = []
     k = 0
     while (due := k * a.interval) < a.duration:
         if a.stop_file and os.path.exists(a.stop_file):
             break
+        with lock:
+            ready.tick()
+            settled.tick(time.monotonic() - t0, sent)
         time.sleep(max(0.0, due - (time.monotonic() - t0)))
-        t = threading.Thread(target=one, args=(time.monotonic() - t0,), daemon=True)
+        offset = time.monotonic() - t0
+        t = threading.Thread(target=one, args=(offset,), daemon=True)
         t.start()
-        threads.append(t)
+        sent.append((offset, t))
         k += 1
-    for t in threads:
+    for _, t in sent:
         t.join(a.timeout * 2 + 1)
     return {"start": start, "samples": sorted(samples)}
 
@@ -265,17 +330,23 @@ def hstream(a: argparse.Namespace) -> dict[str, Any]:
     samples: list[list[Any]] = []
     lock = threading.Lock()
 
+    ready = Ready(a.ready_file, a.ready_after)
+
     def one(offset: float) -> None:
         began = time.monotonic()
         who = _http_once(a.target, a.port, a.path, a.timeout)
         with lock:
             samples.append([round(offset, 4), who, round(time.monotonic() - began, 4)])
+            if who not in FAILED:
+                ready.answered()
 
     threads = []
     k = 0
     while (due := k * a.interval) < a.duration:
         if a.stop_file and os.path.exists(a.stop_file):
             break
+        with lock:
+            ready.tick()
         time.sleep(max(0.0, due - (time.monotonic() - t0)))
         t = threading.Thread(target=one, args=(time.monotonic() - t0,), daemon=True)
         t.start()
@@ -453,17 +524,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--interval", type=float, default=0.05)
     s.add_argument("--bucket", type=float, default=0.5)
     s.add_argument("--stop-file", default="", help="end early once this file exists")
+    _ready(s)
     s = sub.add_parser("stream")
     _target(s)
     s.add_argument("--duration", type=float, default=10.0)
     s.add_argument("--interval", type=float, default=0.05)
     s.add_argument("--stop-file", default="", help="end early once this file exists")
+    _ready(s)
+    s.add_argument(
+        "--settled-file",
+        default="",
+        help="create this file once a failed request was followed by "
+        "--settled-after seconds of requests, all resolved, none failed",
+    )
+    s.add_argument("--settled-after", type=float, default=2.0, metavar="S")
     s = sub.add_parser("hstream")
     _target(s)
     s.add_argument("--path", default="/")
     s.add_argument("--duration", type=float, default=10.0)
     s.add_argument("--interval", type=float, default=0.05)
     s.add_argument("--stop-file", default="", help="end early once this file exists")
+    _ready(s)
     s = sub.add_parser("routewait")
     s.add_argument("--subnet", required=True)
     s.add_argument("--absent", dest="present", action="store_false")
@@ -475,6 +556,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--name", required=True)
     s.add_argument("--duration", type=float, default=30.0)
     return p
+
+
+def _ready(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--ready-file",
+        default="",
+        help="create this file once a request was answered and --ready-after passed",
+    )
+    s.add_argument("--ready-after", type=float, default=0.0, metavar="S")
 
 
 def _target(s: argparse.ArgumentParser) -> None:

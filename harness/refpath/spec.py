@@ -99,6 +99,37 @@ def mesh_tunnel_reference(underlay_mtu: int = 1500) -> RefSpec:
     return RefSpec(BRIDGED, "vxlan", underlay_mtu - 50, underlay_mtu, *MESH_VXLAN, router=True)
 
 
+def mesh_reference(
+    mode: str,
+    encryption: str = "none",
+    *,
+    routing: str = "tunnel",
+    underlay_mtu: int = 1500,
+    wireguard_impl: str = "",
+) -> RefSpec | NoReference:
+    """The physical limit of a mesh's cross-cluster pod path (issue 12, scenario 24): the
+    client cluster's pods on two nodes on two segments joined by a router, carried as the
+    mesh carries them (docs/mesh.md "Datapath"): natively routed (every cluster bgp), in
+    the mesh's VXLAN tunnel (``vxlan.mesh``, VNI 2, UDP 8473), or, with ``encryption:
+    wireguard``, in WireGuard between the nodes with the implementation the agents ran.
+    """
+    if mode not in mtu_spec.MODE_OVERHEAD:
+        return NoReference(f"no hand-built reference is defined for mode {mode!r}")
+    pods = ROUTED if mode in ROUTED_MODES else BRIDGED
+    if encryption == "wireguard":
+        if wireguard_impl not in WIREGUARD_IMPLS:
+            return NoReference("the agent did not publish which WireGuard implementation ran")
+        pod_mtu = mtu_spec.expected_pod_mtu(mode, underlay_mtu, encryption, mesh=True)
+        return RefSpec(pods, "wireguard", pod_mtu, underlay_mtu, wireguard=wireguard_impl,
+                       router=True)  # fmt: skip
+    if encryption != "none":
+        return NoReference(f"no hand-built reference is defined for encryption {encryption!r}")
+    if routing == "native":
+        return RefSpec(ROUTED, "none", underlay_mtu, underlay_mtu, router=True)
+    pod_mtu = mtu_spec.expected_pod_mtu(mode, underlay_mtu, mesh=True)
+    return RefSpec(pods, "vxlan", pod_mtu, underlay_mtu, *MESH_VXLAN, router=True)
+
+
 def reference_for(
     mode: str,
     encryption: str = "none",

@@ -241,3 +241,31 @@ def test_rounds_rotate_and_compare_by_medians() -> None:
     assert round(meshtput.Series("x", (1.0, 3.0)).cv, 3) == 0.5
     with pytest.raises(ValueError):
         meshtput.interleave([], 0)
+
+
+def test_a_reference_target_keeps_its_own_server_and_runs_in_its_namespace() -> None:
+    from harness.conformance import meshtput
+
+    class FakeNode:
+        def __init__(self) -> None:
+            self.started: list[list[str]] = []
+            self.ran: list[tuple[list[str], float]] = []
+
+        def start(self, argv: list[str], lifetime_s: float) -> None:
+            self.started.append(argv)
+
+        def run(self, argv: list[str], timeout_s: float = 30.0) -> str:
+            self.ran.append((argv, timeout_s))
+            return "ok"
+
+    node = FakeNode()
+    targets = [
+        meshtput.Target("pod-pod", None, node, "pod-b", "10.244.1.2", 5401),  # type: ignore[arg-type]
+        meshtput.Target("hand-built", None, node, "plref-x-pb", "10.255.2.2", 5403, serve=False),  # type: ignore[arg-type]
+    ]
+    meshtput.start_servers(targets, lifetime_s=1.0)
+    # only the lab's server is started: the reference's own (refpath up --server-port) serves
+    assert node.started == [["ip", "netns", "exec", "pod-b", "iperf3", "-s", "-p", "5401"]]
+    client = meshtput.InNetns(node, "plref-x-pa")  # type: ignore[arg-type]
+    assert client.run(["iperf3", "-c", "10.255.2.2"], 7) == "ok"
+    assert node.ran == [(["ip", "netns", "exec", "plref-x-pa", "iperf3", "-c", "10.255.2.2"], 7)]

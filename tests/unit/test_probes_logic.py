@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import socketserver
+import threading
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -121,3 +126,87 @@ def test_stream_runs_open_loop_against_a_closed_port() -> None:
     )  # fmt: skip
     got = netcheck.stream(args)
     assert [w for _, w in got["samples"]] == ["refused"] * 3
+
+
+class _Answering:
+    """A TCP server on 127.0.0.1 answering each line with ``srv <line>`` (the echo
+    workload's reply), started on demand on a port chosen beforehand."""
+
+    def __init__(self) -> None:
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.server: socketserver.ThreadingTCPServer | None = None
+
+    def start(self) -> None:
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.wfile.write(b"srv " + self.rfile.readline())
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def _stream(port: int, duration: float, *extra: str) -> dict:  # type: ignore[type-arg]
+    args = netcheck.parser().parse_args(
+        ["stream", "--target", "127.0.0.1", "--port", str(port), "--duration", f"{duration}",
+         "--interval", "0.02", "--timeout", "0.5", *extra]
+    )  # fmt: skip
+    return netcheck.stream(args)
+
+
+def test_stream_ready_file_follows_the_first_answer(tmp_path: Path) -> None:
+    srv = _Answering()
+    ready = tmp_path / "ready"
+    refused = _stream(srv.port, 0.4, "--ready-file", str(ready), "--ready-after", "0")
+    assert {w for _, w in refused["samples"]} == {"refused"}
+    assert not ready.exists(), "no request was answered: the stream is not ready"
+    srv.start()
+    try:
+        got = _stream(srv.port, 0.8, "--ready-file", str(ready), "--ready-after", "0.3")
+    finally:
+        srv.stop()
+    first = got["start"] + min(t for t, w in got["samples"] if w == "srv")
+    assert ready.exists()
+    assert ready.stat().st_mtime >= first + 0.3 - 0.05  # mtime's coarse clock: a margin
+
+
+def test_stream_settled_file_ends_a_failure_episode(tmp_path: Path) -> None:
+    srv = _Answering()
+    settled = tmp_path / "settled"
+    argv = ["--settled-file", str(settled), "--settled-after", "0.3"]
+    threading.Timer(0.3, srv.start).start()  # refused for 0.3 s, then answered
+    try:
+        got = _stream(srv.port, 1.5, *argv)
+    finally:
+        srv.stop()
+    bad = [t for t, w in got["samples"] if w != "srv"]
+    assert bad and any(w == "srv" for _, w in got["samples"])
+    assert settled.exists()
+    assert settled.stat().st_mtime >= got["start"] + max(bad) + 0.3 - 0.05
+    settled.unlink()
+    srv = _Answering()
+    srv.start()
+    try:
+        _stream(srv.port, 0.6, *argv)
+    finally:
+        srv.stop()
+    assert not settled.exists(), "no failure, no episode: nothing settled"
+
+
+def test_ready_and_settled_arguments_reach_netcheck() -> None:
+    argv = echo.stream_command("10.96.0.9", 80, 8, stop_file="/run/s",
+                               ready=("/run/r", 1.0), settled=("/run/t", 2.0))  # fmt: skip
+    a = netcheck.parser().parse_args(argv[3:])
+    assert (a.stop_file, a.ready_file, a.ready_after) == ("/run/s", "/run/r", 1.0)
+    assert (a.settled_file, a.settled_after) == ("/run/t", 2.0)
+    a = netcheck.parser().parse_args(echo.flow_command("tcp", "10.0.0.1", 80, 5,
+                                                       ready=("/run/r", 2.0))[3:])  # fmt: skip
+    assert (a.ready_file, a.ready_after, a.stop_file) == ("/run/r", 2.0, "")

@@ -63,6 +63,50 @@ def test_the_mesh_tunnel_reference_is_the_mesh_vxlan_across_a_router() -> None:
     assert not spec.RefSpec("bridged", "vxlan", 1450, 1500, 1, 8472).router
 
 
+@pytest.mark.parametrize(
+    ("mode", "encryption", "routing", "want"),
+    [
+        # the tunnel mesh: vxlan.mesh between the nodes, the client cluster's pods
+        ("host-gw", "none", "tunnel", ("bridged", "vxlan", 1450, 2, 8473, "")),
+        ("vxlan", "none", "tunnel", ("bridged", "vxlan", 1450, 2, 8473, "")),
+        ("calico-vxlan", "none", "tunnel", ("routed", "vxlan", 1450, 2, 8473, "")),
+        # every node a WireGuard peer: WireGuard between the nodes, the agents' implementation
+        (
+            "calico-vxlan",
+            "wireguard",
+            "tunnel",
+            ("routed", "wireguard", 1440, 0, 0, "wireguard-go"),
+        ),
+        ("host-gw", "wireguard", "tunnel", ("bridged", "wireguard", 1420, 0, 0, "wireguard-go")),
+        # native: pod routes through the router, nothing in between
+        ("bgp", "none", "native", ("routed", "none", 1500, 0, 0, "")),
+    ],
+)
+def test_the_mesh_reference_is_the_cross_cluster_path_across_a_router(
+    mode: str, encryption: str, routing: str, want: tuple[str, str, int, int, int, str]
+) -> None:
+    ref = spec.mesh_reference(mode, encryption, routing=routing, wireguard_impl="wireguard-go")
+    assert isinstance(ref, spec.RefSpec), ref
+    assert (ref.pods, ref.encap, ref.pod_mtu, ref.vni, ref.port, ref.wireguard) == want
+    assert ref.router and ref.name.endswith("/router")
+
+
+@pytest.mark.parametrize(
+    ("mode", "encryption", "impl", "why"),
+    [
+        ("vxlan", "wireguard", "", "did not publish"),
+        ("vxlan", "ipsec", "", "encryption 'ipsec'"),
+        ("flannel-magic", "none", "", "no hand-built reference"),
+    ],
+)
+def test_a_mesh_without_a_reference_says_why(
+    mode: str, encryption: str, impl: str, why: str
+) -> None:
+    ref = spec.mesh_reference(mode, encryption, wireguard_impl=impl)
+    assert isinstance(ref, spec.NoReference)
+    assert why in ref.reason
+
+
 def test_a_spec_round_trips_through_json_and_refuses_nonsense() -> None:
     ref = spec.RefSpec("routed", "vxlan", 1450, 1500, 4096, 4789)
     assert spec.RefSpec.from_json(ref.to_json()) == ref

@@ -1,7 +1,8 @@
 """Control-plane faults during traffic: kill -9 a node agent, restart etcd.
 
 A pod streams UDP requests to a pod on another node (every 50 ms, counted per
-half second) from about 3 s before the fault until 3 s after the control plane is
+half second) from 1 s after its first answer (the probe's ready file; no longer a
+fixed 4 s lead) until 3 s after the control plane is
 whole again (a heartbeat written after the fault, from every node concerned).
 Kernel datapaths keep forwarding without their agent or etcd, so the pods must
 keep talking; the userspace ``udp`` mode forwards inside the agent (there the
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness.api.schedule import is_ready
+from harness.conformance import services as svc
 from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import UDP_PORT, Pod
@@ -29,7 +31,6 @@ from harness.conformance.remote import SUPERVISORCTL, Node, output
 from harness.conformance.run import Recorder
 from harness.probes import echo
 
-FAULT_AT_S = 3.0
 RECOVERY_S = 60.0
 # The flow ends TAIL_S after the control plane is back (the event), not at a fixed 14 s:
 # what a fault can break in a kernel datapath happens between the fault and the agent's
@@ -38,7 +39,7 @@ RECOVERY_S = 60.0
 # least FLOW_MIN_S, as before, and at least TAIL_S after the recovery.
 TAIL_S = 3.0
 FLOW_MIN_S = 14.0
-FLOW_MAX_S = FAULT_AT_S + 1.0 + RECOVERY_S + TAIL_S
+FLOW_MAX_S = svc.READY_WAIT_S + RECOVERY_S + TAIL_S
 USERSPACE_MODES = ("udp",)
 # A kernel datapath forwards without its agent: at most two 0.5 s buckets may
 # fall below half answered (a scheduling hiccup on a loaded machine), not more.
@@ -55,7 +56,8 @@ def _during_flow(
     client: Pod, server: Pod, fault: Callable[[], None], recovered: Callable[[float], bool],
     *, in_agent: bool,
 ) -> tuple[echo.FlowSamples, float, float | None]:  # fmt: skip
-    """Stream client→server, inject ``fault`` at FAULT_AT_S; (samples, fault t, recovery s).
+    """Stream client→server, inject ``fault`` once the stream has been answered for
+    svc.LEAD_S (its ready file); (samples, fault t, recovery s).
 
     ``recovered(done)`` gets the epoch at which ``fault`` returned: only what happened
     after it (a heartbeat written then) is recovery, not a write from before the fault.
@@ -63,14 +65,15 @@ def _during_flow(
     kernel cut short at FLOW_MIN_S from its start; with ``in_agent`` not before
     FLOW_MIN_S."""
     stop = f"/run/podlab-fault-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
-    client.node.run(["rm", "-f", stop])
+    ready = svc.ready_file("fault")
+    client.node.run(["rm", "-f", stop, ready])
     argv = echo.flow_command("udp", server.ip, UDP_PORT, FLOW_MAX_S, bucket_s=0.5,
-                             stop_file=stop)  # fmt: skip
+                             stop_file=stop, ready=(ready, svc.LEAD_S))  # fmt: skip
     with ThreadPoolExecutor(max_workers=1) as pool:
         submitted = time.time()
         fut = pool.submit(client.run, argv, FLOW_MAX_S + 20)
         try:
-            time.sleep(FAULT_AT_S + 1.0)  # ssh + interpreter start before the stream begins
+            svc.wait_ready([client.node], ready)
             fault_at = time.time()
             fault()
             done = time.time()
@@ -88,7 +91,7 @@ def _during_flow(
         finally:
             client.node.run(["touch", stop])
         res = fut.result()
-    client.node.run(["rm", "-f", stop])
+    client.node.run(["rm", "-f", stop, ready])
     samples = echo.parse_flow(output(res))
     return samples, fault_at - samples.start, back
 

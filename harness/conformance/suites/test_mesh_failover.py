@@ -140,19 +140,21 @@ def settle(fo: dict[str, Any], vip: str, want: set[str]) -> None:
 
 
 def stream(
-    fo: dict[str, Any], vip: str, seconds: float, event: Callable[[], Any], after_s: float = 3.0
+    fo: dict[str, Any], vip: str, seconds: float, event: Callable[[], Any]
 ) -> tuple[float, Any, echo.Stream]:
-    """Run ``event`` ``after_s`` into a stream of at most ``seconds``; the stream ends as
-    soon as ``event`` has returned (``event`` waits for what the stream must cover).
-    (t_event, its result, the stream)."""
+    """Run ``event`` once the stream (of at most ``seconds``) has been answered for
+    svc.LEAD_S (its ready file); the stream ends as soon as ``event`` has returned
+    (``event`` waits for what the stream must cover). (t_event, its result, the stream)."""
     client: Pod = fo["client"]
     stop = f"/run/podlab-meshfo-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
-    client.node.run(["rm", "-f", stop])
-    argv = echo.stream_command(vip, 80, seconds, 1 / RATE, timeout_s=1.0, stop_file=stop)
+    ready = svc.ready_file("meshfo")
+    client.node.run(["rm", "-f", stop, ready])
+    argv = echo.stream_command(vip, 80, seconds, 1 / RATE, timeout_s=1.0, stop_file=stop,
+                               ready=(ready, svc.LEAD_S))  # fmt: skip
     try:
         with ThreadPoolExecutor(1) as pool:
             future = pool.submit(client.run, argv, seconds + 60)
-            time.sleep(after_s)
+            svc.wait_ready([client.node], ready)
             t_event = time.time()
             try:
                 result = event()
@@ -160,7 +162,7 @@ def stream(
                 client.node.run(["touch", stop])
             return t_event, result, echo.parse_stream(output(future.result()))
     finally:
-        client.node.run(["rm", "-f", stop])
+        client.node.run(["rm", "-f", stop, ready])
 
 
 def names(fo: dict[str, Any], cluster: str) -> set[str]:
@@ -532,29 +534,14 @@ def test_remote_etcd_outage_breaks_no_flow_and_removes_nothing(
     mirror = keys.remote_prefix(a, b)
     store = fo["objs"][a].client.store
     stop = f"/run/podlab-meshfo-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
-    client.node.run(["rm", "-f", stop])
+    ready = [svc.ready_file("meshfo") for _ in range(6)]  # 5 flows and the stream
+    client.node.run(["rm", "-f", stop, *ready])
     longest = OUTAGE_S + 60  # the upper bound; the flows end ETCD_TAIL_S after the re-list
-    flow = [
-        *echo.NODE_NETCHECK,
-        "flow",
-        "--proto",
-        "tcp",
-        "--target",
-        vip,
-        "--port",
-        "80",
-        "--duration",
-        f"{longest:g}",
-        "--interval",
-        "0.2",
-        "--timeout",
-        "1",
-        "--bucket",
-        "1",
-        "--stop-file",
-        stop,
-    ]
-    argv = echo.stream_command(vip, 80, longest, 1 / 10, timeout_s=1.0, stop_file=stop)
+    flow = [*echo.NODE_NETCHECK, "flow", "--proto", "tcp", "--target", vip, "--port", "80",
+            "--duration", f"{longest:g}", "--interval", "0.2", "--timeout", "1",
+            "--bucket", "1", "--stop-file", stop]  # fmt: skip
+    argv = echo.stream_command(vip, 80, longest, 1 / 10, timeout_s=1.0, stop_file=stop,
+                               ready=(ready[5], svc.LEAD_S))  # fmt: skip
     views: list[tuple[float, str]] = []  # (when, A's view of B) as A's syncer wrote it
 
     def view() -> tuple[str, str]:
@@ -564,10 +551,13 @@ def test_remote_etcd_outage_breaks_no_flow_and_removes_nothing(
 
     try:
         with ThreadPoolExecutor(6) as pool:
-            flows = [pool.submit(client.run, flow, longest + 30) for _ in range(5)]
+            flows = [
+                pool.submit(client.run, [*flow, *echo.ready_args((r, svc.LEAD_S))], longest + 30)
+                for r in ready[:5]
+            ]
             news = pool.submit(client.run, argv, longest + 30)
             try:
-                time.sleep(3.0)
+                svc.wait_ready([client.node], *ready)  # every flow established and answered
                 # each mirrored key and its creation: a key deleted (and perhaps put
                 # back) anywhere between here and the end of the re-list changes it
                 held = {kv.key: kv.create_revision for kv in store.get_prefix(mirror)[0]}
@@ -599,7 +589,7 @@ def test_remote_etcd_outage_breaks_no_flow_and_removes_nothing(
             results = [echo.parse_flow(output(f.result())) for f in flows]
             samples = echo.parse_stream(output(news.result())).samples
     finally:
-        client.node.run(["rm", "-f", stop])
+        client.node.run(["rm", "-f", stop, *ready])
     disconnected = min((t - t_stop for t, st in views if st != "connected"), default=None)
     if disconnected is not None:
         record("mesh_etcd_outage_seen_disconnected_s", disconnected, "s")

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness.conformance import labctl
+from harness.conformance import services as svc
 from harness.conformance.catalogue import not_applicable
 from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
@@ -29,7 +30,11 @@ from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder, Run
 from harness.probes import echo
 
-SETTLE_S = 5.0
+SETTLE_S = 5.0  # of flow after the agents are ready: the recovery's evidence
+# before the deploy: this long after each flow's first answer (its ready file; it was a
+# fixed SETTLE_S from the start, ssh and the interpreter's start-up included), so the
+# flows show several healthy 0.5 s buckets before the switch
+LEAD_S = 2.0
 FLOW_MAX_S = 240.0
 
 
@@ -75,16 +80,19 @@ def _switch_under_flows(
     client, server = switch_pods
     spec = ModeSpec.parse(target)
     stop = f"/run/podlab-flow-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
+    lead = {proto: svc.ready_file(f"flow-{proto}") for proto in ("tcp", "udp")}
+    client.node.run(["rm", "-f", stop, *lead.values()], timeout_s=10)
     with ThreadPoolExecutor(max_workers=2) as pool:
         flows = {
             proto: pool.submit(
                 client.run,
-                echo.flow_command(proto, server.ip, port, FLOW_MAX_S, stop_file=stop),
+                echo.flow_command(proto, server.ip, port, FLOW_MAX_S, stop_file=stop,
+                                  ready=(lead[proto], LEAD_S)),
                 FLOW_MAX_S + 30,
             )
             for proto, port in (("tcp", TCP_PORT), ("udp", UDP_PORT))
-        }
-        time.sleep(SETTLE_S)
+        }  # fmt: skip
+        svc.wait_ready([client.node], *lead.values())
         began = time.time()
         deploy_s = labctl.deploy(lab, spec, switch=True)
         labctl.wait_nodes_ready(lab, spec)
@@ -92,7 +100,7 @@ def _switch_under_flows(
         time.sleep(SETTLE_S)
         client.node.check(["touch", stop], timeout_s=10)  # the flows end at their next request
         results = {proto: echo.parse_flow(output(f.result())) for proto, f in flows.items()}
-        client.node.run(["rm", "-f", stop], timeout_s=10)
+        client.node.run(["rm", "-f", stop, *lead.values()], timeout_s=10)
     record("mode_switch_deploy_s", deploy_s, "s", labels={"to": target})
     problems = []
     for proto, flow in results.items():

@@ -321,20 +321,28 @@ STREAM_TAIL_S = 2.0
 
 
 def _streams(
-    clients: list[Pod], vip: str, duration_s: float, event: Callable[[], object], after_s: float
-) -> tuple[float, dict[str, echo.Stream]]:
-    """Open-loop streams to vip:80 from every client; ``event`` runs ``after_s`` in, and
-    the streams end once it has returned (at the latest after ``duration_s``).
+    clients: list[Pod], vip: str, duration_s: float, event: Callable[[], object],
+    settled: dict[str, str] | None = None,
+) -> tuple[float, dict[str, echo.Stream]]:  # fmt: skip
+    """Open-loop streams to vip:80 from every client; ``event`` runs once every stream
+    has been answered for svc.LEAD_S (its ready file), and the streams end once it has
+    returned (at the latest after ``duration_s``). ``settled``: per client a file its
+    stream creates once its failures are over (STREAM_TAIL_S without one, netcheck
+    ``--settled-file``), for ``event`` to wait on.
     Returns the event's epoch and each client node's stream (node clocks: NTP-synced)."""
     stop = f"/run/podlab-svc-stream-{uuid.uuid4().hex[:8]}.stop"  # node-private /run
+    ready = {c.name: svc.ready_file("svc-stream") for c in clients}
     for c in clients:
-        c.node.run(["rm", "-f", stop])
-    argv = echo.stream_command(
-        vip, 80, duration_s, STREAM_INTERVAL_S, timeout_s=1.0, stop_file=stop
-    )
-    with ThreadPoolExecutor(len(clients)) as pool:
-        futures = {c.node.name: pool.submit(c.run, argv, duration_s + 30) for c in clients}
-        time.sleep(after_s)
+        c.node.run(["rm", "-f", stop, ready[c.name], *([settled[c.name]] if settled else [])])
+    with ThreadPoolExecutor(len(clients) * 2) as pool:
+        futures = {
+            c.node.name: pool.submit(c.run, echo.stream_command(
+                vip, 80, duration_s, STREAM_INTERVAL_S, timeout_s=1.0, stop_file=stop,
+                ready=(ready[c.name], svc.LEAD_S),
+                settled=(settled[c.name], STREAM_TAIL_S) if settled else None), duration_s + 30)
+            for c in clients
+        }  # fmt: skip
+        list(pool.map(lambda c: svc.wait_ready([c.node], ready[c.name]), clients))
         t_event = time.time()
         try:
             event()
@@ -343,7 +351,7 @@ def _streams(
                 c.node.run(["touch", stop])
         got = {n: echo.parse_stream(output(f.result())) for n, f in futures.items()}
     for c in clients:
-        c.node.run(["rm", "-f", stop])
+        c.node.run(["rm", "-f", stop, ready[c.name], *([settled[c.name]] if settled else [])])
     return t_event, got
 
 
@@ -370,7 +378,7 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
         svc.until(f"{victim.name} gone after its graceful delete", gone, 30.0, 0.1)
         time.sleep(STREAM_TAIL_S)
 
-    t_del, streams = _streams(clients, vip, 40.0, delete, after_s=3.0)
+    t_del, streams = _streams(clients, vip, 40.0, delete)
     objs.remove("Service", NAMESPACE, "svc-fo")
     failed = {n: s.failed(set(pods)) for n, s in streams.items()}
     last = {n: max(0.0, (s.last({victim.name}) or t_del) - t_del) for n, s in streams.items()}
@@ -452,6 +460,7 @@ def test_stopped_node_leaves_every_service(
     _all_serve(clients, vip, set(web["backends"]), "svc-web")
 
     stopped: list[float] = []
+    settled = {c.name: svc.ready_file("svc-settled") for c in clients}
 
     def stop() -> None:  # silent, then unreachable: t_stop = both are done
         # (agent first: with its link down it would log etcd errors, which scenario 30
@@ -459,12 +468,21 @@ def test_stopped_node_leaves_every_service(
         victim.check([*SUPERVISORCTL, "stop", "podlab-agent"], timeout_s=30)
         victim.check(["ip", "link", "set", victim.underlay_if, "down"], timeout_s=15)
         stopped.append(time.time())
+        # a stream's failure episode that ended before the stop ends nothing: its file
+        # goes (a stream creates it once), so that stream runs to the bound below
+        for c in clients:
+            c.node.run(["rm", "-f", settled[c.name]])
         # the verdict comes at most `grace` after t_stop (its last heartbeat was before):
         # the streams run past the judged limit (grace + LAST_HIT_P99_S) by STREAM_TAIL_S
-        time.sleep(max(0.0, stopped[0] + grace + LAST_HIT_P99_S + STREAM_TAIL_S - time.time()))
+        # at the latest, and end sooner once each saw the stopped node's backend fail and
+        # then STREAM_TAIL_S of requests, all answered (the verdict came earlier)
+        limit = stopped[0] + grace + LAST_HIT_P99_S + STREAM_TAIL_S
+        with ThreadPoolExecutor(len(clients)) as pool:
+            list(pool.map(lambda c: c.node.wait_files(
+                [settled[c.name]], max(0.1, limit - time.time())), clients))  # fmt: skip
 
     try:
-        _, streams = _streams(clients, vip, 3.0 + 30.0 + grace + 6.0, stop, after_s=3.0)
+        _, streams = _streams(clients, vip, 3.0 + 30.0 + grace + 6.0, stop, settled)
         t_stop = stopped[0]
     finally:  # power back on: the link, the lab's static routes (gone with it), the agent
         victim.check(["ip", "link", "set", victim.underlay_if, "up"], timeout_s=15)
