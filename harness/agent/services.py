@@ -64,10 +64,9 @@ from harness.agent.dns import DnsServer, Zone, dns_ip
 from harness.agent.liveness import NodeLiveness
 from harness.agent.mesh import desired as mesh
 from harness.agent.mesh import mcswriter
-from harness.agent.mesh.globalsvc import GlobalPort
 from harness.agent.mesh.reach import Reachability
 from harness.agent.netprog import ProgrammingLatency, netprog_key
-from harness.agent.proxy.base import ServiceProxy, local_service_route
+from harness.agent.proxy.base import PortChanges, ServiceProxy, local_service_route
 from harness.agent.proxy.model import ServicePort
 from harness.agent.proxy.registry import ProxyOptions, make_proxy
 from harness.agent.proxy.sweep import Sweeper
@@ -114,7 +113,9 @@ class ServicesController:
         self._netprog_taken: list[float] = []  # its triggers the running pass applies
         self.prefix = cluster_prefix(cfg.cluster)
         self.index = ServicesIndex(cfg.cluster)
-        self.derived = Derived(cfg.cluster, cfg.node, cfg.dns)
+        # the node's own DNS server answers on kube-dns' address: its ports are not proxied
+        hidden = dns_ip(cfg.service_cidr) if cfg.dns else None
+        self.derived = Derived(cfg.cluster, cfg.node, cfg.dns, hidden_ip=hidden)
         self.lock = threading.Lock()
         self.dirty = threading.Event()
         self.synced = threading.Event()  # set after the first programming pass
@@ -130,7 +131,6 @@ class ServicesController:
         self._threads: list[threading.Thread] = []
         self.reach = Reachability(cfg.netns, cfg.reach_interval_s, on_change=self.dirty.set)
         self.mesh = mesh.MeshDesired()
-        self._states: dict[str, str] = {}  # global service port → how it picks backends
         self._verdicts: tuple[frozenset[str], bool] = (frozenset(), False)
         self._names = 0  # service names recomputed by the last pass
         self._moved: set[str] = set()  # nodes whose liveness events changed since the pass
@@ -201,9 +201,10 @@ class ServicesController:
             self.dirty.set()
 
     # --- deriving --------------------------------------------------------------------
-    def desired(self, full: bool = False) -> tuple[list[ServicePort], Zone, str]:
-        """Service ports, DNS zone and policy table for what was recorded and the clock:
-        only what changed since the last call is recomputed (everything if ``full``)."""
+    def derive(self, full: bool = False) -> tuple[PortChanges, Zone, str]:
+        """The service ports this pass changed (``current``: every one), the DNS zone and
+        the policy table for what was recorded and the clock: only what changed since
+        the last call is recomputed (everything if ``full``)."""
         now = self.clock()
         with self.lock:
             self._netprog_taken = self.netprog.begin()  # this pass's triggers
@@ -220,15 +221,19 @@ class ServicesController:
             out = self.derived.update(
                 self.index, dirt, lambda n: self.liveness.is_dead(n, now), self.reach.down()
             )
-        self.mesh = out.mesh
-        self.reach.set_targets(out.mesh.targets)
-        self._log_states(out.mesh.ports)
-        ports = out.ports
-        if self.cfg.dns:  # the node's own DNS server answers on kube-dns' address
-            own = dns_ip(self.cfg.service_cidr)  # once, not per port (0.4 s at 5,000)
-            ports = [p for p in ports if p.cluster_ip != own]
+        self.mesh = mesh.MeshDesired(
+            imports=out.imports, conditions=out.conditions, targets=out.targets
+        )
+        self.reach.set_targets(out.targets)
+        for ident, was, state in out.state_moves:
+            log.info("global service %s: %s → %s", ident, was, state)
         self._names = out.names
-        return ports, out.zone, out.table
+        return out.changes, out.zone, out.table
+
+    def desired(self, full: bool = False) -> tuple[list[ServicePort], Zone, str]:
+        """``derive`` with every port as a list (tests: what the proxy now holds)."""
+        changes, zone, table = self.derive(full)
+        return list(changes.current.values()), zone, table
 
     def _write_mcs(self, full: bool) -> None:
         """Store imports and export conditions when what they come from moved (the
@@ -243,27 +248,21 @@ class ServicesController:
         stored = self.writer.sync(self.mesh, imports, statuses)
         self._mcs_synced = seen if stored else None  # a failure: again on the next pass
 
-    def _log_states(self, ports: list[GlobalPort]) -> None:
-        """One INFO line when a global service port changes how it picks backends
-        (failover to the other cluster, spill-over while coming back, flip-back)."""
-        states = {g.port.ident: g.state for g in ports if g.state != "local"}
-        for ident, state in sorted(states.items()):
-            if self._states.get(ident, state) != state:
-                log.info("global service %s: %s → %s", ident, self._states[ident], state)
-        self._states = states
-
     def program(self, full: bool = False, recompute: bool | None = None) -> None:
         """One pass: derive what changed (every Service if ``recompute``, by default as
         ``full``) and apply it; ``full``: the proxy and policy rebuilt whole."""
         t0, wall = time.monotonic(), time.time()
-        ports, zone, table = self.desired(full if recompute is None else recompute)
+        changes, zone, table = self.derive(full if recompute is None else recompute)
         t1 = time.monotonic()
-        if full:
-            self.proxy.full_sync(ports)
-        else:
-            self.proxy.update(ports)
+        if full:  # every port (drift repair); else only what this pass changed
+            self.proxy.full_sync(changes.current.values())
+        elif changes:
+            self.proxy.apply(changes)
         t2 = time.monotonic()
-        self.sweeper.programmed(ports)
+        if full:
+            self.sweeper.programmed(changes.current.values())
+        elif changes:
+            self.sweeper.changed(changes)
         if self.dns is not None:
             self.dns.update(zone)
         self.policy.apply(table, force=full)

@@ -12,10 +12,15 @@ pass, ``Derived.update`` takes the ``Dirt`` gathered since the last pass and
 3. re-makes the ``pod.cluster.local`` record of each local pod whose address
    moved;
 4. rebuilds the policy table only when policy inputs moved;
-5. assembles the service ports, probe targets and ClusterSet records from the
-   per-name parts (``desired.assemble``), and the zone by replacing only the
-   changed parts' names in the merged table (``ZoneParts``: at 5,000 Services a
-   re-merge of every part took 0.2 s of a 0.66 s one-Service pass, cProfile, load 11).
+5. replaces the recomputed names' ports in the table of every port it keeps by
+   ident, and hands the pass's difference on (``PortChanges``: the changed
+   ports, the removed idents — what the proxy and the conntrack sweeper
+   program, as kube-proxy's change tracker; at 5,000 Services re-assembling
+   every name's ports into a list was 36–83 ms of a one-name pass, load ~16),
+   and the zone by replacing only the changed parts' names in the merged table
+   (``ZoneParts``: at 5,000 Services a re-merge of every part took 0.2 s of a
+   0.66 s one-Service pass, cProfile, load 11). ``Outcome.mesh`` / ``ports``
+   assemble everything (``desired.assemble``) on demand, for tests and tools.
 
 Everything dirty (a node died or came back, a remote node moved, data-path
 reachability changed, the periodic full sync) recomputes every name, which is
@@ -26,7 +31,7 @@ checks that over random event sequences.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +41,7 @@ from harness.agent.liveness import not_ready
 from harness.agent.mesh import desired as mesh
 from harness.agent.mesh import mcs
 from harness.agent.mesh.views import ClusterView
+from harness.agent.proxy.base import PortChanges
 from harness.agent.proxy.model import ServicePort
 from harness.agent.svcindex import Dirt, Ref, ServicesIndex
 
@@ -46,13 +52,33 @@ Obj = dict[str, Any]
 class Outcome:
     """One pass's result: what to program, and what it took."""
 
-    mesh: mesh.MeshDesired
-    ports: list[ServicePort]
+    changes: PortChanges  # the service ports this pass changed (``current``: all of them)
     zone: Zone
     table: str
+    imports: dict[Ref, mcs.Import]
+    conditions: dict[tuple[str, str, str], tuple[mcs.Condition, ...]]
+    targets: dict[tuple[str, str], str]  # remote nodes to probe
     names: int = 0  # service names recomputed this pass
     zone_changed: bool = False
     policy_changed: bool = False
+    # global service ports that changed how they pick backends: (ident, was, now)
+    state_moves: list[tuple[str, str, str]] = field(default_factory=list)
+    services: Mapping[Ref, Obj] = field(default_factory=dict, repr=False)
+    results: Mapping[Ref, mesh.RefResult] = field(default_factory=dict, repr=False)
+    hidden_ip: str | None = None
+
+    @property
+    def mesh(self) -> mesh.MeshDesired:
+        """Everything as ``desired.compute`` gives it (every port, the ClusterSet records):
+        assembled from every name's part, O(Services) — for tests and tools, not the pass.
+        It reads the live cache: ask before the next ``update``."""
+        out = mesh.MeshDesired(imports=self.imports, conditions=self.conditions)
+        return mesh.assemble(out, self.services, self.results)
+
+    @property
+    def ports(self) -> list[ServicePort]:
+        """Every port to program, in ``desired.assemble`` order (O(Services), as ``mesh``)."""
+        return [g.port for g in self.mesh.ports if g.port.cluster_ip != self.hidden_ip]
 
 
 @dataclass
@@ -62,6 +88,7 @@ class Derived:
     cluster: str
     node: str
     dns: bool = True
+    hidden_ip: str | None = None  # ports at this ClusterIP are not programmed (own DNS)
     results: dict[Ref, mesh.RefResult] = field(default_factory=dict)
     # the zone's parts: (0, pod) each local pod's record, (1, ref) each local Service's,
     # (2, ref) each import's ClusterSet record — merged in that order, as Zone.merged
@@ -70,6 +97,14 @@ class Derived:
     conditions: dict[tuple[str, str, str], tuple[mcs.Condition, ...]] = field(default_factory=dict)
     table: str = ""
     unreachable: frozenset[tuple[str, str]] = frozenset()
+    # every port to program by ident, kept per recomputed name (never re-assembled from
+    # every name's part: at 5,000 Services that list was most of a one-name pass's
+    # deriving), the idents each name contributes, global ports' non-local states, and
+    # the remote nodes to probe (re-unioned only when a recomputed name has any)
+    ports: dict[str, ServicePort] = field(default_factory=dict)
+    by_ref: dict[Ref, tuple[str, ...]] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+    targets: dict[tuple[str, str], str] = field(default_factory=dict)
     _zone: Zone = field(default_factory=Zone)
 
     def update(
@@ -92,8 +127,19 @@ class Derived:
             dirt.pod_dns = {(ns, n) for ns, by in index.local.pods.items() for n in by}
         if dirt.exports:
             refs |= self._resolve(index)
+        touched: dict[str, ServicePort | None] = {}  # each ident moved: its port before
+        moves: list[tuple[str, str, str]] = []
+        targets_moved = False
         for ref in refs:
+            old = self.results.get(ref)
             self._derive(index, ref, dead)
+            new = self.results.get(ref)
+            targets_moved |= bool((old is not None and old.targets) or (new and new.targets))
+            self._port_moves(ref, new, touched, moves)
+        if targets_moved:
+            self.targets = {}
+            for r in self.results.values():
+                self.targets.update(r.targets)
         zone_changed = bool(refs or dirt.pod_dns)
         if dirt.pod_dns:
             self._pod_records(index, dirt.pod_dns)
@@ -103,10 +149,47 @@ class Derived:
         if dirt.policy:
             table = self._policy(index)
             policy_changed, self.table = table != self.table, table
-        out = mesh.MeshDesired(imports=self.imports, conditions=self.conditions)
-        mesh.assemble(out, index.local.services, self.results)
-        ports = [g.port for g in out.ports]
-        return Outcome(out, ports, self._zone, self.table, len(refs), zone_changed, policy_changed)
+        changed = {
+            k: p for k, was in touched.items() if (p := self.ports.get(k)) is not None and p != was
+        }
+        removed = frozenset(
+            k for k, was in touched.items() if was is not None and k not in self.ports
+        )
+        previous = {k: was for k in (*changed, *removed) if (was := touched[k]) is not None}
+        return Outcome(
+            PortChanges(changed, removed, previous, self.ports), self._zone, self.table,
+            self.imports, self.conditions, self.targets, len(refs), zone_changed,
+            policy_changed, moves, index.local.services, self.results, self.hidden_ip,
+        )  # fmt: skip
+
+    def _port_moves(
+        self,
+        ref: Ref,
+        r: mesh.RefResult | None,
+        touched: dict[str, ServicePort | None],
+        moves: list[tuple[str, str, str]],
+    ) -> None:
+        """Replace the ports (and global states) name ``ref`` contributes with ``r``'s,
+        noting each ident's port from before the pass in ``touched`` and the global
+        ports whose non-local state changed in ``moves``."""
+        olds = self.by_ref.pop(ref, ())
+        was_state = {k: self.states.pop(k) for k in olds if k in self.states}
+        for k in olds:
+            was = self.ports.pop(k, None)
+            touched.setdefault(k, was)
+        ids = []
+        for g in [] if r is None else [*r.ports, *r.import_ports]:
+            k = g.port.ident
+            ids.append(k)
+            if g.state != "local":
+                if was_state.get(k, g.state) != g.state:
+                    moves.append((k, was_state[k], g.state))
+                self.states[k] = g.state
+            if g.port.cluster_ip != self.hidden_ip:
+                touched.setdefault(k, self.ports.get(k))
+                self.ports[k] = g.port
+        if ids:
+            self.by_ref[ref] = tuple(ids)
 
     def _resolve(self, index: ServicesIndex) -> set[Ref]:
         """Re-resolve every export of the mesh; the names whose import changed."""

@@ -20,6 +20,8 @@ import pytest
 
 from harness.agent.liveness import not_ready
 from harness.agent.mesh import desired, globalsvc
+from harness.agent.proxy.base import PortChanges
+from harness.agent.proxy.model import ServicePort
 from harness.agent.svcderive import Derived, Outcome
 from harness.agent.svcindex import ServicesIndex
 
@@ -118,6 +120,18 @@ def scratch(items: dict[str, Any], dead: set[str], unreachable: frozenset) -> Ou
     return Derived(C, "n1").update(idx, idx.take(), dead.__contains__, unreachable)
 
 
+def apply_changes(model: dict[str, ServicePort], changes: PortChanges, step: int) -> None:
+    """What a proxy holding ``model`` does with one pass's changes; each change must be
+    one (a port equal to what it replaces, or a removal of nothing, is not)."""
+    for k, port in changes.changed.items():
+        assert model.get(k) != port, f"step {step}: {k} handed over unchanged"
+        assert changes.previous.get(k) == model.get(k), f"step {step}: {k}'s previous"
+        model[k] = port
+    for k in changes.removed:
+        assert k in model and changes.previous[k] == model[k], f"step {step}: {k} removed"
+        del model[k]
+
+
 def zone_of(out: Outcome) -> dict[str, list[str]]:
     return {name: sorted(str(rr) for rr in rrs) for name, rrs in out.zone.records.items()}
 
@@ -142,6 +156,7 @@ def test_incremental_passes_equal_a_recomputation_from_scratch(seed: int) -> Non
     dead: set[str] = set()
     unreachable: frozenset[tuple[str, str]] = frozenset()
     recomputed = []
+    programmed: dict[str, ServicePort] = {}  # a proxy fed only each pass's changes
     for step in range(150):
         for _ in range(rng.randrange(1, 6)):  # a burst of events, then one pass
             rel, obj = mutate(rng, items)
@@ -159,7 +174,11 @@ def test_incremental_passes_equal_a_recomputation_from_scratch(seed: int) -> Non
             unreachable = frozenset({("c2", rng.choice(NODES["c2"]))} if rng.random() < 0.7 else ())
         out = derived.update(idx, dirt, dead.__contains__, unreachable)
         recomputed.append(out.names)
-        same(out, scratch(items, dead, unreachable))
+        ref = scratch(items, dead, unreachable)
+        same(out, ref)
+        apply_changes(programmed, out.changes, step)
+        assert programmed == {p.ident: p for p in ref.ports}, f"step {step}"
+        assert out.changes.current == programmed
         served = {}
         for rel, obj in items.items():
             parts = rel.split("/")

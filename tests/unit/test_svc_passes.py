@@ -123,3 +123,30 @@ def test_a_node_recomputes_the_services_of_its_pods_only(ctl) -> None:
     ctl.on_events([delete(f"nodes/n{NODES}")])  # hosts nothing
     ctl.desired()
     assert ctl._names == 0
+
+
+def test_a_pass_hands_over_only_the_ports_it_changed(ctl: ServicesController) -> None:
+    """The proxy and the sweeper get a one-name pass's port, not all 300 (issue 15);
+    the controller's table equals a recomputation of every Service."""
+    ctl.on_events([put("podstatus/load/p7-1", status(22, ready=False))])
+    changes, _, _ = ctl.derive()
+    assert list(changes.changed) == ["load/s7:/tcp"] and not changes.removed
+    was = {e.ip for e in changes.previous["load/s7:/tcp"].endpoints}
+    assert was - {e.ip for e in changes.changed["load/s7:/tcp"].endpoints} == {status(22)["podIP"]}
+    ctl.on_events([delete("services/load/s8")])
+    changes, _, _ = ctl.derive()
+    assert not changes.changed and changes.removed == {"load/s8:/tcp"}
+    ctl.on_events([put("services/load/s9", service(9))])  # rewritten as it was: no change
+    changes, _, _ = ctl.derive()
+    assert ctl._names == 1 and not changes
+    # kube-dns' address is answered by the node's own DNS server: never handed over
+    dns = {"metadata": {"name": "kube-dns", "namespace": "kube-system"},
+           "spec": {"clusterIP": "10.96.0.10", "selector": {"group": "g1"},
+                    "ports": [{"port": 53, "protocol": "UDP", "name": "dns"}]}}  # fmt: skip
+    ctl.on_events([put("services/kube-system/kube-dns", dns)])
+    changes, _, _ = ctl.derive()
+    assert ctl._names == 1 and not changes
+    current = dict(changes.current)
+    ctl.on_events([put(f"nodes/n{k}", {}) for k in range(NODES + 1)])
+    ctl.desired(full=True)  # everything recomputed: the same table
+    assert ctl.derived.ports == current and len(current) == N - 1

@@ -1,15 +1,23 @@
 """The seam every proxy mode plugs into, and the two kernel helpers they share.
 
-A mode gets the complete desired list of ``ServicePort`` s on every call: at
-start and periodically ``full_sync`` (rebuild, repairing drift), on each change
-``update`` (program only the difference where the mode can). Computing the
-list (selectors, readiness, named ports) is the controller's job, not a mode's.
+At start and periodically a mode gets the complete desired list of
+``ServicePort`` s, ``full_sync`` (rebuild, repairing drift). On each change the
+services controller hands it only what its pass changed, ``apply`` with a
+``PortChanges`` — the changed ports, the removed idents and what they were —
+as kube-proxy's and Felix's change trackers do: a pass at 10,000 Services then
+costs the work of the ports that moved, not a comparison of every port.
+``PortChanges.current`` is the controller's whole desired table (read-only) for
+a mode that must fall back to a full sync or that only knows how to program a
+whole list. ``update`` (the whole list; the mode diffs it against what it
+programmed) remains for callers holding a list: tests and tools. Computing the
+ports (selectors, readiness, named ports) is the controller's job, not a mode's.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pyroute2 import IPRoute, NetNS
@@ -20,10 +28,44 @@ from harness.exec import run
 LOCAL_TABLE = 255
 
 
+@dataclass(frozen=True)
+class PortChanges:
+    """What one programming pass changed, by ident (``ServicePort.ident``).
+
+    ``changed``: ports new or different since the last pass (as they are now);
+    ``removed``: idents no longer programmed; ``previous``: each of those
+    idents' port as it was (absent for a new one); ``current``: every port now
+    (the controller's table, not to be modified; a mode's full-sync fallback)."""
+
+    changed: Mapping[str, ServicePort] = field(default_factory=dict)
+    removed: frozenset[str] = frozenset()
+    previous: Mapping[str, ServicePort] = field(default_factory=dict)
+    current: Mapping[str, ServicePort] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.removed)
+
+    def idents(self) -> list[str]:
+        """Every ident that moved, sorted (changed and removed)."""
+        return sorted(self.changed.keys() | self.removed)
+
+
+def changes_between(old: Mapping[str, ServicePort], services: Iterable[ServicePort]) -> PortChanges:
+    """The ``PortChanges`` from ``old`` (by ident) to the whole list ``services``
+    (O(ports): for ``update`` with a list, and the tests' reference)."""
+    new = {s.ident: s for s in services}
+    changed = {k: s for k, s in new.items() if (o := old.get(k)) is not s and o != s}
+    removed = frozenset(old.keys() - new.keys())
+    previous = {k: old[k] for k in changed.keys() | removed if k in old}
+    return PortChanges(changed, removed, previous, new)
+
+
 class ServiceProxy(Protocol):
     name: str
 
     def full_sync(self, services: Iterable[ServicePort]) -> None: ...
+
+    def apply(self, changes: PortChanges) -> None: ...
 
     def update(self, services: Iterable[ServicePort]) -> None: ...
 

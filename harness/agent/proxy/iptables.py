@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from harness.agent.proxy.base import local_service_route
+from harness.agent.proxy.base import PortChanges, changes_between, local_service_route
 from harness.agent.proxy.model import MASQ_MARK, Endpoint, ServicePort
 from harness.exec import run
 
@@ -249,15 +249,33 @@ class IptablesProxy:
         self.state = svcs
 
     def update(self, services: Iterable[ServicePort]) -> None:
-        svcs = {s.ident: s for s in services}
-        changed = [k for k in self.state.keys() | svcs.keys() if self.state.get(k) != svcs.get(k)]
+        """Program the difference from the whole list ``services`` (tests, tools)."""
+        self.apply(changes_between(self.state, services))
+
+    def apply(self, changes: PortChanges) -> None:
+        """One pass's changes: only endpoints moved → their services' chains; a port
+        added, removed or re-addressed → the partial sync (top-level chains whole)."""
+        changed = [k for k in changes.idents() if self.state.get(k) != changes.changed.get(k)]
         if not changed:
             return
-        pairs = [(self.state[k], svcs[k]) for k in changed if k in self.state and k in svcs]
+        pairs = [
+            (self.state[k], changes.changed[k])
+            for k in changed
+            if k in self.state and k in changes.changed
+        ]
         doc = endpoints_document(pairs, self.cluster_cidr) if len(pairs) == len(changed) else None
-        if doc is None:  # KUBE-SERVICES changes too: the partial sync
-            doc = services_document(self.state, svcs, self.cluster_cidr)
-        self._restore(doc)
+        if doc is not None:
+            self._restore(doc)
+            for _, new in pairs:
+                self.state[new.ident] = new
+            return
+        svcs = dict(self.state)  # KUBE-SERVICES changes too: the partial sync (every jump)
+        for k in changed:
+            if k in changes.changed:
+                svcs[k] = changes.changed[k]
+            else:
+                svcs.pop(k, None)
+        self._restore(services_document(self.state, svcs, self.cluster_cidr))
         self.state = svcs
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute, NetNS
 
-from harness.agent.proxy.base import local_service_route
+from harness.agent.proxy.base import PortChanges, local_service_route
 from harness.agent.proxy.model import MASQ_MARK, ServicePort
 from harness.errors import ToolError
 from harness.exec import run
@@ -338,6 +338,12 @@ class IpvsProxy:
         svcs = {s.ident: s for s in services}
         if svcs != self.state:
             self.full_sync(svcs.values())  # a diff already: only changes reach the kernel
+
+    def apply(self, changes: PortChanges) -> None:
+        """One pass's changes: the whole table is diffed against the kernel's (the
+        restore documents compare every virtual server), so a change syncs it all."""
+        if any(self.state.get(k) != changes.changed.get(k) for k in changes.idents()):
+            self.full_sync(changes.current.values())
 
     def close(self) -> None:
         for table, chain, target in JUMPS:

@@ -43,7 +43,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from harness.agent.proxy.base import local_service_route, nft_script
+from harness.agent.proxy.base import (
+    PortChanges,
+    changes_between,
+    local_service_route,
+    nft_script,
+)
 from harness.agent.proxy.model import MASQ_MARK, Endpoint, ServicePort
 from harness.errors import ToolError
 
@@ -319,7 +324,9 @@ def _moved(old: ServicePort | None, new: ServicePort | None) -> bool:
 def update_document(
     old: dict[str, ServicePort], new: dict[str, ServicePort], cfg: NftConfig, lb_max: int = 0
 ) -> str | None:
-    """The incremental transaction from ``old`` to ``new`` (both keyed by ident).
+    """The incremental transaction from ``old`` to ``new`` (both keyed by ident), every
+    port compared (the reference for ``diff_document``, which the applier runs on a
+    pass's changes only).
 
     Only the changed service ports move: for plain ones, exactly the map elements
     that differ are deleted and added (``slotted`` keeps unchanged endpoints in
@@ -331,11 +338,26 @@ def update_document(
     changed = sorted(k for k in old.keys() | new.keys() if _moved(old.get(k), new.get(k)))
     if not changed:
         return None
+    fresh = [new[k] for k in changed if k in new]
+    sizes = {n for n in _sizes(fresh) - _sizes(old.values()) if n > lb_max}
+    was_ips, now_ips = _hairpin(old.values()), _hairpin(new.values())
+    pairs = [(old.get(k), new.get(k)) for k in changed]
+    return diff_document(pairs, was_ips - now_ips, now_ips - was_ips, sizes)
+
+
+def diff_document(
+    pairs: list[tuple[ServicePort | None, ServicePort | None]],
+    hairpin_gone: Iterable[str] = (),
+    hairpin_came: Iterable[str] = (),
+    lb_sizes: Iterable[int] = (),
+) -> str:
+    """The transaction moving each (old, new) pair of one ident (None: absent) — the
+    changed ports only — plus the hairpin pairs of endpoint addresses no port uses
+    any more / newly used, and ``lb-N`` chains for the counts ``lb_sizes``."""
     deletes: list[str] = []
     adds: list[str] = []
     gone, came = [], []
-    for k in changed:
-        o, n = old.get(k), new.get(k)
+    for o, n in pairs:
         was = _elements(o, "add") if o is not None else []
         now = _elements(n, "add") if n is not None else []
         if any(s is not None and _affinity(s) for s in (o, n)):
@@ -348,19 +370,21 @@ def update_document(
         adds += [e for e in now if e not in keep]
     drop, make = _chain_lines(gone, came)
     lines = _batched(deletes) + drop
-    fresh = [new[k] for k in changed if k in new]
-    for size in sorted(_sizes(fresh) - _sizes(old.values())):
-        if size > lb_max:
-            lines += _lb_chains(size)
+    for size in sorted(lb_sizes):
+        lines += _lb_chains(size)
     lines += make + _batched(adds)
-    was_ips, now_ips = _hairpin(old.values()), _hairpin(new.values())
-    lines += _hairpin_elements(was_ips - now_ips, "delete")
-    lines += _hairpin_elements(now_ips - was_ips, "add")
+    lines += _hairpin_elements(hairpin_gone, "delete")
+    lines += _hairpin_elements(hairpin_came, "add")
     return "\n".join(lines) + "\n"
 
 
+def _ips(svc: ServicePort | None) -> set[str]:
+    return set() if svc is None else {ep.ip for ep in svc.endpoints}
+
+
 class NftablesProxy:
-    """The applier: full sync replaces the table, updates send only the difference."""
+    """The applier: full sync replaces the table; a pass's changes move only their map
+    elements (``apply``: work in the changed ports, not in every port)."""
 
     name = "nftables"
 
@@ -369,6 +393,9 @@ class NftablesProxy:
         self.netns = netns
         self.state: dict[str, ServicePort] = {}  # as programmed (endpoints in slot order)
         self._given: dict[str, ServicePort] = {}  # as last given (the state's source)
+        # endpoint address → how many programmed ports send to it: its hairpin pair is
+        # in the table while the count is above 0 (kept per change, not summed per pass)
+        self._users: Counter[str] = Counter()
         self.lb_max = 0  # lb-N chains exist for every N up to this (the last full sync's)
 
     def full_sync(self, services: Iterable[ServicePort]) -> None:
@@ -377,30 +404,66 @@ class NftablesProxy:
         svcs = {s.ident: s for s in services}
         nft_script(full_ruleset(svcs.values(), self.cfg), self.netns)
         self.state, self._given = svcs, dict(svcs)
+        self._users = Counter(ip for s in svcs.values() for ip in _ips(s))
         self.lb_max = lb_range(svcs.values())
 
     def update(self, services: Iterable[ServicePort]) -> None:
-        """Program the difference from the last applied state; full sync if that fails."""
-        given = {s.ident: s for s in services}
-        svcs = {
-            k: self.state[k] if not _moved(self._given.get(k), s) else slotted(self.state.get(k), s)
-            for k, s in given.items()
-        }
-        doc = update_document(self.state, svcs, self.cfg, self.lb_max)
-        if doc is None:
-            self._given = given
+        """Program the difference between the whole list ``services`` and what was last
+        given (tests, tools; the services controller hands ``apply`` its changes)."""
+        self.apply(changes_between(self._given, services))
+
+    def apply(self, changes: PortChanges) -> None:
+        """Program one pass's changes; a full sync of ``changes.current`` when a count
+        needs ``lb-N`` chains the table lacks, or when nft refuses (our table changed)."""
+        pairs: list[tuple[str, ServicePort | None, ServicePort | None]] = []
+        for k in changes.idents():
+            given = changes.changed.get(k)
+            old = self.state.get(k)
+            new = None if given is None else slotted(old, given)
+            if _moved(old, new):
+                pairs.append((k, old, new))
+            if given is None:
+                self._given.pop(k, None)
+            else:
+                self._given[k] = given
+        if not pairs:
             return
-        if max(_sizes(svcs.values()), default=0) > self.lb_max:
-            self.full_sync(given.values())  # a count without lb chains (see LB_MIN)
+        if max(_sizes(n for _, _, n in pairs if n is not None), default=0) > self.lb_max:
+            self.full_sync(changes.current.values())  # a count without lb chains (LB_MIN)
             return
+        came, left = self._count(pairs)
         try:
-            nft_script(doc, self.netns)
+            nft_script(diff_document([(o, n) for _, o, n in pairs], left, came), self.netns)
         except ToolError:
-            self.full_sync(given.values())  # someone changed our table: start over
+            self.full_sync(changes.current.values())  # someone changed our table: start over
             return
-        self.state, self._given = svcs, given
+        for k, _, n in pairs:
+            if n is None:
+                self.state.pop(k, None)
+            else:
+                self.state[k] = n
+
+    def _count(
+        self, pairs: list[tuple[str, ServicePort | None, ServicePort | None]]
+    ) -> tuple[set[str], set[str]]:
+        """Move the endpoint address counts by ``pairs``: (addresses now in use that were
+        not, addresses no longer in use) — the hairpin pairs to add and delete."""
+        had: dict[str, bool] = {}  # each address touched: in use before this pass?
+        for _, o, n in pairs:
+            was, now = _ips(o), _ips(n)
+            for ip in now - was:
+                had.setdefault(ip, ip in self._users)
+                self._users[ip] += 1
+            for ip in was - now:
+                had.setdefault(ip, ip in self._users)
+                self._users[ip] -= 1
+                if self._users[ip] <= 0:
+                    del self._users[ip]
+        came = {ip for ip, was in had.items() if not was and ip in self._users}
+        left = {ip for ip, was in had.items() if was and ip not in self._users}
+        return came, left
 
     def close(self) -> None:
         nft_script(f"add table {T}\ndelete table {T}\n", self.netns)
         local_service_route(self.cfg.service_cidr, self.netns, remove=True)
-        self.state, self._given = {}, {}
+        self.state, self._given, self._users = {}, {}, Counter()

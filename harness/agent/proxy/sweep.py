@@ -15,8 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterable
 
 from harness.agent.proxy import conntrack
+from harness.agent.proxy.base import PortChanges
 from harness.agent.proxy.model import ServicePort
 
 log = logging.getLogger("podlab.services")
@@ -25,24 +28,51 @@ SLOW_S = 0.5  # a sweep longer than this is logged
 
 
 class Sweeper:
-    """Told the endpoints of every programming pass; sweeps those that left."""
+    """Told the endpoints of every programming pass; sweeps those that left.
+
+    A full sync tells it every port (``programmed``); any other pass only the ports
+    that changed (``changed``): it keeps how many ports send to each endpoint, so
+    a pass costs the changed ports' endpoints, not a set of every endpoint."""
 
     def __init__(self, netns: str | None) -> None:
         self.netns = netns
-        self._targets: set[conntrack.Target] = set()  # endpoints programmed last pass
+        self._users: Counter[conntrack.Target] = Counter()  # endpoint → ports using it
         self._gone: dict[conntrack.Target, float] = {}  # endpoints removed, and when
         self._lock = threading.Lock()
         self._due = threading.Event()
 
-    def programmed(self, ports: list[ServicePort]) -> None:
-        """The endpoints now programmed (called by the worker after each pass)."""
-        now, at = conntrack.targets(ports), time.monotonic()
+    def programmed(self, ports: Iterable[ServicePort]) -> None:
+        """Every port now programmed (a full sync; called by the worker after it)."""
+        old, self._users = self._users, Counter(t for p in ports for t in conntrack.targets([p]))
+        self._moved(set(old) - set(self._users), set(self._users))
+
+    def changed(self, changes: PortChanges) -> None:
+        """One pass's changed ports (called by the worker after the proxy applied them)."""
+        had: dict[conntrack.Target, bool] = {}  # each endpoint touched: in use before?
+        for k in changes.idents():
+            was = conntrack.targets([p] if (p := changes.previous.get(k)) else [])
+            now = conntrack.targets([p] if (p := changes.changed.get(k)) else [])
+            for t in now - was:
+                had.setdefault(t, t in self._users)
+                self._users[t] += 1
+            for t in was - now:
+                had.setdefault(t, t in self._users)
+                self._users[t] -= 1
+                if self._users[t] <= 0:
+                    del self._users[t]
+        self._moved({t for t, was in had.items() if was and t not in self._users}, set(had))
+
+    def _moved(self, left: set[conntrack.Target], seen: set[conntrack.Target]) -> None:
+        """``left``: endpoints no port uses any more; ``seen``: endpoints to look at again
+        (one back in use is no longer swept)."""
+        at = time.monotonic()
         with self._lock:
-            self._gone = {t: since for t, since in self._gone.items() if t not in now}
-            self._gone.update({t: at for t in self._targets - now})
+            for t in seen:
+                if t in self._users:
+                    self._gone.pop(t, None)
+            self._gone.update(dict.fromkeys(left, at))
             if self._gone:
                 self._due.set()
-        self._targets = now
 
     def sweep(self) -> None:
         """Forget conntrack entries stuck on endpoints removed in the last SWEEP_S

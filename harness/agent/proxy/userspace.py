@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 from pyroute2.netns import setns
 
-from harness.agent.proxy.base import local_service_route
+from harness.agent.proxy.base import PortChanges, local_service_route
 from harness.agent.proxy.model import Endpoint, ServicePort
 
 log = logging.getLogger("podlab.proxy.userspace")
@@ -273,6 +273,12 @@ class UserspaceProxy:
 
     def update(self, services: Iterable[ServicePort]) -> None:
         self._submit("sync", list(services))
+
+    def apply(self, changes: PortChanges) -> None:
+        """One pass's changes: the listeners' thread reconciles against the whole list
+        (it retargets or rebinds only the ports that moved)."""
+        if changes:
+            self._submit("sync", list(changes.current.values()))
 
     def close(self) -> None:
         self._submit("stop", [])
