@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from rich.console import Console
 
@@ -55,38 +58,66 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def stop_like_ctrl_c() -> None:
-    """Make SIGTERM and SIGHUP unwind podlab as Ctrl-C does.
+@contextmanager
+def stop_like_ctrl_c() -> Iterator[None]:
+    """While in the block, make SIGTERM and SIGHUP unwind podlab as Ctrl-C does.
 
     Python's default for both is to die on the spot, so a ``kill PID``, a closed
     terminal or a CI time-out left a half-built lab, a pytest run's pods and its
     results file behind; unwinding runs the same ``finally`` blocks and fixture
     finalizers as an interrupt. Only the first signal unwinds: a second one during
     that clean-up is reported and ignored (SIGKILL abandons it). A signal the
-    caller ignores (``nohup``) stays ignored.
+    caller ignores (``nohup``) stays ignored. A child forked from this process
+    without an exec (a node's holder, a watchdog) inherits the handlers: there the
+    signal does what the default does, so the child never runs this process's
+    unwinding. The previous handlers come back at the end (``main`` also runs
+    in-process, in tests).
     """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+    signals = (signal.SIGTERM, signal.SIGHUP)
+
+    def as_default(signum: int) -> bool:
+        if os.getpid() == owner:
+            return False
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return True
 
     def unwind(signum: int, _frame: object) -> None:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        if as_default(signum):
+            return
+        for sig in signals:
             if signal.getsignal(sig) is unwind:
                 signal.signal(sig, still_cleaning)
         raise Terminated(signum)
 
     def still_cleaning(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        err.print(f"{name} again: still cleaning up (SIGKILL abandons it)")
+        if not as_default(signum):
+            err.print(
+                f"{signal.Signals(signum).name} again: still cleaning up (SIGKILL abandons it)"
+            )
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    for sig in signals:
+        if previous[sig] is not signal.SIG_IGN:
             signal.signal(sig, unwind)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    stop_like_ctrl_c()
     try:
-        return int(args.func(args) or 0)
+        with stop_like_ctrl_c():
+            return int(args.func(args) or 0)
     except UserError as exc:
         for problem in exc.problems:
             err.print(f"[red]error:[/] {_plain(problem)}", markup=True)

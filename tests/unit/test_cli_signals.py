@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,19 +14,22 @@ CHILD = textwrap.dedent("""
     from harness import cli
     if sys.argv[1] == "ignored":
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    cli.stop_like_ctrl_c()
     try:
-        try:
-            os.kill(os.getpid(), signal.SIGHUP if sys.argv[1] == "hup" else signal.SIGTERM)
-            time.sleep(5)
-            print("not unwound")
-        finally:
-            print("finally ran")
-            os.kill(os.getpid(), signal.SIGTERM)  # a second one during the clean-up
-            time.sleep(0.2)
-            print("clean-up finished")
+        with cli.stop_like_ctrl_c():
+            if sys.argv[1] == "hup":
+                print("hup ignored", signal.getsignal(signal.SIGHUP) is signal.SIG_IGN)
+            try:
+                os.kill(os.getpid(), signal.SIGHUP if sys.argv[1] == "hup" else signal.SIGTERM)
+                time.sleep(5)
+                print("not unwound")
+            finally:
+                print("finally ran")
+                os.kill(os.getpid(), signal.SIGTERM)  # a second one during the clean-up
+                time.sleep(0.2)
+                print("clean-up finished")
     except cli.Terminated as exc:
         print("terminated", exc.signum)
+    print("restored", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
     if sys.argv[1] == "ignored":
         print("hup", signal.getsignal(signal.SIGHUP) is signal.SIG_IGN)
 """)
@@ -42,8 +46,32 @@ def test_sigterm_unwinds_once_and_a_second_one_does_not_stop_the_clean_up() -> N
     assert "SIGTERM again: still cleaning up" in res.stderr
 
 
-def test_sighup_unwinds_too() -> None:
-    assert "terminated 1" in _child("hup").stdout
+def test_sighup_unwinds_too_and_the_handlers_come_back_after() -> None:
+    out = _child("hup").stdout
+    assert "terminated 1" in out and "restored True" in out and "hup ignored False" in out
+
+
+def test_a_forked_child_dies_of_sigterm_as_by_default() -> None:
+    """A fork without exec (a node's holder, a watchdog) inherits the handlers; there a
+    SIGTERM must end the child, not unwind a copy of the parent's work."""
+    code = textwrap.dedent("""
+        import os, signal, time
+        from harness import cli
+        with cli.stop_like_ctrl_c():
+            r, w = os.pipe()
+            child = os.fork()
+            if child == 0:
+                os.write(w, b"up")  # (Python drops a signal that arrives during the fork)
+                time.sleep(10)
+                os._exit(0)  # not reached: the SIGTERM below ends it first
+            os.read(r, 2)
+            os.kill(child, signal.SIGTERM)
+            _, status = os.waitpid(child, 0)
+            print("child", os.WIFSIGNALED(status) and os.WTERMSIG(status))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=False)  # fmt: skip
+    assert f"child {int(signal.SIGTERM)}" in res.stdout, res.stdout + res.stderr
 
 
 def test_a_signal_the_caller_ignores_stays_ignored() -> None:
