@@ -12,8 +12,8 @@ import textwrap
 CHILD = textwrap.dedent("""
     import os, signal, sys, time
     from harness import cli
-    if sys.argv[1] == "ignored":
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # what the caller ignores is inherited (a CI job under nohup ignores SIGHUP): set it
+    signal.signal(signal.SIGHUP, signal.SIG_IGN if sys.argv[1] == "ignored" else signal.SIG_DFL)
     try:
         with cli.stop_like_ctrl_c():
             if sys.argv[1] == "hup":
