@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.conformance.labctl import Lab
 from harness.conformance.matrix import Matrix
 from harness.conformance.modes import ModeSpec
+from harness.lab import sysns
 from harness.results.model import Comparison, Outcome
 from harness.results.store import ResultsWriter, RunMeta
 
@@ -34,7 +35,7 @@ def process_age_s(stat: str | None = None, proc_stat: str | None = None) -> floa
     try:
         stat = stat if stat is not None else Path("/proc/self/stat").read_text()
         proc_stat = proc_stat if proc_stat is not None else Path("/proc/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        ticks = int(sysns.stat_fields(stat)[19])
         boot = next(int(ln.split()[1]) for ln in proc_stat.splitlines() if ln.startswith("btime "))
         return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
     except (OSError, ValueError, IndexError, StopIteration):

@@ -88,15 +88,20 @@ def ns_inode(path: str | Path) -> int | None:
         return None
 
 
+def stat_fields(raw: str) -> list[str]:
+    """The fields of a /proc/PID/stat text from the state (field 3) on: ``[19]`` is the
+    start time in clock ticks (field 22). comm may contain spaces and parentheses, so
+    the split is after the last ')'; ValueError for a text that has none."""
+    return raw[raw.rindex(")") + 2 :].split()
+
+
 def start_time(pid: int) -> int | None:
     """The process start time in clock ticks (field 22 of /proc/PID/stat)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # comm may contain spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return int(fields[19])
+    return int(stat_fields(raw)[19])
 
 
 def alive(pid: int, started: int | None) -> bool:
@@ -106,7 +111,7 @@ def alive(pid: int, started: int | None) -> bool:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    fields = raw[raw.rindex(")") + 2 :].split()
+    fields = stat_fields(raw)
     if fields[0] in ("Z", "X"):
         return False
     return started is None or int(fields[19]) == started

@@ -456,7 +456,7 @@ def cpu_seconds(pid: int) -> float:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
+    fields = sysns.stat_fields(raw)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

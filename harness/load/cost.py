@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.lab import sysns
+
 TICK = os.sysconf("SC_CLK_TCK")
 ROLES = (
     ("harness.hollow", "hollow"),
@@ -51,8 +53,8 @@ def _cmdline(pid: int) -> list[str]:
 
 def cpu_ticks(pid: int) -> int:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        fields = sysns.stat_fields(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, ValueError):
         return 0
     return int(fields[11]) + int(fields[12])
 

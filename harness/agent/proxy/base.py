@@ -16,9 +16,10 @@ ports (selectors, readiness, named ports) is the controller's job, not a mode's.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pyroute2 import IPRoute, NetNS
 
@@ -58,6 +59,29 @@ def changes_between(old: Mapping[str, ServicePort], services: Iterable[ServicePo
     removed = frozenset(old.keys() - new.keys())
     previous = {k: old[k] for k in changed.keys() | removed if k in old}
     return PortChanges(changed, removed, previous, new)
+
+
+K = TypeVar("K")
+
+
+def move_counts(users: Counter[K], moves: Iterable[tuple[set[K], set[K]]]) -> tuple[set[K], set[K]]:
+    """Move ``users`` (how many ports use each key: an endpoint address, a conntrack
+    target) by each port's (was, now) keys; returns (keys now in use that were not,
+    keys no longer in use). Kept per change, so a pass costs its changed ports only
+    (the nftables mode's hairpin set, the sweeper's endpoints)."""
+    had: dict[K, bool] = {}  # each key touched: in use before these moves?
+    for was, now in moves:
+        for k in now - was:
+            had.setdefault(k, k in users)
+            users[k] += 1
+        for k in was - now:
+            had.setdefault(k, k in users)
+            users[k] -= 1
+            if users[k] <= 0:
+                del users[k]
+    came = {k for k, before in had.items() if not before and k in users}
+    left = {k for k, before in had.items() if before and k not in users}
+    return came, left
 
 
 class ServiceProxy(Protocol):

@@ -47,6 +47,7 @@ from harness.agent.proxy.base import (
     PortChanges,
     changes_between,
     local_service_route,
+    move_counts,
     nft_script,
 )
 from harness.agent.proxy.model import MASQ_MARK, Endpoint, ServicePort
@@ -431,7 +432,7 @@ class NftablesProxy:
         if max(_sizes(n for _, _, n in pairs if n is not None), default=0) > self.lb_max:
             self.full_sync(changes.current.values())  # a count without lb chains (LB_MIN)
             return
-        came, left = self._count(pairs)
+        came, left = move_counts(self._users, ((_ips(o), _ips(n)) for _, o, n in pairs))
         try:
             nft_script(diff_document([(o, n) for _, o, n in pairs], left, came), self.netns)
         except ToolError:
@@ -442,26 +443,6 @@ class NftablesProxy:
                 self.state.pop(k, None)
             else:
                 self.state[k] = n
-
-    def _count(
-        self, pairs: list[tuple[str, ServicePort | None, ServicePort | None]]
-    ) -> tuple[set[str], set[str]]:
-        """Move the endpoint address counts by ``pairs``: (addresses now in use that were
-        not, addresses no longer in use) — the hairpin pairs to add and delete."""
-        had: dict[str, bool] = {}  # each address touched: in use before this pass?
-        for _, o, n in pairs:
-            was, now = _ips(o), _ips(n)
-            for ip in now - was:
-                had.setdefault(ip, ip in self._users)
-                self._users[ip] += 1
-            for ip in was - now:
-                had.setdefault(ip, ip in self._users)
-                self._users[ip] -= 1
-                if self._users[ip] <= 0:
-                    del self._users[ip]
-        came = {ip for ip, was in had.items() if not was and ip in self._users}
-        left = {ip for ip, was in had.items() if was and ip not in self._users}
-        return came, left
 
     def close(self) -> None:
         nft_script(f"add table {T}\ndelete table {T}\n", self.netns)

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from harness.agent.proxy import conntrack
-from harness.agent.proxy.base import PortChanges
+from harness.agent.proxy.base import PortChanges, move_counts
 from harness.agent.proxy.model import ServicePort
 
 log = logging.getLogger("podlab.services")
@@ -48,23 +48,19 @@ class Sweeper:
 
     def changed(self, changes: PortChanges) -> None:
         """One pass's changed ports (called by the worker after the proxy applied them)."""
-        had: dict[conntrack.Target, bool] = {}  # each endpoint touched: in use before?
-        for k in changes.idents():
-            was = conntrack.targets([p] if (p := changes.previous.get(k)) else [])
-            now = conntrack.targets([p] if (p := changes.changed.get(k)) else [])
-            for t in now - was:
-                had.setdefault(t, t in self._users)
-                self._users[t] += 1
-            for t in was - now:
-                had.setdefault(t, t in self._users)
-                self._users[t] -= 1
-                if self._users[t] <= 0:
-                    del self._users[t]
-        self._moved({t for t, was in had.items() if was and t not in self._users}, set(had))
+        moves = (
+            (
+                conntrack.targets([p] if (p := changes.previous.get(k)) else []),
+                conntrack.targets([p] if (p := changes.changed.get(k)) else []),
+            )
+            for k in changes.idents()
+        )
+        came, left = move_counts(self._users, moves)
+        self._moved(left, came)
 
     def _moved(self, left: set[conntrack.Target], seen: set[conntrack.Target]) -> None:
         """``left``: endpoints no port uses any more; ``seen``: endpoints to look at again
-        (one back in use is no longer swept)."""
+        (one back in use is no longer swept; one still in use was never in ``_gone``)."""
         at = time.monotonic()
         with self._lock:
             for t in seen:
