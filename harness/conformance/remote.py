@@ -33,6 +33,8 @@ from harness.probes import echo
 from harness.probes import netcheck as netcheck_module
 
 CONTROL_PERSIST_S = 30
+#: How long ``Node.close`` gives a master that was told to exit to remove its socket.
+MASTER_EXIT_WAIT_S = 2.0
 
 
 #: The process supervisor podlab's deploy runs on netns nodes (agent, etcd).
@@ -141,8 +143,18 @@ class Node:
         with contextlib.suppress(ToolError):
             run(["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.control_path}",
                  "-O", "exit", self.name], timeout=10, check=False)  # fmt: skip
-        with contextlib.suppress(OSError):  # the last node out removes the empty directory
-            Path(self.control_path).parent.rmdir()
+        # ``-O exit`` returns once the master has the request; the master unlinks its
+        # socket as it exits, a moment later (a clean-clone CI run found the directory
+        # still holding it). Wait for that, then take a socket left by a master that
+        # died earlier, so the last node out can remove the empty directory.
+        sock = Path(self.control_path)
+        deadline = time.monotonic() + MASTER_EXIT_WAIT_S
+        while sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with contextlib.suppress(OSError):
+            sock.unlink()
+        with contextlib.suppress(OSError):
+            sock.parent.rmdir()
 
 
 def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
