@@ -5,11 +5,11 @@
         [--modes host-gw,bgp,calico-vxlan+wireguard,vxlan]
 
 ``--up`` brings up its own renamed copy of topologies/two-clusters.clab.yml (lab
-``switch-q``, management 172.31.242.0/24) and always takes it down again; ``--lab``
-uses a lab that is up. DIR is a checkout of the code to compare with
-(``git worktree add --detach /tmp/switch-old 38bcf4f``, the code before the
-amendment of ADR 0017). On a quiet 2-core machine ``--up --rounds 2`` takes about
-5 minutes (the first deploy about 1, eight switches of 10-20 s, each with its wait).
+``--name``, default ``switch-q``, management ``--mgmt``, default 172.31.242.0/24) and
+always takes it down again; ``--lab`` uses a lab that is up. DIR is a checkout of
+the code to compare with (``git worktree add --detach /tmp/switch-old 38bcf4f``, the
+code before the amendment of ADR 0017). On a quiet 2-core machine ``--up --rounds 2``
+takes about 5 minutes (the first deploy about 1, eight switches of 10-20 s, each with its wait).
 One wheelhouse is built from this tree and shipped by every step, so both
 variants switch agents running the same code and only the switch differs: the
 playbooks and the deploy code of each tree (each variant runs in its own Python
@@ -24,7 +24,13 @@ transition of a four-mode cycle once, and a neighbour's burst lands on both.
 Prints each step (deploy seconds, the wait, the sum, the load average and where
 the deploy's seconds went, from the event log) and per variant the median, min
 and max of the sum and of the deploy alone, and the ratio new/old of the medians.
-Asserts nothing on time.
+Each step also says, host by host: when the agents' service calls (restart and
+readiness wait) and the syncers' ran, from the event log; per agent, how long after
+its process started it wrote its first heartbeat and the CPU it had used by then (its
+log's "ready in mode" line); and the CPU the machine spent during the step (all of
+it, from /proc/stat, and the deploy's own processes on the controller side:
+ansible-playbook, its workers, ssh), since on two cores six agents starting at once
+are bound by CPU. Asserts nothing on time.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import argparse
 import dataclasses
 import json
 import os
+import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -94,6 +102,7 @@ def run_variant(tree: Path, lab: str, spec: object, switch: bool, wheelhouse: ob
     )
     env = {**os.environ, "PYTHONPATH": str(tree), "PODLAB_HOME": str(project_home())}
     t0 = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--one", arg],
         capture_output=True,
@@ -108,7 +117,45 @@ def run_variant(tree: Path, lab: str, spec: object, switch: bool, wheelhouse: ob
         raise SystemExit(f"{tree}: no answer (rc={proc.returncode}): {proc.stderr[-2000:]}")
     out: dict = json.loads(lines[-1])
     out["process_s"] = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["controller_cpu_s"] = (after.ru_utime + after.ru_stime) - (
+        before.ru_utime + before.ru_stime
+    )
     return out
+
+
+def busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat: not idle or
+    iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+READY = re.compile(
+    r"ready in mode (?P<mode>\S+): first heartbeat (?P<age>[\d.]+) s after the process "
+    r"started, (?P<startup>[\d.]+) s after its start-up began \((?P<cpu>[\d.]+) s CPU"
+)
+
+
+def agents_ready(lab: object, nodes: dict) -> dict[str, tuple[float, float, float]]:
+    """Per cluster node, its agent's last "ready in mode" line: (seconds from its process
+    start to the first heartbeat, of which its own start-up, CPU seconds by then)."""
+    out = {}
+    for cluster in lab.clusters:  # type: ignore[attr-defined]
+        for node in lab.plan.cluster_nodes(cluster):  # type: ignore[attr-defined]
+            res = nodes[node.name].run(
+                ["sh", "-c", "grep 'ready in mode' /var/log/podlab/podlab-agent.log | tail -n 1"],
+                15,
+            )
+            m = READY.search(res.stdout)
+            if m:
+                out[node.name] = (float(m["age"]), float(m["startup"]), float(m["cpu"]))
+    return out
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):4.2f}–{max(values):4.2f}" if values else "-"
 
 
 def wait_switched(lab: object, spec: object, began: float, nodes: dict, timeout_s: float = 120):
@@ -151,6 +198,8 @@ def main() -> int:
     ap.add_argument("--old", type=Path, help="checkout of the code to compare with")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of 4 steps (default 2)")
     ap.add_argument("--modes", default="host-gw,bgp,calico-vxlan+wireguard,vxlan")
+    ap.add_argument("--name", default=UP_LAB, help=f"--up: the lab's name (default {UP_LAB})")
+    ap.add_argument("--mgmt", default=UP_SUBNET, help=f"--up: its management subnet ({UP_SUBNET})")
     args = ap.parse_args()
     if args.one:
         return one_switch(args.one)
@@ -163,9 +212,9 @@ def main() -> int:
 
         with (
             tempfile.TemporaryDirectory(prefix="podlab-bench-") as tmp,
-            lab_up("two-clusters", UP_LAB, UP_SUBNET, Path(tmp)),
+            lab_up("two-clusters", args.name, args.mgmt, Path(tmp)),
         ):
-            return compare(UP_LAB, args)
+            return compare(args.name, args)
     return compare(args.lab, args)
 
 
@@ -178,7 +227,13 @@ def compare(lab_name: str, args: argparse.Namespace) -> int:
     from harness.conformance import labctl, remote
     from harness.conformance.modes import ModeSpec
     from harness.deploy.deploy import source_root, wheelhouse_cache
-    from harness.deploy.timeline import format_timeline, load_events, timeline
+    from harness.deploy.timeline import (
+        format_spans,
+        format_timeline,
+        host_spans,
+        load_events,
+        timeline,
+    )
     from harness.deploy.wheel import ensure_wheelhouse
 
     new = source_root()
@@ -204,7 +259,9 @@ def compare(lab_name: str, args: argparse.Namespace) -> int:
             spec = modes[step % len(modes)]
             load = Path("/proc/loadavg").read_text().split()[0]
             began = time.time()
+            cpu0 = busy_s()
             res = run_variant(trees[variant], lab_name, spec, True, wheelhouse)
+            cpu_deploy = busy_s() - cpu0
             if not res["ok"]:
                 print(f"{variant} -> {spec}: switch failed: {res['failures']}")
                 return 1
@@ -218,11 +275,25 @@ def compare(lab_name: str, args: argparse.Namespace) -> int:
                   f"ready {ready:4.1f} s  sum {total:5.1f} s  "
                   f"(process {res['process_s']:5.1f} s)  load {load}",
                   flush=True)  # fmt: skip
-            split = timeline(load_events(Path(res["artifacts"])))
+            events = load_events(Path(res["artifacts"]))
+            split = timeline(events)
             outside = res["ansible_s"] - split.total_s
             print(f"      ansible-playbook start-up and exit (outside its events) {outside:4.1f} s")
             for line in format_timeline(split, top=6):
                 print(f"      {line}")
+            for label, prefix in (("agents", "Run podlab-agent under"),
+                                  ("syncers", "Run podlab-mesh under")):  # fmt: skip
+                print(f"      {format_spans(label, host_spans(events, prefix))}")
+            ready_lines = agents_ready(lab, nodes)
+            ages = [a for a, _, _ in ready_lines.values()]
+            own = [b for _, b, _ in ready_lines.values()]
+            cpus = [c for _, _, c in ready_lines.values()]
+            print(f"      agents ({len(ready_lines)}): first heartbeat {spread(ages)} s after "
+                  f"the process started ({spread(own)} s of it their start-up), CPU by then "
+                  f"{spread(cpus)} s, {sum(cpus):4.1f} s in all")  # fmt: skip
+            print(f"      CPU during the deploy: {cpu_deploy:5.1f} s machine-wide "
+                  f"({cpu_deploy / max(res['wall_s'], 0.1):3.2f} cores), of which the deploy's "
+                  f"controller side {res['controller_cpu_s']:4.1f} s")  # fmt: skip
     for variant in ("old", "new"):
         s, d = sums[variant], deploys[variant]
         print(f"{variant}: n={len(s)} deploy+ready median {statistics.median(s):.1f} s "

@@ -150,8 +150,8 @@ def deploy(
     (the tree changed since the lab was deployed) refuses a switch; then the full
     deploy runs instead, since installing them is what the user's edit asks for.
     """
-    from harness.deploy.deploy import SWITCH_REFUSED_TASK, request_for
     from harness.deploy.deploy import deploy as run_deploy
+    from harness.deploy.deploy import request_for, switch_refused
 
     overrides: dict[str, str | None] = {"podlab_mode": None, "podlab_encryption": None}
     if spec:
@@ -164,8 +164,7 @@ def deploy(
         result = run_deploy(req)
         if result.ok:
             break
-        refused = [f for f in result.failures if f.task == SWITCH_REFUSED_TASK]
-        if switch and refused and len(refused) == len(result.failures):
+        if switch and switch_refused(result.failures):
             switch = False  # other sources on the nodes: the full deploy, at once
             continue
         tries += 1

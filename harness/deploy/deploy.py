@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import yaml
 
 import harness
 from harness.deploy import meshpki
-from harness.deploy.runner import DeployEvent, DeployResult, run_playbook
+from harness.deploy.runner import DeployEvent, DeployResult, Failure, run_playbook
 from harness.deploy.wheel import Wheelhouse, ensure_wheelhouse
 from harness.errors import LabError, UserError
 from harness.inventory import inventory_path, project_home
@@ -29,8 +29,9 @@ SITE = "site.yml"
 # The mode switch of a deployed lab (``--switch``): the agents' configuration and
 # restart plus the mode-dependent plays, nothing installed (playbooks/switch.yml).
 SWITCH = "switch.yml"
-# The task of the agent role that refuses a switch onto sources a node does not run.
-SWITCH_REFUSED_TASK = "Refuse a mode switch onto sources this node does not run"
+# How the agent's service call refuses a switch onto sources a node does not run
+# (roles/agent/tasks/run.yml, supervise_require_msg): the start of its message.
+SWITCH_REFUSED = "this node does not run the sources being deployed"
 # Under the podlab home beside the lab directories; the dot keeps it from ever
 # being taken for (or colliding with) a lab's directory.
 WHEELHOUSE_DIR = ".wheelhouse"
@@ -80,6 +81,11 @@ def request_for(
     chosen = {k: v for k, v in overrides.items() if v is not None}
     _refuse_ipvs_on_host_kernel(inv, chosen)
     return DeployRequest(lab, inv, lab_dir, chosen, limit, switch=switch)
+
+
+def switch_refused(failures: Sequence[Failure]) -> bool:
+    """Whether a switch failed only because nodes run other sources (then a full deploy)."""
+    return bool(failures) and all(f.message.startswith(SWITCH_REFUSED) for f in failures)
 
 
 def _refuse_ipvs_on_host_kernel(inventory: Path, chosen: Mapping[str, str]) -> None:

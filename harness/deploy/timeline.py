@@ -137,3 +137,43 @@ def format_timeline(t: Timeline, top: int = 8) -> list[str]:
             f"{task.hosts - task.skipped}/{task.hosts} ran: {task.task} ({task.action})"
         )
     return lines
+
+
+def host_spans(events: list[dict[str, Any]], task_prefix: str) -> dict[str, tuple[float, float]]:
+    """Per host, when it ran the tasks whose name starts with ``task_prefix`` (first start,
+    last end), in seconds from the run's first event; skips are left out.
+
+    A whole-lab switch reads as these spans: every agent's service call (restart and
+    readiness wait) side by side, then each cluster's syncer's.
+    """
+    stamps = [_ts(e["created"]) for e in events if e.get("created")]
+    if not stamps:
+        return {}
+    first = min(stamps)
+    spans: dict[str, tuple[float, float]] = {}
+    for e in events:
+        data = e.get("event_data") or {}
+        if e.get("event") not in _RESULTS or e.get("event") == "runner_on_skipped":
+            continue
+        if not str(data.get("task", "")).startswith(task_prefix):
+            continue
+        if not (data.get("start") and data.get("end")):
+            continue
+        a, b = _ts(data["start"]) - first, _ts(data["end"]) - first
+        host = str(data.get("host", ""))
+        old = spans.get(host)
+        spans[host] = (min(a, old[0]), max(b, old[1])) if old else (a, b)
+    return spans
+
+
+def format_spans(label: str, spans: dict[str, tuple[float, float]]) -> str:
+    """One line: ``label`` on N hosts, starts a–b s, ends c–d s (from the run's start)."""
+    if not spans:
+        return f"{label}: none ran"
+    starts = [a for a, _ in spans.values()]
+    ends = [b for _, b in spans.values()]
+    longest = max(b - a for a, b in spans.values())
+    return (
+        f"{label} on {len(spans)} hosts: start {min(starts):5.2f}–{max(starts):5.2f} s, "
+        f"end {min(ends):5.2f}–{max(ends):5.2f} s (longest {longest:4.2f} s)"
+    )

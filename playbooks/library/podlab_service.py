@@ -49,6 +49,10 @@ options:
                default: []}
   ready_since: {description: append --since EPOCH after a (re)start, type: bool, default: true}
   ready_wait: {description: seconds the service has to become ready, type: float, default: 60}
+  require_path: {description: "a path that must exist on the node, else the call fails with
+                 require_msg before it writes or restarts anything (a mode switch: the
+                 wheelhouse being deployed is installed)", type: path}
+  require_msg: {description: the failure message when require_path is missing, type: str}
 """
 
 RETURN = r"""
@@ -207,10 +211,16 @@ def main() -> None:
             "ready_argv": {"type": "list", "elements": "str", "default": []},
             "ready_since": {"type": "bool", "default": True},
             "ready_wait": {"type": "float", "default": 60.0},
+            "require_path": {"type": "path"},
+            "require_msg": {"type": "str"},
         },
         supports_check_mode=True,
     )
     p, check = module.params, module.check_mode
+    if p["require_path"] and not os.path.exists(p["require_path"]):
+        module.fail_json(
+            msg=p["require_msg"] or f"{p['require_path']} does not exist", refused=True
+        )
     if p["state"] == "absent":
         there = os.path.exists(p["definition_path"])
         if there and not check:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -53,3 +56,39 @@ def test_unit_names_are_prefixed_once() -> None:
     assert svc.unit_name("etcd") == "podlab-etcd.service"
     assert svc.unit_name("podlab-agent") == "podlab-agent.service"
     assert svc.unit_name("podlab-mesh") == "podlab-mesh.service"
+
+
+def run_module(tmp_path: Path, **args: object) -> dict[str, object]:
+    """The module as Ansible runs it: a process reading its arguments file."""
+    argfile = tmp_path / "args.json"
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    proc = subprocess.run(
+        [sys.executable, str(LIBRARY), str(argfile)], capture_output=True, text=True, check=False
+    )
+    return dict(json.loads(proc.stdout))
+
+
+def test_a_missing_required_path_fails_before_anything_is_written(tmp_path: Path) -> None:
+    """A mode switch onto a node without the wheelhouse's marker: refused, nothing written
+    (the agent's configuration stays the one its running agent has)."""
+    config, definition = tmp_path / "agent.yaml", tmp_path / "conf.d" / "agent.conf"
+    common = {
+        "name": "podlab-agent",
+        "manager": "supervisord",
+        "definition_path": str(definition),
+        "definition": "[program:podlab-agent]\n",
+        "files": {str(config): "mode: bgp\n"},
+        "supervisor_conf": str(tmp_path / "supervisord.conf"),
+        "require_msg": "this node does not run the sources being deployed (wheelhouse w1)",
+    }
+    out = run_module(tmp_path, **common, require_path=str(tmp_path / "marker"))
+    assert out.get("failed") and out.get("refused"), out
+    assert out["msg"] == common["require_msg"]
+    assert not config.exists() and not definition.exists()
+    # the control: with the marker there the same call goes on (check mode: it only
+    # reports what it would write)
+    (tmp_path / "marker").touch()
+    out = run_module(
+        tmp_path, **common, require_path=str(tmp_path / "marker"), _ansible_check_mode=True
+    )
+    assert not out.get("failed") and out["changed"] and out["action"] == "check", out

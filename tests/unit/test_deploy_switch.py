@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.deploy.deploy import SITE, SWITCH, SWITCH_REFUSED_TASK, request_for, source_root
+from harness.deploy.deploy import (
+    SITE,
+    SWITCH,
+    SWITCH_REFUSED,
+    request_for,
+    source_root,
+    switch_refused,
+)
+from harness.deploy.runner import Failure
 
 PLAYBOOKS = source_root() / "playbooks"
 MODE_VARS = ("podlab_mode", "podlab_encryption")
@@ -91,13 +99,34 @@ def test_both_playbooks_end_with_the_same_mode_dependent_plays() -> None:
 
 
 def test_the_agent_role_refuses_a_switch_onto_other_sources() -> None:
-    tasks = yaml.safe_load((PLAYBOOKS / "roles" / "agent" / "tasks" / "main.yml").read_text())
-    names = [t.get("name") for t in tasks]
-    guard = tasks[names.index(SWITCH_REFUSED_TASK)]
-    assert "ansible.builtin.fail" in guard
-    assert "agent_switch_only" in guard["when"] and "agent_installed" in guard["when"]
-    # before anything is copied or installed
-    assert names.index(SWITCH_REFUSED_TASK) < names.index("Copy the wheelhouse to the node")
+    """A switch runs the role's switch tasks: configuration and the service call, which
+    requires this wheelhouse's marker (checked before anything is written) and fails
+    with the message labctl recognises."""
+    agent = next(p for p in plays(SWITCH) if "agent" in roles_of(p))
+    inc = next(t["ansible.builtin.include_role"] for t in agent["tasks"]
+               if t.get("ansible.builtin.include_role", {}).get("name") == "agent")  # fmt: skip
+    assert inc.get("tasks_from") == "switch"
+    role = PLAYBOOKS / "roles" / "agent" / "tasks"
+    switch = yaml.safe_load((role / "switch.yml").read_text())
+    assert [t.get("ansible.builtin.import_tasks") for t in switch] == ["run.yml"]
+    run = yaml.safe_load((role / "run.yml").read_text())
+    svc = next(t for t in run if "ansible.builtin.include_role" in t)["vars"]
+    assert "agent_marker" in svc["supervise_require"]
+    assert "agent_switch_only" in svc["supervise_require"]
+    assert svc["supervise_require_msg"].startswith(SWITCH_REFUSED)
+    # nothing of the install is part of a switch, and the deploy runs the same run.yml
+    main = yaml.safe_load((role / "main.yml").read_text())
+    assert main[-1].get("ansible.builtin.import_tasks") == "run.yml"
+    assert not any("agent_switch_only" in str(t) for t in main)
+
+
+def test_only_a_refusal_on_every_failing_node_counts_as_refused() -> None:
+    msg = SWITCH_REFUSED + " (wheelhouse abc is not installed): a mode switch only …"
+    refused = Failure("c1-w1", "Run podlab-agent under supervisord", msg)
+    other = Failure("c1-w2", "Run podlab-agent under supervisord", "runs but is not ready")
+    assert switch_refused([refused, refused])
+    assert not switch_refused([refused, other])
+    assert not switch_refused([])
 
 
 @pytest.mark.parametrize(("switch", "book"), [(False, SITE), (True, SWITCH)])

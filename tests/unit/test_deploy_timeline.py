@@ -62,3 +62,18 @@ def test_events_are_read_in_counter_order_and_a_torn_file_is_ignored(tmp_path: P
 
 def test_no_events_no_time() -> None:
     assert timeline([]).total_s == 0.0
+
+
+def test_host_spans_follow_each_host_from_the_runs_start() -> None:
+    from harness.deploy.timeline import format_spans, host_spans
+
+    spans = host_spans(run_events(), "a")
+    assert {h: (round(a, 3), round(b, 3)) for h, (a, b) in spans.items()} == {
+        "h1": (2.0, 3.0),
+        "h2": (2.5, 4.5),
+    }
+    assert list(host_spans(run_events(), "b")) == ["h1"]  # h2 skipped it: no work
+    assert host_spans(run_events(), "c") == {} and host_spans([], "a") == {}
+    line = format_spans("a", spans)
+    assert "2 hosts" in line and "start  2.00– 2.50 s" in line and "longest 2.00 s" in line
+    assert format_spans("c", {}) == "c: none ran"
