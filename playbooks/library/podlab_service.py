@@ -16,10 +16,14 @@ wrote (the old one is gone by then) and not a fresh record its predecessor left.
 
 from __future__ import annotations
 
+import configparser
+import http.client
 import os
 import subprocess
 import tempfile
 import time
+import xmlrpc.client
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -99,16 +103,60 @@ def unit_name(program: str) -> str:
 CTL_TIMEOUT_S = 600
 
 
+# supervisord's faults, as supervisorctl words them (supervisor.xmlrpc.Faults)
+FAULT_WORDS = {10: "no such process", 60: "already started", 70: "not running"}
+
+
 class Manager:
-    """supervisorctl or systemctl, reduced to what converging one service needs."""
+    """supervisorctl or systemctl, reduced to what converging one service needs.
+
+    Under supervisord the frequent calls (start, stop, status of one program) go to its
+    XML-RPC interface directly, over the socket supervisorctl would use: each
+    supervisorctl is a Python start on the node (~0.16 s of CPU), two per restart, and a
+    whole-lab switch restarts eight services at once on the same cores. The rarer ones
+    (update, which re-reads the configuration) stay supervisorctl's.
+    """
 
     def __init__(self, module: AnsibleModule) -> None:
         self.m = module
         p = module.params
         self.name, self.kind, self.conf = p["name"], p["manager"], p["supervisor_conf"]
+        self._proxy: Any = None  # None: not tried yet; False: not available
+
+    def rpc(self) -> Any:
+        """supervisord's XML-RPC proxy (its [supervisorctl] serverurl), or None where the
+        supervisor package or that setting is missing (then supervisorctl does it all)."""
+        if self._proxy is None:
+            self._proxy = False
+            try:
+                from supervisor.xmlrpc import SupervisorTransport
+
+                conf = configparser.RawConfigParser(strict=False, interpolation=None)
+                conf.read(self.conf)
+                url = conf.get("supervisorctl", "serverurl")
+                transport = SupervisorTransport(None, None, url)
+                self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport)
+            except (ImportError, OSError, configparser.Error, ValueError):
+                pass
+        return self._proxy or None
+
+    def rpc_ctl(self, verb: str, name: str) -> tuple[int, str]:
+        """``supervisorctl start|stop|status NAME`` over XML-RPC, answered as it answers."""
+        sup = self.rpc().supervisor
+        try:
+            if verb == "status":
+                return 0, f"{name} {sup.getProcessInfo(name)['statename']}"
+            (sup.startProcess if verb == "start" else sup.stopProcess)(name, True)
+            return 0, f"{name}: {'started' if verb == 'start' else 'stopped'}"
+        except xmlrpc.client.Fault as f:
+            return 1, f"{name}: ERROR ({FAULT_WORDS.get(f.faultCode, f.faultString)})"
+        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
+            return 7, f"supervisord ({self.conf}) did not answer: {exc}"
 
     def ctl(self, *args: str) -> tuple[int, str]:
         if self.kind == "supervisord":
+            if len(args) == 2 and args[0] in ("start", "stop", "status") and self.rpc():
+                return self.rpc_ctl(*args)
             argv = ["supervisorctl", "-c", self.conf, *args]
         else:
             argv = ["systemctl", *args]

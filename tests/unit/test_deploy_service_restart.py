@@ -8,6 +8,7 @@ service is a small script that logs its start and its TERM with the time.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,12 @@ def supervisor(tmp_path: Path) -> Iterator[Path]:
 
 
 def run_module(
-    tmp_path: Path, conf: Path, config: str, ready_ok: bool = True, ready_wait: float = 20
+    tmp_path: Path,
+    conf: Path,
+    config: str,
+    ready_ok: bool = True,
+    ready_wait: float = 20,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     (tmp_path / "svc.py").write_text(SERVICE)
     (tmp_path / "ready.py").write_text(READY if ready_ok else "import sys; sys.exit(3)")
@@ -105,9 +111,34 @@ def run_module(
     argfile = tmp_path / "args.json"
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     proc = subprocess.run(
-        [sys.executable, str(LIBRARY), str(argfile)], capture_output=True, text=True, check=False
+        [sys.executable, str(LIBRARY), str(argfile)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
+    assert proc.stdout.strip().startswith("{"), proc.stderr
     return dict(json.loads(proc.stdout))
+
+
+# Debian's supervisor package, which the node's /usr/bin/python3 (Ansible's interpreter
+# there) imports; this test's interpreter is the venv's
+DIST_SUPERVISOR = Path("/usr/lib/python3/dist-packages/supervisor")
+
+
+def via_xmlrpc(tmp_path: Path, supervisorctl: bool) -> dict[str, str]:
+    """The module's environment with the supervisor package importable (it then talks to
+    supervisord over XML-RPC) and, unless ``supervisorctl``, no PATH to find one with."""
+    if not DIST_SUPERVISOR.is_dir():
+        pytest.skip(f"no {DIST_SUPERVISOR} (Debian's supervisor package) to import")
+    lib = tmp_path / "pylib"
+    if not lib.exists():
+        lib.mkdir()
+        (lib / "supervisor").symlink_to(DIST_SUPERVISOR)
+    env = {**os.environ, "PYTHONPATH": str(lib)}
+    if not supervisorctl:
+        env["PATH"] = str(tmp_path / "empty")  # a supervisorctl call would fail the module
+    return env
 
 
 def times(tmp_path: Path, what: str) -> list[float]:
@@ -115,18 +146,23 @@ def times(tmp_path: Path, what: str) -> list[float]:
     return [float(ln.split()[1]) for ln in lines if ln.startswith(what)]
 
 
+@pytest.mark.parametrize("via", ["supervisorctl", "xmlrpc"])
 def test_a_restart_hands_the_ready_command_the_moment_between_old_and_new(
-    tmp_path: Path, supervisor: Path
+    tmp_path: Path, supervisor: Path, via: str
 ) -> None:
-    first = run_module(tmp_path, supervisor, "mode: vxlan\n")
+    """``xmlrpc``: the node's case (its python3 imports supervisor): the definition goes
+    through supervisorctl (update), the status and the restart without any (no PATH)."""
+    env = via_xmlrpc(tmp_path, supervisorctl=True) if via == "xmlrpc" else None
+    first = run_module(tmp_path, supervisor, "mode: vxlan\n", env=env)
     assert first.get("action") == "defined" and first["since"] > 0, first
     assert first["since"] <= times(tmp_path, "start")[0] and "ready=True" in first["ready"]
 
-    again = run_module(tmp_path, supervisor, "mode: vxlan\n")  # nothing changed
+    env = via_xmlrpc(tmp_path, supervisorctl=False) if via == "xmlrpc" else None
+    again = run_module(tmp_path, supervisor, "mode: vxlan\n", env=env)  # nothing changed
     assert (again["action"], again["since"], again["changed"]) == ("", 0.0, False), again
     assert "since=0.000000" in again["ready"]  # the plain check: no --since
 
-    switched = run_module(tmp_path, supervisor, "mode: bgp\n")
+    switched = run_module(tmp_path, supervisor, "mode: bgp\n", env=env)
     assert switched["action"] == "restarted", switched
     old_stop, new_start = times(tmp_path, "stop")[-1], times(tmp_path, "start")[-1]
     assert old_stop <= switched["since"] <= new_start, (old_stop, switched, new_start)
