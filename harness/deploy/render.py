@@ -97,7 +97,7 @@ def node_services(plan: LabPlan, node: NodePlan, backend: str = BACKEND) -> Node
     for role, program, roles in SERVICES:
         if node.role not in roles:
             continue
-        tasks = yaml.safe_load((ROLES / role / "tasks" / "main.yml").read_text())
+        tasks = role_tasks(role)
         fact = _task(tasks, "set_fact")  # "<role>_files": {config path: its template}
         extra = {**(fact.get("vars") or {}), "ansible_search_path": [str(ROLES / role)]}
         for expr in fact["ansible.builtin.set_fact"].values():
@@ -141,6 +141,16 @@ def _variables(plan: LabPlan, node: NodePlan, backend: str) -> dict[str, Any]:
         node.cluster,
         "control_plane" if node.role == "control-plane" else "workers",
     ]
+    return out
+
+
+def role_tasks(role: str, name: str = "main.yml") -> list[dict[str, Any]]:
+    """A role's task file with its ``import_tasks`` expanded in place (the agent role's
+    configuration and service live in run.yml, shared by the deploy and a switch)."""
+    out: list[dict[str, Any]] = []
+    for task in yaml.safe_load((ROLES / role / "tasks" / name).read_text()) or []:
+        imported = task.get("ansible.builtin.import_tasks")
+        out += role_tasks(role, imported) if imported else [task]
     return out
 
 
