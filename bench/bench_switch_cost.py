@@ -138,19 +138,42 @@ READY = re.compile(
 )
 
 
-def agents_ready(lab: object, nodes: dict) -> dict[str, tuple[float, float, float]]:
-    """Per cluster node, its agent's last "ready in mode" line: (seconds from its process
-    start to the first heartbeat, of which its own start-up, CPU seconds by then)."""
+STOPPED = re.compile(r"stopped; pods, routes and devices left in place \((?P<s>[\d.]+) s after")
+AGENT_LOG = "/var/log/podlab/podlab-agent.log"
+
+
+def agents_ready(lab: object, nodes: dict) -> dict[str, tuple[float, float, float, float]]:
+    """Per cluster node, from its agent's log: the last "ready in mode" line (seconds from
+    its process start to the first heartbeat, of which its own start-up, CPU seconds by
+    then) and the last stop's seconds from the signal to the end (the old agent's)."""
     out = {}
+    grep = f"grep -E 'ready in mode|after the signal' {AGENT_LOG} | tail -n 4"
     for cluster in lab.clusters:  # type: ignore[attr-defined]
         for node in lab.plan.cluster_nodes(cluster):  # type: ignore[attr-defined]
-            res = nodes[node.name].run(
-                ["sh", "-c", "grep 'ready in mode' /var/log/podlab/podlab-agent.log | tail -n 1"],
-                15,
-            )
-            m = READY.search(res.stdout)
-            if m:
-                out[node.name] = (float(m["age"]), float(m["startup"]), float(m["cpu"]))
+            lines = nodes[node.name].run(["sh", "-c", grep], 15).stdout.splitlines()
+            ready = [m for ln in lines if (m := READY.search(ln))]
+            stops = [m for ln in lines if (m := STOPPED.search(ln))]
+            if ready:
+                m = ready[-1]
+                stop = float(stops[-1]["s"]) if stops else float("nan")
+                out[node.name] = (float(m["age"]), float(m["startup"]), float(m["cpu"]), stop)
+    return out
+
+
+def restart_split(events: list[dict], prefix: str) -> list[tuple[float, float]]:
+    """Per host that restarted a service (task name ``prefix``…): (seconds from the task's
+    start to the moment the old process was gone — the module's ``since`` —, seconds from
+    then to the task's end: the new process's start-up and the readiness wait)."""
+    out = []
+    for e in events:
+        data = e.get("event_data") or {}
+        since = (data.get("res") or {}).get("since") or 0.0
+        if e.get("event") != "runner_on_ok" or not str(data.get("task", "")).startswith(prefix):
+            continue
+        if since and data.get("start") and data.get("end"):
+            start = datetime.fromisoformat(data["start"]).timestamp()
+            end = datetime.fromisoformat(data["end"]).timestamp()
+            out.append((float(since) - start, end - float(since)))
     return out
 
 
@@ -284,12 +307,20 @@ def compare(lab_name: str, args: argparse.Namespace) -> int:
             for label, prefix in (("agents", "Run podlab-agent under"),
                                   ("syncers", "Run podlab-mesh under")):  # fmt: skip
                 print(f"      {format_spans(label, host_spans(events, prefix))}")
+            for label, prefix in (("agents", "Run podlab-agent under"),
+                                  ("syncers", "Run podlab-mesh under")):  # fmt: skip
+                split_ = restart_split(events, prefix)
+                print(f"      {label}' service calls: old process gone "
+                      f"{spread([a for a, _ in split_])} s after the call began, then "
+                      f"{spread([b for _, b in split_])} s to ready")  # fmt: skip
             ready_lines = agents_ready(lab, nodes)
-            ages = [a for a, _, _ in ready_lines.values()]
-            own = [b for _, b, _ in ready_lines.values()]
-            cpus = [c for _, _, c in ready_lines.values()]
-            print(f"      agents ({len(ready_lines)}): first heartbeat {spread(ages)} s after "
-                  f"the process started ({spread(own)} s of it their start-up), CPU by then "
+            ages = [r[0] for r in ready_lines.values()]
+            own = [r[1] for r in ready_lines.values()]
+            cpus = [r[2] for r in ready_lines.values()]
+            stops = [r[3] for r in ready_lines.values()]
+            print(f"      agents ({len(ready_lines)}): the old one stopped {spread(stops)} s "
+                  f"after the signal; the new one's first heartbeat {spread(ages)} s after "
+                  f"its process started ({spread(own)} s of it its start-up), CPU by then "
                   f"{spread(cpus)} s, {sum(cpus):4.1f} s in all")  # fmt: skip
             print(f"      CPU during the deploy: {cpu_deploy:5.1f} s machine-wide "
                   f"({cpu_deploy / max(res['wall_s'], 0.1):3.2f} cores), of which the deploy's "

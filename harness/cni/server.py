@@ -111,8 +111,10 @@ class CniServer:
             self._server = _Server(str(self.path), self.workers)
         finally:
             os.umask(old)
+        # how often serve_forever looks at its shutdown flag: close() waits up to this long,
+        # and the agent closes its server on every stop (a mode switch stops every agent)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="cni-server"
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="cni-server"
         )
         self._thread.daemon = True
         self._thread.start()
