@@ -27,6 +27,11 @@ from harness.plan.model import LabPlan, NodePlan
 from harness.store import Store
 
 NODE_WAIT_S = 120.0
+# How often the ready waits look again (an etcd read; one ssh round per node for the
+# routes). After a switch they mostly pass at the first or second look, and every
+# run of a lockstep phase waits once: 1 s between looks was a second lost per look
+# (docs/conformance.md, "A switch in a few seconds").
+READY_POLL_S = 0.25
 
 
 @dataclass
@@ -196,7 +201,7 @@ def wait_nodes_ready(lab: Lab, spec: ModeSpec | None, timeout_s: float = NODE_WA
                     missing.append(f"{node.name} (mode {rec.mode}, want {spec.mode})")
         if not missing:
             return
-        time.sleep(1.0)
+        time.sleep(READY_POLL_S)
     raise LabError(
         f"lab {lab.name}: agents not ready after {timeout_s:.0f} s: {', '.join(missing)}"
     )
@@ -236,7 +241,7 @@ def wait_pod_routes(lab: Lab, nodes: Mapping[str, Any], timeout_s: float = ROUTE
                    for a in res.stdout.split()]  # fmt: skip
         if not missing:
             return
-        time.sleep(1.0)
+        time.sleep(READY_POLL_S)
     raise LabError(
         f"lab {lab.name}: no route to peer pod subnets after {timeout_s:.0f} s: "
         + ", ".join(missing[:6])
