@@ -105,6 +105,8 @@ CTL_TIMEOUT_S = 600
 
 # supervisord's faults, as supervisorctl words them (supervisor.xmlrpc.Faults)
 FAULT_WORDS = {10: "no such process", 60: "already started", 70: "not running"}
+# supervisord states of a program that is not (or no longer) starting by itself
+DEAD_STATES = ("BACKOFF", "EXITED", "FATAL", "STOPPED")
 
 
 class Manager:
@@ -122,6 +124,7 @@ class Manager:
         p = module.params
         self.name, self.kind, self.conf = p["name"], p["manager"], p["supervisor_conf"]
         self._proxy: Any = None  # None: not tried yet; False: not available
+        self.spawned = False  # started without waiting out startsecs (restart(nowait=True))
 
     def rpc(self) -> Any:
         """supervisord's XML-RPC proxy (its [supervisorctl] serverurl), or None where the
@@ -141,13 +144,17 @@ class Manager:
         return self._proxy or None
 
     def rpc_ctl(self, verb: str, name: str) -> tuple[int, str]:
-        """``supervisorctl start|stop|status NAME`` over XML-RPC, answered as it answers."""
+        """``supervisorctl start|stop|status NAME`` over XML-RPC, answered as it answers;
+        ``spawn``: start without waiting for it to run past startsecs."""
         sup = self.rpc().supervisor
         try:
             if verb == "status":
                 return 0, f"{name} {sup.getProcessInfo(name)['statename']}"
-            (sup.startProcess if verb == "start" else sup.stopProcess)(name, True)
-            return 0, f"{name}: {'started' if verb == 'start' else 'stopped'}"
+            if verb == "stop":
+                sup.stopProcess(name, True)
+                return 0, f"{name}: stopped"
+            sup.startProcess(name, verb == "start")
+            return 0, f"{name}: started"
         except xmlrpc.client.Fault as f:
             return 1, f"{name}: ERROR ({FAULT_WORDS.get(f.faultCode, f.faultString)})"
         except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
@@ -155,7 +162,7 @@ class Manager:
 
     def ctl(self, *args: str) -> tuple[int, str]:
         if self.kind == "supervisord":
-            if len(args) == 2 and args[0] in ("start", "stop", "status") and self.rpc():
+            if len(args) == 2 and args[0] in ("start", "spawn", "stop", "status") and self.rpc():
                 return self.rpc_ctl(*args)
             argv = ["supervisorctl", "-c", self.conf, *args]
         else:
@@ -202,12 +209,22 @@ class Manager:
         self.must("start", self.unit)
         return gone
 
-    def restart(self) -> float:
-        """Stop, note the moment, start (what ``restart`` does, with the moment known)."""
+    def restart(self, nowait: bool = False) -> float:
+        """Stop, note the moment, start (what ``restart`` does, with the moment known).
+
+        ``nowait`` (a service with a readiness command): under supervisord over XML-RPC,
+        return once the new process is spawned, not once it has run for startsecs (and
+        supervisord's loop has noticed: up to a second more). The readiness wait then
+        watches the program's state beside the check (``wait_ready``), so a process
+        that dies at start still fails the call at once."""
         target = self.name if self.kind == "supervisord" else self.unit
         self.must("stop", target)
         gone = time.time()
-        self.must("start", target)
+        if nowait and self.kind == "supervisord" and self.rpc():
+            self.must("spawn", target)
+            self.spawned = True
+        else:
+            self.must("start", target)
         return gone
 
     def start(self) -> None:
@@ -226,7 +243,7 @@ class Manager:
 
     def must(self, *args: str) -> None:
         rc, out = self.ctl(*args)
-        benign = (args[0] == "start" and "already started" in out) or (
+        benign = (args[0] in ("start", "spawn") and "already started" in out) or (
             args[0] == "stop" and "not running" in out
         )
         if rc != 0 and not benign:
@@ -286,11 +303,14 @@ def main() -> None:
         since = mgr.apply_definition()
         action = "defined"
     elif written or p["restart"]:
-        since = mgr.restart()
+        since = mgr.restart(nowait=bool(p["ready_argv"]))
         action = "restarted"
+    ready = ""
+    if mgr.spawned:  # not waited for: its readiness first, watching that it stays up
+        ready = wait_ready(module, since, mgr)
     # a start that succeeded returned once the service ran (supervisord: past startsecs):
     # no status call (each supervisorctl is a Python start on the node)
-    state = mgr.running_state if action == "restarted" else mgr.state()
+    state = mgr.running_state if action == "restarted" and not mgr.spawned else mgr.state()
     if not mgr.running(state) and state not in ("STARTING", "activating"):
         since = since or time.time()
         mgr.start()
@@ -306,7 +326,8 @@ def main() -> None:
             written=written,
             state=state,
         )
-    ready = wait_ready(module, since) if p["ready_argv"] else ""
+    if p["ready_argv"] and not mgr.spawned:
+        ready = wait_ready(module, since)
     module.exit_json(
         changed=bool(action or written),
         written=written,
@@ -317,8 +338,38 @@ def main() -> None:
     )
 
 
-def wait_ready(module: AnsibleModule, since: float) -> str:
-    """Run the service's readiness command until it passes; fail with its last words."""
+class ServiceDied(Exception):
+    """The service left its start (BACKOFF, EXITED, FATAL …) while its readiness was awaited."""
+
+
+def run_ready(argv: list[str], timeout: float, mgr: Manager | None) -> tuple[int, str]:
+    """Run the readiness command once; with ``mgr``, look at the service's state every
+    0.1 s meanwhile and stop at once (ServiceDied) if it is no longer starting."""
+    if mgr is None:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        return proc.returncode, proc.stdout + proc.stderr
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as child:
+        while True:
+            try:
+                out, _ = child.communicate(timeout=0.1)
+                return child.returncode, out
+            except subprocess.TimeoutExpired:
+                pass
+            state = mgr.state()
+            if state in DEAD_STATES or time.monotonic() > deadline:
+                child.kill()
+                child.communicate()
+                if state in DEAD_STATES:
+                    raise ServiceDied(state)
+                raise subprocess.TimeoutExpired(argv, timeout)
+
+
+def wait_ready(module: AnsibleModule, since: float, mgr: Manager | None = None) -> str:
+    """Run the service's readiness command until it passes; fail with its last words
+    (with ``mgr``: also as soon as the service dies while starting)."""
     p = module.params
     argv = list(p["ready_argv"])
     if since and p["ready_since"]:
@@ -328,16 +379,23 @@ def wait_ready(module: AnsibleModule, since: float) -> str:
     while True:
         left = deadline - time.monotonic()
         try:
-            proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=max(left, 1.0), check=False
-            )
+            rc, out = run_ready(argv, max(left, 1.0), mgr)
+            if rc != 0 and mgr is not None and (state := mgr.state()) in DEAD_STATES:
+                raise ServiceDied(state)  # a check that answers at once: look after it
         except subprocess.TimeoutExpired:
             out = f"{argv[0]} did not answer in {p['ready_wait']:.0f}s"
             break
+        except ServiceDied as died:
+            module.fail_json(
+                msg=f"{p['name']} is {died}, not running, while starting; "
+                f"last lines of its log: {tail(p['log'])}",
+                since=since,
+                state=str(died),
+            )
         except OSError as exc:
             module.fail_json(msg=f"{p['name']}: cannot run {argv[0]}: {exc}")
-        out = (proc.stdout + proc.stderr).strip()
-        if proc.returncode == 0:
+        out = out.strip()
+        if rc == 0:
             return out
         left = deadline - time.monotonic()
         if left <= 0:

@@ -88,6 +88,7 @@ def run_module(
     ready_ok: bool = True,
     ready_wait: float = 20,
     env: dict[str, str] | None = None,
+    python: list[str] | None = None,
 ) -> dict[str, Any]:
     (tmp_path / "svc.py").write_text(SERVICE)
     (tmp_path / "ready.py").write_text(READY if ready_ok else "import sys; sys.exit(3)")
@@ -111,7 +112,7 @@ def run_module(
     argfile = tmp_path / "args.json"
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     proc = subprocess.run(
-        [sys.executable, str(LIBRARY), str(argfile)],
+        [*(python or [sys.executable]), str(LIBRARY), str(argfile)],
         capture_output=True,
         text=True,
         check=False,
@@ -124,6 +125,20 @@ def run_module(
 # Debian's supervisor package, which the node's /usr/bin/python3 (Ansible's interpreter
 # there) imports; this test's interpreter is the venv's
 DIST_SUPERVISOR = Path("/usr/lib/python3/dist-packages/supervisor")
+
+
+def without_supervisor(tmp_path: Path) -> list[str]:
+    """How to run the module with the supervisor package unimportable in its own process
+    only (a node whose python3 lacks it; the supervisorctl it runs keeps its own): a
+    ``supervisor`` without ``xmlrpc`` first on the module's sys.path."""
+    lib = tmp_path / "nosup"
+    (lib / "supervisor").mkdir(parents=True, exist_ok=True)
+    (lib / "supervisor" / "__init__.py").write_text("")
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {str(lib)!r}); sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    return [sys.executable, "-c", code]
 
 
 def via_xmlrpc(tmp_path: Path, supervisorctl: bool) -> dict[str, str]:
@@ -153,16 +168,17 @@ def test_a_restart_hands_the_ready_command_the_moment_between_old_and_new(
     """``xmlrpc``: the node's case (its python3 imports supervisor): the definition goes
     through supervisorctl (update), the status and the restart without any (no PATH)."""
     env = via_xmlrpc(tmp_path, supervisorctl=True) if via == "xmlrpc" else None
-    first = run_module(tmp_path, supervisor, "mode: vxlan\n", env=env)
+    python = None if via == "xmlrpc" else without_supervisor(tmp_path)
+    first = run_module(tmp_path, supervisor, "mode: vxlan\n", env=env, python=python)
     assert first.get("action") == "defined" and first["since"] > 0, first
     assert first["since"] <= times(tmp_path, "start")[0] and "ready=True" in first["ready"]
 
     env = via_xmlrpc(tmp_path, supervisorctl=False) if via == "xmlrpc" else None
-    again = run_module(tmp_path, supervisor, "mode: vxlan\n", env=env)  # nothing changed
+    again = run_module(tmp_path, supervisor, "mode: vxlan\n", env=env, python=python)
     assert (again["action"], again["since"], again["changed"]) == ("", 0.0, False), again
     assert "since=0.000000" in again["ready"]  # the plain check: no --since
 
-    switched = run_module(tmp_path, supervisor, "mode: bgp\n", env=env)
+    switched = run_module(tmp_path, supervisor, "mode: bgp\n", env=env, python=python)
     assert switched["action"] == "restarted", switched
     old_stop, new_start = times(tmp_path, "stop")[-1], times(tmp_path, "start")[-1]
     assert old_stop <= switched["since"] <= new_start, (old_stop, switched, new_start)
@@ -176,3 +192,62 @@ def test_a_service_that_is_not_ready_fails_the_call(tmp_path: Path, supervisor: 
     assert time.monotonic() - t0 >= 2.0  # re-run until the time was up
     control = run_module(tmp_path, supervisor, "mode: vxlan\n")
     assert not control.get("failed"), control
+
+
+CRASHY = """
+import sys, time
+if "crash" in open(sys.argv[1]).read():
+    sys.exit(1)  # dies at once: before startsecs, so supervisord backs off
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("via", ["supervisorctl", "xmlrpc"])
+def test_a_service_that_dies_at_its_restart_fails_the_call_at_once(
+    tmp_path: Path, supervisor: Path, via: str
+) -> None:
+    """A restart that does not wait out startsecs (xmlrpc) still notices a process that
+    dies while starting: it watches the state beside the readiness check, and fails long
+    before the readiness wait is over (as supervisorctl's waiting start does)."""
+    (tmp_path / "svc.py").write_text(CRASHY)
+    config = tmp_path / "svc.yaml"
+    args = {
+        "name": "svc",
+        "manager": "supervisord",
+        "definition_path": str(tmp_path / "conf.d" / "svc.conf"),
+        "definition": (
+            f"[program:svc]\ncommand={sys.executable} {tmp_path}/svc.py {config}\n"
+            "startsecs=1\nstopsignal=TERM\nautostart=true\n"
+        ),
+        "supervisor_conf": str(supervisor),
+        "log": str(tmp_path / "svc.log"),
+        "wait": 20,
+        # ready once the config says ok: never, after the crash
+        "ready_argv": [sys.executable, "-c",
+                       f"import sys; sys.exit(0 if 'ok' in open({str(config)!r}).read() else 1)"],
+        "ready_wait": 60,
+    }  # fmt: skip
+
+    def call(text: str) -> dict[str, Any]:
+        argfile = tmp_path / "args.json"
+        argfile.write_text(
+            json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "files": {str(config): text}}})
+        )
+        env = via_xmlrpc(tmp_path, True) if via == "xmlrpc" else None
+        python = [sys.executable] if via == "xmlrpc" else without_supervisor(tmp_path)
+        proc = subprocess.run([*python, str(LIBRARY), str(argfile)],
+                              capture_output=True, text=True, check=False, env=env)  # fmt: skip
+        return dict(json.loads(proc.stdout))
+
+    first = call("ok\n")  # the control: a service that starts and is ready passes
+    assert not first.get("failed") and first["action"] == "defined", first
+    t0 = time.monotonic()
+    crashed = call("crash\n")
+    took = time.monotonic() - t0
+    assert crashed.get("failed") and crashed.get("action") is None, crashed
+    assert took < 15, f"the call took {took:.1f} s: it waited for readiness, not the state"
+    if via == "xmlrpc":
+        assert "not running, while starting" in crashed["msg"], crashed
+    else:
+        assert "start svc failed" in crashed["msg"], crashed  # its waiting start saw it
