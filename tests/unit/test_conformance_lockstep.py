@@ -271,3 +271,33 @@ def test_the_failover_suite_holds_a_always_and_b_for_its_cut_and_outage() -> Non
     assert roles(fo.test_graceful_delete_of_every_local_backend_loses_no_request) == ("local",)
     assert roles(fo.test_flip_back_spreads_the_return) == ("local",)
     assert roles(fo.test_hard_kill_fails_only_until_readiness_detection) == ("local",)
+
+
+def test_a_test_marked_breaks_and_waits_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_m="import pytest\n\n@pytest.mark.scenario(26)\n@pytest.mark.breaks('local')\n"
+        "@pytest.mark.waits\ndef test_fo(mode):\n    pass\n"
+    )
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", "--entry=host-gw"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_fo*: marked breaks and waits; one of them*"])
+
+
+def test_only_the_node_stop_and_the_switch_share_the_machine_while_they_wait() -> None:
+    """The quiet tests marked ``waits``: 13's node stop (the node grace) and 23 (the switch
+    back); every other quiet scenario's test measures throughout and holds it alone."""
+    import inspect
+
+    from harness.conformance import catalogue
+    from harness.conformance.suites import test_faults, test_modeswitch, test_services, test_slo
+
+    waiting = set()
+    for module in (test_faults, test_modeswitch, test_services, test_slo):
+        for name, test in inspect.getmembers(module, inspect.isfunction):
+            marks = {m.name: m for m in getattr(test, "pytestmark", [])}
+            quiet = "scenario" in marks and catalogue.CATALOGUE[marks["scenario"].args[0]].quiet
+            if quiet and "waits" in marks:
+                waiting.add(name)
+    assert waiting == {"test_stopped_node_leaves_every_service", "test_flows_survive_a_mode_switch"}
