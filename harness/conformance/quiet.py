@@ -22,7 +22,7 @@ switch back to the phase's mode), marked ``waits`` in its suite, holds its run's
 clusters alone throughout and may let the machine be shared for those parts
 (``Holding.shared``): other runs' ordinary checks go on meanwhile, never a quiet one,
 and it takes the machine back alone, through the turnstile, before it measures again.
-Every test of a quiet scenario takes **the quiet turn** (``<lock>.turn``) first, so at
+Every test of a quiet scenario takes **the quiet turn** (``<lock>-turn``) first, so at
 most one quiet test — measuring, breaking or waiting — is under way at a time: none
 starts beside another's shared wait, and nobody but the turn's holder ever asks for the
 machine alone (its re-take cannot deadlock). Locks are taken in one order: the turn,
@@ -112,6 +112,11 @@ def cluster_lock(path: Path, cluster: str) -> Path:
     return path.with_name(f"{path.name}.{cluster}")
 
 
+def turn_lock(path: Path) -> Path:
+    """The quiet turn's lock file (``-turn``: no cluster's name can make it)."""
+    return path.with_name(f"{path.name}-turn")
+
+
 class Holding:
     """What a test holds while it runs (``hold_claim``): the seconds it waited for its locks,
     and the seconds it let the machine be shared (``shared``) and waited to have it back."""
@@ -169,7 +174,7 @@ def hold_claim(path: Path, claim: Claim) -> Iterator[Holding]:
     try:
         waited = 0.0
         if claim.turn:
-            locks.append(_Lock(path.with_name(f"{path.name}.turn")))
+            locks.append(_Lock(turn_lock(path)))
             waited += locks[-1].take(True)
         for cluster in sorted({*claim.shared, *claim.broken}):
             locks.append(_Lock(cluster_lock(path, cluster)))
