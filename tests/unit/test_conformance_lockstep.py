@@ -301,3 +301,22 @@ def test_only_the_node_stop_and_the_switch_share_the_machine_while_they_wait() -
             if quiet and "waits" in marks:
                 waiting.add(name)
     assert waiting == {"test_stopped_node_leaves_every_service", "test_flows_survive_a_mode_switch"}
+
+
+def test_the_node_stop_predicts_the_verdict_from_the_victims_last_heartbeat() -> None:
+    """13's node stop shares the machine until RETAKE_LEAD_S before the verdict: the
+    stopped node's last heartbeat (its record's) + the grace, from now."""
+    from types import SimpleNamespace
+
+    from harness.api.objects import NodeRecord
+    from harness.conformance.suites.test_services import _verdict_in_s
+
+    now = 1_000_000.0
+    records = [NodeRecord(name="c2-w2", heartbeat=now - 1.0),
+               NodeRecord(name="c2-w1", heartbeat="1970-01-12T13:46:28Z")]  # fmt: skip
+    client = SimpleNamespace(nodes=lambda: records, clock=lambda: now)
+    lab = SimpleNamespace(client=lambda: client)
+    assert _verdict_in_s(lab, "c2-w2", 40.0) == 39.0  # type: ignore[arg-type]
+    # 1970-01-12T13:46:28Z is epoch 999,988: 12 s ago
+    assert _verdict_in_s(lab, "c2-w1", 40.0) == 28.0  # type: ignore[arg-type]
+    assert _verdict_in_s(lab, "c2-cp", 40.0) is None  # type: ignore[arg-type]
