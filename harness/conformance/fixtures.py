@@ -9,6 +9,9 @@
 - ``echo_pods``: one set of echo pods per matrix entry, shared by the suites.
 - ``pod_factory``: echo pods on chosen nodes, deleted after the test.
 - ``record``: measurements tagged with the test's mode and scenario.
+- ``quiet_lock``: what the test holds of the quiet lock (``quiet.Holding``): a test
+  marked ``waits`` lets the machine be shared while it only waits
+  (``with quiet_lock.shared(): …``); without ``--quiet-lock`` that changes nothing.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.conformance import fallbacks, labctl, paths, remote
+from harness.conformance import fallbacks, labctl, paths, quiet, remote
 from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import Pod, PodFactory
 from harness.conformance.run import Recorder, Run, process_age_s
 
 RUN_KEY = pytest.StashKey[Run]()
+HOLDING = pytest.StashKey[quiet.Holding]()  # set by the plugin around each scenario test
 
 
 def get_run(config: pytest.Config) -> Run:
@@ -208,3 +212,9 @@ def record(request: pytest.FixtureRequest, podlab_run: Run) -> Recorder:
     scenario = int(marker.args[0]) if marker else None
     mode = request.getfixturevalue("mode") if "mode" in request.fixturenames else "none"
     return Recorder(podlab_run, str(mode), scenario, request.node.originalname)
+
+
+@pytest.fixture
+def quiet_lock(request: pytest.FixtureRequest) -> quiet.Holding:
+    """What the test holds of the quiet lock; a bare ``Holding`` (no lock) without one."""
+    return request.node.stash.get(HOLDING, None) or quiet.Holding()

@@ -34,6 +34,7 @@ from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin 
     nodes,
     pod_factory,
     podlab_run,
+    quiet_lock,
     record,
     thorough,
 )
@@ -48,6 +49,7 @@ _SPENT = pytest.StashKey[float]()  # seconds a test took so far (setup, call)
 _QUIET = pytest.StashKey[bool]()  # the test's scenario is a quiet one (catalogue)
 _OUTCOME = pytest.StashKey[tuple[Outcome, str]]()
 _BREAKS = pytest.StashKey[tuple[str, ...] | None]()  # the test's ``breaks`` marker's roles
+_WAITS = pytest.StashKey[bool]()  # the test is marked ``waits``
 # the lab's clusters and its mesh's (in the mesh's order), for the quiet lock's claims
 _CLUSTERS = pytest.StashKey[tuple[tuple[str, ...], tuple[str, ...]]]()
 
@@ -104,6 +106,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "(local, remote) or times their agents, but measures nothing a busy neighbour "
         "distorts at its goals: it holds them alone and the machine shared "
         "(harness/conformance/quiet.py)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "waits: a quiet scenario's test with parts that only wait on a timer or an event "
+        "whose deadline dwarfs what load adds: it holds its clusters alone and may let the "
+        "machine be shared for those parts (the quiet_lock fixture's shared(); "
+        "harness/conformance/quiet.py)",
     )
     opts = Options(
         lab=config.getoption("--lab"),
@@ -290,6 +299,9 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         marked.append((item, dec))
         item.stash[_QUIET] = dec.scenario.quiet
         item.stash[_BREAKS] = _breaks(item)
+        item.stash[_WAITS] = item.get_closest_marker("waits") is not None
+        if item.stash[_WAITS] and item.stash[_BREAKS] is not None:
+            raise pytest.UsageError(f"{item.nodeid}: marked breaks and waits; one of them")
     if not marked or run.matrix is None:
         return
     plan = _lab_plan(run)
@@ -437,7 +449,8 @@ def _running_entry(run: Run) -> ModeSpec | None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Generator[None, Any, None]:
     """With ``--quiet-lock``: a scenario test runs holding the lock, alone if it is quiet,
-    and the clusters it touches (shared) or breaks (alone): quiet.claim."""
+    and the clusters it touches (shared) or breaks (alone): quiet.claim. Its ``Holding``
+    goes to the item (the ``quiet_lock`` fixture, the check's labels)."""
     run = get_run(item.config)
     lock = run.options.quiet_lock
     if lock is None or item.get_closest_marker("scenario") is None:
@@ -448,10 +461,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Generator[None,
     clusters, mesh = item.config.stash.get(_CLUSTERS, ((), ()))
     claim = quiet.claim(
         item.stash.get(_QUIET, False), item.stash.get(_BREAKS, None), run.options.cluster,
-        clusters, mesh,
+        clusters, mesh, waits=item.stash.get(_WAITS, False),
     )  # fmt: skip
-    with quiet.hold_claim(lock, claim) as waited:
-        run.waited_s += waited
+    with quiet.hold_claim(lock, claim) as holding:
+        run.waited_s += holding.waited_s
+        item.stash[fixtures.HOLDING] = holding  # a re-take's wait is the check's own time
         yield
 
 
@@ -476,9 +490,10 @@ def pytest_runtest_makereport(
         state, message = item.stash.get(_OUTCOME, ("failed", "the test did not run"))
         if report.failed and state != "failed":
             state, message = "failed", f"teardown: {_message(report)}"
+        holding = item.stash.get(fixtures.HOLDING, None)
         run.check(
             int(marker.args[0]), _check_name(item), _item_mode(item), state, message,
-            item.stash[_SPENT],
+            item.stash[_SPENT], holding.labels() if holding else None,
         )  # fmt: skip
 
 

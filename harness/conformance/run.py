@@ -124,9 +124,12 @@ class Run:
             self.mode_seconds[key] = self.mode_seconds.get(key, 0.0) + elapsed
 
     def check(
-        self, scenario: int, name: str, mode: str, outcome: Outcome, message: str, duration: float
-    ) -> None:
+        self, scenario: int, name: str, mode: str, outcome: Outcome, message: str, duration: float,
+        extra: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Record a check; ``extra``: more labels (how it held the quiet lock's machine)."""
         labels = {"cluster": self.options.cluster} if self.options.cluster else {}
+        labels.update(extra or {})
         self.get_writer().check(
             scenario, name, mode=mode, outcome=outcome, message=message[:2000],
             duration_s=max(0.0, duration), labels=labels,

@@ -271,3 +271,52 @@ def test_the_failover_suite_holds_a_always_and_b_for_its_cut_and_outage() -> Non
     assert roles(fo.test_graceful_delete_of_every_local_backend_loses_no_request) == ("local",)
     assert roles(fo.test_flip_back_spreads_the_return) == ("local",)
     assert roles(fo.test_hard_kill_fails_only_until_readiness_detection) == ("local",)
+
+
+def test_a_test_marked_breaks_and_waits_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_m="import pytest\n\n@pytest.mark.scenario(26)\n@pytest.mark.breaks('local')\n"
+        "@pytest.mark.waits\ndef test_fo(mode):\n    pass\n"
+    )
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", "--entry=host-gw"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_fo*: marked breaks and waits; one of them*"])
+
+
+def test_only_the_node_stop_and_the_switch_share_the_machine_while_they_wait() -> None:
+    """The quiet tests marked ``waits``: 13's node stop (the node grace) and 23 (the switch
+    back); every other quiet scenario's test measures throughout and holds it alone."""
+    import inspect
+
+    from harness.conformance import catalogue
+    from harness.conformance.suites import test_faults, test_modeswitch, test_services, test_slo
+
+    waiting = set()
+    for module in (test_faults, test_modeswitch, test_services, test_slo):
+        for name, test in inspect.getmembers(module, inspect.isfunction):
+            marks = {m.name: m for m in getattr(test, "pytestmark", [])}
+            quiet = "scenario" in marks and catalogue.CATALOGUE[marks["scenario"].args[0]].quiet
+            if quiet and "waits" in marks:
+                waiting.add(name)
+    assert waiting == {"test_stopped_node_leaves_every_service", "test_flows_survive_a_mode_switch"}
+
+
+def test_the_node_stop_predicts_the_verdict_from_the_victims_last_heartbeat() -> None:
+    """13's node stop shares the machine until RETAKE_LEAD_S before the verdict: the
+    stopped node's last heartbeat (its record's) + the grace, from now."""
+    from types import SimpleNamespace
+
+    from harness.api.objects import NodeRecord
+    from harness.conformance.suites.test_services import _verdict_in_s
+
+    now = 1_000_000.0
+    records = [NodeRecord(name="c2-w2", heartbeat=now - 1.0),
+               NodeRecord(name="c2-w1", heartbeat="1970-01-12T13:46:28Z")]  # fmt: skip
+    client = SimpleNamespace(nodes=lambda: records, clock=lambda: now)
+    lab = SimpleNamespace(client=lambda: client)
+    assert _verdict_in_s(lab, "c2-w2", 40.0) == 39.0  # type: ignore[arg-type]
+    # 1970-01-12T13:46:28Z is epoch 999,988: 12 s ago
+    assert _verdict_in_s(lab, "c2-w1", 40.0) == 28.0  # type: ignore[arg-type]
+    assert _verdict_in_s(lab, "c2-cp", 40.0) is None  # type: ignore[arg-type]

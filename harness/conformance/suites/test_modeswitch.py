@@ -6,7 +6,11 @@ lab is re-deployed with the next mode — the deploy the matrix would do anyway,
 so the switch costs no extra deploy. In a lockstep run (``--entry``: the lab's
 clusters run one entry together, ADR 0018) the next mode is the next phase's,
 and the cluster is switched back afterwards, since the other cluster and the
-mesh checks stay in this phase's mode (the test holds the quiet lock alone).
+mesh checks stay in this phase's mode. With a quiet lock the test holds its cluster
+alone throughout and the machine alone while it measures (the switch under flows);
+the switch back judges nothing (it restores the phase), so it lets the machine be
+shared (``waits``): the other cluster's ordinary checks go on beside it, never a quiet
+one, nor any check of this cluster (harness/conformance/quiet.py).
 Recorded: requests answered before and after, the interruption window of each
 flow, and a timeline. The flows must
 work again after the switch; how long they stopped is a measurement.
@@ -26,6 +30,7 @@ from harness.conformance.catalogue import not_applicable
 from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod
+from harness.conformance.quiet import Holding
 from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder, Run
 from harness.probes import echo
@@ -52,6 +57,7 @@ def _next_mode(run: Run, mode: str) -> str | None:
 
 
 @pytest.mark.scenario(23)
+@pytest.mark.waits  # for the switch back
 def test_flows_survive_a_mode_switch(
     lab: Lab,
     mode: str,
@@ -59,6 +65,7 @@ def test_flows_survive_a_mode_switch(
     podlab_run: Run,
     record: Recorder,
     nodes: dict[str, Node],
+    quiet_lock: Holding,
 ) -> None:
     target = _next_mode(podlab_run, mode)
     if target is None:
@@ -68,10 +75,12 @@ def test_flows_survive_a_mode_switch(
     finally:
         if podlab_run.options.entry is not None:  # lockstep: leave the cluster in its phase
             here = ModeSpec.parse(mode)
-            back_s = labctl.deploy(lab, here, switch=True)
-            labctl.wait_nodes_ready(lab, here)
-            labctl.wait_pod_routes(lab, nodes)
-            record("mode_switch_back_deploy_s", back_s, "s", labels={"to": mode})
+            with quiet_lock.shared():  # nothing judged: the cluster (held alone) goes back
+                back_s = labctl.deploy(lab, here, switch=True)
+                labctl.wait_nodes_ready(lab, here)
+                labctl.wait_pod_routes(lab, nodes)
+            held = {"machine": "shared"} if quiet_lock.claim is not None else {}
+            record("mode_switch_back_deploy_s", back_s, "s", labels={"to": mode, **held})
 
 
 def _switch_under_flows(
