@@ -247,15 +247,20 @@ def test_a_lockstep_run_takes_its_quiet_only_suites_after_the_others_before_hygi
 def test_a_breaks_marker_naming_no_role_of_the_mesh_is_a_usage_error(
     pytester: pytest.Pytester,
 ) -> None:
-    pytester.makepyfile(
-        test_m="import pytest\n\n@pytest.mark.scenario(26)\n@pytest.mark.breaks('far')\n"
-        "def test_fo(mode):\n    pass\n"
-    )
-    result = pytester.runpytest_inprocess(
-        *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", "--entry=host-gw"
-    )
+    result = _collect_marked(pytester, "@pytest.mark.breaks('far')")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_fo*breaks(far): name roles of the mesh (local, remote)*"])
+
+
+def _collect_marked(pytester: pytest.Pytester, marks: str) -> pytest.RunResult:
+    """Collect, in a lockstep entry of two-clusters, one scenario-26 test with ``marks``."""
+    pytester.makepyfile(
+        test_m=f"import pytest\n\n@pytest.mark.scenario(26)\n{marks}\n"
+        "def test_fo(mode):\n    pass\n"
+    )
+    return pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", "--entry=host-gw"
+    )
 
 
 def test_the_failover_suite_holds_a_always_and_b_for_its_cut_and_outage() -> None:
@@ -274,13 +279,7 @@ def test_the_failover_suite_holds_a_always_and_b_for_its_cut_and_outage() -> Non
 
 
 def test_a_test_marked_breaks_and_waits_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_m="import pytest\n\n@pytest.mark.scenario(26)\n@pytest.mark.breaks('local')\n"
-        "@pytest.mark.waits\ndef test_fo(mode):\n    pass\n"
-    )
-    result = pytester.runpytest_inprocess(
-        *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", "--entry=host-gw"
-    )
+    result = _collect_marked(pytester, "@pytest.mark.breaks('local')\n@pytest.mark.waits")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_fo*: marked breaks and waits; one of them*"])
 
