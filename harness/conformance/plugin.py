@@ -213,11 +213,19 @@ MODULE_ORDER = {
     "test_slo": 4, "test_hygiene": 8, "test_faults": 9, "test_bgp": 9, "test_modeswitch": 10,
     "test_mesh_failover": 9,  # cuts links and stops an etcd: after hygiene
 }  # fmt: skip
-# One phase of a lockstep run (--entry): the suites whose every check is quiet (they run
-# alone, whatever the order) go after the others, still before hygiene and the faults, so
-# that the three runs of a phase do their ordinary checks at once at its start and the
-# quiet ones take turns after (docs/adr/0018-mesh-in-the-default-run.md).
-LOCKSTEP_ORDER = {**MODULE_ORDER, "test_latency": 6, "test_throughput": 6, "test_slo": 7}
+# One phase of a lockstep run (--entry): the suites whose every check is ordinary first,
+# then the two that mix ordinary and quiet checks (13 among the services, 18 among the
+# policies), then those whose every check is quiet, still before hygiene and the faults.
+# So the three runs of a phase do their ordinary checks at once at its start, and no
+# quiet check takes its turn while another run still has ordinary ones to overlap: the
+# quiet ones then take turns back to back (docs/adr/0018-mesh-in-the-default-run.md,
+# amendment 5; bench/bench_lockstep_order.py replays a phase under either order). A
+# suite keeps its tests together (module fixtures) and in its file's order.
+LOCKSTEP_ORDER = {
+    **MODULE_ORDER, "test_policy": 6, "test_services": 6, "test_latency": 7,
+    "test_throughput": 7, "test_slo": 8, "test_hygiene": 9, "test_faults": 10, "test_bgp": 10,
+    "test_mesh_failover": 10, "test_modeswitch": 11,
+}  # fmt: skip
 
 
 @pytest.hookimpl(trylast=True)

@@ -244,6 +244,34 @@ def test_a_lockstep_run_takes_its_quiet_only_suites_after_the_others_before_hygi
     assert alone == ["test_lat[host-gw]", "test_svc[host-gw]", "test_hyg[host-gw]"]
 
 
+def _suite(name: str, scenario: int) -> str:
+    return f"import pytest\n\n@pytest.mark.scenario({scenario})\ndef test_{name}(mode):\n    pass\n"
+
+
+def test_a_lockstep_run_takes_the_suites_mixing_quiet_checks_after_the_ordinary_only_ones(
+    pytester: pytest.Pytester,
+) -> None:
+    """Ordinary-only suites, then those mixing ordinary and quiet checks (services, policy),
+    then the quiet-only ones, hygiene before the faults, the switch last
+    (docs/adr/0018-mesh-in-the-default-run.md, amendment 5)."""
+    pytester.makepyfile(
+        test_workloads=_suite("wl", 1), test_services=_suite("svc", 7),
+        test_policy=_suite("pol", 17), test_throughput=_suite("tput", 28),
+        test_slo=_suite("slo", 5), test_hygiene=_suite("hyg", 30), test_faults=_suite("flt", 6),
+        test_modeswitch=_suite("sw", 2), test_dns=_suite("dns", 15),
+    )  # fmt: skip
+    lockstep = _order(pytester, "--entry=host-gw", "--scope=cluster", "--cluster=c1")
+    assert [n.removesuffix("[host-gw]") for n in lockstep] == [
+        "test_dns", "test_wl", "test_pol", "test_svc", "test_tput", "test_slo", "test_hyg",
+        "test_flt", "test_sw",
+    ]  # fmt: skip
+    alone = _order(pytester, "--mode=host-gw")  # a run of its own keeps MODULE_ORDER
+    assert [n.removesuffix("[host-gw]") for n in alone] == [
+        "test_tput", "test_slo", "test_dns", "test_pol", "test_svc", "test_wl", "test_hyg",
+        "test_flt", "test_sw",
+    ]  # fmt: skip
+
+
 def test_a_breaks_marker_naming_no_role_of_the_mesh_is_a_usage_error(
     pytester: pytest.Pytester,
 ) -> None:
