@@ -85,6 +85,8 @@ from harness.plan.build import load_plan
 print(int(lockstep(LabShape.of(load_plan(sys.argv[1])))))' "$TOPO" 2>/dev/null || echo 0)
 if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
   read -r -a phases <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries --phases)"
+  # per phase 1 if a whole-lab (mesh) scenario runs in it, else 0: no mesh run is started
+  read -r -a meshes <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries --phases --mesh --topology "$TOPO")"
   LAST_MODE=${phases[$((${#phases[@]} - 1))]}
 fi
 
@@ -120,7 +122,16 @@ run_bg() {
   [ "$interrupted" = 0 ] || kill -TERM "$!" 2>/dev/null
   wait_pid "$!"
 }
+# Lockstep: each role (a cluster's share, the mesh) keeps its ssh masters from phase
+# to phase (podlab test --ssh-keep ROLE); they are stopped here, before the lab goes
+# down or is kept, whatever ended the run (remote.close_kept).
+close_kept() {
+  if [ -n "$LAB_DIR" ] && [ "${KEPT:-0}" = 1 ]; then
+    $PYTHON -m harness.conformance.remote close-kept "$LAB_DIR" || rc=1
+  fi
+}
 teardown() {
+  close_kept
   if [ "$KEEP" = "1" ]; then
     echo "conformance: KEEP=1, lab $LAB left up (podlab down $LAB removes it)"
     return
@@ -185,16 +196,23 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
     step "phase $((i + 1))/${#phases[@]}: $e — in-cluster checks dealt between ${clusters[*]}, mesh checks beside them"
     t=$(now)
     pids=()
+    KEPT=1
+    # a phase whose mesh run would only record its scenarios as not selected / not
+    # applicable starts none: the first cluster's run records them (--lab-decisions)
+    idle=(); [ "${meshes[$i]:-1}" = 0 ] && idle=(--lab-decisions)
     for k in $(seq 1 "$n"); do
       c=${clusters[$((k - 1))]}
+      [ "$k" = 1 ] || idle=()
       # each line prefixed with its cluster; $! is podlab's own pid (its status counts)
       $PODLAB test "${common[@]}" --entry "$e" --scope cluster --cluster "$c" --deal "$k/$n" \
-        "${lock[@]}" -q > >(sed -u "s/^/[$c $e] /") 2>&1 &
+        "${idle[@]}" --ssh-keep "$c" "${lock[@]}" -q > >(sed -u "s/^/[$c $e] /") 2>&1 &
       pids+=($!)
     done
-    $PODLAB test "${common[@]}" --entry "$e" --scope lab "${lock[@]}" -q \
-      > >(sed -u "s/^/[mesh $e] /") 2>&1 &
-    pids+=($!)
+    if [ "${meshes[$i]:-1}" != 0 ]; then
+      $PODLAB test "${common[@]}" --entry "$e" --scope lab --ssh-keep mesh "${lock[@]}" -q \
+        > >(sed -u "s/^/[mesh $e] /") 2>&1 &
+      pids+=($!)
+    fi
     # a signal between the phase's check and its starts: stop what it missed
     [ "$interrupted" = 0 ] || kill -TERM "${pids[@]}" 2>/dev/null
     # the barrier: the next switch waits for every run of this phase (5: nothing ran)

@@ -67,6 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="only per-cluster scenarios, or only those needing the whole lab",
     )
     p.add_argument(
+        "--ssh-keep",
+        metavar="ROLE",
+        help="lockstep: keep this role's ssh masters for its next phase",
+    )
+    p.add_argument(
+        "--lab-decisions",
+        action="store_true",
+        help="lockstep, with --scope cluster: also record the entry's whole-lab scenarios "
+        "(none runs in it)",
+    )
+    p.add_argument(
         "--quiet-lock",
         metavar="FILE",
         help="take turns with other runs: quiet checks hold this lock alone",
@@ -122,6 +133,10 @@ def pytest_argv(args: argparse.Namespace, stamp: str | None = None) -> list[str]
         argv.append(f"--deal={args.deal}")
     if args.quiet_lock:
         argv.append(f"--quiet-lock={args.quiet_lock}")
+    if getattr(args, "ssh_keep", None):
+        argv.append(f"--ssh-keep={args.ssh_keep}")
+    if getattr(args, "lab_decisions", False):
+        argv.append("--lab-decisions")
     if args.keep_lab:
         argv.append("--keep-lab")
     if args.thorough:

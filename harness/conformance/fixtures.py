@@ -142,14 +142,20 @@ def mode(
 
 @pytest.fixture(scope="session")
 def nodes(lab: Lab, podlab_run: Run) -> Iterator[dict[str, remote.Node]]:
-    """Every lab node (cluster members, routers, outside hosts) by name."""
+    """Every lab node (cluster members, routers, outside hosts) by name.
+
+    With ``--ssh-keep ROLE`` (a lockstep phase) the ssh masters are the role's, kept
+    for its next phase: the session does not close them (scripts/conformance.sh does,
+    at the end of the run)."""
     entered = time.monotonic()
-    out = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir)  # at once, with netcheck
+    keep = podlab_run.options.ssh_keep
+    out = remote.connect_lab(lab.plan, lab.ssh_config, lab.lab_dir, keep=keep)  # at once
     podlab_run.get_writer().timing("connect", time.monotonic() - entered)
     podlab_run.unbilled_s += time.monotonic() - entered
     yield out
-    for node in out.values():
-        node.close()
+    if keep is None:
+        for node in out.values():
+            node.close()
 
 
 @pytest.fixture

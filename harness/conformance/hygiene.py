@@ -2,7 +2,8 @@
 
 Looks for the lab's named network namespaces, its root-namespace links (the
 management bridge and veths carry the lab's tag), processes still running from
-its directory (sshd, agents, etcd, pod commands) and the directory itself.
+its directory (sshd, agents, etcd, pod commands, ssh masters), the directory
+itself and its ssh control directories under the tmp fallback.
 Read-only: it reports, it never removes.
 """
 
@@ -24,6 +25,7 @@ def leftovers(name: str, lab_dir: Path) -> list[str]:
     found = [f"netns {n}" for n in _netns(name)]
     found += [f"link {n}" for n in _links(name)]
     found += [f"process {pid} ({cmd})" for pid, cmd in _processes(str(lab_dir))]
+    found += [f"ssh control directory {d}" for d in _control_dirs(lab_dir)]
     if lab_dir.exists():
         found.append(f"lab directory {lab_dir}")
     return found
@@ -90,6 +92,15 @@ def _links(lab: str) -> list[str]:
     with IPRoute() as ipr:
         names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
     return sorted(n for n in names if n and (n == naming.mgmt_bridge(lab) or f"pl{tag}" in n))
+
+
+def _control_dirs(lab_dir: Path) -> list[Path]:
+    """ssh master directories of the lab outside it: the tmp fallback of a deep checkout
+    (remote.control_dir), which ``down`` does not remove with the lab directory."""
+    from harness.conformance.remote import fallback_prefix
+
+    prefix = fallback_prefix(lab_dir)
+    return sorted(prefix.parent.glob(f"{prefix.name}*"))
 
 
 def _processes(lab_dir: str) -> list[tuple[int, str]]:

@@ -257,7 +257,7 @@ def deal_seconds(matrix: Matrix, lab: LabShape | None, entry: ModeSpec, share: S
 def lockstep_lines(matrix: Matrix, lab: LabShape, clusters: Sequence[str]) -> list[str]:
     """The lockstep plan printed before a run: per phase, what each cluster runs (the
     scenarios that run in it there, with estimated seconds) and which mesh scenarios run."""
-    from harness.conformance.catalogue import CATALOGUE, declare
+    from harness.conformance.catalogue import declare
 
     lines = [
         f"lockstep: {len(matrix.entries)} phases, each one whole-lab switch, then its checks "
@@ -270,12 +270,20 @@ def lockstep_lines(matrix: Matrix, lab: LabShape, clusters: Sequence[str]) -> li
             runs = [n for n in share if decide(declare(n), entry, matrix, lab).state == "run"]
             secs = deal_seconds(matrix, lab, entry, share)
             cells.append(f"{cluster} {_numbers(runs)} (~{secs:.0f} s)")
-        mesh = [
-            n for n, s in CATALOGUE.items()
-            if s.scope == "lab" and decide(declare(n), entry, matrix, lab).state == "run"
-        ]  # fmt: skip
+        mesh = mesh_runs(matrix, lab, entry)
         lines.append(f"  {i}. {entry!s:<24} {'; '.join(cells)}; mesh {_numbers(mesh)}")
     return lines
+
+
+def mesh_runs(matrix: Matrix, lab: LabShape, entry: ModeSpec) -> list[int]:
+    """The whole-lab (mesh) scenarios that run in ``entry`` of a lockstep run; none: the
+    phase starts no mesh run, its first cluster run records their decisions instead."""
+    from harness.conformance.catalogue import CATALOGUE, declare
+
+    return [
+        n for n, s in CATALOGUE.items()
+        if s.scope == "lab" and decide(declare(n), entry, matrix, lab).state == "run"
+    ]  # fmt: skip
 
 
 def _numbers(numbers: Sequence[int]) -> str:
@@ -317,6 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--phases", action="store_true", help="with --entries: in the lockstep run's phase order"
     )
+    p.add_argument(
+        "--mesh",
+        action="store_true",
+        help="with --phases and --topology: per phase 1 if its mesh run has a scenario "
+        "to run, else 0",
+    )
     args = p.parse_args(argv)
     try:
         m = preset(args.matrix, args.mode)
@@ -324,6 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.topology:
             lines += lab_lines(m, args.topology)
         entries = phases(m) if args.phases else m.entries
+        if args.mesh and args.topology:
+            from harness.plan.build import load_plan
+
+            lab = LabShape.of(load_plan(args.topology))
+            print(" ".join(str(int(bool(mesh_runs(m, lab, e)))) for e in entries))
+            return 0
     except UserError as exc:
         print(f"podlab: {exc}")
         return 2

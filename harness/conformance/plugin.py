@@ -16,6 +16,7 @@ run is unaffected by it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--deal", metavar="K/N",
                 help="lockstep: only the K-th of N shares of the entry's cluster-scope "
                 "scenarios, dealt by measured seconds (matrix.deal)")  # fmt: skip
+    g.addoption("--ssh-keep", metavar="ROLE",
+                help="lockstep: keep the ssh masters in this role's directory of the lab "
+                "for its next phase (closed by scripts/conformance.sh at the end)")  # fmt: skip
+    g.addoption("--lab-decisions", action="store_true",
+                help="lockstep, with --scope cluster: also record the entry's whole-lab "
+                "scenarios, none of which runs in it (no mesh run is started)")  # fmt: skip
     g.addoption("--quiet-lock", metavar="FILE", type=Path,
                 help="take turns with other runs on this lock: quiet checks (throughput, "
                 "latency, SLOs) hold it alone, the others shared")  # fmt: skip
@@ -125,6 +132,8 @@ def pytest_configure(config: pytest.Config) -> None:
         deal=_part(config.getoption("--deal"), "--deal"),
         scope=config.getoption("--scope"),
         quiet_lock=config.getoption("--quiet-lock"),
+        ssh_keep=_role(config.getoption("--ssh-keep")),
+        lab_decisions=bool(config.getoption("--lab-decisions")),
         results=config.getoption("--results"),
         keep_lab=bool(config.getoption("--keep-lab")),
         thorough=bool(config.getoption("--thorough")),
@@ -139,6 +148,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except PodlabError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[RUN_KEY] = run
+
+
+def _role(text: str | None) -> str | None:
+    """``--ssh-keep``'s role: a short name (a directory of the lab), else a usage error."""
+    if text is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,15}", text):
+        raise pytest.UsageError(f"--ssh-keep {text!r}: name the role in a-z, 0-9 and '-' "
+                                "(at most 16 characters), e.g. --ssh-keep c1")  # fmt: skip
+    return text
 
 
 def _part(text: str | None, option: str = "--part") -> tuple[int, int] | None:
@@ -219,7 +236,7 @@ MODULE_ORDER = {
 # So the three runs of a phase do their ordinary checks at once at its start, and no
 # quiet check takes its turn while another run still has ordinary ones to overlap: the
 # quiet ones then take turns back to back (docs/adr/0018-mesh-in-the-default-run.md,
-# amendment 5; bench/bench_lockstep_order.py replays a phase under either order). A
+# amendment 6; bench/bench_lockstep_order.py replays a phase under either order). A
 # suite keeps its tests together (module fixtures) and in its file's order.
 LOCKSTEP_ORDER = {
     **MODULE_ORDER, "test_policy": 6, "test_services": 6, "test_latency": 7,
@@ -331,12 +348,18 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     run.get_writer().set_plan(coverage.results_plan(run.matrix, planned, mine, where))
     dropped, elsewhere = [], []
     scope = run.options.scope
+    also = _also_recorded(run)
     for (item, _), p in zip(marked, planned, strict=True):
-        dealt_away = (share is not None and p.declared.scenario.scope == "cluster"
-                      and p.declared.scenario.number not in share)  # fmt: skip
-        if p.entry not in mine or (scope and p.declared.scenario.scope != scope) or dealt_away:
+        s = p.declared.scenario
+        dealt_away = share is not None and s.scope == "cluster" and s.number not in share
+        if p.entry not in mine or (scope and s.scope not in (scope, also)) or dealt_away:
             elsewhere.append(item)  # another run (part, share or scope) decides and records it
             continue
+        if p.decision.state == "run" and s.scope == also:
+            raise pytest.UsageError(
+                f"--lab-decisions: scenario {s.number} ({p.test}) runs in {p.entry}; "
+                "start the whole-lab run (--scope lab) for this entry instead"
+            )
         if p.decision.state == "run":
             continue
         dropped.append(item)
@@ -355,8 +378,9 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         k, n = run.options.deal or (1, 1)
         on = f" on cluster {run.options.cluster}" if run.options.cluster else " on the whole lab"
         run_n = sum(1 for p in planned if p.entry in mine and p.decision.state == "run")
+        mesh = "; the whole-lab scenarios' decisions recorded here (none runs)" if also else ""
         fixtures.say(config, f"lockstep {mine[0]}, share {k}/{n}{on}: {what} "
-                     f"({len(items)} of the entry's {run_n} test runs here)")  # fmt: skip
+                     f"({len(items)} of the entry's {run_n} test runs here){mesh}")  # fmt: skip
         return
     lines = describe(run.matrix, coverage.heavy_cover(run.matrix))
     if run.options.part:
@@ -365,6 +389,16 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
         lines.append(f"part {k}/{n}{where}: {', '.join(map(str, mine))}")
     lines += coverage.lab_scope_lines(planned, run.matrix)
     fixtures.say(config, "\n".join(lines + coverage.summary_lines(planned)))
+
+
+def _also_recorded(run: Run) -> str | None:
+    """With ``--lab-decisions``: "lab", the scope whose decisions this cluster run records
+    besides its own (a lockstep phase that starts no mesh run); a usage error elsewhere."""
+    if not run.options.lab_decisions:
+        return None
+    if run.options.scope != "cluster" or run.options.entry is None:
+        raise pytest.UsageError("--lab-decisions goes with --scope cluster and --entry MODE")
+    return "lab"
 
 
 def _breaks(item: pytest.Item) -> tuple[str, ...] | None:

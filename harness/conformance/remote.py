@@ -8,6 +8,10 @@ lockstep phase runs three ``podlab test`` sessions on the same nodes at once,
 and the first to finish closed (``ssh -O exit``) the masters the others were
 still running commands over — ssh then exits 255 with no message ("Control
 master terminated unexpectedly" is logged at debug level only).
+A lockstep run keeps each role's masters (c1, c2, mesh) from phase to phase
+instead (``connect_lab(keep=ROLE)``: ``tcm/keep-<role>``, never closed by the
+session; ``close_kept`` stops them once the run is over), so only its first
+phase pays the handshakes.
 testinfra has no timeouts of its own, so every remote command is wrapped in
 coreutils ``timeout``: a hung probe fails its test instead of the run.
 """
@@ -33,6 +37,16 @@ from harness.probes import echo
 from harness.probes import netcheck as netcheck_module
 
 CONTROL_PERSIST_S = 30
+#: A kept master (lockstep) outlives its session: the rest of the phase (up to a few
+#: hundred seconds after a short share), the switch and the next session's start-up.
+#: ``close_kept`` ends it at the end of the run; the lab's ``down`` would anyway.
+KEPT_PERSIST_S = 1800
+#: A kept master lives long; should its connection wedge (a node gone without a
+#: reset), keepalives end it within 30 s and the next session makes a new one,
+#: instead of commands hanging on it.
+KEPT_SSH_OPTIONS = "-o ServerAliveInterval=10 -o ServerAliveCountMax=3"
+#: The prefix of a kept role's control directory (``tcm/keep-c1``).
+KEEP_PREFIX = "keep-"
 #: How long ``Node.close`` gives a master that was told to exit to remove its socket.
 MASTER_EXIT_WAIT_S = 2.0
 
@@ -125,8 +139,11 @@ class Node:
         It is one standard-library module, copied over ssh into the node's ``/run``
         and run with the node's own ``python3``.
         """
-        if self.run(["test", "-x", echo.NODE_PYTHON], timeout_s=10).returncode == 0:
-            return
+        if self.run(["test", "-x", echo.NODE_PYTHON], timeout_s=10).returncode != 0:
+            self.install_netcheck()
+
+    def install_netcheck(self) -> None:
+        """Copy the standalone netcheck into the node's ``/run`` and use it from now on."""
         source = Path(netcheck_module.__file__).read_text()
         remote = shlex.join(["sh", "-c", f"cat > {echo.STANDALONE_PATH}"])
         run(["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.control_path}",
@@ -140,25 +157,32 @@ class Node:
         directory (``control_dir``), so another session's commands on the node
         keep theirs.
         """
-        with contextlib.suppress(ToolError):
-            run(["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.control_path}",
-                 "-O", "exit", self.name], timeout=10, check=False)  # fmt: skip
-        # ``-O exit`` returns once the master has the request; the master unlinks its
-        # socket as it exits, a moment later (a clean-clone CI run found the directory
-        # still holding it). Wait for that, then take a socket left by a master that
-        # died earlier, so the last node out can remove the empty directory.
-        sock = Path(self.control_path)
-        deadline = time.monotonic() + MASTER_EXIT_WAIT_S
-        while sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with contextlib.suppress(OSError):
-            sock.unlink()
-        with contextlib.suppress(OSError):
-            sock.parent.rmdir()
+        stop_master(self.ssh_config, self.control_path, self.name)
 
 
-def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
-    """A testinfra host for ``plan``'s node, multiplexed over one ssh master."""
+def stop_master(ssh_config: Path, control_path: str, host: str) -> None:
+    """``ssh -O exit`` the master at ``control_path``, then remove its socket and, once
+    empty, its directory."""
+    with contextlib.suppress(ToolError):
+        run(["ssh", "-F", str(ssh_config), "-o", f"ControlPath={control_path}",
+             "-O", "exit", host], timeout=10, check=False)  # fmt: skip
+    # ``-O exit`` returns once the master has the request; the master unlinks its
+    # socket as it exits, a moment later (a clean-clone CI run found the directory
+    # still holding it). Wait for that, then take a socket left by a master that
+    # died earlier, so the last node out can remove the empty directory.
+    sock = Path(control_path)
+    deadline = time.monotonic() + MASTER_EXIT_WAIT_S
+    while sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with contextlib.suppress(OSError):
+        sock.unlink()
+    with contextlib.suppress(OSError):
+        sock.parent.rmdir()
+
+
+def connect(plan: NodePlan, ssh_config: Path, control_dir: Path, kept: bool = False) -> Node:
+    """A testinfra host for ``plan``'s node, multiplexed over one ssh master (made by the
+    first command, or an earlier session's that is still up at that path)."""
     import testinfra
 
     control_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +191,8 @@ def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
         f"ssh://{plan.name}",
         ssh_config=str(ssh_config),
         controlpath=control_path,
-        controlpersist=CONTROL_PERSIST_S,
+        controlpersist=KEPT_PERSIST_S if kept else CONTROL_PERSIST_S,
+        ssh_extra_args=KEPT_SSH_OPTIONS if kept else None,
         timeout=10,
     )
     return Node(plan, host, ssh_config, control_path)
@@ -178,30 +203,69 @@ def connect(plan: NodePlan, ssh_config: Path, control_dir: Path) -> Node:
 SOCKET_PATH_MAX = 107 - 17
 
 
-def control_dir(lab_dir: Path, names: Sequence[str] = (), pid: int | None = None) -> Path:
-    """This process's directory of ssh master sockets in the lab: ``tcm/<pid>``.
+def control_dir(
+    lab_dir: Path, names: Sequence[str] = (), pid: int | None = None, owner: str | None = None
+) -> Path:
+    """This process's directory of ssh master sockets in the lab: ``tcm/<pid>``
+    (``tcm/<owner>`` for a kept role's, ``keep-c1``).
 
     Per process because ``Node.close`` stops the master at its control path
     whoever else is using it; sessions that share a lab (lockstep) each keep
     their own masters and close only those. Where a socket for the longest of
     ``names`` would not fit a unix socket path (a deep checkout), the directory
-    is ``<tmp>/podlab-tcm-<digest of the lab dir>-<pid>`` instead.
+    is ``<tmp>/podlab-tcm-<digest of the lab dir>-<owner>`` instead.
     """
-    owner = str(os.getpid() if pid is None else pid)
+    owner = owner or str(os.getpid() if pid is None else pid)
     here = lab_dir / "tcm" / owner
     longest = max((len(n) for n in names), default=0)
     if len(str(here)) + 1 + longest <= SOCKET_PATH_MAX:
         return here
+    return fallback_prefix(lab_dir).with_name(fallback_prefix(lab_dir).name + owner)
+
+
+def fallback_prefix(lab_dir: Path) -> Path:
+    """``<tmp>/podlab-tcm-<digest of the lab dir>-``: the start of the lab's control
+    directories that did not fit under it (hygiene looks for them after ``down``)."""
     digest = hashlib.sha256(str(lab_dir).encode()).hexdigest()[:8]
-    return Path(tempfile.gettempdir()) / f"podlab-tcm-{digest}-{owner}"
+    return Path(tempfile.gettempdir()) / f"podlab-tcm-{digest}-"
+
+
+def kept_dirs(lab_dir: Path) -> list[Path]:
+    """The lab's kept roles' control directories, in the lab or in the tmp fallback."""
+    prefix = fallback_prefix(lab_dir)
+    found = sorted((lab_dir / "tcm").glob(f"{KEEP_PREFIX}*"))
+    return found + sorted(prefix.parent.glob(f"{prefix.name}{KEEP_PREFIX}*"))
+
+
+def close_kept(lab_dir: Path, ssh_config: Path) -> list[str]:
+    """Stop every kept master of the lab (``ssh -O exit``), remove their sockets and
+    directories (stale sockets of masters that died too); the directories handled."""
+    done = []
+    for directory in kept_dirs(lab_dir):
+        for sock in sorted(directory.iterdir()):
+            stop_master(ssh_config, str(sock), sock.name)
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+        done.append(str(directory))
+    return done
 
 
 def connect_lab(
-    plan: LabPlan, ssh_config: Path, lab_dir: Path, names: Sequence[str] | None = None
+    plan: LabPlan,
+    ssh_config: Path,
+    lab_dir: Path,
+    names: Sequence[str] | None = None,
+    keep: str | None = None,
 ) -> dict[str, Node]:
     """The lab's nodes (``names``, else every node but the bridges), each over its ssh
     master in this process's ``control_dir`` of the lab, once each answers and runs
     netcheck.
+
+    ``keep``: a lockstep role (c1, c2, mesh): the masters live in that role's
+    directory for ``KEPT_PERSIST_S``, and the role's next session (the next phase)
+    finds them up — a command over a live master is a channel, not a handshake.
+    A master that died meanwhile leaves a stale socket, which ssh unlinks (it
+    cannot connect to it) before it makes a new master there.
 
     The nodes are reached at once (one thread each: every step is an ssh round that
     waits on the node, not on this process). One after the other, the eight nodes of
@@ -209,8 +273,9 @@ def connect_lab(
     check (docs/conformance.md, "Where the time goes"). The first failure is raised.
     """
     chosen = names if names is not None else [n for n in plan.nodes if n not in plan.bridges]
-    control = control_dir(lab_dir, chosen)
-    out = {name: connect(plan.nodes[name], ssh_config, control) for name in chosen}
+    owner = f"{KEEP_PREFIX}{keep}" if keep else None
+    control = control_dir(lab_dir, chosen, owner=owner)
+    out = {name: connect(plan.nodes[name], ssh_config, control, bool(keep)) for name in chosen}
     if out:
         with ThreadPoolExecutor(max_workers=len(out)) as pool:
             for done in [pool.submit(_ready, node) for node in out.values()]:
@@ -219,20 +284,47 @@ def connect_lab(
 
 
 def _ready(node: Node) -> None:
-    """One node of ``connect_lab``: it answers over ssh, and has a netcheck to run."""
-    wait_ssh(node)
-    node.ensure_netcheck()
+    """One node of ``connect_lab``: it answers over ssh, and has a netcheck to run.
+
+    One round for both: the probe that waits for ssh asks whether the node has
+    podlab's Python (then netcheck is installed); only a node without it (an
+    outside host) takes a second round, the copy of the standalone netcheck.
+    """
+    if not wait_ssh(node, probe=("test", "-x", echo.NODE_PYTHON)):
+        node.install_netcheck()
 
 
-def wait_ssh(node: Node, timeout_s: float = 30.0) -> None:
-    """Wait until the node answers over ssh (sshd may still be starting after ``up``)."""
+def wait_ssh(node: Node, timeout_s: float = 30.0, probe: Sequence[str] = ("true",)) -> bool:
+    """Wait until the node answers over ssh (sshd may still be starting after ``up``):
+    ``probe`` exits 0 or 1 there (a test: whether it exited 0)."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
         try:
-            if node.run(["true"], timeout_s=10).returncode == 0:
-                return
+            rc = node.run(probe, timeout_s=10).returncode
+            if rc in (0, 1):
+                return rc == 0
+            last = f"{probe[0]} exited {rc}"
         except LabError as exc:
             last = str(exc)
         time.sleep(0.5)
     raise LabError(f"node {node.name} not reachable over ssh after {timeout_s:.0f} s: {last}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harness.conformance.remote close-kept LAB_DIR``: stop the lockstep
+    run's kept ssh masters (scripts/conformance.sh, before ``podlab down``)."""
+    import sys
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    if len(args) != 2 or args[0] != "close-kept":
+        print("usage: python -m harness.conformance.remote close-kept LAB_DIR", file=sys.stderr)
+        return 2
+    lab_dir = Path(args[1])
+    done = close_kept(lab_dir, lab_dir / "ssh_config")
+    print(f"closed the kept ssh masters of {len(done)} role(s)" if done else "no kept ssh masters")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

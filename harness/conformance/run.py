@@ -54,6 +54,8 @@ class Options:
     quiet_lock: Path | None = None  # take turns with other runs (--quiet-lock)
     entry: str | None = None  # lockstep: only this entry of the matrix (--entry)
     deal: tuple[int, int] | None = None  # lockstep: the K-th of N shares of its checks (--deal)
+    ssh_keep: str | None = None  # lockstep: this role's ssh masters outlive the run (--ssh-keep)
+    lab_decisions: bool = False  # lockstep: also record the idle mesh run's decisions
     results: Path | None = None
     keep_lab: bool = False
     thorough: bool = False

@@ -435,3 +435,56 @@ def test_a_session_closing_its_ssh_masters_leaves_anothers_commands_running(
     finally:
         node.close()
     assert not remote.control_dir(paths.root, [node.name]).exists()  # closed, removed
+
+
+KEPT_SESSION = """
+from harness.conformance import remote
+from harness.lab import synth
+from harness.lab.state import LabPaths
+plan = synth.star_plan("t-lab-keep", "172.31.227.0/24", count=1)
+paths = LabPaths.of(plan.name)
+for node in remote.connect_lab(plan, paths.ssh_config, paths.root, keep="c1").values():
+    assert node.run(["true"]).returncode == 0
+"""
+
+
+def _master_pid(paths: LabPaths, control_path: Path) -> int | None:
+    import re
+
+    res = run(["ssh", "-F", str(paths.ssh_config), "-o", f"ControlPath={control_path}",
+               "-O", "check", control_path.name], timeout=10, check=False)  # fmt: skip
+    found = re.search(r"pid=(\d+)", res.stderr)
+    return int(found.group(1)) if found else None
+
+
+def test_a_kept_role_s_master_serves_its_next_session_until_the_run_closes_it(
+    labs: list[str],
+) -> None:
+    """Lockstep phases: c1's share keeps its masters (``--ssh-keep c1``); the next
+    phase's session (another process) runs over the same master, a master that died
+    meanwhile is replaced over its stale socket, and ``close_kept`` leaves no ssh
+    process and no directory (this test's deep lab dir puts them in the tmp fallback)."""
+    from harness.conformance import hygiene, remote
+
+    plan = synth.star_plan("t-lab-keep", "172.31.227.0/24", count=1)
+    paths = build(plan, labs)
+    (name,) = [n for n in plan.nodes if n not in plan.bridges]
+    sock = remote.control_dir(paths.root, [name], owner="keep-c1") / name
+    session = [sys.executable, "-c", KEPT_SESSION]
+    try:
+        assert run(session, timeout=60, check=False).returncode == 0
+        first = _master_pid(paths, sock)
+        assert first is not None  # the session is over, its master is not
+        assert run(session, timeout=60, check=False).returncode == 0
+        assert _master_pid(paths, sock) == first  # no new handshake
+        os.kill(first, 9)
+        assert wait_gone({(first, sysns.start_time(first))}, 10) == set() and sock.exists()
+        assert run(session, timeout=60, check=False).returncode == 0  # over the stale socket
+        assert _master_pid(paths, sock) not in (None, first)
+    finally:
+        closed = remote.close_kept(paths.root, paths.ssh_config)
+    assert closed == [str(sock.parent)]
+    assert not sock.parent.exists()
+    time.sleep(0.5)
+    masters = [c for _, c in hygiene._processes(str(paths.root)) if c.split()[0] == "ssh"]
+    assert masters == []  # the node's sshd is the lab's; no ssh client (master) is left

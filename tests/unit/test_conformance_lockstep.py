@@ -163,6 +163,40 @@ def test_the_shares_of_an_entry_run_every_check_once_and_record_every_decision_o
     assert [c["outcome"] for c in data_vx["checks"]] == ["not-selected"]
 
 
+def test_a_phase_with_no_mesh_check_to_run_has_its_decisions_recorded_by_c1_s_share(
+    pytester: pytest.Pytester,
+) -> None:
+    """An idle mesh run (vxlan: 24 is heavy, not selected there) costs a whole pytest
+    start beside c1's and c2's; c1's share records its decisions instead, once."""
+    pytester.makepyfile(test_m=SUITE)
+    out = pytester.path / "out"
+    _, alone = _collect(pytester, out, "--entry=vxlan", "--scope=lab")
+    ids, data = _collect(pytester, out, "--entry=vxlan", "--scope=cluster", "--cluster=c1",
+                         "--deal=1/2", "--lab-decisions")  # fmt: skip
+    assert "test_mesh[vxlan]" not in ids
+    mine = [(c["name"], c["mode"], c["outcome"]) for c in data["checks"] if c["scenario"] == 24]
+    theirs = [(c["name"], c["mode"], c["outcome"]) for c in alone["checks"]]
+    assert mine == theirs == [("test_mesh", "vxlan", "not-selected")]
+    _, data2 = _collect(pytester, out, "--entry=vxlan", "--scope=cluster", "--cluster=c2",
+                        "--deal=2/2")  # fmt: skip
+    assert not [c for c in data2.get("checks", []) if c["scenario"] == 24]  # recorded once
+    # where a mesh check runs, the flag refuses: the phase needs its mesh run
+    result = pytester.runpytest_inprocess(
+        *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", "--entry=host-gw",
+        "--scope=cluster", "--cluster=c1", "--deal=1/2", "--lab-decisions",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lab-decisions: scenario 24 (test_mesh) runs in host-gw*"])
+
+
+def test_the_script_starts_a_mesh_run_only_in_phases_where_a_mesh_check_runs() -> None:
+    default, lab = matrix.preset("default"), _shape(TWO)
+    runs = {str(e): matrix.mesh_runs(default, lab, e) for e in matrix.phases(default)}
+    assert [e for e, r in runs.items() if r] == ["host-gw", "calico-vxlan+wireguard", "bgp"]
+    assert runs["bgp"] == [24]
+    assert matrix.main(["--topology", str(TWO), "--entries", "--phases", "--mesh"]) == 0
+
+
 def test_bad_lockstep_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_m=SUITE)
     for args, message in (
@@ -170,6 +204,11 @@ def test_bad_lockstep_options_are_usage_errors(pytester: pytest.Pytester) -> Non
         (("--entry=geneve",), "*unknown mode 'geneve'*"),
         (("--entry=vxlan+wireguard",), "*--entry vxlan+wireguard: not an entry of matrix default*"),
         (("--entry=vxlan", "--deal=3/2"), "*--deal '3/2': write K/N*"),
+        (
+            ("--entry=vxlan", "--scope=lab", "--lab-decisions"),
+            "*--lab-decisions goes with --scope cluster and --entry MODE*",
+        ),
+        (("--entry=vxlan", "--ssh-keep=../c1"), "*--ssh-keep '../c1': name the role in a-z*"),
     ):
         result = pytester.runpytest_inprocess(
             *PLUGIN, f"--topology={TWO}", "--matrix=default", "--collect-only", *args
@@ -253,7 +292,7 @@ def test_a_lockstep_run_takes_the_suites_mixing_quiet_checks_after_the_ordinary_
 ) -> None:
     """Ordinary-only suites, then those mixing ordinary and quiet checks (services, policy),
     then the quiet-only ones, hygiene before the faults, the switch last
-    (docs/adr/0018-mesh-in-the-default-run.md, amendment 5)."""
+    (docs/adr/0018-mesh-in-the-default-run.md, amendment 6)."""
     pytester.makepyfile(
         test_workloads=_suite("wl", 1), test_services=_suite("svc", 7),
         test_policy=_suite("pol", 17), test_throughput=_suite("tput", 28),

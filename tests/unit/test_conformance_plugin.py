@@ -143,6 +143,9 @@ def test_podlab_test_runs_the_shipped_suites_with_junit(tmp_path: Path) -> None:
             f"--junitxml={tmp_path / 'junit-20260101T000000Z-c2.xml'}"} <= set(argv)  # fmt: skip
     args = parser.parse_args(["test", "--lab", "t-x", "--entry", "bgp", "--deal", "1/2"])
     assert {"--entry=bgp", "--deal=1/2"} <= set(cli.pytest_argv(args, stamp="x"))
+    args = parser.parse_args(["test", "--lab", "t-x", "--entry", "vxlan", "--ssh-keep", "c1",
+                              "--lab-decisions"])  # fmt: skip
+    assert {"--ssh-keep=c1", "--lab-decisions"} <= set(cli.pytest_argv(args, stamp="x"))
     # hypothesis's plugin (podlab's own tests) is kept out of the suites' sessions
     blocked = [argv[i + 1] for i, a in enumerate(argv) if a == "-p"]
     assert "no:hypothesispytest" in blocked and "no:cacheprovider" in blocked

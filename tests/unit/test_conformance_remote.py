@@ -30,8 +30,7 @@ def test_sessions_sharing_a_lab_close_only_their_own_masters(
     one shared control path, cutting the mesh session's command on c1-w1 (255, no
     message). Now every session connects through ``tcm/<its pid>``."""
     plan = load_plan(TWO)
-    monkeypatch.setattr(remote, "wait_ssh", lambda node: None)
-    monkeypatch.setattr(remote.Node, "ensure_netcheck", lambda node: None)
+    monkeypatch.setattr(remote, "wait_ssh", lambda node, **_: True)
     exits: list[str] = []
 
     def fake_run(argv: list[str], **_: object) -> Result:
@@ -64,23 +63,27 @@ def test_a_control_path_too_long_for_a_unix_socket_moves_to_tmp(tmp_path: Path) 
 
 
 class FakeNode:
-    """Stands for a remote.Node: ``run(["true"])`` answers once every node is asking."""
+    """Stands for a remote.Node: its probe answers once every node is asking."""
 
-    def __init__(self, name: str, barrier: threading.Barrier, fail: bool = False) -> None:
+    def __init__(
+        self, name: str, barrier: threading.Barrier, fail: bool = False, python: bool = True
+    ) -> None:
         self.name = name
         self.barrier = barrier
         self.fail = fail
-        self.netcheck_ensured = False
+        self.python = python
+        self.asked: list[list[str]] = []
+        self.netcheck_installed = False
 
     def run(self, argv: list[str], timeout_s: float = 30.0) -> Any:
-        assert argv == ["true"]
+        self.asked.append(list(argv))
         self.barrier.wait()  # serial connects never get here all at once: BrokenBarrierError
         if self.fail:
-            raise LabError(f"node {self.name}: ssh failed running true")
-        return SimpleNamespace(returncode=0)
+            raise LabError(f"node {self.name}: ssh failed running {argv[0]}")
+        return SimpleNamespace(returncode=0 if self.python or argv == ["true"] else 1)
 
-    def ensure_netcheck(self) -> None:
-        self.netcheck_ensured = True
+    def install_netcheck(self) -> None:
+        self.netcheck_installed = True
 
 
 def _plan(names: list[str]) -> Any:
@@ -89,27 +92,83 @@ def _plan(names: list[str]) -> Any:
 
 
 def test_connect_lab_reaches_every_node_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round per node: the probe that waits for ssh also asks for podlab's Python;
+    only a node without it (an outside host) gets the standalone netcheck."""
     names = [f"n{i}" for i in range(6)]
     barrier = threading.Barrier(len(names), timeout=10)
     made: dict[str, FakeNode] = {}
 
-    def connect(plan: Any, ssh_config: Path, control_dir: Path) -> FakeNode:
-        made[plan.name] = FakeNode(plan.name, barrier)
+    def connect(plan: Any, ssh_config: Path, control_dir: Path, kept: bool) -> FakeNode:
+        made[plan.name] = FakeNode(plan.name, barrier, python=plan.name != "n5")
         return made[plan.name]
 
     monkeypatch.setattr(remote, "connect", connect)
     out = remote.connect_lab(_plan(names), Path("ssh_config"), Path("lab"))
     assert list(out) == names  # the plan's order, bridges left out
-    assert all(n.netcheck_ensured for n in made.values())
+    assert all(n.asked == [["test", "-x", remote.echo.NODE_PYTHON]] for n in made.values())
+    assert [n for n, node in made.items() if node.netcheck_installed] == ["n5"]
 
 
 def test_connect_lab_raises_a_node_that_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     names = ["a", "b", "c"]
     barrier = threading.Barrier(len(names), timeout=10)
     monkeypatch.setattr(remote, "connect", lambda p, *_: FakeNode(p.name, barrier, p.name == "b"))
-    monkeypatch.setattr(remote, "wait_ssh", lambda node: node.run(["true"]))
+    monkeypatch.setattr(remote, "wait_ssh", lambda node, **_: node.run(["true"]))
     with pytest.raises(LabError, match="node b"):
         remote.connect_lab(_plan(names), Path("ssh_config"), Path("lab"))
+
+
+def test_a_kept_role_s_masters_outlive_its_session_until_the_script_closes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lockstep: c1's share keeps its masters in ``tcm/keep-c1`` (long ControlPersist,
+    keepalives) for its next phase; ``close_kept`` stops every kept role's — in the lab
+    and in the tmp fallback of a deep checkout — and leaves other sessions' alone."""
+    plan = load_plan(TWO)
+    monkeypatch.setattr(remote, "wait_ssh", lambda node, **_: True)
+    kept = remote.connect_lab(plan, tmp_path / "ssh_config", tmp_path, keep="c1")
+    node = kept["c1-w1"]
+    assert Path(node.control_path).parent == tmp_path / "tcm" / "keep-c1"
+    assert node.host.backend.controlpersist == remote.KEPT_PERSIST_S
+    assert "ServerAliveInterval" in node.host.backend.ssh_extra_args
+    plain = remote.connect(plan.nodes["c1-w1"], tmp_path / "ssh_config", tmp_path / "tcm" / "1")
+    assert plain.host.backend.controlpersist == remote.CONTROL_PERSIST_S
+    deep = tmp_path / ("d" * 80)
+    far = remote.control_dir(deep, ["c1-w1"], owner="keep-mesh")
+    assert far.parent == Path(remote.tempfile.gettempdir())
+    monkeypatch.setattr(remote, "fallback_prefix", lambda lab_dir: tmp_path / "tmp" / "tcm-x-")
+    (tmp_path / "tmp" / "tcm-x-keep-mesh").mkdir(parents=True)
+    for d in (tmp_path / "tcm" / "keep-c1", tmp_path / "tmp" / "tcm-x-keep-mesh"):
+        for name in ("c1-w1", "router"):
+            (d / name).touch()  # a socket, live or stale: either is stopped and removed
+    stopped: list[str] = []
+
+    def fake_run(argv: list[str], **_: object) -> Result:
+        stopped.append(argv[argv.index("-O") + 2] + "@" + argv[4].split("=", 1)[1])
+        return Result(argv, 0, "", "")
+
+    monkeypatch.setattr(remote, "run", fake_run)
+    done = remote.close_kept(tmp_path, tmp_path / "ssh_config")
+    assert done == [str(tmp_path / "tcm" / "keep-c1"), str(tmp_path / "tmp" / "tcm-x-keep-mesh")]
+    assert len(stopped) == 4 and stopped[0] == f"c1-w1@{tmp_path}/tcm/keep-c1/c1-w1"
+    assert not (tmp_path / "tcm" / "keep-c1").exists()
+    assert not (tmp_path / "tmp" / "tcm-x-keep-mesh").exists()
+    assert (tmp_path / "tcm" / "1").is_dir()  # a session of its own: not a kept role's
+    assert remote.main(["close-kept", str(tmp_path)]) == 0  # nothing left: says so
+    assert remote.main(["close", str(tmp_path)]) == 2
+
+
+def test_hygiene_finds_a_control_directory_left_in_the_tmp_fallback(tmp_path: Path) -> None:
+    from harness.conformance import hygiene
+
+    lab_dir = tmp_path / ("d" * 90) / "t-hyg"
+    left = Path(str(remote.fallback_prefix(lab_dir)) + "keep-c1")
+    left.mkdir()
+    try:
+        assert f"ssh control directory {left}" in hygiene.leftovers("t-hyg-none", lab_dir)
+    finally:
+        left.rmdir()
+    assert hygiene.leftovers("t-hyg-none", lab_dir) == []
 
 
 def test_process_age_reads_the_start_from_proc(monkeypatch: pytest.MonkeyPatch) -> None:
