@@ -17,6 +17,7 @@ run is unaffected by it.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,16 @@ from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin 
     record,
     thorough,
 )
-from harness.conformance.matrix import POLICIES, Matrix, deal, phases, preset, split
+from harness.conformance.matrix import (
+    AT_SWITCH,
+    POLICIES,
+    Matrix,
+    deal,
+    lockstep_decision,
+    phases,
+    preset,
+    split,
+)
 from harness.conformance.modes import ModeSpec
 from harness.conformance.run import Options, Run
 from harness.errors import PodlabError
@@ -317,6 +327,14 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     per_test = {_check_name(i): d for i, d in marked}  # one declaration per test, not per entry
     mine = _my_part(run, list(per_test.values()), shape)
     share = _my_share(run, shape, mine)
+    if run.options.entry is not None:  # lockstep: 23 is the whole-lab switch's (switchflows)
+        planned = [
+            replace(p, decision=lockstep_decision(p.declared, p.entry, run.matrix, shape))
+            for p in planned
+        ]
+    takes = share
+    if share is not None and run.options.deal is not None and run.options.deal[0] == 1:
+        takes = (*share, AT_SWITCH)  # 23 is in no share: the first records its decision
     where = run.options.cluster or ""
     if run.options.deal is not None and plan is not None:
         where = "+".join(plan.clusters)  # the entry's checks are dealt between them
@@ -324,8 +342,8 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     dropped, elsewhere = [], []
     scope = run.options.scope
     for (item, _), p in zip(marked, planned, strict=True):
-        dealt_away = (share is not None and p.declared.scenario.scope == "cluster"
-                      and p.declared.scenario.number not in share)  # fmt: skip
+        dealt_away = (takes is not None and p.declared.scenario.scope == "cluster"
+                      and p.declared.scenario.number not in takes)  # fmt: skip
         if p.entry not in mine or (scope and p.declared.scenario.scope != scope) or dealt_away:
             elsewhere.append(item)  # another run (part, share or scope) decides and records it
             continue
