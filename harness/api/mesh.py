@@ -14,9 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from harness.api import output
 from harness.api.target import cluster_endpoints, cluster_vars, labs_up, podlab_home
 from harness.errors import UserError
 from harness.mesh import keys
@@ -123,39 +121,22 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
     now = datetime.now(UTC)
-    t = Table(
-        "cluster",
-        "mesh",
-        "peer",
-        "state",
-        "since",
-        "last sync",
-        "nodes",
-        "services",
-        "endpoints",
-        "last error",
-        title=f"mesh status of lab {lab}",
-        title_justify="left",
-    )
+    # kubectl's habit: plain columns, never cut to a terminal's (or a pipe's 80) width
+    rows: list[list[str]] = []
     for cluster, entry in data["clusters"].items():
         if not entry["mesh"]:
-            t.add_row(cluster, "-", "-", "not in a mesh", *["-"] * 6)
+            rows.append([cluster, "-", "-", "not in a mesh", *["-"] * 6])
             continue
         if entry["error"] or not entry["peers"]:
-            t.add_row(cluster, entry["mesh"], "-", "no peers", *["-"] * 5, entry["error"] or "")
+            rows.append([cluster, entry["mesh"], "-", "no peers", *["-"] * 5, entry["error"] or ""])
         for peer, st in sorted(entry["peers"].items()):
             n = st.get("counts") or {}
-            t.add_row(
-                cluster,
-                entry["mesh"],
-                peer,
-                st.get("state", "?"),
-                _age(st.get("since"), now),
-                _age(st.get("lastSync"), now),
-                str(n.get("nodes", 0)),
-                str(n.get("services", 0)),
-                str(n.get("endpoints", 0)),
-                st.get("lastError") or "",
-            )
-    Console().print(t)
+            rows.append([
+                cluster, entry["mesh"], peer, st.get("state", "?"), _age(st.get("since"), now),
+                _age(st.get("lastSync"), now), str(n.get("nodes", 0)),
+                str(n.get("services", 0)), str(n.get("endpoints", 0)), st.get("lastError") or "",
+            ])  # fmt: skip
+    header = ["CLUSTER", "MESH", "PEER", "STATE", "SINCE", "LAST SYNC", "NODES", "SERVICES",
+              "ENDPOINTS", "LAST ERROR"]  # fmt: skip
+    print(output.table(header, rows))
     return 0

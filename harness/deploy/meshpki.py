@@ -17,6 +17,11 @@ in etcd, never in the inventory — the inventory only names this directory):
   the syncer is ``root`` there by password).
 - ``<cluster>/root.password``: the export etcd's ``root`` password (only the
   cluster's own syncer uses it).
+- ``<cluster>.tar``: what the deploy copies to the cluster's control plane —
+  the cluster's files above and ``ca.crt``, never ``ca.key`` — as one archive
+  (``bundle``): one transfer instead of eight (``ansible.builtin.copy`` of a
+  directory sends, stats and chmods file by file: 12 s of a two-cluster lab's
+  first deploy under load, docs/conformance.md).
 
 Re-running keeps everything that is still right (a deploy is idempotent); a
 server certificate whose addresses changed is re-issued.
@@ -26,10 +31,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import ipaddress
 import os
 import secrets
 import shutil
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,5 +241,24 @@ def prepare(inventory: dict, lab_dir: Path, mesh_ca: Path | None = None) -> Path
         for hv in ((group or {}).get("hosts") or {}).values():
             if (hv or {}).get("podlab_role") == "control-plane":
                 ips += [str(hv[k]) for k in ("podlab_underlay_address", "ansible_host") if k in hv]
-        ensure_cluster(mesh_dir, str(cluster), ips)
+        bundle(ensure_cluster(mesh_dir, str(cluster), ips))
     return root if found else None
+
+
+def bundle(cc: ClusterCerts) -> Path:
+    """``<cluster>.tar`` beside the cluster's directory: its files and the CA certificate,
+    every member 0600, root-owned, mtime 0, in name order — the same bytes for the same
+    files, so Ansible's copy changes (and restarts the mesh's services) only when a
+    certificate, key or password did. Rewritten only then (0600 from the first byte)."""
+    buf = io.BytesIO()
+    members = [*sorted(p for p in cc.dir.iterdir() if p.is_file()), cc.ca]
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in members:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.name)
+            info.size, info.mode, info.mtime = len(data), 0o600, 0
+            tar.addfile(info, io.BytesIO(data))
+    out = cc.dir.with_name(f"{cc.dir.name}.tar")
+    if not out.is_file() or out.read_bytes() != buf.getvalue():
+        _write_private(out, buf.getvalue())
+    return out

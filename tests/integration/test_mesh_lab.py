@@ -175,8 +175,15 @@ def test_syncers_connect_and_secrets_are_private(lab: Path) -> None:
         assert st
         assert status(a, b)["counts"]["nodes"] == 2
     modes = on("c1-cp", "stat", "-c", "%a %n", "/etc/podlab/mesh/server.key",
-               "/etc/podlab/mesh/client.key", "/etc/podlab/mesh/root.password")  # fmt: skip
+               "/etc/podlab/mesh/client.key", "/etc/podlab/mesh/root.password",
+               "/etc/podlab/mesh.tar")  # fmt: skip
     assert all(line.startswith("600 ") for line in modes.splitlines()), modes
+    assert on("c1-cp", "stat", "-c", "%a", "/etc/podlab/mesh").strip() == "700"
+    assert "ca.key" not in on("c1-cp", "tar", "-tf", "/etc/podlab/mesh.tar")
+    # the text form: kubectl's plain columns, nothing cut to a pipe's width
+    lines = ok("mesh", "status", LAB).splitlines()
+    assert lines[0].split()[:4] == ["CLUSTER", "MESH", "PEER", "STATE"], lines
+    assert any(line.split()[2:4] == ["c2", "connected"] for line in lines[1:]), lines
     inventory = lab.read_text()
     assert "PRIVATE KEY" not in inventory and "root.password" not in inventory
 
