@@ -20,7 +20,7 @@ recorded ones, and the phase's wall (the latest run's end) against the script's
 
 ``--order NAME`` replays the same checks in another order within each run (by their
 suite's rank in that order, then as pytest collects them; ``ORDERS``): ``ran``
-(as recorded), ``old`` (plugin.LOCKSTEP_ORDER before ADR 0018's amendment 6), ``new``
+(as recorded), ``old`` (plugin.LOCKSTEP_ORDER before ADR 0018's amendment 7), ``new``
 (plugin.LOCKSTEP_ORDER now) and the candidates weighed against it.
 
 What it leaves out, so a prediction is a guide, not a measurement: a check's
@@ -319,10 +319,10 @@ def by_rank(
     return lambda module, role: (lab if role == "lab" and lab else cluster).get(module, 5)
 
 
-# plugin.LOCKSTEP_ORDER until amendment 6 of ADR 0018: the quiet-only suites after the
+# plugin.LOCKSTEP_ORDER until amendment 7 of ADR 0018: the quiet-only suites after the
 # others, the suites mixing ordinary and quiet checks (services, policy) among the others.
 OLD_LOCKSTEP_ORDER = {**MODULE_ORDER, "test_latency": 6, "test_throughput": 6, "test_slo": 7}
-# Candidates weighed against it (ADR 0018, amendment 6): in the cluster runs the quiet-only
+# Candidates weighed against it (ADR 0018, amendment 7): in the cluster runs the quiet-only
 # suites first (they take their turns while the mesh run does its ordinary checks); in the
 # mesh's run 26 first (its cycles hold only c1 alone, so c2's ordinary checks go on).
 _QUIET_FIRST = {**MODULE_ORDER, "test_latency": -3, "test_throughput": -3, "test_slo": -2}

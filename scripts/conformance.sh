@@ -88,6 +88,8 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
   # per phase 1 if a whole-lab (mesh) scenario runs in it, else 0: no mesh run is started
   read -r -a meshes <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries --phases --mesh --topology "$TOPO")"
   LAST_MODE=${phases[$((${#phases[@]} - 1))]}
+  # the phases after whose whole-lab switch scenario 23 is measured (under flows)
+  read -r -a flows_after <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --topology "$TOPO" --switch-flows)"
 fi
 
 LAB_DIR=""
@@ -175,6 +177,7 @@ common=(--lab "$LAB" --matrix "$MATRIX" "${mode_args[@]}" --results "$RESULTS")
 if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
   n=${#clusters[@]}
   lock=(--quiet-lock "$LAB_DIR/quiet.lock")
+  flows_pid=""
   for i in "${!phases[@]}"; do
     e=${phases[$i]}
     [ "$interrupted" = 0 ] || { rc=1; break; }
@@ -182,9 +185,31 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
       step "phase $((i + 1))/${#phases[@]}: switching the whole lab $LAB to $e"
       t=$(now)
       enc=none; [[ $e == *+* ]] && enc=${e#*+}
+      prev=${phases[$((i - 1))]}
+      if [[ " ${flows_after[*]:-} " == *" $prev "* ]]; then
+        # scenario 23 at this switch: flows in every cluster across it
+        # (harness/conformance/switchflows.py). Once the switch is made and the agents
+        # are ready it creates $ready and, holding the quiet lock shared (no quiet check
+        # beside), lets its flows settle and judges them while this phase starts; the
+        # phase's barrier waits for it too (1: a check failed). Gone without $ready:
+        # the switch failed (3) or was interrupted, and no phase is left to run.
+        ready="$LAB_DIR/switchflows.ready"
+        rm -f "$ready"
+        $PYTHON -m harness.conformance.switchflows --lab "$LAB" --results "$RESULTS" \
+          --from "$prev" --to "$e" --ready-file "$ready" "${lock[@]}" &
+        flows_pid=$!
+        pids=("$flows_pid")
+        [ "$interrupted" = 0 ] || kill -TERM "$flows_pid" 2>/dev/null
+        while [ ! -e "$ready" ] && kill -0 "$flows_pid" 2>/dev/null; do sleep 0.1; done
+        if [ ! -e "$ready" ] || [ "$interrupted" != 0 ]; then
+          wait_pid "$flows_pid"
+          echo "conformance: the deploy of $e failed; the phases left are not run" >&2
+          rc=1
+          break
+        fi
       # a node that runs other sources than the tree (edited since the first deploy)
       # refuses a switch: then the full deploy, as the plugin does (labctl.deploy)
-      if ! run_bg $PODLAB deploy "$LAB" --switch --mode "${e%%+*}" --encryption "$enc" --quiet &&
+      elif ! run_bg $PODLAB deploy "$LAB" --switch --mode "${e%%+*}" --encryption "$enc" --quiet &&
         { [ "$interrupted" != 0 ] ||
           ! run_bg $PODLAB deploy "$LAB" --mode "${e%%+*}" --encryption "$enc" --quiet; }; then
         echo "conformance: the deploy of $e failed; the phases left are not run" >&2
@@ -200,6 +225,9 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
     # a phase whose mesh run would only record its scenarios as not selected / not
     # applicable starts none: the first cluster's run records them (--lab-decisions)
     idle=(); [ "${meshes[$i]:-1}" = 0 ] && idle=(--lab-decisions)
+    # scenario 23's flows, still settling beside this phase: its barrier waits for them
+    [ -z "$flows_pid" ] || pids+=("$flows_pid")
+    flows_pid=""
     for k in $(seq 1 "$n"); do
       c=${clusters[$((k - 1))]}
       [ "$k" = 1 ] || idle=()

@@ -207,6 +207,35 @@ def phases(matrix: Matrix) -> tuple[ModeSpec, ...]:
     return tuple(order)
 
 
+# Scenario 23 (a mode switch under live flows) in a lockstep run: measured at the
+# whole-lab switch after a phase where the matrix selects it (harness.conformance.switchflows),
+# the switch the run makes anyway, in no cluster's share (docs/adr/0018, amendment 6).
+AT_SWITCH = 23
+
+
+def switch_flows(matrix: Matrix, lab: LabShape | None) -> tuple[ModeSpec, ...]:
+    """The phases of a lockstep run after whose whole-lab switch scenario 23 is measured:
+    those the matrix selects it in (default: the first; full: every one), but the last."""
+    from harness.conformance.catalogue import declare
+
+    order = phases(matrix)
+    return tuple(e for e in order[:-1] if decide(declare(AT_SWITCH), e, matrix, lab).state == "run")
+
+
+def lockstep_decision(test: Declared, entry: ModeSpec, matrix: Matrix, lab: LabShape | None
+                      ) -> Decision:  # fmt: skip
+    """``decide`` for one phase's runs of a lockstep run: scenario 23, where the matrix
+    selects it, is the whole-lab switch's after the phase (switch_flows), not a run's."""
+    decision = decide(test, entry, matrix, lab)
+    if test.scenario.number != AT_SWITCH or decision.state != "run":
+        return decision
+    if entry == phases(matrix)[-1]:
+        return Decision("not-applicable", f"{entry} is the last phase of the lockstep run: "
+                        "no whole-lab switch after it to measure")  # fmt: skip
+    return Decision("not-selected", "not selected in this run: measured at the whole-lab "
+                    "switch after this phase (harness.conformance.switchflows)")  # fmt: skip
+
+
 def scenario_seconds(number: int, cost: str) -> float:
     return SCENARIO_SECONDS.get(number, COST_UNITS[cost])
 
@@ -215,8 +244,9 @@ def deal(matrix: Matrix, lab: LabShape | None, entry: ModeSpec, parts: int
          ) -> tuple[tuple[int, ...], ...]:  # fmt: skip
     """The catalogue's cluster-scope scenarios dealt into ``parts`` shares for ``entry``.
 
-    Every such scenario is in exactly one share (one that does not run in this entry
-    goes too: its share records why), and its tests stay together (they share module
+    Every such scenario but 23 (AT_SWITCH: measured at the whole-lab switch, and
+    recorded as such by the first share) is in exactly one share (one that does not run
+    in this entry goes too: its share records why), and its tests stay together (they share module
     fixtures; a once-per-run check is in one cluster only). Quiet scenarios run alone
     whichever share has them (the quiet lock), so a phase lasts about their sum plus
     the largest share of the others: the others (SCENARIO_SECONDS, for those the
@@ -229,8 +259,8 @@ def deal(matrix: Matrix, lab: LabShape | None, entry: ModeSpec, parts: int
 
     costs: list[tuple[bool, float, int]] = []
     for number, s in CATALOGUE.items():
-        if s.scope != "cluster":
-            continue
+        if s.scope != "cluster" or number == AT_SWITCH:
+            continue  # 23: the whole-lab switch's after the phase, no share's
         runs = decide(declare(number), entry, matrix, lab).state == "run"
         costs.append((s.quiet, scenario_seconds(number, s.cost) if runs else 0.0, number))
     load = [0.0] * parts
@@ -263,7 +293,8 @@ def lockstep_lines(matrix: Matrix, lab: LabShape, clusters: Sequence[str]) -> li
         f"lockstep: {len(matrix.entries)} phases, each one whole-lab switch, then its checks "
         f"dealt between {', '.join(clusters)} and its mesh checks beside them, then a barrier:"
     ]
-    for i, entry in enumerate(phases(matrix), 1):
+    order, flows = phases(matrix), switch_flows(matrix, lab)
+    for i, entry in enumerate(order, 1):
         shares = deal(matrix, lab, entry, len(clusters))
         cells = []
         for cluster, share in zip(clusters, shares, strict=True):
@@ -271,7 +302,8 @@ def lockstep_lines(matrix: Matrix, lab: LabShape, clusters: Sequence[str]) -> li
             secs = deal_seconds(matrix, lab, entry, share)
             cells.append(f"{cluster} {_numbers(runs)} (~{secs:.0f} s)")
         mesh = mesh_runs(matrix, lab, entry)
-        lines.append(f"  {i}. {entry!s:<24} {'; '.join(cells)}; mesh {_numbers(mesh)}")
+        then = f"; then 23 at the switch to {order[i]}" if entry in flows else ""
+        lines.append(f"  {i}. {entry!s:<24} {'; '.join(cells)}; mesh {_numbers(mesh)}{then}")
     return lines
 
 
@@ -331,9 +363,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --phases and --topology: per phase 1 if its mesh run has a scenario "
         "to run, else 0",
     )
+    p.add_argument(
+        "--switch-flows", action="store_true",
+        help="with --topology: the phases after whose switch scenario 23 is measured",
+    )  # fmt: skip
     args = p.parse_args(argv)
     try:
         m = preset(args.matrix, args.mode)
+        if args.switch_flows:
+            from harness.plan.build import load_plan
+
+            if not args.topology:
+                raise UserError("--switch-flows needs --topology FILE (the lab's shape decides)")
+            print(" ".join(map(str, switch_flows(m, LabShape.of(load_plan(args.topology))))))
+            return 0
         lines = describe(m, cover(m.entries))
         if args.topology:
             lines += lab_lines(m, args.topology)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,16 @@ from harness.conformance.fixtures import (  # noqa: F401  (fixtures this plugin 
     record,
     thorough,
 )
-from harness.conformance.matrix import POLICIES, Matrix, deal, phases, preset, split
+from harness.conformance.matrix import (
+    AT_SWITCH,
+    POLICIES,
+    Matrix,
+    deal,
+    lockstep_decision,
+    phases,
+    preset,
+    split,
+)
 from harness.conformance.modes import ModeSpec
 from harness.conformance.run import Options, Run
 from harness.errors import PodlabError
@@ -236,7 +246,7 @@ MODULE_ORDER = {
 # So the three runs of a phase do their ordinary checks at once at its start, and no
 # quiet check takes its turn while another run still has ordinary ones to overlap: the
 # quiet ones then take turns back to back (docs/adr/0018-mesh-in-the-default-run.md,
-# amendment 6; bench/bench_lockstep_order.py replays a phase under either order). A
+# amendment 7; bench/bench_lockstep_order.py replays a phase under either order). A
 # suite keeps its tests together (module fixtures) and in its file's order.
 LOCKSTEP_ORDER = {
     **MODULE_ORDER, "test_policy": 6, "test_services": 6, "test_latency": 7,
@@ -342,6 +352,14 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     per_test = {_check_name(i): d for i, d in marked}  # one declaration per test, not per entry
     mine = _my_part(run, list(per_test.values()), shape)
     share = _my_share(run, shape, mine)
+    if run.options.entry is not None:  # lockstep: 23 is the whole-lab switch's (switchflows)
+        planned = [
+            replace(p, decision=lockstep_decision(p.declared, p.entry, run.matrix, shape))
+            for p in planned
+        ]
+    takes = share
+    if share is not None and run.options.deal is not None and run.options.deal[0] == 1:
+        takes = (*share, AT_SWITCH)  # 23 is in no share: the first records its decision
     where = run.options.cluster or ""
     if run.options.deal is not None and plan is not None:
         where = "+".join(plan.clusters)  # the entry's checks are dealt between them
@@ -351,7 +369,7 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     also = _also_recorded(run)
     for (item, _), p in zip(marked, planned, strict=True):
         s = p.declared.scenario
-        dealt_away = share is not None and s.scope == "cluster" and s.number not in share
+        dealt_away = takes is not None and s.scope == "cluster" and s.number not in takes
         if p.entry not in mine or (scope and s.scope not in (scope, also)) or dealt_away:
             elsewhere.append(item)  # another run (part, share or scope) decides and records it
             continue

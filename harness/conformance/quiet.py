@@ -17,8 +17,9 @@ the clusters it breaks or whose agents it times: it overlaps another cluster's o
 checks, never a quiet one and never a check of a cluster it holds alone.
 
 A quiet test whose goals are measured in some parts and whose other parts only wait on
-a timer or an event that load does not move at its goals (13's 40 s node grace, 23's
-switch back to the phase's mode), marked ``waits`` in its suite, holds its run's
+a timer or an event that load does not move at its goals (13's 40 s node grace; 23's
+switch back to the phase's mode was one until 23 moved to the whole-lab switch,
+switchflows.py), marked ``waits`` in its suite, holds its run's
 clusters alone throughout and may let the machine be shared for those parts
 (``Holding.shared``): other runs' ordinary checks go on meanwhile, never a quiet one,
 and it takes the machine back alone, through the turnstile, before it measures again.
@@ -28,6 +29,11 @@ starts beside another's shared wait, and nobody but the turn's holder ever asks 
 machine alone (its re-take cannot deadlock). Locks are taken in one order: the turn,
 the clusters by name, then the machine (every holder of the machine's lock holds all
 its other locks already, so a re-take waits only for tests that are running).
+
+Outside pytest, ``python -m harness.conformance.switchflows`` (scenario 23 at a lockstep
+run's whole-lab switch) holds every cluster and the machine shared, as an ordinary check
+of the whole lab, while its flows settle beside the next phase's start-up: no quiet test
+and no 26 starts until they are judged.
 
 ``flock`` locks belong to open files, so a crashed run frees them with its process.
 """

@@ -60,8 +60,9 @@ def test_an_entry_s_cluster_checks_are_dealt_whole_and_balanced(entry: str) -> N
     default, lab, spec = matrix.preset("default"), _shape(TWO), ModeSpec.parse(entry)
     shares = matrix.deal(default, lab, spec, 2)
     dealt = [n for s in shares for n in s]
-    cluster_scope = [n for n, s in CATALOGUE.items() if s.scope == "cluster"]
+    cluster_scope = [n for n, s in CATALOGUE.items() if s.scope == "cluster" and n != 23]
     assert sorted(dealt) == sorted(cluster_scope)  # each once, in exactly one share
+    assert 23 not in dealt  # measured at the whole-lab switch after the phase
     assert not {24, 25, 26, 27} & set(dealt)  # the mesh's run does those
     seconds = [matrix.deal_seconds(default, lab, spec, s) for s in shares]
     biggest = max(
@@ -82,7 +83,7 @@ def test_an_entry_s_cluster_checks_are_dealt_whole_and_balanced(entry: str) -> N
 def test_once_per_run_checks_go_to_one_cluster_only() -> None:
     default, lab = matrix.preset("default"), _shape(TWO)
     shares = matrix.deal(default, lab, ModeSpec.parse("host-gw"), 2)
-    for number in (23, 31, 32, 33):
+    for number in (31, 32, 33):
         assert sum(number in s for s in shares) == 1
 
 
@@ -96,6 +97,9 @@ def test_the_plan_says_which_cluster_runs_what_and_where_the_mesh_checks_are() -
     assert by_entry["bgp"].endswith("mesh 24") and by_entry["vxlan"].endswith("mesh -")
     assert "c1 " in by_entry["host-gw"] and "; c2 " in by_entry["host-gw"]
     assert " 21" in by_entry["bgp"] or ",21" in by_entry["bgp"]
+    # 23: at the switch after the one phase the default matrix selects it in (the first)
+    assert by_entry["host-gw"].endswith("; then 23 at the switch to vxlan")
+    assert sum("23" in line for line in lines) == 1
     out = matrix.lab_lines(default, str(TWO))
     assert any(line.startswith("lockstep: ") for line in out)
     assert not any(line.startswith("lockstep") for line in matrix.lab_lines(default, str(SINGLE)))
@@ -152,7 +156,18 @@ def test_the_shares_of_an_entry_run_every_check_once_and_record_every_decision_o
     mesh_ids, mesh_data = _collect(pytester, out, "--entry=host-gw", "--scope=lab")
     (ids1, d1), (ids2, d2) = got["c1"], got["c2"]
     assert not ids1 & ids2
-    assert ids1 | ids2 == {"test_light[host-gw]", "test_heavy[host-gw]", "test_once[host-gw]"}
+    assert ids1 | ids2 == {"test_light[host-gw]", "test_heavy[host-gw]"}
+    # 23 runs at the whole-lab switch after the phase: recorded once, by the first share
+    once = [(c["mode"], c["outcome"], c["message"]) for d in (d1, d2) for c in d["checks"]
+            if c["name"] == "test_once"]  # fmt: skip
+    assert once == [
+        (
+            "host-gw",
+            "not-selected",
+            "not selected in this run: measured at the "
+            "whole-lab switch after this phase (harness.conformance.switchflows)",
+        )
+    ]
     assert mesh_ids == {"test_mesh[host-gw]"}
     # the strict-mode check does not apply in host-gw: recorded once, by the share that has 20
     na = [c for d in (d1, d2, mesh_data) for c in d.get("checks", []) if c["name"] == "test_strict"]
@@ -161,6 +176,12 @@ def test_the_shares_of_an_entry_run_every_check_once_and_record_every_decision_o
     ids_vx, data_vx = _collect(pytester, out, "--entry=vxlan", "--scope=lab")
     assert ids_vx == set()  # 24 is heavy: not selected in vxlan, and recorded as such
     assert [c["outcome"] for c in data_vx["checks"]] == ["not-selected"]
+    ids_bgp, data_bgp = _collect(pytester, out, "--entry=bgp", "--scope=cluster",
+                                 "--cluster=c1", "--deal=1/2")  # fmt: skip
+    assert "test_once[bgp]" not in ids_bgp  # once per run: host-gw's switch measures it
+    assert [c["outcome"] for c in data_bgp["checks"] if c["name"] == "test_once"] == [
+        "not-selected"
+    ]
 
 
 def test_a_phase_with_no_mesh_check_to_run_has_its_decisions_recorded_by_c1_s_share(
@@ -292,7 +313,7 @@ def test_a_lockstep_run_takes_the_suites_mixing_quiet_checks_after_the_ordinary_
 ) -> None:
     """Ordinary-only suites, then those mixing ordinary and quiet checks (services, policy),
     then the quiet-only ones, hygiene before the faults, the switch last
-    (docs/adr/0018-mesh-in-the-default-run.md, amendment 6)."""
+    (docs/adr/0018-mesh-in-the-default-run.md, amendment 7)."""
     pytester.makepyfile(
         test_workloads=_suite("wl", 1), test_services=_suite("svc", 7),
         test_policy=_suite("pol", 17), test_throughput=_suite("tput", 28),
@@ -351,9 +372,10 @@ def test_a_test_marked_breaks_and_waits_is_a_usage_error(pytester: pytest.Pytest
     result.stderr.fnmatch_lines(["*test_fo*: marked breaks and waits; one of them*"])
 
 
-def test_only_the_node_stop_and_the_switch_share_the_machine_while_they_wait() -> None:
-    """The quiet tests marked ``waits``: 13's node stop (the node grace) and 23 (the switch
-    back); every other quiet scenario's test measures throughout and holds it alone."""
+def test_only_the_node_stop_shares_the_machine_while_it_waits() -> None:
+    """The quiet tests marked ``waits``: 13's node stop (the node grace); every other quiet
+    scenario's test measures throughout and holds it alone (23 switches no cluster back
+    any more: in a lockstep run it is measured at the whole-lab switch)."""
     import inspect
 
     from harness.conformance import catalogue
@@ -366,7 +388,7 @@ def test_only_the_node_stop_and_the_switch_share_the_machine_while_they_wait() -
             quiet = "scenario" in marks and catalogue.CATALOGUE[marks["scenario"].args[0]].quiet
             if quiet and "waits" in marks:
                 waiting.add(name)
-    assert waiting == {"test_stopped_node_leaves_every_service", "test_flows_survive_a_mode_switch"}
+    assert waiting == {"test_stopped_node_leaves_every_service"}
 
 
 def test_the_node_stop_predicts_the_verdict_from_the_victims_last_heartbeat() -> None:
@@ -386,3 +408,40 @@ def test_the_node_stop_predicts_the_verdict_from_the_victims_last_heartbeat() ->
     # 1970-01-12T13:46:28Z is epoch 999,988: 12 s ago
     assert _verdict_in_s(lab, "c2-w1", 40.0) == 28.0  # type: ignore[arg-type]
     assert _verdict_in_s(lab, "c2-cp", 40.0) is None  # type: ignore[arg-type]
+
+
+def test_23_is_measured_at_the_switch_after_the_phases_the_matrix_selects_it_in() -> None:
+    lab = _shape(TWO)
+    default, full = matrix.preset("default"), matrix.preset("full")
+    assert [str(e) for e in matrix.switch_flows(default, lab)] == ["host-gw"]  # once: the first
+    assert matrix.switch_flows(full, lab) == matrix.phases(full)[:-1]  # every switch
+    custom = matrix.preset("default", ["vxlan", "udp", "ipip"])
+    assert [str(e) for e in matrix.switch_flows(custom, lab)] == ["vxlan"]
+    assert matrix.switch_flows(matrix.preset("default", ["vxlan"]), lab) == ()  # no switch
+
+
+def test_a_lockstep_phase_leaves_23_to_the_switch_and_the_last_phase_has_none() -> None:
+    lab, full = _shape(TWO), matrix.preset("full")
+    order = matrix.phases(full)
+    d23, d1 = declare(23), declare(1)
+    first = matrix.lockstep_decision(d23, order[0], full, lab)
+    assert first.state == "not-selected" and "measured at the whole-lab switch" in first.reason
+    last = matrix.lockstep_decision(d23, order[-1], full, lab)
+    assert last.state == "not-applicable" and "last phase" in last.reason
+    assert matrix.decide(d23, order[-1], full, lab).state == "run"  # the session's decision
+    default = matrix.preset("default")
+    assert matrix.lockstep_decision(d23, ModeSpec.parse("vxlan"), default, lab) == matrix.decide(
+        d23, ModeSpec.parse("vxlan"), default, lab
+    )  # not selected there anyway: the matrix's reason stands
+    for e in order:  # every other scenario keeps the matrix's decision
+        assert matrix.lockstep_decision(d1, e, full, lab) == matrix.decide(d1, e, full, lab)
+
+
+def test_the_switch_flows_plan_needs_a_topology(capsys: pytest.CaptureFixture[str]) -> None:
+    assert matrix.main(["--switch-flows"]) == 2
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "podlab: --switch-flows needs --topology FILE (the lab's shape decides)"
+    ]
+    assert matrix.main(["--matrix", "full", "--switch-flows", "--topology", str(TWO)]) == 0
+    want = [str(e) for e in matrix.phases(matrix.preset("full"))[:-1]]
+    assert capsys.readouterr().out.split() == want
