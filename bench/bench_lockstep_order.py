@@ -158,6 +158,8 @@ def load_phase(results: Path, entry: str, marks: Mapping[str, Marks]) -> list[Ru
     in name order (two-clusters: c1, then c2)."""
     files = []
     for path in sorted(results.glob("*.json")):
+        if "-switch-" in path.name:  # 23 at the whole-lab switch: between phases, not in one
+            continue
         data = json.loads(path.read_text())
         checks = [c for c in data.get("checks", []) if c.get("mode") == entry
                   and "machine" in (c.get("labels") or {})]  # fmt: skip
