@@ -370,23 +370,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         m = preset(args.matrix, args.mode)
-        if args.switch_flows:
+        if args.switch_flows and not args.topology:
+            raise UserError("--switch-flows needs --topology FILE (the lab's shape decides)")
+        entries = phases(m) if args.phases else m.entries
+        if args.switch_flows or (args.mesh and args.topology):  # the script's one-liners
             from harness.plan.build import load_plan
 
-            if not args.topology:
-                raise UserError("--switch-flows needs --topology FILE (the lab's shape decides)")
-            print(" ".join(map(str, switch_flows(m, LabShape.of(load_plan(args.topology))))))
+            lab = LabShape.of(load_plan(args.topology))
+            if args.switch_flows:
+                print(" ".join(map(str, switch_flows(m, lab))))
+            else:
+                print(" ".join(str(int(bool(mesh_runs(m, lab, e)))) for e in entries))
             return 0
         lines = describe(m, cover(m.entries))
         if args.topology:
             lines += lab_lines(m, args.topology)
-        entries = phases(m) if args.phases else m.entries
-        if args.mesh and args.topology:
-            from harness.plan.build import load_plan
-
-            lab = LabShape.of(load_plan(args.topology))
-            print(" ".join(str(int(bool(mesh_runs(m, lab, e)))) for e in entries))
-            return 0
     except UserError as exc:
         print(f"podlab: {exc}")
         return 2

@@ -133,17 +133,10 @@ class Node:
         if not any(first.values()):
             raise LabError(f"node {self.name}: echo server on :{port} never listened")
 
-    def ensure_netcheck(self) -> None:
-        """Nodes podlab did not deploy (outside hosts) get netcheck as a standalone file.
-
-        It is one standard-library module, copied over ssh into the node's ``/run``
-        and run with the node's own ``python3``.
-        """
-        if self.run(["test", "-x", echo.NODE_PYTHON], timeout_s=10).returncode != 0:
-            self.install_netcheck()
-
     def install_netcheck(self) -> None:
-        """Copy the standalone netcheck into the node's ``/run`` and use it from now on."""
+        """Nodes podlab did not deploy (outside hosts: no podlab Python, ``_ready``) get
+        netcheck as a standalone file: one standard-library module, copied over ssh into
+        the node's ``/run`` and run with the node's own ``python3``."""
         source = Path(netcheck_module.__file__).read_text()
         remote = shlex.join(["sh", "-c", f"cat > {echo.STANDALONE_PATH}"])
         run(["ssh", "-F", str(self.ssh_config), "-o", f"ControlPath={self.control_path}",
@@ -220,7 +213,8 @@ def control_dir(
     longest = max((len(n) for n in names), default=0)
     if len(str(here)) + 1 + longest <= SOCKET_PATH_MAX:
         return here
-    return fallback_prefix(lab_dir).with_name(fallback_prefix(lab_dir).name + owner)
+    prefix = fallback_prefix(lab_dir)
+    return prefix.with_name(prefix.name + owner)
 
 
 def fallback_prefix(lab_dir: Path) -> Path:
