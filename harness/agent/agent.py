@@ -20,6 +20,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ class Agent:
         self.terminating = False  # pods in a graceful stop: the loop polls them
         self.exit_code = 0
         self.stop_signalled = 0.0  # monotonic time of SIGTERM/SIGINT
+        self.on_ready: Callable[[], None] | None = None  # after the first heartbeat
 
     def start(self) -> None:
         began = time.monotonic()
@@ -115,6 +117,8 @@ class Agent:
         self.capacity = metrics.capacity(cfg.capacity)
         self.podmgr.exits.on_exit = self.pods.poke  # a pod process exited: a quick pass now
         self.heartbeat()
+        if self.on_ready is not None:  # the deploy's proof of this start (--ready-file)
+            self.on_ready()
         # what a restart costs (a mode switch restarts every agent at once): the first
         # heartbeat is what the deploy's readiness check waits for
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -396,8 +400,9 @@ def process_age_s() -> float:
         return float("nan")
 
 
-def serve(cfg: AgentConfig) -> int:
-    """Run the agent until SIGTERM (or SIGINT); its exit status."""
+def serve(cfg: AgentConfig, on_ready: Callable[[], None] | None = None) -> int:
+    """Run the agent until SIGTERM (or SIGINT); its exit status. ``on_ready`` is called
+    once, right after the first heartbeat is in etcd (``--ready-file``)."""
     if nl.in_root_netns() and not cfg.allow_root_netns:
         log.error(
             "refusing to run in the host's initial network namespace; run inside a "
@@ -410,6 +415,7 @@ def serve(cfg: AgentConfig) -> int:
     pyroute2_config.default_communicate_timeout = 60
     try:
         agent = Agent(cfg)
+        agent.on_ready = on_ready
     except registry.UnknownMode as exc:
         log.error("%s", exc)
         return 2

@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         return check(cfg, args.since, args.wait)
+    ready = daemon.ReadyFile(args.ready_file, args.config)
     from harness.agent.agent import serve  # pyroute2, the datapaths, the proxies
 
-    return serve(cfg)
+    return serve(cfg, on_ready=ready.write)
 
 
 if __name__ == "__main__":

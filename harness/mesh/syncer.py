@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         return check(cfg, args.since, args.wait)
+    ready = daemon.ReadyFile(args.ready_file, args.config)
     syncer = Syncer(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: syncer.stop.set())
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         log.error("start-up failed: %s", exc)
         return 1
+    ready.write()  # clusterinfo is published (the deploy's proof, --ready-file)
     syncer.run()
     return 0
 

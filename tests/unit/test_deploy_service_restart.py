@@ -7,6 +7,7 @@ service is a small script that logs its start and its TERM with the time.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -251,3 +252,124 @@ def test_a_service_that_dies_at_its_restart_fails_the_call_at_once(
         assert "not running, while starting" in crashed["msg"], crashed
     else:
         assert "start svc failed" in crashed["msg"], crashed  # its waiting start saw it
+
+
+# Writes its ready note (harness.daemon.ReadyFile, as the agent and the syncer do) a
+# moment after its start, from the configuration file it names; "stale" in that file:
+# it never writes one; "crash": it dies at once.
+NOTING = """
+import sys, time
+from harness.daemon import ReadyFile
+config, ready = sys.argv[1], sys.argv[2]
+text = open(config).read()
+if "crash" in text:
+    sys.exit(1)
+time.sleep(0.3)
+if "stale" not in text:
+    ReadyFile(ready, config).write()
+while True:
+    time.sleep(1)
+"""
+
+
+def call_with_ready_file(
+    tmp_path: Path, conf: Path, text: str, ready_config: str | None = None, wait: float = 20
+) -> tuple[dict[str, Any], float]:
+    """The module with ``ready_file`` (no ready_argv: a check process would fail, no PATH
+    to supervisorctl after the first call); its answer and how long it took."""
+    (tmp_path / "svc.py").write_text(NOTING)
+    config, ready = tmp_path / "svc.yaml", tmp_path / "run" / "svc.ready"
+    args = {
+        "name": "svc",
+        "manager": "supervisord",
+        "definition_path": str(tmp_path / "conf.d" / "svc.conf"),
+        "definition": (
+            f"[program:svc]\ncommand={sys.executable} {tmp_path}/svc.py {config} {ready}\n"
+            f"startsecs=1\nstopsignal=TERM\nautostart=true\n"
+            f'environment=PYTHONPATH="{Path(__file__).resolve().parents[2]}"\n'
+        ),
+        "files": {str(config): text},
+        "supervisor_conf": str(conf),
+        "log": str(tmp_path / "svc.log"),
+        "wait": 20,
+        "ready_file": str(ready),
+        "ready_config": ready_config or str(config),
+        "ready_wait": wait,
+    }
+    argfile = tmp_path / "args.json"
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    first = not (tmp_path / "conf.d" / "svc.conf").exists()
+    env = via_xmlrpc(tmp_path, supervisorctl=first)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(LIBRARY), str(argfile)],
+                          capture_output=True, text=True, check=False, env=env)  # fmt: skip
+    assert proc.stdout.strip().startswith("{"), proc.stderr
+    return dict(json.loads(proc.stdout)), time.monotonic() - t0
+
+
+def test_a_restart_waits_for_the_new_process_s_ready_file(tmp_path: Path, supervisor: Path) -> None:
+    """After a restart the call reads the ready note itself: it passes on the note the
+    process just spawned wrote, naming the configuration just written, after the old
+    process was gone; without a restart it checks nothing more (no ready_argv)."""
+    first, _ = call_with_ready_file(tmp_path, supervisor, "mode: vxlan\n")
+    assert not first.get("failed") and first["action"] == "defined", first
+    note = json.loads((tmp_path / "run" / "svc.ready").read_text())
+    assert note["at"] >= first["since"] > 0 and first["ready"].startswith("ready: pid"), first
+
+    again, _ = call_with_ready_file(tmp_path, supervisor, "mode: vxlan\n")
+    assert (again["action"], again["changed"], again["ready"]) == ("", False, ""), again
+
+    switched, _ = call_with_ready_file(tmp_path, supervisor, "mode: bgp\n")
+    assert switched["action"] == "restarted" and not switched.get("failed"), switched
+    new = json.loads((tmp_path / "run" / "svc.ready").read_text())
+    assert new["pid"] != note["pid"] and new["at"] >= switched["since"] > note["at"], (note, new)
+    assert f"pid {new['pid']}" in switched["ready"], switched
+    assert new["config_sha256"] != note["config_sha256"]
+
+
+def test_a_ready_file_that_is_not_the_new_process_s_fails_the_call(
+    tmp_path: Path, supervisor: Path
+) -> None:
+    """The old process's note (the new one writes none) and a note naming another
+    configuration than the one written are refused until the wait is over."""
+    ok, _ = call_with_ready_file(tmp_path, supervisor, "mode: vxlan\n")
+    assert not ok.get("failed"), ok
+    stale, took = call_with_ready_file(tmp_path, supervisor, "mode: bgp stale\n", wait=2)
+    assert stale.get("failed") and "not ready after 2s" in stale["msg"], stale
+    assert "previous process's" in stale["msg"] and took >= 2.0, stale
+    other = tmp_path / "other.yaml"
+    wrong, _ = call_with_ready_file(
+        tmp_path, supervisor, "mode: udp\n", ready_config=str(other), wait=2
+    )
+    assert wrong.get("failed") and "is not one of files" in wrong["msg"], wrong
+
+
+def test_a_ready_file_naming_another_configuration_fails_the_call(
+    tmp_path: Path, supervisor: Path
+) -> None:
+    """The service read a configuration other than the one this call wrote (here: the
+    note's digest is of its file, the call's of a text that differs)."""
+    ok, _ = call_with_ready_file(tmp_path, supervisor, "mode: vxlan\n")
+    assert not ok.get("failed"), ok
+    # the judge alone, on the note just written and a digest of other bytes
+    spec = importlib.util.spec_from_file_location("podlab_service", LIBRARY)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    note = (tmp_path / "run" / "svc.ready").read_text()
+    data = json.loads(note)
+    verdict = mod.judge_note(note, data["at"] - 1, "0" * 64, data["pid"])
+    assert verdict == (False, "its ready file names another configuration than the one written")
+    assert mod.judge_note(note, data["at"] - 1, data["config_sha256"], data["pid"] + 1)[0] is False
+    assert mod.judge_note(note, data["at"] - 1, data["config_sha256"], data["pid"])[0] is True
+    assert mod.judge_note("{", 0.0, "", 0) == (False, "its ready file is not readable yet")
+
+
+def test_a_service_that_dies_before_its_ready_file_fails_the_call_at_once(
+    tmp_path: Path, supervisor: Path
+) -> None:
+    ok, _ = call_with_ready_file(tmp_path, supervisor, "mode: vxlan\n")
+    assert not ok.get("failed"), ok
+    crashed, took = call_with_ready_file(tmp_path, supervisor, "crash\n", wait=60)
+    assert crashed.get("failed") and "not running, while starting" in crashed["msg"], crashed
+    assert took < 15, f"the call took {took:.1f} s: it waited for the file, not the process"
