@@ -518,7 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.switch_flows and not args.topology:
             raise UserError("--switch-flows needs --topology FILE (the lab's shape decides)")
         entries = phases(m) if args.phases else m.entries
-        if args.topology and (args.switch_flows or args.phases):  # the script's one-liners
+        one_liner = args.switch_flows or (args.phases and (args.entries or args.mesh))
+        if args.topology and one_liner:  # the script's one-liners
             from harness.plan.build import load_plan
 
             plan = load_plan(args.topology)
@@ -531,10 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     str(int(not p.paired and bool(mesh_runs(m, lab, p.entries[0]))))
                     for p in order
                 ))  # fmt: skip
-            elif args.entries:  # phase tokens: ENTRY, or c1=ENTRY,c2=ENTRY for a pair
+            else:  # phase tokens: ENTRY, or c1=ENTRY,c2=ENTRY for a pair
                 print(" ".join(p.token(list(plan.clusters)) for p in order))
-            else:
-                print("\n".join(lab_lines(m, args.topology)))
             return 0
         lines = describe(m, cover(m.entries))
         if args.topology:
