@@ -2,7 +2,8 @@
 
 Nodes must never reach a package index (VMs may have none; netns nodes must not
 hammer one in parallel), so the host builds everything once into
-``.podlab/.wheelhouse/<digest>/`` and Ansible installs from it with
+``/var/cache/podlab/wheelhouses/<digest>/`` (outside the clone, shared by
+clones; ``$PODLAB_WHEELHOUSE_CACHE`` moves it) and Ansible installs from it with
 ``pip install --no-index --find-links``. The digest covers podlab's sources and
 the pinned requirements, so an unchanged tree reuses the wheelhouse and the
 node-side install (keyed on the same digest) is skipped: that is what makes a
