@@ -22,7 +22,9 @@
 # run in LOCKSTEP: every matrix entry is a phase (in the cheapest switch order);
 # per phase one whole-lab switch, then at once one `podlab test` per cluster on
 # its share of the entry's in-cluster checks (dealt by measured seconds) and one
-# for the entry's mesh checks, then a barrier
+# for the entry's mesh checks, then a barrier; in a lab of two clusters two light
+# entries may share a phase, one per cluster (a pair: one per-cluster switch, then
+# each cluster runs all of its own entry's checks)
 # (docs/adr/0018-mesh-in-the-default-run.md). Clusters in no common mesh: one
 # `podlab test` per cluster at once, each on its share of the matrix
 # (docs/adr/0010-per-cluster-conformance-runs.md). Either way runs take turns on
@@ -84,7 +86,9 @@ from harness.conformance.matrix import lockstep
 from harness.plan.build import load_plan
 print(int(lockstep(LabShape.of(load_plan(sys.argv[1])))))' "$TOPO" 2>/dev/null || echo 0)
 if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
-  read -r -a phases <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries --phases)"
+  # a phase: ENTRY (the whole lab in it), or a pair CLUSTER=ENTRY,CLUSTER=ENTRY (two light
+  # entries, one per cluster, each running all of its entry's checks: matrix.Phase)
+  read -r -a phases <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries --phases --topology "$TOPO")"
   # per phase 1 if a whole-lab (mesh) scenario runs in it, else 0: no mesh run is started
   read -r -a meshes <<<"$($PYTHON -m harness.conformance.matrix --matrix "$MATRIX" "${mode_args[@]}" --entries --phases --mesh --topology "$TOPO")"
   LAST_MODE=${phases[$((${#phases[@]} - 1))]}
@@ -184,7 +188,9 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
     if [ "$i" -gt 0 ]; then
       step "phase $((i + 1))/${#phases[@]}: switching the whole lab $LAB to $e"
       t=$(now)
-      enc=none; [[ $e == *+* ]] && enc=${e#*+}
+      enc=none; [[ $e == *+* ]] && enc=${e#*+}; enc=${enc%%,*}
+      # the deploy's --mode: MODE, or a pair's CLUSTER=MODE,… (its entries, without +ENC)
+      mode=$(sed 's/+[a-z]*//g' <<<"$e")
       prev=${phases[$((i - 1))]}
       if [[ " ${flows_after[*]:-} " == *" $prev "* ]]; then
         # scenario 23 at this switch: flows in every cluster across it
@@ -209,16 +215,20 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
         fi
       # a node that runs other sources than the tree (edited since the first deploy)
       # refuses a switch: then the full deploy, as the plugin does (labctl.deploy)
-      elif ! run_bg $PODLAB deploy "$LAB" --switch --mode "${e%%+*}" --encryption "$enc" --quiet &&
+      elif ! run_bg $PODLAB deploy "$LAB" --switch --mode "$mode" --encryption "$enc" --quiet &&
         { [ "$interrupted" != 0 ] ||
-          ! run_bg $PODLAB deploy "$LAB" --mode "${e%%+*}" --encryption "$enc" --quiet; }; then
+          ! run_bg $PODLAB deploy "$LAB" --mode "$mode" --encryption "$enc" --quiet; }; then
         echo "conformance: the deploy of $e failed; the phases left are not run" >&2
         rc=1
         break
       fi
       timings+=("switch $e=$(since "$t")")
     fi
-    step "phase $((i + 1))/${#phases[@]}: $e — in-cluster checks dealt between ${clusters[*]}, mesh checks beside them"
+    if [[ $e == *=* ]]; then
+      step "phase $((i + 1))/${#phases[@]}: $e — a pair: each cluster all of its own entry's checks"
+    else
+      step "phase $((i + 1))/${#phases[@]}: $e — in-cluster checks dealt between ${clusters[*]}, mesh checks beside them"
+    fi
     t=$(now)
     pids=()
     KEPT=1
@@ -230,10 +240,19 @@ if [ "$PARALLEL" != "0" ] && [ "$LOCKSTEP" = "1" ]; then
     flows_pid=""
     for k in $(seq 1 "$n"); do
       c=${clusters[$((k - 1))]}
-      [ "$k" = 1 ] || idle=()
+      if [[ $e == *=* ]]; then
+        # a pair: this cluster's own entry, all of its checks, and its entry's whole-lab
+        # decisions (a pair's entries start no mesh run)
+        ce=$(tr ',' '\n' <<<"$e" | sed -n "s/^$c=//p")
+        share=(--deal 1/1 --lab-decisions)
+      else
+        ce=$e
+        share=(--deal "$k/$n")
+        [ "$k" = 1 ] && share+=("${idle[@]}")
+      fi
       # each line prefixed with its cluster; $! is podlab's own pid (its status counts)
-      $PODLAB test "${common[@]}" --entry "$e" --scope cluster --cluster "$c" --deal "$k/$n" \
-        "${idle[@]}" --ssh-keep "$c" "${lock[@]}" -q > >(sed -u "s/^/[$c $e] /") 2>&1 &
+      $PODLAB test "${common[@]}" --entry "$ce" --scope cluster --cluster "$c" "${share[@]}" \
+        --ssh-keep "$c" "${lock[@]}" -q > >(sed -u "s/^/[$c $ce] /") 2>&1 &
       pids+=($!)
     done
     if [ "${meshes[$i]:-1}" != 0 ]; then

@@ -183,13 +183,16 @@ def deploy(
     return time.monotonic() - start
 
 
-def wait_nodes_ready(lab: Lab, spec: ModeSpec | None, timeout_s: float = NODE_WAIT_S) -> None:
-    """Wait until every cluster node's agent is Ready (and reports ``spec``'s mode, if given)."""
+def wait_nodes_ready(lab: Lab, spec: ModeSpec | None, timeout_s: float = NODE_WAIT_S,
+                     modes: Mapping[str, ModeSpec] | None = None) -> None:  # fmt: skip
+    """Wait until every cluster node's agent is Ready (and reports ``spec``'s mode, if given;
+    ``modes``: per cluster, after a pair's per-cluster switch)."""
     deadline = time.monotonic() + timeout_s
     missing: list[str] = []
     while time.monotonic() < deadline:
         missing = []
         for cluster in lab.clusters:
+            want = (modes or {}).get(cluster, spec)
             client = lab.client(cluster)
             records = {n.name: n for n in client.nodes()}
             now = client.clock()
@@ -197,8 +200,8 @@ def wait_nodes_ready(lab: Lab, spec: ModeSpec | None, timeout_s: float = NODE_WA
                 rec = records.get(node.name)
                 if rec is None or not is_ready(rec, now):
                     missing.append(f"{node.name} (not Ready)")
-                elif spec and rec.mode and rec.mode != spec.mode:
-                    missing.append(f"{node.name} (mode {rec.mode}, want {spec.mode})")
+                elif want and rec.mode and rec.mode != want.mode:
+                    missing.append(f"{node.name} (mode {rec.mode}, want {want.mode})")
         if not missing:
             return
         time.sleep(READY_POLL_S)

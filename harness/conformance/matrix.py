@@ -207,6 +207,119 @@ def phases(matrix: Matrix) -> tuple[ModeSpec, ...]:
     return tuple(order)
 
 
+# Pairs (docs/adr/0018, amendment 8): in a lockstep run of two meshed clusters, two
+# light entries run in one phase, one per cluster (each cluster all of its entry's
+# in-cluster checks), after one switch that puts each cluster in its entry: a switch and
+# a start-up fewer per pair. Which entries pair follows from their properties, never a list.
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a lockstep run: one entry for the whole lab, or a pair, one entry per
+    cluster in the lab's cluster order (``why``: the pairing rule's reason)."""
+
+    entries: tuple[ModeSpec, ...]
+    why: str = ""
+
+    @property
+    def paired(self) -> bool:
+        return len(self.entries) > 1
+
+    def entry_of(self, index: int) -> ModeSpec:
+        """The entry cluster number ``index`` (0-based) runs in this phase."""
+        return self.entries[index] if self.paired else self.entries[0]
+
+    def token(self, clusters: Sequence[str]) -> str:
+        """What the script and ``podlab deploy --mode`` take: ``ENTRY``, or
+        ``c1=ENTRY,c2=ENTRY`` for a pair."""
+        if not self.paired:
+            return str(self.entries[0])
+        return ",".join(f"{c}={e}" for c, e in zip(clusters, self.entries, strict=True))
+
+    def __str__(self) -> str:
+        return " | ".join(map(str, self.entries))
+
+
+def routing(entry: ModeSpec) -> str:
+    """The mesh routing a cluster in ``entry`` uses (docs/mesh.md): native in bgp."""
+    return "native" if entry.mode == "bgp" else "tunnel"
+
+
+def unpairable(entry: ModeSpec, matrix: Matrix, lab: LabShape) -> str | None:
+    """Why ``entry`` cannot share a phase with another (None: it is light and may): it
+    starts a mesh run, a check other than a light one runs in it (a heavy or once-per-run
+    check wants the machine's two clusters, or its time), or 23 is measured at the switch
+    after it (its flows run in both clusters from one mode)."""
+    from harness.conformance.catalogue import CATALOGUE, declare
+
+    if mesh_runs(matrix, lab, entry):
+        return "a mesh run"
+    costly = sorted(
+        n for n, s in CATALOGUE.items()
+        if s.scope == "cluster" and s.cost != "light"
+        and decide(declare(n), entry, matrix, lab).state == "run"
+    )  # fmt: skip
+    if costly:
+        return "non-light checks " + _numbers(costly)
+    return None
+
+
+def pair_rule(a: ModeSpec, b: ModeSpec) -> str | None:
+    """Why two light entries cannot run side by side in one mesh (None: they can): the
+    mesh's rules (docs/mesh.md) want one routing and one encryption in every cluster."""
+    if routing(a) != routing(b):
+        return f"{routing(a)} and {routing(b)} routing"
+    if a.encryption != b.encryption:
+        return f"encryption {a.encryption} and {b.encryption}"
+    return None
+
+
+def phase_switch_cost(a: Phase, b: Phase, clusters: int) -> int:
+    """A switch between phases: the costliest of the clusters' switches (one Ansible run
+    switches them all at once)."""
+    return max(switch_cost(a.entry_of(k), b.entry_of(k)) for k in range(clusters))
+
+
+def lockstep_phases(matrix: Matrix, lab: LabShape | None) -> tuple[Phase, ...]:
+    """The phases of a lockstep run: the entries in the cheapest switch order (``phases``)
+    with light ones paired, one per cluster, in a lab of exactly two meshed clusters.
+
+    Walking that order, each light entry (``unpairable`` None; never the first: the first
+    deploy puts one mode everywhere) pairs with the next unpaired light entry it may share
+    a mesh with (``pair_rule``); then the phases are ordered again, first phase first and
+    always the cheapest switch next (``phase_switch_cost``). Any other lab, or a matrix
+    with no two light entries that fit (MATRIX=full: every check everywhere), keeps one
+    entry per phase.
+    """
+    order = phases(matrix)
+    if lab is None or lab.clusters != 2 or not lockstep(lab):
+        return tuple(Phase((e,)) for e in order)
+    light = [e for e in order[1:] if unpairable(e, matrix, lab) is None]
+    partner: dict[ModeSpec, ModeSpec] = {}
+    for i, a in enumerate(light):
+        if a in partner:
+            continue
+        for b in light[i + 1 :]:
+            if b not in partner and pair_rule(a, b) is None:
+                partner[a], partner[b] = b, a
+                break
+    units: list[Phase] = []
+    for e in order:
+        if e not in partner:
+            units.append(Phase((e,)))
+        elif order.index(e) < order.index(partner[e]):
+            p = partner[e]
+            why = (f"both light (no mesh run, light checks only), {routing(e)} routing, "
+                   f"encryption {e.encryption}")  # fmt: skip
+            units.append(Phase((e, p), why))
+    ordered, left = units[:1], units[1:]
+    while left:
+        nxt = min(left, key=lambda u: phase_switch_cost(ordered[-1], u, lab.clusters))
+        ordered.append(nxt)
+        left.remove(nxt)
+    return tuple(ordered)
+
+
 # Scenario 23 (a mode switch under live flows) in a lockstep run: measured at the
 # whole-lab switch after a phase where the matrix selects it (harness.conformance.switchflows),
 # the switch the run makes anyway, in no cluster's share (docs/adr/0018, amendment 6).
@@ -215,11 +328,18 @@ AT_SWITCH = 23
 
 def switch_flows(matrix: Matrix, lab: LabShape | None) -> tuple[ModeSpec, ...]:
     """The phases of a lockstep run after whose whole-lab switch scenario 23 is measured:
-    those the matrix selects it in (default: the first; full: every one), but the last."""
+    those the matrix selects it in (default: the first; full: every one), but the last.
+    A pair is never one (23 runs in no light entry's share): the switch after such a
+    phase may lead into a pair, each cluster measured into its own entry."""
     from harness.conformance.catalogue import declare
 
-    order = phases(matrix)
-    return tuple(e for e in order[:-1] if decide(declare(AT_SWITCH), e, matrix, lab).state == "run")
+    order = [p.entries[0] for p in lockstep_phases(matrix, lab) if not p.paired]
+    last = lockstep_phases(matrix, lab)[-1]
+    return tuple(
+        e for e in order
+        if (last.paired or e != last.entries[0])
+        and decide(declare(AT_SWITCH), e, matrix, lab).state == "run"
+    )  # fmt: skip
 
 
 def lockstep_decision(test: Declared, entry: ModeSpec, matrix: Matrix, lab: LabShape | None
@@ -229,7 +349,8 @@ def lockstep_decision(test: Declared, entry: ModeSpec, matrix: Matrix, lab: LabS
     decision = decide(test, entry, matrix, lab)
     if test.scenario.number != AT_SWITCH or decision.state != "run":
         return decision
-    if entry == phases(matrix)[-1]:
+    last = lockstep_phases(matrix, lab)[-1]
+    if not last.paired and entry == last.entries[0]:
         return Decision("not-applicable", f"{entry} is the last phase of the lockstep run: "
                         "no whole-lab switch after it to measure")  # fmt: skip
     return Decision("not-selected", "not selected in this run: measured at the whole-lab "
@@ -286,24 +407,46 @@ def deal_seconds(matrix: Matrix, lab: LabShape | None, entry: ModeSpec, share: S
 
 def lockstep_lines(matrix: Matrix, lab: LabShape, clusters: Sequence[str]) -> list[str]:
     """The lockstep plan printed before a run: per phase, what each cluster runs (the
-    scenarios that run in it there, with estimated seconds) and which mesh scenarios run."""
+    scenarios that run in it there, with estimated seconds) and which mesh scenarios run;
+    a pair's two entries, one per cluster, and why they pair."""
     from harness.conformance.catalogue import declare
 
+    order, flows = lockstep_phases(matrix, lab), switch_flows(matrix, lab)
+    pairs = sum(p.paired for p in order)
     lines = [
-        f"lockstep: {len(matrix.entries)} phases, each one whole-lab switch, then its checks "
-        f"dealt between {', '.join(clusters)} and its mesh checks beside them, then a barrier:"
-    ]
-    order, flows = phases(matrix), switch_flows(matrix, lab)
-    for i, entry in enumerate(order, 1):
-        shares = deal(matrix, lab, entry, len(clusters))
+        f"lockstep: {len(order)} phases, each one whole-lab switch, then its checks "
+        f"dealt between {', '.join(clusters)} and its mesh checks beside them, then a barrier"
+        + (f"; {pairs} of them pairs: one light entry per cluster, each running all of its "
+           "entry's checks" if pairs else "") + ":"
+    ]  # fmt: skip
+    for i, phase in enumerate(order, 1):
         cells = []
-        for cluster, share in zip(clusters, shares, strict=True):
-            runs = [n for n in share if decide(declare(n), entry, matrix, lab).state == "run"]
-            secs = deal_seconds(matrix, lab, entry, share)
-            cells.append(f"{cluster} {_numbers(runs)} (~{secs:.0f} s)")
-        mesh = mesh_runs(matrix, lab, entry)
-        then = f"; then 23 at the switch to {order[i]}" if entry in flows else ""
-        lines.append(f"  {i}. {entry!s:<24} {'; '.join(cells)}; mesh {_numbers(mesh)}{then}")
+        if phase.paired:
+            for k, cluster in enumerate(clusters):
+                entry = phase.entry_of(k)
+                share = deal(matrix, lab, entry, 1)[0]
+                runs = [n for n in share if decide(declare(n), entry, matrix, lab).state == "run"]
+                secs = deal_seconds(matrix, lab, entry, share)
+                cells.append(f"{cluster} {entry} {_numbers(runs)} (~{secs:.0f} s)")
+            mesh: list[int] = []
+        else:
+            entry = phase.entries[0]
+            shares = deal(matrix, lab, entry, len(clusters))
+            for cluster, share in zip(clusters, shares, strict=True):
+                runs = [n for n in share if decide(declare(n), entry, matrix, lab).state == "run"]
+                secs = deal_seconds(matrix, lab, entry, share)
+                cells.append(f"{cluster} {_numbers(runs)} (~{secs:.0f} s)")
+            mesh = mesh_runs(matrix, lab, entry)
+        then = ""
+        if not phase.paired and phase.entries[0] in flows:
+            then = f"; then 23 at the switch to {order[i]}"
+        why = f"; paired: {phase.why}" if phase.paired else ""
+        lines.append(f"  {i}. {phase!s:<24} {'; '.join(cells)}; mesh {_numbers(mesh)}{then}{why}")
+    unpaired = [p.entries[0] for p in order[1:] if not p.paired]
+    light = [e for e in unpaired if unpairable(e, matrix, lab) is None]
+    if light and len(clusters) == 2:
+        lines.append(f"  unpaired light: {_join(light)} (no light partner left with the "
+                     "same routing and encryption)")  # fmt: skip
     return lines
 
 
@@ -355,8 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--entries", action="store_true")
     p.add_argument("--topology", help="also say where the lab's whole-lab (mesh) scenarios run")
     p.add_argument(
-        "--phases", action="store_true", help="with --entries: in the lockstep run's phase order"
-    )
+        "--phases", action="store_true",
+        help="with --entries: in the lockstep run's phase order; with --topology too, the "
+        "lab's phases: a pair of light entries, one per cluster, as CLUSTER=ENTRY,CLUSTER=ENTRY",
+    )  # fmt: skip
     p.add_argument(
         "--mesh",
         action="store_true",
@@ -373,14 +518,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.switch_flows and not args.topology:
             raise UserError("--switch-flows needs --topology FILE (the lab's shape decides)")
         entries = phases(m) if args.phases else m.entries
-        if args.switch_flows or (args.mesh and args.topology):  # the script's one-liners
+        one_liner = args.switch_flows or (args.phases and (args.entries or args.mesh))
+        if args.topology and one_liner:  # the script's one-liners
             from harness.plan.build import load_plan
 
-            lab = LabShape.of(load_plan(args.topology))
+            plan = load_plan(args.topology)
+            lab = LabShape.of(plan)
+            order = lockstep_phases(m, lab)
             if args.switch_flows:
                 print(" ".join(map(str, switch_flows(m, lab))))
-            else:
-                print(" ".join(str(int(bool(mesh_runs(m, lab, e)))) for e in entries))
+            elif args.mesh:
+                print(" ".join(
+                    str(int(not p.paired and bool(mesh_runs(m, lab, p.entries[0]))))
+                    for p in order
+                ))  # fmt: skip
+            else:  # phase tokens: ENTRY, or c1=ENTRY,c2=ENTRY for a pair
+                print(" ".join(p.token(list(plan.clusters)) for p in order))
             return 0
         lines = describe(m, cover(m.entries))
         if args.topology:

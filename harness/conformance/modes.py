@@ -15,6 +15,7 @@ Pure: the plugin, the matrix planner and the report's coverage table share it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from harness.errors import UserError
@@ -64,3 +65,35 @@ def families(spec: ModeSpec) -> tuple[str, str, str]:
 def family_label(spec: ModeSpec) -> str:
     """How the run's plan and the report name a mode's families: "bridged · direct · clear"."""
     return " · ".join(families(spec))
+
+
+def phase_entries(token: str, clusters: Sequence[str]) -> dict[str, ModeSpec]:
+    """A lockstep phase as the script passes it, per cluster: ``ENTRY`` (every cluster),
+    or a pair's ``c1=ENTRY,c2=ENTRY`` (matrix.Phase.token), every cluster named once."""
+    if "=" not in token:
+        spec = ModeSpec.parse(token)
+        return {c: spec for c in clusters}
+    out: dict[str, ModeSpec] = {}
+    for item in token.split(","):
+        cluster, eq, entry = item.partition("=")
+        if not eq or cluster not in clusters or cluster in out:
+            raise UserError(f"phase {token!r}: {item!r} is not CLUSTER=ENTRY for a cluster of "
+                            f"the lab ({', '.join(clusters)}), each once")  # fmt: skip
+        out[cluster] = ModeSpec.parse(entry)
+    missing = [c for c in clusters if c not in out]
+    if missing:
+        raise UserError(f"phase {token!r}: no entry for cluster {missing[0]}")
+    return out
+
+
+def deploy_mode(entries: Mapping[str, ModeSpec]) -> tuple[str, str]:
+    """``podlab deploy``'s ``--mode`` and ``--encryption`` for a phase's entries: one MODE
+    when every cluster runs the same, else CLUSTER=MODE,…; the encryption is one for all
+    (a mesh's rule; a pair has one)."""
+    specs = list(entries.values())
+    encs = {s.encryption for s in specs}
+    if len(encs) != 1:
+        raise UserError(f"clusters in one lab switch need one encryption, not {sorted(encs)}")
+    if len({s.mode for s in specs}) == 1:
+        return specs[0].mode, specs[0].encryption
+    return ",".join(f"{c}={s.mode}" for c, s in entries.items()), specs[0].encryption

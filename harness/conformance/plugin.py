@@ -361,8 +361,9 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
     if share is not None and run.options.deal is not None and run.options.deal[0] == 1:
         takes = (*share, AT_SWITCH)  # 23 is in no share: the first records its decision
     where = run.options.cluster or ""
-    if run.options.deal is not None and plan is not None:
+    if run.options.deal is not None and run.options.deal[1] > 1 and plan is not None:
         where = "+".join(plan.clusters)  # the entry's checks are dealt between them
+    # (--deal 1/1: a pair's phase, the entry's checks all in this cluster, matrix.Phase)
     run.get_writer().set_plan(coverage.results_plan(run.matrix, planned, mine, where))
     dropped, elsewhere = [], []
     scope = run.options.scope

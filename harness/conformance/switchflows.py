@@ -141,10 +141,17 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(f"signal {signum}")
 
 
-def switch_argv(podlab: str, lab: str, to: str, switch: bool) -> list[str]:
+def switch_argv(podlab: str, lab: str, to: str, switch: bool, clusters: Sequence[str] = ()
+                ) -> list[str]:  # fmt: skip
     """The deploy scripts/conformance.sh runs between two phases (``switch``: the
-    ``--switch`` one, else the full deploy it falls back to)."""
-    mode, _, enc = to.partition("+")
+    ``--switch`` one, else the full deploy it falls back to); ``to`` a phase token, a
+    pair's (``c1=vxlan,c2=udp``) switching each of ``clusters`` to its own entry."""
+    from harness.conformance.modes import deploy_mode, phase_entries
+
+    if "=" in to:
+        mode, enc = deploy_mode(phase_entries(to, clusters))
+    else:
+        mode, _, enc = to.partition("+")
     return [podlab, "deploy", lab, *(["--switch"] if switch else []), "--mode", mode,
             "--encryption", enc or "none", "--quiet"]  # fmt: skip
 
@@ -159,14 +166,18 @@ def _run(argv: Sequence[str]) -> bool:
         raise
 
 
-def whole_lab_switch(podlab: str, lab: str, to: str) -> bool:
+def whole_lab_switch(podlab: str, lab: str, to: str, clusters: Sequence[str] = ()) -> bool:
     """The switch, falling back to the full deploy as the script does: whether it worked."""
-    return _run(switch_argv(podlab, lab, to, True)) or _run(switch_argv(podlab, lab, to, False))
+    return _run(switch_argv(podlab, lab, to, True, clusters)) or _run(
+        switch_argv(podlab, lab, to, False, clusters)
+    )
 
 
 @dataclass
 class _Cluster:
     name: str
+    frm: str = ""  # the entry it leaves and the one it enters (a pair: its own)
+    to: str = ""
     factory: Any = None  # PodFactory
     flows: Flows | None = None
     problem: str = ""  # why its flows never ran (not applicable when ``na``)
@@ -203,18 +214,22 @@ def measure(
     from datetime import UTC, datetime
 
     from harness.conformance import labctl, quiet, remote
-    from harness.conformance.modes import ModeSpec
+    from harness.conformance.modes import phase_entries
     from harness.results import env
     from harness.results.store import ResultsWriter, RunMeta
 
-    spec = ModeSpec.parse(to)
     lab = labctl.attach(lab_name)
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{lab.topology}-switch-{spec}"
-    meta = RunMeta(run_id=run_id, topology=lab.topology, modes=(frm,),
+    names_ = list(lab.plan.clusters)
+    frm_of, to_of = phase_entries(frm, names_), phase_entries(to, names_)
+    tag = "_".join(dict.fromkeys(str(s) for s in to_of.values()))
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{lab.topology}-switch-{tag}"
+    meta = RunMeta(run_id=run_id, topology=lab.topology,
+                   modes=tuple(dict.fromkeys(str(s) for s in frm_of.values())),
                    environment=env.capture(lab=lab_name))  # fmt: skip
     writer = ResultsWriter(results_dir / f"{run_id}.json", meta)
     step = time.monotonic()
-    clusters = [_Cluster(c) for c in lab.plan.clusters]
+    clusters = [_Cluster(c, str(frm_of[c]), str(to_of[c])) for c in names_]
+    first = clusters[0]
     names = sorted({n.name for c in lab.plan.clusters for n in lab.cluster_nodes(c)})
     nodes: dict[str, Any] = {}
     flows_pool = ThreadPoolExecutor(max_workers=2 * len(clusters))
@@ -237,19 +252,19 @@ def measure(
         except Exception as exc:  # the nodes: no flows anywhere, the switch still runs
             for c in clusters:
                 c.problem = c.problem or f"cluster {c.name}: flows not started: {exc}"
-        writer.timing("switch flows: pods and flows", time.monotonic() - step, mode=frm)
+        writer.timing("switch flows: pods and flows", time.monotonic() - step, mode=first.frm)
         began, t = time.time(), time.monotonic()
-        switched = whole_lab_switch(podlab, lab_name, to)
+        switched = whole_lab_switch(podlab, lab_name, to, names_)
         deploy_s = time.monotonic() - t
-        writer.timing("switch", deploy_s, mode=to)
+        writer.timing("switch", deploy_s, mode=first.to)
         if switched:
             t = time.monotonic()
             try:
-                labctl.wait_nodes_ready(lab, spec)
+                labctl.wait_nodes_ready(lab, None, modes=to_of)
             except Exception as exc:
                 ready_problem = str(exc)
             ready = time.time()
-            writer.timing("switch flows: ready", time.monotonic() - t, mode=to)
+            writer.timing("switch flows: ready", time.monotonic() - t, mode=first.to)
             if ready_file is not None:  # the next phase starts beside the settle
                 if quiet_lock is not None:
                     claim = quiet.Claim(shared=tuple(c.name for c in clusters))
@@ -258,28 +273,29 @@ def measure(
                 shared_s = time.monotonic()
             time.sleep(SETTLE_S)
         try:
-            failed = _judge_and_record(writer, clusters, frm, to, began, ready, switched,
+            failed = _judge_and_record(writer, clusters, began, ready, switched,
                                        ready_problem, deploy_s, shared_s)  # fmt: skip
         except Exception as exc:  # judged nothing, but the switch is made: the run goes on
             failed = True
             for c in clusters:
-                writer.check(23, CHECK, mode=frm, outcome="failed", labels=_labels(c.name, to),
-                             message=f"{frm} → {to}: flows not read: {exc}"[:2000])  # fmt: skip
+                writer.check(23, CHECK, mode=c.frm, outcome="failed",
+                             labels=_labels(c.name, c.to),
+                             message=f"{c.frm} → {c.to}: flows not read: {exc}"[:2000])  # fmt: skip
     except Interrupted:
         switched = False
         failed = True
         for c in clusters:
-            writer.check(23, CHECK, mode=frm, outcome="failed", labels=_labels(c.name, to),
+            writer.check(23, CHECK, mode=c.frm, outcome="failed", labels=_labels(c.name, c.to),
                          message="interrupted: the run was stopped")  # fmt: skip
     finally:
         t = time.monotonic()
         left = _clean_up(clusters, nodes, flows_pool)
         held.close()
-        writer.timing("switch flows: clean up", time.monotonic() - t, mode=to)
+        writer.timing("switch flows: clean up", time.monotonic() - t, mode=first.to)
         if shared_s is not None:  # what the next phase's start-up ran beside
             writer.timing("switch flows: beside the next phase", time.monotonic() - shared_s,
-                          mode=to)  # fmt: skip
-        writer.timing("switch step", time.monotonic() - step, mode=to)
+                          mode=first.to)  # fmt: skip
+        writer.timing("switch step", time.monotonic() - step, mode=first.to)
         writer.finish()
     for line in left:
         print(f"switchflows: {line}", file=sys.stderr)
@@ -298,17 +314,20 @@ def _labels(cluster: str, to: str, shared_s: float | None = None) -> dict[str, s
 
 
 def _judge_and_record(
-    writer: Any, clusters: Sequence[_Cluster], frm: str, to: str, began: float, ready: float,
+    writer: Any, clusters: Sequence[_Cluster], began: float, ready: float,
     switched: bool, ready_problem: str, deploy_s: float, shared_s: float | None = None,
 ) -> bool:  # fmt: skip
-    """Stop every cluster's flows, judge them and record; whether a check failed."""
-    writer.record("mode_switch_deploy_s", deploy_s, "s", mode=frm, scenario=23,
-                  labels={"test": CHECK, "to": to, "at": "whole-lab switch"})  # fmt: skip
+    """Stop every cluster's flows, judge them against the switch from the entry it left to
+    the one it entered (a pair's: its own) and record; whether a check failed."""
+    for frm, to in dict.fromkeys((c.frm, c.to) for c in clusters):
+        writer.record("mode_switch_deploy_s", deploy_s, "s", mode=frm, scenario=23,
+                      labels={"test": CHECK, "to": to, "at": "whole-lab switch"})  # fmt: skip
     failed = False
     flowing = {c.name: c.flows for c in clusters if c.flows is not None}
     with ThreadPoolExecutor(max_workers=max(1, len(flowing))) as pool:  # every cluster at once
         stopped = dict(zip(flowing, pool.map(stop, flowing.values()), strict=True))
     for c in clusters:
+        frm, to = c.frm, c.to
         labels = _labels(c.name, to, shared_s)
         problems = [c.problem] if c.problem else []
         if c.name in stopped:
@@ -363,14 +382,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m harness.conformance.switchflows --lab LAB --results DIR --from E --to F``."""
     import argparse
 
-    from harness.conformance.modes import ModeSpec
     from harness.errors import PodlabError
 
     p = argparse.ArgumentParser(prog="python -m harness.conformance.switchflows")
     p.add_argument("--lab", required=True)
     p.add_argument("--results", required=True, type=Path)
-    p.add_argument("--from", dest="frm", required=True, metavar="ENTRY")
-    p.add_argument("--to", required=True, metavar="ENTRY")
+    p.add_argument("--from", dest="frm", required=True, metavar="ENTRY|CLUSTER=ENTRY,…")
+    p.add_argument("--to", required=True, metavar="ENTRY|CLUSTER=ENTRY,…",
+                   help="a pair's phase (c1=vxlan,c2=udp): each cluster switched to, and "
+                   "its flows judged against, its own entry")  # fmt: skip
     p.add_argument("--podlab", default=str(Path(sys.executable).with_name("podlab")))
     p.add_argument("--ready-file", type=Path,
                    help="created when the switch is made and the agents are ready: the "
@@ -382,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
-        frm, to = str(ModeSpec.parse(args.frm)), str(ModeSpec.parse(args.to))
+        frm, to = _entry_token(args.frm), _entry_token(args.to)
     except PodlabError as exc:
         print(f"podlab: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -394,6 +414,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PodlabError as exc:  # before the switch (the lab not up): nothing switched
         print(f"podlab: {exc}", file=sys.stderr)
         return EXIT_NO_SWITCH
+
+
+def _entry_token(text: str) -> str:
+    """ENTRY or CLUSTER=ENTRY,… with every entry checked (the clusters: once the lab is known)."""
+    from harness.conformance.modes import ModeSpec
+
+    if "=" not in text:
+        return str(ModeSpec.parse(text))
+    parts = [item.partition("=") for item in text.split(",")]
+    return ",".join(f"{c}={ModeSpec.parse(e)}" if eq else item
+                    for (c, eq, e), item in zip(parts, text.split(","), strict=True))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from harness.deploy.deploy import deploy, request_for
+from harness.deploy.deploy import deploy, parse_cluster_modes, request_for
 from harness.deploy.progress import LiveProgress, recap_table
 from harness.deploy.runner import DeployResult
 from harness.errors import LabError
@@ -27,7 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("lab", help="lab name (its event logs go to .podlab/LAB/deploy/)")
     p.add_argument("--inventory", "-i", metavar="FILE", help="deploy to the machines in FILE")
-    p.add_argument("--mode", choices=MODES, help="override every cluster's datapath mode")
+    p.add_argument(
+        "--mode",
+        metavar="MODE|CLUSTER=MODE,…",
+        help=f"override the datapath mode: one of {', '.join(MODES)} for every cluster, or "
+        "one per cluster, every cluster named (c1=vxlan,c2=udp: one Ansible run, each "
+        "cluster's hosts in their mode; refused before anything changes if the lab's "
+        "mesh rules forbid the mix, docs/mesh.md)",
+    )
     p.add_argument("--encryption", choices=ENCRYPTIONS, help="override the encryption")
     p.add_argument("--proxy-mode", choices=PROXY_MODES, help="override the service proxy mode")
     p.add_argument("--limit", "-l", metavar="PATTERN", help="only these hosts (Ansible pattern)")
@@ -48,12 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    per_cluster = parse_cluster_modes(args.mode) if args.mode else None
     overrides = {
         "podlab_mode": args.mode,
         "podlab_encryption": args.encryption,
         "podlab_proxy_mode": args.proxy_mode,
     }
-    req = request_for(args.lab, args.inventory, overrides, args.limit, switch=args.switch)
+    req = request_for(args.lab, args.inventory, overrides, args.limit, switch=args.switch,
+                      cluster_modes=per_cluster)  # fmt: skip
     if args.mesh_ca:
         req = dataclasses.replace(req, mesh_ca=Path(args.mesh_ca).resolve())
     console = Console(highlight=False)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,6 +24,9 @@ from harness.deploy.wheel import Wheelhouse, ensure_wheelhouse
 from harness.errors import LabError, UserError
 from harness.inventory import inventory_path, project_home
 from harness.lab.state import find
+
+if TYPE_CHECKING:
+    from harness.plan.model import LabPlan
 
 SITE = "site.yml"
 # The mode switch of a deployed lab (``--switch``): the agents' configuration and
@@ -72,16 +75,123 @@ def request_for(
     overrides: Mapping[str, str | None],
     limit: str | None = None,
     switch: bool = False,
+    cluster_modes: Mapping[str, str] | None = None,
 ) -> DeployRequest:
-    """Resolve the inventory and lab directory; refuse a missing inventory up front."""
+    """Resolve the inventory and lab directory; refuse a missing inventory up front.
+
+    ``cluster_modes`` (``--mode c1=vxlan,c2=udp``): one mode per cluster, every cluster
+    of the lab named. A mode is then no extra var (those beat every host's variable) but
+    each cluster group's ``podlab_mode`` in a copy of the inventory the one Ansible run
+    reads (``inventory-modes.yml`` in the lab directory), after the lab's clusters with
+    those modes passed the mesh rules ``podlab validate`` applies (docs/mesh.md).
+    """
     inv = Path(inventory).resolve() if inventory else inventory_path(lab, project_home())
     if not inv.is_file():
         hint = "bring the lab up with `podlab up FILE`, or pass --inventory FILE"
         raise UserError(f"no inventory for lab {lab!r} at {inv} (fix: {hint})")
     lab_dir = find(lab).root  # a registered netns lab's, else .podlab/<lab>/
     chosen = {k: v for k, v in overrides.items() if v is not None}
+    if cluster_modes:
+        chosen.pop("podlab_mode", None)
+        data = _inventory_with_modes(inv, lab, cluster_modes)
+        check_cluster_modes(lab, cluster_modes, chosen.get("podlab_encryption"))
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        inv = lab_dir / MODES_INVENTORY
+        inv.write_text(
+            "# Written by `podlab deploy --mode CLUSTER=MODE,…` from the lab's inventory "
+            "(per-cluster podlab_mode); rewritten by the next such deploy.\n"
+            + yaml.safe_dump(data, sort_keys=False)
+        )
     _refuse_ipvs_on_host_kernel(inv, chosen)
     return DeployRequest(lab, inv, lab_dir, chosen, limit, switch=switch)
+
+
+# The inventory a per-cluster --mode deploys with (request_for), in the lab directory.
+MODES_INVENTORY = "inventory-modes.yml"
+
+
+def parse_cluster_modes(text: str) -> dict[str, str] | None:
+    """``--mode``'s per-cluster form ``c1=vxlan,c2=udp`` as {cluster: mode}; None for a
+    plain MODE (every cluster). A malformed item or an unknown mode: one line, exit 2."""
+    from harness.plan.model import MODES
+
+    if "=" not in text:
+        if text not in MODES:
+            raise UserError(f"--mode {text}: unknown mode (use one of: {', '.join(MODES)}, "
+                            "or CLUSTER=MODE,… for one mode per cluster)")  # fmt: skip
+        return None
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        cluster, eq, mode = (part.strip() for part in item.partition("="))
+        if not eq or not cluster or not mode:
+            raise UserError(f"--mode {text}: {item!r} is not CLUSTER=MODE "
+                            "(e.g. --mode c1=vxlan,c2=udp)")  # fmt: skip
+        if mode not in MODES:
+            raise UserError(f"--mode {text}: cluster {cluster}: unknown mode {mode!r} "
+                            f"(use one of: {', '.join(MODES)})")  # fmt: skip
+        if cluster in out:
+            raise UserError(f"--mode {text}: cluster {cluster} named twice")
+        out[cluster] = mode
+    return out
+
+
+def _inventory_with_modes(inv: Path, lab: str, modes: Mapping[str, str]) -> dict[str, Any]:
+    """The inventory's data with each cluster group's podlab_mode set; every cluster of the
+    inventory must be named (a cluster left out would get its topology mode, not the one
+    it runs)."""
+    data = yaml.safe_load(inv.read_text()) or {}
+    groups = ((data.get("all") or {}).get("children") or {}) if isinstance(data, dict) else {}
+    clusters = {
+        str((g.get("vars") or {}).get("podlab_cluster")): g
+        for g in groups.values()
+        if isinstance(g, dict) and (g.get("vars") or {}).get("podlab_cluster")
+    }
+    given = ",".join(f"{c}={m}" for c, m in modes.items())
+    names = ", ".join(clusters) or "none"
+    unknown = [c for c in modes if c not in clusters]
+    if unknown:
+        raise UserError(f"--mode {given}: lab {lab} has no cluster {unknown[0]} "
+                        f"(its clusters: {names})")  # fmt: skip
+    missing = [c for c in clusters if c not in modes]
+    if missing:
+        raise UserError(f"--mode {given}: no mode for cluster {missing[0]} (fix: name every "
+                        f"cluster of lab {lab} ({names}), or give one MODE for all)")  # fmt: skip
+    for cluster, group in clusters.items():
+        group["vars"]["podlab_mode"] = modes[cluster]
+    return data  # type: ignore[no-any-return]
+
+
+def check_cluster_modes(lab: str, modes: Mapping[str, str], encryption: str | None) -> None:
+    """Refuse modes that break a mesh rule of the lab (docs/mesh.md) before anything
+    changes: the lab's plan with these modes through ``podlab validate``'s mesh check,
+    one line per problem, located at the --mode argument."""
+    from harness.lab.state import Ledger
+    from harness.plan.build import load_plan
+
+    paths = find(lab)
+    if not paths.state.exists():
+        raise UserError(f"--mode CLUSTER=MODE,…: lab {lab!r} is not up (its topology's mesh "
+                        "rules decide which modes may mix; fix: `podlab up FILE`)")  # fmt: skip
+    check_plan_modes(load_plan(Ledger.load(paths).source), modes, encryption)
+
+
+def check_plan_modes(plan: LabPlan, modes: Mapping[str, str], encryption: str | None) -> None:
+    """``check_cluster_modes`` on a lab's plan: its clusters with ``modes`` (and the
+    ``encryption`` override) through the mesh rules; one line per problem."""
+    import dataclasses as dc
+
+    from harness.errors import Collector
+    from harness.plan.mesh import check_meshes
+
+    lab = plan.name
+    clusters = {
+        name: dc.replace(cl, mode=modes.get(name, cl.mode), encryption=encryption or cl.encryption)
+        for name, cl in plan.clusters.items()
+    }
+    given = ",".join(f"{c}={m}" for c, m in modes.items())
+    collector = Collector(f"podlab deploy {lab} --mode {given}")
+    check_meshes(clusters, {}, collector)
+    collector.raise_if_any()
 
 
 def switch_refused(failures: Sequence[Failure]) -> bool:

@@ -203,6 +203,12 @@ def run_playbook(
     and Ansible's stdout); the ten most recent runs are kept.
     """
     private_data_dir.mkdir(parents=True, exist_ok=True)
+    # ansible-runner writes env/extravars and env/envvars at a directory's first run and
+    # reads them back at every later one, before the vars given here: a key the first run
+    # gave and a later one does not (a per-cluster --mode gives no podlab_mode) would stay
+    # in force. Each run states its vars whole.
+    for stale in ("extravars", "envvars"):
+        (private_data_dir / "env" / stale).unlink(missing_ok=True)
     bindir = str(Path(sys.executable).parent)
     env = {
         "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",

@@ -90,15 +90,21 @@ def test_once_per_run_checks_go_to_one_cluster_only() -> None:
 def test_the_plan_says_which_cluster_runs_what_and_where_the_mesh_checks_are() -> None:
     default, plan = matrix.preset("default"), load_plan(TWO)
     lines = matrix.lockstep_lines(default, LabShape.of(plan), list(plan.clusters))
-    assert lines[0].startswith("lockstep: 9 phases")
+    assert lines[0].startswith("lockstep: 7 phases") and "2 of them pairs" in lines[0]
     by_entry = {line.split()[1]: line for line in lines[1:]}
     assert "mesh 24,25,26,27" in by_entry["host-gw"]
     assert "mesh 24,25,26,27" in by_entry["calico-vxlan+wireguard"]
-    assert by_entry["bgp"].endswith("mesh 24") and by_entry["vxlan"].endswith("mesh -")
+    assert by_entry["bgp"].endswith("mesh 24") and by_entry["cross-subnet"].endswith("mesh -")
     assert "c1 " in by_entry["host-gw"] and "; c2 " in by_entry["host-gw"]
     assert " 21" in by_entry["bgp"] or ",21" in by_entry["bgp"]
+    # a pair: each cluster its own entry, all of its checks, no mesh run, and why
+    pair = by_entry["vxlan"]
+    assert pair.split()[1:4] == ["vxlan", "|", "udp"]
+    assert "c1 vxlan 1,2,3,4,19,28,29,30 " in pair and "; c2 udp 1,2,3,4,19,28,29,30 " in pair
+    assert "mesh -; paired: both light" in pair and "tunnel routing, encryption none" in pair
+    assert lines[-1].startswith("  unpaired light: host-gw+wireguard, cross-subnet")
     # 23: at the switch after the one phase the default matrix selects it in (the first)
-    assert by_entry["host-gw"].endswith("; then 23 at the switch to vxlan")
+    assert by_entry["host-gw"].endswith("; then 23 at the switch to vxlan | udp")
     assert sum("23" in line for line in lines) == 1
     out = matrix.lab_lines(default, str(TWO))
     assert any(line.startswith("lockstep: ") for line in out)
@@ -445,3 +451,121 @@ def test_the_switch_flows_plan_needs_a_topology(capsys: pytest.CaptureFixture[st
     assert matrix.main(["--matrix", "full", "--switch-flows", "--topology", str(TWO)]) == 0
     want = [str(e) for e in matrix.phases(matrix.preset("full"))[:-1]]
     assert capsys.readouterr().out.split() == want
+
+
+# --- pairs (amendment 8): two light entries, one per cluster, in one phase ----------
+
+
+def test_light_entries_pair_by_their_properties_in_the_cheapest_order() -> None:
+    default, lab = matrix.preset("default"), _shape(TWO)
+    order = matrix.lockstep_phases(default, lab)
+    assert [str(p) for p in order] == [
+        "host-gw", "vxlan | udp", "host-gw+wireguard", "calico-vxlan+wireguard",
+        "calico-vxlan | ipip", "cross-subnet", "bgp",
+    ]  # fmt: skip
+    # every entry once, and a pair's entries are both light and may share the mesh
+    flat = [e for p in order for e in p.entries]
+    assert sorted(map(str, flat)) == sorted(default.modes)
+    for p in order:
+        if p.paired:
+            assert all(matrix.unpairable(e, default, lab) is None for e in p.entries)
+            assert matrix.pair_rule(*p.entries) is None
+    # why the others are single: a mesh run, checks other than light ones, the first
+    V = ModeSpec.parse
+    assert matrix.unpairable(V("bgp"), default, lab) == "a mesh run"
+    assert matrix.unpairable(V("host-gw"), default, lab) == "a mesh run"
+    assert matrix.unpairable(V("host-gw+wireguard"), default, lab) is None  # no partner
+    # the rule itself: mesh routing and encryption (docs/mesh.md), nothing by name
+    assert matrix.pair_rule(V("vxlan"), V("bgp")) == "tunnel and native routing"
+    assert matrix.pair_rule(V("vxlan"), V("udp+wireguard")) == "encryption none and wireguard"
+    assert matrix.pair_rule(V("ipip+wireguard"), V("udp+wireguard")) is None
+    assert matrix.pair_rule(V("bgp"), V("bgp+wireguard")) is not None
+    # the order stays the cheapest: no costlier than the unpaired order's switches
+    cost = sum(matrix.phase_switch_cost(a, b, 2) for a, b in itertools.pairwise(order))
+    single = [matrix.Phase((e,)) for e in matrix.phases(default)]
+    assert cost <= sum(matrix.phase_switch_cost(a, b, 2) for a, b in itertools.pairwise(single))
+
+
+def test_wireguard_entries_pair_with_each_other_and_never_with_clear_ones() -> None:
+    lab = _shape(TWO)
+    modes = ["host-gw", "vxlan+wireguard", "vxlan", "udp+wireguard", "ipip+wireguard"]
+    custom = matrix.preset("default", modes)
+    order = matrix.lockstep_phases(custom, lab)
+    assert [str(p) for p in order if p.paired] == ["vxlan+wireguard | udp+wireguard"]
+    # vxlan has no clear partner; ipip+wireguard holds the encrypted heavy checks
+    assert [str(p) for p in order if not p.paired] == ["host-gw", "vxlan", "ipip+wireguard"]
+
+
+def test_pairs_need_two_meshed_clusters_and_light_entries() -> None:
+    default, full = matrix.preset("default"), matrix.preset("full")
+    single = [matrix.Phase((e,)) for e in matrix.phases(default)]
+    assert list(matrix.lockstep_phases(default, _shape(SINGLE))) == single
+    assert list(matrix.lockstep_phases(default, None)) == single
+    three = LabShape("t", clusters=3, outside_hosts=1, max_segments_per_cluster=1, meshed=3)
+    assert not any(p.paired for p in matrix.lockstep_phases(default, three))
+    apart = LabShape("t", clusters=2, outside_hosts=1, max_segments_per_cluster=1, meshed=0)
+    assert not any(p.paired for p in matrix.lockstep_phases(default, apart))
+    # the full matrix runs every check everywhere: no entry is light, the run unchanged
+    full_phases = matrix.lockstep_phases(full, _shape(TWO))
+    assert [p.entries[0] for p in full_phases] == list(matrix.phases(full))
+    assert not any(p.paired for p in full_phases)
+
+
+def test_the_script_gets_pairs_as_cluster_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    assert matrix.main(["--topology", str(TWO), "--entries", "--phases"]) == 0
+    assert capsys.readouterr().out.split() == [
+        "host-gw", "c1=vxlan,c2=udp", "host-gw+wireguard", "calico-vxlan+wireguard",
+        "c1=calico-vxlan,c2=ipip", "cross-subnet", "bgp",
+    ]  # fmt: skip
+    assert matrix.main(["--topology", str(TWO), "--entries", "--phases", "--mesh"]) == 0
+    assert capsys.readouterr().out.split() == ["1", "0", "0", "1", "0", "0", "1"]
+    # without a topology, or in a single-cluster lab, the phases are the entries
+    assert matrix.main(["--entries", "--phases"]) == 0
+    assert capsys.readouterr().out.split() == list(
+        map(str, matrix.phases(matrix.preset("default")))
+    )
+    assert matrix.main(["--topology", str(SINGLE), "--entries", "--phases"]) == 0
+    assert capsys.readouterr().out.split() == list(
+        map(str, matrix.phases(matrix.preset("default")))
+    )
+
+
+def test_a_phase_token_names_each_cluster_s_entry_once() -> None:
+    from harness.conformance.modes import deploy_mode, phase_entries
+    from harness.errors import UserError
+
+    V = ModeSpec.parse
+    assert phase_entries("vxlan", ["c1", "c2"]) == {"c1": V("vxlan"), "c2": V("vxlan")}
+    pair = phase_entries("c1=vxlan+wireguard,c2=udp+wireguard", ["c1", "c2"])
+    assert pair == {"c1": V("vxlan+wireguard"), "c2": V("udp+wireguard")}
+    assert deploy_mode(pair) == ("c1=vxlan,c2=udp", "wireguard")
+    assert deploy_mode(phase_entries("ipip", ["c1", "c2"])) == ("ipip", "none")
+    for bad, message in (
+        ("c1=vxlan", "no entry for cluster c2"),
+        ("c1=vxlan,c3=udp", "'c3=udp' is not CLUSTER=ENTRY"),
+        ("c1=vxlan,c1=udp", "'c1=udp' is not CLUSTER=ENTRY"),
+        ("c1=vxlan,c2=geneve", "unknown mode 'geneve'"),
+    ):
+        with pytest.raises(UserError, match=message):
+            phase_entries(bad, ["c1", "c2"])
+    with pytest.raises(UserError, match="one encryption"):
+        deploy_mode({"c1": V("vxlan"), "c2": V("udp+wireguard")})
+
+
+def test_a_pair_s_runs_each_record_their_entry_in_full_once(pytester: pytest.Pytester) -> None:
+    """c1 in vxlan and c2 in udp, each --deal 1/1 --lab-decisions: every check of each entry
+    recorded exactly once, by its cluster's run, the mesh's decisions included."""
+    pytester.makepyfile(test_m=SUITE)
+    out = pytester.path / "out"
+    i1, d1 = _collect(pytester, out, "--entry=vxlan", "--scope=cluster", "--cluster=c1",
+                      "--deal=1/1", "--lab-decisions")  # fmt: skip
+    i2, d2 = _collect(pytester, out, "--entry=udp", "--scope=cluster", "--cluster=c2",
+                      "--deal=1/1", "--lab-decisions")  # fmt: skip
+    every = {"test_light", "test_heavy", "test_once", "test_strict", "test_mesh"}
+    for ids, data, entry in ((i1, d1, "vxlan"), (i2, d2, "udp")):
+        names = [c["name"] for c in data["checks"]]
+        assert len(names) == len(set(names))  # once
+        assert {c["mode"] for c in data["checks"]} == {entry}
+        assert ids == {f"test_light[{entry}]"}  # runs here, all of it
+        assert set(names) | {"test_light"} == every  # the rest: its decision, here
+        assert "test_mesh" in names  # the whole-lab decision, recorded here

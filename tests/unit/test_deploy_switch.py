@@ -147,3 +147,138 @@ def test_the_recap_knows_the_imported_plays() -> None:
     for book in (SITE, SWITCH):
         names = play_names(PLAYBOOKS / book)
         assert "" not in names and list(names[-len(tail) :]) == tail, names
+
+
+# --- one mode per cluster (`--mode c1=vxlan,c2=udp`, ADR 0018 amendment 8) -----------
+
+TWO = source_root() / "topologies" / "two-clusters.clab.yml"
+INVENTORY = """all:
+  vars: {podlab_backend: netns}
+  children:
+    c1:
+      vars: {podlab_cluster: c1, podlab_mode: vxlan}
+      hosts: {c1-w1: {}}
+    c2:
+      vars: {podlab_cluster: c2, podlab_mode: vxlan}
+      hosts: {c2-w1: {}}
+    routers:
+      hosts: {router: {}}
+"""
+
+
+def test_the_per_cluster_mode_is_parsed_and_bad_items_are_one_line() -> None:
+    from harness.deploy.deploy import parse_cluster_modes
+    from harness.errors import UserError
+
+    assert parse_cluster_modes("vxlan") is None  # one mode for every cluster
+    assert parse_cluster_modes("c1=vxlan,c2=udp") == {"c1": "vxlan", "c2": "udp"}
+    for bad, message in (
+        ("geneve", "--mode geneve: unknown mode"),
+        ("c1=vxlan,c2", "'c2' is not CLUSTER=MODE"),
+        ("=vxlan", "'=vxlan' is not CLUSTER=MODE"),
+        ("c1=geneve,c2=udp", "cluster c1: unknown mode 'geneve'"),
+        ("c1=vxlan,c1=udp", "cluster c1 named twice"),
+    ):
+        with pytest.raises(UserError, match=message) as err:
+            parse_cluster_modes(bad)
+        assert len(str(err.value).splitlines()) == 1
+
+
+def test_every_cluster_must_be_named_and_known(tmp_path: Path) -> None:
+    from harness.errors import UserError
+
+    inv = tmp_path / "inv.yml"
+    inv.write_text(INVENTORY)
+    for modes, message in (
+        ({"c1": "udp"}, "no mode for cluster c2 .fix: name every cluster of lab pair-unit"),
+        ({"c1": "udp", "c2": "ipip", "c3": "udp"}, "lab pair-unit has no cluster c3"),
+    ):
+        with pytest.raises(UserError, match=message):
+            request_for("pair-unit", str(inv), {}, switch=True, cluster_modes=modes)
+
+
+def test_a_mix_the_mesh_forbids_is_refused_by_validate_s_rules() -> None:
+    from harness.deploy.deploy import check_plan_modes
+    from harness.errors import UserError
+    from harness.plan.build import load_plan
+
+    plan = load_plan(TWO)
+    check_plan_modes(plan, {"c1": "vxlan", "c2": "udp"}, None)  # one tunnel mesh: fine
+    check_plan_modes(plan, {"c1": "calico-vxlan", "c2": "ipip"}, "wireguard")
+    check_plan_modes(plan, {"c1": "bgp", "c2": "bgp"}, None)  # native: every cluster bgp
+    with pytest.raises(UserError) as err:
+        check_plan_modes(plan, {"c1": "bgp", "c2": "vxlan"}, None)
+    (line,) = str(err.value).splitlines()
+    assert line.startswith("podlab deploy two-clusters --mode c1=bgp,c2=vxlan: cluster c2")
+    assert "tunnel routing in mesh mesh1 but cluster c1 (mode bgp) uses native routing" in line
+
+
+def test_the_modes_go_into_each_cluster_group_and_no_extra_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.deploy import deploy as dep
+
+    monkeypatch.setenv("PODLAB_HOME", str(tmp_path))  # the copy goes to its lab directory
+    inv = tmp_path / "inv.yml"
+    inv.write_text(INVENTORY)
+    checked: list[tuple[str, dict[str, str], str | None]] = []
+
+    def check(lab: str, modes: dict[str, str], enc: str | None) -> None:
+        checked.append((lab, dict(modes), enc))
+
+    monkeypatch.setattr(dep, "check_cluster_modes", check)
+    req = request_for("pair-unit", str(inv), {"podlab_mode": "c1=ipip,c2=udp",
+                      "podlab_encryption": "none"}, switch=True,
+                      cluster_modes={"c1": "ipip", "c2": "udp"})  # fmt: skip
+    assert checked == [("pair-unit", {"c1": "ipip", "c2": "udp"}, "none")]
+    assert req.overrides == {"podlab_encryption": "none"}  # no podlab_mode extra var
+    assert req.inventory.name == dep.MODES_INVENTORY and req.playbook == SWITCH
+    groups = yaml.safe_load(req.inventory.read_text())["all"]["children"]
+    assert groups["c1"]["vars"]["podlab_mode"] == "ipip"
+    assert groups["c2"]["vars"]["podlab_mode"] == "udp"
+    assert "podlab_mode" not in (groups["routers"].get("vars") or {})
+    assert (
+        yaml.safe_load(inv.read_text())["all"]["children"]["c1"]["vars"]["podlab_mode"] == "vxlan"
+    )
+
+
+def test_a_refused_mix_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.deploy import deploy as dep
+    from harness.errors import UserError
+
+    monkeypatch.setenv("PODLAB_HOME", str(tmp_path))
+    inv = tmp_path / "inv.yml"
+    inv.write_text(INVENTORY)
+    lab_dir = dep.find("pair-unit").root
+    assert lab_dir.is_relative_to(tmp_path)
+
+    def refuse(lab: str, modes: object, enc: object) -> None:
+        raise UserError("refused")
+
+    monkeypatch.setattr(dep, "check_cluster_modes", refuse)
+    with pytest.raises(UserError):
+        request_for("pair-unit", str(inv), {}, cluster_modes={"c1": "bgp", "c2": "udp"})
+    assert not (lab_dir / dep.MODES_INVENTORY).exists()
+
+
+def test_each_run_states_its_vars_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ansible-runner reads env/extravars of an earlier run back: a run must not inherit
+    the first deploy's podlab_mode (a per-cluster switch gives none)."""
+    from harness.deploy import runner
+    from harness.errors import LabError
+
+    env = tmp_path / "env"
+    env.mkdir()
+    (env / "extravars").write_text('{"podlab_mode": "host-gw"}')
+    (env / "envvars").write_text("{}")
+    seen: list[bool] = []
+
+    def fake_run(**kwargs: object) -> None:
+        seen.append((env / "extravars").exists() or (env / "envvars").exists())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(runner.ansible_runner, "run", fake_run)
+    with pytest.raises(LabError):
+        runner.run_playbook(tmp_path / "x.yml", tmp_path / "inv.yml", tmp_path,
+                            extravars={"podlab_encryption": "none"})  # fmt: skip
+    assert seen == [False]
