@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 BACKEND ?= netns
-TOPO   ?= $(if $(filter vm,$(BACKEND)),topologies/vm-lab.clab.yml,topologies/single-cluster.clab.yml)
+TOPO   ?= $(if $(filter vm,$(BACKEND)),topologies/vm-lab.clab.yml,topologies/two-clusters.clab.yml)
 LAB    ?= $(shell sed -n 's/^name: *//p' $(TOPO) | head -n1)
 MODES  ?=
 MATRIX ?= default

@@ -36,7 +36,7 @@ if [ "$BACKEND" = vm ]; then
   TOPO=${1:-topologies/vm-lab.clab.yml}
   MODES=${2:-"ipip host-gw+wireguard bgp+wireguard"}
 else
-  TOPO=${1:-topologies/single-cluster.clab.yml}
+  TOPO=${1:-topologies/two-clusters.clab.yml}
   MODES=${2:-}
 fi
 KEEP=${3:-0}

@@ -33,7 +33,7 @@ LAB = "t-conf-it"
 
 
 def _topology() -> str:
-    """The shipped default lab under another name and management subnet."""
+    """The shipped single-cluster lab under another name and management subnet."""
     topo = yaml.safe_load((REPO / "topologies" / "single-cluster.clab.yml").read_text())
     topo["name"], topo["mgmt"] = LAB, {"ipv4-subnet": "172.31.223.0/24"}
     return yaml.safe_dump(topo, sort_keys=False)
