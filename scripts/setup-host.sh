@@ -50,7 +50,7 @@ fi
 # (about 2 s, against about 18 s for a venv built from pip's cache every time). pip
 # never writes into an installed file (it removes and writes anew), so the clone's
 # .venv cannot change the cache; `make clean` removes only the clone's.
-RECIPE=1
+RECIPE=2
 VENVS=${PODLAB_VENV_CACHE:-/var/cache/podlab/venvs}
 key=$( { cat pyproject.toml; "$PY" -c 'import sys; print(sys.version)'; echo "recipe $RECIPE"; } |
   sha256sum | cut -c1-16)
@@ -62,8 +62,10 @@ if [ ! -x "$cached/bin/python" ]; then
   trap 'rm -rf "$work"' EXIT
   "$PY" -m venv "$work/venv"
   "$work/venv/bin/pip" install -q --upgrade pip
-  # the build backend too: the clone's editable install runs without build isolation
-  "$work/venv/bin/pip" install -q "setuptools>=68" wheel -e '.[dev]'
+  # the build backend too: the clone's editable install runs without build isolation.
+  # setuptools below 81 keeps pkg_resources, which supervisor's scripts import (a
+  # venv's own setuptools always had it; 84 failed tests/unit/test_deploy_service_restart)
+  "$work/venv/bin/pip" install -q "setuptools>=68,<81" wheel -e '.[dev]'
   "$work/venv/bin/pip" uninstall -q -y podlab
   # its scripts name the venv where it was built: each clone's copy renames it
   echo "$work/venv" > "$work/venv/.podlab-built-at"
