@@ -87,7 +87,9 @@ cp -al "$cached" .venv 2>/dev/null || { rm -rf .venv; cp -a "$cached" .venv; }
 built=$(cat .venv/.podlab-built-at)
 here=$(pwd -P)/.venv
 grep -lZ -- "$built" .venv/bin/* .venv/pyvenv.cfg 2>/dev/null | xargs -0 -r sed -i "s#$built#$here#g"
-# setuptools' warnings about our pyproject.toml are noise here; a failure is shown
-.venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>/dev/null ||
-  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+# setuptools' warnings about our pyproject.toml are noise here; a failure's are shown
+if ! out=$(.venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1); then
+  echo "$out" >&2
+  exit 1
+fi
 touch "$stamp"

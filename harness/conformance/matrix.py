@@ -333,12 +333,10 @@ def switch_flows(matrix: Matrix, lab: LabShape | None) -> tuple[ModeSpec, ...]:
     phase may lead into a pair, each cluster measured into its own entry."""
     from harness.conformance.catalogue import declare
 
-    order = [p.entries[0] for p in lockstep_phases(matrix, lab) if not p.paired]
-    last = lockstep_phases(matrix, lab)[-1]
+    order = lockstep_phases(matrix, lab)
     return tuple(
-        e for e in order
-        if (last.paired or e != last.entries[0])
-        and decide(declare(AT_SWITCH), e, matrix, lab).state == "run"
+        p.entries[0] for p in order[:-1]
+        if not p.paired and decide(declare(AT_SWITCH), p.entries[0], matrix, lab).state == "run"
     )  # fmt: skip
 
 
@@ -420,23 +418,17 @@ def lockstep_lines(matrix: Matrix, lab: LabShape, clusters: Sequence[str]) -> li
            "entry's checks" if pairs else "") + ":"
     ]  # fmt: skip
     for i, phase in enumerate(order, 1):
+        # a pair: each cluster all of its own entry (named); else the entry dealt
+        shares = None if phase.paired else deal(matrix, lab, phase.entries[0], len(clusters))
         cells = []
-        if phase.paired:
-            for k, cluster in enumerate(clusters):
-                entry = phase.entry_of(k)
-                share = deal(matrix, lab, entry, 1)[0]
-                runs = [n for n in share if decide(declare(n), entry, matrix, lab).state == "run"]
-                secs = deal_seconds(matrix, lab, entry, share)
-                cells.append(f"{cluster} {entry} {_numbers(runs)} (~{secs:.0f} s)")
-            mesh: list[int] = []
-        else:
-            entry = phase.entries[0]
-            shares = deal(matrix, lab, entry, len(clusters))
-            for cluster, share in zip(clusters, shares, strict=True):
-                runs = [n for n in share if decide(declare(n), entry, matrix, lab).state == "run"]
-                secs = deal_seconds(matrix, lab, entry, share)
-                cells.append(f"{cluster} {_numbers(runs)} (~{secs:.0f} s)")
-            mesh = mesh_runs(matrix, lab, entry)
+        for k, cluster in enumerate(clusters):
+            entry = phase.entry_of(k)
+            share = deal(matrix, lab, entry, 1)[0] if shares is None else shares[k]
+            runs = [n for n in share if decide(declare(n), entry, matrix, lab).state == "run"]
+            secs = deal_seconds(matrix, lab, entry, share)
+            named = f" {entry}" if phase.paired else ""
+            cells.append(f"{cluster}{named} {_numbers(runs)} (~{secs:.0f} s)")
+        mesh = [] if phase.paired else mesh_runs(matrix, lab, phase.entries[0])
         then = ""
         if not phase.paired and phase.entries[0] in flows:
             then = f"; then 23 at the switch to {order[i]}"

@@ -82,6 +82,24 @@ def supervisor(tmp_path: Path) -> Iterator[Path]:
         proc.wait(timeout=30)
 
 
+def service_args(tmp_path: Path, conf: Path, argv: str, startsecs: int, extra: str = ""
+                 ) -> dict[str, Any]:  # fmt: skip
+    """The module's arguments for the test program ``svc`` (``argv`` after the Python)
+    under our supervisord; each test adds its files and readiness."""
+    return {
+        "name": "svc",
+        "manager": "supervisord",
+        "definition_path": str(tmp_path / "conf.d" / "svc.conf"),
+        "definition": (
+            f"[program:svc]\ncommand={sys.executable} {argv}\n"
+            f"startsecs={startsecs}\nstopsignal=TERM\nautostart=true\n{extra}"
+        ),
+        "supervisor_conf": str(conf),
+        "log": str(tmp_path / "svc.log"),
+        "wait": 20,
+    }
+
+
 def run_module(
     tmp_path: Path,
     conf: Path,
@@ -94,19 +112,9 @@ def run_module(
     (tmp_path / "svc.py").write_text(SERVICE)
     (tmp_path / "ready.py").write_text(READY if ready_ok else "import sys; sys.exit(3)")
     events = tmp_path / "events"
-    definition = (
-        f"[program:svc]\ncommand={sys.executable} {tmp_path}/svc.py {events}\n"
-        "startsecs=0\nstopsignal=TERM\nautostart=true\n"
-    )
     args = {
-        "name": "svc",
-        "manager": "supervisord",
-        "definition_path": str(tmp_path / "conf.d" / "svc.conf"),
-        "definition": definition,
+        **service_args(tmp_path, conf, f"{tmp_path}/svc.py {events}", startsecs=0),
         "files": {str(tmp_path / "svc.yaml"): config},
-        "supervisor_conf": str(conf),
-        "log": str(tmp_path / "svc.log"),
-        "wait": 20,
         "ready_argv": [sys.executable, str(tmp_path / "ready.py"), str(events)],
         "ready_wait": ready_wait,
     }
@@ -214,16 +222,7 @@ def test_a_service_that_dies_at_its_restart_fails_the_call_at_once(
     (tmp_path / "svc.py").write_text(CRASHY)
     config = tmp_path / "svc.yaml"
     args = {
-        "name": "svc",
-        "manager": "supervisord",
-        "definition_path": str(tmp_path / "conf.d" / "svc.conf"),
-        "definition": (
-            f"[program:svc]\ncommand={sys.executable} {tmp_path}/svc.py {config}\n"
-            "startsecs=1\nstopsignal=TERM\nautostart=true\n"
-        ),
-        "supervisor_conf": str(supervisor),
-        "log": str(tmp_path / "svc.log"),
-        "wait": 20,
+        **service_args(tmp_path, supervisor, f"{tmp_path}/svc.py {config}", startsecs=1),
         # ready once the config says ok: never, after the crash
         "ready_argv": [sys.executable, "-c",
                        f"import sys; sys.exit(0 if 'ok' in open({str(config)!r}).read() else 1)"],
@@ -279,19 +278,10 @@ def call_with_ready_file(
     to supervisorctl after the first call); its answer and how long it took."""
     (tmp_path / "svc.py").write_text(NOTING)
     config, ready = tmp_path / "svc.yaml", tmp_path / "run" / "svc.ready"
+    path = f'environment=PYTHONPATH="{Path(__file__).resolve().parents[2]}"\n'
     args = {
-        "name": "svc",
-        "manager": "supervisord",
-        "definition_path": str(tmp_path / "conf.d" / "svc.conf"),
-        "definition": (
-            f"[program:svc]\ncommand={sys.executable} {tmp_path}/svc.py {config} {ready}\n"
-            f"startsecs=1\nstopsignal=TERM\nautostart=true\n"
-            f'environment=PYTHONPATH="{Path(__file__).resolve().parents[2]}"\n'
-        ),
+        **service_args(tmp_path, conf, f"{tmp_path}/svc.py {config} {ready}", 1, path),
         "files": {str(config): text},
-        "supervisor_conf": str(conf),
-        "log": str(tmp_path / "svc.log"),
-        "wait": 20,
         "ready_file": str(ready),
         "ready_config": ready_config or str(config),
         "ready_wait": wait,
