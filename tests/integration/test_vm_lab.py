@@ -28,6 +28,8 @@ import yaml
 from harness.api.objects import KINDS
 from harness.conformance import labctl, pods, remote
 from harness.conformance.labctl import ModeSpec
+from harness.deploy.deploy import deploy, request_for
+from harness.deploy.runner import DeployEvent
 from harness.lab import sysns
 from harness.lab.state import Ledger, find
 from harness.plan import naming
@@ -145,6 +147,19 @@ def test_deploy_installs_etcd_the_agent_and_the_controllers_as_systemd_units(vml
     vmlab.pods = vmlab.factory.create(["c1-cp", "c1-w1"], prefix="vm", wait_s=240)
 
 
+def test_a_second_deploy_changes_nothing(vmlab: VmLab) -> None:
+    # The systemd path's idempotence, as tests/integration/test_deploy.py judges the
+    # supervisord path's: every task ok, none changed, on every guest.
+    events: list[DeployEvent] = []
+    started = time.monotonic()
+    result = deploy(request_for(LAB, None, {}), on_event=events.append)
+    print(f"\nsecond deploy through systemd: {time.monotonic() - started:.0f} s")
+    assert result.ok, [str(f) for f in result.failures]
+    assert set(result.hosts) == {"c1-cp", "c1-w1"}, result.hosts
+    changed = sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
+    assert changed == [], f"a no-change re-deploy changed: {changed}"
+
+
 def _counters(node: remote.Node, dev: str) -> int:
     data = json.loads(node.check(["ip", "-s", "-j", "link", "show", dev]).stdout)
     return int(data[0]["stats64"]["tx"]["packets"])
@@ -227,14 +242,19 @@ def test_pods_reach_each_other_over_kernel_wireguard(vmlab: VmLab) -> None:
     print(f"\nmode switch to ipip+wireguard: {took:.0f} s")
     a, b = vmlab.pods or []
     node = vmlab.nodes[a.node.name]
+    # Each agent routes its peer through WireGuard once it has the peer's new key: wait
+    # for both directions (a probe from a node still between its IPIP and its WireGuard
+    # route got "network unreachable").
     deadline = time.monotonic() + 120
-    route = ""
+    routes: dict[str, str] = {}
     while time.monotonic() < deadline:
-        route = node.check(["ip", "route", "get", b.ip]).stdout
-        if "dev wg" in route:
+        routes = {src.node.name: vmlab.nodes[src.node.name].check(["ip", "route", "get", dst.ip])
+                  .stdout for src, dst in ((a, b), (b, a))}  # fmt: skip
+        if all("dev wg" in route for route in routes.values()):
             break
         time.sleep(2)
-    dev = route.split(" dev ")[1].split()[0]
+    assert all("dev wg" in route for route in routes.values()), f"after 120 s: {routes}"
+    dev = routes[a.node.name].split(" dev ")[1].split()[0]
     info = json.loads(node.check(["ip", "-d", "-j", "link", "show", dev]).stdout)
     assert info[0]["linkinfo"]["info_kind"] == "wireguard", f"{dev} is not kernel WireGuard"
     before = _counters(node, dev)
