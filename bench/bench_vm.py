@@ -11,7 +11,8 @@
 ``sudo .venv/bin/python bench/bench_vm.py datapath --lab LAB [--rounds 3]``
     pod→pod TCP throughput across two guests of LAB, kernel IPIP vs the
     userspace IPIP fallback and kernel WireGuard vs wireguard-go, each pair in
-    the same run (the lab is re-deployed with ``ipip_impl``/``wireguard_impl``).
+    the same run (the lab is switched, ``deploy --switch``, with
+    ``ipip_impl``/``wireguard_impl``).
 
 Every figure comes with the accelerator (KVM or TCG) and the load average.
 Under TCG (no usable KVM) guest CPU is emulated 10–30x slower: boot, deploy and
@@ -201,7 +202,7 @@ def datapath(args: argparse.Namespace) -> int:
             base = {"podlab_mode": "ipip", "podlab_encryption": "none" if what == "ipip" else what}
             for r in range(args.rounds):
                 for label, extra in configs:
-                    result = deploy(request_for(args.lab, None, {**base, **extra}))
+                    result = deploy(request_for(args.lab, None, {**base, **extra}, switch=True))
                     assert result.ok, f"deploy for {label} failed: {result.failures}"
                     labctl.wait_nodes_ready(lab, None)
                     bps = _throughput(lab, nodes, args.seconds)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ MASTER_EXIT_WAIT_S = 2.0
 
 #: The process supervisor podlab's deploy runs on netns nodes (agent, etcd).
 SUPERVISORCTL = ("supervisorctl", "-c", "/etc/podlab/supervisor/supervisord.conf")
+#: Where the deploy made systemd units instead (VM guests: PID 1 is systemd), a
+#: service's unit name (playbooks/roles/supervise): etcd's is prefixed, the others not.
+SYSTEMD_UNITS = {"etcd": "podlab-etcd"}
 
 
 def output(res: Result) -> str:
@@ -109,6 +113,32 @@ class Node:
         every 50 ms: one round trip, e.g. for netcheck's ``--ready-file``)."""
         poll = 'for f in "$@"; do while [ ! -e "$f" ]; do sleep 0.05; done; done'
         return self.run(["sh", "-c", poll, "sh", *paths], timeout_s).returncode == 0
+
+    @cached_property
+    def supervisor(self) -> str:
+        """``supervisord`` or ``systemd``: which one the deploy gave this node's services.
+
+        Asked of the node (podlab's supervisord configuration is there or not), as the
+        deploy decided per node: netns nodes run supervisord, VM guests systemd units.
+        """
+        probe = ["test", "-e", SUPERVISORCTL[2]]
+        return "supervisord" if self.run(probe, 15).returncode == 0 else "systemd"
+
+    def service(self, action: str, name: str, timeout_s: float = 60.0) -> Result:
+        """``stop``/``start``/``restart`` podlab's service ``name`` (``podlab-agent``,
+        ``etcd``, ``podlab-controllers``) through whichever supervisor runs it."""
+        if self.supervisor == "supervisord":
+            return self.check([*SUPERVISORCTL, action, name], timeout_s)
+        return self.check(["systemctl", action, SYSTEMD_UNITS.get(name, name)], timeout_s)
+
+    def service_pid(self, name: str) -> int:
+        """The main pid of podlab's service ``name`` (0: not running)."""
+        if self.supervisor == "supervisord":
+            text = self.run([*SUPERVISORCTL, "pid", name], 15).stdout.strip()
+        else:
+            unit = SYSTEMD_UNITS.get(name, name)
+            text = self.run(["systemctl", "show", "-p", "MainPID", "--value", unit], 15).stdout
+        return int(text.strip()) if text.strip().isdigit() else 0
 
     def in_netns(self, netns: str, argv: Sequence[str], timeout_s: float = 30.0) -> Result:
         """Run ``argv`` inside a named network namespace of this node (a pod's)."""

@@ -231,6 +231,23 @@ def test_ipvs_service_balances_and_one_without_endpoints_refuses(vmlab: VmLab) -
     assert dict(refused.outcomes()) == {"refused": 1}, (
         f"no-endpoint {none}:81: {refused.describe()}"
     )
+    # A later change is a diff on top of the table: the first service keeps its servers
+    # (Debian's ipvsadm-restore clears the table first; restored through it, the diff
+    # was all that was left).
+    other = {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "vm-web2", "namespace": pods.NAMESPACE},
+             "spec": {"selector": {"app.podlab.io/suite": "conformance"},
+                      "ports": [{"port": 81, "targetPort": pods.TCP_PORT}]}}  # fmt: skip
+    pods.apply_pods(client, [other])
+    web2 = client.get(KINDS["Service"], pods.NAMESPACE, "vm-web2")["spec"]["clusterIP"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        saved = node.check(["ipvsadm", "-Sn"]).stdout
+        if saved.count(f"-a -t {web2}:81 ") == 2:
+            break
+        time.sleep(2)
+    assert saved.count(f"-a -t {web2}:81 ") == 2, f"IPVS on {node.name}:\n{saved}"
+    assert saved.count(f"-a -t {web}:80 ") == 2, f"{web}:80 lost its servers:\n{saved}"
 
 
 def test_pods_reach_each_other_over_kernel_wireguard(vmlab: VmLab) -> None:

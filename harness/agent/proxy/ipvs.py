@@ -21,9 +21,11 @@ Kernel objects (in the node's namespace):
   ``PODLAB-IPVS-FILTER`` (from INPUT, FORWARD, OUTPUT) rejects service ports
   without endpoints (TCP reset / ICMP port unreachable: refused, not dropped).
 
-IPVS is programmed with ``ipvsadm-restore`` (the difference between what
+IPVS is programmed with ``ipvsadm -R`` (the difference between what
 ``ipvsadm -Sn`` shows and what is wanted, in one process however many
-services: the named exception to "netlink through pyroute2", because
+services; never Debian's ``ipvsadm-restore``, a script that runs ``ipvsadm -C``
+first: a diff restored through it left only the diff, so every change after the
+first emptied the table: the named exception to "netlink through pyroute2", because
 pyroute2's IPVS API has no persistence support and would cost one round trip
 per object); ipsets with ``ipset restore`` (new sets filled, then swapped in
 atomically). The host kernel of a netns lab has no IPVS: the mode refuses to
@@ -143,7 +145,7 @@ def restore_commands(
     have: tuple[set[VirtualServer], set[RealServer]],
     want: tuple[set[VirtualServer], set[RealServer]],
 ) -> list[str]:
-    """``ipvsadm-restore`` lines turning ``have`` into ``want`` (deletes first). Pure."""
+    """``ipvsadm -R`` lines turning ``have`` into ``want`` (deletes first). Pure."""
     have_vs = {(v.proto, v.addr): v for v in have[0]}
     want_vs = {(v.proto, v.addr): v for v in want[0]}
     lines = [f"-D {_flag(p)} {a}" for p, a in sorted(have_vs.keys() - want_vs.keys())]
@@ -321,7 +323,7 @@ class IpvsProxy:
         want = desired(services, self.node_ips(), self.scheduler)
         lines = restore_commands(have, want)
         if lines:
-            run(["ipvsadm-restore"], netns=self.netns, timeout=600, input="\n".join(lines) + "\n")
+            run(["ipvsadm", "-R"], netns=self.netns, timeout=600, input="\n".join(lines) + "\n")
 
     def full_sync(self, services: Iterable[ServicePort]) -> None:
         svcs = {s.ident: s for s in services}
@@ -362,7 +364,7 @@ class IpvsProxy:
         have = parse_saved(run(["ipvsadm", "-Sn"], netns=self.netns, check=False).stdout)
         lines = restore_commands(have, (set(), set()))
         if lines:
-            run(["ipvsadm-restore"], netns=self.netns, input="\n".join(lines) + "\n", check=False)
+            run(["ipvsadm", "-R"], netns=self.netns, input="\n".join(lines) + "\n", check=False)
         for name in SETS:
             run(["ipset", "destroy", name], netns=self.netns, check=False)
         with self._ipr() as ipr:

@@ -32,7 +32,7 @@ import pytest
 from harness.agent import bird
 from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab, ModeSpec
-from harness.conformance.remote import SUPERVISORCTL, Node
+from harness.conformance.remote import Node
 from harness.conformance.run import Recorder
 from harness.plan import bgp as plan_bgp
 
@@ -229,7 +229,7 @@ def test_stopped_bird_is_withdrawn_within_the_hold_time_and_comes_back(
             record("bgp_withdrawal_s", seconds, "s", threshold=HOLD_S, labels={"observer": name})
     still = _still_runs(victim, pid, wait_s=10.0)  # BIRD's graceful shutdown takes a moment
     restarted = time.monotonic()
-    victim.check([*SUPERVISORCTL, "restart", "podlab-agent"], timeout_s=60)
+    victim.service("restart", "podlab-agent")
     back, problems = _wait_converged(lab, members, False, RECOVERY_S)
     if back is not None:
         record("bgp_recovery_after_agent_restart_s", time.monotonic() - restarted, "s")

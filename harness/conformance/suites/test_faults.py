@@ -27,7 +27,7 @@ from harness.conformance import services as svc
 from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import UDP_PORT, Pod
-from harness.conformance.remote import SUPERVISORCTL, Node, output
+from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
 from harness.probes import echo
 
@@ -97,9 +97,8 @@ def _during_flow(
 
 
 def _agent_pid(node: Node) -> int:
-    res = node.check([*SUPERVISORCTL, "pid", "podlab-agent"], timeout_s=15)
-    pid = int(res.stdout.strip() or 0)
-    assert pid > 0, f"no running podlab-agent on {node.name} (supervisorctl pid: {res.stdout!r})"
+    pid = node.service_pid("podlab-agent")
+    assert pid > 0, f"no running podlab-agent on {node.name} ({node.supervisor})"
     return pid
 
 
@@ -198,7 +197,7 @@ def test_pods_keep_talking_when_etcd_restarts(
     cp = nodes[lab.plan.clusters[lab.first_cluster].control_plane]
 
     def restart() -> None:
-        cp.check([*SUPERVISORCTL, "restart", "etcd"], timeout_s=60)
+        cp.service("restart", "etcd")
 
     def all_ready(done: float) -> bool:
         try:

@@ -39,7 +39,7 @@ from harness.conformance.pods import (
     echo_command,
     pod_manifest,
 )
-from harness.conformance.remote import SUPERVISORCTL, Node, output
+from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
 from harness.errors import UserError
 from harness.plan.build import build_plan
@@ -503,7 +503,7 @@ def test_native_node_loss_withdraws_its_routes_within_the_hold_time(
         with ThreadPoolExecutor(max_workers=len(watchers)) as pool:
             futs = [pool.submit(w.run, ["sh", "-c", wait], 30.0) for w in watchers]
             time.sleep(1.0)
-            victim.check([*SUPERVISORCTL, "stop", "podlab-agent"], timeout_s=30)
+            victim.service("stop", "podlab-agent")
             cut = f"ip link set {victim.underlay_if} down && date +%s.%N"
             down.append(float(victim.check(["sh", "-c", cut]).stdout))
             gone = {w.name: f.result() for w, f in zip(watchers, futs, strict=True)}
@@ -511,7 +511,7 @@ def test_native_node_loss_withdraws_its_routes_within_the_hold_time(
         victim.check(["ip", "link", "set", victim.underlay_if, "up"], timeout_s=15)
         for r in victim.plan.routes:
             victim.check(["ip", "route", "replace", str(r.dest), "via", str(r.via), "dev", r.dev])
-        victim.check([*SUPERVISORCTL, "start", "podlab-agent"], timeout_s=30)
+        victim.service("start", "podlab-agent")
     late = []
     for name, res in gone.items():
         assert res.returncode == 0, f"{name} kept the route to {subnet} for 30 s: {_out(res)}"

@@ -45,7 +45,7 @@ from harness.conformance import meshsvc as ms
 from harness.conformance import services as svc
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import NAMESPACE, Pod
-from harness.conformance.remote import SUPERVISORCTL, Node, output
+from harness.conformance.remote import Node, output
 from harness.mesh import keys
 from harness.probes import echo
 
@@ -563,7 +563,7 @@ def test_remote_etcd_outage_breaks_no_flow_and_removes_nothing(
                 held = {kv.key: kv.create_revision for kv in store.get_prefix(mirror)[0]}
                 before = len(held)
                 _, since0 = view()
-                cp.check([*SUPERVISORCTL, "stop", "etcd"], 30)
+                cp.service("stop", "etcd")
                 t_stop = time.time()
                 try:
                     while time.time() < t_stop + OUTAGE_S:
@@ -571,7 +571,7 @@ def test_remote_etcd_outage_breaks_no_flow_and_removes_nothing(
                         time.sleep(0.5)
                     during = len(store.get_prefix(mirror)[0])
                 finally:
-                    cp.check([*SUPERVISORCTL, "start", "etcd"], 30)
+                    cp.service("start", "etcd")
                 t_start = time.time()
                 # the event: A's syncer connected to B again, after a change of state
                 # (a re-list, which deletes what B no longer has), then ETCD_TAIL_S

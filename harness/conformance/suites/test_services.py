@@ -28,7 +28,7 @@ from harness.conformance.catalogue import not_applicable, outside_host
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import HTTP_PORT, NAMESPACE, Pod
 from harness.conformance.quiet import Holding
-from harness.conformance.remote import SUPERVISORCTL, Node, output
+from harness.conformance.remote import Node, output
 from harness.probes import echo
 
 WEB = {"app": "svc-web"}
@@ -489,7 +489,7 @@ def test_stopped_node_leaves_every_service(
     def stop() -> None:  # silent, then unreachable: t_stop = both are done
         # (agent first: with its link down it would log etcd errors, which scenario 30
         # rightly counts; a powered-off node logs nothing)
-        victim.check([*SUPERVISORCTL, "stop", "podlab-agent"], timeout_s=30)
+        victim.service("stop", "podlab-agent")
         victim.check(["ip", "link", "set", victim.underlay_if, "down"], timeout_s=15)
         stopped.append(time.time())
         # a stream's failure episode that ended before the stop ends nothing: its file
@@ -518,7 +518,7 @@ def test_stopped_node_leaves_every_service(
         victim.check(["ip", "link", "set", victim.underlay_if, "up"], timeout_s=15)
         for r in victim.plan.routes:
             victim.check(["ip", "route", "replace", str(r.dest), "via", str(r.via), "dev", r.dev])
-        victim.check([*SUPERVISORCTL, "start", "podlab-agent"], timeout_s=30)
+        victim.service("start", "podlab-agent")
     # how the verdict and the proxies' reaction were timed: the machine alone (from before
     # the verdict), or shared (taken back after it; only with a quiet lock)
     held: dict[str, str] = {}

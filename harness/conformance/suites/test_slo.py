@@ -25,7 +25,7 @@ from harness.conformance import paths
 from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import NAMESPACE, PodFactory, apply_pods, pod_manifest
-from harness.conformance.remote import SUPERVISORCTL, Node, output
+from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
 from harness.probes import echo
 from harness.probes.stats import percentiles
@@ -149,7 +149,7 @@ def test_datapath_converges_when_a_node_leaves_and_joins(
     client = lab.client()
     subnet = next((n.podCIDR for n in client.nodes() if n.name == leaver.name), None)
     assert subnet, f"node {leaver.name} has no podCIDR in its node record"
-    leaver.check([*SUPERVISORCTL, "stop", "podlab-agent"], timeout_s=30)
+    leaver.service("stop", "podlab-agent")
     try:
 
         def leave() -> None:
@@ -160,7 +160,7 @@ def test_datapath_converges_when_a_node_leaves_and_joins(
     finally:
         joined = _route_times(
             peers, subnet, True, 60,
-            lambda: leaver.check([*SUPERVISORCTL, "start", "podlab-agent"], timeout_s=30),
+            lambda: leaver.service("start", "podlab-agent"),
         )  # fmt: skip
     _report(record, "leave", gone, subnet, leaver.name)
     _report(record, "join", joined, subnet, leaver.name)

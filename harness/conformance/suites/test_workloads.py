@@ -42,7 +42,7 @@ from harness.api.objects import KINDS
 from harness.conformance import services as svc
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import NAMESPACE, Pod
-from harness.conformance.remote import SUPERVISORCTL, Node, output
+from harness.conformance.remote import Node, output
 from harness.conformance.workloads import (
     APP,
     BROKEN_COMMAND,
@@ -355,10 +355,8 @@ def test_a_rollout_survives_a_controller_manager_restart(
 
 
 def _controllers_pid(node: Node, missing_ok: bool = False) -> int:
-    res = node.run([*SUPERVISORCTL, "pid", "podlab-controllers"], timeout_s=15)
-    text = str(res.stdout).strip()
-    pid = int(text) if text.isdigit() else 0
-    assert pid > 0 or missing_ok, f"no running podlab-controllers on {node.name}: {text!r}"
+    pid = node.service_pid("podlab-controllers")
+    assert pid > 0 or missing_ok, f"no podlab-controllers on {node.name} ({node.supervisor})"
     return pid
 
 

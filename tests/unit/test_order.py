@@ -1,8 +1,8 @@
-"""The seeds' order verdict of bench/bench_vm_order.py (pure: no lab)."""
+"""The seeds' order verdict of harness/conformance/order.py (pure: no lab)."""
 
 from __future__ import annotations
 
-from bench.bench_vm_order import holds, order_verdict
+from harness.conformance.order import holds, verdict
 
 
 def test_approx_is_within_a_fraction_of_the_larger() -> None:
@@ -15,8 +15,8 @@ def test_approx_is_within_a_fraction_of_the_larger() -> None:
 def test_order_counts_rounds_held_and_judged() -> None:
     seeds = {"host": 1.0, "bgp": 0.9, "ipip": 0.85, "vxlan": 0.7, "udp": 0.2}
     flipped = {"host": 1.0, "bgp": 1.05, "ipip": 0.5, "vxlan": 0.6}  # no udp this round
-    verdict = order_verdict([seeds, flipped])
-    assert verdict == [
+    got = verdict([seeds, flipped])
+    assert got == [
         ("host > bgp", 1, 2),
         ("bgp ≈ ipip", 1, 2),
         ("ipip > vxlan", 1, 2),
