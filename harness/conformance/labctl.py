@@ -281,6 +281,20 @@ def needs_deploy(lab: Lab, spec: ModeSpec) -> list[str]:
     return [c for c in lab.clusters if (lab.deployed.get(c) or current_mode(lab, c)) != spec]
 
 
+def emulated(lab: Lab) -> bool:
+    """Whether a node of the lab is a VM guest under TCG emulation (no usable KVM).
+
+    Its times measure the emulated CPU, not the datapath: a time SLO is judged on
+    native CPUs only (docs/vm-backend.md, "KVM or emulation").
+    """
+    from harness.lab.state import Ledger, find
+
+    paths = find(lab.name)
+    if not paths.state.exists():
+        return False
+    return any(n.vm_accel == "tcg" for n in Ledger.load(paths).nodes.values())
+
+
 def fallbacks(lab: Lab) -> list[str]:
     """Fallbacks the agents say they use (userspace IPIP, wireguard-go), for the results.
 

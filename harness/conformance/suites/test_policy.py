@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from harness.conformance import asserts
+from harness.conformance import asserts, labctl
 from harness.conformance import services as svc
+from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import HTTP_PORT, NAMESPACE, TCP_PORT, UDP_PORT, Pod
 from harness.conformance.remote import Node, output
@@ -167,8 +168,14 @@ def test_ingress_allowed_by_port_only(pol: dict[str, Any]) -> None:
 
 
 @pytest.mark.scenario(18)
-def test_policy_enforcement_latency(pol: dict[str, Any], record) -> None:  # type: ignore[no-untyped-def]
+def test_policy_enforcement_latency(pol: dict[str, Any], lab: Lab, record) -> None:  # type: ignore[no-untyped-def]
     """Policy applied → first packet dropped, from a UDP request every 50 ms (fresh flows)."""
+    if labctl.emulated(lab):
+        not_applicable(
+            "emulated guests (TCG): a pod's UDP round trip there is of the order of this "
+            "check's 50 ms resolution (docs/vm-backend.md), so the control cannot tell a late "
+            "answer from a lost one; that policies drop new flows is scenario 17's"
+        )
     objs: svc.Objects = pol["objs"]
     src, dst = pol["pods"]["pol-api"], pol["pods"]["pol-db"]
     bucket_s = 0.05

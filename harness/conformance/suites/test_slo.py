@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from harness.api.objects import KINDS
-from harness.conformance import paths
+from harness.conformance import labctl, paths
 from harness.conformance.catalogue import not_applicable
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import NAMESPACE, PodFactory, apply_pods, pod_manifest
@@ -61,6 +61,12 @@ def test_pod_network_ready_latency_meets_slo(
     record("pod_network_ready_p50_s", pct[50], "s")
     record("pod_network_ready_p90_s", pct[90], "s")
     record("pod_network_ready_p99_s", pct[99], "s", threshold=SLO_P99_S)
+    if labctl.emulated(lab):
+        not_applicable(
+            f"emulated guests (TCG): p99 {pct[99]:.1f} s over {count} pods (all reachable) "
+            f"measures the emulated CPU; the {SLO_P99_S:.0f} s SLO is judged on native CPUs "
+            "only (figures recorded, marked emulated)"
+        )
     assert pct[99] <= SLO_P99_S, (
         f"pod network-ready p99 is {pct[99]:.2f} s over {count} pods "
         f"(p50 {pct[50]:.2f} s), above the {SLO_P99_S:.0f} s SLO"
