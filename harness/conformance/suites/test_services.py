@@ -22,7 +22,7 @@ import yaml
 from harness.agent.config import DEFAULT_PATH, AgentConfig
 from harness.api.objects import KINDS
 from harness.api.schedule import heartbeat_age_s
-from harness.conformance import asserts
+from harness.conformance import asserts, labctl
 from harness.conformance import services as svc
 from harness.conformance.catalogue import not_applicable, outside_host
 from harness.conformance.labctl import Lab
@@ -211,8 +211,16 @@ def test_service_without_ready_endpoints_refuses_at_once(web: dict, record) -> N
 
 
 @pytest.mark.scenario(11)
-def test_client_ip_affinity_expires_after_its_timeout(web: dict) -> None:  # type: ignore[type-arg]
+def test_client_ip_affinity_expires_after_its_timeout(lab: Lab, web: dict) -> None:  # type: ignore[type-arg]
     """timeoutSeconds 1: after 2 s idle a client may land elsewhere (6 tries: 1 in 729 fails)."""
+    proxies = {lab.plan.clusters[c].proxy_mode for c in lab.clusters}
+    if "ipvs" in proxies:
+        not_applicable(
+            "proxy ipvs: IPVS keeps a client's persistence template while any of its "
+            "connections is remembered, and a closed one stays in TIME_WAIT for 120 s, so "
+            "a 1 s timeout ends after minutes, as in kube-proxy's IPVS mode "
+            "(kubernetes/kubernetes#89358; upstream's e2e skips this check for IPVS)"
+        )
     objs: svc.Objects = web["objs"]
     client: Pod = web["client"]
     sticky: dict[str, Any] = {"sessionAffinity": "ClientIP",
@@ -393,7 +401,11 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
         "count",
         threshold=0,
     )
-    record("graceful_delete_last_hit_p99_s", max(last.values()), "s", threshold=LAST_HIT_P99_S)
+    # under TCG a time bound measures the emulated CPU: the figure is kept, not judged
+    judged = not labctl.emulated(lab)
+    record("graceful_delete_last_hit_p99_s", max(last.values()), "s",
+           threshold=LAST_HIT_P99_S if judged else None,
+           labels={} if judged else {"judged": "no: emulated guests (TCG)"})  # fmt: skip
     for n, v in last.items():
         record("graceful_delete_last_hit_s", v, "s", labels={"client_node": n})
     assert before, f"control: {victim.name} answered nothing before the delete"
@@ -401,7 +413,7 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
         f"requests failed during a graceful delete of {victim}: "
         + "; ".join(f"{n}: {len(f)} ({f[:3]})" for n, f in failed.items() if f)
     )
-    assert max(last.values()) <= LAST_HIT_P99_S, (
+    assert not judged or max(last.values()) <= LAST_HIT_P99_S, (
         f"{victim.name} still got requests after its delete: "
         + ", ".join(f"{n} {v:.2f} s" for n, v in last.items())
     )
