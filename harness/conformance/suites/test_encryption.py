@@ -37,10 +37,12 @@ from harness.conformance.labctl import Lab, ModeSpec
 from harness.conformance.pods import TCP_PORT, UDP_PORT, Pod
 from harness.conformance.remote import Node, output
 from harness.conformance.run import Recorder
+from harness.inventory import ETCD_CLIENT_PORT
 from harness.probes import capture, echo
 
 CAPTURE_S = 6.0
 WG_PORT = 51820
+BGP_PORT = 179
 RESTORE_S = 60.0  # the agent resyncs every 10 s by default; generous on a loaded machine
 RECOVER_S = 20.0  # from the observed restore to the pods' first answer
 STRICT_ATTEMPTS = 3  # canary attempts per strict-mode try (1 s each)
@@ -131,10 +133,15 @@ def capture_both(
     ends: list[Node] = [client.node, server.node]
     node_ips = {n.underlay_ip for n in ends}
     stop = f"/run/podlab-capture-{uuid.uuid4().hex[:12]}.stop"
+    # The nodes' own control plane is not pod traffic and WireGuard does not carry it
+    # (as Calico's, without host encryption): the agents' etcd client connections and
+    # BGP sessions cross the underlay in clear. A busy agent's etcd watch filled a VM
+    # lab's capture with them.
+    capture_filter = f"not arp and not port {ETCD_CLIENT_PORT} and not port {BGP_PORT}"
     with ThreadPoolExecutor(max_workers=2) as pool:
         futs = [
             pool.submit(
-                n.run, capture.command(n.underlay_if, "not arp", seconds, stop_file=stop),
+                n.run, capture.command(n.underlay_if, capture_filter, seconds, stop_file=stop),
                 seconds + 15,
             )
             for n in ends
