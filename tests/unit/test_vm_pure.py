@@ -30,9 +30,14 @@ def test_kvm_needs_hardware_virtualisation_not_just_a_device(tmp_path: Path) -> 
     assert vmspec.kvm_status(dev, cpu) is None  # control: an AMD host with SVM
 
 
-def test_guest_sizes_come_from_labels_with_defaults() -> None:
-    plan = load_plan(str(VM_LAB))
-    specs = vmspec.specs(plan)
+def test_guest_sizes_come_from_labels_with_defaults(tmp_path: Path) -> None:
+    data = yaml.safe_load(VM_LAB.read_text())
+    nodes = data["topology"]["nodes"]
+    nodes["c1-cp"]["labels"].pop("podlab.vm-memory")
+    nodes["c1-w1"]["labels"]["podlab.vm-memory"] = "320"
+    topo = tmp_path / "vm-lab.clab.yml"
+    topo.write_text(yaml.safe_dump(data))
+    specs = vmspec.specs(load_plan(str(topo)))
     # c1-cp has no label: the control-plane default; c1-w1's label says 320
     assert [s.memory_mb for s in specs.values()] == [vmspec.CONTROL_PLANE_MEMORY_MB, 320]
     assert vmspec.CONTROL_PLANE_MEMORY_MB > vmspec.DEFAULT_MEMORY_MB
