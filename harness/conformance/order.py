@@ -10,6 +10,7 @@ the host path of the same minutes.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -129,8 +130,6 @@ def measure(
 ) -> list[dict[str, float]]:
     """``rounds`` rounds over ``modes`` (order rotated per round): per round each mode's
     median pod→pod ÷ median node→node of its visit, and ``"host": 1.0``."""
-    import statistics
-
     specs = [ModeSpec.parse(m) for m in modes.split(",")]
     out: list[dict[str, float]] = []
     for r in range(rounds):
