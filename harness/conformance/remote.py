@@ -54,9 +54,13 @@ MASTER_EXIT_WAIT_S = 2.0
 
 #: The process supervisor podlab's deploy runs on netns nodes (agent, etcd).
 SUPERVISORCTL = ("supervisorctl", "-c", "/etc/podlab/supervisor/supervisord.conf")
-#: Where the deploy made systemd units instead (VM guests: PID 1 is systemd), a
-#: service's unit name (playbooks/roles/supervise): etcd's is prefixed, the others not.
-SYSTEMD_UNITS = {"etcd": "podlab-etcd"}
+
+
+def unit_name(program: str) -> str:
+    """The systemd unit the deploy made of a program where PID 1 is systemd (VM guests):
+    ``etcd`` → ``podlab-etcd``, ``podlab-agent`` unchanged. The rule of
+    playbooks/library/podlab_service.py's ``unit_name``, which runs on the nodes."""
+    return program if program.startswith("podlab-") else f"podlab-{program}"
 
 
 def output(res: Result) -> str:
@@ -129,15 +133,15 @@ class Node:
         ``etcd``, ``podlab-controllers``) through whichever supervisor runs it."""
         if self.supervisor == "supervisord":
             return self.check([*SUPERVISORCTL, action, name], timeout_s)
-        return self.check(["systemctl", action, SYSTEMD_UNITS.get(name, name)], timeout_s)
+        return self.check(["systemctl", action, unit_name(name)], timeout_s)
 
     def service_pid(self, name: str) -> int:
         """The main pid of podlab's service ``name`` (0: not running)."""
         if self.supervisor == "supervisord":
             text = self.run([*SUPERVISORCTL, "pid", name], 15).stdout.strip()
         else:
-            unit = SYSTEMD_UNITS.get(name, name)
-            text = self.run(["systemctl", "show", "-p", "MainPID", "--value", unit], 15).stdout
+            argv = ["systemctl", "show", "-p", "MainPID", "--value", unit_name(name)]
+            text = self.run(argv, 15).stdout
         return int(text.strip()) if text.strip().isdigit() else 0
 
     def in_netns(self, netns: str, argv: Sequence[str], timeout_s: float = 30.0) -> Result:

@@ -110,6 +110,17 @@ def until(
         time.sleep(step_s)
 
 
+def ipvs_saved(node: Node, wanted: Callable[[str], bool], deadline_s: float = 120.0) -> str:
+    """``ipvsadm -Sn`` on ``node``, read every 2 s until ``wanted`` holds of it or the
+    deadline passes: the last read, for the caller to judge (and show when it fails)."""
+    end = time.monotonic() + deadline_s
+    saved = node.check(["ipvsadm", "-Sn"]).stdout
+    while not wanted(saved) and time.monotonic() < end:
+        time.sleep(2)
+        saved = node.check(["ipvsadm", "-Sn"]).stdout
+    return saved
+
+
 def dns_ip(service_cidr: str) -> str:
     """kube-dns's address: the service CIDR's .10, as kubeadm allocates it."""
     return str(ipaddress.ip_network(service_cidr)[DNS_IP_SUFFIX])

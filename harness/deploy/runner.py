@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,12 @@ class DeployResult:
     @property
     def changed(self) -> int:
         return sum(h.changed for h in self.hosts.values())
+
+
+def changed_tasks(events: Sequence[DeployEvent]) -> list[tuple[str, str]]:
+    """(host, task) of every task that reported a change: what a no-change re-deploy
+    (the idempotence check of every deploy path) must leave empty."""
+    return sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
 
 
 @dataclass

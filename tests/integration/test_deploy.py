@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.deploy.deploy import deploy, request_for, source_root, wheelhouse_cache
-from harness.deploy.runner import DeployEvent, DeployResult
+from harness.deploy.runner import DeployEvent, DeployResult, changed_tasks
 from harness.deploy.wheel import Wheelhouse, ensure_wheelhouse
 from harness.lab.state import find
 from harness.testlab.deploylab import (
@@ -83,7 +83,7 @@ def test_first_deploy_succeeds_on_every_host(inventory: Path, wheelhouse: Wheelh
 def test_second_deploy_changes_nothing(inventory: Path, wheelhouse: Wheelhouse) -> None:
     result, events = run_deploy(LAB, inventory, wheelhouse)
     assert result.ok, describe(result)
-    changed = sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
+    changed = changed_tasks(events)
     assert changed == [], f"a no-change re-deploy changed: {changed}"
     for host, recap in result.hosts.items():
         assert recap.changed == 0, f"{host}: changed={recap.changed}"
@@ -279,7 +279,7 @@ def test_vm_path_deploys_over_plain_ssh(tmp_path: Path, wheelhouse: Wheelhouse) 
         first, _ = run_deploy(VM_LAB, vms, wheelhouse)  # the tree may have moved since
         assert first.ok, describe(first)
         again, events = run_deploy(VM_LAB, vms, wheelhouse)
-        changed = sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
+        changed = changed_tasks(events)
         assert again.ok and changed == [], (describe(again), changed)
         checks = infra_checks(vms)
         assert checks.returncode == 0, checks.stdout[-4000:] + checks.stderr[-2000:]

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from harness.deploy.deploy import deploy, request_for, source_root, wheelhouse_cache
-from harness.deploy.runner import DeployEvent
+from harness.deploy.runner import DeployEvent, changed_tasks
 from harness.deploy.wheel import Wheelhouse, ensure_wheelhouse
 from harness.testlab.deploylab import PODLAB, REPO, podlab
 
@@ -165,7 +165,7 @@ def test_second_deploy_changes_nothing(lab: Path, wheelhouse: Wheelhouse) -> Non
     events: list[DeployEvent] = []
     result = deploy(request_for(LAB, str(lab), {}), on_event=events.append, wheelhouse=wheelhouse)
     assert result.ok, "\n".join(str(f) for f in result.failures)
-    changed = sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
+    changed = changed_tasks(events)
     assert changed == [], f"a no-change re-deploy changed: {changed}"
 
 

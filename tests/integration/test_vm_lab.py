@@ -27,9 +27,10 @@ import yaml
 
 from harness.api.objects import KINDS
 from harness.conformance import labctl, pods, remote
+from harness.conformance import services as svc
 from harness.conformance.labctl import ModeSpec
 from harness.deploy.deploy import deploy, request_for
-from harness.deploy.runner import DeployEvent
+from harness.deploy.runner import DeployEvent, changed_tasks
 from harness.lab import sysns
 from harness.lab.state import Ledger, find
 from harness.plan import naming
@@ -39,6 +40,7 @@ from harness.testlab.deploylab import REPO, podlab
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
 LAB = "t-vm-it"
+SUITE = {"app.podlab.io/suite": "conformance"}  # every pod the PodFactory makes
 TOPOLOGY: dict[str, Any] = {
     "name": LAB,
     "mgmt": {"ipv4-subnet": "172.31.246.0/24"},
@@ -156,7 +158,7 @@ def test_a_second_deploy_changes_nothing(vmlab: VmLab) -> None:
     print(f"\nsecond deploy through systemd: {time.monotonic() - started:.0f} s")
     assert result.ok, [str(f) for f in result.failures]
     assert set(result.hosts) == {"c1-cp", "c1-w1"}, result.hosts
-    changed = sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
+    changed = changed_tasks(events)
     assert changed == [], f"a no-change re-deploy changed: {changed}"
 
 
@@ -202,23 +204,13 @@ def test_pods_reach_each_other_through_kernel_ipip(vmlab: VmLab) -> None:
 def test_ipvs_service_balances_and_one_without_endpoints_refuses(vmlab: VmLab) -> None:
     client = vmlab.lab.client()
     a, b = vmlab.pods or []
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": "vm-web", "namespace": pods.NAMESPACE},
-           "spec": {"selector": {"app.podlab.io/suite": "conformance"},
-                    "ports": [{"port": 80, "targetPort": pods.TCP_PORT}]}}  # fmt: skip
-    empty = {"apiVersion": "v1", "kind": "Service",
-             "metadata": {"name": "vm-empty", "namespace": pods.NAMESPACE},
-             "spec": {"selector": {"app": "nobody"}, "ports": [{"port": 81}]}}  # fmt: skip
-    pods.apply_pods(client, [svc, empty])
+    web_svc = svc.service("vm-web", SUITE, [svc.port("tcp", 80, pods.TCP_PORT)])
+    empty = svc.service("vm-empty", {"app": "nobody"}, [svc.port("tcp", 81, 81)])
+    pods.apply_pods(client, [web_svc, empty])
     web = client.get(KINDS["Service"], pods.NAMESPACE, "vm-web")["spec"]["clusterIP"]
     none = client.get(KINDS["Service"], pods.NAMESPACE, "vm-empty")["spec"]["clusterIP"]
     node = vmlab.nodes[a.node.name]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        saved = node.check(["ipvsadm", "-Sn"]).stdout
-        if saved.count(f"-a -t {web}:80 ") == 2:
-            break
-        time.sleep(2)
+    saved = svc.ipvs_saved(node, lambda text: text.count(f"-a -t {web}:80 ") == 2)
     assert saved.count(f"-a -t {web}:80 ") == 2, f"IPVS on {node.name}:\n{saved}"
     assert f"{web}/32" in node.check(["ip", "-o", "addr", "show", "kube-ipvs0"]).stdout
     argv = echo.probe_command("tcp", web, 80, count=12, budget_s=40)
@@ -234,18 +226,9 @@ def test_ipvs_service_balances_and_one_without_endpoints_refuses(vmlab: VmLab) -
     # A later change is a diff on top of the table: the first service keeps its servers
     # (Debian's ipvsadm-restore clears the table first; restored through it, the diff
     # was all that was left).
-    other = {"apiVersion": "v1", "kind": "Service",
-             "metadata": {"name": "vm-web2", "namespace": pods.NAMESPACE},
-             "spec": {"selector": {"app.podlab.io/suite": "conformance"},
-                      "ports": [{"port": 81, "targetPort": pods.TCP_PORT}]}}  # fmt: skip
-    pods.apply_pods(client, [other])
+    pods.apply_pods(client, [svc.service("vm-web2", SUITE, [svc.port("tcp", 81, pods.TCP_PORT)])])
     web2 = client.get(KINDS["Service"], pods.NAMESPACE, "vm-web2")["spec"]["clusterIP"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        saved = node.check(["ipvsadm", "-Sn"]).stdout
-        if saved.count(f"-a -t {web2}:81 ") == 2:
-            break
-        time.sleep(2)
+    saved = svc.ipvs_saved(node, lambda text: text.count(f"-a -t {web2}:81 ") == 2)
     assert saved.count(f"-a -t {web2}:81 ") == 2, f"IPVS on {node.name}:\n{saved}"
     assert saved.count(f"-a -t {web}:80 ") == 2, f"{web}:80 lost its servers:\n{saved}"
 

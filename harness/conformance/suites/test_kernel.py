@@ -35,6 +35,7 @@ import pytest
 
 from harness.api.objects import KINDS
 from harness.conformance import labctl, order
+from harness.conformance import services as svc
 from harness.conformance.catalogue import not_applicable
 from harness.conformance.fixtures import EchoPods
 from harness.conformance.labctl import Lab, ModeSpec
@@ -119,20 +120,11 @@ def _ipvs_counts_a_connection(
     """A Service's ClusterIP is an IPVS virtual server on ``node``; IPVS counts a connection."""
     name = f"kernel-ipvs-{uuid.uuid4().hex[:6]}"
     api = lab.client(cluster)
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": NAMESPACE},
-           "spec": {"selector": {"app.podlab.io/suite": "conformance"},
-                    "ports": [{"port": 80, "targetPort": TCP_PORT}]}}  # fmt: skip
-    apply_pods(api, [svc])
+    selector = {"app.podlab.io/suite": "conformance"}
+    apply_pods(api, [svc.service(name, selector, [svc.port("tcp", 80, TCP_PORT)])])
     try:
         vip = api.get(KINDS["Service"], NAMESPACE, name)["spec"]["clusterIP"]
-        deadline = time.monotonic() + IPVS_WAIT_S
-        saved = ""
-        while time.monotonic() < deadline:
-            saved = node.check(["ipvsadm", "-Sn"]).stdout
-            if f"-a -t {vip}:80 " in saved:
-                break
-            time.sleep(2)
+        saved = svc.ipvs_saved(node, lambda text: f"-a -t {vip}:80 " in text, IPVS_WAIT_S)
         assert f"-a -t {vip}:80 " in saved, f"no IPVS real server for {vip}:80 on {node.name}"
 
         def conns() -> int:
@@ -161,7 +153,7 @@ def _ipvs_counts_a_connection(
 @pytest.mark.scenario(37, cost="once")
 def test_systemd_deploy_is_idempotent(lab: Lab, mode: str, record: Recorder) -> None:
     from harness.deploy.deploy import deploy, request_for
-    from harness.deploy.runner import DeployEvent
+    from harness.deploy.runner import DeployEvent, changed_tasks
 
     spec = ModeSpec.parse(mode)
     events: list[DeployEvent] = []
@@ -170,7 +162,7 @@ def test_systemd_deploy_is_idempotent(lab: Lab, mode: str, record: Recorder) -> 
     result = deploy(request_for(lab.name, None, overrides, limit=lab.focus), on_event=events.append)
     record("redeploy_s", time.monotonic() - started, "s")
     assert result.ok, "; ".join(str(f) for f in result.failures[:3]) or result.status
-    changed = sorted({(e.host, e.task) for e in events if e.kind == "ok" and e.changed})
+    changed = changed_tasks(events)
     assert changed == [], f"a no-change re-deploy through systemd changed: {changed}"
     assert result.hosts, "the re-deploy ran on no host"
 
