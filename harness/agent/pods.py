@@ -52,6 +52,7 @@ from harness.agent.leases import atomic_write
 from harness.agent.podstate import PodSpec, PodState, netns_name, now_rfc3339, status_json
 from harness.cni import ipam, links, nsutil
 from harness.cni.runtime import PluginError
+from harness.exec import run
 
 __all__ = ["PodManager", "PodSpec", "PodState", "netns_name", "now_rfc3339", "status_json"]
 
@@ -93,7 +94,9 @@ class PodManager:
 
     def prepare(self) -> None:
         self.cgroups.prepare()
-        if self.style != PodInterface.BRIDGED:  # left by a Flannel-family mode
+        if self.style == PodInterface.BRIDGED:
+            self._bridge_netfilter()
+        else:  # a cni0 left by a Flannel-family mode
             idx = nl.ifindex(self.ipr, BRIDGE)
             if idx is not None and _is_bridge(self.ipr, idx):
                 log.info("removing %s: the pod interface style is now %s", BRIDGE, self.style.value)
@@ -103,6 +106,21 @@ class PodManager:
         nsutil.share_dir(self.cfg.netns_dir)
         self.resolvers.prepare()
         self.cni.install()
+
+    def _bridge_netfilter(self) -> None:
+        """Hand ``cni0``'s bridged frames to the IP hooks, as kubeadm's preflight demands.
+
+        Two pods on one bridge talk at layer 2; without ``br_netfilter`` their frames
+        never pass ``forward``, so a policy between them is not enforced, and a reply
+        from a backend to a client on the same node bypasses the proxy's reverse
+        translation (IPVS answers from the pod's address, the client drops it). This
+        host has the module loaded; a Debian guest does not until someone asks.
+        """
+        if not nl.load_module("br_netfilter"):
+            log.warning("br_netfilter cannot be loaded: policy and Services between pods "
+                        "on one node's %s are not enforced", BRIDGE)  # fmt: skip
+            return
+        run(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

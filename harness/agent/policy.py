@@ -269,7 +269,7 @@ class PolicyEnforcer:
         """Load ``doc`` unless it is what we loaded last; True if the kernel changed."""
         if doc == self.last and not force:
             return False
-        # Without br_netfilter there is no such key and no bridged pods to police.
+        # Without br_netfilter (loaded for bridged pods, pods.py) there is no such key.
         sysctl = ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]
         run(sysctl, netns=self.netns, check=False)
         run(["nft", "-f", "-"], timeout=60, netns=self.netns, input=doc)
