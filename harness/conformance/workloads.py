@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.api.objects import KINDS
 from harness.conformance import services as svc
-from harness.conformance.labctl import Lab
+from harness.conformance.labctl import Lab, emulated
 from harness.conformance.pods import HTTP_PORT, NAMESPACE, TCP_PORT, UDP_PORT
 from harness.conformance.remote import output
 from harness.kube import apps
@@ -38,6 +38,27 @@ COMMAND = [echo.NODE_PYTHON, "-m", "harness.workloads.echo", "--tcp", str(TCP_PO
 BROKEN_COMMAND = [echo.NODE_PYTHON, "-m", "harness.workloads.echo", "--http", str(HTTP_PORT)]
 Job = tuple[Callable[..., Any], str, int]  # runner, ip, port
 Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How hard the streams push and how long a rollout may take.
+
+    Native nodes: 20 connections a second per stream. An emulated (TCG) guest has
+    one vCPU for every replica's echo server, the client streams and the agent: at
+    that rate, with no rollout at all, 20–90 % of vm-lab's requests timed out at 1 s
+    while the same pods, idle, answered in 6–10 ms, and a saturated readiness probe
+    took a replica out of the Service. So there the streams send 4 a second (still
+    several per second of any stale window), and the rollout, whose pod starts are
+    emulated too (79–84 s against 60 s of streams), gets three times the time.
+    """
+
+    interval_s: float = STREAM_INTERVAL_S
+    scale: float = 1.0
+
+    @classmethod
+    def of(cls, lab: Lab) -> Pace:
+        return cls(0.25, 3.0) if emulated(lab) else cls()
 
 
 def deployment(revision: str, command: list[str] | None = None,
@@ -127,7 +148,11 @@ class Terminations:
 
 
 def streams(
-    jobs: dict[str, Job], duration_s: float, event: Callable[[], Any], stop_file: str = ""
+    jobs: dict[str, Job],
+    duration_s: float,
+    event: Callable[[], Any],
+    stop_file: str = "",
+    interval_s: float = STREAM_INTERVAL_S,
 ) -> tuple[float, Any, dict[str, echo.Stream]]:
     """Open-loop streams (label → runner, ip, port); ``event`` runs 2 s in.
 
@@ -139,7 +164,7 @@ def streams(
             label: pool.submit(
                 run,
                 echo.stream_command(
-                    ip, port, duration_s, STREAM_INTERVAL_S, timeout_s=1.0, stop_file=stop_file
+                    ip, port, duration_s, interval_s, timeout_s=1.0, stop_file=stop_file
                 ),
                 duration_s + 30,
             )

@@ -7,7 +7,8 @@ while a client pod on every cluster node opens 20 new connections a second to
 the ClusterIP, and the first client as many to another node's NodePort (open
 loop, 1 s connect budget, from 2 s before the change until 2 s after the rollout
 has ended and the last old pod has left the API). The deployed controller manager
-does the rollout.
+does the rollout. On emulated (TCG) guests the streams send 4 a second and the
+rollout gets three times the time (``workloads.Pace``).
 
 Judged: 0 failed requests over every stream. Measured: the rollout time
 (template applied → ``podlab rollout status`` would say rolled out: every
@@ -48,8 +49,8 @@ from harness.conformance.workloads import (
     BROKEN_COMMAND,
     NAME,
     REPLICAS,
-    STREAM_INTERVAL_S,
     Job,
+    Pace,
     Terminations,
     deployment,
     deployment_status,
@@ -81,6 +82,7 @@ def rollout(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[dict[str, A
     """The Deployment rolled out, its NodePort Service, and a client pod on every node."""
     objs = svc.Objects(lab.client(), nodes)
     names = [n.name for n in lab.cluster_nodes()]
+    pace = Pace.of(lab)
     try:
         clients = objs.echo_pods(
             [(f"roll-client-{i}", n, {"role": "roll-client"}) for i, n in enumerate(names)]
@@ -88,14 +90,15 @@ def rollout(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[dict[str, A
         objs.apply([deployment("1")])
         ports = [svc.port("tcp", 80, "tcp", nodePort=NODE_PORT)]
         objs.apply([svc.service(NAME, APP, ports, type="NodePort")])
-        svc.until(f"deployment {NAME} rolled out", lambda: rolled_out(objs), ROLLOUT_BUDGET_S)
+        budget = ROLLOUT_BUDGET_S * pace.scale
+        svc.until(f"deployment {NAME} rolled out", lambda: rolled_out(objs), budget)
         vip = objs.service(NAME)["spec"]["clusterIP"]
         first = sorted(clients.values(), key=lambda p: p.node.name)[0]
         svc.until(
             f"{first} reaches every replica of {NAME} {vip}:80",
             lambda: len(svc.tally(first.run, vip, 80, 40)[0]) == REPLICAS,
         )
-        yield {"objs": objs, "vip": vip, "clients": clients}
+        yield {"objs": objs, "vip": vip, "clients": clients, "pace": pace}
     finally:
         objs.delete_all()
         # the garbage collector removes the ReplicaSets' pods once the Deployment is gone;
@@ -114,6 +117,8 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
     objs: svc.Objects = rollout["objs"]
     clients: dict[str, Pod] = rollout["clients"]
     vip = rollout["vip"]
+    pace: Pace = rollout["pace"]
+    stream_s = STREAM_S * pace.scale
     ordered = sorted(clients.values(), key=lambda p: p.node.name)
     other = ordered[-1].node.underlay_ip
     jobs: dict[str, Job] = {f"clusterip-from-{c.node.name}": (c.run, vip, 80) for c in ordered}
@@ -128,14 +133,15 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
         objs.apply([deployment("2")])
         started = time.time()
         try:
-            svc.until("the rollout to revision 2", lambda: rolled_out(objs), ROLLOUT_BUDGET_S, 0.2)
+            budget = ROLLOUT_BUDGET_S * pace.scale
+            svc.until("the rollout to revision 2", lambda: rolled_out(objs), budget, 0.2)
             took = time.time() - started
             # the event, not a fixed length: the old pods have left the API (preStop done,
             # exited), so every request a node could still send them is in the streams
             svc.until(
                 f"the old pods of {NAME} gone",
                 lambda: not before & {p["metadata"]["name"] for p in live_pods(objs)},
-                OLD_GONE_BUDGET_S, 0.2,
+                OLD_GONE_BUDGET_S * pace.scale, 0.2,
             )  # fmt: skip
             return took
         finally:
@@ -145,7 +151,7 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
                 c.node.run(["touch", stop])
 
     with Terminations(objs) as term:
-        t_roll, took, got = streams(jobs, STREAM_S, roll, stop_file=stop)
+        t_roll, took, got = streams(jobs, stream_s, roll, stop, pace.interval_s)
         time.sleep(1.0)
     for c in ordered:
         c.node.run(["rm", "-f", stop])
@@ -180,11 +186,11 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
         sample_name="ready_replicas",
         sample_unit="pods",
     )
-    assert 2.0 + ended[0] <= STREAM_S, (
+    assert 2.0 + ended[0] <= stream_s, (
         f"the rollout and the old pods' exit took {ended[0]:.1f} s: too long for "
-        f"{STREAM_S:.0f} s of streams to see their end"
+        f"{stream_s:.0f} s of streams to see their end"
     )
-    assert len(samples) > 0.5 * len(jobs) * (2.0 + ended[0]) / STREAM_INTERVAL_S, (
+    assert len(samples) > 0.5 * len(jobs) * (2.0 + ended[0]) / pace.interval_s, (
         f"only {len(samples)} requests were sent: the streams did not run open loop"
     )
     assert set(old) == before, f"old pods never seen terminating: {sorted(before - set(old))}"
@@ -207,6 +213,8 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
 ) -> None:
     objs: svc.Objects = rollout["objs"]
     ordered = sorted(rollout["clients"].values(), key=lambda p: p.node.name)
+    pace: Pace = rollout["pace"]
+    stream_s, budget = BROKEN_STREAM_S * pace.scale, ROLLOUT_BUDGET_S * pace.scale
     jobs: dict[str, Job] = {
         f"clusterip-from-{c.node.name}": (c.run, rollout["vip"], 80) for c in ordered
     }
@@ -228,7 +236,7 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
             return (st.get("updatedReplicas"), st.get("availableReplicas")) == (
                 STALL_UPDATED, STALL_AVAILABLE)  # fmt: skip
 
-        svc.until("the broken rollout to stop at maxUnavailable", stalled, ROLLOUT_BUDGET_S, 0.2)
+        svc.until("the broken rollout to stop at maxUnavailable", stalled, budget, 0.2)
         seen["stalled_s"] = time.time() - started
         # the user's `rollout status` (which waits out its 2 s timeout) runs during the hold
         # instead of after it: both look at the same stopped rollout
@@ -242,7 +250,7 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
         seen["undo_s"] = time.time() - started  # the command's start (its run is in the figure)
         seen["undo"] = podlab(lab, "rollout", "undo", ref, "-n", NAMESPACE)
         try:
-            svc.until("the undone rollout", lambda: rolled_out(objs), ROLLOUT_BUDGET_S, 0.2)
+            svc.until("the undone rollout", lambda: rolled_out(objs), budget, 0.2)
             return time.time() - started
         finally:
             time.sleep(TAIL_S)
@@ -250,7 +258,7 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
                 c.node.run(["touch", stop])
 
     with Terminations(objs) as term:
-        t0, took, got = streams(jobs, BROKEN_STREAM_S, break_then_undo, stop_file=stop)
+        t0, took, got = streams(jobs, stream_s, break_then_undo, stop, pace.interval_s)
         time.sleep(1.0)
     for c in ordered:
         c.node.run(["rm", "-f", stop])
@@ -272,8 +280,8 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
         samples=[(float(s), float(c)) for s, c in sorted(per_second.items())],
         sample_name="answered_per_s", sample_unit="1/s",
     )  # fmt: skip
-    assert 2.0 + took + TAIL_S <= BROKEN_STREAM_S, (
-        f"stall and undo took {took:.1f} s: too long for {BROKEN_STREAM_S:.0f} s of streams"
+    assert 2.0 + took + TAIL_S <= stream_s, (
+        f"stall and undo took {took:.1f} s: too long for {stream_s:.0f} s of streams"
     )
     where = (held.get("updatedReplicas"), held.get("availableReplicas"))
     assert where == (STALL_UPDATED, STALL_AVAILABLE), (
@@ -287,7 +295,7 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
     assert status.rc != 0 and "2 out of 4 new replicas have been updated" in status.out, status
     assert (undo.rc, undo.out) == (0, f"deployment.apps/{NAME} rolled back\n"), undo
     assert template_hashes(objs) == good, f"undo did not restore {sorted(good)}"
-    assert len(samples) > 0.5 * len(jobs) * (2.0 + took + TAIL_S) / STREAM_INTERVAL_S, (
+    assert len(samples) > 0.5 * len(jobs) * (2.0 + took + TAIL_S) / pace.interval_s, (
         f"only {len(samples)} requests were sent: the streams did not run open loop"
     )
     assert not foreign, f"pods of the broken version answered: {foreign[:5]}"
