@@ -60,6 +60,57 @@ def test_saved_state_parses_and_the_diff_touches_only_what_changed() -> None:
     assert "-E -t 10.96.0.20:80 -s sh" in ipvs.restore_commands(want, other)
 
 
+LISTED = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.96.0.20:80 rr
+  -> 10.244.1.2:8080              Masq    1      0          0
+  -> 10.244.9.9:8080              Masq    1      1          3
+UDP  10.96.0.21:53 rr persistent 20
+  -> 10.244.1.3:5353              Masq    1      0          2
+"""
+
+
+def test_a_removed_tcp_endpoint_with_connections_drains_at_weight_0() -> None:
+    conns = ipvs.parse_connections(LISTED)
+    assert conns == {
+        ("tcp", "10.96.0.20:80", "10.244.1.2:8080"): 0,
+        ("tcp", "10.96.0.20:80", "10.244.9.9:8080"): 4,
+        ("udp", "10.96.0.21:53", "10.244.1.3:5353"): 2,
+    }
+    have = ipvs.parse_saved(SAVED)
+    want = ipvs.desired([WEB, STICKY], [], "rr")
+    gone = ("tcp", "10.96.0.20:80", "10.244.9.9:8080")
+    lines = ipvs.restore_commands(have, want, frozenset({gone}))
+    assert "-e -t 10.96.0.20:80 -r 10.244.9.9:8080 -m -w 0" in lines
+    assert not any(line.startswith("-d ") for line in lines)
+    at_0 = {
+        ipvs.RealServer(*gone, 0) if (r.proto, r.vaddr, r.raddr) == gone else r for r in have[1]
+    }
+    drained = (have[0], at_0)
+    again = ipvs.restore_commands(drained, want, frozenset({gone}))
+    assert not any("10.244.9.9" in line for line in again)  # already at 0: nothing to do
+
+
+def test_draining_ends_with_the_connections_or_after_its_bound(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The proxy's rule, with ``ipvsadm -Ln`` answered here (this host has no IPVS)."""
+    proxy = ipvs.IpvsProxy.__new__(ipvs.IpvsProxy)
+    proxy.netns, proxy.draining = None, {}
+    listed = [LISTED]
+    monkeypatch.setattr(ipvs, "run", lambda *a, **k: type("R", (), {"stdout": listed[0]})())
+    clock = [1000.0]
+    monkeypatch.setattr(ipvs.time, "monotonic", lambda: clock[0])
+    have = ipvs.parse_saved(SAVED)
+    want = ipvs.desired([WEB, STICKY], [], "rr")
+    gone = ("tcp", "10.96.0.20:80", "10.244.9.9:8080")
+    assert proxy._drain(have, want) == {gone}  # 4 connections: kept at weight 0
+    clock[0] += ipvs.DRAIN_MAX_S
+    assert proxy._drain(have, want) == set()  # past the bound: deleted, connections or not
+    proxy.draining = {}
+    listed[0] = LISTED.replace("1      1          3", "0      0          0")
+    assert proxy._drain(have, want) == set()  # no connection left: deleted
+
+
 def test_ipsets_drive_masquerade_and_rejects() -> None:
     doc = ipvs.ipset_document([WEB, STICKY, EMPTY])
     assert "add PODLAB-CLUSTER-IP-new 10.96.0.20,tcp:80" in doc

@@ -30,10 +30,18 @@ pyroute2's IPVS API has no persistence support and would cost one round trip
 per object); ipsets with ``ipset restore`` (new sets filled, then swapped in
 atomically). The host kernel of a netns lab has no IPVS: the mode refuses to
 start there, with the reason (``IpvsUnavailable``).
+
+A removed TCP endpoint is drained, as kube-proxy's graceful termination does:
+while IPVS still counts connections to it, it stays with weight 0 (no new
+connection goes there, open ones finish; ``expire_nodest_conn`` would end
+them at once if it were deleted, and the terminating pod still answers during
+its preStop), and a later pass deletes it once it has none, or after
+``DRAIN_MAX_S``. UDP endpoints are deleted at once (kube-proxy's rule too).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -141,11 +149,32 @@ def parse_saved(text: str) -> tuple[set[VirtualServer], set[RealServer]]:
     return vss, rss
 
 
+Where = tuple[str, str, str]  # a real server's (proto, vaddr, raddr)
+DRAIN_MAX_S = 60.0  # a drained endpoint goes at the first pass after this, connections or not
+
+
+def parse_connections(text: str) -> dict[Where, int]:
+    """``ipvsadm -Ln`` output → active + inactive connections per real server. Pure."""
+    out: dict[Where, int] = {}
+    vs: tuple[str, str] | None = None
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0] in ("TCP", "UDP"):
+            vs = (f[0].lower(), f[1])
+        elif vs and len(f) >= 6 and f[0] == "->" and f[-1].isdigit() and f[-2].isdigit():
+            out[(*vs, f[1])] = int(f[-2]) + int(f[-1])
+    return out
+
+
 def restore_commands(
     have: tuple[set[VirtualServer], set[RealServer]],
     want: tuple[set[VirtualServer], set[RealServer]],
+    drain: frozenset[Where] = frozenset(),
 ) -> list[str]:
-    """``ipvsadm -R`` lines turning ``have`` into ``want`` (deletes first). Pure."""
+    """``ipvsadm -R`` lines turning ``have`` into ``want`` (deletes first). Pure.
+
+    ``drain``: removed real servers to keep with weight 0 instead of deleting.
+    """
     have_vs = {(v.proto, v.addr): v for v in have[0]}
     want_vs = {(v.proto, v.addr): v for v in want[0]}
     lines = [f"-D {_flag(p)} {a}" for p, a in sorted(have_vs.keys() - want_vs.keys())]
@@ -155,11 +184,13 @@ def restore_commands(
         return (r.proto, r.vaddr, r.raddr)
 
     kept = {where(r) for r in want[1]}
-    lines += [
-        f"-d {_flag(r.proto)} {r.vaddr} -r {r.raddr}"
-        for r in sorted(have[1] - want[1])
-        if (r.proto, r.vaddr) not in gone and where(r) not in kept
-    ]
+    for r in sorted(have[1] - want[1]):
+        if (r.proto, r.vaddr) in gone or where(r) in kept:
+            continue
+        if where(r) not in drain:
+            lines.append(f"-d {_flag(r.proto)} {r.vaddr} -r {r.raddr}")
+        elif r.weight:
+            lines.append(f"-e {_flag(r.proto)} {r.vaddr} -r {r.raddr} -m -w 0")
     for key in sorted(want_vs):
         v = want_vs[key]
         if have_vs.get(key) == v:
@@ -273,6 +304,7 @@ class IpvsProxy:
         self.netns, self.scheduler = netns, scheduler
         self.state: dict[str, ServicePort] = {}
         self._ready = False
+        self.draining: dict[Where, float] = {}  # removed TCP endpoint → monotonic start
 
     def _ipr(self) -> IPRoute:
         return NetNS(self.netns) if self.netns else IPRoute()
@@ -321,9 +353,32 @@ class IpvsProxy:
     def _ipvs(self, services: list[ServicePort]) -> None:
         have = parse_saved(run(["ipvsadm", "-Sn"], netns=self.netns, timeout=120).stdout)
         want = desired(services, self.node_ips(), self.scheduler)
-        lines = restore_commands(have, want)
+        lines = restore_commands(have, want, self._drain(have, want))
         if lines:
             run(["ipvsadm", "-R"], netns=self.netns, timeout=600, input="\n".join(lines) + "\n")
+
+    def _drain(
+        self,
+        have: tuple[set[VirtualServer], set[RealServer]],
+        want: tuple[set[VirtualServer], set[RealServer]],
+    ) -> frozenset[Where]:
+        """Removed TCP real servers that keep weight 0 this pass: those IPVS still
+        counts connections to, for at most DRAIN_MAX_S (the periodic full sync
+        comes back for them)."""
+        live = {(v.proto, v.addr) for v in want[0]}
+        kept = {(r.proto, r.vaddr, r.raddr) for r in want[1]}
+        removed = {
+            (r.proto, r.vaddr, r.raddr)
+            for r in have[1]
+            if r.proto == "tcp" and (r.proto, r.vaddr) in live
+        } - kept
+        now = time.monotonic()
+        self.draining = {w: self.draining.get(w, now) for w in removed}
+        fresh = {w for w, t0 in self.draining.items() if now - t0 < DRAIN_MAX_S}
+        if not fresh:
+            return frozenset()
+        conns = parse_connections(run(["ipvsadm", "-Ln"], netns=self.netns, timeout=120).stdout)
+        return frozenset(w for w in fresh if conns.get(w, 0) > 0)
 
     def full_sync(self, services: Iterable[ServicePort]) -> None:
         svcs = {s.ident: s for s in services}
