@@ -281,6 +281,14 @@ def needs_deploy(lab: Lab, spec: ModeSpec) -> list[str]:
     return [c for c in lab.clusters if (lab.deployed.get(c) or current_mode(lab, c)) != spec]
 
 
+def backend(lab: Lab) -> str:
+    """What the lab is up on (its ledger's backend), ``netns`` for a lab with none."""
+    from harness.lab.state import Ledger, find
+
+    paths = find(lab.name)
+    return Ledger.load(paths).backend if paths.state.exists() else "netns"
+
+
 def emulated(lab: Lab) -> bool:
     """Whether a node of the lab is a VM guest under TCG emulation (no usable KVM).
 

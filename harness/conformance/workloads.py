@@ -42,7 +42,7 @@ Obj = dict[str, Any]
 
 @dataclass(frozen=True)
 class Pace:
-    """How hard the streams push and how long a rollout may take.
+    """How hard the streams push and how long a rollout may take (scenarios 13 and 31).
 
     Native nodes: 20 connections a second per stream. An emulated (TCG) guest has
     one vCPU for every replica's echo server, the client streams and the agent: at
@@ -51,25 +51,29 @@ class Pace:
     took a replica out of the Service. So there the streams send 4 a second (still
     several per second of any stale window), and the rollout, whose pod starts are
     emulated too (79–84 s against 60 s of streams), gets three times the time.
+    A terminating pod's preStop is what a Deployment gives the proxies to move on;
+    an emulated node took up to 2.9 s to drop an endpoint (the last request it
+    sent the pod, scenarios 13 and 31), so there the preStop is 6 s, not 2.
     """
 
     interval_s: float = STREAM_INTERVAL_S
     scale: float = 1.0
+    pre_stop_s: int = PRE_STOP_S
 
     @classmethod
     def of(cls, lab: Lab) -> Pace:
-        return cls(0.25, 3.0) if emulated(lab) else cls()
+        return cls(0.25, 3.0, 3 * PRE_STOP_S) if emulated(lab) else cls()
 
 
 def deployment(revision: str, command: list[str] | None = None,
-               max_unavailable: int = 0) -> Obj:  # fmt: skip
+               max_unavailable: int = 0, pre_stop_s: int = PRE_STOP_S) -> Obj:  # fmt: skip
     """The Deployment as a user writes it; ``revision`` changes the template (a rollout)."""
     container = {
         "name": "main",
         "command": command or COMMAND,
         "ports": svc.CONTAINER_PORTS,
         "readinessProbe": {"tcpSocket": {"port": "tcp"}, "periodSeconds": 1},
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
+        "lifecycle": {"preStop": {"sleep": {"seconds": pre_stop_s}}},
         "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}},
     }
     strategy = {"maxSurge": 1, "maxUnavailable": max_unavailable}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.conformance import paths
+from harness.conformance import labctl, paths
 from harness.conformance.labctl import Lab
 from harness.conformance.pods import TCP_PORT, Pod, PodFactory
 from harness.conformance.remote import Node, output
@@ -61,8 +61,10 @@ def container(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[Container
     node = nodes[pair[0]]
     ready = node.run(["sh", "-c", PREPARE], timeout_s=60)
     if ready.returncode == 3:
-        pytest.skip(f"{node.name}: {ready.stdout.strip()}; `make setup` installs podman, "
-                    "runc and busybox-static")  # fmt: skip
+        fix = ("the VM guest image does not include podman, runc and busybox-static"
+               if labctl.backend(lab) == "vm" else
+               "`make setup` installs podman, runc and busybox-static")  # fmt: skip
+        pytest.skip(f"{node.name}: {ready.stdout.strip()}; {fix}")
     assert ready.returncode == 0, f"{node.name}: preparing the rootfs failed: {output(ready)}"
     name = f"podlab-s36-{uuid.uuid4().hex[:8]}"
     token = f"{name} on {node.name}"

@@ -29,6 +29,7 @@ from harness.conformance.labctl import Lab
 from harness.conformance.pods import HTTP_PORT, NAMESPACE, Pod
 from harness.conformance.quiet import Holding
 from harness.conformance.remote import Node, output
+from harness.conformance.workloads import Pace
 from harness.probes import echo
 
 WEB = {"app": "svc-web"}
@@ -321,7 +322,6 @@ def _answered(src: Pod, vip: str, proto: str) -> echo.ProbeReport | None:
 # -- failover: scenario 13's "endpoint goes away" half -----------------------------------
 
 FAILOVER = {"app": "svc-failover"}
-PRE_STOP_S = 2  # what a Deployment sets so the proxies move on before SIGTERM
 STREAM_INTERVAL_S = 0.05  # 20 new connections per second from each node
 LAST_HIT_P99_S = 1.0  # issue 7's goal for "no request goes to the dead backend"
 # The streams end on the event, not at a fixed length: this long after the judged
@@ -332,7 +332,7 @@ STREAM_TAIL_S = 2.0
 
 def _streams(
     clients: list[Pod], vip: str, duration_s: float, event: Callable[[], object],
-    settled: dict[str, str] | None = None,
+    settled: dict[str, str] | None = None, interval_s: float = STREAM_INTERVAL_S,
 ) -> tuple[float, dict[str, echo.Stream]]:  # fmt: skip
     """Open-loop streams to vip:80 from every client; ``event`` runs once every stream
     has been answered for svc.LEAD_S (its ready file), and the streams end once it has
@@ -347,7 +347,7 @@ def _streams(
     with ThreadPoolExecutor(len(clients) * 2) as pool:
         futures = {
             c.node.name: pool.submit(c.run, echo.stream_command(
-                vip, 80, duration_s, STREAM_INTERVAL_S, timeout_s=1.0, stop_file=stop,
+                vip, 80, duration_s, interval_s, timeout_s=1.0, stop_file=stop,
                 ready=(ready[c.name], svc.LEAD_S),
                 settled=(settled[c.name], STREAM_TAIL_S) if settled else None), duration_s + 30)
             for c in clients
@@ -373,7 +373,8 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
     objs: svc.Objects = web["objs"]
     clients = list(web["backends"].values())  # one per node
     specs = [(f"svc-fo-{i}", n.name, FAILOVER) for i, n in enumerate(lab.cluster_nodes())]
-    pods = objs.echo_pods(specs, pre_stop_s=PRE_STOP_S)
+    pace = Pace.of(lab)  # under TCG: 4 connections a second per stream, a 6 s preStop
+    pods = objs.echo_pods(specs, pre_stop_s=pace.pre_stop_s)
     objs.apply([svc.service("svc-fo", FAILOVER, [svc.port("tcp", 80, "tcp")])])
     vip = objs.service("svc-fo")["spec"]["clusterIP"]
     _all_serve(clients, vip, set(pods), "svc-fo")
@@ -388,7 +389,7 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
         svc.until(f"{victim.name} gone after its graceful delete", gone, 30.0, 0.1)
         time.sleep(STREAM_TAIL_S)
 
-    t_del, streams = _streams(clients, vip, 40.0, delete)
+    t_del, streams = _streams(clients, vip, 40.0, delete, interval_s=pace.interval_s)
     objs.remove("Service", NAMESPACE, "svc-fo")
     failed = {n: s.failed(set(pods)) for n, s in streams.items()}
     last = {n: max(0.0, (s.last({victim.name}) or t_del) - t_del) for n, s in streams.items()}

@@ -7,8 +7,8 @@ while a client pod on every cluster node opens 20 new connections a second to
 the ClusterIP, and the first client as many to another node's NodePort (open
 loop, 1 s connect budget, from 2 s before the change until 2 s after the rollout
 has ended and the last old pod has left the API). The deployed controller manager
-does the rollout. On emulated (TCG) guests the streams send 4 a second and the
-rollout gets three times the time (``workloads.Pace``).
+does the rollout. On emulated (TCG) guests the streams send 4 a second, the
+rollout gets three times the time and the preStop is 6 s (``workloads.Pace``).
 
 Judged: 0 failed requests over every stream. Measured: the rollout time
 (template applied → ``podlab rollout status`` would say rolled out: every
@@ -87,7 +87,7 @@ def rollout(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[dict[str, A
         clients = objs.echo_pods(
             [(f"roll-client-{i}", n, {"role": "roll-client"}) for i, n in enumerate(names)]
         )
-        objs.apply([deployment("1")])
+        objs.apply([deployment("1", pre_stop_s=pace.pre_stop_s)])
         ports = [svc.port("tcp", 80, "tcp", nodePort=NODE_PORT)]
         objs.apply([svc.service(NAME, APP, ports, type="NodePort")])
         budget = ROLLOUT_BUDGET_S * pace.scale
@@ -130,7 +130,7 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
     ended: list[float] = []  # seconds from the template change to the streams' stop
 
     def roll() -> float:
-        objs.apply([deployment("2")])
+        objs.apply([deployment("2", pre_stop_s=pace.pre_stop_s)])
         started = time.time()
         try:
             budget = ROLLOUT_BUDGET_S * pace.scale
@@ -228,7 +228,7 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
         c.node.run(["rm", "-f", stop])
 
     def break_then_undo() -> float:
-        objs.apply([deployment("broken", BROKEN_COMMAND, max_unavailable=1)])
+        objs.apply([deployment("broken", BROKEN_COMMAND, 1, pace.pre_stop_s)])
         started = time.time()
 
         def stalled() -> bool:
