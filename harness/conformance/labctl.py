@@ -281,11 +281,13 @@ def needs_deploy(lab: Lab, spec: ModeSpec) -> list[str]:
     return [c for c in lab.clusters if (lab.deployed.get(c) or current_mode(lab, c)) != spec]
 
 
-def backend(lab: Lab) -> str:
-    """What the lab is up on (its ledger's backend), ``netns`` for a lab with none."""
+def backend(name: str) -> str:
+    """What lab ``name`` is up on (its ledger's backend), for the catalogue's lab rules
+    (scenario 37 needs a VM lab); ``netns`` for a lab that is not up: ``podlab test``
+    builds netns."""
     from harness.lab.state import Ledger, find
 
-    paths = find(lab.name)
+    paths = find(name)
     return Ledger.load(paths).backend if paths.state.exists() else "netns"
 
 

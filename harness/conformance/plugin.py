@@ -285,15 +285,6 @@ def _module(item: pytest.Item) -> str:
     return getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
 
 
-def _lab_backend(plan: LabPlan) -> str:
-    """The backend the lab is up on (its ledger), for the catalogue's lab rules (scenario
-    37 needs a VM lab); ``netns`` for a lab that is not up: ``podlab test`` builds netns."""
-    from harness.lab.state import Ledger, find
-
-    paths = find(plan.name)
-    return Ledger.load(paths).backend if paths.state.exists() else "netns"
-
-
 def _lab_plan(run: Run) -> LabPlan | None:
     """The lab's plan, whose shape the catalogue's lab rules judge (None when no lab
     is named)."""
@@ -348,8 +339,10 @@ def _select(config: pytest.Config, run: Run, items: list[pytest.Item]) -> None:
             raise pytest.UsageError(f"{item.nodeid}: marked breaks and waits; one of them")
     if not marked or run.matrix is None:
         return
+    from harness.conformance import labctl
+
     plan = _lab_plan(run)
-    shape = LabShape.of(plan, _lab_backend(plan)) if plan is not None else None
+    shape = LabShape.of(plan, labctl.backend(plan.name)) if plan is not None else None
     if plan is not None:
         from harness.conformance.meshsvc import plan_mesh_clusters
 

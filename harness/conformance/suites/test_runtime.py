@@ -62,7 +62,7 @@ def container(lab: Lab, mode: str, nodes: dict[str, Node]) -> Iterator[Container
     ready = node.run(["sh", "-c", PREPARE], timeout_s=60)
     if ready.returncode == 3:
         fix = ("the VM guest image does not include podman, runc and busybox-static"
-               if labctl.backend(lab) == "vm" else
+               if labctl.backend(lab.name) == "vm" else
                "`make setup` installs podman, runc and busybox-static")  # fmt: skip
         pytest.skip(f"{node.name}: {ready.stdout.strip()}; {fix}")
     assert ready.returncode == 0, f"{node.name}: preparing the rootfs failed: {output(ready)}"
