@@ -525,7 +525,8 @@ def test_stopped_node_leaves_every_service(
                 [settled[c.name]], max(0.1, limit - time.time())), clients))  # fmt: skip
 
     try:
-        _, streams = _streams(clients, vip, 3.0 + 30.0 + grace + 6.0, stop, settled)
+        pace = Pace.of(lab).interval_s  # 4 a second under TCG: 20 starved the guests
+        _, streams = _streams(clients, vip, 3.0 + 30.0 + grace + 6.0, stop, settled, pace)
         t_stop = stopped[0]
     finally:  # power back on: the link, the lab's static routes (gone with it), the agent
         victim.check(["ip", "link", "set", victim.underlay_if, "up"], timeout_s=15)
