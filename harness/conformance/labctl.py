@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.api.client import ApiClient
 from harness.api.schedule import is_ready
@@ -25,6 +25,9 @@ from harness.inventory import inventory_path, project_home
 from harness.plan.build import load_plan
 from harness.plan.model import LabPlan, NodePlan
 from harness.store import Store
+
+if TYPE_CHECKING:
+    from harness.lab.state import Ledger
 
 NODE_WAIT_S = 120.0
 # How often the ready waits look again (an etcd read; one ssh round per node for the
@@ -281,14 +284,20 @@ def needs_deploy(lab: Lab, spec: ModeSpec) -> list[str]:
     return [c for c in lab.clusters if (lab.deployed.get(c) or current_mode(lab, c)) != spec]
 
 
+def _ledger(name: str) -> Ledger | None:
+    """Lab ``name``'s ledger (what ``up`` built), None for a lab that is not up."""
+    from harness.lab.state import Ledger, find
+
+    paths = find(name)
+    return Ledger.load(paths) if paths.state.exists() else None
+
+
 def backend(name: str) -> str:
     """What lab ``name`` is up on (its ledger's backend), for the catalogue's lab rules
     (scenario 37 needs a VM lab); ``netns`` for a lab that is not up: ``podlab test``
     builds netns."""
-    from harness.lab.state import Ledger, find
-
-    paths = find(name)
-    return Ledger.load(paths).backend if paths.state.exists() else "netns"
+    ledger = _ledger(name)
+    return ledger.backend if ledger is not None else "netns"
 
 
 def emulated(lab: Lab) -> bool:
@@ -297,12 +306,8 @@ def emulated(lab: Lab) -> bool:
     Its times measure the emulated CPU, not the datapath: a time SLO is judged on
     native CPUs only (docs/vm-backend.md, "KVM or emulation").
     """
-    from harness.lab.state import Ledger, find
-
-    paths = find(lab.name)
-    if not paths.state.exists():
-        return False
-    return any(n.vm_accel == "tcg" for n in Ledger.load(paths).nodes.values())
+    ledger = _ledger(lab.name)
+    return ledger is not None and any(n.vm_accel == "tcg" for n in ledger.nodes.values())
 
 
 def fallbacks(lab: Lab) -> list[str]:

@@ -84,9 +84,7 @@ def test_a_removed_tcp_endpoint_with_connections_drains_at_weight_0() -> None:
     lines = ipvs.restore_commands(have, want, frozenset({gone}))
     assert "-e -t 10.96.0.20:80 -r 10.244.9.9:8080 -m -w 0" in lines
     assert not any(line.startswith("-d ") for line in lines)
-    at_0 = {
-        ipvs.RealServer(*gone, 0) if (r.proto, r.vaddr, r.raddr) == gone else r for r in have[1]
-    }
+    at_0 = {ipvs.RealServer(*gone, 0) if r.key == gone else r for r in have[1]}
     drained = (have[0], at_0)
     again = ipvs.restore_commands(drained, want, frozenset({gone}))
     assert not any("10.244.9.9" in line for line in again)  # already at 0: nothing to do

@@ -95,12 +95,20 @@ class VirtualServer:
     persistence_s: int | None
 
 
+Where = tuple[str, str, str]  # a real server's (proto, vaddr, raddr)
+
+
 @dataclass(frozen=True, order=True)
 class RealServer:
     proto: str
     vaddr: str
     raddr: str
     weight: int = 1  # an endpoint listed N times in ServicePort.endpoints (mesh spill-over)
+
+    @property
+    def key(self) -> Where:
+        """Which server it is, whatever its weight (a weight is edited in place)."""
+        return (self.proto, self.vaddr, self.raddr)
 
 
 def _flag(proto: str) -> str:
@@ -149,7 +157,6 @@ def parse_saved(text: str) -> tuple[set[VirtualServer], set[RealServer]]:
     return vss, rss
 
 
-Where = tuple[str, str, str]  # a real server's (proto, vaddr, raddr)
 DRAIN_MAX_S = 60.0  # a drained endpoint goes at the first pass after this, connections or not
 
 
@@ -179,15 +186,11 @@ def restore_commands(
     want_vs = {(v.proto, v.addr): v for v in want[0]}
     lines = [f"-D {_flag(p)} {a}" for p, a in sorted(have_vs.keys() - want_vs.keys())]
     gone = have_vs.keys() - want_vs.keys()
-
-    def where(r: RealServer) -> tuple[str, str, str]:
-        return (r.proto, r.vaddr, r.raddr)
-
-    kept = {where(r) for r in want[1]}
+    kept = {r.key for r in want[1]}
     for r in sorted(have[1] - want[1]):
-        if (r.proto, r.vaddr) in gone or where(r) in kept:
+        if (r.proto, r.vaddr) in gone or r.key in kept:
             continue
-        if where(r) not in drain:
+        if r.key not in drain:
             lines.append(f"-d {_flag(r.proto)} {r.vaddr} -r {r.raddr}")
         elif r.weight:
             lines.append(f"-e {_flag(r.proto)} {r.vaddr} -r {r.raddr} -m -w 0")
@@ -198,9 +201,9 @@ def restore_commands(
         verb = "-E" if key in have_vs else "-A"
         persist = f" -p {v.persistence_s}" if v.persistence_s else ""
         lines.append(f"{verb} {_flag(v.proto)} {v.addr} -s {v.scheduler}{persist}")
-    had = {where(r) for r in have[1]}
+    had = {r.key for r in have[1]}
     for r in sorted(want[1] - have[1]):  # a new real server, or a new weight (edited in place:
-        verb = "-e" if where(r) in had else "-a"  # a delete would end its connections)
+        verb = "-e" if r.key in had else "-a"  # a delete would end its connections)
         lines.append(f"{verb} {_flag(r.proto)} {r.vaddr} -r {r.raddr} -m -w {r.weight}")
     return lines
 
@@ -366,12 +369,9 @@ class IpvsProxy:
         counts connections to, for at most DRAIN_MAX_S (the periodic full sync
         comes back for them)."""
         live = {(v.proto, v.addr) for v in want[0]}
-        kept = {(r.proto, r.vaddr, r.raddr) for r in want[1]}
-        removed = {
-            (r.proto, r.vaddr, r.raddr)
-            for r in have[1]
-            if r.proto == "tcp" and (r.proto, r.vaddr) in live
-        } - kept
+        kept = {r.key for r in want[1]}
+        removed = {r.key for r in have[1] if r.proto == "tcp" and (r.proto, r.vaddr) in live}
+        removed -= kept
         now = time.monotonic()
         self.draining = {w: self.draining.get(w, now) for w in removed}
         fresh = {w for w, t0 in self.draining.items() if now - t0 < DRAIN_MAX_S}

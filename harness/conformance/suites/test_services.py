@@ -322,7 +322,6 @@ def _answered(src: Pod, vip: str, proto: str) -> echo.ProbeReport | None:
 # -- failover: scenario 13's "endpoint goes away" half -----------------------------------
 
 FAILOVER = {"app": "svc-failover"}
-STREAM_INTERVAL_S = 0.05  # 20 new connections per second from each node
 LAST_HIT_P99_S = 1.0  # issue 7's goal for "no request goes to the dead backend"
 # The streams end on the event, not at a fixed length: this long after the judged
 # moment has passed (the deleted backend gone from the API; the node grace + LAST_HIT_P99_S
@@ -332,9 +331,10 @@ STREAM_TAIL_S = 2.0
 
 def _streams(
     clients: list[Pod], vip: str, duration_s: float, event: Callable[[], object],
-    settled: dict[str, str] | None = None, interval_s: float = STREAM_INTERVAL_S,
+    settled: dict[str, str] | None, interval_s: float,
 ) -> tuple[float, dict[str, echo.Stream]]:  # fmt: skip
-    """Open-loop streams to vip:80 from every client; ``event`` runs once every stream
+    """Open-loop streams to vip:80 from every client, one new connection every
+    ``interval_s`` (``Pace``: 20 a second, 4 under TCG); ``event`` runs once every stream
     has been answered for svc.LEAD_S (its ready file), and the streams end once it has
     returned (at the latest after ``duration_s``). ``settled``: per client a file its
     stream creates once its failures are over (STREAM_TAIL_S without one, netcheck
@@ -389,7 +389,7 @@ def test_graceful_delete_of_a_backend_loses_no_request(lab: Lab, web: dict, reco
         svc.until(f"{victim.name} gone after its graceful delete", gone, 30.0, 0.1)
         time.sleep(STREAM_TAIL_S)
 
-    t_del, streams = _streams(clients, vip, 40.0, delete, interval_s=pace.interval_s)
+    t_del, streams = _streams(clients, vip, 40.0, delete, None, pace.interval_s)
     objs.remove("Service", NAMESPACE, "svc-fo")
     failed = {n: s.failed(set(pods)) for n, s in streams.items()}
     last = {n: max(0.0, (s.last({victim.name}) or t_del) - t_del) for n, s in streams.items()}
@@ -525,8 +525,9 @@ def test_stopped_node_leaves_every_service(
                 [settled[c.name]], max(0.1, limit - time.time())), clients))  # fmt: skip
 
     try:
-        pace = Pace.of(lab).interval_s  # 4 a second under TCG: 20 starved the guests
-        _, streams = _streams(clients, vip, 3.0 + 30.0 + grace + 6.0, stop, settled, pace)
+        pace = Pace.of(lab)  # 4 a second under TCG: 20 starved the guests
+        duration = 3.0 + 30.0 + grace + 6.0
+        _, streams = _streams(clients, vip, duration, stop, settled, pace.interval_s)
         t_stop = stopped[0]
     finally:  # power back on: the link, the lab's static routes (gone with it), the agent
         victim.check(["ip", "link", "set", victim.underlay_if, "up"], timeout_s=15)
