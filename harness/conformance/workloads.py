@@ -52,17 +52,13 @@ class Pace:
     several per second of any stale window), and the rollout, whose pod starts are
     emulated too (79–84 s against 60 s of streams), gets three times the time.
     A terminating pod's preStop is what a Deployment gives the proxies to move on.
-    On an emulated control-plane node (etcd, the controllers and the agent on one
-    vCPU) one services pass took up to 5.4 s for a single endpoint change (its
-    agent log, VM run 5), and a removal can wait behind a pass already running:
-    a 6 s preStop let 1 of 665 requests be refused. So there the preStop is 12 s
-    (two such passes), not 2; the stale-endpoint window is recorded either way.
-    With it, VM run 6 refused no request, but an old pod still answered 10.3 s
-    into its 12 s preStop: so the preStop there is 20 s. And 5 of 1,232 of 31's
-    requests were ``timeout``: connected, then no reply within 1 s (netcheck's
-    stream), in two bursts at 5.8 s and 32–34 s. The connection was made; the
-    echo server, on the one emulated vCPU beside every replica, replied late. So
-    there 31's requests get 5 s. Scenario 13 keeps 1 s: its stopped-node verdict
+    On an emulated control plane (etcd, the controllers and the agent on one vCPU)
+    a services pass for one endpoint change took up to 5.4 s, a removal can wait
+    behind a running pass, and an old pod still answered 10.3 s into a 12 s
+    preStop (VM runs 5 and 6): so there the preStop is 20 s, not 2. A request
+    there may also connect and then wait past 1 s for a reply (5 of 1,232 in run
+    6): the echo server shares that vCPU with every replica. So there scenario
+    31's requests get 5 s; scenario 13 keeps 1 s, since its stopped-node verdict
     is built on when requests to the stopped node's backend stop timing out.
     """
 
@@ -166,11 +162,10 @@ def streams(
     jobs: dict[str, Job],
     duration_s: float,
     event: Callable[[], Any],
-    stop_file: str = "",
-    interval_s: float = STREAM_INTERVAL_S,
-    timeout_s: float = 1.0,
+    stop_file: str,
+    pace: Pace,
 ) -> tuple[float, Any, dict[str, echo.Stream]]:
-    """Open-loop streams (label → runner, ip, port); ``event`` runs 2 s in.
+    """Open-loop streams (label → runner, ip, port) at ``pace``; ``event`` runs 2 s in.
 
     ``stop_file``: the streams end early once it exists on their node (``event``
     creates it when it knows how long the streams need to be).
@@ -180,7 +175,7 @@ def streams(
             label: pool.submit(
                 run,
                 echo.stream_command(
-                    ip, port, duration_s, interval_s, timeout_s, stop_file=stop_file
+                    ip, port, duration_s, pace.interval_s, pace.timeout_s, stop_file=stop_file
                 ),
                 duration_s + 30,
             )

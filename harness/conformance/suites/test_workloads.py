@@ -151,7 +151,7 @@ def test_a_rolling_update_behind_a_service_loses_no_request(
                 c.node.run(["touch", stop])
 
     with Terminations(objs) as term:
-        t_roll, took, got = streams(jobs, stream_s, roll, stop, pace.interval_s, pace.timeout_s)
+        t_roll, took, got = streams(jobs, stream_s, roll, stop, pace)
         time.sleep(1.0)
     for c in ordered:
         c.node.run(["rm", "-f", stop])
@@ -258,9 +258,7 @@ def test_a_broken_version_stops_at_max_unavailable_and_undo_restores_it(
                 c.node.run(["touch", stop])
 
     with Terminations(objs) as term:
-        t0, took, got = streams(
-            jobs, stream_s, break_then_undo, stop, pace.interval_s, pace.timeout_s
-        )
+        t0, took, got = streams(jobs, stream_s, break_then_undo, stop, pace)
         time.sleep(1.0)
     for c in ordered:
         c.node.run(["rm", "-f", stop])
