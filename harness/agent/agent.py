@@ -54,6 +54,7 @@ class Agent:
         self.ipr = IPRoute()
         self.dp = registry.create(cfg, self.ipr)
         self.reconciler = Reconciler(self.ipr, self.dp)
+        self._peer_memo: dict[int, tuple[dict[str, Any], Peer]] = {}  # id(lease) → (it, Peer)
         self.stop = threading.Event()
         self.dirty = threading.Event()
         self.subnets = Cache(self.dirty)
@@ -212,24 +213,31 @@ class Agent:
     def reconcile(self, datapath: bool = True, pods: bool = True, full: bool = True) -> None:
         """One pass over the datapath peers and/or the pods and their status records."""
         if datapath:
-            self._sync_datapath()
+            self._sync_datapath(full)
         if pods:
             self._sync_pods(full)
 
-    def _sync_datapath(self) -> None:
+    def _sync_datapath(self, full: bool = True) -> None:
         if self.mesh is not None and not self.mesh.synced:
             return  # reconciling without the remote peers would drop their routes
         peers = []
+        memo: dict[int, tuple[dict[str, Any], Peer]] = {}
         for rec in self.subnets.values():
+            if rec.get("node") == self.cfg.node:
+                continue
+            hit = self._peer_memo.get(id(rec))  # the cache replaces a changed lease's dict
             try:
-                if rec.get("node") != self.cfg.node:
-                    peers.append(Peer.from_record(rec))
+                peer = hit[1] if hit is not None and hit[0] is rec else Peer.from_record(rec)
             except (KeyError, ValueError) as exc:
                 log.warning("ignoring malformed subnet lease %s: %s", rec, exc)
+                continue
+            memo[id(rec)] = (rec, peer)
+            peers.append(peer)
+        self._peer_memo = memo  # parsing 1,000 leases' addresses was most of a one-peer pass
         if self.mesh is not None:
             peers += self.mesh.peers()
             self._sync_no_nat(self.mesh.pod_cidrs())
-        report = self.reconciler.sync(peers)
+        report = self.reconciler.sync(peers, full)
         self._sync_tunnels()
         if report.changed or report.failed:
             log.info(
@@ -353,7 +361,7 @@ class Agent:
             if self.dirty.wait(timeout):
                 if self.stop.is_set():
                     break
-                time.sleep(0.02)  # let a burst of events land, then act once
+                time.sleep(0.005)  # let a burst of events land, then act once
             try:
                 if time.monotonic() >= next_beat:
                     self.heartbeat()
