@@ -55,6 +55,7 @@ class Agent:
         self.dp = registry.create(cfg, self.ipr)
         self.reconciler = Reconciler(self.ipr, self.dp)
         self._peer_memo: dict[int, tuple[dict[str, Any], Peer]] = {}  # id(lease) → (it, Peer)
+        self.created: str | None = None  # the node record's creationTimestamp (AGE)
         self.stop = threading.Event()
         self.dirty = threading.Event()
         self.subnets = Cache(self.dirty)
@@ -184,9 +185,15 @@ class Agent:
                 log.error("lost subnet %s (now %s); exiting to restart", before, self.lease.subnet)
                 self.exit_code = 1
                 self.stop.set()
+        if self.created is None:  # a restart keeps the record's age, as a Node object does
+            kv = self.store.get(node_key(self.cfg.cluster, self.cfg.node))
+            old = kv.json() if kv is not None else None
+            kept = old.get("creationTimestamp") if isinstance(old, dict) else None
+            self.created = str(kept) if kept else now_rfc3339()
         record = {
             "name": self.cfg.node,
             "cluster": self.cfg.cluster,
+            "creationTimestamp": self.created,
             "underlayIP": str(self.cfg.underlay_address),
             "segment": self.cfg.segment,
             "role": self.cfg.role,

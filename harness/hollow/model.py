@@ -90,6 +90,7 @@ class HollowNode:
     subnet: ipaddress.IPv4Network | None = None
     pod_ips: dict[tuple[str, str], str] = field(default_factory=dict)
     due: float | None = None  # loop time its next heartbeat is due; None: not leased yet
+    created: str = field(default_factory=now_rfc3339)  # the record's AGE (`podlab get nodes`)
 
     def next_ip(self) -> str:
         """The lowest free host address from .2 (.1 is the gateway, as on real nodes)."""
@@ -117,6 +118,7 @@ def node_record(cfg: HollowConfig, node: HollowNode) -> dict[str, Any]:
     return {
         "name": node.name,
         "cluster": cfg.cluster,
+        "creationTimestamp": node.created,
         "underlayIP": cfg.underlay_ip,
         "segment": cfg.segment,
         "role": "worker",

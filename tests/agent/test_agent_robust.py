@@ -79,6 +79,7 @@ def test_kill9_restart_keeps_pods_and_flows_and_reconciles(agent_lab, mode: str)
     lab = agent_lab(2, mode)
     _start(lab)
     n1, n2 = lab.nodes
+    born = lab.wait_node(n1)["creationTimestamp"]
     lab.apply_pod("a", n1, ECHO)
     lab.apply_pod("b", n2, ECHO)
     a, b = lab.wait_running("a"), lab.wait_running("b")
@@ -113,6 +114,7 @@ def test_kill9_restart_keeps_pods_and_flows_and_reconciles(agent_lab, mode: str)
     out, _ = flow.communicate(timeout=90)
     assert out.startswith("ok"), f"flow a→b across kill -9 of n1's agent: {out}"
     wait_for("n1 heartbeat after restart", lambda: "reusing etcd lease" in n1.log.read_text())
+    assert lab.wait_node(n1)["creationTimestamp"] == born, "a restart keeps the node's AGE"
     assert _pod_pid(n1, "a") == pid_a and os.path.exists(f"/proc/{pid_a}")
     assert lab.pod_status("a")["podIP"] == a["podIP"]
     assert _kernel(n1) == before, "restart changed or duplicated kernel state"

@@ -33,6 +33,7 @@ def test_records_carry_what_a_vxlan_peer_needs() -> None:
     assert other["backend"]["VtepMAC"] != mac, "one VTEP MAC per hollow node"
     rec = node_record(c, n)
     assert rec["podCIDR"] == "10.244.5.0/24" and rec["backend"] == sub["backend"]
+    assert rec["creationTimestamp"] == n.created == node_record(c, n)["creationTimestamp"]
     assert subnet_record(cfg(mode="host-gw"), n.name, n.subnet)["backend"] == {}  # type: ignore[arg-type]
 
 
