@@ -22,9 +22,9 @@ For each mode: one real node namespace runs the real agent against a real etcd
   milliseconds.
 
 Targets (issue 15): ≤ 2 s for the full sync at 1,000 peers, ≤ 50 ms for one peer
-change. Peers are fake (their underlay IPs are never contacted); beyond 243 peers
+change. Peers are fake (their underlay IPs are never contacted); beyond 240 peers
 their underlay addresses leave the fabric's /24, so host-gw (which routes only to
-its own segment) stops at 243.
+its own segment) stops at 240.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def last_start(log: Path) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-HOST_GW_MAX = 243  # 10.199.0.10 … .252: the fabric's /24 less the lab's own addresses
+HOST_GW_MAX = 240  # underlays 10.199.0.10 … .249; peer 240 onwards leaves the /24
 
 
 def peer_record(i: int) -> tuple[str, dict]:
