@@ -368,7 +368,7 @@ class Agent:
             if self.dirty.wait(timeout):
                 if self.stop.is_set():
                     break
-                time.sleep(0.005)  # let a burst of events land, then act once
+                time.sleep(0.02)  # let a burst of events land, then act once
             try:
                 if time.monotonic() >= next_beat:
                     self.heartbeat()
