@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,10 @@ def last_start(log: Path) -> float:
 
 
 HOST_GW_MAX = 240  # underlays 10.199.0.10 … .249; peer 240 onwards leaves the /24
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def peer_record(i: int) -> tuple[str, dict]:
@@ -107,6 +112,10 @@ def peer_present(ns: str, mode: str, rec: dict) -> bool:
     )
 
 
+def peer_is(want: bool, ns: str, mode: str, rec: dict) -> bool:
+    return peer_present(ns, mode, rec) == want
+
+
 def peer_changes(
     lab: AgentLab, ns: str, mode: str, n: int, changes: int, own: str
 ) -> dict[str, list[float]]:
@@ -121,9 +130,8 @@ def peer_changes(
             else:
                 lab.store.delete(key)
             t1 = time.monotonic()
-            seen = partial(peer_present, ns, mode, rec)
-            name = f"peer {rec['node']} {what}"
-            wait_for(name, lambda s=seen, w=want: s() == w, 10.0, every=0.005)
+            done = partial(peer_is, want, ns, mode, rec)
+            wait_for(f"peer {rec['node']} {what}", done, 10.0, every=0.005)
             got[what].append(time.monotonic() - t1)
             got["write_s"].append(t1 - t0)
         time.sleep(0.5)  # the next change lands on an idle agent, as a lone change would
@@ -182,8 +190,7 @@ def main() -> int:
     if "host-gw" in modes and args.peers > HOST_GW_MAX:
         ap.error(f"--peers {args.peers}: host-gw routes only to its own /24 segment here, "
                  f"at most {HOST_GW_MAX} peers; drop host-gw from --modes")  # fmt: skip
-    with open("/proc/loadavg") as f:
-        print(f"load average at the start: {' '.join(f.read().split()[:3])}")
+    print(f"load average at the start: {loadavg()}")
     print(
         f"{'mode':8} {'peers':>5} {'etcd_write_s':>12} {'burst_s':>8} {'cold_start_s':>12} "
         f"{'cold_in_agent_s':>15} {'peer_add_s med/max':>18} {'peer_del_s med/max':>18} "
@@ -202,8 +209,7 @@ def main() -> int:
             f"  {'ok' if ok else 'MISSED'}",
             flush=True,
         )
-    with open("/proc/loadavg") as f:
-        print(f"load average at the end: {' '.join(f.read().split()[:3])}")
+    print(f"load average at the end: {loadavg()}")
     return 0
 
 

@@ -31,10 +31,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from harness import __version__
 from harness.agent import leases, metrics, nft, retire
 from harness.agent import netlink as nl
-from harness.agent.cache import Cache, MeshCache, as_object
+from harness.agent.cache import Cache, MeshCache, PeerCache, as_object
 from harness.agent.config import AgentConfig
 from harness.agent.datapath import registry
-from harness.agent.datapath.base import Peer, Tunnel
+from harness.agent.datapath.base import Tunnel
 from harness.agent.pods import PodManager, PodSpec, PodState, now_rfc3339, status_json
 from harness.agent.reconcile import Reconciler
 from harness.agent.services import ServicesConfig, ServicesController
@@ -54,11 +54,10 @@ class Agent:
         self.ipr = IPRoute()
         self.dp = registry.create(cfg, self.ipr)
         self.reconciler = Reconciler(self.ipr, self.dp)
-        self._peer_memo: dict[int, tuple[dict[str, Any], Peer]] = {}  # id(lease) → (it, Peer)
         self.created: str | None = None  # the node record's creationTimestamp (AGE)
         self.stop = threading.Event()
         self.dirty = threading.Event()
-        self.subnets = Cache(self.dirty)
+        self.subnets = PeerCache(self.dirty, skip_node=cfg.node)
         self.pods = Cache(self.dirty)
         self.mesh = MeshCache(self.dirty, cfg.cluster) if cfg.mesh else None
         self.no_nat: list[ipaddress.IPv4Network] = []
@@ -227,20 +226,7 @@ class Agent:
     def _sync_datapath(self, full: bool = True) -> None:
         if self.mesh is not None and not self.mesh.synced:
             return  # reconciling without the remote peers would drop their routes
-        peers = []
-        memo: dict[int, tuple[dict[str, Any], Peer]] = {}
-        for rec in self.subnets.values():
-            if rec.get("node") == self.cfg.node:
-                continue
-            hit = self._peer_memo.get(id(rec))  # the cache replaces a changed lease's dict
-            try:
-                peer = hit[1] if hit is not None and hit[0] is rec else Peer.from_record(rec)
-            except (KeyError, ValueError) as exc:
-                log.warning("ignoring malformed subnet lease %s: %s", rec, exc)
-                continue
-            memo[id(rec)] = (rec, peer)
-            peers.append(peer)
-        self._peer_memo = memo  # parsing 1,000 leases' addresses was most of a one-peer pass
+        peers = self.subnets.peers()
         if self.mesh is not None:
             peers += self.mesh.peers()
             self._sync_no_nat(self.mesh.pod_cidrs())

@@ -38,6 +38,7 @@ class Cache:
     def reset(self, kvs: list[KV]) -> None:
         with self.lock:
             self.items = {kv.key: obj for kv in kvs if (obj := as_object(kv)) is not None}
+            self._relisted()
             self.changed = self.synced = True
         self.dirty.set()
 
@@ -49,8 +50,17 @@ class Cache:
                     self.items.pop(ev.kv.key, None)
                 else:
                     self.items[ev.kv.key] = obj
+                self._derive(ev.kv.key, obj)
             self.changed = True
         self.dirty.set()
+
+    def _relisted(self) -> None:
+        """Under the lock, after a full listing: rebuild what is derived from the items."""
+        for key, obj in self.items.items():
+            self._derive(key, obj)
+
+    def _derive(self, key: str, obj: dict[str, Any] | None) -> None:
+        """Under the lock, for a key set (``obj``) or deleted (None); nothing by default."""
 
     def poke(self) -> None:
         """Reconcile this domain although nothing in etcd changed (a pod process exited)."""
@@ -67,7 +77,42 @@ class Cache:
             return dict(self.items)
 
 
-class MeshCache(Cache):
+class PeerCache(Cache):
+    """Subnet leases, each parsed into a ``Peer`` once, when it arrives: a pass hands the
+    same Peer objects while their leases are unchanged (the reconciler reuses what it
+    derived for each; re-parsing 1,000 leases' addresses was most of a one-peer pass),
+    and a malformed lease is reported once, not on every pass."""
+
+    def __init__(self, dirty: threading.Event, skip_node: str = "") -> None:
+        super().__init__(dirty)
+        self.skip_node = skip_node  # this node's own lease is not a peer
+        self._peers: dict[str, Peer] = {}
+
+    def _relisted(self) -> None:
+        self._peers = {}
+        super()._relisted()
+
+    def _lease(self, key: str) -> tuple[str, bool]:
+        """(the lease's cluster, whether ``key`` is a lease): every key here is one."""
+        return "", True
+
+    def _derive(self, key: str, obj: dict[str, Any] | None) -> None:
+        cluster, lease = self._lease(key)
+        self._peers.pop(key, None)
+        if obj is None or not lease or (self.skip_node and obj.get("node") == self.skip_node):
+            return
+        try:
+            self._peers[key] = Peer.from_record(obj, cluster=cluster)
+        except (KeyError, ValueError) as exc:
+            log.warning("ignoring malformed subnet lease %s: %s", key, exc)
+
+    def peers(self) -> list[Peer]:
+        """The leases as datapath peers (``Peer.cluster`` names a mirrored one's cluster)."""
+        with self.lock:
+            return list(self._peers.values())
+
+
+class MeshCache(PeerCache):
     """The mirrored subnet leases and clusterinfo of the mesh's other clusters.
 
     Only those keys are kept (the mirror also holds pods, statuses, services: a
@@ -89,17 +134,9 @@ class MeshCache(Cache):
         if mine:
             super().events(mine)
 
-    def peers(self) -> list[Peer]:
-        """Remote nodes as datapath peers (``Peer.cluster`` names their cluster)."""
-        out = []
-        for key, rec in self.snapshot().items():
-            remote, _, rel = key[len(self.prefix) :].partition("/")
-            if rel.startswith("subnets/"):
-                try:
-                    out.append(Peer.from_record(rec, cluster=remote))
-                except (KeyError, ValueError) as exc:
-                    log.warning("ignoring malformed mirrored lease %s: %s", key, exc)
-        return out
+    def _lease(self, key: str) -> tuple[str, bool]:
+        remote, _, rel = key[len(self.prefix) :].partition("/")
+        return remote, rel.startswith("subnets/")
 
     def pod_cidrs(self) -> list[ipaddress.IPv4Network]:
         """The other clusters' pod CIDRs (their clusterinfo): never masqueraded to."""

@@ -95,7 +95,7 @@ class Reconciler:
         again; otherwise the pass trusts what the last read found and what was
         applied since (unless that is unknown or a mode device changed its
         ifindex), and the mode hears of the peers only when they changed. A Peer
-        object handed again (the agent keeps one per unchanged lease) reuses the
+        object handed again (the agent's PeerCache keeps one per unchanged lease) reuses the
         objects the mode derived for it: every mode's ``peer_objects`` depends on
         the peer and the mode's fixed configuration only."""
         accepted, problems = self.dp.refuse(peers)
